@@ -1,0 +1,356 @@
+//! The stream log: Sluice's one storage engine.
+//!
+//! A log is a folder of streams; a stream is a fixed number of shards; a shard is an ordered,
+//! durable sequence of records, each with a sequence number, an append time, a partition key and
+//! opaque data. Records are never interpreted here: decoding is the pipelines' job.
+//!
+//! ```text
+//! <data-dir>/streams/<name>/stream.json            the stream's StreamMeta (atomically replaced)
+//! <data-dir>/streams/<name>/shard-0000/000…0.seg   segments of record batches (see `batch`)
+//! <data-dir>/streams/<name>/shard-0000/000…0.idx   the sparse index of a sealed segment
+//! <data-dir>/trash/                                streams being dropped
+//! ```
+//!
+//! Guarantees, each kept by one module:
+//! - [`batch`]: every byte on disk is covered by a CRC32C; no length is used before it is checked.
+//! - [`shard`]: group commit; an acknowledgement follows the fsync; readers see only durable data;
+//!   in-flight bytes are bounded (producers get [`Error::Backpressure`], never an unbounded queue).
+//! - [`segment`]: recovery truncates a torn tail of the active segment and nothing else.
+//! - this module: a stream exists whole or not at all (created in a temporary folder, fsynced,
+//!   renamed into place; dropped by renaming it away first).
+
+pub mod batch;
+pub mod segment;
+pub mod shard;
+pub mod stream;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+
+pub use batch::{BatchBuilder, MAX_KEY_BYTES, MAX_RECORD_BYTES};
+pub use shard::{Appended, ReadResult, Record, Shard};
+pub use stream::{
+    MAX_SHARDS, Retention, ShardAppend, ShardBatches, Stream, StreamMeta, hash_key, hash_key_range,
+    validate_name,
+};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, grouped by who must act: the caller (bad input), the environment (retry
+/// later), or the data on disk (an operator).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("stream '{0}' does not exist")]
+    StreamNotFound(String),
+    #[error("stream '{0}' already exists")]
+    StreamExists(String),
+    #[error("stream '{stream}' has no shard {shard}")]
+    NoSuchShard { stream: String, shard: u32 },
+    #[error(
+        "invalid stream name {0:?}: use 1 to 128 letters, digits, '_', '.' or '-', not starting with '.'"
+    )]
+    InvalidName(String),
+    #[error("invalid shard count {0}: a stream has 1 to {max} shards", max = MAX_SHARDS)]
+    InvalidShardCount(u32),
+    #[error("record of {bytes} bytes is over the limit of {max} bytes", max = MAX_RECORD_BYTES)]
+    RecordTooLarge { bytes: usize },
+    #[error("partition key of {bytes} bytes is over the limit of {max} bytes", max = MAX_KEY_BYTES)]
+    KeyTooLong { bytes: usize },
+    #[error("batch of {bytes} bytes is over the limit of {max} bytes", max = batch::MAX_BATCH_PAYLOAD)]
+    BatchTooLarge { bytes: usize },
+
+    /// Too many bytes are waiting for the disk: slow down and retry.
+    #[error("the log is busy writing earlier records: slow down and retry")]
+    Backpressure,
+    #[error("{path}: {message}")]
+    Io {
+        path: PathBuf,
+        message: String,
+        kind: std::io::ErrorKind,
+    },
+    #[error("the shard is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the log is shutting down")]
+    Closed,
+
+    #[error("{path} is corrupt at byte {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> Error {
+        Error::Io {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+            kind: e.kind(),
+        }
+    }
+
+    /// Whether the same request may succeed later without change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Backpressure | Error::Io { .. } | Error::Unavailable(_) | Error::Closed
+        )
+    }
+}
+
+/// Milliseconds since the Unix epoch. Injected so that tests control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Tuning of the log; the defaults suit a server.
+#[derive(Clone)]
+pub struct LogConfig {
+    /// A segment is sealed once it holds this many bytes.
+    pub segment_bytes: u64,
+    /// … or once its first batch is this old (so that retention by age can delete it).
+    pub segment_ms: i64,
+    /// Most bytes one group commit writes.
+    pub max_group_bytes: usize,
+    /// Most bytes accepted but not yet durable, across the whole log.
+    pub inflight_bytes: usize,
+    /// How long an append waits for in-flight room before it is refused with backpressure.
+    pub backpressure_wait: Duration,
+    pub clock: Clock,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 128 << 20,
+            segment_ms: 3600 * 1000,
+            max_group_bytes: 16 << 20,
+            inflight_bytes: 256 << 20,
+            backpressure_wait: Duration::from_millis(200),
+            clock: system_clock(),
+        }
+    }
+}
+
+/// What a new stream is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamOptions {
+    pub shards: u32,
+    pub retention: Retention,
+    pub definition: serde_json::Value,
+}
+
+pub struct Log {
+    root: PathBuf,
+    config: LogConfig,
+    inflight: Arc<Semaphore>,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serializes stream creation and deletion.
+    ddl: Mutex<()>,
+}
+
+impl Log {
+    /// Opens the log in `root`, recovering every stream.
+    pub fn open(root: impl Into<PathBuf>, config: LogConfig) -> Result<Log> {
+        let root = root.into();
+        let streams_dir = root.join("streams");
+        std::fs::create_dir_all(&streams_dir).map_err(|e| Error::io(&streams_dir, e))?;
+        let trash = root.join("trash");
+        if trash.exists() {
+            std::fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
+        }
+        let inflight = Arc::new(Semaphore::new(config.inflight_bytes));
+        let mut streams = BTreeMap::new();
+        for entry in std::fs::read_dir(&streams_dir).map_err(|e| Error::io(&streams_dir, e))? {
+            let dir = entry.map_err(|e| Error::io(&streams_dir, e))?.path();
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with('.') {
+                // A creation that did not finish.
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                continue;
+            }
+            let meta = read_meta(&dir)?;
+            let stream = open_stream(&dir, meta, &config, &inflight)?;
+            streams.insert(name, Arc::new(stream));
+        }
+        Ok(Log {
+            root,
+            config,
+            inflight,
+            streams: RwLock::new(streams),
+            ddl: Mutex::new(()),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        self.streams
+            .read()
+            .expect("streams lock")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::StreamNotFound(name.to_string()))
+    }
+
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.streams
+            .read()
+            .expect("streams lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a stream; it exists whole, durably, when this returns.
+    pub fn create_stream(&self, name: &str, options: StreamOptions) -> Result<Arc<Stream>> {
+        validate_name(name)?;
+        if options.shards == 0 || options.shards > MAX_SHARDS {
+            return Err(Error::InvalidShardCount(options.shards));
+        }
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        if self
+            .streams
+            .read()
+            .expect("streams lock")
+            .contains_key(name)
+        {
+            return Err(Error::StreamExists(name.to_string()));
+        }
+        let now = (self.config.clock)();
+        let meta = StreamMeta {
+            name: name.to_string(),
+            id: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            created_ms: now,
+            shards: options.shards,
+            retention: options.retention,
+            definition: options.definition,
+        };
+        let streams_dir = self.root.join("streams");
+        let tmp = streams_dir.join(format!(".{name}.creating"));
+        let dir = streams_dir.join(name);
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        write_meta(&tmp, &meta)?;
+        for shard in 0..meta.shards {
+            let shard_dir = tmp.join(shard_dir_name(shard));
+            std::fs::create_dir(&shard_dir).map_err(|e| Error::io(&shard_dir, e))?;
+            segment::Segment::create(&shard_dir, 0)?;
+        }
+        segment::sync_dir(&tmp)?;
+        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        segment::sync_dir(&streams_dir)?;
+        let stream = Arc::new(open_stream(&dir, meta, &self.config, &self.inflight)?);
+        self.streams
+            .write()
+            .expect("streams lock")
+            .insert(name.to_string(), stream.clone());
+        Ok(stream)
+    }
+
+    /// Drops a stream and its records. Appends still queued finish first.
+    pub fn drop_stream(&self, name: &str) -> Result<()> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        let stream = self
+            .streams
+            .write()
+            .expect("streams lock")
+            .remove(name)
+            .ok_or_else(|| Error::StreamNotFound(name.to_string()))?;
+        let dir = self.root.join("streams").join(name);
+        let trash = self.root.join("trash");
+        std::fs::create_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
+        let doomed = trash.join(format!("{name}-{}", stream.meta().id));
+        std::fs::rename(&dir, &doomed).map_err(|e| Error::io(&dir, e))?;
+        segment::sync_dir(&self.root.join("streams"))?;
+        // Shards stop their writers when the last reference goes; the files may go now.
+        drop(stream);
+        std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
+    }
+
+    /// Applies every stream's retention; returns how many segments were deleted.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        let now = (self.config.clock)();
+        let mut deleted = 0;
+        for stream in self.streams() {
+            deleted += stream.enforce_retention(now)?;
+        }
+        Ok(deleted)
+    }
+}
+
+fn shard_dir_name(shard: u32) -> String {
+    format!("shard-{shard:04}")
+}
+
+fn open_stream(
+    dir: &Path,
+    meta: StreamMeta,
+    config: &LogConfig,
+    inflight: &Arc<Semaphore>,
+) -> Result<Stream> {
+    let label = [("stream", meta.name.clone())];
+    let shard_metrics = shard::ShardMetrics {
+        fsync_seconds: metrics::histogram!("sluice_log_fsync_seconds", &label),
+        group_records: metrics::histogram!("sluice_log_group_records", &label),
+    };
+    let shards = (0..meta.shards)
+        .map(|id| {
+            shard::Shard::open(
+                id,
+                dir.join(shard_dir_name(id)),
+                config,
+                shard_metrics.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Stream::new(
+        meta,
+        shards,
+        inflight.clone(),
+        config.backpressure_wait,
+    ))
+}
+
+fn read_meta(dir: &Path) -> Result<StreamMeta> {
+    let path = dir.join("stream.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        path,
+        offset: e.column() as u64,
+        reason: e.to_string(),
+    })
+}
+
+fn write_meta(dir: &Path, meta: &StreamMeta) -> Result<()> {
+    let path = dir.join("stream.json");
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?;
+    std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+    std::fs::File::open(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&path, e))
+}

@@ -1,0 +1,333 @@
+//! A stream: a named set of shards, its persisted definition, and appends across shards.
+//!
+//! Partition keys map to shards as in Kinesis: the MD5 of the key, read as a 128-bit unsigned
+//! big-endian integer, falls in one shard's hash-key range; shard `i` of `n` starts at
+//! `i * floor(2^128 / n)` and the last shard ends at `2^128 - 1`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::batch::{BatchBuilder, SealedBatch};
+use crate::shard::{Appended, Shard};
+use crate::{Error, Result};
+
+/// Most shards a stream may have.
+pub const MAX_SHARDS: u32 = 256;
+/// Longest stream name, as in Kinesis.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// How long a stream keeps records. Whole segments are deleted once every record in them is
+/// older than `max_age_ms`, or, oldest first, while a shard holds more than `max_bytes_per_shard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    pub max_age_ms: Option<u64>,
+    pub max_bytes_per_shard: Option<u64>,
+}
+
+impl Default for Retention {
+    /// Kinesis' default: 24 hours.
+    fn default() -> Self {
+        Self {
+            max_age_ms: Some(24 * 3600 * 1000),
+            max_bytes_per_shard: None,
+        }
+    }
+}
+
+/// What a stream is, as persisted in `stream.json`. `definition` belongs to the stream's owner
+/// (the SQL layer keeps columns, format and event time there); the log stores it verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub name: String,
+    /// Distinguishes this stream from an earlier one of the same name.
+    pub id: u64,
+    pub created_ms: i64,
+    pub shards: u32,
+    pub retention: Retention,
+    #[serde(default)]
+    pub definition: serde_json::Value,
+}
+
+/// Checks a stream name: 1 to 128 of `A-Z a-z 0-9 _ . -`, not starting with `.` (the Kinesis
+/// alphabet, minus names that could mean a directory).
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+/// The inclusive hash-key range of shard `shard` of `shards`.
+pub fn hash_key_range(shard: u32, shards: u32) -> (u128, u128) {
+    if shards == 1 {
+        return (0, u128::MAX);
+    }
+    let step = step(shards);
+    let start = step * u128::from(shard);
+    let end = if shard + 1 == shards {
+        u128::MAX
+    } else {
+        step * u128::from(shard + 1) - 1
+    };
+    (start, end)
+}
+
+/// floor(2^128 / n) for n >= 2, computed without 2^128.
+fn step(shards: u32) -> u128 {
+    debug_assert!(shards >= 2);
+    let n = u128::from(shards);
+    u128::MAX / n + (u128::MAX % n + 1) / n
+}
+
+/// The hash key of a partition key: its MD5 as a big-endian integer.
+pub fn hash_key(partition_key: &[u8]) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key).into())
+}
+
+pub struct Stream {
+    meta: StreamMeta,
+    shards: Vec<Shard>,
+    inflight: Arc<Semaphore>,
+    backpressure_wait: Duration,
+    metrics: StreamMetrics,
+}
+
+pub(crate) struct StreamMetrics {
+    pub records_in: metrics::Counter,
+    pub bytes_in: metrics::Counter,
+    pub append_seconds: metrics::Histogram,
+    pub backpressure: metrics::Counter,
+}
+
+impl StreamMetrics {
+    pub fn new(stream: &str) -> Self {
+        let label = [("stream", stream.to_string())];
+        Self {
+            records_in: metrics::counter!("sluice_stream_records_in_total", &label),
+            bytes_in: metrics::counter!("sluice_stream_bytes_in_total", &label),
+            append_seconds: metrics::histogram!("sluice_log_append_seconds", &label),
+            backpressure: metrics::counter!("sluice_log_backpressure_total", &label),
+        }
+    }
+}
+
+/// Records to append to a stream, already split by shard.
+pub struct ShardBatches {
+    shards: Vec<BatchBuilder>,
+}
+
+impl ShardBatches {
+    /// Adds a record to `shard`; returns its index within that shard's part of the append.
+    pub fn push(&mut self, shard: u32, key: &[u8], data: &[u8]) -> Result<u32> {
+        self.shards[shard as usize].push(key, data)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|b| b.len() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.iter().all(BatchBuilder::is_empty)
+    }
+}
+
+/// The outcome of an append for one shard it touched.
+#[derive(Debug)]
+pub struct ShardAppend {
+    pub shard: u32,
+    pub result: Result<Appended>,
+}
+
+impl Stream {
+    pub(crate) fn new(
+        meta: StreamMeta,
+        shards: Vec<Shard>,
+        inflight: Arc<Semaphore>,
+        backpressure_wait: Duration,
+    ) -> Self {
+        let metrics = StreamMetrics::new(&meta.name);
+        Self {
+            meta,
+            shards,
+            inflight,
+            backpressure_wait,
+            metrics,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn meta(&self) -> &StreamMeta {
+        &self.meta
+    }
+
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    pub fn shard(&self, id: u32) -> Result<&Shard> {
+        self.shards
+            .get(id as usize)
+            .ok_or_else(|| Error::NoSuchShard {
+                stream: self.meta.name.clone(),
+                shard: id,
+            })
+    }
+
+    /// The shard whose hash-key range holds `hash_key`.
+    pub fn shard_for_hash(&self, hash_key: u128) -> u32 {
+        match self.meta.shards {
+            1 => 0,
+            n => ((hash_key / step(n)) as u32).min(n - 1),
+        }
+    }
+
+    pub fn shard_for_key(&self, partition_key: &[u8]) -> u32 {
+        self.shard_for_hash(hash_key(partition_key))
+    }
+
+    pub fn batches(&self) -> ShardBatches {
+        ShardBatches {
+            shards: (0..self.shards.len())
+                .map(|_| BatchBuilder::default())
+                .collect(),
+        }
+    }
+
+    /// Appends the batches, one per shard touched, and waits until every one is durable.
+    ///
+    /// Fails as a whole with [`Error::Backpressure`] (nothing written) when the log's in-flight
+    /// budget stays exhausted for the backpressure wait. Otherwise each shard reports its own
+    /// outcome: a shard that fails does not undo the others.
+    pub async fn append(&self, batches: ShardBatches) -> Result<Vec<ShardAppend>> {
+        let started = Instant::now();
+        let sealed: Vec<(u32, SealedBatch)> = batches
+            .shards
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(shard, b)| (shard as u32, b.seal()))
+            .collect();
+        let total: usize = sealed.iter().map(|(_, b)| b.byte_len()).sum();
+        let records: u64 = sealed.iter().map(|(_, b)| u64::from(b.count())).sum();
+        if total == 0 {
+            return Ok(Vec::new());
+        }
+        let permits = u32::try_from(total).map_err(|_| Error::BatchTooLarge { bytes: total })?;
+        let mut permit = match self.inflight.clone().try_acquire_many_owned(permits) {
+            Ok(p) => p,
+            Err(_) => {
+                match tokio::time::timeout(
+                    self.backpressure_wait,
+                    self.inflight.clone().acquire_many_owned(permits),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(Error::Closed),
+                    Err(_) => {
+                        self.metrics.backpressure.increment(1);
+                        return Err(Error::Backpressure);
+                    }
+                }
+            }
+        };
+        let mut waiting = Vec::with_capacity(sealed.len());
+        for (shard, batch) in sealed {
+            let part = permit
+                .split(batch.byte_len())
+                .expect("permits cover every batch");
+            waiting.push((shard, self.shards[shard as usize].append(batch, part)));
+        }
+        drop(permit);
+        let mut outcome = Vec::with_capacity(waiting.len());
+        for (shard, ack) in waiting {
+            let result = ack.await.unwrap_or(Err(Error::Closed));
+            outcome.push(ShardAppend { shard, result });
+        }
+        if outcome.iter().all(|o| o.result.is_ok()) {
+            self.metrics.records_in.increment(records);
+            self.metrics.bytes_in.increment(total as u64);
+        }
+        self.metrics.append_seconds.record(started.elapsed());
+        Ok(outcome)
+    }
+
+    /// Deletes segments that retention no longer keeps; returns how many.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let r = self.meta.retention;
+        let mut deleted = 0;
+        for shard in &self.shards {
+            deleted += shard.enforce_retention(now_ms, r.max_age_ms, r.max_bytes_per_shard)?;
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_key_ranges_match_kinesis() {
+        // Kinesis splits 3 shards at these boundaries.
+        assert_eq!(
+            hash_key_range(0, 3).1,
+            113427455640312821154458202477256070484
+        );
+        assert_eq!(
+            hash_key_range(1, 3).0,
+            113427455640312821154458202477256070485
+        );
+        assert_eq!(
+            hash_key_range(2, 3),
+            (226854911280625642308916404954512140970, u128::MAX)
+        );
+        assert_eq!(hash_key_range(1, 4).0, 1u128 << 126);
+        assert_eq!(hash_key_range(0, 1), (0, u128::MAX));
+        for n in [1, 2, 3, 4, 7, 256] {
+            for i in 0..n - 1 {
+                assert_eq!(hash_key_range(i, n).1 + 1, hash_key_range(i + 1, n).0);
+            }
+        }
+    }
+
+    #[test]
+    fn names() {
+        for good in ["ticks", "a", "my-stream.v2", "A_B", &"x".repeat(128)] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a\0b",
+            "é",
+            "a b",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn md5_hash_key() {
+        // MD5("") = d41d8cd98f00b204e9800998ecf8427e
+        assert_eq!(hash_key(b""), 0xd41d8cd98f00b204e9800998ecf8427e);
+    }
+}

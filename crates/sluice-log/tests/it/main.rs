@@ -1,0 +1,63 @@
+//! Integration tests of the stream log: a model test with crashes, and targeted scenarios.
+
+mod model;
+mod scenarios;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sluice_log::{Clock, Log, LogConfig, Record, Shard};
+
+/// A clock the test moves by hand.
+#[derive(Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn at(ms: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(ms)))
+    }
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+    pub fn now(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn clock(&self) -> Clock {
+        let inner = self.0.clone();
+        Arc::new(move || inner.load(Ordering::SeqCst))
+    }
+}
+
+pub fn small_config(clock: &ManualClock) -> LogConfig {
+    LogConfig {
+        segment_bytes: 600,
+        segment_ms: i64::MAX,
+        clock: clock.clock(),
+        ..LogConfig::default()
+    }
+}
+
+pub fn open(dir: &std::path::Path, config: LogConfig) -> Log {
+    Log::open(dir, config).expect("open log")
+}
+
+/// Every committed record of a shard, read in small pieces to exercise continuation.
+pub fn read_all(shard: &Shard) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut seq = 0;
+    loop {
+        let r = shard.read(seq, 7, 1 << 20).expect("read");
+        if r.records.is_empty() {
+            return out;
+        }
+        seq = r.next_seq;
+        out.extend(r.records);
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
