@@ -1,1 +1,299 @@
+//! The Sluice server: the log, the ingest doors and the SQL and status API behind one HTTP port.
+//!
+//! ```text
+//!  HTTP 127.0.0.1:7878 ─┬─ POST /v1/streams/{s}/records ─┐
+//!                       ├─ POST / (Kinesis API) ──────────┴─► sluice-ingest ─► sluice-log
+//!                       ├─ POST /v1/sql ──► sluice-sql ─► stream statements on the log
+//!                       ├─ GET  /v1/streams (status)
+//!                       └─ GET  /metrics (Prometheus)
+//! ```
+//!
+//! [`Server::start`] opens the log (recovering it), applies the config file's statements, binds
+//! the port and serves until [`Server::shutdown`]: in-flight requests finish, queued appends are
+//! written, then the log closes.
 
+pub mod metrics;
+pub mod sql;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::json;
+use sluice_ingest::{HttpError, Ingest, IngestConfig};
+use sluice_log::{Log, LogConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the server could not start or a statement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Log(#[from] sluice_log::Error),
+    #[error(transparent)]
+    Sql(#[from] sluice_sql::SqlError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<ServerError> for HttpError {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Log(e) => e.into(),
+            ServerError::Sql(e) => {
+                let details = json!({"line": e.line, "column": e.column});
+                HttpError::bad_request("sql_parse_error", e.message).with_details(details)
+            }
+            ServerError::Unsupported(m) => HttpError::bad_request("unsupported_statement", m),
+            ServerError::Config(m) => HttpError::bad_request("invalid_statement", m),
+            e @ (ServerError::Bind { .. } | ServerError::Internal(_)) => {
+                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    /// SQL statements to apply at start-up (the config file's).
+    pub statements: Option<String>,
+    pub log: LogConfig,
+    pub ingest: IngestConfig,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, http: SocketAddr) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            http,
+            statements: None,
+            log: LogConfig::default(),
+            ingest: IngestConfig::default(),
+            retention_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every route shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub log: Arc<Log>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState, ingest: IngestConfig) -> Router {
+    let ingest = Ingest::new(state.log.clone(), ingest);
+    let doors = sluice_ingest::http::routes()
+        .merge(sluice_ingest::kinesis::routes())
+        .with_state(ingest);
+    Router::new()
+        .route("/v1/sql", post(run_sql))
+        .route("/v1/streams", get(list_streams))
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+        .merge(doors)
+}
+
+#[derive(Deserialize)]
+struct SqlRequest {
+    sql: String,
+}
+
+async fn run_sql(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<sql::QueryResult>, HttpError> {
+    let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
+        HttpError::bad_request(
+            "invalid_request",
+            format!("expected {{\"sql\": \"…\"}}: {e}"),
+        )
+    })?;
+    let statements = sluice_sql::parse(&request.sql).map_err(ServerError::from)?;
+    let log = state.log.clone();
+    // Creating and dropping streams fsyncs: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        let mut result = sql::QueryResult::default();
+        for statement in statements {
+            result = sql::execute(&log, statement, sql::Existing::Refuse)?;
+        }
+        Ok::<_, ServerError>(result)
+    })
+    .await
+    .map_err(|e| HttpError::from(ServerError::Internal(e.to_string())))?
+    .map(Json)
+    .map_err(HttpError::from)
+}
+
+async fn list_streams(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let streams: Vec<_> = state
+        .log
+        .streams()
+        .iter()
+        .map(|s| {
+            let meta = s.meta();
+            let (records, bytes) = sql::stream_size(s);
+            let shards: Vec<_> = s
+                .shards()
+                .iter()
+                .map(|shard| {
+                    let (start, end) = shard.bounds();
+                    let (bytes, segments) = shard.size();
+                    json!({"shard": shard.id(), "start_seq": start, "end_seq": end, "bytes": bytes, "segments": segments})
+                })
+                .collect();
+            json!({
+                "name": meta.name,
+                "shards": meta.shards,
+                "records": records,
+                "bytes": bytes,
+                "created_ms": meta.created_ms,
+                "retention_ms": meta.retention.max_age_ms,
+                "definition": meta.definition,
+                "shard_status": shards,
+            })
+        })
+        .collect();
+    Json(json!({ "streams": streams }))
+}
+
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// A running server.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub log: Arc<Log>,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+    upkeep: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        if !config.http.ip().is_loopback() {
+            return Err(ServerError::Config(format!(
+                "refusing to listen on {}: a non-loopback address needs authentication, which this \
+                 version of Sluice does not have yet; listen on 127.0.0.1 (the default) and put an \
+                 authenticating proxy in front",
+                config.http
+            )));
+        }
+        let metrics = metrics::install();
+        let data_dir = config.data_dir.clone();
+        let log_config = config.log.clone();
+        let statements = config.statements.clone();
+        let log = tokio::task::spawn_blocking(move || {
+            let log = Log::open(&data_dir, log_config)?;
+            if let Some(sql) = statements {
+                let n = sql::apply_config(&log, &sql)?;
+                tracing::info!(statements = n, "applied the config file");
+            }
+            Ok::<_, ServerError>(Arc::new(log))
+        })
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+
+        let listener =
+            TcpListener::bind(config.http)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.http,
+                    source,
+                })?;
+        let http_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.http,
+            source,
+        })?;
+        let state = AppState {
+            log: log.clone(),
+            metrics: metrics.clone(),
+        };
+        let app = router(state, config.ingest.clone());
+        let (stop, mut stopped) = watch::channel(false);
+        let serving = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        let upkeep = tokio::spawn(upkeep(log.clone(), metrics, config.retention_interval));
+        Ok(Server {
+            http_addr,
+            log,
+            stop,
+            serving,
+            upkeep,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and closes the log.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.stop.send(true);
+        self.upkeep.abort();
+        let served = self
+            .serving
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        served.map_err(|e| ServerError::Internal(format!("the HTTP server failed: {e}")))?;
+        // Dropping the last handle stops the shard writers once their queues are empty.
+        let log = self.log;
+        tokio::task::spawn_blocking(move || drop(log))
+            .await
+            .map_err(|e| ServerError::Internal(e.to_string()))
+    }
+}
+
+/// Background upkeep: retention, and draining the metrics recorder.
+async fn upkeep(log: Arc<Log>, metrics: PrometheusHandle, retention_interval: Duration) {
+    let mut retention = tokio::time::interval(retention_interval);
+    let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = retention.tick() => {
+                let log = log.clone();
+                match tokio::task::spawn_blocking(move || log.enforce_retention()).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!(segments = n, "retention deleted segments"),
+                    Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+                    Err(e) => tracing::error!(error = %e, "retention task failed"),
+                }
+            }
+            _ = metrics_tick.tick() => metrics.run_upkeep(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,157 @@
+//! The Sluice SQL dialect: DataFusion's SQL (parsed by `sqlparser`) plus statements for streams.
+//!
+//! ```sql
+//! CREATE STREAM [IF NOT EXISTS] ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)
+//!   WITH (shards = 4, format = 'json', event_time = 'ts', watermark = '5 seconds',
+//!         retention = '24 hours', retention_bytes = 1073741824);
+//! DROP STREAM [IF EXISTS] ticks;
+//! SHOW STREAMS;
+//! DESCRIBE ticks;            -- also DESC
+//! ```
+//!
+//! [`parse`] recognises these by their leading keywords, as DataFusion's own `DFParser` does for
+//! its extensions, and hands every other statement to `sqlparser` unchanged. Errors carry the
+//! line and column of the offending token.
 
+mod stream;
+
+pub use stream::{Column, ColumnType, CreateStream, Format, StreamDefinition};
+
+use sqlparser::dialect::GenericDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, Token};
+
+/// A statement of the dialect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    CreateStream(CreateStream),
+    DropStream {
+        name: String,
+        if_exists: bool,
+    },
+    ShowStreams,
+    Describe {
+        name: String,
+    },
+    /// Any other statement, for the query engine.
+    Sql(Box<sqlparser::ast::Statement>),
+}
+
+/// A statement that could not be parsed or does not make sense; says what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SqlError {
+    pub message: String,
+    /// Where in the text, when known (1-based).
+    pub line: Option<u64>,
+    pub column: Option<u64>,
+}
+
+impl SqlError {
+    fn at(message: impl Into<String>, location: Location) -> Self {
+        let message = message.into();
+        if location.line == 0 {
+            return Self {
+                message,
+                line: None,
+                column: None,
+            };
+        }
+        Self {
+            message: format!(
+                "{message} at Line: {}, Column: {}",
+                location.line, location.column
+            ),
+            line: Some(location.line),
+            column: Some(location.column),
+        }
+    }
+}
+
+impl From<ParserError> for SqlError {
+    fn from(e: ParserError) -> Self {
+        let message = match e {
+            ParserError::TokenizerError(m) | ParserError::ParserError(m) => m,
+            ParserError::RecursionLimitExceeded => "the statement nests too deeply".to_string(),
+        };
+        // sqlparser ends its messages with "at Line: L, Column: C"; keep the numbers too.
+        let position = message.rsplit_once("Line: ").and_then(|(_, rest)| {
+            let (line, column) = rest.split_once(", Column: ")?;
+            let column: String = column.chars().take_while(char::is_ascii_digit).collect();
+            Some((line.parse().ok()?, column.parse().ok()?))
+        });
+        Self {
+            message: message
+                .strip_prefix("sql parser error: ")
+                .unwrap_or(&message)
+                .to_string(),
+            line: position.map(|p: (u64, u64)| p.0),
+            column: position.map(|p| p.1),
+        }
+    }
+}
+
+pub type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+/// Parses one or more statements separated by semicolons.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
+    let mut statements = Vec::new();
+    loop {
+        while parser.consume_token(&Token::SemiColon) {}
+        if parser.peek_token().token == Token::EOF {
+            return Ok(statements);
+        }
+        statements.push(parse_statement(&mut parser)?);
+        let next = parser.peek_token();
+        if !matches!(next.token, Token::SemiColon | Token::EOF) {
+            return Err(SqlError::at(
+                format!("expected end of statement, found {}", next.token),
+                next.span.start,
+            ));
+        }
+    }
+}
+
+fn parse_statement(parser: &mut Parser) -> Result<Statement> {
+    let start = parser.peek_token();
+    if parser.parse_keywords(&[Keyword::CREATE, Keyword::STREAM]) {
+        return stream::parse_create_stream(parser).map(Statement::CreateStream);
+    }
+    if parser.parse_keywords(&[Keyword::DROP, Keyword::STREAM]) {
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = stream::parse_stream_name(parser)?;
+        return Ok(Statement::DropStream { name, if_exists });
+    }
+    if parser.parse_keyword(Keyword::SHOW) {
+        if parse_word(parser, "STREAMS") {
+            return Ok(Statement::ShowStreams);
+        }
+        parser.prev_token();
+    }
+    if parser
+        .parse_one_of_keywords(&[Keyword::DESCRIBE, Keyword::DESC])
+        .is_some()
+    {
+        let name = stream::parse_stream_name(parser)?;
+        return Ok(Statement::Describe { name });
+    }
+    debug_assert_eq!(parser.peek_token(), start);
+    Ok(Statement::Sql(Box::new(parser.parse_statement()?)))
+}
+
+/// Consumes a word that is not one of sqlparser's keywords (e.g. `STREAMS`).
+fn parse_word(parser: &mut Parser, word: &str) -> bool {
+    match &parser.peek_token().token {
+        Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word) => {
+            parser.next_token();
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,110 @@
-fn main() {}
+//! `sluice`: the command line. It parses flags and wires the crates; the work is theirs.
+
+mod config;
+mod generate;
+mod produce;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Real-time streaming analytics in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the log, ingest over HTTP and the Kinesis API, SQL, metrics.
+    Serve {
+        /// A config file: TOML with `data_dir`, `http` and `sql` (statements applied at start-up),
+        /// or a `.sql` file of statements.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where streams are kept [default: ./sluice-data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The HTTP address: ingest, Kinesis API, SQL, status, metrics [default: 127.0.0.1:7878]
+        #[arg(long)]
+        http: Option<SocketAddr>,
+    },
+    /// Write events of a canonical workload as NDJSON to stdout.
+    Gen(generate::GenArgs),
+    /// Send NDJSON from stdin to a stream.
+    Produce(produce::ProduceArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            data_dir,
+            http,
+        } => {
+            init_tracing();
+            let config = config::resolve(config.as_deref(), data_dir, http)?;
+            runtime()?.block_on(serve(config))
+        }
+        Command::Gen(args) => generate::run(args),
+        Command::Produce(args) => runtime()?.block_on(produce::run(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: sluice_server::ServerConfig) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    let server = sluice_server::Server::start(config).await?;
+    // One line on stdout that scripts (and tests) read to find the port.
+    println!("sluice: http listening on {}", server.http_addr);
+    tracing::info!(data_dir = %data_dir.display(), "serving; Ctrl-C stops");
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing in-flight requests");
+    server.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,437 @@
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::*;
+use crate::time::{MAX_LAG_MS, format_second};
+
+/// What W2 may have in place of a timestamp (WORKLOADS.md).
+const BAD_TIMESTAMPS: [&str; 4] = ["unknown", "N/A", "yesterday", "not-a-date"];
+
+fn generate(workload: Workload, options: GenOptions, n: usize) -> Vec<u8> {
+    let mut generator = Generator::new(workload, options);
+    let mut out = Vec::new();
+    generator.write_events(n, &mut out);
+    out
+}
+
+fn canonical(workload: Workload, n: usize) -> Vec<u8> {
+    generate(workload, GenOptions::canonical(workload), n)
+}
+
+fn lines(out: &[u8]) -> Vec<&str> {
+    let text = std::str::from_utf8(out).expect("the output is ASCII");
+    assert!(text.ends_with('\n'), "every line ends in a newline");
+    text.lines().collect()
+}
+
+fn parse_ts(ts: &str) -> i64 {
+    // Exactly `YYYY-MM-DDTHH:MM:SS.mmmZ`, not just any RFC 3339.
+    assert_eq!(ts.len(), 24, "{ts}");
+    assert_eq!(&ts[19..20], ".", "{ts}");
+    assert!(ts.ends_with('Z'), "{ts}");
+    DateTime::parse_from_rfc3339(ts)
+        .unwrap_or_else(|e| panic!("{ts}: {e}"))
+        .timestamp_millis()
+}
+
+fn share(count: usize, total: usize) -> f64 {
+    count as f64 / total as f64
+}
+
+fn assert_share(what: &str, count: usize, total: usize, expected: f64, tolerance: f64) {
+    let actual = share(count, total);
+    assert!(
+        (actual - expected).abs() <= tolerance,
+        "{what}: {actual:.4} of {total}, expected {expected} ± {tolerance}"
+    );
+}
+
+#[test]
+fn same_seed_gives_the_same_bytes_and_another_seed_other_bytes() {
+    for workload in Workload::ALL {
+        let options = GenOptions::canonical(workload);
+        let first = generate(workload, options.clone(), 2000);
+        assert_eq!(
+            first,
+            generate(workload, options.clone(), 2000),
+            "{workload:?}"
+        );
+        let other = GenOptions {
+            seed: 43,
+            ..options
+        };
+        assert_ne!(first, generate(workload, other, 2000), "{workload:?}");
+    }
+}
+
+#[test]
+fn output_does_not_depend_on_how_it_is_chunked() {
+    for workload in Workload::ALL {
+        let whole = canonical(workload, 1000);
+        let mut generator = Generator::new(workload, GenOptions::canonical(workload));
+        let mut chunked = b"kept: ".to_vec();
+        for n in [0, 1, 7, 992] {
+            generator.write_events(n, &mut chunked);
+        }
+        assert_eq!(generator.generated(), 1000);
+        assert_eq!(&chunked[..6], b"kept: ", "write_events appends");
+        assert_eq!(chunked[6..], whole[..], "{workload:?}");
+        assert_eq!(lines(&whole).len(), 1000);
+    }
+}
+
+#[test]
+fn ticks_are_valid_and_in_range() {
+    let out = canonical(Workload::Ticks, 100_000);
+    let mut tickers = HashSet::new();
+    let mut max_ts = i64::MIN;
+    for line in lines(&out) {
+        let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let fields = event.as_object().expect("an object");
+        let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        assert_eq!(names.len(), 4, "{line}");
+        assert!(line.starts_with("{\"ticker\":\"T"), "{line}");
+
+        let ticker = event["ticker"].as_str().expect("a string ticker");
+        assert!(
+            ticker.len() == 5 && ticker[1..].parse::<u32>().is_ok_and(|k| k < 500),
+            "{line}"
+        );
+        tickers.insert(ticker.to_owned());
+
+        let volume = event["volume"].as_u64().expect("an integer volume");
+        assert!(
+            volume.is_multiple_of(100) && (100..=10_000).contains(&volume),
+            "{line}"
+        );
+
+        let price = event["price"].as_f64().expect("a numeric price");
+        assert!(price > 0.0, "{line}");
+        let price_text = line
+            .split("\"price\":")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .expect("a price field");
+        let decimals = price_text.split('.').nth(1).expect("a decimal point");
+        assert_eq!(decimals.len(), 4, "{line}");
+
+        let ts = parse_ts(event["ts"].as_str().expect("a string ts"));
+        assert!(ts >= CANONICAL_START_MS, "{line}");
+        assert!(
+            ts >= max_ts.saturating_sub(MAX_LAG_MS as i64),
+            "{line} is too late"
+        );
+        max_ts = max_ts.max(ts);
+    }
+    // 200 expected per ticker: all of them show up.
+    assert_eq!(tickers.len(), 500);
+}
+
+#[test]
+fn prices_walk_in_small_steps() {
+    let out = canonical(Workload::Ticks, 20_000);
+    let mut last: HashMap<String, f64> = HashMap::new();
+    for line in lines(&out) {
+        let event: Value = serde_json::from_str(line).expect("valid JSON");
+        let ticker = event["ticker"].as_str().expect("a ticker").to_owned();
+        let price = event["price"].as_f64().expect("a price");
+        if let Some(previous) = last.insert(ticker, price) {
+            // 0.1 % per tick, plus rounding to 4 decimals.
+            assert!(
+                (price / previous - 1.0).abs() <= 0.001 + 1e-4 / previous,
+                "{line}"
+            );
+        } else {
+            assert!((10.0..500.5).contains(&price), "{line}");
+        }
+    }
+}
+
+/// A W2 record, borrowing from the generated text (parsing 200k records into `Value`s would
+/// make the test slow in debug builds).
+#[derive(Deserialize)]
+struct Click<'a> {
+    event_id: &'a str,
+    user_id: Option<&'a str>,
+    session_id: &'a str,
+    event_type: &'a str,
+    page: &'a str,
+    device: &'a str,
+    country: &'a str,
+    ts: &'a str,
+}
+
+/// The classes a W2 job sorts records into, in the order it checks them.
+#[derive(Default)]
+struct ClickCounts<'a> {
+    invalid_json: usize,
+    bad_ts: usize,
+    null_user: usize,
+    good: usize,
+    event_types: HashMap<&'a str, usize>,
+    devices: HashMap<&'a str, usize>,
+    users: HashMap<&'a str, usize>,
+}
+
+fn count_clicks(out: &[u8]) -> ClickCounts<'_> {
+    let mut counts = ClickCounts::default();
+    for line in lines(out) {
+        let Ok(event) = serde_json::from_str::<Click>(line) else {
+            assert!(!line.ends_with('}'), "{line}");
+            counts.invalid_json += 1;
+            continue;
+        };
+        if BAD_TIMESTAMPS.contains(&event.ts) {
+            assert!(event.user_id.is_some(), "anomalies are exclusive: {line}");
+            counts.bad_ts += 1;
+            continue;
+        }
+        *counts.event_types.entry(event.event_type).or_default() += 1;
+        *counts.devices.entry(event.device).or_default() += 1;
+        let Some(user) = event.user_id else {
+            counts.null_user += 1;
+            continue;
+        };
+        *counts.users.entry(user).or_default() += 1;
+        counts.good += 1;
+    }
+    counts
+}
+
+#[test]
+fn clicks_have_the_specified_anomalies_and_shares() {
+    let n = 200_000;
+    let out = canonical(Workload::Clicks, n);
+    let counts = count_clicks(&out);
+    assert_eq!(
+        counts.invalid_json + counts.bad_ts + counts.null_user + counts.good,
+        n
+    );
+    assert_share("invalid JSON", counts.invalid_json, n, 0.005, 0.002);
+    assert_share("bad ts", counts.bad_ts, n, 0.01, 0.002);
+    assert_share("null user", counts.null_user, n, 0.02, 0.002);
+
+    // Shares among the records that carry a usable ts (good and null-user ones).
+    let with_ts = counts.good + counts.null_user;
+    for (event_type, expected) in [
+        ("page_view", 0.70),
+        ("click", 0.20),
+        ("add_to_cart", 0.07),
+        ("purchase", 0.03),
+    ] {
+        let count = counts.event_types.get(event_type).copied().unwrap_or(0);
+        assert_share(event_type, count, with_ts, expected, 0.005);
+    }
+    assert_eq!(counts.event_types.len(), 4);
+    for (device, expected) in [("mobile", 0.60), ("desktop", 0.35), ("tablet", 0.05)] {
+        let count = counts.devices.get(device).copied().unwrap_or(0);
+        assert_share(device, count, with_ts, expected, 0.005);
+    }
+    assert_eq!(counts.devices.len(), 3);
+
+    let heaviest = counts
+        .users
+        .iter()
+        .max_by_key(|(_, count)| **count)
+        .map(|(user, _)| *user);
+    assert_eq!(heaviest, Some("u000000"));
+    // Zipf(1.1) over 100,000: p(rank) = rank^-1.1 / 7.422.
+    assert_share(
+        "u000000",
+        counts.users["u000000"],
+        counts.good,
+        0.1347,
+        0.005,
+    );
+    assert_share(
+        "u000001",
+        counts.users["u000001"],
+        counts.good,
+        0.0629,
+        0.004,
+    );
+}
+
+#[test]
+fn clicks_pages_sessions_and_countries_look_right() {
+    let out = canonical(Workload::Clicks, 20_000);
+    let mut sessions_of_user: HashMap<&str, HashSet<&str>> = HashMap::new();
+    let mut countries = HashSet::new();
+    for line in lines(&out) {
+        let Ok(event) = serde_json::from_str::<Click>(line) else {
+            continue;
+        };
+        assert!(
+            event.event_id.len() == 32
+                && event
+                    .event_id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{line}"
+        );
+        let page = event.page;
+        let is_product = page
+            .strip_prefix("/product/")
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| p < 1000);
+        let is_category = page
+            .strip_prefix("/category/")
+            .and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| c < 50);
+        if event.event_type == "page_view" {
+            assert!(is_product || is_category || page == "/", "{line}");
+        } else {
+            assert!(is_product, "{line}");
+        }
+        if !BAD_TIMESTAMPS.contains(&event.ts) {
+            assert!(parse_ts(event.ts) >= CANONICAL_START_MS, "{line}");
+        }
+        let session = event.session_id;
+        assert!(session.len() == 8 && session.starts_with('s'), "{line}");
+        if let Some(user) = event.user_id {
+            sessions_of_user.entry(user).or_default().insert(session);
+        }
+        countries.insert(event.country);
+    }
+    let users = sessions_of_user.len();
+    let sessions: usize = sessions_of_user.values().map(HashSet::len).sum();
+    // A session never spans two users; its ids are counted from s0000001.
+    let distinct: HashSet<&str> = sessions_of_user.values().flatten().copied().collect();
+    assert_eq!(distinct.len(), sessions);
+    assert!(distinct.contains("s0000001"));
+    // Each user's first event starts a session, then 1 in 20 does.
+    let expected_renewals = (20_000 - users) as f64 * 0.05;
+    let renewals = (sessions - users) as f64;
+    assert!(
+        (renewals / expected_renewals - 1.0).abs() < 0.15,
+        "{renewals} renewals, expected ~{expected_renewals}"
+    );
+    assert_eq!(countries.len(), 30);
+}
+
+#[test]
+fn base_time_advances_by_one_over_rate() {
+    // With rate 10,000, event 10,000's base time is start + 1 s.
+    let mut clock = EventClock::new(CANONICAL_START_MS, 10_000);
+    let offsets: Vec<u64> = (0..=10_000).map(|_| clock.next_base_offset()).collect();
+    assert_eq!(offsets[0], 0);
+    assert_eq!(offsets[9_999], 999);
+    assert_eq!(offsets[10_000], 1000);
+
+    // floor(i * 1000 / rate) for rates below, at and above 1000 events/s.
+    for rate in [1, 3, 7, 200, 999, 1000, 1001, 10_000, 999_983] {
+        let mut clock = EventClock::new(0, rate);
+        for i in 0..25_000u64 {
+            assert_eq!(
+                clock.next_base_offset(),
+                i * 1000 / rate,
+                "rate {rate}, event {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn timestamps_follow_the_event_time_model() {
+    let mut generator = Generator::new(Workload::Ticks, GenOptions::canonical(Workload::Ticks));
+    let mut out = Vec::new();
+    generator.write_events(20_001, &mut out);
+    let ts: Vec<i64> = lines(&out)
+        .iter()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("valid JSON");
+            parse_ts(event["ts"].as_str().expect("a ts"))
+        })
+        .collect();
+    for (i, &ts) in ts.iter().enumerate() {
+        let base = CANONICAL_START_MS + (i as i64 * 1000) / 10_000;
+        let earliest = (base - MAX_LAG_MS as i64).max(CANONICAL_START_MS);
+        assert!(
+            (earliest..=base).contains(&ts),
+            "event {i}: {ts}, base {base}"
+        );
+    }
+    // ~5 % are up to 2 s late, the rest less than 20 ms.
+    let late = ts
+        .iter()
+        .enumerate()
+        .filter(|&(i, &ts)| CANONICAL_START_MS + (i as i64 * 1000) / 10_000 - ts >= 20)
+        .count();
+    assert_share("lag >= 20 ms", late, ts.len(), 0.05 * 1981.0 / 2001.0, 0.01);
+}
+
+#[test]
+fn seconds_are_formatted_as_chrono_does() {
+    let mut seconds = vec![
+        0,
+        -1,
+        CANONICAL_START_MS / 1000,
+        951_782_400,     // 2000-02-29
+        4_107_542_400,   // 2100-03-01
+        -62_167_219_200, // 0000-01-01
+        253_402_300_799, // 9999-12-31T23:59:59
+    ];
+    // A spread over the whole range, including leap years and century ends.
+    let mut second = -62_167_219_200i64;
+    while second < 253_402_300_799 {
+        seconds.push(second);
+        second += 86_400 * 37 + 3_607;
+    }
+    for second in seconds {
+        let expected = DateTime::<Utc>::from_timestamp(second, 0)
+            .expect("in chrono's range")
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
+        assert_eq!(
+            std::str::from_utf8(&format_second(second)),
+            Ok(expected.as_str())
+        );
+    }
+}
+
+#[test]
+fn timestamps_stay_within_what_rfc_3339_can_write() {
+    for (start_ms, expected) in [
+        (CANONICAL_START_MS + 123, "2026-01-05T14:30:00.123Z"),
+        (-1, "1969-12-31T23:59:59.999Z"),
+        (i64::MIN, "0000-01-01T00:00:00.000Z"),
+        (i64::MAX, "9999-12-31T23:59:59.999Z"),
+    ] {
+        let mut clock = EventClock::new(start_ms, 1);
+        let mut out = Vec::new();
+        clock.push_timestamp(&mut out, start_ms);
+        assert_eq!(std::str::from_utf8(&out), Ok(expected));
+    }
+    let end = GenOptions {
+        start_ms: i64::MAX,
+        ..GenOptions::canonical(Workload::Ticks)
+    };
+    for line in lines(&generate(Workload::Ticks, end, 100)) {
+        assert!(
+            line.ends_with("\"ts\":\"9999-12-31T23:59:59.999Z\"}"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn canonical_start_is_the_documented_instant() {
+    assert_eq!(parse_ts("2026-01-05T14:30:00.000Z"), CANONICAL_START_MS);
+}
+
+#[test]
+fn workloads_parse_by_name() {
+    for workload in Workload::ALL {
+        assert_eq!(workload.name().parse(), Ok(workload));
+    }
+    assert_eq!(Workload::Ticks.key_field(), "ticker");
+    assert_eq!(Workload::Clicks.key_field(), "user_id");
+    let error = "trades".parse::<Workload>().expect_err("not a workload");
+    assert!(
+        error.contains("trades") && error.contains("ticks") && error.contains("clicks"),
+        "{error}"
+    );
+}

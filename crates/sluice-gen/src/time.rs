@@ -1,0 +1,175 @@
+//! Event time: each event's base time, the lateness added to it, and its RFC 3339 text.
+
+use rand::Rng;
+
+use crate::text::fill_decimal;
+
+/// Probability that an event is only a little late (lag below [`SMALL_LAG_BOUND_MS`]).
+const SMALL_LAG_P: f64 = 0.95;
+/// Exclusive bound of the common, small lag.
+const SMALL_LAG_BOUND_MS: u64 = 20;
+/// Inclusive bound of the rare, large lag: no event is more than this late.
+pub(crate) const MAX_LAG_MS: u64 = 2000;
+
+/// RFC 3339 has four-digit years only: event times are kept within 0000-01-01T00:00:00.000Z
+/// ..= 9999-12-31T23:59:59.999Z (in ms since the epoch) so that every line stays parseable.
+const FIRST_MS: i64 = -62_167_219_200_000;
+const LAST_MS: i64 = 253_402_300_799_999;
+
+/// Length of "YYYY-MM-DDTHH:MM:SS".
+const PREFIX_LEN: usize = 19;
+
+/// The event-time model shared by the workloads: event `i` has base time
+/// `start + floor(i * 1000 / rate)` ms and is then made late by a random lag, never before `start`.
+pub(crate) struct EventClock {
+    start_ms: i64,
+    rate: u64,
+    /// `floor(1000 / rate)` and `1000 % rate`: the base time advances by `1000 / rate` ms per
+    /// event, tracked as whole ms plus a remainder in units of `1 / rate` ms, so no product
+    /// `i * 1000` is ever formed (it would overflow for huge `i`) and no event pays a division.
+    step_ms: u64,
+    step_remainder: u64,
+    /// Whole seconds of event time before the next event: `i / rate`.
+    elapsed_seconds: u64,
+    /// Events of the current second already generated: `i % rate`.
+    into_second: u64,
+    /// `floor(into_second * 1000 / rate)` and `(into_second * 1000) % rate`.
+    ms_into_second: u64,
+    remainder: u64,
+    prefixes: SecondPrefixes,
+}
+
+impl EventClock {
+    /// `rate` is events per second of event time and must be at least 1 (checked by the caller).
+    pub(crate) fn new(start_ms: i64, rate: u64) -> Self {
+        EventClock {
+            start_ms,
+            rate,
+            step_ms: 1000 / rate,
+            step_remainder: 1000 % rate,
+            elapsed_seconds: 0,
+            into_second: 0,
+            ms_into_second: 0,
+            remainder: 0,
+            prefixes: SecondPrefixes::new(start_ms.clamp(FIRST_MS, LAST_MS).div_euclid(1000)),
+        }
+    }
+
+    /// The next event's base time as ms after the start, advancing to the event after it.
+    pub(crate) fn next_base_offset(&mut self) -> u64 {
+        let offset = self
+            .elapsed_seconds
+            .saturating_mul(1000)
+            .saturating_add(self.ms_into_second);
+        self.into_second += 1;
+        if self.into_second == self.rate {
+            self.elapsed_seconds += 1;
+            self.into_second = 0;
+            self.ms_into_second = 0;
+            self.remainder = 0;
+        } else {
+            self.ms_into_second += self.step_ms;
+            // remainder + step_remainder < 2 * rate, so at most one carry; compared this way
+            // round so that the sum is never formed (no overflow even for a rate near u64::MAX).
+            if self.remainder >= self.rate - self.step_remainder {
+                self.remainder -= self.rate - self.step_remainder;
+                self.ms_into_second += 1;
+            } else {
+                self.remainder += self.step_remainder;
+            }
+        }
+        offset
+    }
+
+    /// The next event's time in ms since the epoch: its base time made late by a random lag
+    /// (p = 0.95: U{0..19} ms, otherwise U{0..2000} ms), never before the start.
+    pub(crate) fn next_event_ms<R: Rng>(&mut self, rng: &mut R) -> i64 {
+        let base = self.next_base_offset();
+        let lag = if rng.random_bool(SMALL_LAG_P) {
+            rng.random_range(0..SMALL_LAG_BOUND_MS)
+        } else {
+            rng.random_range(0..=MAX_LAG_MS)
+        };
+        self.start_ms
+            .saturating_add_unsigned(base.saturating_sub(lag))
+    }
+
+    /// Appends `ms` (since the epoch) as RFC 3339 with milliseconds and 'Z', without quotes:
+    /// `2026-01-05T14:30:00.123Z`.
+    pub(crate) fn push_timestamp(&mut self, out: &mut Vec<u8>, ms: i64) {
+        let ms = ms.clamp(FIRST_MS, LAST_MS);
+        out.extend_from_slice(self.prefixes.get(ms.div_euclid(1000)));
+        let mut millis = *b".000Z";
+        fill_decimal(&mut millis[1..4], ms.rem_euclid(1000).unsigned_abs());
+        out.extend_from_slice(&millis);
+    }
+}
+
+/// "YYYY-MM-DDTHH:MM:SS" of the seconds in use. Events are at most 2 s late, so at any moment
+/// they fall in at most three consecutive seconds: four slots indexed by `second % 4` hold them
+/// all, and each second is formatted once rather than once per event.
+struct SecondPrefixes {
+    slots: [(i64, [u8; PREFIX_LEN]); 4],
+}
+
+impl SecondPrefixes {
+    fn new(first_second: i64) -> Self {
+        let mut slots = [(0, [0; PREFIX_LEN]); 4];
+        for second in first_second..first_second + 4 {
+            slots[slot_of(second)] = (second, format_second(second));
+        }
+        SecondPrefixes { slots }
+    }
+
+    fn get(&mut self, second: i64) -> &[u8; PREFIX_LEN] {
+        let slot = &mut self.slots[slot_of(second)];
+        if slot.0 != second {
+            *slot = (second, format_second(second));
+        }
+        &slot.1
+    }
+}
+
+fn slot_of(second: i64) -> usize {
+    // rem_euclid(4) is in 0..4, so the cast is exact.
+    second.rem_euclid(4) as usize
+}
+
+/// "YYYY-MM-DDTHH:MM:SS" of `second` since the epoch, which must lie in years 0000..=9999.
+pub(crate) fn format_second(second: i64) -> [u8; PREFIX_LEN] {
+    let days = second.div_euclid(86_400);
+    let second_of_day = second.rem_euclid(86_400).unsigned_abs();
+    let (year, month, day) = civil_from_days(days);
+    let mut text = *b"0000-00-00T00:00:00";
+    // Years are 0..=9999 for the clamped range, so unsigned_abs is the year itself.
+    fill_decimal(&mut text[0..4], year.unsigned_abs());
+    fill_decimal(&mut text[5..7], month);
+    fill_decimal(&mut text[8..10], day);
+    fill_decimal(&mut text[11..13], second_of_day / 3600);
+    fill_decimal(&mut text[14..16], second_of_day / 60 % 60);
+    fill_decimal(&mut text[17..19], second_of_day % 60);
+    text
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar for `days` since 1970-01-01.
+/// Howard Hinnant's `civil_from_days` (http://howardhinnant.github.io/date_algorithms.html):
+/// counts in 400-year eras of 146,097 days, with years starting on 1 March so that the leap day
+/// is the last day of the year.
+fn civil_from_days(days: i64) -> (i64, u64, u64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097); // 0..=146_096
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let march_month = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
+    let day = (day_of_year - (153 * march_month + 2) / 5 + 1).unsigned_abs();
+    let month = if march_month < 10 {
+        march_month + 3
+    } else {
+        march_month - 9
+    }
+    .unsigned_abs();
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}

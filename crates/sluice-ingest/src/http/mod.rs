@@ -1,0 +1,134 @@
+//! `POST /v1/streams/{stream}/records`: Sluice's own ingest API.
+//!
+//! The body is NDJSON (one record a line), or, with `Content-Type: application/json`, a JSON
+//! array of records (or one JSON value). `?key=field` takes each record's partition key from
+//! that top-level field; without it, each request goes whole to the next shard in turn.
+//!
+//! The answer, `{"accepted": n, "shard_sequences": {"<shard>": <last sequence number>}}`, comes
+//! only once every record is durable. A request with any bad part is refused whole.
+
+mod split;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+
+pub use split::{json_records, ndjson_lines, partition_key};
+
+use crate::{HttpError, Ingest};
+
+pub fn routes() -> Router<Ingest> {
+    Router::new().route("/v1/streams/{stream}/records", post(put_records))
+}
+
+#[derive(Debug, Deserialize)]
+struct PutParams {
+    key: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {
+    pub accepted: usize,
+    /// The last sequence number written to each shard the request touched.
+    pub shard_sequences: BTreeMap<String, u64>,
+}
+
+async fn put_records(
+    State(ingest): State<Ingest>,
+    Path(stream): Path<String>,
+    Query(params): Query<PutParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Accepted>, HttpError> {
+    sluice_log::validate_name(&stream)?;
+    let stream = ingest.log.stream(&stream)?;
+    let body = read_body(body, &headers, ingest.config.max_body_bytes).await?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let records: Vec<&[u8]> = if is_json {
+        json_records(&body).map_err(|e| {
+            HttpError::bad_request("invalid_json", format!("the body is not a JSON array: {e}"))
+                .with_details(serde_json::json!({"line": e.line(), "column": e.column()}))
+        })?
+    } else {
+        ndjson_lines(&body).collect()
+    };
+    if records.is_empty() {
+        return Err(HttpError::bad_request(
+            "no_records",
+            "the body holds no records",
+        ));
+    }
+
+    let mut batches = stream.batches();
+    let round_robin =
+        (ingest.round_robin.fetch_add(1, Ordering::Relaxed) % stream.shards().len() as u64) as u32;
+    for (i, record) in records.iter().enumerate() {
+        let pushed = match &params.key {
+            Some(field) => {
+                let key = partition_key(record, field);
+                batches.push(stream.shard_for_key(&key), &key, record)
+            }
+            None => batches.push(round_robin, b"", record),
+        };
+        pushed.map_err(|e| {
+            let e = HttpError::from(e);
+            HttpError {
+                message: format!("record {} (counting from 1): {}", i + 1, e.message),
+                ..e
+            }
+        })?;
+    }
+    let accepted = records.len();
+    let mut shard_sequences = BTreeMap::new();
+    for part in stream.append(batches).await? {
+        let appended = part.result?;
+        shard_sequences.insert(part.shard.to_string(), appended.last_seq());
+    }
+    Ok(Json(Accepted {
+        accepted,
+        shard_sequences,
+    }))
+}
+
+/// Reads a whole body, refusing one over `limit` bytes before reading it when it says its size.
+pub async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, HttpError> {
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let cause = e.into_inner();
+        if cause.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            HttpError::bad_request("invalid_body", format!("could not read the body: {cause}"))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

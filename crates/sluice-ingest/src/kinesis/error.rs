@@ -1,0 +1,124 @@
+//! Kinesis' error shapes: HTTP 400 (or 5xx) with `{"__type": "<Name>", "message": "…"}`, which
+//! the AWS SDKs turn into their named exceptions.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{ACCOUNT, CONTENT_TYPE};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KinesisError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl KinesisError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A request that breaks a constraint of the API's model (missing member, length, pattern).
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ValidationException", message)
+    }
+
+    /// A value that is well-formed but cannot be used.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidArgumentException", message)
+    }
+
+    /// A body that is not JSON, or a member of the wrong JSON type.
+    pub fn serialization(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "SerializationException", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceNotFoundException",
+            message,
+        )
+    }
+
+    pub fn unknown_operation(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "UnknownOperationException",
+            message,
+        )
+    }
+
+    pub fn expired_iterator(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ExpiredIteratorException", message)
+    }
+
+    pub fn stream_not_found(name: &str) -> Self {
+        Self::not_found(format!("Stream {name} under account {ACCOUNT} not found."))
+    }
+
+    /// A missing required member, worded as the service words it.
+    pub fn missing(member: &str) -> Self {
+        Self::validation(format!(
+            "1 validation error detected: Value null at '{member}' failed to satisfy constraint: Member must not be null"
+        ))
+    }
+}
+
+impl From<sluice_log::Error> for KinesisError {
+    fn from(e: sluice_log::Error) -> Self {
+        use sluice_log::Error as E;
+        match &e {
+            E::StreamNotFound(name) => Self::stream_not_found(name),
+            E::StreamExists(name) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "ResourceInUseException",
+                format!("Stream {name} under account {ACCOUNT} already exists."),
+            ),
+            E::NoSuchShard { stream, shard } => Self::not_found(format!(
+                "Shard {} in stream {stream} under account {ACCOUNT} does not exist",
+                super::shard_id(*shard)
+            )),
+            E::InvalidName(_) | E::RecordTooLarge { .. } | E::KeyTooLong { .. } => {
+                Self::validation(e.to_string())
+            }
+            E::InvalidShardCount(0) => Self::validation(e.to_string()),
+            E::InvalidShardCount(_) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "LimitExceededException",
+                e.to_string(),
+            ),
+            E::BatchTooLarge { .. } => Self::invalid_argument(e.to_string()),
+            E::Backpressure => Self::new(
+                StatusCode::BAD_REQUEST,
+                "ProvisionedThroughputExceededException",
+                "Rate exceeded: the log is busy writing earlier records; slow down and retry.",
+            ),
+            E::Io { .. } | E::Unavailable(_) | E::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                e.to_string(),
+            ),
+            E::Corrupt { .. } | E::Internal(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for KinesisError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"__type": self.kind, "message": self.message});
+        let mut response = (self.status, body.to_string()).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        response
+    }
+}

@@ -1,0 +1,144 @@
+//! The Kinesis Data Streams API (JSON 1.1 on `POST /`), so that boto3 and the AWS SDKs work
+//! against Sluice by setting `endpoint_url`.
+//!
+//! Operations: CreateStream, DeleteStream, DescribeStream, DescribeStreamSummary, ListStreams,
+//! ListShards, PutRecord, PutRecords, GetShardIterator, GetRecords. Limits are Kinesis' own
+//! (1 MiB record, 500 records and 5 MiB per PutRecords, 10,000 records per GetRecords), and so
+//! are the error shapes (see [`error`]). A stream created here is a stream like any other: it
+//! has no declared columns, so SQL sees its records as schemaless JSON.
+//!
+//! Mapping: shard `i` is `shardId-{i:012}`; sequence numbers are the log's, as decimal strings;
+//! `ApproximateArrivalTimestamp` is the time the record's batch became durable.
+
+mod error;
+mod iterator;
+mod ops;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::de::DeserializeOwned;
+
+pub use error::KinesisError;
+pub use iterator::{ITERATOR_TTL_MS, ShardIterator};
+
+use crate::Ingest;
+
+pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
+pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
+/// The account every ARN names: Sluice has one.
+pub const ACCOUNT: &str = "000000000000";
+/// Largest request body: a full PutRecords (5 MiB of data, base64-encoded) with room for keys.
+pub const MAX_REQUEST_BYTES: usize = 10 << 20;
+
+pub fn routes() -> Router<Ingest> {
+    Router::new().route("/", post(handle))
+}
+
+/// What an operation needs besides its input.
+pub(crate) struct Context {
+    pub ingest: Ingest,
+    /// The region the client signed for, echoed in ARNs.
+    pub region: String,
+}
+
+async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(operation) = target.strip_prefix(TARGET_PREFIX) else {
+        return KinesisError::unknown_operation(format!(
+            "expected an X-Amz-Target header of {TARGET_PREFIX}<Operation>, found {target:?}"
+        ))
+        .into_response();
+    };
+    let body = match crate::http::read_body(body, &headers, MAX_REQUEST_BYTES).await {
+        Ok(body) => body,
+        Err(e) => return KinesisError::validation(e.message).into_response(),
+    };
+    let context = Context {
+        ingest,
+        region: region(&headers),
+    };
+    match dispatch(&context, operation, &body).await {
+        Ok(mut response) => {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn dispatch(
+    context: &Context,
+    operation: &str,
+    body: &[u8],
+) -> Result<Response, KinesisError> {
+    Ok(match operation {
+        "CreateStream" => ops::create_stream(context, input(body)?)
+            .await?
+            .into_response(),
+        "DeleteStream" => ops::delete_stream(context, input(body)?)
+            .await?
+            .into_response(),
+        "DescribeStream" => ops::describe_stream(context, input(body)?)?.into_response(),
+        "DescribeStreamSummary" => {
+            ops::describe_stream_summary(context, input(body)?)?.into_response()
+        }
+        "ListStreams" => ops::list_streams(context, input(body)?)?.into_response(),
+        "ListShards" => ops::list_shards(context, input(body)?)?.into_response(),
+        "PutRecord" => ops::put_record(context, input(body)?)
+            .await?
+            .into_response(),
+        "PutRecords" => ops::put_records(context, input(body)?)
+            .await?
+            .into_response(),
+        "GetShardIterator" => ops::get_shard_iterator(context, input(body)?)
+            .await?
+            .into_response(),
+        "GetRecords" => ops::get_records(context, input(body)?)
+            .await?
+            .into_response(),
+        other => {
+            return Err(KinesisError::unknown_operation(format!(
+                "unknown operation {other}"
+            )));
+        }
+    })
+}
+
+/// Decodes an operation's input; JSON that does not fit the input's shape is a
+/// SerializationException, as in Kinesis.
+fn input<T: DeserializeOwned>(body: &[u8]) -> Result<T, KinesisError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| KinesisError::serialization(e.to_string()))
+}
+
+/// The region from the SigV4 credential scope (`Credential=KEY/DATE/REGION/SERVICE/…`).
+fn region(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|auth| auth.split("Credential=").nth(1))
+        .and_then(|scope| scope.split('/').nth(2))
+        .filter(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or("us-east-1")
+        .to_string()
+}
+
+pub fn shard_id(shard: u32) -> String {
+    format!("shardId-{shard:012}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,706 @@
+//! The Kinesis operations: inputs as the service model names them, checks in the order the
+//! service applies them (shape, then constraints, then state), outputs as the SDKs expect.
+
+use std::sync::Arc;
+
+use axum::Json;
+use base64::Engine;
+use base64::display::Base64Display;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Value, json};
+use sluice_log::{Retention, Stream, StreamOptions, hash_key, hash_key_range};
+
+use super::iterator::{ITERATOR_TTL_MS, ShardIterator};
+use super::{ACCOUNT, Context, KinesisError, shard_id};
+
+type Output = Result<Json<Value>, KinesisError>;
+
+/// Shards of a stream created without a ShardCount (as an on-demand Kinesis stream starts).
+const DEFAULT_SHARDS: u32 = 4;
+const MAX_PUT_RECORDS: usize = 500;
+const MAX_PUT_RECORDS_BYTES: usize = 5 << 20;
+const MAX_PARTITION_KEY_CHARS: usize = 256;
+const MAX_GET_RECORDS: usize = 10_000;
+const MAX_GET_RECORDS_BYTES: usize = 10 << 20;
+
+/// Members every stream-addressed input has.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct StreamRef {
+    stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    stream_arn: Option<String>,
+}
+
+impl StreamRef {
+    /// The stream's name, from StreamName or StreamARN, checked against Kinesis' pattern.
+    fn name(&self) -> Result<String, KinesisError> {
+        let name = match (&self.stream_name, &self.stream_arn) {
+            (Some(name), _) => name.clone(),
+            (None, Some(arn)) => arn
+                .rsplit_once(":stream/")
+                .map(|(_, name)| name.to_string())
+                .ok_or_else(|| {
+                    KinesisError::invalid_argument(format!("{arn} is not a Kinesis stream ARN"))
+                })?,
+            (None, None) => return Err(KinesisError::missing("streamName")),
+        };
+        sluice_log::validate_name(&name).map_err(|_| {
+            KinesisError::validation(format!(
+                "1 validation error detected: Value '{name}' at 'streamName' failed to satisfy constraint: \
+                 Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+ and have length between 1 and 128"
+            ))
+        })?;
+        Ok(name)
+    }
+
+    fn stream(&self, context: &Context) -> Result<Arc<Stream>, KinesisError> {
+        Ok(context.ingest.log.stream(&self.name()?)?)
+    }
+}
+
+fn arn(context: &Context, name: &str) -> String {
+    format!("arn:aws:kinesis:{}:{ACCOUNT}:stream/{name}", context.region)
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn retention_hours(stream: &Stream) -> u64 {
+    // A stream kept forever reports Kinesis' own maximum, 365 days.
+    stream
+        .meta()
+        .retention
+        .max_age_ms
+        .map_or(8760, |ms| ms.div_ceil(3_600_000))
+}
+
+/// Parses a shard id: `shardId-000000000001` (or its number alone).
+fn parse_shard(stream: &Stream, id: &str) -> Result<u32, KinesisError> {
+    let digits = id.strip_prefix("shardId-").unwrap_or(id);
+    digits
+        .parse::<u32>()
+        .ok()
+        .filter(|&n| (n as usize) < stream.shards().len() && !digits.is_empty())
+        .ok_or_else(|| {
+            KinesisError::not_found(format!(
+                "Shard {id} in stream {} under account {ACCOUNT} does not exist",
+                stream.name()
+            ))
+        })
+}
+
+fn parse_seq(text: &str, member: &str) -> Result<u64, KinesisError> {
+    text.parse().map_err(|_| {
+        KinesisError::invalid_argument(format!("{member} {text:?} is not a valid sequence number"))
+    })
+}
+
+fn shard_json(stream: &Stream, shard: u32) -> Value {
+    let (start, end) = hash_key_range(shard, stream.shards().len() as u32);
+    let (first, _) = stream.shards()[shard as usize].bounds();
+    json!({
+        "ShardId": shard_id(shard),
+        "HashKeyRange": {"StartingHashKey": start.to_string(), "EndingHashKey": end.to_string()},
+        "SequenceNumberRange": {"StartingSequenceNumber": first.to_string()},
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CreateStreamInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    shard_count: Option<i64>,
+}
+
+pub(crate) async fn create_stream(context: &Context, input: CreateStreamInput) -> Output {
+    let name = input.stream.name()?;
+    let shards = match input.shard_count {
+        None => DEFAULT_SHARDS,
+        Some(n) if n < 1 => {
+            return Err(KinesisError::validation(format!(
+                "1 validation error detected: Value '{n}' at 'shardCount' failed to satisfy constraint: \
+                 Member must have value greater than or equal to 1"
+            )));
+        }
+        Some(n) => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    let log = context.ingest.log.clone();
+    let options = StreamOptions {
+        shards,
+        retention: Retention::default(),
+        definition: Value::Null,
+    };
+    tokio::task::spawn_blocking(move || log.create_stream(&name, options))
+        .await
+        .map_err(|e| sluice_log::Error::Internal(e.to_string()))??;
+    Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DeleteStreamInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    #[serde(rename = "EnforceConsumerDeletion")]
+    _enforce_consumer_deletion: Option<bool>,
+}
+
+pub(crate) async fn delete_stream(context: &Context, input: DeleteStreamInput) -> Output {
+    let name = input.stream.name()?;
+    let log = context.ingest.log.clone();
+    tokio::task::spawn_blocking(move || log.drop_stream(&name))
+        .await
+        .map_err(|e| sluice_log::Error::Internal(e.to_string()))??;
+    Ok(Json(json!({})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DescribeStreamInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    limit: Option<i64>,
+    exclusive_start_shard_id: Option<String>,
+}
+
+pub(crate) fn describe_stream(context: &Context, input: DescribeStreamInput) -> Output {
+    let stream = input.stream.stream(context)?;
+    let limit = limit(input.limit, 100, 10_000, "limit")?;
+    let first = match &input.exclusive_start_shard_id {
+        Some(id) => parse_shard(&stream, id)? as usize + 1,
+        None => 0,
+    };
+    let count = stream.shards().len();
+    let shards: Vec<Value> = (first..count)
+        .take(limit)
+        .map(|s| shard_json(&stream, s as u32))
+        .collect();
+    let has_more = first + shards.len() < count;
+    let meta = stream.meta();
+    Ok(Json(json!({"StreamDescription": {
+        "StreamName": meta.name,
+        "StreamARN": arn(context, &meta.name),
+        "StreamStatus": "ACTIVE",
+        "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+        "Shards": shards,
+        "HasMoreShards": has_more,
+        "RetentionPeriodHours": retention_hours(&stream),
+        "StreamCreationTimestamp": seconds(meta.created_ms),
+        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+        "EncryptionType": "NONE",
+    }})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct DescribeStreamSummaryInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+}
+
+pub(crate) fn describe_stream_summary(
+    context: &Context,
+    input: DescribeStreamSummaryInput,
+) -> Output {
+    let stream = input.stream.stream(context)?;
+    let meta = stream.meta();
+    Ok(Json(json!({"StreamDescriptionSummary": {
+        "StreamName": meta.name,
+        "StreamARN": arn(context, &meta.name),
+        "StreamId": meta.id.to_string(),
+        "StreamStatus": "ACTIVE",
+        "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+        "RetentionPeriodHours": retention_hours(&stream),
+        "StreamCreationTimestamp": seconds(meta.created_ms),
+        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+        "EncryptionType": "NONE",
+        "OpenShardCount": meta.shards,
+        "ConsumerCount": 0,
+        "MaxRecordSizeInKiB": sluice_log::MAX_RECORD_BYTES / 1024,
+    }})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ListStreamsInput {
+    limit: Option<i64>,
+    exclusive_start_stream_name: Option<String>,
+    next_token: Option<String>,
+}
+
+pub(crate) fn list_streams(context: &Context, input: ListStreamsInput) -> Output {
+    let limit = limit(input.limit, 100, 10_000, "limit")?;
+    let after = match &input.next_token {
+        Some(token) => Some(decode_token(token)?),
+        None => input.exclusive_start_stream_name.clone(),
+    };
+    let streams: Vec<_> = context
+        .ingest
+        .log
+        .streams()
+        .into_iter()
+        .filter(|s| after.as_deref().is_none_or(|after| s.name() > after))
+        .collect();
+    let page = &streams[..streams.len().min(limit)];
+    let has_more = page.len() < streams.len();
+    let mut output = json!({
+        "StreamNames": page.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "HasMoreStreams": has_more,
+        "StreamSummaries": page.iter().map(|s| json!({
+            "StreamName": s.name(),
+            "StreamARN": arn(context, s.name()),
+            "StreamStatus": "ACTIVE",
+            "StreamModeDetails": {"StreamMode": "PROVISIONED"},
+            "StreamCreationTimestamp": seconds(s.meta().created_ms),
+        })).collect::<Vec<_>>(),
+    });
+    if let (true, Some(last)) = (has_more, page.last()) {
+        output["NextToken"] = json!(STANDARD.encode(last.name()));
+    }
+    Ok(Json(output))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct ListShardsInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    next_token: Option<String>,
+    exclusive_start_shard_id: Option<String>,
+    max_results: Option<i64>,
+}
+
+pub(crate) fn list_shards(context: &Context, input: ListShardsInput) -> Output {
+    let max = limit(input.max_results, 1000, 10_000, "maxResults")?;
+    // A NextToken carries the stream and where the previous page stopped.
+    let (stream, first) = match &input.next_token {
+        Some(token) => {
+            if input.stream.stream_name.is_some() {
+                return Err(KinesisError::invalid_argument(
+                    "NextToken and StreamName cannot be provided together.",
+                ));
+            }
+            let decoded = decode_token(token)?;
+            let (name, first) = decoded
+                .rsplit_once('/')
+                .and_then(|(n, f)| Some((n.to_string(), f.parse::<usize>().ok()?)))
+                .ok_or_else(|| KinesisError::invalid_argument("Invalid NextToken."))?;
+            (context.ingest.log.stream(&name)?, first)
+        }
+        None => {
+            let stream = input.stream.stream(context)?;
+            let first = match &input.exclusive_start_shard_id {
+                Some(id) => parse_shard(&stream, id)? as usize + 1,
+                None => 0,
+            };
+            (stream, first)
+        }
+    };
+    let count = stream.shards().len();
+    let end = count.min(first.saturating_add(max));
+    let shards: Vec<Value> = (first.min(end)..end)
+        .map(|s| shard_json(&stream, s as u32))
+        .collect();
+    let mut output = json!({ "Shards": shards });
+    if end < count {
+        output["NextToken"] = json!(STANDARD.encode(format!("{}/{end}", stream.name())));
+    }
+    Ok(Json(output))
+}
+
+fn decode_token(token: &str) -> Result<String, KinesisError> {
+    STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| KinesisError::invalid_argument("Invalid NextToken."))
+}
+
+fn limit(
+    value: Option<i64>,
+    default: usize,
+    max: usize,
+    member: &str,
+) -> Result<usize, KinesisError> {
+    match value {
+        None => Ok(default),
+        Some(n) if n >= 1 && n as usize <= max => Ok(n as usize),
+        Some(n) => Err(KinesisError::validation(format!(
+            "1 validation error detected: Value '{n}' at '{member}' failed to satisfy constraint: \
+             Member must have value between 1 and {max}"
+        ))),
+    }
+}
+
+/// One record to put, as PutRecord and PutRecords take it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct RecordInput {
+    data: Option<String>,
+    partition_key: Option<String>,
+    explicit_hash_key: Option<String>,
+}
+
+/// A record whose members are checked: its data decoded, its shard chosen.
+struct CheckedRecord {
+    data: Vec<u8>,
+    key: String,
+    shard: u32,
+}
+
+impl RecordInput {
+    fn check(self, stream: &Stream, path: &str) -> Result<CheckedRecord, KinesisError> {
+        let data = self
+            .data
+            .ok_or_else(|| KinesisError::missing(&format!("{path}data")))?;
+        let data = STANDARD.decode(data.as_bytes()).map_err(|e| {
+            KinesisError::serialization(format!("{path}Data is not valid base64: {e}"))
+        })?;
+        if data.len() > sluice_log::MAX_RECORD_BYTES {
+            return Err(KinesisError::validation(format!(
+                "1 validation error detected: Value at '{path}data' failed to satisfy constraint: \
+                 Member must have length less than or equal to {}",
+                sluice_log::MAX_RECORD_BYTES
+            )));
+        }
+        let key = self
+            .partition_key
+            .ok_or_else(|| KinesisError::missing(&format!("{path}partitionKey")))?;
+        let chars = key.chars().count();
+        if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
+            return Err(KinesisError::validation(format!(
+                "1 validation error detected: Value '{key:.32}' at '{path}partitionKey' failed to satisfy \
+                 constraint: Member must have length between 1 and {MAX_PARTITION_KEY_CHARS}"
+            )));
+        }
+        let hash = match &self.explicit_hash_key {
+            Some(text) => text.parse::<u128>().map_err(|_| {
+                KinesisError::invalid_argument(format!(
+                    "ExplicitHashKey {text:?} is not a decimal number between 0 and 2^128 - 1"
+                ))
+            })?,
+            None => hash_key(key.as_bytes()),
+        };
+        Ok(CheckedRecord {
+            shard: stream.shard_for_hash(hash),
+            data,
+            key,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PutRecordInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    #[serde(flatten)]
+    record: RecordInput,
+    sequence_number_for_ordering: Option<String>,
+}
+
+pub(crate) async fn put_record(context: &Context, input: PutRecordInput) -> Output {
+    let stream = input.stream.stream(context)?;
+    if let Some(seq) = &input.sequence_number_for_ordering {
+        parse_seq(seq, "SequenceNumberForOrdering")?;
+    }
+    let record = input.record.check(&stream, "")?;
+    let mut batches = stream.batches();
+    batches.push(record.shard, record.key.as_bytes(), &record.data)?;
+    let outcome = stream.append(batches).await?;
+    let appended = outcome.into_iter().next().map(|o| o.result).transpose()?;
+    let appended = appended.ok_or_else(|| {
+        sluice_log::Error::Internal("an append of one record wrote nothing".into())
+    })?;
+    Ok(Json(json!({
+        "ShardId": shard_id(record.shard),
+        "SequenceNumber": appended.first_seq.to_string(),
+        "EncryptionType": "NONE",
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct PutRecordsInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    records: Option<Vec<RecordInput>>,
+}
+
+pub(crate) async fn put_records(context: &Context, input: PutRecordsInput) -> Output {
+    let records = input
+        .records
+        .ok_or_else(|| KinesisError::missing("records"))?;
+    if records.is_empty() || records.len() > MAX_PUT_RECORDS {
+        return Err(KinesisError::validation(format!(
+            "1 validation error detected: Value at 'records' failed to satisfy constraint: \
+             Member must have length between 1 and {MAX_PUT_RECORDS} (found {})",
+            records.len()
+        )));
+    }
+    let stream = input.stream.stream(context)?;
+    let records = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.check(&stream, &format!("records.{}.member.", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let size: usize = records.iter().map(|r| r.data.len() + r.key.len()).sum();
+    if size > MAX_PUT_RECORDS_BYTES {
+        return Err(KinesisError::invalid_argument(format!(
+            "Records size exceeds {MAX_PUT_RECORDS_BYTES} bytes (found {size})"
+        )));
+    }
+    let mut batches = stream.batches();
+    let mut placed = Vec::with_capacity(records.len());
+    for r in &records {
+        placed.push((r.shard, batches.push(r.shard, r.key.as_bytes(), &r.data)?));
+    }
+    // Kinesis reports throttling and failures per record, with HTTP 200.
+    let results: Vec<Value> = match stream.append(batches).await {
+        Err(e) => placed
+            .iter()
+            .map(|_| failed_record(&KinesisError::from(e.clone())))
+            .collect(),
+        Ok(outcome) => placed
+            .iter()
+            .map(|&(shard, index)| {
+                match outcome.iter().find(|o| o.shard == shard).map(|o| &o.result) {
+                    Some(Ok(a)) => json!({
+                        "ShardId": shard_id(shard),
+                        "SequenceNumber": (a.first_seq + u64::from(index)).to_string(),
+                    }),
+                    Some(Err(e)) => failed_record(&KinesisError::from(e.clone())),
+                    None => failed_record(&KinesisError::from(sluice_log::Error::Internal(
+                        "shard not written".into(),
+                    ))),
+                }
+            })
+            .collect(),
+    };
+    let failed = results
+        .iter()
+        .filter(|r| r.get("ErrorCode").is_some())
+        .count();
+    Ok(Json(
+        json!({"FailedRecordCount": failed, "Records": results, "EncryptionType": "NONE"}),
+    ))
+}
+
+fn failed_record(e: &KinesisError) -> Value {
+    let code = match e.kind {
+        "ProvisionedThroughputExceededException" => e.kind,
+        _ => "InternalFailure",
+    };
+    json!({"ErrorCode": code, "ErrorMessage": e.message})
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GetShardIteratorInput {
+    #[serde(flatten)]
+    stream: StreamRef,
+    shard_id: Option<String>,
+    shard_iterator_type: Option<String>,
+    starting_sequence_number: Option<String>,
+    timestamp: Option<Value>,
+}
+
+pub(crate) async fn get_shard_iterator(context: &Context, input: GetShardIteratorInput) -> Output {
+    let shard_id = input
+        .shard_id
+        .ok_or_else(|| KinesisError::missing("shardId"))?;
+    let kind = input
+        .shard_iterator_type
+        .ok_or_else(|| KinesisError::missing("shardIteratorType"))?;
+    let stream = input.stream.stream(context)?;
+    let shard = parse_shard(&stream, &shard_id)?;
+    let log_shard = &stream.shards()[shard as usize];
+    let (first, end) = log_shard.bounds();
+    let starting = || {
+        input
+            .starting_sequence_number
+            .as_deref()
+            .ok_or_else(|| {
+                KinesisError::invalid_argument(format!(
+                    "StartingSequenceNumber is required for {kind}"
+                ))
+            })
+            .and_then(|s| parse_seq(s, "StartingSequenceNumber"))
+    };
+    let seq = match kind.as_str() {
+        "TRIM_HORIZON" => first,
+        "LATEST" => end,
+        "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER" => {
+            let seq = starting()?;
+            if seq >= end {
+                return Err(KinesisError::invalid_argument(format!(
+                    "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard_id} in stream {} \
+                     under account {ACCOUNT} is invalid because it did not come from this stream.",
+                    stream.name()
+                )));
+            }
+            if kind == "AT_SEQUENCE_NUMBER" {
+                seq
+            } else {
+                seq + 1
+            }
+        }
+        "AT_TIMESTAMP" => {
+            let ms = timestamp_ms(input.timestamp.as_ref())?;
+            let stream = stream.clone();
+            tokio::task::spawn_blocking(move || stream.shards()[shard as usize].seq_at_time(ms))
+                .await
+                .map_err(|e| sluice_log::Error::Internal(e.to_string()))??
+        }
+        other => {
+            return Err(KinesisError::validation(format!(
+                "1 validation error detected: Value '{other}' at 'shardIteratorType' failed to satisfy constraint: \
+                 Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, \
+                 LATEST, AT_TIMESTAMP]"
+            )));
+        }
+    };
+    let iterator = ShardIterator {
+        stream: stream.name().to_string(),
+        stream_id: stream.meta().id,
+        shard,
+        seq,
+        issued_ms: now_ms(),
+    };
+    Ok(Json(json!({"ShardIterator": iterator.encode()})))
+}
+
+/// A Timestamp member: epoch seconds (what the SDKs send) or an RFC 3339 string.
+fn timestamp_ms(value: Option<&Value>) -> Result<i64, KinesisError> {
+    match value {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .map(|s| (s * 1000.0).round() as i64)
+            .ok_or_else(|| KinesisError::invalid_argument("Timestamp is out of range")),
+        Some(Value::String(s)) => s
+            .parse::<f64>()
+            .map(|secs| (secs * 1000.0).round() as i64)
+            .or_else(|_| chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_millis()))
+            .map_err(|_| {
+                KinesisError::invalid_argument(format!(
+                    "Timestamp {s:?} is neither epoch seconds nor RFC 3339"
+                ))
+            }),
+        Some(other) => Err(KinesisError::serialization(format!(
+            "Timestamp must be a number, found {other}"
+        ))),
+        None => Err(KinesisError::invalid_argument(
+            "Timestamp is required for AT_TIMESTAMP",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GetRecordsInput {
+    shard_iterator: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct GetRecordsOutput {
+    records: Vec<RecordOutput>,
+    next_shard_iterator: String,
+    millis_behind_latest: i64,
+}
+
+/// A record as GetRecords returns it; `Data` is base64-encoded as it is written out.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RecordOutput {
+    #[serde(serialize_with = "as_decimal")]
+    sequence_number: u64,
+    approximate_arrival_timestamp: f64,
+    #[serde(serialize_with = "as_base64")]
+    data: bytes::Bytes,
+    #[serde(serialize_with = "as_text")]
+    partition_key: bytes::Bytes,
+}
+
+fn as_decimal<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
+}
+
+fn as_base64<S: Serializer>(data: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&Base64Display::new(data, &STANDARD))
+}
+
+fn as_text<S: Serializer>(key: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(key))
+}
+
+pub(crate) async fn get_records(
+    context: &Context,
+    input: GetRecordsInput,
+) -> Result<Json<GetRecordsOutput>, KinesisError> {
+    let text = input
+        .shard_iterator
+        .ok_or_else(|| KinesisError::missing("shardIterator"))?;
+    let limit = limit(input.limit, MAX_GET_RECORDS, MAX_GET_RECORDS, "limit")?;
+    let iterator = ShardIterator::decode(&text)?;
+    let now = now_ms();
+    if now - iterator.issued_ms > ITERATOR_TTL_MS {
+        return Err(KinesisError::expired_iterator(format!(
+            "Iterator expired. The iterator was created at time {} while right now it is {}",
+            iterator.issued_ms, now
+        )));
+    }
+    let stream = context.ingest.log.stream(&iterator.stream)?;
+    if stream.meta().id != iterator.stream_id {
+        return Err(KinesisError::expired_iterator(format!(
+            "Stream {} was deleted and created again since the iterator was issued",
+            iterator.stream
+        )));
+    }
+    let read_stream = stream.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        read_stream.shards()[iterator.shard as usize].read(
+            iterator.seq,
+            limit,
+            MAX_GET_RECORDS_BYTES,
+        )
+    })
+    .await
+    .map_err(|e| sluice_log::Error::Internal(e.to_string()))??;
+    let millis_behind = match read.records.last() {
+        Some(last) if read.next_seq < read.end_seq => (now - last.append_ms).max(0),
+        _ => 0,
+    };
+    let next = ShardIterator {
+        seq: read.next_seq,
+        issued_ms: now,
+        ..iterator
+    };
+    let records: Vec<RecordOutput> = read
+        .records
+        .into_iter()
+        .map(|r| RecordOutput {
+            sequence_number: r.seq,
+            approximate_arrival_timestamp: seconds(r.append_ms),
+            data: r.data,
+            partition_key: r.key,
+        })
+        .collect();
+    Ok(Json(GetRecordsOutput {
+        records,
+        next_shard_iterator: next.encode(),
+        millis_behind_latest: millis_behind,
+    }))
+}

@@ -1,0 +1,401 @@
+//! `CREATE STREAM`: its parse, its validation, and the definition a stream keeps.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlparser::ast::{self, ColumnOption, DataType, ExactNumberInfo, Expr, SqlOption, Value};
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Location, Token};
+
+use crate::{Result, SqlError};
+
+/// How a stream's records are decoded (by the pipelines; the log keeps them as bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One JSON object per record, typed by the columns; with no columns, one `data` column.
+    #[default]
+    Json,
+    /// One CSV row per record, in column order.
+    Csv,
+    /// The record as one `data` text column.
+    Text,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Text => "text",
+        })
+    }
+}
+
+/// The column types a stream may declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    Text,
+    Boolean,
+    Int,
+    BigInt,
+    Float,
+    Double,
+    Timestamp,
+    Date,
+    Decimal { precision: u8, scale: i8 },
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Text => f.write_str("TEXT"),
+            ColumnType::Boolean => f.write_str("BOOLEAN"),
+            ColumnType::Int => f.write_str("INT"),
+            ColumnType::BigInt => f.write_str("BIGINT"),
+            ColumnType::Float => f.write_str("FLOAT"),
+            ColumnType::Double => f.write_str("DOUBLE"),
+            ColumnType::Timestamp => f.write_str("TIMESTAMP"),
+            ColumnType::Date => f.write_str("DATE"),
+            ColumnType::Decimal { precision, scale } => write!(f, "DECIMAL({precision}, {scale})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub data_type: ColumnType,
+    pub nullable: bool,
+}
+
+/// What the SQL layer knows of a stream beyond its shards and retention (which the log keeps):
+/// persisted as the log's opaque stream definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StreamDefinition {
+    #[serde(default)]
+    pub columns: Vec<Column>,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub event_time: Option<String>,
+    /// How far event time may lag behind the latest seen before events count as late.
+    #[serde(default)]
+    pub watermark_ms: Option<u64>,
+}
+
+impl StreamDefinition {
+    /// Reads a definition back from the log. A stream created without SQL (e.g. through the
+    /// Kinesis API) has none: it is schemaless JSON.
+    pub fn from_log(value: &serde_json::Value) -> StreamDefinition {
+        if value.is_null() {
+            return StreamDefinition::default();
+        }
+        serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+
+    pub fn to_log(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a definition serializes")
+    }
+}
+
+/// `CREATE STREAM`, parsed and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateStream {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub shards: u32,
+    /// `None` keeps records forever (`retention = 'forever'`); default 24 hours.
+    pub retention_ms: Option<u64>,
+    pub retention_bytes_per_shard: Option<u64>,
+    pub definition: StreamDefinition,
+}
+
+pub const DEFAULT_SHARDS: u32 = 4;
+pub const DEFAULT_RETENTION_MS: u64 = 24 * 3600 * 1000;
+const OPTIONS: &str = "shards, format, event_time, watermark, retention, retention_bytes";
+
+pub(crate) fn parse_stream_name(parser: &mut Parser) -> Result<String> {
+    let at = parser.peek_token().span.start;
+    let name = parser.parse_object_name(false)?;
+    match name.0.as_slice() {
+        [part] => Ok(part
+            .as_ident()
+            .map(|i| i.value.clone())
+            .ok_or_else(|| SqlError::at("expected a stream name", at))?),
+        _ => Err(SqlError::at(
+            format!("stream names have one part, found '{name}'"),
+            at,
+        )),
+    }
+}
+
+pub(crate) fn parse_create_stream(parser: &mut Parser) -> Result<CreateStream> {
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name_at = parser.peek_token().span.start;
+    let name = parse_stream_name(parser)?;
+    let mut columns = Vec::new();
+    if parser.peek_token().token == Token::LParen {
+        let at = parser.peek_token().span.start;
+        let (defs, constraints) = parser.parse_columns()?;
+        if !constraints.is_empty() {
+            return Err(SqlError::at("streams take no table constraints", at));
+        }
+        for def in defs {
+            columns.push(column(def)?);
+        }
+    }
+    let mut create = CreateStream {
+        name,
+        if_not_exists,
+        shards: DEFAULT_SHARDS,
+        retention_ms: Some(DEFAULT_RETENTION_MS),
+        retention_bytes_per_shard: None,
+        definition: StreamDefinition {
+            columns,
+            ..StreamDefinition::default()
+        },
+    };
+    let with_at = parser.peek_token().span.start;
+    if parser.peek_keyword(Keyword::WITH) {
+        for option in parser.parse_options(Keyword::WITH)? {
+            let SqlOption::KeyValue { key, value } = option else {
+                return Err(SqlError::at(
+                    format!("expected option = value; options are {OPTIONS}"),
+                    with_at,
+                ));
+            };
+            apply_option(&mut create, &key, &value)?;
+        }
+    }
+    validate(&create, name_at)?;
+    Ok(create)
+}
+
+fn column(def: ast::ColumnDef) -> Result<Column> {
+    let at = def.name.span.start;
+    let data_type = column_type(&def.data_type).ok_or_else(|| {
+        SqlError::at(
+            format!(
+                "unsupported type {} for column '{}': use TEXT, BOOLEAN, INT, BIGINT, FLOAT, DOUBLE, TIMESTAMP, DATE or DECIMAL(p, s)",
+                def.data_type, def.name.value
+            ),
+            at,
+        )
+    })?;
+    let mut nullable = true;
+    for option in def.options {
+        match option.option {
+            ColumnOption::NotNull => nullable = false,
+            ColumnOption::Null => nullable = true,
+            other => {
+                return Err(SqlError::at(
+                    format!(
+                        "unsupported column option '{other}' on '{}': streams take only NULL / NOT NULL",
+                        def.name.value
+                    ),
+                    at,
+                ));
+            }
+        }
+    }
+    Ok(Column {
+        name: def.name.value,
+        data_type,
+        nullable,
+    })
+}
+
+fn column_type(t: &DataType) -> Option<ColumnType> {
+    Some(match t {
+        DataType::Text | DataType::Varchar(_) | DataType::String(_) | DataType::Char(_) => {
+            ColumnType::Text
+        }
+        DataType::Boolean | DataType::Bool => ColumnType::Boolean,
+        DataType::Int(_)
+        | DataType::Integer(_)
+        | DataType::Int4(_)
+        | DataType::Int32
+        | DataType::SmallInt(_) => ColumnType::Int,
+        DataType::BigInt(_) | DataType::Int8(_) | DataType::Int64 => ColumnType::BigInt,
+        DataType::Float4 | DataType::Real => ColumnType::Float,
+        DataType::Float(ExactNumberInfo::None)
+        | DataType::Double(_)
+        | DataType::DoublePrecision => ColumnType::Double,
+        DataType::Float(_) => ColumnType::Double,
+        DataType::Float8 | DataType::Float64 => ColumnType::Double,
+        DataType::Timestamp(_, _) => ColumnType::Timestamp,
+        DataType::Date => ColumnType::Date,
+        DataType::Decimal(info) | DataType::Numeric(info) => {
+            let (precision, scale) = match info {
+                ExactNumberInfo::None => (38, 10),
+                ExactNumberInfo::Precision(p) => (*p, 0),
+                ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
+            };
+            if !(1..=38).contains(&precision) || scale < 0 || scale as u64 > precision {
+                return None;
+            }
+            ColumnType::Decimal {
+                precision: precision as u8,
+                scale: scale as i8,
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn apply_option(create: &mut CreateStream, key: &ast::Ident, value: &Expr) -> Result<()> {
+    let at = key.span.start;
+    let name = key.value.to_ascii_lowercase();
+    match name.as_str() {
+        "shards" => {
+            let n = integer(value, &name, at)?;
+            create.shards = u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=256).contains(n))
+                .ok_or_else(|| {
+                    SqlError::at(format!("shards must be between 1 and 256, found {n}"), at)
+                })?;
+        }
+        "format" => {
+            create.definition.format = match string(value, &name, at)?.to_ascii_lowercase().as_str()
+            {
+                "json" => Format::Json,
+                "csv" => Format::Csv,
+                "text" => Format::Text,
+                other => {
+                    return Err(SqlError::at(
+                        format!("unknown format '{other}': use 'json', 'csv' or 'text'"),
+                        at,
+                    ));
+                }
+            };
+        }
+        "event_time" => create.definition.event_time = Some(string(value, &name, at)?),
+        "watermark" => {
+            create.definition.watermark_ms =
+                Some(duration_ms(&string(value, &name, at)?, &name, at)?)
+        }
+        "retention" => {
+            let text = string(value, &name, at)?;
+            create.retention_ms = match text.to_ascii_lowercase().as_str() {
+                "forever" | "infinite" | "none" => None,
+                _ => Some(duration_ms(&text, &name, at)?),
+            };
+        }
+        "retention_bytes" => {
+            let n = integer(value, &name, at)?;
+            create.retention_bytes_per_shard =
+                Some(u64::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+                    SqlError::at(
+                        format!("retention_bytes must be a positive number of bytes, found {n}"),
+                        at,
+                    )
+                })?);
+        }
+        other => {
+            return Err(SqlError::at(
+                format!("unknown stream option '{other}': options are {OPTIONS}"),
+                at,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the statement as a whole; errors point at the stream's name.
+fn validate(create: &CreateStream, at: Location) -> Result<()> {
+    let def = &create.definition;
+    let mut seen = std::collections::HashSet::new();
+    for c in &def.columns {
+        if !seen.insert(c.name.to_ascii_lowercase()) {
+            return Err(SqlError::at(
+                format!("column '{}' is declared twice", c.name),
+                at,
+            ));
+        }
+    }
+    if def.format == Format::Csv && def.columns.is_empty() {
+        return Err(SqlError::at("format 'csv' needs a column list", at));
+    }
+    if def.format == Format::Text && !def.columns.is_empty() {
+        return Err(SqlError::at(
+            "format 'text' has one column, data: declare no columns",
+            at,
+        ));
+    }
+    if let Some(event_time) = &def.event_time {
+        match def
+            .columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(event_time))
+        {
+            Some(c) if c.data_type == ColumnType::Timestamp => {}
+            Some(c) => {
+                return Err(SqlError::at(
+                    format!(
+                        "event_time column '{}' is {}, it must be TIMESTAMP",
+                        c.name, c.data_type
+                    ),
+                    at,
+                ));
+            }
+            None => {
+                return Err(SqlError::at(
+                    format!("event_time names no column: '{event_time}'"),
+                    at,
+                ));
+            }
+        }
+    }
+    if def.watermark_ms.is_some() && def.event_time.is_none() {
+        return Err(SqlError::at("a watermark needs an event_time column", at));
+    }
+    Ok(())
+}
+
+fn value(expr: &Expr) -> Option<&Value> {
+    match expr {
+        Expr::Value(v) => Some(&v.value),
+        _ => None,
+    }
+}
+
+fn string(expr: &Expr, option: &str, at: Location) -> Result<String> {
+    match value(expr) {
+        Some(Value::SingleQuotedString(s) | Value::DoubleQuotedString(s)) => Ok(s.clone()),
+        _ => match expr {
+            Expr::Identifier(ident) => Ok(ident.value.clone()),
+            _ => Err(SqlError::at(
+                format!("{option} takes a quoted string, found {expr}"),
+                at,
+            )),
+        },
+    }
+}
+
+fn integer(expr: &Expr, option: &str, at: Location) -> Result<i64> {
+    match value(expr) {
+        Some(Value::Number(n, _)) => n
+            .parse()
+            .map_err(|_| SqlError::at(format!("{option} takes a whole number, found {n}"), at)),
+        _ => Err(SqlError::at(
+            format!("{option} takes a number, found {expr}"),
+            at,
+        )),
+    }
+}
+
+fn duration_ms(text: &str, option: &str, at: Location) -> Result<u64> {
+    humantime::parse_duration(text.trim())
+        .map(|d: Duration| d.as_millis() as u64)
+        .map_err(|e| {
+            SqlError::at(
+                format!("{option} '{text}' is not a duration like '5 seconds' or '24 hours': {e}"),
+                at,
+            )
+        })
+}

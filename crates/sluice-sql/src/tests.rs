@@ -1,0 +1,171 @@
+use super::*;
+
+fn one(sql: &str) -> Statement {
+    let mut statements = parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(statements.len(), 1);
+    statements.remove(0)
+}
+
+fn error(sql: &str) -> SqlError {
+    parse(sql).expect_err(sql)
+}
+
+#[test]
+fn create_stream_as_in_the_spec() {
+    let Statement::CreateStream(c) = one(
+        "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, ts TIMESTAMP NOT NULL)
+         WITH (shards = 4, format = 'json', event_time = 'ts', watermark = '5 seconds', retention = '24 hours')",
+    ) else {
+        panic!()
+    };
+    assert_eq!(c.name, "ticks");
+    assert!(!c.if_not_exists);
+    assert_eq!(c.shards, 4);
+    assert_eq!(c.retention_ms, Some(24 * 3600 * 1000));
+    assert_eq!(c.definition.watermark_ms, Some(5000));
+    assert_eq!(c.definition.event_time.as_deref(), Some("ts"));
+    let types: Vec<_> = c
+        .definition
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.data_type, c.nullable))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("ticker", ColumnType::Text, false),
+            ("price", ColumnType::Double, true),
+            ("volume", ColumnType::BigInt, true),
+            ("ts", ColumnType::Timestamp, false)
+        ]
+    );
+}
+
+#[test]
+fn defaults_and_other_forms() {
+    let Statement::CreateStream(c) = one("create stream if not exists raw") else {
+        panic!()
+    };
+    assert!(c.if_not_exists);
+    assert_eq!(
+        (c.shards, c.definition.format, c.definition.columns.len()),
+        (4, Format::Json, 0)
+    );
+    let Statement::CreateStream(c) = one(
+        "CREATE STREAM logs WITH (format = 'text', retention = 'forever', retention_bytes = 1000)",
+    ) else {
+        panic!()
+    };
+    assert_eq!(
+        (c.retention_ms, c.retention_bytes_per_shard),
+        (None, Some(1000))
+    );
+    assert_eq!(
+        one("DROP STREAM ticks"),
+        Statement::DropStream {
+            name: "ticks".into(),
+            if_exists: false
+        }
+    );
+    assert_eq!(
+        one("drop stream if exists ticks;"),
+        Statement::DropStream {
+            name: "ticks".into(),
+            if_exists: true
+        }
+    );
+    assert_eq!(one("SHOW STREAMS"), Statement::ShowStreams);
+    assert_eq!(
+        one("DESCRIBE ticks"),
+        Statement::Describe {
+            name: "ticks".into()
+        }
+    );
+    assert_eq!(
+        one("desc \"my-stream\""),
+        Statement::Describe {
+            name: "my-stream".into()
+        }
+    );
+    assert!(matches!(one("SELECT 1"), Statement::Sql(_)));
+    assert!(matches!(one("SHOW TABLES"), Statement::Sql(_)));
+    assert_eq!(parse("SHOW STREAMS; ; DROP STREAM a;").unwrap().len(), 2);
+    assert_eq!(parse("  -- nothing\n").unwrap().len(), 0);
+}
+
+#[test]
+fn definitions_round_trip_through_the_log() {
+    let Statement::CreateStream(c) =
+        one("CREATE STREAM t (a DECIMAL(10, 2), ts TIMESTAMP) WITH (event_time = 'ts')")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        StreamDefinition::from_log(&c.definition.to_log()),
+        c.definition
+    );
+    assert_eq!(
+        StreamDefinition::from_log(&serde_json::Value::Null),
+        StreamDefinition::default()
+    );
+}
+
+#[test]
+fn errors_name_the_problem_and_where() {
+    let cases = [
+        (
+            "CREATE STREAM t WITH (shards = 0)",
+            "shards must be between 1 and 256",
+        ),
+        (
+            "CREATE STREAM t WITH (shards = 'x')",
+            "shards takes a number",
+        ),
+        (
+            "CREATE STREAM t WITH (colour = 'red')",
+            "unknown stream option 'colour'",
+        ),
+        (
+            "CREATE STREAM t WITH (format = 'xml')",
+            "unknown format 'xml'",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (event_time = 'b')",
+            "event_time names no column",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (event_time = 'a')",
+            "must be TIMESTAMP",
+        ),
+        (
+            "CREATE STREAM t (ts TIMESTAMP) WITH (watermark = '5 seconds')",
+            "a watermark needs an event_time",
+        ),
+        (
+            "CREATE STREAM t (ts TIMESTAMP) WITH (event_time = 'ts', watermark = 'soon')",
+            "is not a duration",
+        ),
+        ("CREATE STREAM t (a BLOB)", "unsupported type"),
+        ("CREATE STREAM t (a INT, A TEXT)", "declared twice"),
+        (
+            "CREATE STREAM t WITH (format = 'csv')",
+            "needs a column list",
+        ),
+        ("CREATE STREAM a.b", "one part"),
+        (
+            "CREATE STREAM t (a INT DEFAULT 3)",
+            "unsupported column option",
+        ),
+        ("SHOW STREAMS extra", "expected end of statement"),
+    ];
+    for (sql, expected) in cases {
+        let e = error(sql);
+        assert!(e.message.contains(expected), "{sql}: {e}");
+        assert!(e.line.is_some(), "{sql}: no position in {e}");
+    }
+    let e = error("SELEC 1");
+    assert_eq!((e.line, e.column), (Some(1), Some(1)), "{e}");
+    // At the end of the text sqlparser has no position: the message says so instead.
+    let e = error("CREATE STREAM t (a INT,");
+    assert!(e.message.contains("found: EOF"), "{e}");
+}

@@ -1,0 +1,110 @@
+//! The config file of `sluice serve`, resolved with the command line's flags (flags win).
+//!
+//! ```toml
+//! data_dir = "./sluice-data"
+//! http = "127.0.0.1:7878"
+//! sql = """
+//! CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)
+//!   WITH (shards = 4, event_time = 'ts', watermark = '5 seconds');
+//! """
+//! ```
+//!
+//! A file ending in `.sql` is taken as the `sql` alone. Statements are applied at every start;
+//! applying the same file again changes nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+use sluice_server::ServerConfig;
+
+pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7878";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    /// Where streams are kept.
+    data_dir: Option<PathBuf>,
+    /// The HTTP address.
+    http: Option<SocketAddr>,
+    /// Statements applied at start-up.
+    sql: Option<String>,
+}
+
+pub fn resolve(
+    file: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<ServerConfig> {
+    let parsed = match file {
+        None => ConfigFile::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if path.extension().is_some_and(|e| e == "sql") {
+                ConfigFile {
+                    sql: Some(text),
+                    ..ConfigFile::default()
+                }
+            } else {
+                toml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid config file", path.display()))?
+            }
+        }
+    };
+    let data_dir = data_dir
+        .or(parsed.data_dir)
+        .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+    let http = match http.or(parsed.http) {
+        Some(addr) => addr,
+        None => DEFAULT_HTTP.parse().context("the default address")?,
+    };
+    let mut config = ServerConfig::new(data_dir, http);
+    config.statements = parsed.sql;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_in() {
+        let dir = tempfile_dir();
+        let path = dir.join("sluice.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\nhttp = \"127.0.0.1:9000\"\nsql = \"SHOW STREAMS\"\n",
+        )
+        .unwrap();
+        let c = resolve(Some(&path), Some("/from/flag".into()), None).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.http.port(), 9000);
+        assert_eq!(c.statements.as_deref(), Some("SHOW STREAMS"));
+        let c = resolve(None, None, None).unwrap();
+        assert_eq!(
+            (c.data_dir, c.http.to_string()),
+            (PathBuf::from(DEFAULT_DATA_DIR), DEFAULT_HTTP.to_string())
+        );
+        let sql = dir.join("streams.sql");
+        std::fs::write(&sql, "CREATE STREAM a;").unwrap();
+        assert_eq!(
+            resolve(Some(&sql), None, None)
+                .unwrap()
+                .statements
+                .as_deref(),
+            Some("CREATE STREAM a;")
+        );
+        std::fs::write(&path, "colour = 'red'\n").unwrap();
+        let e = resolve(Some(&path), None, None).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sluice-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,195 @@
+//! `sluice produce STREAM`: NDJSON from stdin to a stream, in pipelined batches.
+//!
+//! Stdin is cut into requests of about `--batch-bytes` at line ends; `--concurrency` requests
+//! are in flight at once (so requests may overtake each other: use `--concurrency 1` where the
+//! order across requests matters). A 503 (the server's backpressure) is retried after its
+//! `Retry-After`, for as long as it takes; a refused request (4xx) stops the run with the
+//! server's message. Progress goes to stderr every second.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    /// The stream to send to
+    stream: String,
+    /// The Sluice server
+    #[arg(long, default_value = "http://127.0.0.1:7878")]
+    server: String,
+    /// Take each event's partition key from this top-level field (else round-robin)
+    #[arg(long)]
+    key: Option<String>,
+    /// About how many bytes each request carries
+    #[arg(long, default_value_t = 1 << 20)]
+    batch_bytes: usize,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// No progress on stderr
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Attempts at a request that fails to connect, before the run gives up.
+const CONNECT_ATTEMPTS: u32 = 10;
+
+pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
+    let mut url = reqwest::Url::parse(&args.server)
+        .with_context(|| format!("--server {:?} is not a URL", args.server))?
+        .join(&format!("v1/streams/{}/records", args.stream))
+        .context("cannot build the ingest URL")?;
+    if let Some(key) = &args.key {
+        url.query_pairs_mut().append_pair("key", key);
+    }
+    let client = reqwest::Client::new();
+    let (chunks_tx, mut chunks) = mpsc::channel::<Bytes>(usize::from(args.concurrency));
+    let batch_bytes = args.batch_bytes.max(1);
+    let reader = std::thread::spawn(move || read_chunks(batch_bytes, chunks_tx));
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let progress = (!args.quiet).then(|| tokio::spawn(report_progress(sent.clone(), started)));
+    let mut in_flight = JoinSet::new();
+    let mut outcome = Ok(());
+    while let Some(chunk) = chunks.recv().await {
+        while in_flight.len() >= usize::from(args.concurrency) {
+            if let Some(done) = in_flight.join_next().await {
+                outcome = outcome.and(done.context("a request task failed")?);
+            }
+        }
+        if outcome.is_err() {
+            break;
+        }
+        let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
+        in_flight.spawn(async move {
+            let accepted = send(&client, &url, chunk).await?;
+            sent.fetch_add(accepted, Ordering::Relaxed);
+            Ok::<_, anyhow::Error>(())
+        });
+    }
+    while let Some(done) = in_flight.join_next().await {
+        outcome = outcome.and(done.context("a request task failed")?);
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    drop(chunks);
+    let read = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stdin reader panicked"))?;
+    outcome?;
+    read?;
+    let total = sent.load(Ordering::Relaxed);
+    let secs = started.elapsed().as_secs_f64();
+    if !args.quiet {
+        eprintln!(
+            "\rsent {total} events in {secs:.1} s ({:.0} events/s)          ",
+            total as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// Reads stdin into chunks of whole lines of about `batch_bytes`.
+fn read_chunks(batch_bytes: usize, chunks: mpsc::Sender<Bytes>) -> anyhow::Result<()> {
+    let mut stdin = std::io::stdin().lock();
+    let mut pending: Vec<u8> = Vec::with_capacity(batch_bytes * 2);
+    loop {
+        let start = pending.len();
+        pending.resize(start.max(batch_bytes).max(start + 64 * 1024), 0);
+        let n = stdin
+            .read(&mut pending[start..])
+            .context("cannot read stdin")?;
+        pending.truncate(start + n);
+        let at_end = n == 0;
+        if pending.len() >= batch_bytes || at_end {
+            let cut = if at_end {
+                pending.len()
+            } else {
+                match memchr::memrchr(b'\n', &pending) {
+                    Some(i) => i + 1,
+                    None => continue, // one line longer than a batch: read on
+                }
+            };
+            let rest = pending.split_off(cut);
+            let chunk = std::mem::replace(&mut pending, rest);
+            if chunk.iter().any(|b| !b.is_ascii_whitespace())
+                && chunks.blocking_send(Bytes::from(chunk)).is_err()
+            {
+                return Ok(()); // the sender stopped (a request failed)
+            }
+        }
+        if at_end {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends one chunk until it is accepted; returns how many events the server accepted.
+async fn send(client: &reqwest::Client, url: &reqwest::Url, chunk: Bytes) -> anyhow::Result<u64> {
+    let mut connect_failures = 0;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let response = client
+            .post(url.clone())
+            .header("content-type", "application/x-ndjson")
+            .body(chunk.clone())
+            .send()
+            .await;
+        match response {
+            Err(e) => {
+                connect_failures += 1;
+                if connect_failures >= CONNECT_ATTEMPTS {
+                    bail!("cannot reach {url}: {e}");
+                }
+            }
+            Ok(r) if r.status().is_success() => {
+                let body = r.bytes().await.context("the server's answer was cut off")?;
+                let body: serde_json::Value =
+                    serde_json::from_slice(&body).context("the server's answer is not JSON")?;
+                return Ok(body["accepted"].as_u64().unwrap_or(0));
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                if let Some(secs) = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<f64>().ok())
+                {
+                    backoff = Duration::from_secs_f64(secs.clamp(0.01, 30.0));
+                }
+            }
+            Ok(r) => {
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                bail!("the server refused a request ({status}): {text}");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn report_progress(sent: Arc<AtomicU64>, started: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (0u64, Instant::now());
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let total = sent.load(Ordering::Relaxed);
+        let rate = (total - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-9);
+        last = (total, now);
+        eprint!(
+            "\r{total} events, {rate:.0} events/s, {:.0} s          ",
+            now.duration_since(started).as_secs_f64()
+        );
+    }
+}

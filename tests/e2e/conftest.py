@@ -1,0 +1,650 @@
+"""End-to-end test harness for the Sluice server.
+
+Starts the real `sluice serve` binary on an ephemeral port, with a fresh data directory per
+test, and offers small helpers for the HTTP API, SQL and the Kinesis API (through boto3).
+
+The binary is found at $SLUICE_BIN, else $CARGO_TARGET_DIR/debug/sluice, else
+$HOME/.cache/sluice-target/debug/sluice. A missing binary fails the session (never skips).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+LISTEN_RE = re.compile(r"sluice: http listening on 127\.0\.0\.1:(\d+)")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+MAX_HASH = 2**128 - 1
+
+
+# --------------------------------------------------------------------------------------------
+# The binary
+# --------------------------------------------------------------------------------------------
+
+
+def sluice_bin_path() -> Path:
+    env = os.environ.get("SLUICE_BIN")
+    if env:
+        return Path(env)
+    target = os.environ.get("CARGO_TARGET_DIR")
+    if target:
+        return Path(target) / "debug" / "sluice"
+    return Path.home() / ".cache" / "sluice-target" / "debug" / "sluice"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sluice_bin() -> Path:
+    path = sluice_bin_path()
+    if not path.is_file() or not os.access(path, os.X_OK):
+        pytest.fail(
+            f"sluice binary not found or not executable at {path} "
+            "(set SLUICE_BIN, or build it into $CARGO_TARGET_DIR/debug/sluice)",
+            pytrace=False,
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The server process
+# --------------------------------------------------------------------------------------------
+
+# Whether `--pg off` is understood; decided by the first start.
+_PG_OFF_SUPPORTED: bool | None = None
+
+_BOTO_SESSION = boto3.session.Session()
+_BOTO_CONFIG = Config(
+    retries={"total_max_attempts": 1, "mode": "standard"},
+    connect_timeout=5,
+    read_timeout=120,
+    max_pool_connections=32,
+)
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+class Server:
+    """One `sluice serve` process (restartable on the same data dir)."""
+
+    def __init__(self, log_dir: Path, binary: Path | None = None):
+        self.binary = Path(binary) if binary else sluice_bin_path()
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.stderr_path = self.log_dir / "sluice-stderr.log"
+        self.stdout_path = self.log_dir / "sluice-stdout.log"
+        self.data_dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.starts = 0
+        self._clients: dict[str, object] = {}
+        self._stdout_thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        assert self.port is not None, "server not started"
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _args(self, pg_off: bool) -> list[str]:
+        args = [
+            str(self.binary),
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--http",
+            "127.0.0.1:0",
+        ]
+        if pg_off:
+            args += ["--pg", "off"]
+        return args
+
+    def start(self, data_dir: Path | str | None = None) -> "Server":
+        global _PG_OFF_SUPPORTED
+        assert not self.running, "server already running"
+        if data_dir is not None:
+            self.data_dir = Path(data_dir)
+        assert self.data_dir is not None, "no data dir"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _PG_OFF_SUPPORTED is None:
+            try:
+                self._start(pg_off=True)
+                _PG_OFF_SUPPORTED = True
+            except ServerStartError as first:
+                # `--pg off` may be refused: then it is simply omitted.
+                try:
+                    self._start(pg_off=False)
+                except ServerStartError:
+                    raise first
+                _PG_OFF_SUPPORTED = False
+        else:
+            self._start(pg_off=_PG_OFF_SUPPORTED)
+        return self
+
+    def _start(self, pg_off: bool) -> None:
+        self.starts += 1
+        with open(self.stderr_path, "ab") as f:
+            f.write(f"\n===== start #{self.starts}: {' '.join(self._args(pg_off))}\n".encode())
+            f.flush()
+            self._stderr_offset = f.tell()
+        stderr = open(self.stderr_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("RUST_BACKTRACE", "1")
+        try:
+            self.proc = subprocess.Popen(
+                self._args(pg_off),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=env,
+            )
+        finally:
+            stderr.close()
+        lines: queue.Queue = queue.Queue()
+        proc = self.proc
+        stdout_log = self.stdout_path
+
+        def pump():
+            with open(stdout_log, "ab") as log:
+                for raw in iter(proc.stdout.readline, b""):
+                    log.write(raw)
+                    log.flush()
+                    lines.put(raw.decode("utf-8", "replace"))
+            lines.put(None)
+
+        self._stdout_thread = threading.Thread(target=pump, daemon=True, name="sluice-stdout")
+        self._stdout_thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        seen = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill9()
+                raise ServerStartError(
+                    f"sluice did not print 'sluice: http listening on 127.0.0.1:PORT' within "
+                    f"{START_TIMEOUT:.0f} s; stdout so far: {seen!r}\n{self.log_tail()}"
+                )
+            try:
+                line = lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if line is None:
+                rc = proc.wait()
+                self.proc = None
+                raise ServerStartError(
+                    f"sluice exited with code {rc} before listening; stdout: {seen!r}\n"
+                    f"{self._stderr_since_start()}"
+                )
+            seen.append(line)
+            m = LISTEN_RE.search(line)
+            if m:
+                self.port = int(m.group(1))
+                return
+
+    def _stderr_since_start(self) -> str:
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(getattr(self, "_stderr_offset", 0))
+                return f.read()[-20000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 10 s. Returns the exit code."""
+        if self.proc is None:
+            return None
+        proc = self.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._reap()
+        return proc.returncode
+
+    def kill9(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self._reap()
+
+    def _reap(self) -> None:
+        proc = self.proc
+        self.proc = None
+        if self._stdout_thread is not None:
+            self._stdout_thread.join(timeout=5)
+            self._stdout_thread = None
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+
+    def restart(self, kill: bool = False) -> "Server":
+        """Stops (SIGTERM, or SIGKILL when kill) and starts again on the same data dir."""
+        if kill:
+            self.kill9()
+        else:
+            self.stop()
+        return self.start(self.data_dir)
+
+    def log_tail(self, n: int = 60) -> str:
+        out = []
+        for path in (self.stderr_path, self.stdout_path):
+            try:
+                text = path.read_bytes()[-40000:].decode("utf-8", "replace")
+            except OSError:
+                continue
+            tail = "\n".join(text.splitlines()[-n:])
+            out.append(f"--- {path.name} (last {n} lines) ---\n{tail}")
+        return "\n".join(out)
+
+    # -- HTTP ----------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers=None, timeout=120):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=dict(headers or {}))
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp.headers, _json_or_text(data)
+        finally:
+            conn.close()
+
+    def post(self, path: str, body: bytes = b"", headers=None):
+        """POST → (status, headers, json_or_text)."""
+        if isinstance(body, str):
+            body = body.encode()
+        return self.request("POST", path, body, headers)
+
+    def get(self, path: str, headers=None):
+        return self.request("GET", path, None, headers)
+
+    def sql_status(self, statement: str):
+        status, _, body = self.post(
+            "/v1/sql",
+            json.dumps({"sql": statement}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        return status, body
+
+    def sql(self, statement: str):
+        """Runs one statement, asserts 200 and returns the JSON answer."""
+        status, body = self.sql_status(statement)
+        assert status == 200, f"SQL {statement!r} → HTTP {status}: {body!r}"
+        assert isinstance(body, dict) and "columns" in body and "rows" in body, (
+            f"SQL {statement!r}: answer is not {{columns, rows}}: {body!r}"
+        )
+        return body
+
+    def ingest(self, stream: str, body: bytes, key: str | None = None, content_type=None):
+        path = f"/v1/streams/{stream}/records"
+        if key is not None:
+            path += f"?key={key}"
+        headers = {"Content-Type": content_type or "application/x-ndjson"}
+        return self.post(path, body, headers)
+
+    # -- Kinesis -------------------------------------------------------------------------------
+
+    def kinesis_client(self):
+        url = self.url
+        client = self._clients.get(url)
+        if client is None:
+            client = _BOTO_SESSION.client(
+                "kinesis",
+                endpoint_url=url,
+                region_name="us-east-1",
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+                config=_BOTO_CONFIG,
+            )
+            self._clients[url] = client
+        return client
+
+    def kinesis_raw(self, target: str | None, body, content_type="application/x-amz-json-1.1"):
+        """POST / with X-Amz-Target: Kinesis_20131202.<target> → (status, json_or_text)."""
+        if not isinstance(body, (bytes, bytearray)):
+            body = json.dumps(body).encode()
+        headers = {"Content-Type": content_type}
+        if target is not None:
+            headers["X-Amz-Target"] = f"Kinesis_20131202.{target}"
+        status, _, answer = self.post("/", bytes(body), headers)
+        return status, answer
+
+
+class LiveKinesis:
+    """A boto3 Kinesis client that follows the server across restarts (the port changes)."""
+
+    def __init__(self, server: Server):
+        self._server = server
+
+    def __getattr__(self, name):
+        return getattr(self._server.kinesis_client(), name)
+
+
+def _json_or_text(data: bytes):
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return data.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for srv in getattr(item, "_sluice_servers", []):
+            rep.sections.append(("sluice server log tail", srv.log_tail()))
+
+
+@pytest.fixture
+def server(request, tmp_path, sluice_bin):
+    srv = Server(tmp_path / "logs", sluice_bin)
+    request.node._sluice_servers = getattr(request.node, "_sluice_servers", []) + [srv]
+    srv.start(tmp_path / "data")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def kinesis(server):
+    return LiveKinesis(server)
+
+
+@pytest.fixture
+def post(server):
+    return server.post
+
+
+@pytest.fixture
+def sql(server):
+    return server.sql
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the test modules
+# --------------------------------------------------------------------------------------------
+
+
+def md5_hash_key(partition_key: str | bytes) -> int:
+    if isinstance(partition_key, str):
+        partition_key = partition_key.encode()
+    return int.from_bytes(hashlib.md5(partition_key).digest(), "big")
+
+
+def error_code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def expect_client_error(fn, *codes, **kwargs):
+    """Calls fn(**kwargs); asserts a boto3 ClientError whose code is one of `codes` (HTTP 400)."""
+    try:
+        result = fn(**kwargs)
+    except ClientError as e:
+        code = error_code(e)
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        assert code in codes, (
+            f"{fn.__name__}: expected {' or '.join(codes)}, got {code} (HTTP {status}): "
+            f"{e.response.get('Error')}"
+        )
+        assert status == 400, f"{fn.__name__}: {code} came with HTTP {status}, expected 400"
+        return e
+    raise AssertionError(
+        f"{fn.__name__}({_short(kwargs)}): expected {' or '.join(codes)}, got success: "
+        f"{_short(result)}"
+    )
+
+
+def _short(obj, n=400) -> str:
+    s = repr(obj)
+    return s if len(s) <= n else s[:n] + f"... ({len(s)} chars)"
+
+
+def shard_ranges(kinesis, stream: str) -> list[tuple[str, int, int]]:
+    """[(shard_id, start, end)] from ListShards, in shard-id order."""
+    resp = kinesis.list_shards(StreamName=stream)
+    out = []
+    for s in resp["Shards"]:
+        r = s["HashKeyRange"]
+        out.append((s["ShardId"], int(r["StartingHashKey"]), int(r["EndingHashKey"])))
+    out.sort()
+    return out
+
+
+def shard_for_hash(ranges, h: int) -> str:
+    hits = [sid for sid, lo, hi in ranges if lo <= h <= hi]
+    assert len(hits) == 1, f"hash key {h} is in {len(hits)} shards of {ranges}"
+    return hits[0]
+
+
+def shard_for_key(ranges, key: str | bytes) -> str:
+    return shard_for_hash(ranges, md5_hash_key(key))
+
+
+def read_shard(
+    kinesis,
+    stream: str,
+    shard_id: str,
+    iterator_type: str = "TRIM_HORIZON",
+    limit: int | None = None,
+    deadline_s: float = 60.0,
+    **iterator_args,
+) -> list[dict]:
+    """Reads a shard from an iterator until caught up (no records and MillisBehindLatest 0)."""
+    it = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId=shard_id, ShardIteratorType=iterator_type, **iterator_args
+    )["ShardIterator"]
+    return read_from_iterator(kinesis, it, limit=limit, deadline_s=deadline_s, where=shard_id)
+
+
+def read_from_iterator(kinesis, it, limit=None, deadline_s=60.0, where="") -> list[dict]:
+    out: list[dict] = []
+    deadline = time.monotonic() + deadline_s
+    calls = 0
+    while True:
+        assert time.monotonic() < deadline, (
+            f"{where}: not caught up after {calls} GetRecords calls / {deadline_s} s "
+            f"({len(out)} records so far)"
+        )
+        args = {"ShardIterator": it}
+        if limit is not None:
+            args["Limit"] = limit
+        resp = kinesis.get_records(**args)
+        calls += 1
+        recs = resp["Records"]
+        if limit is not None:
+            assert len(recs) <= limit, f"{where}: GetRecords Limit={limit} returned {len(recs)}"
+        mbl = resp.get("MillisBehindLatest")
+        assert isinstance(mbl, int) and not isinstance(mbl, bool) and mbl >= 0, (
+            f"{where}: MillisBehindLatest must be an int >= 0, got {mbl!r}"
+        )
+        out.extend(recs)
+        it = resp.get("NextShardIterator")
+        if it is None:
+            break
+        if not recs:
+            assert mbl == 0, f"{where}: empty GetRecords but MillisBehindLatest={mbl}"
+            break
+    return out
+
+
+SEQ_RE = re.compile(r"^[0-9]+$")
+
+
+def check_sequences(records: list[dict], where: str) -> None:
+    prev = None
+    for r in records:
+        seq = r["SequenceNumber"]
+        assert isinstance(seq, str) and SEQ_RE.match(seq), (
+            f"{where}: SequenceNumber must be a decimal string, got {seq!r}"
+        )
+        if prev is not None:
+            assert int(seq) > prev, (
+                f"{where}: sequence numbers not strictly increasing: {prev} then {seq}"
+            )
+        prev = int(seq)
+
+
+def read_stream(kinesis, stream: str, limit=None) -> dict[str, list[dict]]:
+    """{shard_id: [records in order]} for every shard, from TRIM_HORIZON, order-checked."""
+    out = {}
+    for sid, _, _ in shard_ranges(kinesis, stream):
+        recs = read_shard(kinesis, stream, sid, limit=limit)
+        check_sequences(recs, f"{stream}/{sid}")
+        out[sid] = recs
+    return out
+
+
+def all_records(kinesis, stream: str) -> list[dict]:
+    """Every record of the stream, each with an added '_shard' field."""
+    out = []
+    for sid, recs in read_stream(kinesis, stream).items():
+        for r in recs:
+            r = dict(r)
+            r["_shard"] = sid
+            out.append(r)
+    return out
+
+
+def rows_as_dicts(result: dict) -> list[dict]:
+    names = [c["name"] for c in result["columns"]]
+    return [dict(zip(names, row)) for row in result["rows"]]
+
+
+def assert_http_error(resp, status, code, *mentions, any_of=()):
+    """resp = (status, headers, body). Checks status, JSON {error, code} and the message."""
+    got_status, _, body = resp
+    assert got_status == status, f"expected HTTP {status} {code}, got {got_status}: {body!r}"
+    assert isinstance(body, dict), f"error body is not JSON: {body!r}"
+    assert body.get("code") == code, f"expected code {code!r}, got {body!r}"
+    msg = body.get("error")
+    assert isinstance(msg, str) and msg, f"error message missing: {body!r}"
+    low = msg.lower()
+    for m in mentions:
+        assert m.lower() in low, f"error message should mention {m!r}: {msg!r}"
+    if any_of:
+        assert any(m.lower() in low for m in any_of), (
+            f"error message should mention one of {any_of}: {msg!r}"
+        )
+    return msg
+
+
+def raw_http(port, method, path, headers=None, body=b"", chunked=False, timeout=60):
+    """An HTTP/1.1 request on a raw socket that reads the answer while still sending.
+
+    For huge bodies the server may answer (413) and close before reading everything; reading
+    concurrently keeps that answer. Returns (status, headers dict lower-case, json_or_text).
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    hdrs = {"Host": f"127.0.0.1:{port}", "Connection": "close"}
+    hdrs.update(headers or {})
+    if chunked:
+        hdrs["Transfer-Encoding"] = "chunked"
+    else:
+        hdrs["Content-Length"] = str(len(body))
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+    head += "\r\n"
+    received = bytearray()
+    done = threading.Event()
+
+    def reader():
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received.extend(chunk)
+        except OSError:
+            pass
+        finally:
+            done.set()
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        sock.sendall(head.encode())
+        view = memoryview(body)
+        step = 1 << 16
+        for i in range(0, len(body), step):
+            if received or done.is_set():
+                break
+            piece = bytes(view[i : i + step])
+            if chunked:
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            else:
+                sock.sendall(piece)
+        else:
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass
+    done.wait(timeout)
+    try:
+        sock.close()
+    except OSError:
+        pass
+    t.join(1)
+    data = bytes(received)
+    assert data, f"{method} {path}: no HTTP answer at all (connection closed or reset)"
+    head_end = data.find(b"\r\n\r\n")
+    assert head_end >= 0, f"{method} {path}: truncated HTTP answer {data[:200]!r}"
+    lines = data[:head_end].decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    rh = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        rh[k.strip().lower()] = v.strip()
+    rest = data[head_end + 4 :]
+    if rh.get("transfer-encoding", "").lower() == "chunked":
+        out = bytearray()
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                break
+            out += rest[:size]
+            rest = rest[size + 2 :]
+        rest = bytes(out)
+    elif "content-length" in rh:
+        rest = rest[: int(rh["content-length"])]
+    return status, rh, _json_or_text(rest)
+
+
+def data_dir_snapshot(root: Path) -> set[str]:
+    """Every path under root (relative), to check that a request touched no files."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, n), root))
+    return out
