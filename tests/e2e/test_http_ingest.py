@@ -366,7 +366,7 @@ def test_sql_errors(server):
         ("CREATE STREAM s WITH (shards = = 1)", 1),
         ("CREATE STREAM s (a BIGINT NOT) WITH (shards = 1)", 1),
         ("CREATE STREAM s\nWITH (shards = = 4)", 2),
-        ("CREATE STREAM s (\n  a BIGINT,\n  b VARCHAR NOT\n) WITH (shards = 1)", 4),
+        ("CREATE STREAM s (\n  a BIGINT,\n  b VARCHAR\n) WITH (shards = = 1)", 4),
     ]:
         status, body = server.sql_status(stmt)
         assert status == 400, f"{stmt!r} → {status}: {body!r}"

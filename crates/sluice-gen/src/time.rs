@@ -136,40 +136,14 @@ fn slot_of(second: i64) -> usize {
 }
 
 /// "YYYY-MM-DDTHH:MM:SS" of `second` since the epoch, which must lie in years 0000..=9999.
+/// Called once per second of event time (the prefixes are cached), so chrono's cost is nothing.
 pub(crate) fn format_second(second: i64) -> [u8; PREFIX_LEN] {
-    let days = second.div_euclid(86_400);
-    let second_of_day = second.rem_euclid(86_400).unsigned_abs();
-    let (year, month, day) = civil_from_days(days);
-    let mut text = *b"0000-00-00T00:00:00";
-    // Years are 0..=9999 for the clamped range, so unsigned_abs is the year itself.
-    fill_decimal(&mut text[0..4], year.unsigned_abs());
-    fill_decimal(&mut text[5..7], month);
-    fill_decimal(&mut text[8..10], day);
-    fill_decimal(&mut text[11..13], second_of_day / 3600);
-    fill_decimal(&mut text[14..16], second_of_day / 60 % 60);
-    fill_decimal(&mut text[17..19], second_of_day % 60);
-    text
-}
-
-/// (year, month, day) of the proleptic Gregorian calendar for `days` since 1970-01-01.
-/// Howard Hinnant's `civil_from_days` (http://howardhinnant.github.io/date_algorithms.html):
-/// counts in 400-year eras of 146,097 days, with years starting on 1 March so that the leap day
-/// is the last day of the year.
-fn civil_from_days(days: i64) -> (i64, u64, u64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097); // 0..=146_096
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let march_month = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
-    let day = (day_of_year - (153 * march_month + 2) / 5 + 1).unsigned_abs();
-    let month = if march_month < 10 {
-        march_month + 3
-    } else {
-        march_month - 9
+    let mut text = *b"0000-01-01T00:00:00";
+    if let Some(time) = chrono::DateTime::from_timestamp(second, 0) {
+        let formatted = time.format("%Y-%m-%dT%H:%M:%S").to_string();
+        if formatted.len() == PREFIX_LEN {
+            text.copy_from_slice(formatted.as_bytes());
+        }
     }
-    .unsigned_abs();
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    text
 }

@@ -133,6 +133,18 @@ pub struct LogConfig {
     pub clock: Clock,
 }
 
+impl std::fmt::Debug for LogConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogConfig")
+            .field("segment_bytes", &self.segment_bytes)
+            .field("segment_ms", &self.segment_ms)
+            .field("max_group_bytes", &self.max_group_bytes)
+            .field("inflight_bytes", &self.inflight_bytes)
+            .field("backpressure_wait", &self.backpressure_wait)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {

@@ -30,6 +30,9 @@ use crate::batch::{self, HEADER_LEN, Records, SealedBatch};
 use crate::segment::{self, Segment};
 use crate::{Clock, Error, LogConfig, Result};
 
+/// Most bytes a read takes from a segment at once.
+const READ_CHUNK: usize = 1 << 20;
+
 /// One record read back from a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -234,7 +237,11 @@ impl Shard {
             // Read whole batches from `pos`, a chunk at a time; a chunk holds at least one batch.
             let mut at_least = 0u64;
             while pos < seg_len {
-                let budget = (max_bytes.saturating_sub(bytes)).max(1 << 20) as u64;
+                // Chunks of at most READ_CHUNK: a read limited by records stops early without
+                // having copied (and zeroed) the whole byte budget.
+                let budget = max_bytes
+                    .saturating_sub(bytes)
+                    .clamp(HEADER_LEN, READ_CHUNK) as u64;
                 let want = (seg_len - pos).min(budget.max(at_least));
                 let chunk = Bytes::from(
                     segment::read_at(&file, pos, want as usize).map_err(|e| Error::io(&path, e))?,

@@ -71,7 +71,7 @@ impl From<ServerError> for HttpError {
     }
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub http: SocketAddr,

@@ -1,1 +1,180 @@
+//! The server's routes as `Router` calls, and the config file's statements.
 
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+use sluice_ingest::IngestConfig;
+use sluice_log::{Log, LogConfig};
+use tower::ServiceExt;
+
+use crate::{AppState, ServerError, router, sql};
+
+fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
+    let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
+    let state = AppState {
+        log: log.clone(),
+        metrics: crate::metrics::install(),
+    };
+    (log, router(state, IngestConfig::default()))
+}
+
+async fn request(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (StatusCode, Value, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+async fn sql(app: &axum::Router, statement: &str) -> (StatusCode, Value) {
+    let (status, json, _) = request(
+        app,
+        "POST",
+        "/v1/sql",
+        &json!({ "sql": statement }).to_string(),
+    )
+    .await;
+    (status, json)
+}
+
+const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL) \
+                     WITH (shards = 2, event_time = 'ts', watermark = '5 seconds')";
+
+#[tokio::test]
+async fn stream_statements_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, app) = app(dir.path());
+    assert_eq!(sql(&app, TICKS).await.0, StatusCode::OK);
+    let (status, json) = sql(&app, TICKS).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::CONFLICT, Some("stream_exists"))
+    );
+    assert_eq!(
+        sql(
+            &app,
+            &TICKS.replace("CREATE STREAM", "CREATE STREAM IF NOT EXISTS")
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    let (_, shown) = sql(&app, "SHOW STREAMS").await;
+    assert_eq!(
+        shown["rows"],
+        json!([["ticks", 2, "json", "ts", "5s", "1day", 0, 0]])
+    );
+    let (_, described) = sql(&app, "DESCRIBE ticks").await;
+    assert_eq!(
+        described["rows"],
+        json!([
+            ["ticker", "TEXT", "NO"],
+            ["price", "DOUBLE", "YES"],
+            ["ts", "TIMESTAMP", "NO"]
+        ])
+    );
+
+    let (status, json) = sql(&app, "CREATE STREAM t WITH (shards = 0)").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("sql_parse_error"))
+    );
+    assert_eq!(
+        (json["line"].as_u64(), json["column"].as_u64()),
+        (Some(1), Some(23)),
+        "the option's position: {json}"
+    );
+    let (status, json) = sql(&app, "SELECT 1").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unsupported_statement"))
+    );
+    let (status, json, _) = request(&app, "POST", "/v1/sql", "{\"query\": 1}").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+
+    assert_eq!(sql(&app, "DROP STREAM ticks").await.0, StatusCode::OK);
+    let (status, json) = sql(&app, "DROP STREAM ticks").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("stream_not_found"))
+    );
+    assert_eq!(
+        sql(&app, "DROP STREAM IF EXISTS ticks").await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn status_and_metrics_follow_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, app) = app(dir.path());
+    sql(&app, TICKS).await;
+    let (status, _, _) = request(
+        &app,
+        "POST",
+        "/v1/streams/ticks/records?key=ticker",
+        "{\"ticker\":\"A\"}\n{\"ticker\":\"B\"}\n",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, streams, _) = request(&app, "GET", "/v1/streams", "").await;
+    assert_eq!(streams["streams"][0]["name"], "ticks");
+    assert_eq!(streams["streams"][0]["records"], 2);
+    let (status, _, text) = request(&app, "GET", "/metrics", "").await;
+    assert_eq!(status, StatusCode::OK);
+    for name in [
+        "sluice_stream_records_in_total{stream=\"ticks\"}",
+        "sluice_log_fsync_seconds_bucket",
+        "sluice_log_append_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from\n{text}");
+    }
+}
+
+#[test]
+fn the_config_file_applies_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let file = format!("{TICKS};\nCREATE STREAM clicks;");
+    assert_eq!(sql::apply_config(&log, &file).unwrap(), 2);
+    let created: Vec<_> = log.streams().iter().map(|s| s.meta().clone()).collect();
+    assert_eq!(sql::apply_config(&log, &file).unwrap(), 2);
+    let again: Vec<_> = log.streams().iter().map(|s| s.meta().clone()).collect();
+    assert_eq!(
+        created, again,
+        "applying the same file again changes nothing"
+    );
+    let changed = file.replace("shards = 2", "shards = 3");
+    match sql::apply_config(&log, &changed) {
+        Err(ServerError::Config(message)) => {
+            assert!(message.contains("different definition"), "{message}")
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
+    assert!(matches!(
+        sql::apply_config(&log, "CREATE STREAM"),
+        Err(ServerError::Config(_))
+    ));
+}

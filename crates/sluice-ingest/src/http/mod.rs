@@ -131,4 +131,4 @@ pub async fn read_body(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use base64::Engine;
-use base64::display::Base64Display;
 use base64::engine::general_purpose::STANDARD;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_log::{Retention, Stream, StreamOptions, hash_key, hash_key_range};
 
@@ -613,43 +612,10 @@ pub(crate) struct GetRecordsInput {
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct GetRecordsOutput {
-    records: Vec<RecordOutput>,
-    next_shard_iterator: String,
-    millis_behind_latest: i64,
-}
-
-/// A record as GetRecords returns it; `Data` is base64-encoded as it is written out.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct RecordOutput {
-    #[serde(serialize_with = "as_decimal")]
-    sequence_number: u64,
-    approximate_arrival_timestamp: f64,
-    #[serde(serialize_with = "as_base64")]
-    data: bytes::Bytes,
-    #[serde(serialize_with = "as_text")]
-    partition_key: bytes::Bytes,
-}
-
-fn as_decimal<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(n)
-}
-
-fn as_base64<S: Serializer>(data: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&Base64Display::new(data, &STANDARD))
-}
-
-fn as_text<S: Serializer>(key: &bytes::Bytes, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(key))
-}
-
 pub(crate) async fn get_records(
     context: &Context,
     input: GetRecordsInput,
-) -> Result<Json<GetRecordsOutput>, KinesisError> {
+) -> Result<Vec<u8>, KinesisError> {
     let text = input
         .shard_iterator
         .ok_or_else(|| KinesisError::missing("shardIterator"))?;
@@ -688,19 +654,60 @@ pub(crate) async fn get_records(
         issued_ms: now,
         ..iterator
     };
-    let records: Vec<RecordOutput> = read
-        .records
-        .into_iter()
-        .map(|r| RecordOutput {
-            sequence_number: r.seq,
-            approximate_arrival_timestamp: seconds(r.append_ms),
-            data: r.data,
-            partition_key: r.key,
-        })
-        .collect();
-    Ok(Json(GetRecordsOutput {
-        records,
-        next_shard_iterator: next.encode(),
-        millis_behind_latest: millis_behind,
-    }))
+    Ok(get_records_json(
+        &read.records,
+        &next.encode(),
+        millis_behind,
+    ))
+}
+
+/// Writes the GetRecords answer. Written by hand rather than by serde because it is the hot path
+/// of reading (up to 10,000 records an answer) and its shape is fixed: serde_json would scan every
+/// byte of every base64 payload for characters to escape, and base64 has none (measured: 16 % of
+/// the server's time at 1.5 M records/s). Only the partition key, which can hold anything, goes
+/// through serde_json's escaping.
+fn get_records_json(
+    records: &[sluice_log::Record],
+    next_iterator: &str,
+    millis_behind: i64,
+) -> Vec<u8> {
+    use std::io::Write;
+    let size: usize = records
+        .iter()
+        .map(|r| r.data.len() * 4 / 3 + r.key.len() + 120)
+        .sum();
+    let mut out = Vec::with_capacity(size + next_iterator.len() + 64);
+    out.extend_from_slice(b"{\"Records\":[");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let ms = r.append_ms;
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{{\"SequenceNumber\":\"{}\",\"ApproximateArrivalTimestamp\":{}.{:03},\"Data\":\"",
+            r.seq,
+            ms.div_euclid(1000),
+            ms.rem_euclid(1000)
+        );
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(r.data.len(), true).unwrap_or(0),
+            0,
+        );
+        let written = STANDARD
+            .encode_slice(&r.data, &mut out[start..])
+            .unwrap_or(0);
+        out.truncate(start + written);
+        out.extend_from_slice(b"\",\"PartitionKey\":");
+        let _ = serde_json::to_writer(&mut out, &String::from_utf8_lossy(&r.key));
+        out.push(b'}');
+    }
+    // The iterator is base64: nothing in it needs escaping.
+    let _ = write!(
+        out,
+        "],\"NextShardIterator\":\"{next_iterator}\",\"MillisBehindLatest\":{millis_behind}}}"
+    );
+    out
 }

@@ -1,1 +1,157 @@
+//! The Kinesis API, called as a `Router` without a socket. (boto3 drives it end to end in
+//! `tests/e2e`.)
 
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use sluice_log::LogConfig;
+
+use crate::IngestConfig;
+use crate::http::tests::{call, fixture};
+
+async fn kinesis(app: &axum::Router, operation: &str, body: &str) -> (StatusCode, Value) {
+    let request = Request::post("/")
+        .header("x-amz-target", format!("Kinesis_20131202.{operation}"))
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, _, json) = call(app, request).await;
+    (status, json)
+}
+
+#[tokio::test]
+async fn put_and_get_records_round_trip() {
+    let f = fixture(LogConfig::default(), IngestConfig::default());
+    let (status, _) = kinesis(
+        &f.app,
+        "CreateStream",
+        r#"{"StreamName":"k","ShardCount":2}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let records: Vec<Value> = (0..10)
+        .map(|i| json!({"Data": STANDARD.encode(format!("event {i}")), "PartitionKey": format!("key-{i}")}))
+        .collect();
+    let (status, put) = kinesis(
+        &f.app,
+        "PutRecords",
+        &json!({"StreamName": "k", "Records": records}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, put["FailedRecordCount"].as_u64()),
+        (StatusCode::OK, Some(0)),
+        "{put}"
+    );
+    let mut seen = Vec::new();
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        let (_, it) = kinesis(
+            &f.app,
+            "GetShardIterator",
+            &json!({"StreamName": "k", "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"})
+                .to_string(),
+        )
+        .await;
+        let (status, got) = kinesis(
+            &f.app,
+            "GetRecords",
+            &json!({"ShardIterator": it["ShardIterator"]}).to_string(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got["MillisBehindLatest"], 0);
+        for r in got["Records"].as_array().unwrap() {
+            let data =
+                String::from_utf8(STANDARD.decode(r["Data"].as_str().unwrap()).unwrap()).unwrap();
+            let expected = put["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|p| p["ShardId"] == shard && p["SequenceNumber"] == r["SequenceNumber"])
+                .expect("every record read was put, at that shard and sequence number");
+            assert_eq!(data, format!("event {expected}"));
+            assert_eq!(r["PartitionKey"], format!("key-{expected}"));
+            seen.push(expected);
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn errors_have_kinesis_shapes() {
+    let f = fixture(LogConfig::default(), IngestConfig::default());
+    let cases = [
+        ("Frobnicate", "{}", "UnknownOperationException"),
+        ("CreateStream", "not json", "SerializationException"),
+        (
+            "CreateStream",
+            r#"{"StreamName":"x","ShardCount":"two"}"#,
+            "SerializationException",
+        ),
+        ("CreateStream", r#"{"ShardCount":1}"#, "ValidationException"),
+        (
+            "CreateStream",
+            r#"{"StreamName":"a/b"}"#,
+            "ValidationException",
+        ),
+        (
+            "CreateStream",
+            r#"{"StreamName":"ticks"}"#,
+            "ResourceInUseException",
+        ),
+        (
+            "DescribeStream",
+            r#"{"StreamName":"nope"}"#,
+            "ResourceNotFoundException",
+        ),
+        (
+            "PutRecord",
+            r#"{"StreamName":"ticks","Data":"eA=="}"#,
+            "ValidationException",
+        ),
+        (
+            "PutRecords",
+            r#"{"StreamName":"ticks","Records":[]}"#,
+            "ValidationException",
+        ),
+        (
+            "GetShardIterator",
+            r#"{"StreamName":"ticks","ShardId":"shardId-000000000009","ShardIteratorType":"LATEST"}"#,
+            "ResourceNotFoundException",
+        ),
+        (
+            "GetShardIterator",
+            r#"{"StreamName":"ticks","ShardId":"shardId-000000000000","ShardIteratorType":"SOON"}"#,
+            "ValidationException",
+        ),
+        (
+            "GetShardIterator",
+            r#"{"StreamName":"ticks","ShardId":"shardId-000000000000","ShardIteratorType":"AT_SEQUENCE_NUMBER","StartingSequenceNumber":"abc"}"#,
+            "InvalidArgumentException",
+        ),
+        (
+            "GetRecords",
+            r#"{"ShardIterator":"Z2FyYmxlZA=="}"#,
+            "InvalidArgumentException",
+        ),
+    ];
+    for (operation, body, kind) in cases {
+        let (status, json) = kinesis(&f.app, operation, body).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{operation} {body}: {json}"
+        );
+        assert_eq!(json["__type"], kind, "{operation} {body}: {json}");
+        assert!(!json["message"].as_str().unwrap().is_empty());
+    }
+    let request = Request::post("/").body(Body::from("{}")).unwrap();
+    let (status, _, json) = call(&f.app, request).await;
+    assert_eq!(
+        (status, json["__type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("UnknownOperationException"))
+    );
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Ingest benchmarks (issue 2): HTTP NDJSON, Kinesis PutRecords and GetRecords, append latency.
+# Each scenario runs RUNS times against a fresh release server; the medians are printed, with the
+# server's peak RSS. Usage: bench/ingest.sh [RUNS=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
+cargo build --release -q -p sluice -p sluice-bench
+SLUICE=$CARGO_TARGET_DIR/release/sluice
+BENCH=$CARGO_TARGET_DIR/release/sluice-bench
+PORT=7977
+URL=http://127.0.0.1:$PORT
+WORK=$(mktemp -d)
+RESULTS=$WORK/results.jsonl
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+start_server() {
+  rm -rf "$WORK/data"
+  "$SLUICE" serve --data-dir "$WORK/data" --http 127.0.0.1:$PORT >"$WORK/server.out" 2>"$WORK/server.err" &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q listening "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
+  curl -sf "$URL/v1/sql" -d '{"sql": "CREATE STREAM ticks WITH (shards = 4)"}' >/dev/null
+}
+
+stop_server() {  # prints the server's peak RSS in MiB
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' /proc/$SERVER/status)
+  kill $SERVER; wait $SERVER 2>/dev/null || true
+  echo $((rss / 1024))
+}
+
+for run in $(seq "$RUNS"); do
+  echo "run $run of $RUNS" >&2
+  start_server
+  line=$("$BENCH" --server $URL http --producers 4 --events 4000000)
+  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+
+  start_server
+  line=$("$BENCH" --server $URL kinesis-put --producers 4 --events 1000000)
+  echo "$line" >>"$RESULTS"
+  line=$("$BENCH" --server $URL kinesis-get)
+  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+
+  start_server
+  line=$("$BENCH" --server $URL latency --rate 50000 --seconds 20 --batch 100)
+  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+done
+
+python3 - "$RESULTS" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    by.setdefault(r["bench"], []).append(r)
+print(f"medians of {len(by['http'])} runs (2 cores, server and load generator on one machine)")
+for bench, rs in by.items():
+    keys = [k for k in ("events_per_s", "p50_ms", "p99_ms", "max_ms", "peak_rss_mib") if k in rs[0]]
+    figures = ", ".join(f"{k} {statistics.median(r[k] for r in rs):,.2f}" for k in keys)
+    print(f"  {bench:12} {figures}")
+PY
