@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import boto3
+import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -65,10 +66,12 @@ def sluice_bin() -> Path:
 # The server process
 # --------------------------------------------------------------------------------------------
 
-# Whether `--pg off` is understood; decided by the first start.
-_PG_OFF_SUPPORTED: bool | None = None
-
 _BOTO_SESSION = boto3.session.Session()
+# For reading back very many records: botocore spends half its GetRecords time turning
+# ApproximateArrivalTimestamp into datetimes; this session leaves them as epoch seconds.
+_BULK_CORE = botocore.session.get_session()
+_BULK_CORE.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
+_BULK_SESSION = boto3.session.Session(botocore_session=_BULK_CORE)
 _BOTO_CONFIG = Config(
     retries={"total_max_attempts": 1, "mode": "standard"},
     connect_timeout=5,
@@ -94,7 +97,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.starts = 0
-        self._clients: dict[str, object] = {}
+        self._clients: dict[tuple, object] = {}
         self._stdout_thread: threading.Thread | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -108,45 +111,22 @@ class Server:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _args(self, pg_off: bool) -> list[str]:
-        args = [
-            str(self.binary),
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--http",
-            "127.0.0.1:0",
-        ]
-        if pg_off:
-            args += ["--pg", "off"]
-        return args
+    def _args(self) -> list[str]:
+        return [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--http", "127.0.0.1:0"]
 
     def start(self, data_dir: Path | str | None = None) -> "Server":
-        global _PG_OFF_SUPPORTED
         assert not self.running, "server already running"
         if data_dir is not None:
             self.data_dir = Path(data_dir)
         assert self.data_dir is not None, "no data dir"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if _PG_OFF_SUPPORTED is None:
-            try:
-                self._start(pg_off=True)
-                _PG_OFF_SUPPORTED = True
-            except ServerStartError as first:
-                # `--pg off` may be refused: then it is simply omitted.
-                try:
-                    self._start(pg_off=False)
-                except ServerStartError:
-                    raise first
-                _PG_OFF_SUPPORTED = False
-        else:
-            self._start(pg_off=_PG_OFF_SUPPORTED)
+        self._start()
         return self
 
-    def _start(self, pg_off: bool) -> None:
+    def _start(self) -> None:
         self.starts += 1
         with open(self.stderr_path, "ab") as f:
-            f.write(f"\n===== start #{self.starts}: {' '.join(self._args(pg_off))}\n".encode())
+            f.write(f"\n===== start #{self.starts}: {' '.join(self._args())}\n".encode())
             f.flush()
             self._stderr_offset = f.tell()
         stderr = open(self.stderr_path, "ab")
@@ -154,7 +134,7 @@ class Server:
         env.setdefault("RUST_BACKTRACE", "1")
         try:
             self.proc = subprocess.Popen(
-                self._args(pg_off),
+                self._args(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -309,11 +289,12 @@ class Server:
 
     # -- Kinesis -------------------------------------------------------------------------------
 
-    def kinesis_client(self):
+    def kinesis_client(self, bulk: bool = False):
         url = self.url
-        client = self._clients.get(url)
+        client = self._clients.get((url, bulk))
         if client is None:
-            client = _BOTO_SESSION.client(
+            session = _BULK_SESSION if bulk else _BOTO_SESSION
+            client = session.client(
                 "kinesis",
                 endpoint_url=url,
                 region_name="us-east-1",
@@ -321,7 +302,7 @@ class Server:
                 aws_secret_access_key="test",
                 config=_BOTO_CONFIG,
             )
-            self._clients[url] = client
+            self._clients[(url, bulk)] = client
         return client
 
     def kinesis_raw(self, target: str | None, body, content_type="application/x-amz-json-1.1"):
@@ -338,11 +319,12 @@ class Server:
 class LiveKinesis:
     """A boto3 Kinesis client that follows the server across restarts (the port changes)."""
 
-    def __init__(self, server: Server):
+    def __init__(self, server: Server, bulk: bool = False):
         self._server = server
+        self._bulk = bulk
 
     def __getattr__(self, name):
-        return getattr(self._server.kinesis_client(), name)
+        return getattr(self._server.kinesis_client(self._bulk), name)
 
 
 def _json_or_text(data: bytes):

@@ -425,9 +425,10 @@ def test_record_limits(server, kinesis):
     assert len(exact) == MIB
     kinesis.put_record(StreamName=stream, Data=exact, PartitionKey="k")
 
+    # Kinesis answers a record over 1 MiB with a ValidationException (a model constraint).
     expect_client_error(
         kinesis.put_record,
-        "InvalidArgumentException",
+        "ValidationException",
         StreamName=stream,
         Data=b"y" * (MIB + 1),
         PartitionKey="k",
@@ -535,7 +536,7 @@ def test_errors_through_boto3(server, kinesis):
         assert isinstance(e, kinesis.exceptions.InvalidArgumentException)
     expect_client_error(
         kinesis.get_shard_iterator,
-        "InvalidArgumentException",
+        "ResourceNotFoundException",
         StreamName="errs",
         ShardId="not-a-shard",
         ShardIteratorType="TRIM_HORIZON",
@@ -596,7 +597,7 @@ def test_errors_through_raw_http(server, kinesis):
     big = base64.b64encode(b"z" * (MIB + 1)).decode()
     raw_error(
         server.kinesis_raw("PutRecord", {"StreamName": "raw", "Data": big, "PartitionKey": "k"}),
-        "InvalidArgumentException",
+        "ValidationException",
     )
     raw_error(
         server.kinesis_raw("PutRecord", {"StreamName": "nope", "Data": "eA==", "PartitionKey": "k"}),
