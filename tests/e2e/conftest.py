@@ -97,6 +97,8 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.starts = 0
+        # More flags for `sluice serve` (e.g. --config FILE).
+        self.extra_args: list[str] = []
         self._clients: dict[tuple, object] = {}
         self._stdout_thread: threading.Thread | None = None
 
@@ -112,7 +114,9 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     def _args(self) -> list[str]:
-        return [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--http", "127.0.0.1:0"]
+        return [
+            str(self.binary), "serve", "--data-dir", str(self.data_dir), "--http", "127.0.0.1:0", *self.extra_args
+        ]
 
     def start(self, data_dir: Path | str | None = None) -> "Server":
         assert not self.running, "server already running"
