@@ -25,12 +25,16 @@ use sluice_log::Log;
 pub struct IngestConfig {
     /// Largest HTTP ingest body (`POST /v1/streams/{stream}/records`).
     pub max_body_bytes: usize,
+    /// Most records in one HTTP ingest request (bounds the memory a request of tiny records
+    /// takes beyond its body).
+    pub max_records_per_request: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 << 20,
+            max_records_per_request: 500_000,
         }
     }
 }
@@ -101,6 +105,7 @@ impl From<sluice_log::Error> for HttpError {
             E::Io { .. } | E::Unavailable(_) | E::Closed => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
+            E::Indeterminate(_) => (StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown"),
             E::Corrupt { .. } | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, e.to_string())

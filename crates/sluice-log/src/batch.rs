@@ -26,8 +26,9 @@ use crate::{Error, Result};
 
 /// Bytes of the batch header.
 pub const HEADER_LEN: usize = 32;
-/// Largest payload a batch may carry. Bounds what recovery will ever allocate for one batch.
-pub const MAX_BATCH_PAYLOAD: usize = 64 << 20;
+/// Largest payload a batch may carry: a full ingest request (16 MiB) with its records' framing.
+/// Bounds what recovery allocates for one batch, and how long a torn write can be.
+pub const MAX_BATCH_PAYLOAD: usize = 32 << 20;
 /// Largest record (its data) the log accepts: Kinesis' limit.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// Longest partition key, in bytes: Kinesis' limit (256 Unicode characters, checked by the API).

@@ -17,7 +17,7 @@
 //!   in-flight bytes are bounded (producers get [`Error::Backpressure`], never an unbounded queue).
 //! - [`segment`]: recovery truncates a torn tail of the active segment and nothing else.
 //! - this module: a stream exists whole or not at all (created in a temporary folder, fsynced,
-//!   renamed into place; dropped by renaming it away first).
+//!   renamed into place; dropped by stopping its writers, then renaming it away).
 
 pub mod batch;
 pub mod segment;
@@ -74,6 +74,10 @@ pub enum Error {
     },
     #[error("the shard is unavailable: {0}")]
     Unavailable(String),
+    /// A write failed in a way that leaves its outcome unknown: it may be read back after a
+    /// restart. Retrying may duplicate it.
+    #[error("the outcome of the write is unknown (it may have been stored): {0}")]
+    Indeterminate(String),
     #[error("the log is shutting down")]
     Closed,
 
@@ -293,19 +297,24 @@ impl Log {
             .expect("streams lock")
             .remove(name)
             .ok_or_else(|| Error::StreamNotFound(name.to_string()))?;
+        // Stop the writers first: nothing may touch the stream's files by their old paths once
+        // they are renamed (a stream of the same name could be created there next).
+        for shard in stream.shards() {
+            shard.close();
+        }
         let dir = self.root.join("streams").join(name);
         let trash = self.root.join("trash");
         std::fs::create_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
         let doomed = trash.join(format!("{name}-{}", stream.meta().id));
         std::fs::rename(&dir, &doomed).map_err(|e| Error::io(&dir, e))?;
         segment::sync_dir(&self.root.join("streams"))?;
-        // Shards stop their writers when the last reference goes; the files may go now.
-        drop(stream);
         std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
     }
 
-    /// Applies every stream's retention; returns how many segments were deleted.
+    /// Applies every stream's retention; returns how many segments were deleted. Holds the DDL
+    /// lock, so that no stream is dropped (and its files renamed) under it.
     pub fn enforce_retention(&self) -> Result<usize> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
         let now = (self.config.clock)();
         let mut deleted = 0;
         for stream in self.streams() {

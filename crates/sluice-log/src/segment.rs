@@ -18,7 +18,9 @@
 //!
 //! Recovery scans the active segment batch by batch from its start and truncates at the first
 //! batch that is torn, fails a checksum, or does not continue the sequence: everything before it
-//! was fsynced before being acknowledged, so only unacknowledged bytes are cut.
+//! was fsynced before being acknowledged, so only unacknowledged bytes are cut. The cut is at most
+//! one group long (only the last group can be torn); a longer invalid tail is damage, reported as
+//! corruption. What recovery keeps it fsyncs, since it may have been written and never synced.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
@@ -79,7 +81,8 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 impl Segment {
-    /// Creates an empty segment and makes its directory entry durable.
+    /// Creates an empty segment and makes its directory entry durable. On failure nothing is
+    /// left behind, so that the next attempt can create it again.
     pub fn create(dir: &Path, base_seq: u64) -> Result<Segment> {
         let path = segment_path(dir, base_seq);
         let file = OpenOptions::new()
@@ -88,7 +91,10 @@ impl Segment {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        sync_dir(dir)?;
+        if let Err(e) = sync_dir(dir) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(Segment {
             base_seq,
             path,
@@ -126,8 +132,13 @@ impl Segment {
         Ok(segment)
     }
 
-    /// Opens the active segment for appending, truncating a torn or invalid tail.
-    pub fn recover_active(path: PathBuf, base_seq: u64) -> Result<Segment> {
+    /// Opens the active segment for appending, truncating a torn tail.
+    ///
+    /// Only the last group written can be torn, so an invalid tail longer than `max_torn` (the
+    /// largest group the writer makes) is damage to acknowledged data: the segment is reported
+    /// corrupt rather than cut. Whatever is kept is fsynced before anyone reads it: a group that
+    /// was written but not yet fsynced when the process died is valid on disk but not durable.
+    pub fn recover_active(path: PathBuf, base_seq: u64, max_torn: u64) -> Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -136,13 +147,23 @@ impl Segment {
         let file_len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let scan = scan(&file, base_seq, file_len).map_err(|e| Error::io(&path, e))?;
         if let Some((pos, why)) = &scan.invalid {
+            if file_len - pos > max_torn {
+                return Err(Error::Corrupt {
+                    path,
+                    offset: *pos,
+                    reason: format!(
+                        "{why}, with {} bytes after it: more than one write could have torn",
+                        file_len - pos
+                    ),
+                });
+            }
             tracing::warn!(
                 path = %path.display(), offset = pos, dropped_bytes = file_len - pos, reason = %why,
                 "truncating the unacknowledged tail of a segment"
             );
             file.set_len(*pos).map_err(|e| Error::io(&path, e))?;
-            file.sync_all().map_err(|e| Error::io(&path, e))?;
         }
+        file.sync_all().map_err(|e| Error::io(&path, e))?;
         // A stale index from an earlier seal of this segment must not outlive a truncation.
         remove_if_exists(&index_path(&path))?;
         Ok(scan.into_segment(path, file, base_seq))

@@ -19,7 +19,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -116,9 +116,10 @@ pub(crate) struct ShardMetrics {
 pub struct Shard {
     id: u32,
     state: Arc<RwLock<ShardState>>,
-    queue: Option<mpsc::Sender<Pending>>,
+    /// `None` once the shard is closed (its stream dropped, or the log closing).
+    queue: Mutex<Option<mpsc::Sender<Pending>>>,
     committed: watch::Receiver<u64>,
-    writer: Option<JoinHandle<()>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Shard {
@@ -130,7 +131,11 @@ impl Shard {
         metrics: ShardMetrics,
     ) -> Result<Shard> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let segments = open_segments(&dir)?;
+        // Only the last group can be torn: the writer makes none larger than this.
+        let max_torn = config
+            .max_group_bytes
+            .max(HEADER_LEN + batch::MAX_BATCH_PAYLOAD) as u64;
+        let segments = open_segments(&dir, max_torn)?;
         let end = segments.last().expect("at least one segment").next_seq;
         let state = Arc::new(RwLock::new(ShardState { segments }));
         let (tx, rx) = mpsc::channel();
@@ -144,7 +149,6 @@ impl Shard {
             max_group_bytes: config.max_group_bytes,
             clock: config.clock.clone(),
             metrics,
-            buf: Vec::new(),
             failed: None,
         };
         let handle = std::thread::Builder::new()
@@ -154,9 +158,9 @@ impl Shard {
         Ok(Shard {
             id,
             state,
-            queue: Some(tx),
+            queue: Mutex::new(Some(tx)),
             committed,
-            writer: Some(handle),
+            writer: Mutex::new(Some(handle)),
         })
     }
 
@@ -176,7 +180,12 @@ impl Shard {
             ack,
             _permit: permit,
         };
-        if let Err(mpsc::SendError(p)) = self.queue.as_ref().expect("open shard").send(pending) {
+        let queue = self.queue.lock().expect("shard queue lock");
+        let refused = match queue.as_ref() {
+            Some(queue) => queue.send(pending).err().map(|mpsc::SendError(p)| p),
+            None => Some(pending),
+        };
+        if let Some(p) = refused {
             let _ = p.ack.send(Err(Error::Closed));
         }
         rx
@@ -361,13 +370,22 @@ impl Shard {
     }
 }
 
-impl Drop for Shard {
-    fn drop(&mut self) {
-        // Closing the queue lets the writer finish what is queued and exit.
-        self.queue.take();
-        if let Some(writer) = self.writer.take() {
+impl Shard {
+    /// Stops the shard: appends already queued are written and acknowledged, later ones are
+    /// refused with [`Error::Closed`]. Returns once the writer has exited, so nothing touches the
+    /// shard's files afterwards.
+    pub(crate) fn close(&self) {
+        self.queue.lock().expect("shard queue lock").take();
+        let writer = self.writer.lock().expect("shard writer lock").take();
+        if let Some(writer) = writer {
             let _ = writer.join();
         }
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -380,7 +398,7 @@ fn corrupt(path: &Path, offset: u64, why: batch::Invalid) -> Error {
 }
 
 /// Opens a shard's segments: sealed ones from their index, the last one by recovery.
-fn open_segments(dir: &Path) -> Result<Vec<Segment>> {
+fn open_segments(dir: &Path, max_torn: u64) -> Result<Vec<Segment>> {
     let mut bases = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
@@ -413,6 +431,7 @@ fn open_segments(dir: &Path) -> Result<Vec<Segment>> {
     segments.push(Segment::recover_active(
         segment::segment_path(dir, last),
         last,
+        max_torn,
     )?);
     for pair in segments.windows(2) {
         if pair[0].next_seq != pair[1].base_seq {
@@ -439,40 +458,35 @@ struct Writer {
     max_group_bytes: usize,
     clock: Clock,
     metrics: ShardMetrics,
-    /// The group being written, reused between groups.
-    buf: Vec<u8>,
-    /// Set when the shard cannot be written safely any more (a failed fsync that could not be
+    /// Set when the shard cannot be written safely any more (a failed write that could not be
     /// undone); appends are refused until the log is reopened and recovers.
     failed: Option<String>,
 }
 
 impl Writer {
     fn run(mut self, queue: mpsc::Receiver<Pending>) {
-        while let Ok(first) = queue.recv() {
+        // A batch that would have made the last group larger than the limit starts the next.
+        let mut carried: Option<Pending> = None;
+        while let Some(first) = carried.take().or_else(|| queue.recv().ok()) {
+            let mut bytes = first.batch.byte_len();
             let mut group = vec![first];
-            let mut bytes = group[0].batch.byte_len();
-            while bytes < self.max_group_bytes {
-                match queue.try_recv() {
-                    Ok(p) => {
-                        bytes += p.batch.byte_len();
-                        group.push(p);
-                    }
-                    Err(_) => break,
+            while let Ok(p) = queue.try_recv() {
+                if bytes + p.batch.byte_len() > self.max_group_bytes {
+                    carried = Some(p);
+                    break;
                 }
+                bytes += p.batch.byte_len();
+                group.push(p);
             }
             self.commit(group);
         }
     }
 
     fn commit(&mut self, mut group: Vec<Pending>) {
-        if let Some(why) = &self.failed {
-            let why = why.clone();
-            for p in group {
-                let _ = p.ack.send(Err(Error::Unavailable(why.clone())));
-            }
-            return;
-        }
-        let result = self.write_group(&mut group);
+        let result = match &self.failed {
+            Some(why) => Err(Error::Unavailable(why.clone())),
+            None => self.write_group(&mut group),
+        };
         match result {
             Ok(appended) => {
                 for (p, a) in group.into_iter().zip(appended) {
@@ -488,8 +502,8 @@ impl Writer {
         }
     }
 
-    /// Writes a group with one write and one fsync; on failure the segment is put back as it
-    /// was, so the shard's durable contents are exactly what was acknowledged.
+    /// Writes a group with one (vectored) write and one fsync; on failure the segment is put
+    /// back as it was, so the shard's durable contents are exactly what was acknowledged.
     fn write_group(&mut self, group: &mut [Pending]) -> Result<Vec<Appended>> {
         self.roll_if_due()?;
         let (file, path, start_len, mut next_seq, last_ms) = {
@@ -504,29 +518,31 @@ impl Writer {
             )
         };
         let append_ms = (self.clock)().max(last_ms);
-        self.buf.clear();
         let mut appended = Vec::with_capacity(group.len());
         let mut headers = Vec::with_capacity(group.len());
+        let mut pos = start_len;
         for p in group.iter_mut() {
             p.batch.stamp(next_seq, append_ms);
             appended.push(Appended {
                 first_seq: next_seq,
                 count: p.batch.count(),
             });
-            headers.push((start_len + self.buf.len() as u64, p.batch.header()));
+            headers.push((pos, p.batch.header()));
             next_seq += u64::from(p.batch.count());
-            self.buf.extend_from_slice(&p.batch.bytes);
+            pos += p.batch.byte_len() as u64;
         }
         let started = Instant::now();
-        let written =
-            std::io::Write::write_all(&mut &*file, &self.buf).and_then(|()| file.sync_data());
+        let written = write_all_vectored(&file, group).and_then(|()| file.sync_data());
         if let Err(e) = written {
-            let undo = file.set_len(start_len).and_then(|()| file.sync_data());
-            if let Err(undo_err) = undo {
-                self.failed = Some(format!(
-                    "{}: write failed ({e}) and could not be undone ({undo_err}); restart to recover",
+            if let Err(undo) = file.set_len(start_len).and_then(|()| file.sync_data()) {
+                // The group's bytes may survive (valid, checksummed) and be recovered after a
+                // restart: the producer must not be told to simply retry.
+                let why = format!(
+                    "{}: write failed ({e}) and could not be undone ({undo})",
                     path.display()
-                ));
+                );
+                self.failed = Some(format!("{why}; restart to recover"));
+                return Err(Error::Indeterminate(why));
             }
             return Err(Error::io(&path, e));
         }
@@ -567,4 +583,20 @@ impl Writer {
         state.segments.push(fresh);
         Ok(())
     }
+}
+
+/// Writes every batch of the group, in order, from the batches' own buffers.
+fn write_all_vectored(file: &std::fs::File, group: &[Pending]) -> std::io::Result<()> {
+    use std::io::{IoSlice, Write};
+    let mut slices: Vec<IoSlice<'_>> = group.iter().map(|p| IoSlice::new(&p.batch.bytes)).collect();
+    let mut remaining = &mut slices[..];
+    while !remaining.is_empty() {
+        match (&mut &*file).write_vectored(remaining) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut remaining, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

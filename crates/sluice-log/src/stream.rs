@@ -267,7 +267,7 @@ impl Stream {
     }
 
     /// Deletes segments that retention no longer keeps; returns how many.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let r = self.meta.retention;
         let mut deleted = 0;
         for shard in &self.shards {

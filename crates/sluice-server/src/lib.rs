@@ -258,22 +258,35 @@ impl Server {
         })
     }
 
-    /// Stops accepting, lets in-flight requests finish, and closes the log.
+    /// Stops accepting, lets in-flight requests finish (for at most [`SHUTDOWN_GRACE`]), and
+    /// closes the log once every queued append is written.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         let _ = self.stop.send(true);
         self.upkeep.abort();
-        let served = self
-            .serving
-            .await
-            .map_err(|e| ServerError::Internal(e.to_string()))?;
+        let _ = self.upkeep.await;
+        let mut serving = self.serving;
+        let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
+            Ok(joined) => joined.map_err(|e| ServerError::Internal(e.to_string()))?,
+            Err(_) => {
+                // A client that never finishes its request must not hold the process forever.
+                // Whatever was acknowledged is durable already; requests cut here were not.
+                tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: closing them");
+                serving.abort();
+                let _ = serving.await;
+                Ok(())
+            }
+        };
         served.map_err(|e| ServerError::Internal(format!("the HTTP server failed: {e}")))?;
-        // Dropping the last handle stops the shard writers once their queues are empty.
+        // The last handle: dropping it stops the shard writers once their queues are empty.
         let log = self.log;
         tokio::task::spawn_blocking(move || drop(log))
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))
     }
 }
+
+/// How long shutdown waits for requests in flight.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Background upkeep: retention, and draining the metrics recorder.
 async fn upkeep(log: Arc<Log>, metrics: PrometheusHandle, retention_interval: Duration) {

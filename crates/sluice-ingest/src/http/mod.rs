@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 
-pub use split::{json_records, ndjson_lines, partition_key};
+pub use split::{SplitError, json_records, ndjson_lines, partition_key};
 
 use crate::{HttpError, Ingest};
 
@@ -54,25 +54,22 @@ async fn put_records(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let records: Vec<&[u8]> = if is_json {
-        json_records(&body).map_err(|e| {
-            HttpError::bad_request("invalid_json", format!("the body is not a JSON array: {e}"))
-                .with_details(serde_json::json!({"line": e.line(), "column": e.column()}))
-        })?
-    } else {
-        ndjson_lines(&body).collect()
-    };
-    if records.is_empty() {
-        return Err(HttpError::bad_request(
-            "no_records",
-            "the body holds no records",
-        ));
-    }
 
+    // Records go straight from the body into per-shard batches: no list of them is built.
     let mut batches = stream.batches();
     let round_robin =
         (ingest.round_robin.fetch_add(1, Ordering::Relaxed) % stream.shards().len() as u64) as u32;
-    for (i, record) in records.iter().enumerate() {
+    let max_records = ingest.config.max_records_per_request;
+    let mut count = 0usize;
+    let mut push = |record: &[u8]| -> Result<(), HttpError> {
+        count += 1;
+        if count > max_records {
+            return Err(HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_records",
+                format!("the request holds more than {max_records} records: split it"),
+            ));
+        }
         let pushed = match &params.key {
             Some(field) => {
                 let key = partition_key(record, field);
@@ -80,24 +77,81 @@ async fn put_records(
             }
             None => batches.push(round_robin, b"", record),
         };
-        pushed.map_err(|e| {
+        pushed.map(drop).map_err(|e| {
             let e = HttpError::from(e);
             HttpError {
-                message: format!("record {} (counting from 1): {}", i + 1, e.message),
+                message: format!("record {count} (counting from 1): {}", e.message),
                 ..e
             }
+        })
+    };
+    if is_json {
+        json_records(&body, &mut push).map_err(|e| match e {
+            SplitError::Record(e) => e,
+            SplitError::Json(e) => {
+                HttpError::bad_request("invalid_json", format!("the body is not a JSON array: {e}"))
+                    .with_details(serde_json::json!({"line": e.line(), "column": e.column()}))
+            }
         })?;
+    } else {
+        ndjson_lines(&body).try_for_each(&mut push)?;
     }
-    let accepted = records.len();
+    if count == 0 {
+        return Err(HttpError::bad_request(
+            "no_records",
+            "the body holds no records",
+        ));
+    }
+    let outcome = stream.append(batches).await?;
+    answer(outcome)
+}
+
+/// The answer to an append: every shard's last sequence number, or what went wrong. When some
+/// shards stored their records and others failed, the answer says which: retrying the whole
+/// request would store the first part twice.
+fn answer(outcome: Vec<sluice_log::ShardAppend>) -> Result<Json<Accepted>, HttpError> {
+    let mut accepted = 0;
     let mut shard_sequences = BTreeMap::new();
-    for part in stream.append(batches).await? {
-        let appended = part.result?;
-        shard_sequences.insert(part.shard.to_string(), appended.last_seq());
+    let mut failed = BTreeMap::new();
+    let mut first_error = None;
+    for part in outcome {
+        match part.result {
+            Ok(appended) => {
+                accepted += appended.count as usize;
+                shard_sequences.insert(part.shard.to_string(), appended.last_seq());
+            }
+            Err(e) => {
+                failed.insert(part.shard.to_string(), e.to_string());
+                first_error.get_or_insert(e);
+            }
+        }
     }
-    Ok(Json(Accepted {
-        accepted,
-        shard_sequences,
-    }))
+    match first_error {
+        None => Ok(Json(Accepted {
+            accepted,
+            shard_sequences,
+        })),
+        Some(e) if shard_sequences.is_empty() => Err(e.into()),
+        Some(_) => Err(HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "partially_written",
+            format!(
+                "{accepted} records were stored (shards {}), the rest were not (shards {}): \
+                 resend only the records of the failed shards",
+                shard_sequences
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                failed.keys().cloned().collect::<Vec<_>>().join(", "),
+            ),
+        )
+        .with_details(serde_json::json!({
+            "accepted": accepted,
+            "shard_sequences": shard_sequences,
+            "failed_shards": failed,
+        }))),
+    }
 }
 
 /// Reads a whole body, refusing one over `limit` bytes before reading it when it says its size.

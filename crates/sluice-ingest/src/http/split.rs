@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserializer;
-use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The records of an NDJSON body: its non-blank lines, without line ends.
@@ -18,16 +18,60 @@ pub fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
 }
 
-/// The elements of a JSON array body (or the body itself, if it is one JSON value that is not an
-/// array), each as its raw JSON text.
-pub fn json_records(body: &[u8]) -> Result<Vec<&[u8]>, serde_json::Error> {
+/// Why a JSON body could not be split: its JSON, or what `each` said of a record.
+#[derive(Debug)]
+pub enum SplitError<E> {
+    Json(serde_json::Error),
+    Record(E),
+}
+
+/// Calls `each` with every element of a JSON array body (or with the body itself, if it is one
+/// JSON value that is not an array), as its raw JSON text, while parsing: no list of records is
+/// built, and the first error stops the parse.
+pub fn json_records<E>(
+    body: &[u8],
+    mut each: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), SplitError<E>> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(body)?;
-        Ok(items.into_iter().map(|v| v.get().as_bytes()).collect())
-    } else {
-        let item: &RawValue = serde_json::from_slice(body)?;
-        Ok(vec![item.get().as_bytes()])
+    if first != Some(&b'[') {
+        let item: &RawValue = serde_json::from_slice(body).map_err(SplitError::Json)?;
+        return each(item.get().as_bytes()).map_err(SplitError::Record);
+    }
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = de
+        .deserialize_seq(EachElement {
+            each: &mut each,
+            failed: &mut failed,
+        })
+        .and_then(|()| de.end());
+    match (failed, parsed) {
+        (Some(e), _) => Err(SplitError::Record(e)),
+        (None, Err(e)) => Err(SplitError::Json(e)),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+struct EachElement<'a, F, E> {
+    each: &'a mut F,
+    failed: &'a mut Option<E>,
+}
+
+impl<'de, F: FnMut(&[u8]) -> Result<(), E>, E> Visitor<'de> for EachElement<'_, F, E> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
+            if let Err(e) = (self.each)(item.get().as_bytes()) {
+                *self.failed = Some(e);
+                return Err(serde::de::Error::custom("stopped at a refused record"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -126,14 +170,47 @@ mod tests {
         assert_eq!(ndjson_lines(b"\n\n").count(), 0);
     }
 
+    fn collect(body: &[u8]) -> Result<Vec<Vec<u8>>, SplitError<()>> {
+        let mut records = Vec::new();
+        json_records(body, |r| {
+            records.push(r.to_vec());
+            Ok::<_, ()>(())
+        })?;
+        Ok(records)
+    }
+
     #[test]
     fn json_arrays_and_single_objects() {
-        let records = json_records(br#" [ {"a": [1, 2]}, 3, "x" ] "#).unwrap();
-        assert_eq!(records, [&br#"{"a": [1, 2]}"#[..], b"3", b"\"x\""]);
-        assert_eq!(json_records(br#"{"a":1}"#).unwrap(), [&br#"{"a":1}"#[..]]);
-        let e = json_records(b"[{\"a\":1},\n {\"b\": }]").unwrap_err();
+        let records = collect(br#" [ {"a": [1, 2]}, 3, "x" ] "#).unwrap();
+        assert_eq!(
+            records,
+            [
+                br#"{"a": [1, 2]}"#.to_vec(),
+                b"3".to_vec(),
+                b"\"x\"".to_vec()
+            ]
+        );
+        assert_eq!(collect(br#"{"a":1}"#).unwrap(), [br#"{"a":1}"#.to_vec()]);
+        let Err(SplitError::Json(e)) = collect(b"[{\"a\":1},\n {\"b\": }]") else {
+            panic!()
+        };
         assert_eq!((e.line(), e.column()), (2, 8));
-        assert!(json_records(b"").is_err());
+        assert!(
+            matches!(collect(b"[1] 2"), Err(SplitError::Json(_))),
+            "trailing characters"
+        );
+        assert!(matches!(collect(b""), Err(SplitError::Json(_))));
+    }
+
+    #[test]
+    fn a_refused_record_stops_the_split() {
+        let mut seen = 0;
+        let result = json_records(b"[1, 2, 3, {", |_| {
+            seen += 1;
+            if seen == 2 { Err("enough") } else { Ok(()) }
+        });
+        assert!(matches!(result, Err(SplitError::Record("enough"))));
+        assert_eq!(seen, 2);
     }
 
     #[test]

@@ -130,6 +130,7 @@ async fn bad_requests_are_refused_whole_and_say_why() {
         LogConfig::default(),
         IngestConfig {
             max_body_bytes: 4 << 20,
+            max_records_per_request: 1000,
         },
     );
     call(
@@ -196,6 +197,16 @@ async fn bad_requests_are_refused_whole_and_say_why() {
             "invalid_stream_name",
             "invalid",
         ),
+        (
+            post(
+                "/v1/streams/ticks/records",
+                "application/x-ndjson",
+                "1\n".repeat(1001),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            "more than 1000 records",
+        ),
     ];
     for (request, status, code, mentions) in cases {
         let uri = request.uri().to_string();
@@ -232,4 +243,47 @@ async fn backpressure_is_a_503_with_retry_after() {
     assert_eq!(json["code"], "backpressure");
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(records_in(&f.log), 0);
+}
+
+#[test]
+fn a_partly_written_request_says_what_was_stored() {
+    use sluice_log::{Appended, Error, ShardAppend};
+    let outcome = vec![
+        ShardAppend {
+            shard: 0,
+            result: Ok(Appended {
+                first_seq: 10,
+                count: 3,
+            }),
+        },
+        ShardAppend {
+            shard: 2,
+            result: Err(Error::Unavailable("disk gone".into())),
+        },
+    ];
+    let e = super::answer(outcome).unwrap_err();
+    assert_eq!(
+        (e.status, e.code),
+        (StatusCode::INTERNAL_SERVER_ERROR, "partially_written")
+    );
+    let details = e.details.unwrap();
+    assert_eq!(details["accepted"], 3);
+    assert_eq!(details["shard_sequences"]["0"], 12);
+    assert!(
+        details["failed_shards"]["2"]
+            .as_str()
+            .unwrap()
+            .contains("disk gone")
+    );
+
+    // Nothing stored: the shard's own error, retryable when it is.
+    let outcome = vec![ShardAppend {
+        shard: 1,
+        result: Err(Error::Unavailable("busy".into())),
+    }];
+    let e = super::answer(outcome).unwrap_err();
+    assert_eq!(
+        (e.status, e.code),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
 }

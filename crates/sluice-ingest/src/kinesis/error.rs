@@ -103,7 +103,7 @@ impl From<sluice_log::Error> for KinesisError {
                 "ServiceUnavailable",
                 e.to_string(),
             ),
-            E::Corrupt { .. } | E::Internal(_) => Self::new(
+            E::Corrupt { .. } | E::Internal(_) | E::Indeterminate(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalFailure",
                 e.to_string(),

@@ -434,20 +434,67 @@ pub(crate) async fn put_record(context: &Context, input: PutRecordInput) -> Outp
 pub(crate) struct PutRecordsInput {
     #[serde(flatten)]
     stream: StreamRef,
-    records: Option<Vec<RecordInput>>,
+    records: Option<BoundedRecords>,
+}
+
+/// PutRecords' records, of which at most [`MAX_PUT_RECORDS`] are kept while parsing: the rest
+/// are only counted, so that a body of a million empty records costs no memory before it is
+/// refused.
+#[derive(Debug)]
+pub(crate) struct BoundedRecords {
+    kept: Vec<RecordInput>,
+    total: usize,
+}
+
+impl<'de> Deserialize<'de> for BoundedRecords {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bounded;
+        impl<'de> serde::de::Visitor<'de> for Bounded {
+            type Value = BoundedRecords;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of records")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BoundedRecords, A::Error> {
+                let mut records = BoundedRecords {
+                    kept: Vec::new(),
+                    total: 0,
+                };
+                loop {
+                    let more = if records.kept.len() < MAX_PUT_RECORDS {
+                        seq.next_element::<RecordInput>()?
+                            .map(|r| records.kept.push(r))
+                            .is_some()
+                    } else {
+                        seq.next_element::<serde::de::IgnoredAny>()?.is_some()
+                    };
+                    if !more {
+                        return Ok(records);
+                    }
+                    records.total += 1;
+                }
+            }
+        }
+        deserializer.deserialize_seq(Bounded)
+    }
 }
 
 pub(crate) async fn put_records(context: &Context, input: PutRecordsInput) -> Output {
     let records = input
         .records
         .ok_or_else(|| KinesisError::missing("records"))?;
-    if records.is_empty() || records.len() > MAX_PUT_RECORDS {
+    if records.total == 0 || records.total > MAX_PUT_RECORDS {
         return Err(KinesisError::validation(format!(
             "1 validation error detected: Value at 'records' failed to satisfy constraint: \
              Member must have length between 1 and {MAX_PUT_RECORDS} (found {})",
-            records.len()
+            records.total
         )));
     }
+    let records = records.kept;
     let stream = input.stream.stream(context)?;
     let records = records
         .into_iter()
@@ -622,7 +669,10 @@ pub(crate) async fn get_records(
     let limit = limit(input.limit, MAX_GET_RECORDS, MAX_GET_RECORDS, "limit")?;
     let iterator = ShardIterator::decode(&text)?;
     let now = now_ms();
-    if now - iterator.issued_ms > ITERATOR_TTL_MS {
+    if now
+        .checked_sub(iterator.issued_ms)
+        .is_none_or(|age| age > ITERATOR_TTL_MS)
+    {
         return Err(KinesisError::expired_iterator(format!(
             "Iterator expired. The iterator was created at time {} while right now it is {}",
             iterator.issued_ms, now
@@ -635,13 +685,12 @@ pub(crate) async fn get_records(
             iterator.stream
         )));
     }
+    stream.shard(iterator.shard)?;
     let read_stream = stream.clone();
     let read = tokio::task::spawn_blocking(move || {
-        read_stream.shards()[iterator.shard as usize].read(
-            iterator.seq,
-            limit,
-            MAX_GET_RECORDS_BYTES,
-        )
+        read_stream
+            .shard(iterator.shard)?
+            .read(iterator.seq, limit, MAX_GET_RECORDS_BYTES)
     })
     .await
     .map_err(|e| sluice_log::Error::Internal(e.to_string()))??;

@@ -155,3 +155,56 @@ async fn errors_have_kinesis_shapes() {
         (StatusCode::BAD_REQUEST, Some("UnknownOperationException"))
     );
 }
+
+#[tokio::test]
+async fn oversized_and_forged_requests_are_refused_cheaply() {
+    let f = fixture(LogConfig::default(), IngestConfig::default());
+    // 100,000 empty records: counted while parsing, never built.
+    let body = format!(
+        r#"{{"StreamName":"ticks","Records":[{}{{}}]}}"#,
+        "{},".repeat(99_999)
+    );
+    let (status, json) = kinesis(&f.app, "PutRecords", &body).await;
+    assert_eq!(
+        (status, json["__type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ValidationException"))
+    );
+    assert!(
+        json["message"].as_str().unwrap().contains("found 100000"),
+        "{json}"
+    );
+
+    // An iterator naming a shard the stream does not have (its checksum is not a secret).
+    let stream = f.log.stream("ticks").unwrap();
+    let forged = super::ShardIterator {
+        stream: "ticks".into(),
+        stream_id: stream.meta().id,
+        shard: 99,
+        seq: 0,
+        issued_ms: i64::MIN,
+    };
+    let (status, json) = kinesis(
+        &f.app,
+        "GetRecords",
+        &json!({"ShardIterator": forged.encode()}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["__type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ExpiredIteratorException"))
+    );
+    let forged = super::ShardIterator {
+        issued_ms: chrono::Utc::now().timestamp_millis(),
+        ..forged
+    };
+    let (status, json) = kinesis(
+        &f.app,
+        "GetRecords",
+        &json!({"ShardIterator": forged.encode()}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["__type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("ResourceNotFoundException"))
+    );
+}

@@ -313,3 +313,77 @@ fn reads_respect_record_and_byte_limits() {
     let r = shard.read(100, 1000, 10).unwrap();
     assert_eq!((r.records.len(), r.next_seq), (0, 100));
 }
+
+#[test]
+fn recovery_cuts_a_torn_last_write_but_reports_damage_further_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let log = open(dir.path(), LogConfig::default());
+    let stream = log.create_stream("s", options(1)).unwrap();
+    // 40 MiB in the active segment: more than any one write (group or batch) can be.
+    for i in 0..40u8 {
+        let mut b = stream.batches();
+        b.push(0, b"k", &vec![i; 1 << 20]).unwrap();
+        rt.block_on(stream.append(b)).unwrap();
+    }
+    drop(stream);
+    drop(log);
+    let path = dir
+        .path()
+        .join("streams/s/shard-0000/00000000000000000000.seg");
+    let original = std::fs::read(&path).unwrap();
+
+    // Damage in the last batch: a torn write, cut; the 39 before it stay.
+    let mut torn = original.clone();
+    let at = torn.len() - 100;
+    torn[at] ^= 1;
+    std::fs::write(&path, &torn).unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(log.stream("s").unwrap().shard(0).unwrap().bounds(), (0, 39));
+    drop(log);
+
+    // Damage 39 MiB before the end: acknowledged data follows it, so nothing is cut.
+    let mut damaged = original.clone();
+    damaged[100] ^= 1;
+    std::fs::write(&path, &damaged).unwrap();
+    match sluice_log::Log::open(dir.path(), LogConfig::default()) {
+        Err(Error::Corrupt {
+            path: p, offset, ..
+        }) => assert_eq!((p, offset), (path.clone(), 0)),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("damage far from the end was taken for a torn write"),
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        damaged,
+        "the damaged segment was left as it was"
+    );
+}
+
+#[test]
+fn a_dropped_stream_leaves_a_new_one_of_the_same_name_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let clock = ManualClock::at(1);
+    let log = open(dir.path(), small_config(&clock));
+    let old = log.create_stream("s", options(1)).unwrap();
+    log.drop_stream("s").unwrap();
+    // The old stream is still referenced (as by a request in flight): it refuses appends
+    // instead of writing into what is now another stream's folder.
+    let mut b = old.batches();
+    b.push(0, b"k", &[0u8; 700]).unwrap();
+    let outcome = rt.block_on(old.append(b)).unwrap();
+    assert!(matches!(outcome[0].result, Err(Error::Closed)));
+    let new = log.create_stream("s", options(1)).unwrap();
+    for _ in 0..5 {
+        let mut b = new.batches();
+        b.push(0, b"k", &[1u8; 700]).unwrap();
+        rt.block_on(new.append(b)).unwrap();
+    }
+    drop((old, new));
+    drop(log);
+    let log = open(dir.path(), small_config(&clock));
+    let records = read_all(log.stream("s").unwrap().shard(0).unwrap());
+    assert_eq!(records.len(), 5);
+    assert!(records.iter().all(|r| r.data[0] == 1));
+}
