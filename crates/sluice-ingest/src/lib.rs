@@ -14,11 +14,13 @@ pub mod kinesis;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sluice_log::Log;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Limits of the ingest doors; each is answered with a clear error when exceeded.
 #[derive(Debug, Clone)]
@@ -28,6 +30,10 @@ pub struct IngestConfig {
     /// Most records in one HTTP ingest request (bounds the memory a request of tiny records
     /// takes beyond its body).
     pub max_records_per_request: usize,
+    /// Most memory the requests being handled may hold at once (bodies, and the batches or
+    /// answers made from them). A request reserves its share before its body is read; one that
+    /// cannot within the backpressure wait is answered with backpressure.
+    pub max_request_memory: usize,
 }
 
 impl Default for IngestConfig {
@@ -35,6 +41,7 @@ impl Default for IngestConfig {
         Self {
             max_body_bytes: 16 << 20,
             max_records_per_request: 500_000,
+            max_request_memory: 512 << 20,
         }
     }
 }
@@ -46,16 +53,46 @@ pub struct Ingest {
     pub config: IngestConfig,
     /// Picks the shard of requests that name no partition key.
     round_robin: Arc<AtomicU64>,
+    /// Permits of [`IngestConfig::max_request_memory`], in bytes.
+    request_memory: Arc<Semaphore>,
 }
+
+/// How long a request waits for memory before it is answered with backpressure.
+const MEMORY_WAIT: Duration = Duration::from_millis(200);
 
 impl Ingest {
     pub fn new(log: Arc<Log>, config: IngestConfig) -> Self {
+        let request_memory = Arc::new(Semaphore::new(config.max_request_memory));
         Self {
             log,
             config,
             round_robin: Arc::default(),
+            request_memory,
         }
     }
+
+    /// Reserves `bytes` of request memory for as long as the permit lives; `None` when the
+    /// budget stays exhausted (the caller answers with backpressure).
+    pub(crate) async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let permits = u32::try_from(bytes.min(self.config.max_request_memory)).unwrap_or(u32::MAX);
+        let semaphore = self.request_memory.clone();
+        match semaphore.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => Some(permit),
+            Err(_) => tokio::time::timeout(MEMORY_WAIT, semaphore.acquire_many_owned(permits))
+                .await
+                .ok()
+                .and_then(Result::ok),
+        }
+    }
+}
+
+/// The memory a request with this body may come to hold: the body, and the batches made of it.
+pub(crate) fn request_memory(headers: &axum::http::HeaderMap, limit: usize) -> usize {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    2 * declared.unwrap_or(limit).min(limit)
 }
 
 /// An error of Sluice's own HTTP API: a status and a JSON body `{"error": message, "code": code}`

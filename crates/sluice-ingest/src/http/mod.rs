@@ -49,7 +49,18 @@ async fn put_records(
 ) -> Result<Json<Accepted>, HttpError> {
     sluice_log::validate_name(&stream)?;
     let stream = ingest.log.stream(&stream)?;
-    let body = read_body(body, &headers, ingest.config.max_body_bytes).await?;
+    let limit = ingest.config.max_body_bytes;
+    let _memory = ingest
+        .reserve(crate::request_memory(&headers, limit))
+        .await
+        .ok_or_else(|| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backpressure",
+                "too many requests are being handled: slow down and retry",
+            )
+        })?;
+    let body = read_body(body, &headers, limit).await?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -13,6 +13,7 @@ use crate::{Ingest, IngestConfig};
 pub(crate) struct Fixture {
     pub _dir: tempfile::TempDir,
     pub log: Arc<Log>,
+    pub ingest: Ingest,
     pub app: axum::Router,
 }
 
@@ -28,12 +29,14 @@ pub(crate) fn fixture(log_config: LogConfig, config: IngestConfig) -> Fixture {
         },
     )
     .unwrap();
+    let ingest = Ingest::new(log.clone(), config);
     let app = super::routes()
         .merge(crate::kinesis::routes())
-        .with_state(Ingest::new(log.clone(), config));
+        .with_state(ingest.clone());
     Fixture {
         _dir: dir,
         log,
+        ingest,
         app,
     }
 }
@@ -131,6 +134,7 @@ async fn bad_requests_are_refused_whole_and_say_why() {
         IngestConfig {
             max_body_bytes: 4 << 20,
             max_records_per_request: 1000,
+            ..IngestConfig::default()
         },
     );
     call(
@@ -286,4 +290,40 @@ fn a_partly_written_request_says_what_was_stored() {
         (e.status, e.code),
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     );
+}
+
+#[tokio::test]
+async fn requests_wait_for_memory_and_are_refused_when_none_frees() {
+    let config = IngestConfig {
+        max_request_memory: 1 << 20,
+        ..IngestConfig::default()
+    };
+    let f = fixture(LogConfig::default(), config);
+    let held = f
+        .ingest
+        .reserve(1 << 20)
+        .await
+        .expect("the whole budget is free");
+    let (status, headers, json) = call(
+        &f.app,
+        post("/v1/streams/ticks/records", "application/x-ndjson", "{}\n"),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("backpressure"))
+    );
+    assert_eq!(headers["retry-after"], "1");
+    drop(held);
+    let (status, _, _) = call(
+        &f.app,
+        post("/v1/streams/ticks/records", "application/x-ndjson", "{}\n"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the request goes through once memory is free"
+    );
+    assert_eq!(records_in(&f.log), 1);
 }

@@ -56,6 +56,16 @@ async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) ->
         ))
         .into_response();
     };
+    // Memory for the body and what is made of it; GetRecords' answer can be the larger part.
+    let memory = crate::request_memory(&headers, MAX_REQUEST_BYTES)
+        + if operation == "GetRecords" {
+            2 * ops::MAX_GET_RECORDS_BYTES
+        } else {
+            0
+        };
+    let Some(_memory) = ingest.reserve(memory).await else {
+        return KinesisError::from(sluice_log::Error::Backpressure).into_response();
+    };
     let body = match crate::http::read_body(body, &headers, MAX_REQUEST_BYTES).await {
         Ok(body) => body,
         Err(e) => return KinesisError::validation(e.message).into_response(),

@@ -21,7 +21,7 @@ const MAX_PUT_RECORDS: usize = 500;
 const MAX_PUT_RECORDS_BYTES: usize = 5 << 20;
 const MAX_PARTITION_KEY_CHARS: usize = 256;
 const MAX_GET_RECORDS: usize = 10_000;
-const MAX_GET_RECORDS_BYTES: usize = 10 << 20;
+pub(crate) const MAX_GET_RECORDS_BYTES: usize = 10 << 20;
 
 /// Members every stream-addressed input has.
 #[derive(Debug, Default, Deserialize)]
