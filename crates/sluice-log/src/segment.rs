@@ -346,6 +346,10 @@ pub fn read_at(file: &File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    fail::fail_point!("log::sync-dir", |_| Err(Error::io(
+        dir,
+        std::io::Error::other("injected directory fsync failure")
+    )));
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))

@@ -532,9 +532,9 @@ impl Writer {
             pos += p.batch.byte_len() as u64;
         }
         let started = Instant::now();
-        let written = write_all_vectored(&file, group).and_then(|()| file.sync_data());
+        let written = write_all_vectored(&file, group).and_then(|()| sync(&file));
         if let Err(e) = written {
-            if let Err(undo) = file.set_len(start_len).and_then(|()| file.sync_data()) {
+            if let Err(undo) = truncate(&file, start_len) {
                 // The group's bytes may survive (valid, checksummed) and be recovered after a
                 // restart: the producer must not be told to simply retry.
                 let why = format!(
@@ -585,9 +585,29 @@ impl Writer {
     }
 }
 
+// The writer's file operations carry fail points (the `fail` crate; no-ops unless its
+// `failpoints` feature is on, as in this crate's tests) so that tests can inject the failures a
+// disk produces: a full disk on write, an fsync error, an undo that fails too.
+
+fn sync(file: &std::fs::File) -> std::io::Result<()> {
+    fail::fail_point!("log::sync", |_| Err(std::io::Error::other(
+        "injected fsync failure"
+    )));
+    file.sync_data()
+}
+
+/// Cuts a segment back to `len` bytes, durably.
+fn truncate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    fail::fail_point!("log::undo", |_| Err(std::io::Error::other(
+        "injected truncate failure"
+    )));
+    file.set_len(len).and_then(|()| file.sync_data())
+}
+
 /// Writes every batch of the group, in order, from the batches' own buffers.
 fn write_all_vectored(file: &std::fs::File, group: &[Pending]) -> std::io::Result<()> {
     use std::io::{IoSlice, Write};
+    fail::fail_point!("log::write", |_| Err(std::io::Error::from_raw_os_error(28))); // ENOSPC
     let mut slices: Vec<IoSlice<'_>> = group.iter().map(|p| IoSlice::new(&p.batch.bytes)).collect();
     let mut remaining = &mut slices[..];
     while !remaining.is_empty() {

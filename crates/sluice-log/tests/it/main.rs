@@ -1,5 +1,6 @@
 //! Integration tests of the stream log: a model test with crashes, and targeted scenarios.
 
+mod faults;
 mod model;
 mod scenarios;
 
