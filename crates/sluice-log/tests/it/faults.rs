@@ -4,20 +4,15 @@
 
 use std::time::Duration;
 
-use sluice_log::{Error, Log, LogConfig, Retention, Stream, StreamOptions};
+use sluice_log::{Error, Log, LogConfig, Stream};
 
-use crate::{ManualClock, open, read_all, runtime, small_config};
+use crate::{
+    ManualClock, data_after_reopen, multi_thread_runtime, open, options, read_all, runtime,
+    small_config,
+};
 
 fn stream(log: &Log) -> std::sync::Arc<Stream> {
-    log.create_stream(
-        "s",
-        StreamOptions {
-            shards: 1,
-            retention: Retention::default(),
-            definition: serde_json::Value::Null,
-        },
-    )
-    .unwrap()
+    log.create_stream("s", options(1)).unwrap()
 }
 
 fn append(stream: &Stream, rt: &tokio::runtime::Runtime, data: &[u8]) -> Result<u64, Error> {
@@ -58,12 +53,10 @@ fn a_full_disk_fails_the_write_and_the_next_one_succeeds() {
         "the failed write took no sequence number"
     );
     drop((s, log));
-    let log = open(dir.path(), LogConfig::default());
-    let data: Vec<_> = read_all(log.stream("s").unwrap().shard(0).unwrap())
-        .into_iter()
-        .map(|r| r.data)
-        .collect();
-    assert_eq!(data, [&b"one"[..], b"two"]);
+    assert_eq!(
+        data_after_reopen(dir.path(), LogConfig::default()),
+        [&b"one"[..], b"two"]
+    );
     scenario.teardown();
 }
 
@@ -85,12 +78,10 @@ fn a_failed_fsync_is_undone_before_anything_else_is_written() {
     assert_eq!(segment_bytes(dir.path()), before);
     assert_eq!(append(&s, &rt, b"two").ok(), Some(1));
     drop((s, log));
-    let log = open(dir.path(), LogConfig::default());
-    let data: Vec<_> = read_all(log.stream("s").unwrap().shard(0).unwrap())
-        .into_iter()
-        .map(|r| r.data)
-        .collect();
-    assert_eq!(data, [&b"one"[..], b"two"]);
+    assert_eq!(
+        data_after_reopen(dir.path(), LogConfig::default()),
+        [&b"one"[..], b"two"]
+    );
     scenario.teardown();
 }
 
@@ -154,11 +145,7 @@ fn a_segment_roll_that_fails_leaves_nothing_behind_and_the_next_roll_works() {
 fn a_slow_disk_holds_producers_back_with_bounded_memory() {
     let scenario = fail::FailScenario::setup();
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime();
     let config = LogConfig {
         inflight_bytes: 1 << 20,
         backpressure_wait: Duration::from_millis(50),

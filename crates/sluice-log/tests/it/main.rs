@@ -7,7 +7,7 @@ mod scenarios;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use sluice_log::{Clock, Log, LogConfig, Record, Shard};
+use sluice_log::{Clock, Log, LogConfig, Record, Retention, Shard, StreamOptions};
 
 /// A clock the test moves by hand.
 #[derive(Clone, Default)]
@@ -61,4 +61,31 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// A runtime with two workers, for tests where appends race.
+pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A stream of `shards` shards with the default retention.
+pub fn options(shards: u32) -> StreamOptions {
+    StreamOptions {
+        shards,
+        retention: Retention::default(),
+        definition: serde_json::json!({"format": "json"}),
+    }
+}
+
+/// Reopens the log in `dir` and returns the data of every record of stream `s`, shard 0.
+pub fn data_after_reopen(dir: &std::path::Path, config: LogConfig) -> Vec<bytes::Bytes> {
+    let log = open(dir, config);
+    read_all(log.stream("s").unwrap().shard(0).unwrap())
+        .into_iter()
+        .map(|r| r.data)
+        .collect()
 }

@@ -5,24 +5,12 @@ use std::time::Duration;
 
 use sluice_log::{Error, LogConfig, Retention, StreamOptions};
 
-use crate::{ManualClock, open, read_all, runtime, small_config};
-
-fn options(shards: u32) -> StreamOptions {
-    StreamOptions {
-        shards,
-        retention: Retention::default(),
-        definition: serde_json::json!({"format": "json"}),
-    }
-}
+use crate::{ManualClock, multi_thread_runtime, open, options, read_all, runtime, small_config};
 
 #[test]
 fn concurrent_producers_get_contiguous_sequence_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime();
     let log = Arc::new(open(
         dir.path(),
         LogConfig {
