@@ -13,6 +13,7 @@
 //! written, then the log closes.
 
 pub mod metrics;
+mod pipelines;
 pub mod sql;
 
 use std::net::SocketAddr;
@@ -50,6 +51,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lake(#[from] sluice_lake::Error),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -64,7 +67,7 @@ impl From<ServerError> for HttpError {
             }
             ServerError::Unsupported(m) => HttpError::bad_request("unsupported_statement", m),
             ServerError::Config(m) => HttpError::bad_request("invalid_statement", m),
-            e @ (ServerError::Bind { .. } | ServerError::Internal(_)) => {
+            e @ (ServerError::Bind { .. } | ServerError::Lake(_) | ServerError::Internal(_)) => {
                 HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
         }
@@ -81,6 +84,8 @@ pub struct ServerConfig {
     pub ingest: IngestConfig,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// How the raw tables are kept.
+    pub raw: sluice_pipeline::RawConfig,
 }
 
 impl ServerConfig {
@@ -92,6 +97,7 @@ impl ServerConfig {
             log: LogConfig::default(),
             ingest: IngestConfig::default(),
             retention_interval: Duration::from_secs(30),
+            raw: sluice_pipeline::RawConfig::default(),
         }
     }
 }
@@ -194,6 +200,7 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Server {
     pub http_addr: SocketAddr,
     pub log: Arc<Log>,
+    pipelines: Arc<pipelines::Pipelines>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     upkeep: JoinHandle<()>,
@@ -248,10 +255,23 @@ impl Server {
                 })
                 .await
         });
-        let upkeep = tokio::spawn(upkeep(log.clone(), metrics, config.retention_interval));
+        let lake = sluice_lake::Lake::local(config.data_dir.join("lake"))?;
+        let pipelines = Arc::new(pipelines::Pipelines::new(
+            log.clone(),
+            lake,
+            config.raw.clone(),
+        ));
+        pipelines.reconcile().await;
+        let upkeep = tokio::spawn(upkeep(
+            log.clone(),
+            pipelines.clone(),
+            metrics,
+            config.retention_interval,
+        ));
         Ok(Server {
             http_addr,
             log,
+            pipelines,
             stop,
             serving,
             upkeep,
@@ -277,6 +297,8 @@ impl Server {
             }
         };
         served.map_err(|e| ServerError::Internal(format!("the HTTP server failed: {e}")))?;
+        self.pipelines.stop_all().await;
+        drop(self.pipelines);
         // The last handle: dropping it stops the shard writers once their queues are empty.
         let log = self.log;
         tokio::task::spawn_blocking(move || drop(log))
@@ -288,12 +310,20 @@ impl Server {
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Background upkeep: retention, and draining the metrics recorder.
-async fn upkeep(log: Arc<Log>, metrics: PrometheusHandle, retention_interval: Duration) {
+/// Background upkeep: a raw-table pipeline for every stream, retention, and draining the
+/// metrics recorder.
+async fn upkeep(
+    log: Arc<Log>,
+    pipelines: Arc<pipelines::Pipelines>,
+    metrics: PrometheusHandle,
+    retention_interval: Duration,
+) {
     let mut retention = tokio::time::interval(retention_interval);
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut streams_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
+            _ = streams_tick.tick() => pipelines.reconcile().await,
             _ = retention.tick() => {
                 let log = log.clone();
                 match tokio::task::spawn_blocking(move || log.enforce_retention()).await {

@@ -66,9 +66,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// What `sluice serve` logs unless `SLUICE_LOG` says otherwise: the lake's libraries narrate
+/// every snapshot at info, so only their warnings are shown.
+const DEFAULT_LOG: &str =
+    "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn";
+
 fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| DEFAULT_LOG.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

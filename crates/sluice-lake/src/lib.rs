@@ -1,0 +1,240 @@
+//! The lake: a folder of Delta Lake tables, written exactly once.
+//!
+//! ```text
+//! <data-dir>/lake/<table>/_delta_log/…   the table's transaction log (Delta protocol)
+//! <data-dir>/lake/<table>/part-….parquet the data
+//! ```
+//!
+//! Exactly-once rests on one rule: a writer records how far it has read, in the same Delta
+//! commit as the rows it wrote, as `txn` actions (application id → version). After a crash it
+//! asks the table for those versions and resumes from them, so a row is never written twice or
+//! lost: either the commit happened (rows and positions) or it did not (neither). Sluice's
+//! pipelines use one application id per source shard and the shard's next sequence number as
+//! the version, which only grows.
+
+use std::path::{Path, PathBuf};
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::{DeltaTable, DeltaTableError};
+use url::Url;
+
+/// Why a lake operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid table name {0:?}")]
+    InvalidName(String),
+    #[error("table '{0}' does not exist")]
+    TableNotFound(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("table '{table}': {source}")]
+    Delta {
+        table: String,
+        source: Box<DeltaTableError>,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A lake on the local disk.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: PathBuf,
+}
+
+impl Lake {
+    /// The lake in `root` (created if missing).
+    pub fn local(root: impl Into<PathBuf>) -> Result<Lake> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
+        let root = root.canonicalize().map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
+        Ok(Lake { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn table_dir(&self, name: &str) -> Result<PathBuf> {
+        // Names come from stream names (already checked); this keeps any other caller inside.
+        let safe = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !safe {
+            return Err(Error::InvalidName(name.to_string()));
+        }
+        Ok(self.root.join(name))
+    }
+
+    fn table_url(&self, name: &str) -> Result<Url> {
+        let dir = self.table_dir(name)?;
+        Url::from_directory_path(&dir).map_err(|()| Error::InvalidName(name.to_string()))
+    }
+
+    /// Opens table `name`, creating it with `schema` if it does not exist.
+    pub async fn open_or_create(&self, name: &str, schema: &SchemaRef) -> Result<LakeTable> {
+        let delta = |source| Error::Delta {
+            table: name.to_string(),
+            source: Box::new(source),
+        };
+        let fields: StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| delta(e.into()))?;
+        let dir = self.table_dir(name)?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let table = deltalake::operations::create::CreateBuilder::new()
+            .with_location(self.table_url(name)?.to_string())
+            .with_table_name(name)
+            .with_columns(fields.fields().cloned())
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(delta)?;
+        Ok(LakeTable {
+            name: name.to_string(),
+            table,
+        })
+    }
+
+    /// Opens table `name`, if it exists.
+    pub async fn open(&self, name: &str) -> Result<LakeTable> {
+        let table = deltalake::open_table(self.table_url(name)?)
+            .await
+            .map_err(|source| match source {
+                DeltaTableError::NotATable(_) => Error::TableNotFound(name.to_string()),
+                source => Error::Delta {
+                    table: name.to_string(),
+                    source: Box::new(source),
+                },
+            })?;
+        Ok(LakeTable {
+            name: name.to_string(),
+            table,
+        })
+    }
+
+    /// Deletes table `name` and its data. Missing tables are fine.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        let dir = self.table_dir(name)?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                path: dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One Delta table of the lake.
+#[derive(Debug, Clone)]
+pub struct LakeTable {
+    name: String,
+    table: DeltaTable,
+}
+
+impl LakeTable {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn delta(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// The table's version: the number of its last commit.
+    pub fn version(&self) -> Option<u64> {
+        self.table.version()
+    }
+
+    fn error(&self, source: DeltaTableError) -> Error {
+        Error::Delta {
+            table: self.name.clone(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The version the last commit recorded for application `app_id`, if any.
+    pub async fn position(&self, app_id: &str) -> Result<Option<i64>> {
+        let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), app_id)
+            .await
+            .map_err(|e| self.error(e))
+    }
+
+    /// Appends `batches` and records `positions` (application id, version) in one commit.
+    /// Positions must only grow: the caller resumes from them after a crash. With no rows, the
+    /// commit records the positions alone (so that a source of nothing but bad records is not
+    /// read again from the start after every restart).
+    pub async fn append(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        positions: Vec<(String, i64)>,
+    ) -> Result<()> {
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if batches.is_empty() && positions.is_empty() {
+            return Ok(());
+        }
+        let transactions = positions
+            .into_iter()
+            .map(|(app, version)| Transaction::new(app, version))
+            .collect();
+        let props = CommitProperties::default().with_application_transactions(transactions);
+        if batches.is_empty() {
+            let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Append,
+                partition_by: None,
+                predicate: None,
+            };
+            CommitBuilder::from(props)
+                .with_actions(vec![])
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await
+                .map_err(|e| self.error(e))?;
+            return self.refresh().await;
+        }
+        let table = self
+            .table
+            .clone()
+            .write(batches)
+            .with_save_mode(SaveMode::Append)
+            .with_commit_properties(props)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.table = table;
+        Ok(())
+    }
+
+    /// Reloads the table to its latest version.
+    pub async fn refresh(&mut self) -> Result<()> {
+        let name = self.name.clone();
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|source| Error::Delta {
+                table: name,
+                source: Box::new(source),
+            })
+    }
+}

@@ -1,0 +1,268 @@
+//! Decoding a stream's records into the rows of its raw table, and the rest into error rows.
+//!
+//! | format | raw table columns |
+//! | --- | --- |
+//! | `json` with columns | the declared columns (unknown fields ignored), typed by arrow-json |
+//! | `json` without columns | `data`: the record's JSON text (it must be JSON) |
+//! | `text` | `data`: the record as text (it must be UTF-8) |
+//!
+//! Every raw table also has `_shard`, `_seq` and `_ingested_at` (when the log made the record
+//! durable). Every error row has the raw payload (as text, invalid UTF-8 replaced), the reason
+//! and the same three columns, so that `good rows + error rows = records` can be checked and any
+//! error traced to its record in the log.
+
+mod check;
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::json::ReaderBuilder;
+use sluice_sql::{ColumnType, Format, StreamDefinition};
+
+use crate::{PipelineError, Result};
+
+pub const SHARD: &str = "_shard";
+pub const SEQ: &str = "_seq";
+pub const INGESTED_AT: &str = "_ingested_at";
+/// The one column of a stream without declared columns.
+pub const DATA: &str = "data";
+
+/// The Arrow type a declared column is stored as.
+pub fn arrow_type(t: ColumnType) -> DataType {
+    match t {
+        ColumnType::Text => DataType::Utf8,
+        ColumnType::Boolean => DataType::Boolean,
+        ColumnType::Int => DataType::Int32,
+        ColumnType::BigInt => DataType::Int64,
+        ColumnType::Float => DataType::Float32,
+        ColumnType::Double => DataType::Float64,
+        ColumnType::Timestamp => timestamp(),
+        ColumnType::Date => DataType::Date32,
+        ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+    }
+}
+
+/// Timestamps are microseconds in UTC: what Delta's `timestamp` type holds.
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn meta_fields() -> [Field; 3] {
+    [
+        Field::new(SHARD, DataType::Int32, false),
+        Field::new(SEQ, DataType::Int64, false),
+        Field::new(INGESTED_AT, timestamp(), false),
+    ]
+}
+
+/// The schema of `<stream>_errors`.
+pub fn error_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("reason", DataType::Utf8, false),
+    ];
+    fields.extend(meta_fields());
+    Arc::new(Schema::new(fields))
+}
+
+/// One record of the log, as the decoder takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    pub shard: u32,
+    pub seq: u64,
+    pub append_ms: i64,
+    pub data: &'a [u8],
+}
+
+/// The decoded records: rows of the raw table, and rows of the errors table.
+#[derive(Debug)]
+pub struct Decoded {
+    pub rows: RecordBatch,
+    pub errors: RecordBatch,
+}
+
+/// Decodes a stream's records by its definition.
+pub struct Decoder {
+    format: Format,
+    /// The declared columns (typed JSON only): what arrow-json decodes.
+    columns: Option<(SchemaRef, check::Checker)>,
+    schema: SchemaRef,
+}
+
+impl Decoder {
+    pub fn new(definition: &StreamDefinition) -> Result<Self> {
+        let typed = !definition.columns.is_empty();
+        let data_fields: Vec<Field> = match (definition.format, typed) {
+            (Format::Json, true) => definition
+                .columns
+                .iter()
+                .map(|c| Field::new(&c.name, arrow_type(c.data_type), c.nullable))
+                .collect(),
+            (Format::Json | Format::Text, false) => vec![Field::new(DATA, DataType::Utf8, false)],
+            (Format::Csv, _) | (Format::Text, true) => {
+                return Err(PipelineError::Unsupported(format!(
+                    "decoding format '{}' with columns is not available yet",
+                    definition.format
+                )));
+            }
+        };
+        let columns = typed.then(|| {
+            let schema = Arc::new(Schema::new(data_fields.clone()));
+            (schema, check::Checker::new(&definition.columns))
+        });
+        let mut fields = data_fields;
+        fields.extend(meta_fields());
+        Ok(Self {
+            format: definition.format,
+            columns,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The raw table's schema.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn decode(&self, records: &[RawRecord<'_>]) -> Result<Decoded> {
+        let mut good = Vec::with_capacity(records.len());
+        let mut errors: Vec<(usize, String)> = Vec::new();
+        let data: Vec<ArrayRef> = match &self.columns {
+            Some((schema, checker)) => {
+                for (i, r) in records.iter().enumerate() {
+                    match checker.check(r.data) {
+                        Ok(()) => good.push(i),
+                        Err(reason) => errors.push((i, reason)),
+                    }
+                }
+                decode_json(schema, records, &mut good, &mut errors)?
+                    .columns()
+                    .to_vec()
+            }
+            None => {
+                let mut texts = Vec::with_capacity(records.len());
+                for (i, r) in records.iter().enumerate() {
+                    match self.text(r.data) {
+                        Ok(text) => {
+                            good.push(i);
+                            texts.push(text);
+                        }
+                        Err(reason) => errors.push((i, reason)),
+                    }
+                }
+                vec![Arc::new(StringArray::from(texts))]
+            }
+        };
+        let mut columns = data;
+        columns.extend(meta_columns(records, &good));
+        let rows = RecordBatch::try_new(self.schema.clone(), columns)?;
+
+        errors.sort_by_key(|(i, _)| *i);
+        let raw: StringArray = errors
+            .iter()
+            .map(|(i, _)| Some(String::from_utf8_lossy(records[*i].data)))
+            .collect();
+        let reasons: StringArray = errors
+            .iter()
+            .map(|(_, reason)| Some(reason.as_str()))
+            .collect();
+        let failed: Vec<usize> = errors.iter().map(|(i, _)| *i).collect();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(raw), Arc::new(reasons)];
+        columns.extend(meta_columns(records, &failed));
+        let errors = RecordBatch::try_new(error_schema(), columns)?;
+        Ok(Decoded { rows, errors })
+    }
+
+    /// The `data` text of a record of a stream without columns.
+    fn text<'a>(&self, data: &'a [u8]) -> Result<&'a str, String> {
+        let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8 text: {e}"))?;
+        if self.format == Format::Json {
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| format!("invalid JSON: {e}"))?;
+        }
+        Ok(text)
+    }
+}
+
+/// Decodes the records at `good` with arrow-json, in one pass. Should that fail (the check let
+/// through something the decoder refuses), decodes them one by one and moves the ones it refuses
+/// to `errors`, so that a bad record never costs its batch.
+fn decode_json(
+    schema: &SchemaRef,
+    records: &[RawRecord<'_>],
+    good: &mut Vec<usize>,
+    errors: &mut Vec<(usize, String)>,
+) -> Result<RecordBatch> {
+    let one_pass = || -> Result<RecordBatch, arrow::error::ArrowError> {
+        let mut buf = Vec::with_capacity(good.iter().map(|&i| records[i].data.len() + 1).sum());
+        for &i in good.iter() {
+            buf.extend_from_slice(records[i].data);
+            buf.push(b'\n');
+        }
+        decode_rows(schema, &buf, good.len())
+    };
+    if good.is_empty() {
+        return Ok(RecordBatch::new_empty(schema.clone()));
+    }
+    if let Ok(batch) = one_pass() {
+        return Ok(batch);
+    }
+    let mut batches = Vec::with_capacity(good.len());
+    good.retain(|&i| match decode_rows(schema, records[i].data, 1) {
+        Ok(batch) => {
+            batches.push(batch);
+            true
+        }
+        Err(e) => {
+            errors.push((i, e.to_string()));
+            false
+        }
+    });
+    Ok(concat_batches(schema, &batches)?)
+}
+
+/// Decodes exactly `rows` JSON values from `buf`.
+fn decode_rows(
+    schema: &SchemaRef,
+    buf: &[u8],
+    rows: usize,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.max(1))
+        .with_coerce_primitive(true)
+        .build_decoder()?;
+    let consumed = decoder.decode(buf)?;
+    let batch = decoder
+        .flush()?
+        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    if consumed != buf.len() || batch.num_rows() != rows {
+        return Err(arrow::error::ArrowError::JsonError(format!(
+            "expected {rows} records, decoded {} from {consumed} of {} bytes",
+            batch.num_rows(),
+            buf.len()
+        )));
+    }
+    Ok(batch)
+}
+
+/// `_shard`, `_seq` and `_ingested_at` of the records at `at`.
+fn meta_columns(records: &[RawRecord<'_>], at: &[usize]) -> [ArrayRef; 3] {
+    let shard: Int32Array = at.iter().map(|&i| Some(records[i].shard as i32)).collect();
+    let seq: Int64Array = at.iter().map(|&i| Some(records[i].seq as i64)).collect();
+    let ingested: TimestampMicrosecondArray = at
+        .iter()
+        .map(|&i| Some(records[i].append_ms.saturating_mul(1000)))
+        .collect();
+    [
+        Arc::new(shard),
+        Arc::new(seq),
+        Arc::new(ingested.with_timezone("UTC")),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,298 @@
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{
+    Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+use sluice_gen::{GenOptions, Generator, Workload};
+
+use super::*;
+
+fn definition(sql: &str) -> StreamDefinition {
+    match sluice_sql::parse(sql).unwrap().remove(0) {
+        sluice_sql::Statement::CreateStream(c) => c.definition,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn records(lines: &[&str]) -> Vec<RawRecord<'static>> {
+    let leaked: Vec<&'static str> = lines
+        .iter()
+        .map(|l| &*Box::leak(l.to_string().into_boxed_str()))
+        .collect();
+    leaked
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| RawRecord {
+            shard: 1,
+            seq: 100 + i as u64,
+            append_ms: 1_767_623_400_000,
+            data: l.as_bytes(),
+        })
+        .collect()
+}
+
+fn reasons(decoded: &Decoded) -> Vec<(i64, String)> {
+    let seq = decoded
+        .errors
+        .column_by_name(SEQ)
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let reason = decoded
+        .errors
+        .column_by_name("reason")
+        .unwrap()
+        .as_string::<i32>();
+    (0..decoded.errors.num_rows())
+        .map(|i| (seq.value(i), reason.value(i).to_string()))
+        .collect()
+}
+
+const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, ts TIMESTAMP NOT NULL)";
+
+#[test]
+fn ticks_decode_into_typed_columns_with_their_log_position() {
+    let decoder = Decoder::new(&definition(TICKS)).unwrap();
+    let input = records(&[
+        r#"{"ticker":"T0001","price":123.4567,"volume":300,"ts":"2026-01-05T14:30:00.123Z","extra":[1]}"#,
+        r#"{"ts":"2026-01-05T14:30:01Z","ticker":"T\u0030002","price":null}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!((d.rows.num_rows(), d.errors.num_rows()), (2, 0));
+    let names: Vec<_> = d
+        .rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["ticker", "price", "volume", "ts", SHARD, SEQ, INGESTED_AT]
+    );
+    assert_eq!(d.rows.column(0).as_string::<i32>().value(1), "T0002");
+    assert_eq!(
+        d.rows.column(1).as_primitive::<Float64Type>().value(0),
+        123.4567
+    );
+    assert!(d.rows.column(1).is_null(1) && d.rows.column(2).is_null(1));
+    assert_eq!(
+        d.rows
+            .column(3)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_767_623_400_123_000
+    );
+    assert_eq!(d.rows.column(4).as_primitive::<Int32Type>().value(0), 1);
+    assert_eq!(
+        d.rows
+            .column(5)
+            .as_primitive::<Int64Type>()
+            .values()
+            .to_vec(),
+        [100, 101]
+    );
+    assert_eq!(
+        d.rows
+            .column(6)
+            .as_primitive::<TimestampMicrosecondType>()
+            .value(0),
+        1_767_623_400_000_000
+    );
+}
+
+#[test]
+fn bad_records_become_error_rows_that_say_why() {
+    let decoder = Decoder::new(&definition(
+        "CREATE STREAM t (id INT NOT NULL, name TEXT, ts TIMESTAMP, day DATE, amount DECIMAL(5, 2), ok BOOLEAN)",
+    ))
+    .unwrap();
+    let input = records(&[
+        r#"{"id":1}"#,
+        r#"{"id":1,"name":"x""#,
+        r#"[1,2]"#,
+        r#"{"name":"no id"}"#,
+        r#"{"id":null}"#,
+        r#"{"id":3000000000}"#,
+        r#"{"id":1.5}"#,
+        r#"{"id":"7"}"#,
+        r#"{"id":1,"ts":"yesterday"}"#,
+        r#"{"id":1,"ts":1767623400}"#,
+        r#"{"id":1,"day":"soon"}"#,
+        r#"{"id":1,"ok":"yes"}"#,
+        r#"{"id":1,"name":{"a":1}}"#,
+        r#"{"id":1} {"id":2}"#,
+        r#"{"id":2,"name":7,"day":"2026-01-05","amount":12.5,"ok":true}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!(
+        d.rows.num_rows() + d.errors.num_rows(),
+        input.len(),
+        "nothing dropped"
+    );
+    assert_eq!(
+        d.rows
+            .column(0)
+            .as_primitive::<Int32Type>()
+            .values()
+            .to_vec(),
+        [1, 2]
+    );
+    assert_eq!(
+        d.rows.column(1).as_string::<i32>().value(1),
+        "7",
+        "numbers are kept as text in a TEXT column"
+    );
+    let expected = [
+        (101, "invalid JSON"),
+        (102, "not a JSON object"),
+        (103, "field 'id' is missing or null, and it is NOT NULL"),
+        (104, "field 'id' is missing or null"),
+        (105, "field 'id': 3000000000 is out of range for INT"),
+        (106, "field 'id': expected a whole number, found a number"),
+        (107, "field 'id': expected a whole number, found a string"),
+        (108, "field 'ts': \"yesterday\" is not a timestamp"),
+        (
+            109,
+            "field 'ts': expected an RFC 3339 timestamp string, found a number",
+        ),
+        (110, "field 'day': \"soon\" is not a date"),
+        (111, "field 'ok': expected a boolean, found a string"),
+        (112, "field 'name': expected text, found an object or array"),
+        (113, "invalid JSON: trailing characters"),
+    ];
+    let got = reasons(&d);
+    assert_eq!(got.len(), expected.len(), "{got:?}");
+    for ((seq, reason), (want_seq, want)) in got.iter().zip(expected) {
+        assert_eq!(*seq, want_seq);
+        assert!(
+            reason.contains(want),
+            "record {seq}: {reason:?} should say {want:?}"
+        );
+    }
+    let raw = d.errors.column_by_name("raw").unwrap().as_string::<i32>();
+    assert_eq!(
+        raw.value(0),
+        r#"{"id":1,"name":"x""#,
+        "the raw payload is kept"
+    );
+}
+
+#[test]
+fn a_record_the_decoder_refuses_after_the_check_costs_only_itself() {
+    // DECIMAL(5, 2) holds at most 999.99: the check only sees a number; arrow-json refuses it.
+    let decoder = Decoder::new(&definition(
+        "CREATE STREAM t (id INT, amount DECIMAL(5, 2))",
+    ))
+    .unwrap();
+    let input = records(&[
+        r#"{"id":1,"amount":1.5}"#,
+        r#"{"id":2,"amount":123456.5}"#,
+        r#"{"id":3,"amount":2}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!(
+        d.rows
+            .column(0)
+            .as_primitive::<Int32Type>()
+            .values()
+            .to_vec(),
+        [1, 3]
+    );
+    assert_eq!(
+        d.rows.column(1).as_primitive::<Decimal128Type>().value(0),
+        150
+    );
+    assert_eq!(reasons(&d).len(), 1);
+    assert_eq!(reasons(&d)[0].0, 101);
+}
+
+#[test]
+fn streams_without_columns_keep_the_record_as_data() {
+    let json = Decoder::new(&definition("CREATE STREAM raw")).unwrap();
+    let input = records(&[r#"{"any": ["shape"]}"#, "not json", "42"]);
+    let d = json.decode(&input).unwrap();
+    assert_eq!(
+        d.rows
+            .column(0)
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .collect::<Vec<_>>(),
+        [r#"{"any": ["shape"]}"#, "42"]
+    );
+    assert!(reasons(&d)[0].1.starts_with("invalid JSON"));
+
+    let text = Decoder::new(&definition("CREATE STREAM logs WITH (format = 'text')")).unwrap();
+    let bad = [0xff_u8, 0xfe];
+    let input = [
+        RawRecord {
+            shard: 0,
+            seq: 0,
+            append_ms: 0,
+            data: b"GET / 200",
+        },
+        RawRecord {
+            shard: 0,
+            seq: 1,
+            append_ms: 0,
+            data: &bad,
+        },
+    ];
+    let d = text.decode(&input).unwrap();
+    assert_eq!((d.rows.num_rows(), d.errors.num_rows()), (1, 1));
+    assert!(reasons(&d)[0].1.starts_with("not UTF-8"));
+    assert_eq!(
+        d.errors
+            .column_by_name("raw")
+            .unwrap()
+            .as_string::<i32>()
+            .value(0),
+        "\u{fffd}\u{fffd}"
+    );
+}
+
+#[test]
+fn w2_clicks_good_plus_errors_equal_the_input() {
+    let decoder = Decoder::new(&definition(
+        "CREATE STREAM clicks (event_id TEXT NOT NULL, user_id TEXT, session_id TEXT, event_type TEXT, \
+         page TEXT, device TEXT, country TEXT, ts TIMESTAMP NOT NULL)",
+    ))
+    .unwrap();
+    let mut out = Vec::new();
+    Generator::new(Workload::Clicks, GenOptions::canonical(Workload::Clicks))
+        .write_events(20_000, &mut out);
+    let lines: Vec<&[u8]> = out
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let input: Vec<RawRecord<'_>> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| RawRecord {
+            shard: 0,
+            seq: i as u64,
+            append_ms: 0,
+            data: l,
+        })
+        .collect();
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!(d.rows.num_rows() + d.errors.num_rows(), 20_000);
+    let reasons = reasons(&d);
+    let invalid = reasons
+        .iter()
+        .filter(|(_, r)| r.starts_with("invalid JSON"))
+        .count();
+    let bad_ts = reasons
+        .iter()
+        .filter(|(_, r)| r.starts_with("field 'ts'"))
+        .count();
+    assert_eq!(
+        invalid + bad_ts,
+        reasons.len(),
+        "{:?}",
+        &reasons[..5.min(reasons.len())]
+    );
+    // 0.5 % invalid JSON, 1 % bad timestamps (W2); null users are good rows of a nullable column.
+    assert!((60..=140).contains(&invalid), "{invalid}");
+    assert!((140..=260).contains(&bad_ts), "{bad_ts}");
+    assert!(d.rows.column_by_name("user_id").unwrap().null_count() > 250);
+}

@@ -1,0 +1,39 @@
+//! Pipelines: what happens to records between the log and the lake.
+//!
+//! ```text
+//!  log ──► decode (by the stream's definition, into Arrow) ──┬─► raw table  <stream>
+//!                                                            └─► errors     <stream>_errors
+//! ```
+//!
+//! [`raw::RawPipeline`] keeps a stream's raw tables, exactly once (see its module).
+//! [`decode::Decoder`] turns a stream's records into the rows of its raw table — the declared
+//! columns plus `_shard`, `_seq` and `_ingested_at` — and every record it cannot decode into a
+//! row of `<stream>_errors` with the raw payload and the reason. Nothing is dropped: good rows
+//! plus error rows always equal the records decoded.
+
+pub mod decode;
+pub mod raw;
+
+pub use decode::{Decoded, Decoder, RawRecord};
+pub use raw::{RawConfig, RawPipeline, Round, errors_table};
+
+/// Why a pipeline cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Log(#[from] sluice_log::Error),
+    #[error(transparent)]
+    Lake(#[from] sluice_lake::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<arrow::error::ArrowError> for PipelineError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        PipelineError::Internal(e.to_string())
+    }
+}
+
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;

@@ -1,0 +1,228 @@
+//! The raw-table pipeline of a stream: its records, decoded, into the lake table of the same
+//! name, and the records that do not decode into `<stream>_errors`.
+//!
+//! ```text
+//!  shard 0..n ──read from the lower of the two tables' positions──► decode ──┬─► <stream>
+//!                                                                            └─► <stream>_errors
+//! ```
+//!
+//! Exactly once: each table records, in the same Delta commit as its rows, the next sequence
+//! number of every shard (`txn` app id `shard-<n>`). A round reads each shard from the lower of
+//! the two tables' positions and gives each table only the rows at or past its own, so a crash
+//! between the two commits (or before either) repeats nothing and loses nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Int32Type, Int64Type};
+use sluice_lake::{Lake, LakeTable};
+use sluice_log::Stream;
+use sluice_sql::StreamDefinition;
+use tokio::sync::watch;
+
+use crate::decode::{self, Decoder, RawRecord};
+use crate::{PipelineError, Result};
+
+/// How a raw-table pipeline runs.
+#[derive(Debug, Clone)]
+pub struct RawConfig {
+    /// How often the pipeline commits what the log received since the last commit.
+    pub commit_interval: Duration,
+    /// Most records one commit takes from one shard (a backlog is worked off in several).
+    pub max_records_per_shard: usize,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            commit_interval: Duration::from_secs(1),
+            max_records_per_shard: 250_000,
+        }
+    }
+}
+
+/// The name of a stream's errors table.
+pub fn errors_table(stream: &str) -> String {
+    format!("{stream}_errors")
+}
+
+fn app_id(shard: usize) -> String {
+    format!("shard-{shard}")
+}
+
+/// A stream's raw and errors tables, and how far each has taken the log.
+pub struct RawPipeline {
+    stream: Arc<Stream>,
+    decoder: Arc<Decoder>,
+    config: RawConfig,
+    rows: LakeTable,
+    errors: LakeTable,
+    /// Per shard: the next sequence number each table has not yet taken.
+    row_positions: Vec<u64>,
+    error_positions: Vec<u64>,
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub records: usize,
+    pub rows: usize,
+    pub errors: usize,
+}
+
+impl RawPipeline {
+    /// Opens (or creates) the stream's tables and resumes from the positions they recorded.
+    pub async fn open(stream: Arc<Stream>, lake: &Lake, config: RawConfig) -> Result<RawPipeline> {
+        let definition = StreamDefinition::from_log(&stream.meta().definition);
+        let decoder = Arc::new(Decoder::new(&definition)?);
+        let rows = lake.open_or_create(stream.name(), decoder.schema()).await?;
+        let errors = lake
+            .open_or_create(&errors_table(stream.name()), &decode::error_schema())
+            .await?;
+        let row_positions = positions(&rows, stream.shards().len()).await?;
+        let error_positions = positions(&errors, stream.shards().len()).await?;
+        Ok(RawPipeline {
+            stream,
+            decoder,
+            config,
+            rows,
+            errors,
+            row_positions,
+            error_positions,
+        })
+    }
+
+    pub fn rows_table(&self) -> &LakeTable {
+        &self.rows
+    }
+
+    /// Takes what the log holds past the tables' positions (within the per-round limits),
+    /// decodes it and commits both tables.
+    pub async fn round(&mut self) -> Result<Round> {
+        let from: Vec<u64> = self
+            .row_positions
+            .iter()
+            .zip(&self.error_positions)
+            .map(|(r, e)| *r.min(e))
+            .collect();
+        let (stream, decoder, limit) = (
+            self.stream.clone(),
+            self.decoder.clone(),
+            self.config.max_records_per_shard,
+        );
+        let (decoded, next, records) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let mut read = Vec::new();
+            let mut next = Vec::with_capacity(from.len());
+            for (shard, &from) in stream.shards().iter().zip(&from) {
+                let r = shard.read(from, limit, usize::MAX)?;
+                next.push(r.next_seq);
+                read.push((shard.id(), r.records));
+            }
+            let raw: Vec<RawRecord<'_>> = read
+                .iter()
+                .flat_map(|(shard, records)| {
+                    records.iter().map(|r| RawRecord {
+                        shard: *shard,
+                        seq: r.seq,
+                        append_ms: r.append_ms,
+                        data: &r.data,
+                    })
+                })
+                .collect();
+            let records = raw.len();
+            Ok((decoder.decode(&raw)?, next, records))
+        })
+        .await
+        .map_err(|e| PipelineError::Internal(e.to_string()))??;
+
+        let rows = past(&decoded.rows, &self.row_positions)?;
+        let errors = past(&decoded.errors, &self.error_positions)?;
+        let round = Round {
+            records,
+            rows: rows.num_rows(),
+            errors: errors.num_rows(),
+        };
+        if next != self.row_positions {
+            self.rows.append(vec![rows], as_versions(&next)).await?;
+            self.row_positions = next.clone();
+        }
+        if next != self.error_positions {
+            self.errors.append(vec![errors], as_versions(&next)).await?;
+            self.error_positions = next;
+        }
+        Ok(round)
+    }
+
+    /// Runs rounds every commit interval until `stop` turns true. A failed round is logged and
+    /// retried at the next interval: the positions in the tables make the retry exact.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.commit_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.round().await {
+                tracing::error!(stream = self.stream.name(), error = %e, "raw table commit failed");
+                if let Err(e) = self.reopen().await {
+                    tracing::error!(stream = self.stream.name(), error = %e, "cannot reload the raw tables");
+                }
+            }
+        }
+    }
+
+    /// Reloads the tables and their positions after a failure, whatever it left behind.
+    async fn reopen(&mut self) -> Result<()> {
+        self.rows.refresh().await?;
+        self.errors.refresh().await?;
+        let shards = self.stream.shards().len();
+        self.row_positions = positions(&self.rows, shards).await?;
+        self.error_positions = positions(&self.errors, shards).await?;
+        Ok(())
+    }
+}
+
+async fn positions(table: &LakeTable, shards: usize) -> Result<Vec<u64>> {
+    let mut positions = Vec::with_capacity(shards);
+    for shard in 0..shards {
+        positions.push(
+            table
+                .position(&app_id(shard))
+                .await?
+                .map_or(0, |v| v.max(0) as u64),
+        );
+    }
+    Ok(positions)
+}
+
+fn as_versions(next: &[u64]) -> Vec<(String, i64)> {
+    next.iter()
+        .enumerate()
+        .map(|(shard, &seq)| (app_id(shard), seq as i64))
+        .collect()
+}
+
+/// The rows whose `_seq` is at or past their shard's position.
+fn past(batch: &RecordBatch, positions: &[u64]) -> Result<RecordBatch> {
+    let shard = batch
+        .column_by_name(decode::SHARD)
+        .map(|c| c.as_primitive::<Int32Type>());
+    let seq = batch
+        .column_by_name(decode::SEQ)
+        .map(|c| c.as_primitive::<Int64Type>());
+    let (Some(shard), Some(seq)) = (shard, seq) else {
+        return Err(PipelineError::Internal(
+            "a decoded batch lacks _shard or _seq".into(),
+        ));
+    };
+    let keep: BooleanArray = shard
+        .values()
+        .iter()
+        .zip(seq.values())
+        .map(|(&s, &q)| Some(q as u64 >= positions[s as usize]))
+        .collect();
+    Ok(filter_record_batch(batch, &keep)?)
+}

@@ -1,0 +1,130 @@
+//! Keeps one raw-table pipeline running per stream.
+//!
+//! Streams come and go through SQL and through the Kinesis API, so rather than being told, the
+//! server reconciles: every upkeep tick it starts a pipeline for each stream that has none, and
+//! stops the pipelines of streams that were dropped (or dropped and created again: a stream is
+//! known by its id, not its name), deleting their tables.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_lake::Lake;
+use sluice_log::Log;
+use sluice_pipeline::{RawConfig, RawPipeline, errors_table};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A running pipeline: the stream's id, and how to stop it.
+struct Running {
+    stream_id: u64,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// How long a pipeline that failed to start waits before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+pub struct Pipelines {
+    log: Arc<Log>,
+    lake: Lake,
+    config: RawConfig,
+    running: Mutex<HashMap<String, Running>>,
+    /// Streams whose pipeline failed to start (by id), and when.
+    failed: Mutex<HashMap<u64, Instant>>,
+}
+
+impl Pipelines {
+    pub fn new(log: Arc<Log>, lake: Lake, config: RawConfig) -> Self {
+        Self {
+            log,
+            lake,
+            config,
+            running: Mutex::default(),
+            failed: Mutex::default(),
+        }
+    }
+
+    /// Starts and stops pipelines so that every stream, and only they, has one.
+    pub async fn reconcile(&self) {
+        let streams = self.log.streams();
+        let (gone, wanted): (Vec<(String, Running)>, Vec<_>) = {
+            let mut running = self.running.lock().expect("pipelines lock");
+            let live: HashMap<&str, u64> =
+                streams.iter().map(|s| (s.name(), s.meta().id)).collect();
+            let gone_names: Vec<String> = running
+                .iter()
+                .filter(|(name, r)| live.get(name.as_str()) != Some(&r.stream_id))
+                .map(|(name, _)| name.clone())
+                .collect();
+            let gone = gone_names
+                .into_iter()
+                .filter_map(|n| running.remove_entry(&n))
+                .collect();
+            let failed = self.failed.lock().expect("pipelines lock");
+            let wanted = streams
+                .iter()
+                .filter(|s| !running.contains_key(s.name()))
+                .filter(|s| {
+                    failed
+                        .get(&s.meta().id)
+                        .is_none_or(|at| at.elapsed() >= RETRY_AFTER)
+                })
+                .cloned()
+                .collect();
+            (gone, wanted)
+        };
+        for (name, pipeline) in gone {
+            stop(pipeline).await;
+            for table in [name.clone(), errors_table(&name)] {
+                if let Err(e) = self.lake.drop_table(&table) {
+                    tracing::error!(table, error = %e, "cannot drop the table of a dropped stream");
+                }
+            }
+        }
+        for stream in wanted {
+            let name = stream.name().to_string();
+            let stream_id = stream.meta().id;
+            match RawPipeline::open(stream, &self.lake, self.config.clone()).await {
+                Ok(pipeline) => {
+                    let (stop, stopped) = watch::channel(false);
+                    let task = tokio::spawn(pipeline.run(stopped));
+                    self.running.lock().expect("pipelines lock").insert(
+                        name,
+                        Running {
+                            stream_id,
+                            stop,
+                            task,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(stream = name, error = %e, "cannot start the raw table pipeline");
+                    self.failed
+                        .lock()
+                        .expect("pipelines lock")
+                        .insert(stream_id, Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Stops every pipeline, letting a round in progress finish.
+    pub async fn stop_all(&self) {
+        let running: Vec<Running> = self
+            .running
+            .lock()
+            .expect("pipelines lock")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for pipeline in running {
+            stop(pipeline).await;
+        }
+    }
+}
+
+async fn stop(pipeline: Running) {
+    let _ = pipeline.stop.send(true);
+    let _ = pipeline.task.await;
+}
