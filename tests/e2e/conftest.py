@@ -248,13 +248,14 @@ class Server:
 
     # -- HTTP ----------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers=None, timeout=120):
+    def request(self, method: str, path: str, body: bytes | None = None, headers=None, timeout=120, raw=False):
+        """→ (status, headers, body as JSON or text; as bytes with raw=True)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=dict(headers or {}))
             resp = conn.getresponse()
             data = resp.read()
-            return resp.status, resp.headers, _json_or_text(data)
+            return resp.status, resp.headers, data if raw else _json_or_text(data)
         finally:
             conn.close()
 

@@ -117,6 +117,9 @@ impl Lake {
 
     /// Opens table `name`, if it exists.
     pub async fn open(&self, name: &str) -> Result<LakeTable> {
+        if !self.table_dir(name)?.join("_delta_log").is_dir() {
+            return Err(Error::TableNotFound(name.to_string()));
+        }
         let table = deltalake::open_table(self.table_url(name)?)
             .await
             .map_err(|source| match source {
@@ -130,6 +133,20 @@ impl Lake {
             name: name.to_string(),
             table,
         })
+    }
+
+    /// The names of the lake's tables, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("_delta_log").is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Deletes table `name` and its data. Missing tables are fine.

@@ -13,6 +13,7 @@
 //! written, then the log closes.
 
 pub mod metrics;
+mod output;
 mod pipelines;
 pub mod sql;
 
@@ -106,6 +107,7 @@ impl ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub log: Arc<Log>,
+    pub query: sluice_query::QueryEngine,
     pub metrics: PrometheusHandle,
 }
 
@@ -130,8 +132,9 @@ struct SqlRequest {
 
 async fn run_sql(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<sql::QueryResult>, HttpError> {
+) -> Result<axum::response::Response, HttpError> {
     let request: SqlRequest = serde_json::from_slice(&body).map_err(|e| {
         HttpError::bad_request(
             "invalid_request",
@@ -139,19 +142,35 @@ async fn run_sql(
         )
     })?;
     let statements = sluice_sql::parse(&request.sql).map_err(ServerError::from)?;
-    let log = state.log.clone();
-    // Creating and dropping streams fsyncs: off the async threads.
-    tokio::task::spawn_blocking(move || {
-        let mut result = sql::QueryResult::default();
-        for statement in statements {
-            result = sql::execute(&log, statement, sql::Existing::Refuse)?;
+    let mut answer = sql::QueryResult::default().to_arrow()?;
+    for statement in statements {
+        answer = match statement {
+            sluice_sql::Statement::Sql(query) => {
+                let output = state.query.execute(*query).await.map_err(query_error)?;
+                (output.schema, output.batches)
+            }
+            statement => {
+                let log = state.log.clone();
+                // Creating and dropping streams fsyncs: off the async threads.
+                tokio::task::spawn_blocking(move || {
+                    sql::execute(&log, statement, sql::Existing::Refuse)
+                })
+                .await
+                .map_err(|e| ServerError::Internal(e.to_string()))??
+                .to_arrow()?
+            }
+        };
+    }
+    output::respond(output::Format::from_accept(&headers), &answer.0, &answer.1)
+}
+
+fn query_error(e: sluice_query::QueryError) -> HttpError {
+    match e {
+        sluice_query::QueryError::Refused(m) => HttpError::bad_request("statement_refused", m),
+        sluice_query::QueryError::Plan(m) | sluice_query::QueryError::Execution(m) => {
+            HttpError::bad_request("query_error", m)
         }
-        Ok::<_, ServerError>(result)
-    })
-    .await
-    .map_err(|e| HttpError::from(ServerError::Internal(e.to_string())))?
-    .map(Json)
-    .map_err(HttpError::from)
+    }
 }
 
 async fn list_streams(State(state): State<AppState>) -> Json<serde_json::Value> {
@@ -242,8 +261,10 @@ impl Server {
             addr: config.http,
             source,
         })?;
+        let lake = sluice_lake::Lake::local(config.data_dir.join("lake"))?;
         let state = AppState {
             log: log.clone(),
+            query: sluice_query::QueryEngine::new(lake.clone()),
             metrics: metrics.clone(),
         };
         let app = router(state, config.ingest.clone());
@@ -255,7 +276,6 @@ impl Server {
                 })
                 .await
         });
-        let lake = sluice_lake::Lake::local(config.data_dir.join("lake"))?;
         let pipelines = Arc::new(pipelines::Pipelines::new(
             log.clone(),
             lake,

@@ -1,40 +1,57 @@
 //! Runs the dialect's stream statements against the log, for `POST /v1/sql` and the config file.
 //!
-//! Results have the shape of a query result (columns and rows) so that every SQL surface answers
-//! alike. Statements other than the stream statements belong to the query engine, which this
-//! server does not have yet: they are refused with a clear error rather than answered wrongly.
+//! Results are small tables (columns and JSON rows) that become Arrow like any query's, so that
+//! every SQL surface answers alike. Queries go to the query engine (`sluice-query`); the config
+//! file takes stream statements only.
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::{Value, json};
 use sluice_log::{Log, Retention, Stream, StreamOptions};
+use sluice_query::arrow::array::RecordBatch;
+use sluice_query::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sluice_sql::{CreateStream, Statement, StreamDefinition};
 
 use crate::ServerError;
 
 /// A result: typed columns and rows of JSON values.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueryResult {
-    pub columns: Vec<ColumnInfo>,
+    pub columns: Vec<(&'static str, DataType)>,
     pub rows: Vec<Vec<Value>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ColumnInfo {
-    pub name: String,
-    /// The Arrow type name, as DataFusion reports it.
-    #[serde(rename = "type")]
-    pub data_type: &'static str,
-}
-
-fn columns(spec: &[(&str, &'static str)]) -> Vec<ColumnInfo> {
-    spec.iter()
-        .map(|&(name, data_type)| ColumnInfo {
-            name: name.to_string(),
-            data_type,
-        })
-        .collect()
+impl QueryResult {
+    /// The result as Arrow, decoded from its rows by arrow-json.
+    pub fn to_arrow(&self) -> Result<(SchemaRef, Vec<RecordBatch>), ServerError> {
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|(name, t)| Field::new(*name, t.clone(), true))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let mut lines = Vec::new();
+        for row in &self.rows {
+            let object: serde_json::Map<String, Value> = self
+                .columns
+                .iter()
+                .map(|(name, _)| name.to_string())
+                .zip(row.iter().cloned())
+                .collect();
+            serde_json::to_writer(&mut lines, &object)
+                .map_err(|e| ServerError::Internal(e.to_string()))?;
+            lines.push(b'\n');
+        }
+        let internal =
+            |e: sluice_query::arrow::error::ArrowError| ServerError::Internal(e.to_string());
+        let mut decoder = sluice_query::arrow::json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(self.rows.len().max(1))
+            .build_decoder()
+            .map_err(internal)?;
+        decoder.decode(&lines).map_err(internal)?;
+        let batches = decoder.flush().map_err(internal)?.into_iter().collect();
+        Ok((schema, batches))
+    }
 }
 
 /// How `CREATE STREAM` treats a stream that already exists.
@@ -62,7 +79,7 @@ pub fn execute(
         Statement::ShowStreams => Ok(show_streams(&log.streams())),
         Statement::Describe { name } => Ok(describe(&*log.stream(&name)?)),
         Statement::Sql(statement) => Err(ServerError::Unsupported(format!(
-            "{} is not available yet: this server runs CREATE STREAM, DROP STREAM, SHOW STREAMS and DESCRIBE",
+            "{} cannot be applied here: only CREATE STREAM, DROP STREAM, SHOW STREAMS and DESCRIBE can",
             first_words(&statement.to_string())
         ))),
     }
@@ -148,15 +165,15 @@ fn show_streams(streams: &[Arc<Stream>]) -> QueryResult {
         })
         .collect();
     QueryResult {
-        columns: columns(&[
-            ("name", "Utf8"),
-            ("shards", "Int64"),
-            ("format", "Utf8"),
-            ("event_time", "Utf8"),
-            ("watermark", "Utf8"),
-            ("retention", "Utf8"),
-            ("records", "Int64"),
-            ("bytes", "Int64"),
+        columns: Vec::from([
+            ("name", DataType::Utf8),
+            ("shards", DataType::Int64),
+            ("format", DataType::Utf8),
+            ("event_time", DataType::Utf8),
+            ("watermark", DataType::Utf8),
+            ("retention", DataType::Utf8),
+            ("records", DataType::Int64),
+            ("bytes", DataType::Int64),
         ]),
         rows,
     }
@@ -180,10 +197,10 @@ fn describe(stream: &Stream) -> QueryResult {
             .collect()
     };
     QueryResult {
-        columns: columns(&[
-            ("column_name", "Utf8"),
-            ("data_type", "Utf8"),
-            ("is_nullable", "Utf8"),
+        columns: Vec::from([
+            ("column_name", DataType::Utf8),
+            ("data_type", DataType::Utf8),
+            ("is_nullable", DataType::Utf8),
         ]),
         rows,
     }

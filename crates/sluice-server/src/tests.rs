@@ -13,8 +13,10 @@ use crate::{AppState, ServerError, router, sql};
 
 fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
     let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
+    let lake = sluice_lake::Lake::local(dir.join("lake")).unwrap();
     let state = AppState {
         log: log.clone(),
+        query: sluice_query::QueryEngine::new(lake),
         metrics: crate::metrics::install(),
     };
     (log, router(state, IngestConfig::default()))
@@ -103,10 +105,27 @@ async fn stream_statements_over_http() {
         (Some(1), Some(23)),
         "the option's position: {json}"
     );
-    let (status, json) = sql(&app, "SELECT 1").await;
+    let (status, json) = sql(&app, "SELECT 1 + 1 AS two").await;
+    assert_eq!(
+        (status, &json["rows"]),
+        (StatusCode::OK, &json!([[2]])),
+        "{json}"
+    );
+    let (status, json) = sql(&app, "CREATE TABLE t AS SELECT 1").await;
     assert_eq!(
         (status, json["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("unsupported_statement"))
+        (StatusCode::BAD_REQUEST, Some("statement_refused")),
+        "{json}"
+    );
+    let (status, json) = sql(&app, "SELECT * FROM nowhere").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("query_error")),
+        "{json}"
+    );
+    assert!(
+        json["error"].as_str().unwrap().contains("nowhere"),
+        "{json}"
     );
     let (status, json, _) = request(&app, "POST", "/v1/sql", "{\"query\": 1}").await;
     assert_eq!(
@@ -177,4 +196,42 @@ fn the_config_file_applies_idempotently() {
         sql::apply_config(&log, "CREATE STREAM"),
         Err(ServerError::Config(_))
     ));
+}
+
+#[tokio::test]
+async fn answers_come_as_json_csv_or_arrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, app) = app(dir.path());
+    sql(&app, TICKS).await;
+    let ask = |accept: &'static str| {
+        Request::post("/v1/sql")
+            .header("accept", accept)
+            .body(Body::from(json!({"sql": "SHOW STREAMS"}).to_string()))
+            .unwrap()
+    };
+    let response = app.clone().oneshot(ask("text/csv")).await.unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let csv = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let csv = String::from_utf8(csv.to_vec()).unwrap();
+    assert!(csv.starts_with("name,shards,format,event_time,watermark,retention,records,bytes\nticks,2,json,ts,5s,1day,0,0"), "{csv}");
+
+    let response = app
+        .clone()
+        .oneshot(ask(crate::output::ARROW_STREAM))
+        .await
+        .unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let reader =
+        sluice_query::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .unwrap();
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+    assert_eq!(batches[0].schema().field(1).name(), "shards");
 }

@@ -3,6 +3,7 @@
 mod config;
 mod generate;
 mod produce;
+mod query;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ enum Command {
     Gen(generate::GenArgs),
     /// Send NDJSON from stdin to a stream.
     Produce(produce::ProduceArgs),
+    /// Run SQL against a server and print the answer.
+    Sql(query::SqlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Gen(args) => generate::run(args),
         Command::Produce(args) => runtime()?.block_on(produce::run(args)),
+        Command::Sql(args) => runtime()?.block_on(query::run(args)),
     }
 }
 

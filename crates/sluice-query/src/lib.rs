@@ -1,0 +1,156 @@
+//! Queries: SQL over the lake's tables, through DataFusion.
+//!
+//! ```text
+//!  statement (parsed once, by sluice-sql) ──► plan (DataFusion) ──► verify: read-only ──► run
+//!                                               │
+//!                         schema "public" ──► every Delta table of the lake, opened at its
+//!                                             latest version when a query names it
+//! ```
+//!
+//! Read-only by construction: plans that define, change or copy anything (DDL, DML, `COPY TO`,
+//! `SET`) are refused before they run, and the session never reads URLs as tables, so SQL cannot
+//! reach a file outside the lake.
+
+pub use datafusion::arrow;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use sluice_lake::Lake;
+
+/// Why a query failed: the statement (the user's to fix), or running it.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Plan(String),
+    #[error("{0}")]
+    Execution(String),
+}
+
+pub type Result<T, E = QueryError> = std::result::Result<T, E>;
+
+/// A query's result: its schema and rows.
+#[derive(Debug)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// Makes sessions over a lake.
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    lake: Lake,
+}
+
+impl QueryEngine {
+    pub fn new(lake: Lake) -> Self {
+        Self { lake }
+    }
+
+    /// A session whose schema `public` is the lake.
+    pub fn session(&self) -> Result<SessionContext> {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema("sluice", "public");
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = ctx
+            .catalog("sluice")
+            .ok_or_else(|| QueryError::Execution("the session has no catalog".into()))?;
+        catalog
+            .register_schema(
+                "public",
+                Arc::new(LakeSchema {
+                    lake: self.lake.clone(),
+                }),
+            )
+            .map_err(|e| QueryError::Execution(e.to_string()))?;
+        Ok(ctx)
+    }
+
+    /// Plans, checks and runs one statement.
+    pub async fn execute(&self, statement: sqlparser::ast::Statement) -> Result<QueryOutput> {
+        let ctx = self.session()?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| QueryError::Plan(message(e)))?;
+        read_only()
+            .verify_plan(&plan)
+            .map_err(|_| QueryError::Refused(refusal(&plan)))?;
+        let frame = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| QueryError::Plan(message(e)))?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame
+            .collect()
+            .await
+            .map_err(|e| QueryError::Execution(message(e)))?;
+        Ok(QueryOutput { schema, batches })
+    }
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+fn refusal(plan: &datafusion::logical_expr::LogicalPlan) -> String {
+    format!(
+        "only queries are allowed here, not {}: tables are written by streams and views",
+        plan.display()
+            .to_string()
+            .split(':')
+            .next()
+            .unwrap_or("this statement")
+    )
+}
+
+/// DataFusion's message without its "Error during planning: " style prefix chains.
+fn message(e: DataFusionError) -> String {
+    e.strip_backtrace()
+}
+
+/// The lake as a DataFusion schema: its tables, opened when a query names them.
+#[derive(Debug)]
+struct LakeSchema {
+    lake: Lake,
+}
+
+#[async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.lake.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let table = match self.lake.open(name).await {
+            Ok(table) => table,
+            Err(sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_)) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(DataFusionError::External(Box::new(e))),
+        };
+        let provider = table.delta().table_provider().await?;
+        Ok(Some(provider))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.lake.table_names().iter().any(|t| t == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,124 @@
+use std::sync::Arc;
+
+use datafusion::arrow::array::{AsArray, Float64Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::parser::Parser;
+
+use super::*;
+
+async fn engine(dir: &std::path::Path) -> QueryEngine {
+    let lake = Lake::local(dir).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("ticker", DataType::Utf8, false),
+        Field::new("price", DataType::Float64, true),
+    ]));
+    let mut table = lake.open_or_create("ticks", &schema).await.unwrap();
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["A", "B", "A"])),
+            Arc::new(Float64Array::from(vec![Some(1.5), None, Some(2.5)])),
+        ],
+    )
+    .unwrap();
+    table
+        .append(vec![batch], vec![("shard-0".into(), 3)])
+        .await
+        .unwrap();
+    QueryEngine::new(lake)
+}
+
+async fn run(engine: &QueryEngine, sql: &str) -> Result<QueryOutput> {
+    let statement = Parser::parse_sql(&GenericDialect {}, sql)
+        .unwrap()
+        .remove(0);
+    engine.execute(statement).await
+}
+
+#[tokio::test]
+async fn queries_read_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let out = run(&engine, "SELECT ticker, count(*) AS n, sum(price) AS total FROM ticks GROUP BY ticker ORDER BY ticker")
+        .await
+        .unwrap();
+    let names: Vec<_> = out
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["ticker", "n", "total"]);
+    let b = &out.batches[0];
+    assert_eq!(
+        b.column(1).as_primitive::<Int64Type>().values().to_vec(),
+        [2, 1]
+    );
+    assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 4.0);
+    let tables = run(&engine, "SHOW TABLES").await.unwrap();
+    let listed: Vec<String> = tables
+        .batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("table_name")
+                .unwrap()
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(listed.contains(&"ticks".to_string()), "{listed:?}");
+}
+
+#[tokio::test]
+async fn nothing_but_queries_runs_and_no_file_outside_the_lake_is_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let outside = dir.path().join("outside.csv");
+    for sql in [
+        "INSERT INTO ticks VALUES ('C', 3.0)",
+        "CREATE TABLE t2 AS SELECT * FROM ticks",
+        "DROP TABLE ticks",
+        "SET datafusion.execution.batch_size = 1",
+    ] {
+        match run(&engine, sql).await {
+            Err(QueryError::Refused(m)) => {
+                assert!(m.contains("only queries are allowed"), "{sql}: {m}")
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let external = format!(
+        "CREATE EXTERNAL TABLE x (a INT) STORED AS TEXTFILE LOCATION '{}'",
+        outside.display()
+    );
+    let copy = format!("COPY ticks TO '{}'", outside.display());
+    let url = format!("SELECT * FROM '{}'", outside.display());
+    for sql in [
+        external.as_str(),
+        copy.as_str(),
+        url.as_str(),
+        "SELECT * FROM missing",
+    ] {
+        assert!(run(&engine, sql).await.is_err(), "{sql} ran");
+    }
+    assert!(!outside.exists(), "a statement wrote outside the lake");
+    let Err(QueryError::Plan(m)) = run(&engine, "SELECT * FROM missing").await else {
+        panic!()
+    };
+    assert!(m.contains("missing"), "{m}");
+    assert_eq!(
+        run(&engine, "SELECT count(*) FROM ticks")
+            .await
+            .unwrap()
+            .batches[0]
+            .column(0)
+            .as_primitive::<Int64Type>()
+            .value(0),
+        3,
+        "nothing changed"
+    );
+}
