@@ -43,6 +43,9 @@ enum Command {
         /// Events per request
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+        /// Also wait until the stream's raw table holds every event, and time that too
+        #[arg(long)]
+        lake: bool,
     },
     KinesisPut {
         #[arg(long, default_value_t = 4)]
@@ -72,17 +75,28 @@ async fn main() -> anyhow::Result<()> {
             producers,
             events,
             batch,
+            lake,
         } => {
             let url = format!("{server}/v1/streams/{}/records?key=ticker", cli.stream);
             let bodies = ndjson_bodies(events, batch);
             let started = Instant::now();
-            let send = move |body| {
-                let (client, url) = (client.clone(), url.clone());
-                async move { post(&client, &url, "application/x-ndjson", body).await }
+            let send = {
+                let client = client.clone();
+                move |body| {
+                    let (client, url) = (client.clone(), url.clone());
+                    async move { post(&client, &url, "application/x-ndjson", body).await }
+                }
             };
             run_producers(producers, bodies, send).await?;
             let secs = started.elapsed().as_secs_f64();
-            json!({"bench": "http", "producers": producers, "events": events, "seconds": secs, "events_per_s": events as f64 / secs})
+            let mut figures = json!({"bench": "http", "producers": producers, "events": events, "seconds": secs, "events_per_s": events as f64 / secs});
+            if lake {
+                wait_for_rows(&client, &server, &cli.stream, events).await?;
+                let lake_secs = started.elapsed().as_secs_f64();
+                figures["lake_seconds"] = json!(lake_secs);
+                figures["lake_events_per_s"] = json!(events as f64 / lake_secs);
+            }
+            figures
         }
         Command::KinesisPut { producers, events } => {
             let bodies = put_records_bodies(&cli.stream, events);
@@ -276,6 +290,33 @@ async fn get_all(client: &reqwest::Client, server: &str, stream: &str) -> anyhow
         total += t.await??;
     }
     Ok(total)
+}
+
+/// Polls the stream's raw table until it holds `rows` rows.
+async fn wait_for_rows(
+    client: &reqwest::Client,
+    server: &str,
+    table: &str,
+    rows: usize,
+) -> anyhow::Result<()> {
+    let sql = Bytes::from(json!({"sql": format!("SELECT count(*) FROM {table}")}).to_string());
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let answer = post(
+            client,
+            &format!("{server}/v1/sql"),
+            "application/json",
+            sql.clone(),
+        )
+        .await?;
+        if answer["rows"][0][0].as_u64() == Some(rows as u64) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the raw table did not reach {rows} rows: {answer}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -30,7 +30,8 @@ use crate::{PipelineError, Result};
 pub struct RawConfig {
     /// How often the pipeline commits what the log received since the last commit.
     pub commit_interval: Duration,
-    /// Most records one commit takes from one shard (a backlog is worked off in several).
+    /// Most records one round takes from one shard: bounds the pipeline's memory. A round that
+    /// reaches it is followed at once by the next, so a backlog is worked off without waiting.
     pub max_records_per_shard: usize,
 }
 
@@ -38,7 +39,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         Self {
             commit_interval: Duration::from_secs(1),
-            max_records_per_shard: 250_000,
+            max_records_per_shard: 50_000,
         }
     }
 }
@@ -70,6 +71,8 @@ pub struct Round {
     pub records: usize,
     pub rows: usize,
     pub errors: usize,
+    /// Some shard had more than the round could take.
+    pub backlog: bool,
 }
 
 impl RawPipeline {
@@ -112,30 +115,33 @@ impl RawPipeline {
             self.decoder.clone(),
             self.config.max_records_per_shard,
         );
-        let (decoded, next, records) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let mut read = Vec::new();
-            let mut next = Vec::with_capacity(from.len());
-            for (shard, &from) in stream.shards().iter().zip(&from) {
-                let r = shard.read(from, limit, usize::MAX)?;
-                next.push(r.next_seq);
-                read.push((shard.id(), r.records));
-            }
-            let raw: Vec<RawRecord<'_>> = read
-                .iter()
-                .flat_map(|(shard, records)| {
-                    records.iter().map(|r| RawRecord {
-                        shard: *shard,
-                        seq: r.seq,
-                        append_ms: r.append_ms,
-                        data: &r.data,
+        let (decoded, next, records, backlog) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let mut read = Vec::new();
+                let mut next = Vec::with_capacity(from.len());
+                let mut backlog = false;
+                for (shard, &from) in stream.shards().iter().zip(&from) {
+                    let r = shard.read(from, limit, usize::MAX)?;
+                    backlog |= r.next_seq < r.end_seq;
+                    next.push(r.next_seq);
+                    read.push((shard.id(), r.records));
+                }
+                let raw: Vec<RawRecord<'_>> = read
+                    .iter()
+                    .flat_map(|(shard, records)| {
+                        records.iter().map(|r| RawRecord {
+                            shard: *shard,
+                            seq: r.seq,
+                            append_ms: r.append_ms,
+                            data: &r.data,
+                        })
                     })
-                })
-                .collect();
-            let records = raw.len();
-            Ok((decoder.decode(&raw)?, next, records))
-        })
-        .await
-        .map_err(|e| PipelineError::Internal(e.to_string()))??;
+                    .collect();
+                let records = raw.len();
+                Ok((decoder.decode(&raw)?, next, records, backlog))
+            })
+            .await
+            .map_err(|e| PipelineError::Internal(e.to_string()))??;
 
         let rows = past(&decoded.rows, &self.row_positions)?;
         let errors = past(&decoded.errors, &self.error_positions)?;
@@ -143,6 +149,7 @@ impl RawPipeline {
             records,
             rows: rows.num_rows(),
             errors: errors.num_rows(),
+            backlog,
         };
         if next != self.row_positions {
             self.rows.append(vec![rows], as_versions(&next)).await?;
@@ -160,17 +167,27 @@ impl RawPipeline {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backlog = false;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
+            if *stop.borrow() {
+                return;
             }
-            if let Err(e) = self.round().await {
-                tracing::error!(stream = self.stream.name(), error = %e, "raw table commit failed");
-                if let Err(e) = self.reopen().await {
-                    tracing::error!(stream = self.stream.name(), error = %e, "cannot reload the raw tables");
+            if !backlog {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
                 }
             }
+            backlog = match self.round().await {
+                Ok(round) => round.backlog,
+                Err(e) => {
+                    tracing::error!(stream = self.stream.name(), error = %e, "raw table commit failed");
+                    if let Err(e) = self.reopen().await {
+                        tracing::error!(stream = self.stream.name(), error = %e, "cannot reload the raw tables");
+                    }
+                    false
+                }
+            };
         }
     }
 

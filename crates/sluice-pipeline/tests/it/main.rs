@@ -83,6 +83,11 @@ async fn records_land_in_the_raw_and_errors_tables_exactly_once() {
         let round = pipeline.round().await.unwrap();
         assert!(round.records > 0, "a round with a backlog takes records");
         taken += round.records;
+        assert_eq!(
+            round.backlog,
+            taken < 200,
+            "a round says whether the log holds more"
+        );
     }
     assert_eq!(taken, 200);
     let version = pipeline.rows_table().version();
