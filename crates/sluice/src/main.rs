@@ -11,6 +11,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+/// glibc's allocator keeps an arena per thread and returns little of it: measured, the server
+/// peaked at 630 MiB where the same run under mimalloc stays near what it uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
