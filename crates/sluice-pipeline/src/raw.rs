@@ -162,8 +162,9 @@ impl RawPipeline {
         Ok(round)
     }
 
-    /// Runs rounds every commit interval until `stop` turns true. A failed round is logged and
-    /// retried at the next interval: the positions in the tables make the retry exact.
+    /// Runs a round every commit interval (at once after a round that left a backlog) until
+    /// `stop` turns true. A failed round is logged and retried at the next interval: the
+    /// positions in the tables make the retry exact.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -67,13 +67,6 @@ fn seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn retention_hours(stream: &Stream) -> u64 {
     // A stream kept forever reports Kinesis' own maximum, 365 days.
     stream
@@ -622,7 +615,7 @@ pub(crate) async fn get_shard_iterator(context: &Context, input: GetShardIterato
         stream_id: stream.meta().id,
         shard,
         seq,
-        issued_ms: now_ms(),
+        issued_ms: chrono::Utc::now().timestamp_millis(),
     };
     Ok(Json(json!({"ShardIterator": iterator.encode()})))
 }
@@ -668,7 +661,7 @@ pub(crate) async fn get_records(
         .ok_or_else(|| KinesisError::missing("shardIterator"))?;
     let limit = limit(input.limit, MAX_GET_RECORDS, MAX_GET_RECORDS, "limit")?;
     let iterator = ShardIterator::decode(&text)?;
-    let now = now_ms();
+    let now = chrono::Utc::now().timestamp_millis();
     if now
         .checked_sub(iterator.issued_ms)
         .is_none_or(|age| age > ITERATOR_TTL_MS)
