@@ -17,12 +17,12 @@ WORK=$(mktemp -d)
 RESULTS=$WORK/results.jsonl
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-start_server() {
+start_server() {  # [columns]: the stream's columns; schemaless JSON without
   rm -rf "$WORK/data"
   "$SLUICE" serve --data-dir "$WORK/data" --http 127.0.0.1:$PORT >"$WORK/server.out" 2>"$WORK/server.err" &
   SERVER=$!
   for _ in $(seq 100); do grep -q listening "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
-  curl -sf "$URL/v1/sql" -d '{"sql": "CREATE STREAM ticks WITH (shards = 4)"}' >/dev/null
+  curl -sf "$URL/v1/sql" -d "{\"sql\": \"CREATE STREAM ticks ${1:-} WITH (shards = 4)\"}" >/dev/null
 }
 
 stop_server() {  # prints the server's peak RSS in MiB
@@ -46,6 +46,10 @@ for run in $(seq "$RUNS"); do
 
   start_server
   line=$("$BENCH" --server $URL latency --rate 50000 --seconds 20 --batch 100)
+  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+
+  start_server "(ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL)"
+  line=$("$BENCH" --server $URL freshness --rate 20000 --seconds 60 --batch 200)
   echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
 done
 

@@ -6,6 +6,8 @@
 //! - `kinesis-get`: reads a stream back with GetShardIterator / GetRecords, one task a shard.
 //! - `latency`: W1 events at a steady rate in small requests; request → acknowledgement
 //!   percentiles as the client sees them (an upper bound of the server's own).
+//! - `freshness` (W4): W1 events at a steady rate; for sampled requests, acknowledgement → the
+//!   end of the first `SELECT count(*)` of the raw table that includes them.
 //!
 //! Events are generated before the clock starts, so the figures are the server's, not the
 //! generator's.
@@ -62,6 +64,18 @@ enum Command {
         /// Events per request
         #[arg(long, default_value_t = 100)]
         batch: usize,
+    },
+    Freshness {
+        #[arg(long, default_value_t = 20_000)]
+        rate: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Events per request
+        #[arg(long, default_value_t = 200)]
+        batch: usize,
+        /// Probe every n-th request
+        #[arg(long, default_value_t = 10)]
+        sample: usize,
     },
 }
 
@@ -120,6 +134,12 @@ async fn main() -> anyhow::Result<()> {
             seconds,
             batch,
         } => latency(&client, &server, &cli.stream, rate, seconds, batch).await?,
+        Command::Freshness {
+            rate,
+            seconds,
+            batch,
+            sample,
+        } => freshness(&client, &server, &cli.stream, rate, seconds, batch, sample).await?,
     };
     println!("{figures}");
     Ok(())
@@ -356,10 +376,73 @@ async fn latency(
     for t in tasks {
         latencies.push(t.await??.as_secs_f64() * 1000.0);
     }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let (p50, p99, max) = percentiles(latencies);
     Ok(json!({
-        "bench": "latency", "rate": rate, "batch": batch, "requests": latencies.len(),
-        "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last(),
+        "bench": "latency", "rate": rate, "batch": batch, "requests": requests,
+        "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+    }))
+}
+
+/// p50, p99 and max of `samples`.
+fn percentiles(mut samples: Vec<f64>) -> (f64, f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    (pct(0.50), pct(0.99), samples[samples.len() - 1])
+}
+
+/// W4: one producer sends a request of `batch` events every `batch / rate` seconds, each after
+/// the previous one was acknowledged, so the acknowledged events are always a prefix of the
+/// input and `count(*) >= n` means the first n are visible. After every `sample`-th
+/// acknowledgement a probe queries the raw table until the count includes that request; the
+/// figure is acknowledgement → end of that query.
+async fn freshness(
+    client: &reqwest::Client,
+    server: &str,
+    stream: &str,
+    rate: usize,
+    seconds: u64,
+    batch: usize,
+    sample: usize,
+) -> anyhow::Result<Value> {
+    let url = format!("{server}/v1/streams/{stream}/records?key=ticker");
+    let requests = rate * seconds as usize / batch;
+    let bodies = ndjson_bodies(requests * batch, batch);
+    let interval = Duration::from_secs_f64(batch as f64 / rate as f64);
+    let sql = Bytes::from(json!({"sql": format!("SELECT count(*) FROM {stream}")}).to_string());
+    let started = Instant::now();
+    let mut probes = Vec::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        tokio::time::sleep_until((started + interval * i as u32).into()).await;
+        post(client, &url, "application/x-ndjson", body).await?;
+        let acknowledged = Instant::now();
+        if i % sample != 0 {
+            continue;
+        }
+        let (client, sql_url, sql, expected) = (
+            client.clone(),
+            format!("{server}/v1/sql"),
+            sql.clone(),
+            ((i + 1) * batch) as u64,
+        );
+        probes.push(tokio::spawn(async move {
+            loop {
+                let answer = post(&client, &sql_url, "application/json", sql.clone()).await?;
+                let count = answer["rows"][0][0]
+                    .as_u64()
+                    .context("count(*) answered no count")?;
+                if count >= expected {
+                    return Ok::<_, anyhow::Error>(acknowledged.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(probes.len());
+    for p in probes {
+        latencies.push(p.await??);
+    }
+    let (p50, p99, max) = percentiles(latencies);
+    Ok(json!({
+        "bench": "freshness", "rate": rate, "batch": batch, "samples": requests.div_ceil(sample),
+        "p50_ms": p50, "p99_ms": p99, "max_ms": max,
     }))
 }

@@ -15,7 +15,7 @@ pub mod decode;
 pub mod raw;
 
 pub use decode::{Decoded, Decoder, RawRecord};
-pub use raw::{RawConfig, RawPipeline, Round, errors_table};
+pub use raw::{LogRead, RawConfig, RawPipeline, Round, errors_table, past, positions, read};
 
 /// Why a pipeline cannot run.
 #[derive(Debug, thiserror::Error)]

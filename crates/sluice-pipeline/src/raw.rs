@@ -22,7 +22,7 @@ use sluice_log::Stream;
 use sluice_sql::StreamDefinition;
 use tokio::sync::watch;
 
-use crate::decode::{self, Decoder, RawRecord};
+use crate::decode::{self, Decoded, Decoder, RawRecord};
 use crate::{PipelineError, Result};
 
 /// How a raw-table pipeline runs.
@@ -115,31 +115,12 @@ impl RawPipeline {
             self.decoder.clone(),
             self.config.max_records_per_shard,
         );
-        let (decoded, next, records, backlog) =
-            tokio::task::spawn_blocking(move || -> Result<_> {
-                let mut read = Vec::new();
-                let mut next = Vec::with_capacity(from.len());
-                let mut backlog = false;
-                for (shard, &from) in stream.shards().iter().zip(&from) {
-                    let r = shard.read(from, limit, usize::MAX)?;
-                    backlog |= r.next_seq < r.end_seq;
-                    next.push(r.next_seq);
-                    read.push((shard.id(), r.records));
-                }
-                let raw: Vec<RawRecord<'_>> = read
-                    .iter()
-                    .flat_map(|(shard, records)| {
-                        records.iter().map(|r| RawRecord {
-                            shard: *shard,
-                            seq: r.seq,
-                            append_ms: r.append_ms,
-                            data: &r.data,
-                        })
-                    })
-                    .collect();
-                let records = raw.len();
-                Ok((decoder.decode(&raw)?, next, records, backlog))
-            })
+        let LogRead {
+            decoded,
+            next,
+            records,
+            backlog,
+        } = tokio::task::spawn_blocking(move || read(&stream, &decoder, &from, limit, usize::MAX))
             .await
             .map_err(|e| PipelineError::Internal(e.to_string()))??;
 
@@ -203,7 +184,57 @@ impl RawPipeline {
     }
 }
 
-async fn positions(table: &LakeTable, shards: usize) -> Result<Vec<u64>> {
+/// What [`read`] took from the log.
+#[derive(Debug)]
+pub struct LogRead {
+    pub decoded: Decoded,
+    /// Per shard: the sequence number after the last record read.
+    pub next: Vec<u64>,
+    pub records: usize,
+    /// Some shard holds more than the limits let through.
+    pub backlog: bool,
+}
+
+/// Reads every shard of `stream` from its position in `from` — at most `max_records` records
+/// and `max_bytes` bytes a shard — and decodes what it read. Blocking (disk reads).
+pub fn read(
+    stream: &Stream,
+    decoder: &Decoder,
+    from: &[u64],
+    max_records: usize,
+    max_bytes: usize,
+) -> Result<LogRead> {
+    let mut read = Vec::new();
+    let mut next = Vec::with_capacity(from.len());
+    let mut backlog = false;
+    for (shard, &from) in stream.shards().iter().zip(from) {
+        let r = shard.read(from, max_records, max_bytes)?;
+        backlog |= r.next_seq < r.end_seq;
+        next.push(r.next_seq);
+        read.push((shard.id(), r.records));
+    }
+    let raw: Vec<RawRecord<'_>> = read
+        .iter()
+        .flat_map(|(shard, records)| {
+            records.iter().map(|r| RawRecord {
+                shard: *shard,
+                seq: r.seq,
+                append_ms: r.append_ms,
+                data: &r.data,
+            })
+        })
+        .collect();
+    Ok(LogRead {
+        decoded: decoder.decode(&raw)?,
+        next,
+        records: raw.len(),
+        backlog,
+    })
+}
+
+/// Per shard, the next sequence number `table` has not taken: the positions its last commit
+/// recorded (0 for a shard it never recorded).
+pub async fn positions(table: &LakeTable, shards: usize) -> Result<Vec<u64>> {
     let mut positions = Vec::with_capacity(shards);
     for shard in 0..shards {
         positions.push(
@@ -224,7 +255,7 @@ fn as_versions(next: &[u64]) -> Vec<(String, i64)> {
 }
 
 /// The rows whose `_seq` is at or past their shard's position.
-fn past(batch: &RecordBatch, positions: &[u64]) -> Result<RecordBatch> {
+pub fn past(batch: &RecordBatch, positions: &[u64]) -> Result<RecordBatch> {
     let shard = batch
         .column_by_name(decode::SHARD)
         .map(|c| c.as_primitive::<Int32Type>());

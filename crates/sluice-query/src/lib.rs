@@ -4,8 +4,12 @@
 //!  statement (parsed once, by sluice-sql) ──► plan (DataFusion) ──► verify: read-only ──► run
 //!                                               │
 //!                         schema "public" ──► every Delta table of the lake, opened at its
-//!                                             latest version when a query names it
+//!                                             latest version when a query names it; a
+//!                                             stream's tables with the log's tail (fresh)
 //! ```
+//!
+//! Fresh: a stream's tables show every acknowledged record, not only what the pipeline has
+//! committed (see [`fresh`]).
 //!
 //! Read-only by construction: plans that define, change or copy anything (DDL, DML, `COPY TO`,
 //! `SET`) are refused before they run, and the session never reads URLs as tables, so SQL cannot
@@ -24,6 +28,9 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use sluice_lake::Lake;
+use sluice_log::Log;
+
+mod fresh;
 
 /// Why a query failed: the statement (the user's to fix), or running it.
 #[derive(Debug, thiserror::Error)]
@@ -46,14 +53,21 @@ pub struct QueryOutput {
 }
 
 /// Makes sessions over a lake.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct QueryEngine {
     lake: Lake,
+    log: Arc<Log>,
+    tails: Arc<fresh::Tails>,
 }
 
 impl QueryEngine {
-    pub fn new(lake: Lake) -> Self {
-        Self { lake }
+    /// An engine over `lake`, whose streams' tables are completed from `log`.
+    pub fn new(lake: Lake, log: Arc<Log>) -> Self {
+        Self {
+            lake,
+            log,
+            tails: Arc::default(),
+        }
     }
 
     /// A session whose schema `public` is the lake.
@@ -70,6 +84,8 @@ impl QueryEngine {
                 "public",
                 Arc::new(LakeSchema {
                     lake: self.lake.clone(),
+                    log: self.log.clone(),
+                    tails: self.tails.clone(),
                 }),
             )
             .map_err(|e| QueryError::Execution(e.to_string()))?;
@@ -123,10 +139,39 @@ fn message(e: DataFusionError) -> String {
     e.strip_backtrace()
 }
 
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("lake", &self.lake)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The lake as a DataFusion schema: its tables, opened when a query names them.
-#[derive(Debug)]
 struct LakeSchema {
     lake: Lake,
+    log: Arc<Log>,
+    tails: Arc<fresh::Tails>,
+}
+
+impl std::fmt::Debug for LakeSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeSchema")
+            .field("lake", &self.lake)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LakeSchema {
+    /// The stream whose table (rows or errors) is named `table`, if any.
+    fn stream_of(&self, table: &str) -> Option<(Arc<sluice_log::Stream>, fresh::Side)> {
+        if let Ok(stream) = self.log.stream(table) {
+            return Some((stream, fresh::Side::Rows));
+        }
+        let name = table.strip_suffix("_errors")?;
+        let stream = self.log.stream(name).ok()?;
+        Some((stream, fresh::Side::Errors))
+    }
 }
 
 #[async_trait]
@@ -143,7 +188,10 @@ impl SchemaProvider for LakeSchema {
             }
             Err(e) => return Err(DataFusionError::External(Box::new(e))),
         };
-        let provider = table.delta().table_provider().await?;
+        let provider = match self.stream_of(name) {
+            Some((stream, side)) => self.tails.fresh_table(&table, stream, side).await?,
+            None => table.delta().table_provider().await?,
+        };
         Ok(Some(provider))
     }
 

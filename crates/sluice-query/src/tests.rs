@@ -8,7 +8,7 @@ use sqlparser::parser::Parser;
 use super::*;
 
 async fn engine(dir: &std::path::Path) -> QueryEngine {
-    let lake = Lake::local(dir).unwrap();
+    let lake = Lake::local(dir.join("lake")).unwrap();
     let schema = Arc::new(Schema::new(vec![
         Field::new("ticker", DataType::Utf8, false),
         Field::new("price", DataType::Float64, true),
@@ -26,7 +26,8 @@ async fn engine(dir: &std::path::Path) -> QueryEngine {
         .append(vec![batch], vec![("shard-0".into(), 3)])
         .await
         .unwrap();
-    QueryEngine::new(lake)
+    let log = Log::open(dir.join("log"), sluice_log::LogConfig::default()).unwrap();
+    QueryEngine::new(lake, Arc::new(log))
 }
 
 async fn run(engine: &QueryEngine, sql: &str) -> Result<QueryOutput> {
@@ -120,5 +121,90 @@ async fn nothing_but_queries_runs_and_no_file_outside_the_lake_is_reached() {
             .value(0),
         3,
         "nothing changed"
+    );
+}
+
+async fn scalar(engine: &QueryEngine, sql: &str) -> i64 {
+    run(engine, sql).await.unwrap().batches[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+/// A stream's tables show every record the log acknowledged, whether or not the pipeline has
+/// committed it yet, and never one twice.
+#[tokio::test]
+async fn stream_tables_include_the_log_tail() {
+    use sluice_pipeline::{RawConfig, RawPipeline};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let log =
+        Arc::new(Log::open(dir.path().join("log"), sluice_log::LogConfig::default()).unwrap());
+    let sluice_sql::Statement::CreateStream(create) = sluice_sql::parse(
+        "CREATE STREAM clicks (user_id TEXT NOT NULL, n BIGINT) WITH (shards = 2)",
+    )
+    .unwrap()
+    .remove(0) else {
+        panic!()
+    };
+    let stream = log
+        .create_stream(
+            "clicks",
+            sluice_log::StreamOptions {
+                shards: 2,
+                retention: sluice_log::Retention::default(),
+                definition: create.definition.to_log(),
+            },
+        )
+        .unwrap();
+    let mut pipeline = RawPipeline::open(stream.clone(), &lake, RawConfig::default())
+        .await
+        .unwrap();
+    let engine = QueryEngine::new(lake, log);
+    let append = |from: i64, to: i64| {
+        let stream = stream.clone();
+        async move {
+            let mut batches = stream.batches();
+            for i in from..to {
+                let record = if i % 10 == 0 {
+                    "not json".to_string()
+                } else {
+                    serde_json::json!({"user_id": format!("u{i}"), "n": i}).to_string()
+                };
+                batches
+                    .push((i % 2) as u32, b"", record.as_bytes())
+                    .unwrap();
+            }
+            for part in stream.append(batches).await.unwrap() {
+                part.result.unwrap();
+            }
+        }
+    };
+    let counts = |engine: QueryEngine| async move {
+        (
+            scalar(&engine, "SELECT count(*) FROM clicks").await,
+            scalar(&engine, "SELECT count(*) FROM clicks_errors").await,
+            scalar(
+                &engine,
+                "SELECT count(DISTINCT user_id) FROM clicks WHERE n >= 5",
+            )
+            .await,
+        )
+    };
+
+    append(0, 100).await;
+    assert_eq!(
+        counts(engine.clone()).await,
+        (90, 10, 86),
+        "nothing committed yet"
+    );
+    pipeline.round().await.unwrap();
+    assert_eq!(counts(engine.clone()).await, (90, 10, 86), "all committed");
+    append(100, 150).await;
+    assert_eq!(
+        counts(engine.clone()).await,
+        (135, 15, 131),
+        "committed and tail"
     );
 }

@@ -264,7 +264,7 @@ impl Server {
         let lake = sluice_lake::Lake::local(config.data_dir.join("lake"))?;
         let state = AppState {
             log: log.clone(),
-            query: sluice_query::QueryEngine::new(lake.clone()),
+            query: sluice_query::QueryEngine::new(lake.clone(), log.clone()),
             metrics: metrics.clone(),
         };
         let app = router(state, config.ingest.clone());

@@ -16,7 +16,7 @@ fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
     let lake = sluice_lake::Lake::local(dir.join("lake")).unwrap();
     let state = AppState {
         log: log.clone(),
-        query: sluice_query::QueryEngine::new(lake),
+        query: sluice_query::QueryEngine::new(lake, log.clone()),
         metrics: crate::metrics::install(),
     };
     (log, router(state, IngestConfig::default()))
