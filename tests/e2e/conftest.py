@@ -29,6 +29,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 LISTEN_RE = re.compile(r"sluice: http listening on 127\.0\.0\.1:(\d+)")
+PG_LISTEN_RE = re.compile(r"sluice: pg listening on 127\.0\.0\.1:(\d+)")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 
@@ -96,6 +97,7 @@ class Server:
         self.data_dir: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
+        self.pg_port: int | None = None
         self.starts = 0
         # More flags for `sluice serve` (e.g. --config FILE).
         self.extra_args: list[str] = []
@@ -115,7 +117,8 @@ class Server:
 
     def _args(self) -> list[str]:
         return [
-            str(self.binary), "serve", "--data-dir", str(self.data_dir), "--http", "127.0.0.1:0", *self.extra_args
+            str(self.binary), "serve", "--data-dir", str(self.data_dir), "--http", "127.0.0.1:0",
+            "--pg", "127.0.0.1:0", *self.extra_args
         ]
 
     def start(self, data_dir: Path | str | None = None) -> "Server":
@@ -182,6 +185,9 @@ class Server:
                     f"{self._stderr_since_start()}"
                 )
             seen.append(line)
+            pg = PG_LISTEN_RE.search(line)
+            if pg:
+                self.pg_port = int(pg.group(1))
             m = LISTEN_RE.search(line)
             if m:
                 self.port = int(m.group(1))

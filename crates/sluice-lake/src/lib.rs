@@ -102,13 +102,17 @@ impl Lake {
             path: dir.clone(),
             source,
         })?;
-        let table = deltalake::operations::create::CreateBuilder::new()
+        let created = deltalake::operations::create::CreateBuilder::new()
             .with_location(self.table_url(name)?.to_string())
             .with_table_name(name)
             .with_columns(fields.fields().cloned())
             .with_save_mode(SaveMode::Ignore)
-            .await
-            .map_err(delta)?;
+            .await;
+        let table = match created {
+            Ok(table) => table,
+            // Someone created it at the same moment (the first commit wins): open theirs.
+            Err(e) => return self.open(name).await.map_err(|_| delta(e)),
+        };
         Ok(LakeTable {
             name: name.to_string(),
             table,

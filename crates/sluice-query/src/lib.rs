@@ -25,6 +25,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use sluice_lake::Lake;
@@ -92,9 +93,12 @@ impl QueryEngine {
         Ok(ctx)
     }
 
-    /// Plans, checks and runs one statement.
-    pub async fn execute(&self, statement: sqlparser::ast::Statement) -> Result<QueryOutput> {
-        let ctx = self.session()?;
+    /// Plans one statement in `ctx` and checks that it only reads.
+    pub async fn plan(
+        &self,
+        ctx: &SessionContext,
+        statement: sqlparser::ast::Statement,
+    ) -> Result<LogicalPlan> {
         let plan = ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -103,6 +107,13 @@ impl QueryEngine {
         read_only()
             .verify_plan(&plan)
             .map_err(|_| QueryError::Refused(refusal(&plan)))?;
+        Ok(plan)
+    }
+
+    /// Plans, checks and runs one statement.
+    pub async fn execute(&self, statement: sqlparser::ast::Statement) -> Result<QueryOutput> {
+        let ctx = self.session()?;
+        let plan = self.plan(&ctx, statement).await?;
         let frame = ctx
             .execute_logical_plan(plan)
             .await
@@ -123,7 +134,7 @@ fn read_only() -> SQLOptions {
         .with_allow_statements(false)
 }
 
-fn refusal(plan: &datafusion::logical_expr::LogicalPlan) -> String {
+fn refusal(plan: &LogicalPlan) -> String {
     format!(
         "only queries are allowed here, not {}: tables are written by streams and views",
         plan.display()

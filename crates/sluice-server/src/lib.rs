@@ -1,11 +1,14 @@
-//! The Sluice server: the log, the ingest doors and the SQL and status API behind one HTTP port.
+//! The Sluice server: the log, the ingest doors and the SQL and status API behind one HTTP port,
+//! and queries over the PostgreSQL protocol on another.
 //!
 //! ```text
 //!  HTTP 127.0.0.1:7878 ─┬─ POST /v1/streams/{s}/records ─┐
 //!                       ├─ POST / (Kinesis API) ──────────┴─► sluice-ingest ─► sluice-log
-//!                       ├─ POST /v1/sql ──► sluice-sql ─► stream statements on the log
+//!                       ├─ POST /v1/sql ──► sluice-sql ─┬─► stream statements on the log
+//!                       │                               └─► queries: sluice-query
 //!                       ├─ GET  /v1/streams (status)
 //!                       └─ GET  /metrics (Prometheus)
+//!  PostgreSQL 127.0.0.1:7879 ──► queries: sluice-query (see [`pg`])
 //! ```
 //!
 //! [`Server::start`] opens the log (recovering it), applies the config file's statements, binds
@@ -14,7 +17,8 @@
 
 pub mod metrics;
 mod output;
-mod pipelines;
+pub mod pg;
+pub mod pipelines;
 pub mod sql;
 
 use std::net::SocketAddr;
@@ -79,6 +83,8 @@ impl From<ServerError> for HttpError {
 pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub http: SocketAddr,
+    /// The PostgreSQL protocol's address.
+    pub pg: SocketAddr,
     /// SQL statements to apply at start-up (the config file's).
     pub statements: Option<String>,
     pub log: LogConfig,
@@ -90,10 +96,11 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    pub fn new(data_dir: impl Into<PathBuf>, http: SocketAddr) -> Self {
+    pub fn new(data_dir: impl Into<PathBuf>, http: SocketAddr, pg: SocketAddr) -> Self {
         Self {
             data_dir: data_dir.into(),
             http,
+            pg,
             statements: None,
             log: LogConfig::default(),
             ingest: IngestConfig::default(),
@@ -108,6 +115,7 @@ impl ServerConfig {
 pub struct AppState {
     pub log: Arc<Log>,
     pub query: sluice_query::QueryEngine,
+    pub pipelines: Arc<pipelines::Pipelines>,
     pub metrics: PrometheusHandle,
 }
 
@@ -144,31 +152,22 @@ async fn run_sql(
     let statements = sluice_sql::parse(&request.sql).map_err(ServerError::from)?;
     let mut answer = sql::QueryResult::default().to_arrow()?;
     for statement in statements {
-        answer = match statement {
-            sluice_sql::Statement::Sql(query) => {
-                let output = state.query.execute(*query).await.map_err(query_error)?;
-                (output.schema, output.batches)
-            }
-            statement => {
-                let log = state.log.clone();
-                // Creating and dropping streams fsyncs: off the async threads.
-                tokio::task::spawn_blocking(move || {
-                    sql::execute(&log, statement, sql::Existing::Refuse)
-                })
-                .await
-                .map_err(|e| ServerError::Internal(e.to_string()))??
-                .to_arrow()?
-            }
-        };
+        answer = sql::answer(&state.log, &state.query, &state.pipelines, statement).await?;
     }
     output::respond(output::Format::from_accept(&headers), &answer.0, &answer.1)
 }
 
-fn query_error(e: sluice_query::QueryError) -> HttpError {
-    match e {
-        sluice_query::QueryError::Refused(m) => HttpError::bad_request("statement_refused", m),
-        sluice_query::QueryError::Plan(m) | sluice_query::QueryError::Execution(m) => {
-            HttpError::bad_request("query_error", m)
+impl From<sql::StatementError> for HttpError {
+    fn from(e: sql::StatementError) -> Self {
+        use sluice_query::QueryError;
+        match e {
+            sql::StatementError::Server(e) => e.into(),
+            sql::StatementError::Query(QueryError::Refused(m)) => {
+                HttpError::bad_request("statement_refused", m)
+            }
+            sql::StatementError::Query(QueryError::Plan(m) | QueryError::Execution(m)) => {
+                HttpError::bad_request("query_error", m)
+            }
         }
     }
 }
@@ -218,21 +217,25 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// A running server.
 pub struct Server {
     pub http_addr: SocketAddr,
+    pub pg_addr: SocketAddr,
     pub log: Arc<Log>,
     pipelines: Arc<pipelines::Pipelines>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
+    pg: JoinHandle<()>,
     upkeep: JoinHandle<()>,
 }
 
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
-        if !config.http.ip().is_loopback() {
+        if let Some(addr) = [config.http, config.pg]
+            .into_iter()
+            .find(|a| !a.ip().is_loopback())
+        {
             return Err(ServerError::Config(format!(
-                "refusing to listen on {}: a non-loopback address needs authentication, which this \
-                 version of Sluice does not have yet; listen on 127.0.0.1 (the default) and put an \
-                 authenticating proxy in front",
-                config.http
+                "refusing to listen on {addr}: a non-loopback address needs authentication, which \
+                 this version of Sluice does not have yet; listen on 127.0.0.1 (the default) and \
+                 put an authenticating proxy in front"
             )));
         }
         let metrics = metrics::install();
@@ -262,13 +265,21 @@ impl Server {
             source,
         })?;
         let lake = sluice_lake::Lake::local(config.data_dir.join("lake"))?;
+        let query = sluice_query::QueryEngine::new(lake.clone(), log.clone());
+        let pipelines = Arc::new(pipelines::Pipelines::new(
+            log.clone(),
+            lake,
+            config.raw.clone(),
+        ));
         let state = AppState {
             log: log.clone(),
-            query: sluice_query::QueryEngine::new(lake.clone(), log.clone()),
+            query,
+            pipelines: pipelines.clone(),
             metrics: metrics.clone(),
         };
-        let app = router(state, config.ingest.clone());
         let (stop, mut stopped) = watch::channel(false);
+        let (pg_addr, pg) = pg::serve(config.pg, state.clone(), stopped.clone()).await?;
+        let app = router(state, config.ingest.clone());
         let serving = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -276,11 +287,6 @@ impl Server {
                 })
                 .await
         });
-        let pipelines = Arc::new(pipelines::Pipelines::new(
-            log.clone(),
-            lake,
-            config.raw.clone(),
-        ));
         pipelines.reconcile().await;
         let upkeep = tokio::spawn(upkeep(
             log.clone(),
@@ -290,10 +296,12 @@ impl Server {
         ));
         Ok(Server {
             http_addr,
+            pg_addr,
             log,
             pipelines,
             stop,
             serving,
+            pg,
             upkeep,
         })
     }
@@ -304,6 +312,7 @@ impl Server {
         let _ = self.stop.send(true);
         self.upkeep.abort();
         let _ = self.upkeep.await;
+        let _ = self.pg.await;
         let mut serving = self.serving;
         let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
             Ok(joined) => joined.map_err(|e| ServerError::Internal(e.to_string()))?,

@@ -30,8 +30,10 @@ pub struct Pipelines {
     lake: Lake,
     config: RawConfig,
     running: Mutex<HashMap<String, Running>>,
-    /// Streams whose pipeline failed to start (by id), and when.
-    failed: Mutex<HashMap<u64, Instant>>,
+    /// Streams whose pipeline failed to start (by id): their names, and when.
+    failed: Mutex<HashMap<u64, (String, Instant)>>,
+    /// One reconciliation at a time: two could both start a pipeline for one stream.
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl Pipelines {
@@ -42,13 +44,15 @@ impl Pipelines {
             config,
             running: Mutex::default(),
             failed: Mutex::default(),
+            reconciling: tokio::sync::Mutex::default(),
         }
     }
 
     /// Starts and stops pipelines so that every stream, and only they, has one.
     pub async fn reconcile(&self) {
+        let _one = self.reconciling.lock().await;
         let streams = self.log.streams();
-        let (gone, wanted): (Vec<(String, Running)>, Vec<_>) = {
+        let (gone, gone_failed, wanted): (Vec<(String, Running)>, Vec<String>, Vec<_>) = {
             let mut running = self.running.lock().expect("pipelines lock");
             let live: HashMap<&str, u64> =
                 streams.iter().map(|s| (s.name(), s.meta().id)).collect();
@@ -61,21 +65,36 @@ impl Pipelines {
                 .into_iter()
                 .filter_map(|n| running.remove_entry(&n))
                 .collect();
-            let failed = self.failed.lock().expect("pipelines lock");
+            let mut failed = self.failed.lock().expect("pipelines lock");
+            let live_ids: Vec<u64> = live.values().copied().collect();
+            let gone_failed: Vec<u64> = failed
+                .keys()
+                .filter(|id| !live_ids.contains(id))
+                .copied()
+                .collect();
+            let gone_failed = gone_failed
+                .into_iter()
+                .filter_map(|id| failed.remove(&id).map(|(name, _)| name))
+                .collect();
             let wanted = streams
                 .iter()
                 .filter(|s| !running.contains_key(s.name()))
                 .filter(|s| {
                     failed
                         .get(&s.meta().id)
-                        .is_none_or(|at| at.elapsed() >= RETRY_AFTER)
+                        .is_none_or(|(_, at)| at.elapsed() >= RETRY_AFTER)
                 })
                 .cloned()
                 .collect();
-            (gone, wanted)
+            (gone, gone_failed, wanted)
         };
+        // A dropped stream's tables go with it, whether its pipeline ran or had failed.
+        let mut dropped = Vec::new();
         for (name, pipeline) in gone {
             stop(pipeline).await;
+            dropped.push(name);
+        }
+        for name in dropped.into_iter().chain(gone_failed) {
             for table in [name.clone(), errors_table(&name)] {
                 if let Err(e) = self.lake.drop_table(&table) {
                     tracing::error!(table, error = %e, "cannot drop the table of a dropped stream");
@@ -103,7 +122,7 @@ impl Pipelines {
                     self.failed
                         .lock()
                         .expect("pipelines lock")
-                        .insert(stream_id, Instant::now());
+                        .insert(stream_id, (name, Instant::now()));
                 }
             }
         }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sluice_log::{Log, Retention, Stream, StreamOptions};
+use sluice_query::QueryEngine;
 use sluice_query::arrow::array::RecordBatch;
 use sluice_query::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sluice_sql::{CreateStream, Statement, StreamDefinition};
 
 use crate::ServerError;
+use crate::pipelines::Pipelines;
 
 /// A result: typed columns and rows of JSON values.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -62,6 +64,65 @@ pub enum Existing {
     /// As applied from the config file at start-up: fine when the definition is the same, an
     /// error when it differs (the file and the data disagree; an operator must decide).
     SameDefinition,
+}
+
+/// What a statement answered: a schema and its rows.
+pub type Answer = (SchemaRef, Vec<RecordBatch>);
+
+/// Why a statement typed by a user failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error(transparent)]
+    Query(#[from] sluice_query::QueryError),
+}
+
+/// Runs a statement typed by a user, for every SQL door: stream statements on the log (off the
+/// async threads: creating and dropping streams fsyncs; their pipelines and tables follow
+/// before it returns), everything else — `DESCRIBE` of a table that is not a stream's
+/// included — in the query engine.
+pub async fn answer(
+    log: &Arc<Log>,
+    query: &QueryEngine,
+    pipelines: &Pipelines,
+    statement: Statement,
+) -> Result<Answer, StatementError> {
+    let statement = match statement {
+        Statement::Sql(statement) => return Ok(run_query(query, *statement).await?),
+        Statement::Describe { name } if log.stream(&name).is_err() => {
+            let describe = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::GenericDialect {},
+                &format!("DESCRIBE \"{name}\""),
+            )
+            .map_err(|e| ServerError::Internal(e.to_string()))?
+            .remove(0);
+            return Ok(run_query(query, describe).await?);
+        }
+        statement => statement,
+    };
+    let changes_streams = matches!(
+        statement,
+        Statement::CreateStream(_) | Statement::DropStream { .. }
+    );
+    let log = log.clone();
+    let result = tokio::task::spawn_blocking(move || execute(&log, statement, Existing::Refuse))
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+    if changes_streams {
+        // A created stream's tables exist, and a dropped one's are gone, when the statement
+        // returns (not at the next upkeep tick).
+        pipelines.reconcile().await;
+    }
+    Ok(result.to_arrow()?)
+}
+
+async fn run_query(
+    query: &QueryEngine,
+    statement: datafusion::sql::sqlparser::ast::Statement,
+) -> Result<Answer, sluice_query::QueryError> {
+    let output = query.execute(statement).await?;
+    Ok((output.schema, output.batches))
 }
 
 /// Runs one statement. Blocking: stream creation and deletion fsync.

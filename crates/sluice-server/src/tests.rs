@@ -16,7 +16,12 @@ fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
     let lake = sluice_lake::Lake::local(dir.join("lake")).unwrap();
     let state = AppState {
         log: log.clone(),
-        query: sluice_query::QueryEngine::new(lake, log.clone()),
+        query: sluice_query::QueryEngine::new(lake.clone(), log.clone()),
+        pipelines: Arc::new(crate::pipelines::Pipelines::new(
+            log.clone(),
+            lake,
+            sluice_pipeline::RawConfig::default(),
+        )),
         metrics: crate::metrics::install(),
     };
     (log, router(state, IngestConfig::default()))

@@ -38,6 +38,19 @@ pub enum Statement {
     Sql(Box<sqlparser::ast::Statement>),
 }
 
+impl Statement {
+    /// The statement's kind, as a PostgreSQL command tag names it (`CREATE STREAM`, …).
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Statement::CreateStream(_) => "CREATE STREAM",
+            Statement::DropStream { .. } => "DROP STREAM",
+            Statement::ShowStreams => "SHOW STREAMS",
+            Statement::Describe { .. } => "DESCRIBE",
+            Statement::Sql(_) => "SQL",
+        }
+    }
+}
+
 /// A statement that could not be parsed or does not make sense; says what and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -113,6 +126,23 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
             ));
         }
     }
+}
+
+/// Whether `sql` begins with one of the dialect's own statements (`CREATE STREAM`, `DROP
+/// STREAM`, `SHOW STREAMS`, `DESCRIBE`), for SQL front ends that parse everything else
+/// themselves.
+pub fn is_dialect(sql: &str) -> bool {
+    let dialect = GenericDialect {};
+    let Ok(mut parser) = Parser::new(&dialect).try_with_sql(sql) else {
+        return false;
+    };
+    while parser.consume_token(&Token::SemiColon) {}
+    parser.parse_keywords(&[Keyword::CREATE, Keyword::STREAM])
+        || parser.parse_keywords(&[Keyword::DROP, Keyword::STREAM])
+        || (parser.parse_keyword(Keyword::SHOW) && parse_word(&mut parser, "STREAMS"))
+        || parser
+            .parse_one_of_keywords(&[Keyword::DESCRIBE, Keyword::DESC])
+            .is_some()
 }
 
 fn parse_statement(parser: &mut Parser) -> Result<Statement> {

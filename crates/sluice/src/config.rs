@@ -3,6 +3,7 @@
 //! ```toml
 //! data_dir = "./sluice-data"
 //! http = "127.0.0.1:7878"
+//! pg = "127.0.0.1:7879"
 //! sql = """
 //! CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)
 //!   WITH (shards = 4, event_time = 'ts', watermark = '5 seconds');
@@ -21,6 +22,7 @@ use sluice_server::ServerConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7878";
+pub const DEFAULT_PG: &str = "127.0.0.1:7879";
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,8 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     /// The HTTP address.
     http: Option<SocketAddr>,
+    /// The PostgreSQL protocol's address.
+    pg: Option<SocketAddr>,
     /// Statements applied at start-up.
     sql: Option<String>,
 }
@@ -37,6 +41,7 @@ pub fn resolve(
     file: Option<&Path>,
     data_dir: Option<PathBuf>,
     http: Option<SocketAddr>,
+    pg: Option<SocketAddr>,
 ) -> anyhow::Result<ServerConfig> {
     let parsed = match file {
         None => ConfigFile::default(),
@@ -61,7 +66,11 @@ pub fn resolve(
         Some(addr) => addr,
         None => DEFAULT_HTTP.parse().context("the default address")?,
     };
-    let mut config = ServerConfig::new(data_dir, http);
+    let pg = match pg.or(parsed.pg) {
+        Some(addr) => addr,
+        None => DEFAULT_PG.parse().context("the default address")?,
+    };
+    let mut config = ServerConfig::new(data_dir, http, pg);
     config.statements = parsed.sql;
     Ok(config)
 }
@@ -79,11 +88,11 @@ mod tests {
             "data_dir = \"/from/file\"\nhttp = \"127.0.0.1:9000\"\nsql = \"SHOW STREAMS\"\n",
         )
         .unwrap();
-        let c = resolve(Some(&path), Some("/from/flag".into()), None).unwrap();
+        let c = resolve(Some(&path), Some("/from/flag".into()), None, None).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(c.http.port(), 9000);
         assert_eq!(c.statements.as_deref(), Some("SHOW STREAMS"));
-        let c = resolve(None, None, None).unwrap();
+        let c = resolve(None, None, None, None).unwrap();
         assert_eq!(
             (c.data_dir, c.http.to_string()),
             (PathBuf::from(DEFAULT_DATA_DIR), DEFAULT_HTTP.to_string())
@@ -91,14 +100,14 @@ mod tests {
         let sql = dir.join("streams.sql");
         std::fs::write(&sql, "CREATE STREAM a;").unwrap();
         assert_eq!(
-            resolve(Some(&sql), None, None)
+            resolve(Some(&sql), None, None, None)
                 .unwrap()
                 .statements
                 .as_deref(),
             Some("CREATE STREAM a;")
         );
         std::fs::write(&path, "colour = 'red'\n").unwrap();
-        let e = resolve(Some(&path), None, None).unwrap_err();
+        let e = resolve(Some(&path), None, None, None).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");
     }
 

@@ -29,9 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: the log, ingest over HTTP and the Kinesis API, SQL, metrics.
+    /// Run the server: the log, ingest over HTTP and the Kinesis API, SQL (HTTP and the PostgreSQL
+    /// protocol), metrics.
     Serve {
-        /// A config file: TOML with `data_dir`, `http` and `sql` (statements applied at start-up),
+        /// A config file: TOML with `data_dir`, `http`, `pg` and `sql` (statements applied at start-up),
         /// or a `.sql` file of statements.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -41,6 +42,10 @@ enum Command {
         /// The HTTP address: ingest, Kinesis API, SQL, status, metrics [default: 127.0.0.1:7878]
         #[arg(long)]
         http: Option<SocketAddr>,
+        /// The PostgreSQL protocol's address: queries from psql and BI tools
+        /// [default: 127.0.0.1:7879]
+        #[arg(long)]
+        pg: Option<SocketAddr>,
     },
     /// Write events of a canonical workload as NDJSON to stdout.
     Gen(generate::GenArgs),
@@ -57,9 +62,10 @@ fn main() -> anyhow::Result<()> {
             config,
             data_dir,
             http,
+            pg,
         } => {
             init_tracing();
-            let config = config::resolve(config.as_deref(), data_dir, http)?;
+            let config = config::resolve(config.as_deref(), data_dir, http, pg)?;
             runtime()?.block_on(serve(config))
         }
         Command::Gen(args) => generate::run(args),
@@ -92,7 +98,9 @@ fn init_tracing() {
 async fn serve(config: sluice_server::ServerConfig) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     let server = sluice_server::Server::start(config).await?;
-    // One line on stdout that scripts (and tests) read to find the port.
+    // Lines on stdout that scripts (and tests) read to find the ports; the HTTP one comes last
+    // and means ready.
+    println!("sluice: pg listening on {}", server.pg_addr);
     println!("sluice: http listening on {}", server.http_addr);
     tracing::info!(data_dir = %data_dir.display(), "serving; Ctrl-C stops");
     shutdown_signal().await;

@@ -1,0 +1,400 @@
+//! The PostgreSQL protocol: psql, psycopg and BI tools query the lake here.
+//!
+//! ```text
+//!  client ──► pgwire (datafusion-postgres: simple and extended queries, parameters, types,
+//!             pg_catalog for `\d` and BI tools' catalog queries)
+//!               │ every statement, parsed
+//!               ▼
+//!             ReadOnly hook ──► refused: anything but queries and session statements
+//!               │
+//!               ▼
+//!             one DataFusion session, made by the query engine (the lake, fresh)
+//! ```
+//!
+//! One session serves every connection, as datafusion-postgres is built to; connections differ
+//! only in their protocol state (portals, `SET` of PostgreSQL variables). That is why the hook
+//! also refuses `SET datafusion.…`: it would change the session for everyone.
+//!
+//! The dialect's stream statements (`CREATE STREAM`, `SHOW STREAMS`, …) run in the simple query
+//! protocol, as psql sends them, before datafusion-postgres (whose parser does not know them)
+//! sees the query.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::HookClient;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::portal::Format;
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers,
+};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::{DfSessionService, QueryHook};
+use futures::Sink;
+use sluice_query::{QueryEngine, QueryError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{AppState, ServerError, sql};
+
+/// Binds `addr` and serves the PostgreSQL protocol until `stop` turns true.
+pub async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
+    let engine = state.query.clone();
+    let ctx = engine
+        .session()
+        .map_err(|e| ServerError::Internal(e.to_string()))?;
+    setup_pg_catalog(&ctx, "sluice", EmptyContextProvider)
+        .map_err(|e| ServerError::Internal(format!("cannot set up pg_catalog: {e}")))?;
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(ReadOnly {
+            engine: engine.clone(),
+        }),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
+    let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
+    let handlers = Arc::new(Handlers {
+        simple: Arc::new(Simple {
+            state,
+            service: service.clone(),
+        }),
+        service,
+    });
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let accepting = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, _)) => {
+                        let handlers = handlers.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = process_socket(socket, None, handlers).await {
+                                tracing::debug!(error = %e, "a PostgreSQL connection failed");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot accept a PostgreSQL connection"),
+                },
+            }
+        }
+    });
+    Ok((bound, accepting))
+}
+
+struct Handlers {
+    simple: Arc<Simple>,
+    service: Arc<DfSessionService>,
+}
+
+impl PgWireServerHandlers for Handlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.simple.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.service.clone()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlState)
+    }
+}
+
+/// The simple query protocol: stream statements run here, everything else in DataFusion.
+struct Simple {
+    state: AppState,
+    service: Arc<DfSessionService>,
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Simple {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // Queries go to DataFusion: datafusion-postgres' parser knows more of PostgreSQL's
+        // syntax (psql's and BI tools' catalog queries) than the dialect's generic one.
+        if !sluice_sql::is_dialect(query) {
+            return SimpleQueryHandler::do_query(&*self.service, client, query).await;
+        }
+        let statements = sluice_sql::parse(query)
+            .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let tag = statement.tag();
+            let (schema, batches) = sql::answer(
+                &self.state.log,
+                &self.state.query,
+                &self.state.pipelines,
+                statement,
+            )
+            .await
+            .map_err(server_error)?;
+            if schema.fields().is_empty() {
+                responses.push(Response::Execution(Tag::new(tag)));
+                continue;
+            }
+            let frame = MemTable::try_new(schema, vec![batches])
+                .and_then(|table| SessionContext::new().read_table(Arc::new(table)))
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+            responses.push(Response::Query(
+                encode_dataframe(frame, &Format::UnifiedText, None).await?,
+            ));
+        }
+        Ok(responses)
+    }
+}
+
+/// Lets through what only reads: queries (planned and checked by the query engine, so
+/// `SELECT … INTO` is refused too) and the statements clients send to set up a session.
+struct ReadOnly {
+    engine: QueryEngine,
+}
+
+impl ReadOnly {
+    /// `Some(error)` for a statement that may not run here.
+    fn refuse(statement: &Statement) -> Option<PgWireError> {
+        let allowed = match statement {
+            Statement::Query(_) | Statement::Explain { .. } => true,
+            Statement::Set(set) => !sets_engine_option(set),
+            Statement::ShowVariable { .. }
+            | Statement::ShowStatus { .. }
+            | Statement::ShowCatalogs { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Declare { .. }
+            | Statement::Fetch { .. }
+            | Statement::Close { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Discard { .. } => true,
+            _ => false,
+        };
+        if let Statement::Set(_) = statement
+            && !allowed
+        {
+            return Some(user_error(
+                "42501",
+                "DataFusion's options cannot be set here: every connection shares one session",
+            ));
+        }
+        (!allowed).then(|| {
+            user_error(
+                "42501",
+                &format!(
+                    "only queries and stream statements are allowed, not {}",
+                    statement_kind(statement)
+                ),
+            )
+        })
+    }
+
+    /// Plans a query and checks it only reads; `None` for the statements other hooks answer.
+    async fn plan(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // The simple protocol runs them before any hook; the extended one cannot describe
+        // their answers ahead of running them.
+        if sluice_sql::is_dialect(&statement.to_string()) {
+            return Some(Err(user_error(
+                "0A000",
+                "stream statements run in the simple query protocol (psql; psycopg without \
+                 parameters), not in the extended one",
+            )));
+        }
+        if let Some(refusal) = Self::refuse(statement) {
+            return Some(Err(refusal));
+        }
+        if !matches!(statement, Statement::Query(_) | Statement::Explain { .. }) {
+            return None;
+        }
+        Some(
+            self.engine
+                .plan(ctx, statement.clone())
+                .await
+                .map_err(query_error),
+        )
+    }
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        // Prepared statements live in the protocol's portals, not in SQL: psycopg deallocates
+        // them all after some commands, and poolers discard session state.
+        match statement {
+            Statement::Deallocate { .. } => {
+                return Some(Ok(Response::Execution(Tag::new("DEALLOCATE"))));
+            }
+            Statement::Discard { .. } => {
+                return Some(Ok(Response::Execution(Tag::new("DISCARD ALL"))));
+            }
+            _ => {}
+        }
+        // A query that passes is run by datafusion-postgres itself (None).
+        match self.plan(statement, ctx).await? {
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        self.plan(statement, ctx).await
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        None
+    }
+}
+
+/// A statement's leading words (`DROP TABLE`, `INSERT INTO`), for messages.
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `SET datafusion.…`: an option of the session every connection shares.
+fn sets_engine_option(set: &Set) -> bool {
+    let engine = |name: &datafusion::sql::sqlparser::ast::ObjectName| {
+        name.to_string()
+            .to_ascii_lowercase()
+            .starts_with("datafusion")
+    };
+    match set {
+        Set::SingleAssignment { variable, .. } => engine(variable),
+        Set::ParenthesizedAssignments { variables, .. } => variables.iter().any(engine),
+        Set::MultipleAssignments { assignments } => assignments.iter().any(|a| engine(&a.name)),
+        _ => false,
+    }
+}
+
+fn user_error(code: &str, message: &str) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message.into(),
+    )))
+}
+
+fn server_error(e: sql::StatementError) -> PgWireError {
+    use sluice_log::Error as L;
+    let e = match e {
+        sql::StatementError::Query(e) => return query_error(e),
+        sql::StatementError::Server(e) => e,
+    };
+    let code = match &e {
+        ServerError::Sql(_) => "42601",
+        ServerError::Log(L::StreamNotFound(_)) => "42P01", // undefined_table
+        ServerError::Log(L::StreamExists(_)) => "42P07",   // duplicate_table
+        ServerError::Unsupported(_) => "0A000",            // feature_not_supported
+        ServerError::Log(L::InvalidName(_) | L::InvalidShardCount(_)) | ServerError::Config(_) => {
+            "22023" // invalid_parameter_value
+        }
+        _ => "XX000",
+    };
+    user_error(code, &e.to_string())
+}
+
+fn query_error(e: QueryError) -> PgWireError {
+    match e {
+        QueryError::Refused(m) => user_error("42501", &m),
+        QueryError::Plan(m) => user_error(plan_error_code(&m), &m),
+        QueryError::Execution(m) => user_error("XX000", &m),
+    }
+}
+
+/// The SQLSTATE of a planning error, from DataFusion's message.
+fn plan_error_code(message: &str) -> &'static str {
+    if message.starts_with("SQL error") || message.contains("ParserError") {
+        "42601" // syntax_error
+    } else if message.contains("table") && message.contains("not found") {
+        "42P01" // undefined_table
+    } else if message.contains("No field named") || message.contains("Schema error") {
+        "42703" // undefined_column
+    } else {
+        "42000" // syntax_error_or_access_rule_violation
+    }
+}
+
+/// Gives DataFusion's errors, which datafusion-postgres passes on as internal errors (XX000),
+/// the SQLSTATE a PostgreSQL client expects.
+struct SqlState;
+
+impl ErrorHandler for SqlState {
+    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+        let PgWireError::ApiError(source) = error else {
+            return;
+        };
+        if let Some(e) = source.downcast_ref::<ParserError>() {
+            *error = user_error("42601", &e.to_string());
+            return;
+        }
+        let (code, message) = match source.downcast_ref::<DataFusionError>() {
+            Some(e @ DataFusionError::SQL(..)) => ("42601", e.strip_backtrace()),
+            Some(e @ (DataFusionError::Plan(_) | DataFusionError::SchemaError(..))) => {
+                let m = e.strip_backtrace();
+                (plan_error_code(&m), m)
+            }
+            Some(e) => ("XX000", e.strip_backtrace()),
+            None => ("XX000", source.to_string()),
+        };
+        *error = user_error(code, &message);
+    }
+}

@@ -1,0 +1,3 @@
+//! The server through its real sockets.
+
+mod slt;
