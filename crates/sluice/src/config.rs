@@ -4,6 +4,7 @@
 //! data_dir = "./sluice-data"
 //! http = "127.0.0.1:7878"
 //! pg = "127.0.0.1:7879"
+//! commit_interval = "1s"   # how often the raw tables commit
 //! sql = """
 //! CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)
 //!   WITH (shards = 4, event_time = 'ts', watermark = '5 seconds');
@@ -33,6 +34,8 @@ struct ConfigFile {
     http: Option<SocketAddr>,
     /// The PostgreSQL protocol's address.
     pg: Option<SocketAddr>,
+    /// How often each stream's raw tables commit what arrived (e.g. "1s", "250ms").
+    commit_interval: Option<String>,
     /// Statements applied at start-up.
     sql: Option<String>,
 }
@@ -72,6 +75,16 @@ pub fn resolve(
     };
     let mut config = ServerConfig::new(data_dir, http, pg);
     config.statements = parsed.sql;
+    if let Some(interval) = parsed.commit_interval {
+        config.raw.commit_interval = humantime::parse_duration(&interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| {
+                format!(
+                    "commit_interval {interval:?} is not a duration such as \"1s\" or \"250ms\""
+                )
+            })?;
+    }
     Ok(config)
 }
 
@@ -106,6 +119,12 @@ mod tests {
                 .as_deref(),
             Some("CREATE STREAM a;")
         );
+        std::fs::write(&path, "commit_interval = \"250ms\"\n").unwrap();
+        let c = resolve(Some(&path), None, None, None).unwrap();
+        assert_eq!(c.raw.commit_interval, std::time::Duration::from_millis(250));
+        std::fs::write(&path, "commit_interval = \"soon\"\n").unwrap();
+        let e = resolve(Some(&path), None, None, None).unwrap_err();
+        assert!(format!("{e:#}").contains("not a duration"), "{e:#}");
         std::fs::write(&path, "colour = 'red'\n").unwrap();
         let e = resolve(Some(&path), None, None, None).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");

@@ -3,6 +3,7 @@
 //! | format | raw table columns |
 //! | --- | --- |
 //! | `json` with columns | the declared columns (unknown fields ignored), typed by arrow-json |
+//! | `csv` (columns required) | the declared columns, one CSV row a record (no header), typed by arrow-csv |
 //! | `json` without columns | `data`: the record's JSON text (it must be JSON) |
 //! | `text` | `data`: the record as text (it must be UTF-8) |
 //!
@@ -20,6 +21,7 @@ use arrow::array::{
 };
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
 use sluice_sql::{ColumnType, Format, StreamDefinition};
 
@@ -88,31 +90,45 @@ pub struct Decoded {
 /// Decodes a stream's records by its definition.
 pub struct Decoder {
     format: Format,
-    /// The declared columns (typed JSON only): what arrow-json decodes.
-    columns: Option<(SchemaRef, check::Checker)>,
+    /// The declared columns and how records are typed into them.
+    columns: Option<(SchemaRef, Typed)>,
     schema: SchemaRef,
+}
+
+/// How records are typed into declared columns.
+enum Typed {
+    /// JSON objects: checked by serde (precise reasons), then decoded by arrow-json.
+    Json(check::Checker),
+    /// One CSV row a record, decoded by arrow-csv (its message is the reason).
+    Csv,
 }
 
 impl Decoder {
     pub fn new(definition: &StreamDefinition) -> Result<Self> {
         let typed = !definition.columns.is_empty();
         let data_fields: Vec<Field> = match (definition.format, typed) {
-            (Format::Json, true) => definition
+            (Format::Json | Format::Csv, true) => definition
                 .columns
                 .iter()
                 .map(|c| Field::new(&c.name, arrow_type(c.data_type), c.nullable))
                 .collect(),
             (Format::Json | Format::Text, false) => vec![Field::new(DATA, DataType::Utf8, false)],
-            (Format::Csv, _) | (Format::Text, true) => {
+            // The SQL dialect refuses both at CREATE STREAM.
+            (Format::Csv, false) | (Format::Text, true) => {
                 return Err(PipelineError::Unsupported(format!(
-                    "decoding format '{}' with columns is not available yet",
-                    definition.format
+                    "format '{}' {} columns",
+                    definition.format,
+                    if typed { "takes no" } else { "needs" }
                 )));
             }
         };
         let columns = typed.then(|| {
             let schema = Arc::new(Schema::new(data_fields.clone()));
-            (schema, check::Checker::new(&definition.columns))
+            let typed = match definition.format {
+                Format::Csv => Typed::Csv,
+                _ => Typed::Json(check::Checker::new(&definition.columns)),
+            };
+            (schema, typed)
         });
         let mut fields = data_fields;
         fields.extend(meta_fields());
@@ -132,14 +148,20 @@ impl Decoder {
         let mut good = Vec::with_capacity(records.len());
         let mut errors: Vec<(usize, String)> = Vec::new();
         let data: Vec<ArrayRef> = match &self.columns {
-            Some((schema, checker)) => {
+            Some((schema, Typed::Json(checker))) => {
                 for (i, r) in records.iter().enumerate() {
                     match checker.check(r.data) {
                         Ok(()) => good.push(i),
                         Err(reason) => errors.push((i, reason)),
                     }
                 }
-                decode_json(schema, records, &mut good, &mut errors)?
+                decode_typed(schema, records, &mut good, &mut errors, decode_json_rows)?
+                    .columns()
+                    .to_vec()
+            }
+            Some((schema, Typed::Csv)) => {
+                good.extend(0..records.len());
+                decode_typed(schema, records, &mut good, &mut errors, decode_csv_rows)?
                     .columns()
                     .to_vec()
             }
@@ -188,31 +210,35 @@ impl Decoder {
     }
 }
 
-/// Decodes the records at `good` with arrow-json, in one pass. Should that fail (the check let
-/// through something the decoder refuses), decodes them one by one and moves the ones it refuses
-/// to `errors`, so that a bad record never costs its batch.
-fn decode_json(
+/// Decodes exactly `rows` records from `buf` (each ending in a newline), or fails.
+type DecodeRows = fn(&SchemaRef, &[u8], usize) -> Result<RecordBatch, ArrowError>;
+
+/// Decodes the records at `good` in one pass. Should that fail, decodes them one by one and
+/// moves the ones refused to `errors` with the decoder's message, so that a bad record never
+/// costs its batch.
+fn decode_typed(
     schema: &SchemaRef,
     records: &[RawRecord<'_>],
     good: &mut Vec<usize>,
     errors: &mut Vec<(usize, String)>,
+    decode_rows: DecodeRows,
 ) -> Result<RecordBatch> {
-    let one_pass = || -> Result<RecordBatch, arrow::error::ArrowError> {
-        let mut buf = Vec::with_capacity(good.iter().map(|&i| records[i].data.len() + 1).sum());
-        for &i in good.iter() {
-            buf.extend_from_slice(records[i].data);
-            buf.push(b'\n');
-        }
-        decode_rows(schema, &buf, good.len())
-    };
     if good.is_empty() {
         return Ok(RecordBatch::new_empty(schema.clone()));
     }
-    if let Ok(batch) = one_pass() {
+    let lines = |at: &[usize]| {
+        let mut buf = Vec::with_capacity(at.iter().map(|&i| records[i].data.len() + 1).sum());
+        for &i in at {
+            buf.extend_from_slice(records[i].data);
+            buf.push(b'\n');
+        }
+        buf
+    };
+    if let Ok(batch) = decode_rows(schema, &lines(good), good.len()) {
         return Ok(batch);
     }
     let mut batches = Vec::with_capacity(good.len());
-    good.retain(|&i| match decode_rows(schema, records[i].data, 1) {
+    good.retain(|&i| match decode_rows(schema, &lines(&[i]), 1) {
         Ok(batch) => {
             batches.push(batch);
             true
@@ -225,28 +251,47 @@ fn decode_json(
     Ok(concat_batches(schema, &batches)?)
 }
 
-/// Decodes exactly `rows` JSON values from `buf`.
-fn decode_rows(
+/// Checks that a decoder took all of `buf` as exactly `rows` rows.
+fn exactly(
+    batch: Option<RecordBatch>,
     schema: &SchemaRef,
-    buf: &[u8],
     rows: usize,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(rows.max(1))
-        .with_coerce_primitive(true)
-        .build_decoder()?;
-    let consumed = decoder.decode(buf)?;
-    let batch = decoder
-        .flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    consumed: usize,
+    buf: &[u8],
+) -> Result<RecordBatch, ArrowError> {
+    let batch = batch.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
     if consumed != buf.len() || batch.num_rows() != rows {
-        return Err(arrow::error::ArrowError::JsonError(format!(
+        return Err(ArrowError::ParseError(format!(
             "expected {rows} records, decoded {} from {consumed} of {} bytes",
             batch.num_rows(),
             buf.len()
         )));
     }
     Ok(batch)
+}
+
+fn decode_json_rows(
+    schema: &SchemaRef,
+    buf: &[u8],
+    rows: usize,
+) -> Result<RecordBatch, ArrowError> {
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.max(1))
+        .with_coerce_primitive(true)
+        .build_decoder()?;
+    let consumed = decoder.decode(buf)?;
+    exactly(decoder.flush()?, schema, rows, consumed, buf)
+}
+
+fn decode_csv_rows(schema: &SchemaRef, buf: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
+    let mut decoder = arrow::csv::ReaderBuilder::new(schema.clone())
+        .with_header(false)
+        .with_batch_size(rows.max(1))
+        .build_decoder();
+    let mut consumed = decoder.decode(buf)?;
+    // The end of input: a last row without its newline is complete now.
+    consumed += decoder.decode(&[])?;
+    exactly(decoder.flush()?, schema, rows, consumed, buf)
 }
 
 /// `_shard`, `_seq` and `_ingested_at` of the records at `at`.

@@ -296,3 +296,41 @@ fn w2_clicks_good_plus_errors_equal_the_input() {
     assert!((140..=260).contains(&bad_ts), "{bad_ts}");
     assert!(d.rows.column_by_name("user_id").unwrap().null_count() > 250);
 }
+
+#[test]
+fn csv_records_decode_into_typed_columns_and_bad_rows_into_errors() {
+    let decoder = Decoder::new(&definition(
+        "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, ts TIMESTAMP NOT NULL) WITH (format = 'csv')",
+    ))
+    .unwrap();
+    let input = records(&[
+        "T0001,123.5,300,2026-01-05T14:30:00.123Z",
+        r#""T,2",,,2026-01-05T14:30:01Z"#,
+        "T0003,cheap,100,2026-01-05T14:30:02Z",
+        "T0004,1.0",
+        ",1.0,1,2026-01-05T14:30:03Z",
+        "T0006,2.5,7,2026-01-05T14:30:04Z",
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!((d.rows.num_rows(), d.errors.num_rows()), (3, 3));
+    let tickers: Vec<_> = d
+        .rows
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(tickers, ["T0001", "T,2", "T0006"]);
+    let price = d.rows.column(1).as_primitive::<Float64Type>();
+    assert_eq!((price.value(0), price.is_null(1)), (123.5, true));
+    let ts = d.rows.column(3).as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(ts.value(0), 1_767_623_400_123_000);
+    let reasons = reasons(&d);
+    assert_eq!(
+        reasons.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [102, 103, 104]
+    );
+    assert!(reasons[0].1.contains("cheap"), "{reasons:?}");
+    assert!(reasons[1].1.contains("fields"), "{reasons:?}");
+    assert!(reasons[2].1.contains("ticker"), "{reasons:?}");
+}
