@@ -247,6 +247,31 @@ impl LakeTable {
         Ok(())
     }
 
+    /// The number of data files in the table's current version.
+    pub fn file_count(&self) -> Result<usize> {
+        Ok(self
+            .table
+            .get_file_uris()
+            .map_err(|e| self.error(e))?
+            .count())
+    }
+
+    /// Rewrites the table's small files into fewer, larger ones (Delta OPTIMIZE, bin-packing) in
+    /// one commit that changes no row and keeps every recorded position. Readers of older
+    /// versions keep their files until they are vacuumed. Returns the files removed.
+    pub async fn compact(&mut self) -> Result<u64> {
+        let (table, metrics) = self
+            .table
+            .clone()
+            .optimize()
+            .with_type(deltalake::operations::optimize::OptimizeType::Compact)
+            .with_max_concurrent_tasks(1)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.table = table;
+        Ok(metrics.num_files_removed)
+    }
+
     /// Reloads the table to its latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         let name = self.name.clone();

@@ -10,6 +10,11 @@
 //! number of every shard (`txn` app id `shard-<n>`). A round reads each shard from the lower of
 //! the two tables' positions and gives each table only the rows at or past its own, so a crash
 //! between the two commits (or before either) repeats nothing and loses nothing.
+//!
+//! Upkeep: one data file a commit adds up, so every `compact_every` commits the pipeline
+//! compacts its tables (Delta OPTIMIZE) between two rounds — it is their only writer, so the
+//! compaction races none of its appends. Delta's post-commit hook checkpoints the transaction
+//! log every 100 versions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +38,8 @@ pub struct RawConfig {
     /// Most records one round takes from one shard: bounds the pipeline's memory. A round that
     /// reaches it is followed at once by the next, so a backlog is worked off without waiting.
     pub max_records_per_shard: usize,
+    /// Compact the tables' small files (one a commit) after this many commits.
+    pub compact_every: usize,
 }
 
 impl Default for RawConfig {
@@ -40,6 +47,7 @@ impl Default for RawConfig {
         Self {
             commit_interval: Duration::from_secs(1),
             max_records_per_shard: 50_000,
+            compact_every: 100,
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct Round {
     pub errors: usize,
     /// Some shard had more than the round could take.
     pub backlog: bool,
+    /// The round committed (rows, errors or positions).
+    pub committed: bool,
 }
 
 impl RawPipeline {
@@ -131,6 +141,7 @@ impl RawPipeline {
             rows: rows.num_rows(),
             errors: errors.num_rows(),
             backlog,
+            committed: next != self.row_positions || next != self.error_positions,
         };
         if next != self.row_positions {
             self.rows.append(vec![rows], as_versions(&next)).await?;
@@ -143,6 +154,11 @@ impl RawPipeline {
         Ok(round)
     }
 
+    /// Compacts both tables' small files (see [`LakeTable::compact`]); returns the files removed.
+    pub async fn compact(&mut self) -> Result<u64> {
+        Ok(self.rows.compact().await? + self.errors.compact().await?)
+    }
+
     /// Runs a round every commit interval (at once after a round that left a backlog) until
     /// `stop` turns true. A failed round is logged and retried at the next interval: the
     /// positions in the tables make the retry exact.
@@ -150,6 +166,7 @@ impl RawPipeline {
         let mut tick = tokio::time::interval(self.config.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backlog = false;
+        let mut commits = 0;
         loop {
             if *stop.borrow() {
                 return;
@@ -161,7 +178,19 @@ impl RawPipeline {
                 }
             }
             backlog = match self.round().await {
-                Ok(round) => round.backlog,
+                Ok(round) => {
+                    commits += usize::from(round.committed);
+                    if commits >= self.config.compact_every {
+                        commits = 0;
+                        // Between rounds: the pipeline is its tables' only writer, so the
+                        // compaction commit races no append of its own.
+                        if let Err(e) = self.compact().await {
+                            tracing::warn!(stream = self.stream.name(), error = %e, "compaction failed");
+                            let _ = self.reopen().await;
+                        }
+                    }
+                    round.backlog
+                }
                 Err(e) => {
                     tracing::error!(stream = self.stream.name(), error = %e, "raw table commit failed");
                     if let Err(e) = self.reopen().await {

@@ -175,3 +175,31 @@ async fn a_crash_between_the_two_commits_repeats_nothing_and_loses_nothing() {
         "no error row lost"
     );
 }
+
+#[tokio::test]
+async fn compaction_merges_the_small_files_and_changes_no_row_or_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log"), LogConfig::default()).unwrap();
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let s = stream(&log);
+    let mut pipeline = RawPipeline::open(s.clone(), &lake, config()).await.unwrap();
+    let (mut good, mut bad) = (0, 0);
+    for round in 0..5 {
+        let (g, b) = append(&s, round * 10, 10, 4).await;
+        (good, bad) = (good + g, bad + b);
+        assert!(pipeline.round().await.unwrap().committed);
+    }
+    let files = pipeline.rows_table().file_count().unwrap();
+    assert!(files >= 5, "one file a commit at least: {files}");
+    assert!(pipeline.compact().await.unwrap() >= 5);
+    assert_eq!(pipeline.rows_table().file_count().unwrap(), 1);
+
+    let rows = lake.open("ticks").await.unwrap();
+    let errors = lake.open(&errors_table("ticks")).await.unwrap();
+    assert_eq!(count(&rows, "SELECT count(*) FROM t").await, good as i64);
+    assert_eq!(count(&errors, "SELECT count(*) FROM t").await, bad as i64);
+    // The positions survive the compaction commit: a restart takes nothing twice.
+    let mut restarted = RawPipeline::open(s.clone(), &lake, config()).await.unwrap();
+    assert_eq!(restarted.round().await.unwrap().records, 0);
+    assert_eq!(count(&rows, "SELECT count(*) FROM t").await, good as i64);
+}
