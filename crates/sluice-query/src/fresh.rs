@@ -48,11 +48,13 @@ pub(crate) struct Tails {
     tables: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Tail>>>>,
 }
 
-/// One table's decoded tail: per shard, the records from `start` to `next` (exclusive).
+/// One table's decoded tail: per shard, the records from `start` to `next` (exclusive), in the
+/// committed table's schema (so that a query only clones them).
 #[derive(Debug, Default)]
 struct Tail {
     /// The stream incarnation the tail belongs to.
     stream_id: u64,
+    schema: Option<SchemaRef>,
     start: Vec<u64>,
     next: Vec<u64>,
     batches: Vec<RecordBatch>,
@@ -77,12 +79,9 @@ impl Tails {
             .map_err(external)?;
         let tail = self.tail(table.name());
         let mut tail = tail.lock().await;
-        tail.advance(stream, decoder, side, &positions).await?;
-        let batches = tail
-            .batches
-            .iter()
-            .map(|b| conform(b, &committed.schema()))
-            .collect::<Result<Vec<_>>>()?;
+        tail.advance(stream, decoder, side, &committed.schema(), &positions)
+            .await?;
+        let batches = tail.batches.clone();
         if batches.is_empty() {
             return Ok(committed);
         }
@@ -106,13 +105,19 @@ impl Tail {
         stream: Arc<Stream>,
         decoder: Decoder,
         side: Side,
+        schema: &SchemaRef,
         positions: &[u64],
     ) -> Result<()> {
         let behind = positions.iter().zip(&self.start).any(|(p, s)| p < s);
-        if self.stream_id != stream.meta().id || self.start.len() != positions.len() || behind {
+        if self.stream_id != stream.meta().id
+            || self.schema.as_ref() != Some(schema)
+            || self.start.len() != positions.len()
+            || behind
+        {
             // A new stream, or a query of an older snapshot than the tail's start: start over.
             *self = Tail {
                 stream_id: stream.meta().id,
+                schema: Some(schema.clone()),
                 start: positions.to_vec(),
                 next: positions.to_vec(),
                 batches: Vec::new(),
@@ -153,7 +158,7 @@ impl Tail {
             Side::Errors => read.decoded.errors,
         };
         if batch.num_rows() > 0 {
-            self.batches.push(batch);
+            self.batches.push(conform(&batch, schema)?);
         }
         Ok(())
     }
