@@ -15,7 +15,10 @@ pub mod decode;
 pub mod raw;
 
 pub use decode::{Decoded, Decoder, RawRecord};
-pub use raw::{LogRead, RawConfig, RawPipeline, Round, errors_table, past, positions, read};
+pub use raw::{
+    LogRead, RawConfig, RawPipeline, Round, errors_table, errors_table_stream, past, positions,
+    read,
+};
 
 /// Why a pipeline cannot run.
 #[derive(Debug, thiserror::Error)]

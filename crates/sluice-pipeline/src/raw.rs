@@ -54,8 +54,15 @@ impl Default for RawConfig {
 
 /// The name of a stream's errors table.
 pub fn errors_table(stream: &str) -> String {
-    format!("{stream}_errors")
+    format!("{stream}{ERRORS_SUFFIX}")
 }
+
+/// The stream an errors table's name belongs to, if it is one's (`ticks_errors` → `ticks`).
+pub fn errors_table_stream(table: &str) -> Option<&str> {
+    table.strip_suffix(ERRORS_SUFFIX)
+}
+
+const ERRORS_SUFFIX: &str = "_errors";
 
 fn app_id(shard: usize) -> String {
     format!("shard-{shard}")

@@ -84,9 +84,7 @@ impl QueryEngine {
             .register_schema(
                 "public",
                 Arc::new(LakeSchema {
-                    lake: self.lake.clone(),
-                    log: self.log.clone(),
-                    tails: self.tails.clone(),
+                    engine: self.clone(),
                 }),
             )
             .map_err(|e| QueryError::Execution(e.to_string()))?;
@@ -159,28 +157,21 @@ impl std::fmt::Debug for QueryEngine {
 }
 
 /// The lake as a DataFusion schema: its tables, opened when a query names them.
+#[derive(Debug)]
 struct LakeSchema {
-    lake: Lake,
-    log: Arc<Log>,
-    tails: Arc<fresh::Tails>,
-}
-
-impl std::fmt::Debug for LakeSchema {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LakeSchema")
-            .field("lake", &self.lake)
-            .finish_non_exhaustive()
-    }
+    engine: QueryEngine,
 }
 
 impl LakeSchema {
     /// The stream whose table (rows or errors) is named `table`, if any.
     fn stream_of(&self, table: &str) -> Option<(Arc<sluice_log::Stream>, fresh::Side)> {
-        if let Ok(stream) = self.log.stream(table) {
+        let log = &self.engine.log;
+        if let Ok(stream) = log.stream(table) {
             return Some((stream, fresh::Side::Rows));
         }
-        let name = table.strip_suffix("_errors")?;
-        let stream = self.log.stream(name).ok()?;
+        let stream = log
+            .stream(sluice_pipeline::errors_table_stream(table)?)
+            .ok()?;
         Some((stream, fresh::Side::Errors))
     }
 }
@@ -188,11 +179,11 @@ impl LakeSchema {
 #[async_trait]
 impl SchemaProvider for LakeSchema {
     fn table_names(&self) -> Vec<String> {
-        self.lake.table_names()
+        self.engine.lake.table_names()
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        let table = match self.lake.open(name).await {
+        let table = match self.engine.lake.open(name).await {
             Ok(table) => table,
             Err(sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_)) => {
                 return Ok(None);
@@ -200,14 +191,14 @@ impl SchemaProvider for LakeSchema {
             Err(e) => return Err(DataFusionError::External(Box::new(e))),
         };
         let provider = match self.stream_of(name) {
-            Some((stream, side)) => self.tails.fresh_table(&table, stream, side).await?,
+            Some((stream, side)) => self.engine.tails.fresh_table(&table, stream, side).await?,
             None => table.delta().table_provider().await?,
         };
         Ok(Some(provider))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.lake.table_names().iter().any(|t| t == name)
+        self.engine.lake.table_names().iter().any(|t| t == name)
     }
 }
 
