@@ -87,8 +87,14 @@ impl Lake {
         Url::from_directory_path(&dir).map_err(|()| Error::InvalidName(name.to_string()))
     }
 
-    /// Opens table `name`, creating it with `schema` if it does not exist.
-    pub async fn open_or_create(&self, name: &str, schema: &SchemaRef) -> Result<LakeTable> {
+    /// Opens table `name`, creating it with `schema` if it does not exist, partitioned by the
+    /// columns `partition_by` (Hive-style folders, outermost first).
+    pub async fn open_or_create(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        partition_by: &[String],
+    ) -> Result<LakeTable> {
         let delta = |source| Error::Delta {
             table: name.to_string(),
             source: Box::new(source),
@@ -106,6 +112,7 @@ impl Lake {
             .with_location(self.table_url(name)?.to_string())
             .with_table_name(name)
             .with_columns(fields.fields().cloned())
+            .with_partition_columns(partition_by.iter().cloned())
             .with_save_mode(SaveMode::Ignore)
             .await;
         let table = match created {

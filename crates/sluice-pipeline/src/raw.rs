@@ -97,9 +97,16 @@ impl RawPipeline {
     pub async fn open(stream: Arc<Stream>, lake: &Lake, config: RawConfig) -> Result<RawPipeline> {
         let definition = StreamDefinition::from_log(&stream.meta().definition);
         let decoder = Arc::new(Decoder::new(&definition)?);
-        let rows = lake.open_or_create(stream.name(), decoder.schema()).await?;
+        let partition_by: Vec<String> = definition
+            .partition_by
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let rows = lake
+            .open_or_create(stream.name(), decoder.schema(), &partition_by)
+            .await?;
         let errors = lake
-            .open_or_create(&errors_table(stream.name()), &decode::error_schema())
+            .open_or_create(&errors_table(stream.name()), &decode::error_schema(), &[])
             .await?;
         let row_positions = positions(&rows, stream.shards().len()).await?;
         let error_positions = positions(&errors, stream.shards().len()).await?;

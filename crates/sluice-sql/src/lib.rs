@@ -3,7 +3,8 @@
 //! ```sql
 //! CREATE STREAM [IF NOT EXISTS] ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)
 //!   WITH (shards = 4, format = 'json', event_time = 'ts', watermark = '5 seconds',
-//!         retention = '24 hours', retention_bytes = 1073741824);
+//!         partition_by = 'date(ts), hour(ts)', retention = '24 hours',
+//!         retention_bytes = 1073741824);
 //! DROP STREAM [IF EXISTS] ticks;
 //! SHOW STREAMS;
 //! DESCRIBE ticks;            -- also DESC
@@ -15,7 +16,7 @@
 
 mod stream;
 
-pub use stream::{Column, ColumnType, CreateStream, Format, StreamDefinition};
+pub use stream::{Column, ColumnType, CreateStream, Format, Partition, StreamDefinition, Transform};
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;

@@ -65,6 +65,41 @@ impl fmt::Display for ColumnType {
     }
 }
 
+/// One level of a raw table's Hive-style partitioning (`name=value` folders): a declared column,
+/// or a value derived from one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    /// The table's partition column: the declared column itself, or a derived column added to
+    /// the table.
+    pub name: String,
+    /// The declared column it is taken from.
+    pub source: String,
+    pub transform: Transform,
+}
+
+/// How a partition value is taken from its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transform {
+    /// The column's own value.
+    Identity,
+    /// `date(ts)`: the UTC date of a timestamp, a `DATE` column named `<ts>_date`.
+    Date,
+    /// `hour(ts)`: the UTC hour of a timestamp (0–23), an `INT` column named `<ts>_hour`.
+    Hour,
+}
+
+impl Transform {
+    /// The column type a derived partition column has.
+    pub fn column_type(self, source: ColumnType) -> ColumnType {
+        match self {
+            Transform::Identity => source,
+            Transform::Date => ColumnType::Date,
+            Transform::Hour => ColumnType::Int,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
     pub name: String,
@@ -85,6 +120,9 @@ pub struct StreamDefinition {
     /// How far event time may lag behind the latest seen before events count as late.
     #[serde(default)]
     pub watermark_ms: Option<u64>,
+    /// How the raw table is partitioned, outermost level first.
+    #[serde(default)]
+    pub partition_by: Vec<Partition>,
 }
 
 impl StreamDefinition {
@@ -116,7 +154,8 @@ pub struct CreateStream {
 
 pub const DEFAULT_SHARDS: u32 = 4;
 pub const DEFAULT_RETENTION_MS: u64 = 24 * 3600 * 1000;
-const OPTIONS: &str = "shards, format, event_time, watermark, retention, retention_bytes";
+const OPTIONS: &str =
+    "shards, format, event_time, watermark, partition_by, retention, retention_bytes";
 
 pub(crate) fn parse_stream_name(parser: &mut Parser) -> Result<String> {
     let at = parser.peek_token().span.start;
@@ -275,6 +314,7 @@ fn apply_option(create: &mut CreateStream, key: &ast::Ident, value: &Expr) -> Re
             };
         }
         "event_time" => create.definition.event_time = Some(string(value, &name, at)?),
+        "partition_by" => create.definition.partition_by = partitions(&string(value, &name, at)?, at)?,
         "watermark" => {
             create.definition.watermark_ms =
                 Some(duration_ms(&string(value, &name, at)?, &name, at)?)
@@ -353,6 +393,152 @@ fn validate(create: &CreateStream, at: Location) -> Result<()> {
     }
     if def.watermark_ms.is_some() && def.event_time.is_none() {
         return Err(SqlError::at("a watermark needs an event_time column", at));
+    }
+    validate_partitions(&create.definition, at)
+}
+
+/// Parses `partition_by`: a comma-separated list of declared columns and `date(col)` /
+/// `hour(col)` of timestamp columns, each derived one optionally renamed with `AS name`.
+fn partitions(text: &str, at: Location) -> Result<Vec<Partition>> {
+    let invalid = |detail: String| {
+        SqlError::at(
+            format!(
+                "partition_by '{text}': {detail}; expected columns and date(col) or hour(col), \
+                 separated by commas"
+            ),
+            at,
+        )
+    };
+    let mut parser = Parser::new(&sqlparser::dialect::GenericDialect {})
+        .try_with_sql(text)
+        .map_err(|e| invalid(e.to_string()))?;
+    let items = parser
+        .parse_comma_separated(Parser::parse_select_item)
+        .map_err(|e| invalid(e.to_string()))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err(invalid(format!("unexpected {}", parser.peek_token().token)));
+    }
+    items
+        .into_iter()
+        .map(|item| {
+            let (expr, alias) = match item {
+                ast::SelectItem::UnnamedExpr(expr) => (expr, None),
+                ast::SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value)),
+                other => return Err(invalid(format!("'{other}' is not a partition"))),
+            };
+            let (source, transform) = match &expr {
+                Expr::Identifier(column) if alias.is_none() => {
+                    (column.value.clone(), Transform::Identity)
+                }
+                Expr::Identifier(column) => {
+                    return Err(invalid(format!(
+                        "column '{column}' partitions under its own name, without AS"
+                    )));
+                }
+                Expr::Function(f) => {
+                    let transform = match f.name.to_string().to_ascii_lowercase().as_str() {
+                        "date" => Transform::Date,
+                        "hour" => Transform::Hour,
+                        other => return Err(invalid(format!("unknown function {other}"))),
+                    };
+                    let ast::FunctionArguments::List(list) = &f.args else {
+                        return Err(invalid(format!("{expr} takes one column")));
+                    };
+                    match list.args.as_slice() {
+                        [
+                            ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(
+                                Expr::Identifier(column),
+                            )),
+                        ] => (column.value.clone(), transform),
+                        _ => return Err(invalid(format!("{expr} takes one column"))),
+                    }
+                }
+                other => return Err(invalid(format!("'{other}' is not a partition"))),
+            };
+            let name = alias.unwrap_or_else(|| match transform {
+                Transform::Identity => source.clone(),
+                Transform::Date => format!("{source}_date"),
+                Transform::Hour => format!("{source}_hour"),
+            });
+            Ok(Partition {
+                name,
+                source,
+                transform,
+            })
+        })
+        .collect()
+}
+
+/// Partitions name declared columns of fitting types, and derived ones add new names.
+fn validate_partitions(def: &StreamDefinition, at: Location) -> Result<()> {
+    if !def.partition_by.is_empty() && def.columns.is_empty() {
+        return Err(SqlError::at(
+            "partition_by needs declared columns to partition by",
+            at,
+        ));
+    }
+    let mut names: std::collections::HashSet<String> = def
+        .columns
+        .iter()
+        .map(|c| c.name.to_ascii_lowercase())
+        .collect();
+    let mut partitioned = std::collections::HashSet::new();
+    for p in &def.partition_by {
+        let column = def
+            .columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(&p.source))
+            .ok_or_else(|| {
+                SqlError::at(
+                    format!("partition_by names no column: '{}'", p.source),
+                    at,
+                )
+            })?;
+        let fits = match p.transform {
+            Transform::Identity => matches!(
+                column.data_type,
+                ColumnType::Text
+                    | ColumnType::Boolean
+                    | ColumnType::Int
+                    | ColumnType::BigInt
+                    | ColumnType::Date
+            ),
+            Transform::Date | Transform::Hour => column.data_type == ColumnType::Timestamp,
+        };
+        if !fits {
+            let hint = if column.data_type == ColumnType::Timestamp {
+                ": partition a timestamp by date(col) and hour(col)"
+            } else {
+                ""
+            };
+            return Err(SqlError::at(
+                format!(
+                    "cannot partition by {} of column '{}' ({}){hint}",
+                    match p.transform {
+                        Transform::Identity => "the value",
+                        Transform::Date => "the date",
+                        Transform::Hour => "the hour",
+                    },
+                    column.name,
+                    column.data_type
+                ),
+                at,
+            ));
+        }
+        let name = p.name.to_ascii_lowercase();
+        let fresh = match p.transform {
+            Transform::Identity => names.contains(&name),
+            Transform::Date | Transform::Hour => !name.starts_with('_') && names.insert(name.clone()),
+        };
+        if !fresh || !partitioned.insert(name) {
+            return Err(SqlError::at(
+                format!(
+                    "partition column '{}' is named twice or clashes with a column",
+                    p.name
+                ),
+                at,
+            ));
+        }
     }
     Ok(())
 }

@@ -42,6 +42,35 @@ fn create_stream_as_in_the_spec() {
 }
 
 #[test]
+fn partitions_by_columns_and_derived_values() {
+    let Statement::CreateStream(c) = one(
+        "CREATE STREAM clicks (country TEXT, ts TIMESTAMP NOT NULL)
+         WITH (partition_by = 'date(ts), HOUR(ts) AS h, country')",
+    ) else {
+        panic!()
+    };
+    let partitions: Vec<_> = c
+        .definition
+        .partition_by
+        .iter()
+        .map(|p| (p.name.as_str(), p.source.as_str(), p.transform))
+        .collect();
+    assert_eq!(
+        partitions,
+        [
+            ("ts_date", "ts", Transform::Date),
+            ("h", "ts", Transform::Hour),
+            ("country", "country", Transform::Identity)
+        ]
+    );
+    // Kept in the stream's definition across restarts.
+    assert_eq!(
+        StreamDefinition::from_log(&c.definition.to_log()),
+        c.definition
+    );
+}
+
+#[test]
 fn defaults_and_other_forms() {
     let Statement::CreateStream(c) = one("create stream if not exists raw") else {
         panic!()
@@ -157,6 +186,46 @@ fn errors_name_the_problem_and_where() {
             "unsupported column option",
         ),
         ("SHOW STREAMS extra", "expected end of statement"),
+        (
+            "CREATE STREAM t WITH (partition_by = 'a')",
+            "partition_by needs declared columns",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (partition_by = 'b')",
+            "partition_by names no column: 'b'",
+        ),
+        (
+            "CREATE STREAM t (a DOUBLE) WITH (partition_by = 'a')",
+            "cannot partition by the value of column 'a' (DOUBLE)",
+        ),
+        (
+            "CREATE STREAM t (ts TIMESTAMP) WITH (partition_by = 'ts')",
+            "partition a timestamp by date(col) and hour(col)",
+        ),
+        (
+            "CREATE STREAM t (a TEXT) WITH (partition_by = 'hour(a)')",
+            "cannot partition by the hour of column 'a' (TEXT)",
+        ),
+        (
+            "CREATE STREAM t (ts TIMESTAMP) WITH (partition_by = 'minute(ts)')",
+            "unknown function minute",
+        ),
+        (
+            "CREATE STREAM t (ts TIMESTAMP, d DATE) WITH (partition_by = 'date(ts) AS d')",
+            "clashes with a column",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (partition_by = 'a, a')",
+            "named twice",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (partition_by = 'a AS b')",
+            "partitions under its own name",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (partition_by = 'a +')",
+            "partition_by 'a +'",
+        ),
     ];
     for (sql, expected) in cases {
         let e = error(sql);

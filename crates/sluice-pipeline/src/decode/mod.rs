@@ -8,7 +8,7 @@
 //! | `text` | `data`: the record as text (it must be UTF-8) |
 //!
 //! Every raw table also has `_shard`, `_seq` and `_ingested_at` (when the log made the record
-//! durable). Every error row has the raw payload (as text, invalid UTF-8 replaced), the reason
+//! durable), then the partition columns derived from declared ones (`date(ts)`, `hour(ts)`). Every error row has the raw payload (as text, invalid UTF-8 replaced), the reason
 //! and the same three columns, so that `good rows + error rows = records` can be checked and any
 //! error traced to its record in the log.
 
@@ -19,11 +19,12 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use arrow::compute::concat_batches;
+use arrow::compute::kernels::temporal::{DatePart, date_part};
+use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
-use sluice_sql::{ColumnType, Format, StreamDefinition};
+use sluice_sql::{ColumnType, Format, StreamDefinition, Transform};
 
 use crate::{PipelineError, Result};
 
@@ -92,6 +93,8 @@ pub struct Decoder {
     format: Format,
     /// The declared columns and how records are typed into them.
     columns: Option<(SchemaRef, Typed)>,
+    /// The derived partition columns: which declared column each is taken from, and how.
+    derived: Vec<(usize, Transform)>,
     schema: SchemaRef,
 }
 
@@ -132,9 +135,26 @@ impl Decoder {
         });
         let mut fields = data_fields;
         fields.extend(meta_fields());
+        let mut derived = Vec::new();
+        for p in &definition.partition_by {
+            let source = definition
+                .columns
+                .iter()
+                .position(|c| c.name.eq_ignore_ascii_case(&p.source))
+                .ok_or_else(|| {
+                    PipelineError::Unsupported(format!("partition by missing column {}", p.source))
+                })?;
+            if p.transform != Transform::Identity {
+                let column = &definition.columns[source];
+                let data_type = arrow_type(p.transform.column_type(column.data_type));
+                fields.push(Field::new(&p.name, data_type, column.nullable));
+                derived.push((source, p.transform));
+            }
+        }
         Ok(Self {
             format: definition.format,
             columns,
+            derived,
             schema: Arc::new(Schema::new(fields)),
         })
     }
@@ -179,8 +199,14 @@ impl Decoder {
                 vec![Arc::new(StringArray::from(texts))]
             }
         };
+        let derived = self
+            .derived
+            .iter()
+            .map(|&(source, transform)| derive(&data[source], transform))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut columns = data;
         columns.extend(meta_columns(records, &good));
+        columns.extend(derived);
         let rows = RecordBatch::try_new(self.schema.clone(), columns)?;
 
         errors.sort_by_key(|(i, _)| *i);
@@ -292,6 +318,15 @@ fn decode_csv_rows(schema: &SchemaRef, buf: &[u8], rows: usize) -> Result<Record
     // The end of input: a last row without its newline is complete now.
     consumed += decoder.decode(&[])?;
     exactly(decoder.flush()?, schema, rows, consumed, buf)
+}
+
+/// A derived partition column: the UTC date or hour of a timestamp column.
+fn derive(column: &ArrayRef, transform: Transform) -> Result<ArrayRef, ArrowError> {
+    match transform {
+        Transform::Identity => Ok(column.clone()),
+        Transform::Date => cast(column, &DataType::Date32),
+        Transform::Hour => date_part(column, DatePart::Hour),
+    }
 }
 
 /// `_shard`, `_seq` and `_ingested_at` of the records at `at`.

@@ -10,8 +10,14 @@ use sluice_lake::{Lake, LakeTable};
 use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
 use sluice_pipeline::{RawConfig, RawPipeline, errors_table};
 
+const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL) WITH (shards = 2";
+
 fn stream(log: &Log) -> Arc<Stream> {
-    let create = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL) WITH (shards = 2)";
+    stream_as(log, &format!("{TICKS})"))
+}
+
+/// Stream `ticks` (two shards) as `create` declares it.
+fn stream_as(log: &Log, create: &str) -> Arc<Stream> {
     let sluice_sql::Statement::CreateStream(c) = sluice_sql::parse(create).unwrap().remove(0)
     else {
         panic!()
@@ -66,6 +72,49 @@ fn config() -> RawConfig {
         max_records_per_shard: 70,
         ..RawConfig::default()
     }
+}
+
+#[tokio::test]
+async fn partitioned_streams_land_in_hive_folders_of_their_derived_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log"), LogConfig::default()).unwrap();
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let s = stream_as(
+        &log,
+        &format!("{TICKS}, partition_by = 'date(ts), hour(ts) AS h, ticker')"),
+    );
+    let mut batches = s.batches();
+    for (i, ts) in ["2026-01-05T23:59:59Z", "2026-01-06T00:00:00Z", "2026-01-06T00:30:00+01:00"]
+        .iter()
+        .enumerate()
+    {
+        let record = format!(r#"{{"ticker":"T{}","price":1.5,"ts":"{ts}"}}"#, i % 2);
+        batches.push(0, b"", record.as_bytes()).unwrap();
+    }
+    for part in s.append(batches).await.unwrap() {
+        part.result.unwrap();
+    }
+    let mut pipeline = RawPipeline::open(s.clone(), &lake, config()).await.unwrap();
+    assert_eq!(pipeline.round().await.unwrap().rows, 3);
+
+    let root = dir.path().join("lake/ticks");
+    for folder in [
+        "ts_date=2026-01-05/h=23/ticker=T0",
+        "ts_date=2026-01-06/h=0/ticker=T1",
+    ] {
+        assert!(root.join(folder).is_dir(), "{folder} missing");
+    }
+    let rows = lake.open("ticks").await.unwrap();
+    assert_eq!(
+        count(
+            &rows,
+            "SELECT count(*) FROM t WHERE ts_date = DATE '2026-01-05' AND h = 23 \
+             AND CAST(ts AS DATE) = ts_date"
+        )
+        .await,
+        2,
+        "the partition values are the UTC date and hour of ts"
+    );
 }
 
 #[tokio::test]
