@@ -30,6 +30,8 @@ pub enum Error {
     InvalidName(String),
     #[error("table '{0}' does not exist")]
     TableNotFound(String),
+    #[error("table '{table}' has no version {version}")]
+    NoSuchVersion { table: String, version: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -126,6 +128,38 @@ impl Lake {
         })
     }
 
+    /// Creates table `name` holding `batches` (of `schema`), partitioned by the columns
+    /// `partition_by`, in one commit; fails if the table exists.
+    pub async fn create(
+        &self,
+        name: &str,
+        schema: &SchemaRef,
+        partition_by: &[String],
+        batches: Vec<RecordBatch>,
+    ) -> Result<LakeTable> {
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if batches.is_empty() {
+            return self.open_or_create(name, schema, partition_by).await;
+        }
+        let delta = |source| Error::Delta {
+            table: name.to_string(),
+            source: Box::new(source),
+        };
+        let table = deltalake::DeltaTableBuilder::from_url(self.table_url(name)?)
+            .map_err(delta)?
+            .build()
+            .map_err(delta)?
+            .write(batches)
+            .with_save_mode(SaveMode::ErrorIfExists)
+            .with_partition_columns(partition_by.iter().cloned())
+            .await
+            .map_err(delta)?;
+        Ok(LakeTable {
+            name: name.to_string(),
+            table,
+        })
+    }
+
     /// Opens table `name`, if it exists.
     pub async fn open(&self, name: &str) -> Result<LakeTable> {
         if !self.table_dir(name)?.join("_delta_log").is_dir() {
@@ -140,6 +174,39 @@ impl Lake {
                     source: Box::new(source),
                 },
             })?;
+        Ok(LakeTable {
+            name: name.to_string(),
+            table,
+        })
+    }
+
+    /// Opens table `name` as it was at `version`: an earlier snapshot, read-only.
+    pub async fn open_version(&self, name: &str, version: Version) -> Result<LakeTable> {
+        let latest = self.open(name).await?;
+        let newest = latest.version().unwrap_or(0);
+        let missing = || Error::NoSuchVersion {
+            table: name.to_string(),
+            version: format!("{version} (its versions are 0 to {newest})"),
+        };
+        let builder = deltalake::DeltaTableBuilder::from_url(self.table_url(name)?)
+            .map_err(|source| latest.error(source))?;
+        let builder = match version {
+            Version::Number(n) if n > newest => return Err(missing()),
+            Version::Number(n) => builder.with_version(n),
+            Version::At(t) => builder.with_timestamp(t),
+        };
+        // The table exists and the version is in range: what fails to load is the version.
+        let table = builder.load().await.map_err(|_| missing())?;
+        // delta-rs reads an instant before the first commit as that commit; Delta refuses it.
+        if let Version::At(t) = version {
+            let first = table
+                .snapshot()
+                .ok()
+                .and_then(|s| s.version_timestamp(table.version()?));
+            if table.version() == Some(0) && first.is_some_and(|ms| ms > t.timestamp_millis()) {
+                return Err(missing());
+            }
+        }
         Ok(LakeTable {
             name: name.to_string(),
             table,
@@ -171,6 +238,29 @@ impl Lake {
             _ => Ok(()),
         }
     }
+}
+
+/// A version of a table: a commit number, or the last commit at or before an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Number(u64),
+    At(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Version::Number(n) => write!(f, "{n}"),
+            Version::At(t) => write!(f, "as of {}", t.to_rfc3339()),
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compaction {
+    pub files_removed: u64,
+    pub files_added: u64,
 }
 
 /// One Delta table of the lake.
@@ -265,8 +355,8 @@ impl LakeTable {
 
     /// Rewrites the table's small files into fewer, larger ones (Delta OPTIMIZE, bin-packing) in
     /// one commit that changes no row and keeps every recorded position. Readers of older
-    /// versions keep their files until they are vacuumed. Returns the files removed.
-    pub async fn compact(&mut self) -> Result<u64> {
+    /// versions keep their files until they are vacuumed.
+    pub async fn compact(&mut self) -> Result<Compaction> {
         let (table, metrics) = self
             .table
             .clone()
@@ -276,7 +366,31 @@ impl LakeTable {
             .await
             .map_err(|e| self.error(e))?;
         self.table = table;
-        Ok(metrics.num_files_removed)
+        Ok(Compaction {
+            files_removed: metrics.num_files_removed,
+            files_added: metrics.num_files_added,
+        })
+    }
+
+    /// Deletes the data files that no version younger than `retain` (default: the table's
+    /// `deletedFileRetentionDuration`, 7 days) reads, and that the current version does not
+    /// read. Time travel to older versions stops working. Returns the files deleted (or that
+    /// would be, with `dry_run`).
+    pub async fn vacuum(
+        &mut self,
+        retain: Option<std::time::Duration>,
+        dry_run: bool,
+    ) -> Result<Vec<String>> {
+        let mut vacuum = self.table.clone().vacuum().with_dry_run(dry_run);
+        if let Some(retain) = retain {
+            let retain = chrono::Duration::from_std(retain).unwrap_or(chrono::Duration::MAX);
+            vacuum = vacuum
+                .with_retention_period(retain)
+                .with_enforce_retention_duration(false);
+        }
+        let (table, metrics) = vacuum.await.map_err(|e| self.error(e))?;
+        self.table = table;
+        Ok(metrics.files_deleted)
     }
 
     /// Reloads the table to its latest version.

@@ -170,7 +170,7 @@ impl RawPipeline {
 
     /// Compacts both tables' small files (see [`LakeTable::compact`]); returns the files removed.
     pub async fn compact(&mut self) -> Result<u64> {
-        Ok(self.rows.compact().await? + self.errors.compact().await?)
+        Ok(self.rows.compact().await?.files_removed + self.errors.compact().await?.files_removed)
     }
 
     /// Runs a round every commit interval (at once after a round that left a backlog) until

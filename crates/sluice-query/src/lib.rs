@@ -11,9 +11,11 @@
 //! Fresh: a stream's tables show every acknowledged record, not only what the pipeline has
 //! committed (see [`fresh`]).
 //!
-//! Read-only by construction: plans that define, change or copy anything (DDL, DML, `COPY TO`,
-//! `SET`) are refused before they run, and the session never reads URLs as tables, so SQL cannot
-//! reach a file outside the lake.
+//! Read-only but for the lake's own tables: plans that define, change or copy anything (DDL,
+//! DML, `COPY TO`, `SET`) are refused before they run, but for `INSERT` into a lake table that
+//! no stream writes; `CREATE TABLE … AS` and `DROP TABLE` are run by the engine itself on the
+//! lake (see [`write`]). The session never reads URLs as tables, so SQL cannot reach a file
+//! outside the lake.
 
 pub use datafusion::arrow;
 
@@ -25,13 +27,16 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use sluice_lake::Lake;
+use sluice_lake::{Lake, Version};
 use sluice_log::Log;
+use sluice_sql::AsOf;
+use sqlparser::ast::{ObjectType, Statement};
 
 mod fresh;
+mod write;
 
 /// Why a query failed: the statement (the user's to fix), or running it.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +76,11 @@ impl QueryEngine {
         }
     }
 
+    /// Whether the lake holds table `name`.
+    pub fn has_table(&self, name: &str) -> bool {
+        self.lake.table_names().iter().any(|t| t == name)
+    }
+
     /// A session whose schema `public` is the lake.
     pub fn session(&self) -> Result<SessionContext> {
         let config = SessionConfig::new()
@@ -91,26 +101,58 @@ impl QueryEngine {
         Ok(ctx)
     }
 
-    /// Plans one statement in `ctx` and checks that it only reads.
-    pub async fn plan(
-        &self,
-        ctx: &SessionContext,
-        statement: sqlparser::ast::Statement,
-    ) -> Result<LogicalPlan> {
+    /// Plans one statement in `ctx` and checks that it only reads, or only inserts into a
+    /// table it may write. (`CREATE TABLE … AS` and `DROP TABLE` have no plan: see
+    /// [`QueryEngine::execute`].)
+    pub async fn plan(&self, ctx: &SessionContext, statement: Statement) -> Result<LogicalPlan> {
+        let allowed = match &statement {
+            Statement::Insert(insert) => {
+                self.insert_target(&insert.table)?;
+                read_only().with_allow_dml(true)
+            }
+            _ => read_only(),
+        };
         let plan = ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
             .map_err(|e| QueryError::Plan(message(e)))?;
-        read_only()
+        let inserts =
+            matches!(&plan, LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)));
+        allowed
             .verify_plan(&plan)
-            .map_err(|_| QueryError::Refused(refusal(&plan)))?;
+            .ok()
+            .filter(|()| !matches!(plan, LogicalPlan::Dml(_)) || inserts)
+            .ok_or_else(|| QueryError::Refused(refusal(&plan)))?;
         Ok(plan)
     }
 
+    /// Whether `statement` is one that [`QueryEngine::execute`] runs without a plan: `CREATE
+    /// TABLE … AS`, `DROP TABLE`.
+    pub fn is_lake_ddl(statement: &Statement) -> bool {
+        matches!(
+            statement,
+            Statement::CreateTable(_)
+                | Statement::Drop {
+                    object_type: ObjectType::Table,
+                    ..
+                }
+        )
+    }
+
     /// Plans, checks and runs one statement.
-    pub async fn execute(&self, statement: sqlparser::ast::Statement) -> Result<QueryOutput> {
+    pub async fn execute(&self, statement: Statement) -> Result<QueryOutput> {
         let ctx = self.session()?;
+        match &statement {
+            Statement::CreateTable(create) => return self.create_table_as(&ctx, create).await,
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                if_exists,
+                ..
+            } => return self.drop_tables(names, *if_exists),
+            _ => {}
+        }
         let plan = self.plan(&ctx, statement).await?;
         let frame = ctx
             .execute_logical_plan(plan)
@@ -125,6 +167,20 @@ impl QueryEngine {
     }
 }
 
+impl QueryEngine {
+    /// The stream whose table (rows or errors) is named `table`, if any.
+    fn stream_of(&self, table: &str) -> Option<(Arc<sluice_log::Stream>, fresh::Side)> {
+        if let Ok(stream) = self.log.stream(table) {
+            return Some((stream, fresh::Side::Rows));
+        }
+        let stream = self
+            .log
+            .stream(sluice_pipeline::errors_table_stream(table)?)
+            .ok()?;
+        Some((stream, fresh::Side::Errors))
+    }
+}
+
 fn read_only() -> SQLOptions {
     SQLOptions::new()
         .with_allow_ddl(false)
@@ -134,7 +190,7 @@ fn read_only() -> SQLOptions {
 
 fn refusal(plan: &LogicalPlan) -> String {
     format!(
-        "only queries are allowed here, not {}: tables are written by streams and views",
+        "only queries, CREATE TABLE … AS, INSERT and DROP TABLE are allowed here, not {}",
         plan.display()
             .to_string()
             .split(':')
@@ -162,20 +218,6 @@ struct LakeSchema {
     engine: QueryEngine,
 }
 
-impl LakeSchema {
-    /// The stream whose table (rows or errors) is named `table`, if any.
-    fn stream_of(&self, table: &str) -> Option<(Arc<sluice_log::Stream>, fresh::Side)> {
-        let log = &self.engine.log;
-        if let Ok(stream) = log.stream(table) {
-            return Some((stream, fresh::Side::Rows));
-        }
-        let stream = log
-            .stream(sluice_pipeline::errors_table_stream(table)?)
-            .ok()?;
-        Some((stream, fresh::Side::Errors))
-    }
-}
-
 #[async_trait]
 impl SchemaProvider for LakeSchema {
     fn table_names(&self) -> Vec<String> {
@@ -183,6 +225,20 @@ impl SchemaProvider for LakeSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        // An earlier version (time travel) is exactly what its commit left: no log tail.
+        if let Some((name, as_of)) = AsOf::parse_name(name) {
+            let version = match as_of {
+                AsOf::Version(n) => Version::Number(n),
+                AsOf::Timestamp(t) => Version::At(t),
+            };
+            return match self.engine.lake.open_version(name, version).await {
+                Ok(table) => Ok(Some(table.delta().table_provider().await?)),
+                Err(sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_)) => {
+                    Ok(None)
+                }
+                Err(e) => Err(DataFusionError::Plan(e.to_string())),
+            };
+        }
         let table = match self.engine.lake.open(name).await {
             Ok(table) => table,
             Err(sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_)) => {
@@ -190,7 +246,7 @@ impl SchemaProvider for LakeSchema {
             }
             Err(e) => return Err(DataFusionError::External(Box::new(e))),
         };
-        let provider = match self.stream_of(name) {
+        let provider = match self.engine.stream_of(name) {
             Some((stream, side)) => self.engine.tails.fresh_table(&table, stream, side).await?,
             None => table.delta().table_provider().await?,
         };
@@ -198,7 +254,7 @@ impl SchemaProvider for LakeSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.engine.lake.table_names().iter().any(|t| t == name)
+        self.engine.has_table(name)
     }
 }
 

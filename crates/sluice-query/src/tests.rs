@@ -2,8 +2,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, Float64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
 
 use super::*;
 
@@ -30,11 +28,12 @@ async fn engine(dir: &std::path::Path) -> QueryEngine {
     QueryEngine::new(lake, Arc::new(log))
 }
 
+/// Parses as the server does (time travel rewritten), then runs.
 async fn run(engine: &QueryEngine, sql: &str) -> Result<QueryOutput> {
-    let statement = Parser::parse_sql(&GenericDialect {}, sql)
-        .unwrap()
-        .remove(0);
-    engine.execute(statement).await
+    let sluice_sql::Statement::Sql(statement) = sluice_sql::parse(sql).unwrap().remove(0) else {
+        panic!("{sql} is a stream statement")
+    };
+    engine.execute(*statement).await
 }
 
 #[tokio::test]
@@ -80,14 +79,19 @@ async fn nothing_but_queries_runs_and_no_file_outside_the_lake_is_reached() {
     let engine = engine(dir.path()).await;
     let outside = dir.path().join("outside.csv");
     for sql in [
-        "INSERT INTO ticks VALUES ('C', 3.0)",
-        "CREATE TABLE t2 AS SELECT * FROM ticks",
-        "DROP TABLE ticks",
         "SET datafusion.execution.batch_size = 1",
+        "DELETE FROM ticks WHERE price > 1",
+        "UPDATE ticks SET price = 0",
+        "CREATE VIEW v AS SELECT 1",
+        "CREATE TABLE t2 (a INT)",
+        "CREATE OR REPLACE TABLE t2 AS SELECT 1",
     ] {
         match run(&engine, sql).await {
             Err(QueryError::Refused(m)) => {
-                assert!(m.contains("only queries are allowed"), "{sql}: {m}")
+                assert!(
+                    m.contains("allowed here") || m.contains("tables are created as"),
+                    "{sql}: {m}"
+                )
             }
             other => panic!("{sql}: {other:?}"),
         }
@@ -207,4 +211,106 @@ async fn stream_tables_include_the_log_tail() {
         (135, 15, 131),
         "committed and tail"
     );
+    for sql in [
+        "INSERT INTO clicks_errors SELECT * FROM clicks_errors",
+        "DROP TABLE clicks",
+        "CREATE TABLE clicks AS SELECT 1",
+    ] {
+        let e = run(&engine, sql).await.expect_err(sql);
+        assert!(
+            e.to_string().contains("written by stream 'clicks'"),
+            "{sql}: {e}"
+        );
+    }
+}
+
+/// CREATE TABLE … AS, INSERT and DROP TABLE write Delta tables; each commit is a version that
+/// time travel reads back.
+#[tokio::test]
+async fn batch_sql_writes_lake_tables_that_time_travel_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let written = |out: QueryOutput| {
+        out.batches[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
+            .value(0)
+    };
+    let out = run(
+        &engine,
+        "CREATE TABLE per_ticker PARTITIONED BY (ticker) AS \
+         SELECT ticker, count(*) AS n, sum(price) AS total FROM ticks GROUP BY ticker",
+    )
+    .await
+    .unwrap();
+    assert_eq!(written(out), 2);
+    assert!(dir.path().join("lake/per_ticker/ticker=A").is_dir());
+    let out = run(
+        &engine,
+        "INSERT INTO per_ticker (ticker, n) VALUES ('C', 7), ('D', 1)",
+    )
+    .await
+    .unwrap();
+    assert_eq!(written(out), 2);
+    assert_eq!(scalar(&engine, "SELECT sum(n) FROM per_ticker").await, 11);
+    assert_eq!(
+        scalar(&engine, "SELECT sum(n) FROM per_ticker VERSION AS OF 0").await,
+        3
+    );
+    assert_eq!(
+        scalar(
+            &engine,
+            "SELECT count(*) FROM per_ticker VERSION AS OF 1 p JOIN per_ticker q USING (ticker)"
+        )
+        .await,
+        4
+    );
+    let later = "SELECT sum(n) FROM per_ticker TIMESTAMP AS OF '2999-01-01'";
+    assert_eq!(scalar(&engine, later).await, 11, "the latest version then");
+
+    let refused = [
+        ("CREATE TABLE per_ticker AS SELECT 1", "already exists"),
+        (
+            "CREATE TABLE x PARTITIONED BY (nope) AS SELECT 1 AS a",
+            "names no column",
+        ),
+        (
+            "INSERT INTO per_ticker VERSION AS OF 0 VALUES ('E', 1, 1.0)",
+            "earlier version",
+        ),
+        ("INSERT INTO missing VALUES (1)", "missing"),
+        ("INSERT INTO per_ticker VALUES ('E')", "got 1 values"),
+        ("DROP TABLE per_ticker, missing", "'missing' does not exist"),
+        (
+            "SELECT * FROM per_ticker VERSION AS OF 9",
+            "has no version 9",
+        ),
+        (
+            "SELECT * FROM per_ticker TIMESTAMP AS OF '2000-01-01'",
+            "has no version",
+        ),
+        ("CREATE TABLE other.x AS SELECT 1", "not in the lake"),
+    ];
+    for (sql, expected) in refused {
+        let e = run(&engine, sql).await.expect_err(sql);
+        assert!(e.to_string().contains(expected), "{sql}: {e}");
+    }
+    assert_eq!(
+        scalar(&engine, "SELECT sum(n) FROM per_ticker").await,
+        11,
+        "nothing changed"
+    );
+    assert_eq!(
+        written(
+            run(&engine, "CREATE TABLE IF NOT EXISTS per_ticker AS SELECT 1")
+                .await
+                .unwrap()
+        ),
+        0
+    );
+    run(&engine, "DROP TABLE per_ticker").await.unwrap();
+    run(&engine, "DROP TABLE IF EXISTS per_ticker")
+        .await
+        .unwrap();
+    assert!(!dir.path().join("lake/per_ticker").exists());
 }

@@ -51,6 +51,8 @@ pub enum ServerError {
     Unsupported(String),
     #[error("{0}")]
     Config(String),
+    #[error("table '{0}' exists in the lake: drop it (DROP TABLE) or name the stream otherwise")]
+    TableExists(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -72,6 +74,9 @@ impl From<ServerError> for HttpError {
             }
             ServerError::Unsupported(m) => HttpError::bad_request("unsupported_statement", m),
             ServerError::Config(m) => HttpError::bad_request("invalid_statement", m),
+            e @ ServerError::TableExists(_) => {
+                HttpError::new(StatusCode::CONFLICT, "table_exists", e.to_string())
+            }
             e @ (ServerError::Bind { .. } | ServerError::Lake(_) | ServerError::Internal(_)) => {
                 HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }

@@ -2,12 +2,14 @@
 //! (`{"columns": [{"name", "type"}], "rows": [[…]]}`, the default), CSV with a header
 //! (`text/csv`), or an Arrow IPC stream (`application/vnd.apache.arrow.stream`).
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use sluice_ingest::HttpError;
 use sluice_query::arrow::array::RecordBatch;
-use sluice_query::arrow::datatypes::SchemaRef;
+use sluice_query::arrow::datatypes::{Schema, SchemaRef};
 use sluice_query::arrow::{csv, ipc, json as arrow_json};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -96,11 +98,24 @@ fn json_answer(
         .iter()
         .map(|f| json!({"name": f.name(), "type": f.data_type().to_string()}))
         .collect();
+    // arrow-json writes objects keyed by column name; columns go by position instead, so that
+    // two columns of one name (`SELECT a.x, b.x`) both survive.
+    let positional = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.as_ref().clone().with_name(i.to_string()))
+            .collect::<Vec<_>>(),
+    ));
     let mut writer = arrow_json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, arrow_json::writer::JsonArray>(Vec::new());
     for batch in batches {
-        writer.write(batch)?;
+        writer.write(&RecordBatch::try_new(
+            positional.clone(),
+            batch.columns().to_vec(),
+        )?)?;
     }
     writer.finish()?;
     let objects: Vec<Map<String, Value>> =
@@ -109,10 +124,8 @@ fn json_answer(
         .into_iter()
         .map(|mut object| {
             Value::Array(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| object.remove(f.name()).unwrap_or(Value::Null))
+                (0..schema.fields().len())
+                    .map(|i| object.remove(&i.to_string()).unwrap_or(Value::Null))
                     .collect(),
             )
         })

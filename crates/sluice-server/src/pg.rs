@@ -17,16 +17,19 @@
 //!
 //! The dialect's stream statements (`CREATE STREAM`, `SHOW STREAMS`, …) run in the simple query
 //! protocol, as psql sends them, before datafusion-postgres (whose parser does not know them)
-//! sees the query.
+//! sees the query. Time travel (`VERSION AS OF`, `TIMESTAMP AS OF`) is rewritten into versioned
+//! table names before any parser sees a query, in both protocols.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::common::ParamValues;
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::UInt64Type;
+use datafusion::common::{DFSchema, ParamValues};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Set, Statement};
 use datafusion::sql::sqlparser::parser::ParserError;
@@ -37,9 +40,11 @@ use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::pgwire::api::portal::Format;
+use datafusion_postgres::pgwire::api::Type;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
+use datafusion_postgres::pgwire::api::stmt::QueryParser;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
     ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers,
@@ -82,7 +87,10 @@ pub async fn serve(
             state,
             service: service.clone(),
         }),
-        service,
+        extended: Arc::new(Extended {
+            parser: Arc::new(AsOfParser(service.query_parser())),
+            service,
+        }),
     });
     let listener = TcpListener::bind(addr)
         .await
@@ -113,7 +121,7 @@ pub async fn serve(
 
 struct Handlers {
     simple: Arc<Simple>,
-    service: Arc<DfSessionService>,
+    extended: Arc<Extended>,
 }
 
 impl PgWireServerHandlers for Handlers {
@@ -122,7 +130,7 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
-        self.service.clone()
+        self.extended.clone()
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -148,7 +156,9 @@ impl SimpleQueryHandler for Simple {
         // Queries go to DataFusion: datafusion-postgres' parser knows more of PostgreSQL's
         // syntax (psql's and BI tools' catalog queries) than the dialect's generic one.
         if !sluice_sql::is_dialect(query) {
-            return SimpleQueryHandler::do_query(&*self.service, client, query).await;
+            let query = sluice_sql::as_of::rewrite(query)
+                .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
+            return SimpleQueryHandler::do_query(&*self.service, client, &query).await;
         }
         let statements = sluice_sql::parse(query)
             .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
@@ -178,6 +188,74 @@ impl SimpleQueryHandler for Simple {
     }
 }
 
+/// The extended query protocol: datafusion-postgres', with time travel rewritten first.
+struct Extended {
+    service: Arc<DfSessionService>,
+    parser: Arc<AsOfParser>,
+}
+
+type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
+type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
+
+#[async_trait]
+impl ExtendedQueryHandler for Extended {
+    type Statement = DfStatement;
+    type QueryParser = AsOfParser;
+
+    fn query_parser(&self) -> Arc<AsOfParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<DfStatement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows).await
+    }
+}
+
+/// datafusion-postgres' parser, given queries with their time travel rewritten.
+struct AsOfParser(Arc<DfParser>);
+
+#[async_trait]
+impl QueryParser for AsOfParser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<DfStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let sql = sluice_sql::as_of::rewrite(sql)
+            .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
+        self.0.parse_sql(client, &sql, types).await
+    }
+
+    fn get_parameter_types(&self, statement: &DfStatement) -> PgWireResult<Vec<Type>> {
+        self.0.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &DfStatement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.0.get_result_schema(statement, column_format)
+    }
+}
+
 /// Lets through what only reads: queries (planned and checked by the query engine, so
 /// `SELECT … INTO` is refused too) and the statements clients send to set up a session.
 struct ReadOnly {
@@ -188,7 +266,8 @@ impl ReadOnly {
     /// `Some(error)` for a statement that may not run here.
     fn refuse(statement: &Statement) -> Option<PgWireError> {
         let allowed = match statement {
-            Statement::Query(_) | Statement::Explain { .. } => true,
+            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) => true,
+            s if QueryEngine::is_lake_ddl(s) => true,
             Statement::Set(set) => !sets_engine_option(set),
             Statement::ShowVariable { .. }
             | Statement::ShowStatus { .. }
@@ -217,11 +296,31 @@ impl ReadOnly {
             user_error(
                 "42501",
                 &format!(
-                    "only queries and stream statements are allowed, not {}",
+                    "only queries, stream statements, CREATE TABLE … AS, INSERT and DROP TABLE \
+                     are allowed, not {}",
                     statement_kind(statement)
                 ),
             )
         })
+    }
+
+    /// `CREATE TABLE … AS` (tagged `SELECT n`, as PostgreSQL does) and `DROP TABLE`, run by
+    /// the query engine.
+    async fn lake_ddl(&self, statement: &Statement) -> PgWireResult<Response> {
+        let output = self
+            .engine
+            .execute(statement.clone())
+            .await
+            .map_err(query_error)?;
+        let written = output
+            .batches
+            .first()
+            .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
+            .map(|rows| rows.value(0) as usize);
+        Ok(Response::Execution(match written {
+            Some(rows) => Tag::new("SELECT").with_rows(rows),
+            None => Tag::new("DROP TABLE"),
+        }))
     }
 
     /// Plans a query and checks it only reads; `None` for the statements other hooks answer.
@@ -242,7 +341,17 @@ impl ReadOnly {
         if let Some(refusal) = Self::refuse(statement) {
             return Some(Err(refusal));
         }
-        if !matches!(statement, Statement::Query(_) | Statement::Explain { .. }) {
+        if QueryEngine::is_lake_ddl(statement) {
+            // Nothing to describe ahead: the statement runs when executed (below).
+            return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            })));
+        }
+        if !matches!(
+            statement,
+            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_)
+        ) {
             return None;
         }
         Some(
@@ -271,6 +380,7 @@ impl QueryHook for ReadOnly {
             Statement::Discard { .. } => {
                 return Some(Ok(Response::Execution(Tag::new("DISCARD ALL"))));
             }
+            s if QueryEngine::is_lake_ddl(s) => return Some(self.lake_ddl(s).await),
             _ => {}
         }
         // A query that passes is run by datafusion-postgres itself (None).
@@ -291,12 +401,15 @@ impl QueryHook for ReadOnly {
 
     async fn handle_extended_query(
         &self,
-        _statement: &Statement,
+        statement: &Statement,
         _plan: &LogicalPlan,
         _params: &ParamValues,
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
+        if QueryEngine::is_lake_ddl(statement) {
+            return Some(self.lake_ddl(statement).await);
+        }
         None
     }
 }
@@ -342,8 +455,8 @@ fn server_error(e: sql::StatementError) -> PgWireError {
     let code = match &e {
         ServerError::Sql(_) => "42601",
         ServerError::Log(L::StreamNotFound(_)) => "42P01", // undefined_table
-        ServerError::Log(L::StreamExists(_)) => "42P07",   // duplicate_table
-        ServerError::Unsupported(_) => "0A000",            // feature_not_supported
+        ServerError::Log(L::StreamExists(_)) | ServerError::TableExists(_) => "42P07", // duplicate_table
+        ServerError::Unsupported(_) => "0A000", // feature_not_supported
         ServerError::Log(L::InvalidName(_) | L::InvalidShardCount(_)) | ServerError::Config(_) => {
             "22023" // invalid_parameter_value
         }
@@ -364,7 +477,11 @@ fn query_error(e: QueryError) -> PgWireError {
 fn plan_error_code(message: &str) -> &'static str {
     if message.starts_with("SQL error") || message.contains("ParserError") {
         "42601" // syntax_error
-    } else if message.contains("table") && message.contains("not found") {
+    } else if message.contains("already exists") {
+        "42P07" // duplicate_table
+    } else if message.contains("table")
+        && (message.contains("not found") || message.contains("does not exist"))
+    {
         "42P01" // undefined_table
     } else if message.contains("No field named") || message.contains("Schema error") {
         "42703" // undefined_column

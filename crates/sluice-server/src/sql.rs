@@ -90,6 +90,18 @@ pub async fn answer(
 ) -> Result<Answer, StatementError> {
     let statement = match statement {
         Statement::Sql(statement) => return Ok(run_query(query, *statement).await?),
+        Statement::Optimize { table } => {
+            let output = query.optimize(&table).await?;
+            return Ok((output.schema, output.batches));
+        }
+        Statement::Vacuum {
+            table,
+            retain_hours,
+            dry_run,
+        } => {
+            let output = query.vacuum(&table, retain_hours, dry_run).await?;
+            return Ok((output.schema, output.batches));
+        }
         Statement::Describe { name } if log.stream(&name).is_err() => {
             let describe = datafusion::sql::sqlparser::parser::Parser::parse_sql(
                 &datafusion::sql::sqlparser::dialect::GenericDialect {},
@@ -101,6 +113,18 @@ pub async fn answer(
         }
         statement => statement,
     };
+    // A new stream's tables must be its pipeline's alone.
+    if let Statement::CreateStream(create) = &statement
+        && log.stream(&create.name).is_err()
+        && let Some(table) = [
+            create.name.clone(),
+            sluice_pipeline::errors_table(&create.name),
+        ]
+        .into_iter()
+        .find(|t| query.has_table(t))
+    {
+        return Err(ServerError::TableExists(table).into());
+    }
     let changes_streams = matches!(
         statement,
         Statement::CreateStream(_) | Statement::DropStream { .. }
@@ -139,15 +163,22 @@ pub fn execute(
         },
         Statement::ShowStreams => Ok(show_streams(&log.streams())),
         Statement::Describe { name } => Ok(describe(&*log.stream(&name)?)),
-        Statement::Sql(statement) => Err(ServerError::Unsupported(format!(
-            "{} cannot be applied here: only CREATE STREAM, DROP STREAM, SHOW STREAMS and DESCRIBE can",
-            first_words(&statement.to_string())
-        ))),
+        statement @ (Statement::Sql(_) | Statement::Optimize { .. } | Statement::Vacuum { .. }) => {
+            let what = match &statement {
+                Statement::Sql(sql) => sql
+                    .to_string()
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                other => other.tag().to_string(),
+            };
+            Err(ServerError::Unsupported(format!(
+                "{what} cannot be applied here: only CREATE STREAM, DROP STREAM, SHOW STREAMS \
+                 and DESCRIBE can"
+            )))
+        }
     }
-}
-
-fn first_words(sql: &str) -> String {
-    sql.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
 }
 
 fn options(create: &CreateStream) -> StreamOptions {

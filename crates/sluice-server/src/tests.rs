@@ -116,7 +116,7 @@ async fn stream_statements_over_http() {
         (StatusCode::OK, &json!([[2]])),
         "{json}"
     );
-    let (status, json) = sql(&app, "CREATE TABLE t AS SELECT 1").await;
+    let (status, json) = sql(&app, "CREATE VIEW v AS SELECT 1").await;
     assert_eq!(
         (status, json["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("statement_refused")),

@@ -8,15 +8,25 @@
 //! DROP STREAM [IF EXISTS] ticks;
 //! SHOW STREAMS;
 //! DESCRIBE ticks;            -- also DESC
+//! OPTIMIZE ticks;            -- compacts a lake table's small files
+//! VACUUM ticks [RETAIN 168 HOURS] [DRY RUN];
 //! ```
+//!
+//! Queries may read earlier versions of lake tables: `FROM t VERSION AS OF 3`,
+//! `FROM t TIMESTAMP AS OF '2026-01-05 14:30:00'` (see [`as_of`]).
 //!
 //! [`parse`] recognises these by their leading keywords, as DataFusion's own `DFParser` does for
 //! its extensions, and hands every other statement to `sqlparser` unchanged. Errors carry the
 //! line and column of the offending token.
 
+pub mod as_of;
 mod stream;
 
-pub use stream::{Column, ColumnType, CreateStream, Format, Partition, StreamDefinition, Transform};
+pub use as_of::AsOf;
+
+pub use stream::{
+    Column, ColumnType, CreateStream, Format, Partition, StreamDefinition, Transform,
+};
 
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
@@ -35,6 +45,17 @@ pub enum Statement {
     Describe {
         name: String,
     },
+    /// `OPTIMIZE [TABLE] t`: compacts a lake table's small files.
+    Optimize {
+        table: String,
+    },
+    /// `VACUUM [TABLE] t [RETAIN n HOURS] [DRY RUN]`: deletes the files no version younger than
+    /// the retention reads.
+    Vacuum {
+        table: String,
+        retain_hours: Option<u64>,
+        dry_run: bool,
+    },
     /// Any other statement, for the query engine.
     Sql(Box<sqlparser::ast::Statement>),
 }
@@ -47,6 +68,8 @@ impl Statement {
             Statement::DropStream { .. } => "DROP STREAM",
             Statement::ShowStreams => "SHOW STREAMS",
             Statement::Describe { .. } => "DESCRIBE",
+            Statement::Optimize { .. } => "OPTIMIZE",
+            Statement::Vacuum { .. } => "VACUUM",
             Statement::Sql(_) => "SQL",
         }
     }
@@ -110,8 +133,9 @@ pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
 /// Parses one or more statements separated by semicolons.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let sql = as_of::rewrite(sql)?;
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
+    let mut parser = Parser::new(&dialect).try_with_sql(&sql)?;
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
@@ -144,6 +168,8 @@ pub fn is_dialect(sql: &str) -> bool {
         || parser
             .parse_one_of_keywords(&[Keyword::DESCRIBE, Keyword::DESC])
             .is_some()
+        || parse_word(&mut parser, "OPTIMIZE")
+        || parse_word(&mut parser, "VACUUM")
 }
 
 fn parse_statement(parser: &mut Parser) -> Result<Statement> {
@@ -168,6 +194,30 @@ fn parse_statement(parser: &mut Parser) -> Result<Statement> {
     {
         let name = stream::parse_stream_name(parser)?;
         return Ok(Statement::Describe { name });
+    }
+    if parse_word(parser, "OPTIMIZE") {
+        let _ = parser.parse_keyword(Keyword::TABLE);
+        let table = stream::parse_stream_name(parser)?;
+        return Ok(Statement::Optimize { table });
+    }
+    if parse_word(parser, "VACUUM") {
+        let _ = parser.parse_keyword(Keyword::TABLE);
+        let table = stream::parse_stream_name(parser)?;
+        let mut retain_hours = None;
+        if parse_word(parser, "RETAIN") {
+            let at = parser.peek_token().span.start;
+            let hours = parser.parse_literal_uint()?;
+            if !parse_word(parser, "HOURS") {
+                return Err(SqlError::at("expected RETAIN n HOURS", at));
+            }
+            retain_hours = Some(hours);
+        }
+        let dry_run = parse_word(parser, "DRY") && parse_word(parser, "RUN");
+        return Ok(Statement::Vacuum {
+            table,
+            retain_hours,
+            dry_run,
+        });
     }
     debug_assert_eq!(parser.peek_token(), start);
     Ok(Statement::Sql(Box::new(parser.parse_statement()?)))

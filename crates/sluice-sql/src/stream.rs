@@ -314,7 +314,9 @@ fn apply_option(create: &mut CreateStream, key: &ast::Ident, value: &Expr) -> Re
             };
         }
         "event_time" => create.definition.event_time = Some(string(value, &name, at)?),
-        "partition_by" => create.definition.partition_by = partitions(&string(value, &name, at)?, at)?,
+        "partition_by" => {
+            create.definition.partition_by = partitions(&string(value, &name, at)?, at)?
+        }
         "watermark" => {
             create.definition.watermark_ms =
                 Some(duration_ms(&string(value, &name, at)?, &name, at)?)
@@ -489,10 +491,7 @@ fn validate_partitions(def: &StreamDefinition, at: Location) -> Result<()> {
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(&p.source))
             .ok_or_else(|| {
-                SqlError::at(
-                    format!("partition_by names no column: '{}'", p.source),
-                    at,
-                )
+                SqlError::at(format!("partition_by names no column: '{}'", p.source), at)
             })?;
         let fits = match p.transform {
             Transform::Identity => matches!(
@@ -528,7 +527,9 @@ fn validate_partitions(def: &StreamDefinition, at: Location) -> Result<()> {
         let name = p.name.to_ascii_lowercase();
         let fresh = match p.transform {
             Transform::Identity => names.contains(&name),
-            Transform::Date | Transform::Hour => !name.starts_with('_') && names.insert(name.clone()),
+            Transform::Date | Transform::Hour => {
+                !name.starts_with('_') && names.insert(name.clone())
+            }
         };
         if !fresh || !partitioned.insert(name) {
             return Err(SqlError::at(

@@ -43,10 +43,10 @@ fn create_stream_as_in_the_spec() {
 
 #[test]
 fn partitions_by_columns_and_derived_values() {
-    let Statement::CreateStream(c) = one(
-        "CREATE STREAM clicks (country TEXT, ts TIMESTAMP NOT NULL)
-         WITH (partition_by = 'date(ts), HOUR(ts) AS h, country')",
-    ) else {
+    let Statement::CreateStream(c) =
+        one("CREATE STREAM clicks (country TEXT, ts TIMESTAMP NOT NULL)
+         WITH (partition_by = 'date(ts), HOUR(ts) AS h, country')")
+    else {
         panic!()
     };
     let partitions: Vec<_> = c
@@ -237,4 +237,53 @@ fn errors_name_the_problem_and_where() {
     // At the end of the text sqlparser has no position: the message says so instead.
     let e = error("CREATE STREAM t (a INT,");
     assert!(e.message.contains("found: EOF"), "{e}");
+}
+
+fn rewritten(sql: &str) -> String {
+    as_of::rewrite(sql).unwrap().into_owned()
+}
+
+#[test]
+fn time_travel_names_a_version_of_the_table() {
+    assert_eq!(
+        rewritten("SELECT * FROM Ticks VERSION AS OF 3 WHERE x = 'VERSION AS OF 4'"),
+        r#"SELECT * FROM "ticks@v3" AS "ticks" WHERE x = 'VERSION AS OF 4'"#
+    );
+    assert_eq!(
+        rewritten(
+            "SELECT * FROM public.\"T\" TIMESTAMP AS OF '2026-01-05 14:30:00' old\n\
+             JOIN u TIMESTAMP AS OF '2026-01-05T15:30:00+01:00' AS x ON true"
+        ),
+        "SELECT * FROM public.\"T@2026-01-05T14:30:00Z\" old\n\
+         JOIN \"u@2026-01-05T14:30:00Z\" AS x ON true"
+    );
+    // Not a clause: left alone.
+    for sql in ["SELECT version AS of FROM t", "SELECT 1"] {
+        assert!(matches!(
+            as_of::rewrite(sql).unwrap(),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+    assert_eq!(
+        AsOf::parse_name("ticks@v3"),
+        Some(("ticks", AsOf::Version(3)))
+    );
+    let Some(("t", AsOf::Timestamp(t))) = AsOf::parse_name("t@2026-01-05T14:30:00.5Z") else {
+        panic!()
+    };
+    assert_eq!(t.to_rfc3339(), "2026-01-05T14:30:00.500+00:00");
+    assert_eq!(AsOf::parse_name("ticks"), None);
+    // Through the parser, the statement is an ordinary query of the versioned name.
+    let Statement::Sql(query) = one("SELECT count(*) FROM ticks VERSION AS OF 0") else {
+        panic!()
+    };
+    assert!(
+        query.to_string().contains(r#""ticks@v0" AS "ticks""#),
+        "{query}"
+    );
+    let e = error("SELECT * FROM t TIMESTAMP AS OF 'yesterday'");
+    assert!(e.message.contains("is not a timestamp"), "{e}");
+    assert_eq!((e.line, e.column), (Some(1), Some(33)), "{e}");
+    let e = error("SELECT * FROM (SELECT 1) VERSION AS OF 1");
+    assert!(e.message.contains("follow a table name"), "{e}");
 }

@@ -84,9 +84,13 @@ async fn partitioned_streams_land_in_hive_folders_of_their_derived_values() {
         &format!("{TICKS}, partition_by = 'date(ts), hour(ts) AS h, ticker')"),
     );
     let mut batches = s.batches();
-    for (i, ts) in ["2026-01-05T23:59:59Z", "2026-01-06T00:00:00Z", "2026-01-06T00:30:00+01:00"]
-        .iter()
-        .enumerate()
+    for (i, ts) in [
+        "2026-01-05T23:59:59Z",
+        "2026-01-06T00:00:00Z",
+        "2026-01-06T00:30:00+01:00",
+    ]
+    .iter()
+    .enumerate()
     {
         let record = format!(r#"{{"ticker":"T{}","price":1.5,"ts":"{ts}"}}"#, i % 2);
         batches.push(0, b"", record.as_bytes()).unwrap();

@@ -53,6 +53,13 @@ impl AsyncDB for Http {
         if columns == 0 {
             return Ok(DBOutput::StatementComplete(0));
         }
+        // A write answers the rows it wrote as one UInt64 column `count`: what PostgreSQL's
+        // command tag says (`INSERT 0 n`, `SELECT n`).
+        if answer["columns"][0] == serde_json::json!({"name": "count", "type": "UInt64"}) {
+            return Ok(DBOutput::StatementComplete(
+                answer["rows"][0][0].as_u64().unwrap_or(0),
+            ));
+        }
         let rows = answer["rows"]
             .as_array()
             .into_iter()
@@ -139,10 +146,11 @@ impl AsyncDB for Pg {
         }
         let statement = self.client.prepare(sql).await.map_err(failed)?;
         let columns = statement.columns();
-        let rows = self.client.query(&statement, &[]).await.map_err(failed)?;
         if columns.is_empty() {
-            return Ok(DBOutput::StatementComplete(rows.len() as u64));
+            let written = self.client.execute(&statement, &[]).await.map_err(failed)?;
+            return Ok(DBOutput::StatementComplete(written));
         }
+        let rows = self.client.query(&statement, &[]).await.map_err(failed)?;
         let rows = rows
             .iter()
             .map(|row| {

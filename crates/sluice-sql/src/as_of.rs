@@ -1,0 +1,192 @@
+//! Time travel: `t VERSION AS OF 3` and `t TIMESTAMP AS OF '2026-01-05 14:30:00'` (Delta
+//! Lake's syntax) read an earlier version of a lake table.
+//!
+//! sqlparser's generic dialect has no table versions, so [`rewrite`] turns the clause, before
+//! anything parses the text, into a table name the query engine resolves ([`AsOf::parse_name`]):
+//!
+//! ```text
+//! FROM ticks VERSION AS OF 3                          FROM "ticks@v3" AS ticks
+//! FROM ticks TIMESTAMP AS OF '2026-01-05 14:30' t     FROM "ticks@2026-01-05T14:30:00Z" t
+//! ```
+//!
+//! Only the clause and its table name change (so an error elsewhere keeps its position before
+//! them); the table keeps its name as an alias unless it has one already. Timestamps without a
+//! zone are UTC.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::keywords::{Keyword, RESERVED_FOR_TABLE_ALIAS};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+
+use crate::{Result, SqlError};
+
+/// Which version of a table a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// The table as its commit number `n` left it.
+    Version(u64),
+    /// The table as its last commit at or before this instant left it.
+    Timestamp(DateTime<Utc>),
+}
+
+impl AsOf {
+    /// The name a versioned table goes by in a rewritten query: `t@v3`, `t@2026-…Z`.
+    pub fn name(&self, table: &str) -> String {
+        match self {
+            AsOf::Version(n) => format!("{table}@v{n}"),
+            AsOf::Timestamp(t) => {
+                format!("{table}@{}", t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            }
+        }
+    }
+
+    /// The table and version a name made by [`AsOf::name`] stands for.
+    pub fn parse_name(name: &str) -> Option<(&str, AsOf)> {
+        let (table, version) = name.rsplit_once('@')?;
+        let as_of = match version.strip_prefix('v') {
+            Some(n) => AsOf::Version(n.parse().ok()?),
+            None => AsOf::Timestamp(DateTime::parse_from_rfc3339(version).ok()?.to_utc()),
+        };
+        Some((table, as_of))
+    }
+}
+
+/// `sql` with every `VERSION AS OF n` / `TIMESTAMP AS OF '…'` after a table name turned into
+/// a versioned table name; `sql` itself when it has none.
+pub fn rewrite(sql: &str) -> Result<Cow<'_, str>> {
+    let dialect = GenericDialect {};
+    // What does not tokenize is the parser's to report.
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
+        return Ok(Cow::Borrowed(sql));
+    };
+    let tokens: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let offsets = Offsets::new(sql);
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut copied = 0;
+    let mut i = 1;
+    while i + 3 < tokens.len() {
+        let Some(as_of) = clause(&tokens[i..i + 4])? else {
+            i += 1;
+            continue;
+        };
+        let Token::Word(table) = &tokens[i - 1].token else {
+            return Err(SqlError::at(
+                "VERSION AS OF and TIMESTAMP AS OF follow a table name",
+                tokens[i].span.start,
+            ));
+        };
+        let has_alias = match tokens.get(i + 4).map(|t| &t.token) {
+            Some(Token::Word(w)) => {
+                w.keyword == Keyword::AS || !RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword)
+            }
+            _ => false,
+        };
+        let name = match table.quote_style {
+            Some(_) => table.value.clone(),
+            None => table.value.to_ascii_lowercase(),
+        };
+        out.push_str(&sql[copied..offsets.at(tokens[i - 1].span.start)]);
+        out.push_str(&quoted(&as_of.name(&name)));
+        if !has_alias {
+            out.push_str(" AS ");
+            out.push_str(&quoted(&name));
+        }
+        copied = offsets.at(tokens[i + 3].span.end);
+        i += 4;
+    }
+    if copied == 0 {
+        return Ok(Cow::Borrowed(sql));
+    }
+    out.push_str(&sql[copied..]);
+    Ok(Cow::Owned(out))
+}
+
+/// `VERSION AS OF <number>` or `TIMESTAMP AS OF '<timestamp>'` at the start of `tokens`.
+fn clause(tokens: &[&TokenWithSpan]) -> Result<Option<AsOf>> {
+    let keyword = |t: &TokenWithSpan| match &t.token {
+        Token::Word(w) if w.quote_style.is_none() => w.keyword,
+        _ => Keyword::NoKeyword,
+    };
+    let kind = keyword(tokens[0]);
+    if !matches!(kind, Keyword::VERSION | Keyword::TIMESTAMP)
+        || keyword(tokens[1]) != Keyword::AS
+        || keyword(tokens[2]) != Keyword::OF
+    {
+        return Ok(None);
+    }
+    let at = tokens[3].span.start;
+    match (kind, &tokens[3].token) {
+        (Keyword::VERSION, Token::Number(n, _)) => {
+            n.parse().map(|n| Some(AsOf::Version(n))).map_err(|_| {
+                SqlError::at(
+                    format!("VERSION AS OF takes a version number, found {n}"),
+                    at,
+                )
+            })
+        }
+        (Keyword::TIMESTAMP, Token::SingleQuotedString(s)) => timestamp(s)
+            .map(|t| Some(AsOf::Timestamp(t)))
+            .ok_or_else(|| {
+                SqlError::at(
+                    format!(
+                        "TIMESTAMP AS OF '{s}' is not a timestamp like '2026-01-05 14:30:00' or \
+                         '2026-01-05T14:30:00+01:00'"
+                    ),
+                    at,
+                )
+            }),
+        // Not a clause (`SELECT version AS of FROM t`), or not one the parser will accept.
+        _ => Ok(None),
+    }
+}
+
+/// An instant written as RFC 3339, or as a date or date and time in UTC.
+fn timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.to_utc());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc());
+        }
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(date.and_hms_opt(0, 0, 0)?.and_utc())
+}
+
+/// `name` as a double-quoted identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Byte offsets of the tokenizer's (line, column) locations; columns count characters.
+struct Offsets<'a> {
+    sql: &'a str,
+    lines: Vec<usize>,
+}
+
+impl<'a> Offsets<'a> {
+    fn new(sql: &'a str) -> Self {
+        let mut lines = vec![0];
+        lines.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+        Self { sql, lines }
+    }
+
+    fn at(&self, location: Location) -> usize {
+        let start = self.lines[(location.line as usize).saturating_sub(1)];
+        self.sql[start..]
+            .char_indices()
+            .nth((location.column as usize).saturating_sub(1))
+            .map_or(self.sql.len(), |(i, _)| start + i)
+    }
+}
