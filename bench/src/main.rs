@@ -1,5 +1,6 @@
-//! Load generators for the ingest benchmarks. Each run prints one JSON line of figures;
-//! `bench/ingest.sh` starts a fresh server per run and reports medians.
+//! Load generators for the ingest benchmarks, and the in-process pipeline benchmark. Each run
+//! prints one JSON line of figures; `bench/ingest.sh` starts a fresh server per run and reports
+//! medians, `bench/pipeline.sh` the same for `pipeline`.
 //!
 //! - `http`: P producers post W1 events as NDJSON (`?key=ticker`), as fast as acknowledged.
 //! - `kinesis-put`: P producers call PutRecords with 500 W1 events each.
@@ -8,9 +9,13 @@
 //!   percentiles as the client sees them (an upper bound of the server's own).
 //! - `freshness` (W4): W1 events at a steady rate; for sampled requests, acknowledgement → the
 //!   end of the first `SELECT count(*)` of the raw table that includes them.
+//! - `pipeline` (W2, in-process, no server): a log loaded with `clicks` events, then the time the
+//!   raw-table pipeline takes to commit them all to `clicks` and `clicks_errors`; see its module.
 //!
 //! Events are generated before the clock starts, so the figures are the server's, not the
 //! generator's.
+
+mod pipeline;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +27,11 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use sluice_gen::{GenOptions, Generator, Workload};
+
+/// The server's allocator (see the `sluice` binary): `pipeline` runs the server's code in this
+/// process, and its peak RSS depends on the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 struct Cli {
@@ -77,6 +87,8 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         sample: usize,
     },
+    /// W2 through the raw-table pipeline, in-process (--server and --stream do not apply)
+    Pipeline(pipeline::Options),
 }
 
 #[tokio::main]
@@ -140,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
             batch,
             sample,
         } => freshness(&client, &server, &cli.stream, rate, seconds, batch, sample).await?,
+        Command::Pipeline(options) => pipeline::run(options).await?,
     };
     println!("{figures}");
     Ok(())
