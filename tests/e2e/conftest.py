@@ -5,6 +5,10 @@ test, and offers small helpers for the HTTP API, SQL and the Kinesis API (throug
 
 The binary is found at $SLUICE_BIN, else $CARGO_TARGET_DIR/debug/sluice, else
 $HOME/.cache/sluice-target/debug/sluice. A missing binary fails the session (never skips).
+
+Tests of the lake on S3 get a real S3-compatible server: moto's, started from this Python
+environment on a loopback port once per session (`moto_s3`), and a server whose lake is a
+prefix of its bucket (`s3_server`, `s3_lake`).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import boto3
@@ -101,6 +107,9 @@ class Server:
         self.starts = 0
         # More flags for `sluice serve` (e.g. --config FILE).
         self.extra_args: list[str] = []
+        # Environment changes for `sluice serve` over this process' own: a value of None unsets
+        # the variable.
+        self.env: dict[str, str | None] = {}
         self._clients: dict[tuple, object] = {}
         self._stdout_thread: threading.Thread | None = None
 
@@ -139,6 +148,11 @@ class Server:
         stderr = open(self.stderr_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_BACKTRACE", "1")
+        for name, value in self.env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
         try:
             self.proc = subprocess.Popen(
                 self._args(),
@@ -357,6 +371,8 @@ def pytest_runtest_makereport(item, call):
     if rep.failed:
         for srv in getattr(item, "_sluice_servers", []):
             rep.sections.append(("sluice server log tail", srv.log_tail()))
+        for name, service in getattr(item, "_sluice_services", []):
+            rep.sections.append((f"{name} log tail", service.log_tail()))
 
 
 @pytest.fixture
@@ -383,6 +399,180 @@ def post(server):
 @pytest.fixture
 def sql(server):
     return server.sql
+
+
+# --------------------------------------------------------------------------------------------
+# S3: moto's server on loopback, and a server whose lake is in its bucket
+# --------------------------------------------------------------------------------------------
+
+MOTO_LISTEN_RE = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
+S3_BUCKET = "sluice-e2e"
+S3_REGION = "us-east-1"
+S3_KEY_ID = "test"
+S3_SECRET = "test"
+
+
+class MotoS3:
+    """moto's S3 server (`python -m moto.server`) in its own process on a loopback port."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = Path(log_path)
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self._client = None
+
+    @property
+    def endpoint(self) -> str:
+        assert self.port is not None, "moto not started"
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "MotoS3":
+        with open(self.log_path, "ab") as log:
+            # Port 0: the kernel picks a free one, and werkzeug prints which.
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.port is None:
+            if self.proc.poll() is not None:
+                raise ServerStartError(f"moto exited with code {self.proc.returncode}\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(f"moto did not print its port within {START_TIMEOUT:.0f} s\n{self.log_tail()}")
+            m = MOTO_LISTEN_RE.search(self.log_path.read_text("utf-8", "replace"))
+            if m:
+                self.port = int(m.group(1))
+            else:
+                time.sleep(0.1)
+        # Listening is not answering yet: wait for a real S3 call to succeed.
+        while True:
+            try:
+                self.client().list_buckets()
+                return self
+            except Exception as e:  # any failure before the deadline is a retry
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise ServerStartError(f"moto does not answer S3 calls: {e}\n{self.log_tail()}") from e
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def client(self):
+        """A boto3 S3 client of this server (path-style requests)."""
+        if self._client is None:
+            self._client = _BOTO_SESSION.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name=S3_REGION,
+                aws_access_key_id=S3_KEY_ID,
+                aws_secret_access_key=S3_SECRET,
+                config=Config(
+                    s3={"addressing_style": "path"},
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=60,
+                ),
+            )
+        return self._client
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every object key in `bucket` under `prefix`, sorted (ListObjectsV2, all pages)."""
+        out = []
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            out.extend(o["Key"] for o in page.get("Contents", []))
+        return sorted(out)
+
+    def env(self) -> dict[str, str | None]:
+        """What `sluice serve` needs to reach this server: the standard AWS_* variables. Every
+        other AWS_* variable of this process is unset, so that nothing of the machine's own AWS
+        setup (profiles, tokens, bundles) leaks in."""
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("AWS_")}
+        env.update(self.storage_options())
+        return env
+
+    def storage_options(self) -> dict[str, str]:
+        """The same, as storage options of the deltalake package."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_REGION": S3_REGION,
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            text = self.log_path.read_bytes()[-20000:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-n:])
+
+
+class S3Lake:
+    """A lake at s3://BUCKET/PREFIX of the moto server: its URL, its tables' URLs, its objects."""
+
+    def __init__(self, s3: MotoS3, bucket: str, prefix: str):
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def table_url(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def keys(self, under: str = "") -> list[str]:
+        """Object keys under the lake's prefix (or under one of its tables: `under=name`),
+        relative to the prefix."""
+        prefix = f"{self.prefix}/{under.strip('/')}/" if under else f"{self.prefix}/"
+        return [k[len(self.prefix) + 1 :] for k in self.s3.keys(self.bucket, prefix)]
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory):
+    s3 = MotoS3(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    try:
+        s3.client().create_bucket(Bucket=S3_BUCKET)
+        yield s3
+    finally:
+        s3.stop()
+
+
+@pytest.fixture
+def s3_lake(request, moto_s3):
+    """A fresh prefix of the session's bucket, for one test."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name)[:60]
+    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("moto", moto_s3)]
+    return S3Lake(moto_s3, S3_BUCKET, f"{name}-{uuid.uuid4().hex[:8]}/lake")
+
+
+@pytest.fixture
+def s3_server(request, tmp_path, sluice_bin, s3_lake):
+    """A server whose lake is `--lake s3://BUCKET/PREFIX` of the moto server (streams stay in
+    its data dir)."""
+    srv = Server(tmp_path / "logs", sluice_bin)
+    srv.extra_args = ["--lake", s3_lake.url]
+    srv.env = s3_lake.s3.env()
+    request.node._sluice_servers = getattr(request.node, "_sluice_servers", []) + [srv]
+    srv.start(tmp_path / "data")
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 # --------------------------------------------------------------------------------------------

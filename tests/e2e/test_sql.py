@@ -97,7 +97,8 @@ def test_sql_cannot_write_or_read_outside_the_lake(server, tmp_path):
     target = tmp_path / "stolen.csv"
     for statement, code in [
         ("INSERT INTO ticks SELECT * FROM ticks", "statement_refused"),
-        ("CREATE TABLE copy AS SELECT * FROM ticks", "statement_refused"),
+        ("CREATE TABLE copy (a INT)", "statement_refused"),
+        ('CREATE TABLE "../escape" AS SELECT 1 AS a', "statement_refused"),
         (f"COPY ticks TO '{target}'", None),
         (f"CREATE EXTERNAL TABLE x (a INT) STORED AS TEXTFILE LOCATION '{target}'", None),
         ("SELECT * FROM '/etc/passwd'", None),
@@ -107,4 +108,5 @@ def test_sql_cannot_write_or_read_outside_the_lake(server, tmp_path):
         if code:
             assert body["code"] == code, body
     assert not target.exists()
+    assert not (server.data_dir / "escape").exists()
     assert server.sql("SELECT count(*) FROM ticks")["rows"] == [[10]]

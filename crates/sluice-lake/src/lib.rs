@@ -1,9 +1,14 @@
-//! The lake: a folder of Delta Lake tables, written exactly once.
+//! The lake: a folder of Delta Lake tables, on the local disk or on S3, written exactly once.
 //!
 //! ```text
-//! <data-dir>/lake/<table>/_delta_log/…   the table's transaction log (Delta protocol)
-//! <data-dir>/lake/<table>/part-….parquet the data
+//! <root>/<table>/_delta_log/…   the table's transaction log (Delta protocol)
+//! <root>/<table>/part-….parquet the data (in Hive-style partition folders if partitioned)
 //! ```
+//!
+//! The root is `<data-dir>/lake` by default, or `s3://bucket/prefix` (credentials, region and
+//! endpoint from the standard `AWS_*` variables, `AWS_ENDPOINT_URL` included). Commits to S3
+//! are conditional writes (`If-None-Match`), which S3 and its compatible servers provide: no
+//! lock service is needed.
 //!
 //! Exactly-once rests on one rule: a writer records how far it has read, in the same Delta
 //! commit as the rows it wrote, as `txn` actions (application id → version). After a crash it
@@ -11,16 +16,25 @@
 //! lost: either the commit happened (rows and positions) or it did not (neither). Sluice's
 //! pipelines use one application id per source shard and the shard's next sequence number as
 //! the version, which only grows.
+//!
+//! The lake knows its tables' names without listing the store for every query: it lists them
+//! when it opens, then keeps the list as it creates and drops tables (the server is the lake's
+//! only writer).
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{StructType, Transaction};
+use deltalake::logstore::ObjectStoreRef;
+use deltalake::logstore::object_store::path::Path as StorePath;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::{StreamExt, TryStreamExt};
 use url::Url;
 
 /// Why a lake operation failed.
@@ -32,11 +46,15 @@ pub enum Error {
     TableNotFound(String),
     #[error("table '{table}' has no version {version}")]
     NoSuchVersion { table: String, version: String },
+    #[error("invalid lake location {location:?}: {reason}")]
+    InvalidLocation { location: String, reason: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the lake's store: {0}")]
+    Store(#[from] deltalake::logstore::object_store::Error),
     #[error("table '{table}': {source}")]
     Delta {
         table: String,
@@ -46,47 +64,108 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A lake on the local disk.
+/// A lake: a root (a folder or an S3 prefix) of Delta tables.
 #[derive(Debug, Clone)]
 pub struct Lake {
-    root: PathBuf,
+    /// The root, ending in `/`.
+    root: Url,
+    /// The store, rooted at `root`.
+    store: ObjectStoreRef,
+    tables: Arc<RwLock<BTreeSet<String>>>,
 }
 
 impl Lake {
-    /// The lake in `root` (created if missing).
+    /// The lake in the local folder `root` (created if missing).
     pub fn local(root: impl Into<PathBuf>) -> Result<Lake> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: root.clone(),
             source,
+        };
+        std::fs::create_dir_all(&root).map_err(io)?;
+        let root = root.canonicalize().map_err(io)?;
+        let tables = std::fs::read_dir(&root)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("_delta_log").is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let url = Url::from_directory_path(&root).map_err(|()| Error::InvalidLocation {
+            location: root.display().to_string(),
+            reason: "not an absolute path".into(),
         })?;
-        let root = root.canonicalize().map_err(|source| Error::Io {
-            path: root.clone(),
-            source,
-        })?;
-        Ok(Lake { root })
+        Self::with_tables(url, tables)
     }
 
-    pub fn root(&self) -> &Path {
+    /// The lake at `location`: `s3://bucket/prefix`, or a local folder.
+    pub async fn open_location(location: &str) -> Result<Lake> {
+        let Some(rest) = location.strip_prefix("s3://") else {
+            return Self::local(location);
+        };
+        let invalid = |reason: &str| Error::InvalidLocation {
+            location: location.to_string(),
+            reason: reason.to_string(),
+        };
+        if rest.split('/').next().is_none_or(str::is_empty) {
+            return Err(invalid("expected s3://bucket/prefix"));
+        }
+        deltalake::aws::register_handlers(None);
+        let root = Url::parse(&format!("{}/", location.trim_end_matches('/')))
+            .map_err(|e| invalid(&e.to_string()))?;
+        let lake = Self::with_tables(root, BTreeSet::new())?;
+        let listed = lake.store.list_with_delimiter(None).await?;
+        let mut tables = BTreeSet::new();
+        for folder in listed.common_prefixes {
+            let inside = lake.store.list_with_delimiter(Some(&folder)).await?;
+            if inside
+                .common_prefixes
+                .iter()
+                .any(|p| p.filename() == Some("_delta_log"))
+                && let Some(name) = folder.filename()
+            {
+                tables.insert(name.to_string());
+            }
+        }
+        *lake.tables.write().expect("tables lock") = tables;
+        Ok(lake)
+    }
+
+    fn with_tables(root: Url, tables: BTreeSet<String>) -> Result<Lake> {
+        let store = deltalake::logstore::store_for(&root, std::iter::empty::<(String, String)>())
+            .map_err(|e| Error::InvalidLocation {
+            location: root.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Lake {
+            root,
+            store,
+            tables: Arc::new(RwLock::new(tables)),
+        })
+    }
+
+    /// Where the lake is: `file:///…/` or `s3://bucket/prefix/`.
+    pub fn url(&self) -> &Url {
         &self.root
     }
 
-    fn table_dir(&self, name: &str) -> Result<PathBuf> {
-        // Names come from stream names (already checked); this keeps any other caller inside.
-        let safe = !name.is_empty()
-            && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        if !safe {
+    fn table_url(&self, name: &str) -> Result<Url> {
+        if !valid_table_name(name) {
             return Err(Error::InvalidName(name.to_string()));
         }
-        Ok(self.root.join(name))
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|_| Error::InvalidName(name.to_string()))
     }
 
-    fn table_url(&self, name: &str) -> Result<Url> {
-        let dir = self.table_dir(name)?;
-        Url::from_directory_path(&dir).map_err(|()| Error::InvalidName(name.to_string()))
+    fn has(&self, name: &str) -> bool {
+        self.tables.read().expect("tables lock").contains(name)
+    }
+
+    fn keep(&self, name: &str) {
+        self.tables
+            .write()
+            .expect("tables lock")
+            .insert(name.to_string());
     }
 
     /// Opens table `name`, creating it with `schema` if it does not exist, partitioned by the
@@ -105,11 +184,6 @@ impl Lake {
             .as_ref()
             .try_into_kernel()
             .map_err(|e| delta(e.into()))?;
-        let dir = self.table_dir(name)?;
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
         let created = deltalake::operations::create::CreateBuilder::new()
             .with_location(self.table_url(name)?.to_string())
             .with_table_name(name)
@@ -120,8 +194,12 @@ impl Lake {
         let table = match created {
             Ok(table) => table,
             // Someone created it at the same moment (the first commit wins): open theirs.
-            Err(e) => return self.open(name).await.map_err(|_| delta(e)),
+            Err(e) => {
+                self.keep(name);
+                return self.open(name).await.map_err(|_| delta(e));
+            }
         };
+        self.keep(name);
         Ok(LakeTable {
             name: name.to_string(),
             table,
@@ -154,6 +232,7 @@ impl Lake {
             .with_partition_columns(partition_by.iter().cloned())
             .await
             .map_err(delta)?;
+        self.keep(name);
         Ok(LakeTable {
             name: name.to_string(),
             table,
@@ -162,10 +241,11 @@ impl Lake {
 
     /// Opens table `name`, if it exists.
     pub async fn open(&self, name: &str) -> Result<LakeTable> {
-        if !self.table_dir(name)?.join("_delta_log").is_dir() {
+        let url = self.table_url(name)?;
+        if !self.has(name) {
             return Err(Error::TableNotFound(name.to_string()));
         }
-        let table = deltalake::open_table(self.table_url(name)?)
+        let table = deltalake::open_table(url)
             .await
             .map_err(|source| match source {
                 DeltaTableError::NotATable(_) => Error::TableNotFound(name.to_string()),
@@ -215,29 +295,53 @@ impl Lake {
 
     /// The names of the lake's tables, sorted.
     pub fn table_names(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return Vec::new();
-        };
-        let mut names: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().join("_delta_log").is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        names
+        self.tables
+            .read()
+            .expect("tables lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Deletes table `name` and its data. Missing tables are fine.
-    pub fn drop_table(&self, name: &str) -> Result<()> {
-        let dir = self.table_dir(name)?;
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-                path: dir,
-                source: e,
-            }),
-            _ => Ok(()),
+    pub async fn drop_table(&self, name: &str) -> Result<()> {
+        let url = self.table_url(name)?;
+        // Forgotten first: from now on no query opens it while its files go.
+        self.tables.write().expect("tables lock").remove(name);
+        let prefix = StorePath::from(name);
+        let locations = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| m.location)
+            .boxed();
+        self.store
+            .delete_stream(locations)
+            .try_collect::<Vec<_>>()
+            .await?;
+        // A folder keeps its empty subfolders: remove them too.
+        if let Ok(dir) = url.to_file_path() {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::Io {
+                        path: dir,
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
         }
+        Ok(())
     }
+}
+
+/// Whether `name` may name a table: one folder inside the lake (letters, digits, `_`, `-`, `.`,
+/// not starting with `.`).
+pub fn valid_table_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A version of a table: a commit number, or the last commit at or before an instant.

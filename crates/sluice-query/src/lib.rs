@@ -150,7 +150,7 @@ impl QueryEngine {
                 names,
                 if_exists,
                 ..
-            } => return self.drop_tables(names, *if_exists),
+            } => return self.drop_tables(names, *if_exists).await,
             _ => {}
         }
         let plan = self.plan(&ctx, statement).await?;

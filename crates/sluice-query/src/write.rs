@@ -50,6 +50,11 @@ impl QueryEngine {
                 )));
             }
         };
+        if !sluice_lake::valid_table_name(table) && sluice_sql::AsOf::parse_name(table).is_none() {
+            return Err(QueryError::Refused(format!(
+                "'{table}' cannot name a table: use letters, digits, '_', '-' and '.'"
+            )));
+        }
         if sluice_sql::AsOf::parse_name(table).is_some() {
             return Err(QueryError::Refused(format!(
                 "'{table}' is an earlier version of a table: it cannot be written"
@@ -146,7 +151,11 @@ impl QueryEngine {
     }
 
     /// `DROP TABLE [IF EXISTS] t, …`: checks every name before it drops any.
-    pub(crate) fn drop_tables(&self, names: &[ObjectName], if_exists: bool) -> Result<QueryOutput> {
+    pub(crate) async fn drop_tables(
+        &self,
+        names: &[ObjectName],
+        if_exists: bool,
+    ) -> Result<QueryOutput> {
         let existing = self.lake.table_names();
         let mut dropped = Vec::new();
         for name in names {
@@ -160,6 +169,7 @@ impl QueryEngine {
         for table in dropped {
             self.lake
                 .drop_table(&table)
+                .await
                 .map_err(|e| QueryError::Execution(e.to_string()))?;
         }
         Ok(QueryOutput {

@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub retention_interval: Duration,
     /// How the raw tables are kept.
     pub raw: sluice_pipeline::RawConfig,
+    /// Where the lake is (`s3://bucket/prefix` or a folder); `<data_dir>/lake` if `None`.
+    pub lake: Option<String>,
 }
 
 impl ServerConfig {
@@ -111,6 +113,7 @@ impl ServerConfig {
             ingest: IngestConfig::default(),
             retention_interval: Duration::from_secs(30),
             raw: sluice_pipeline::RawConfig::default(),
+            lake: None,
         }
     }
 }
@@ -269,7 +272,10 @@ impl Server {
             addr: config.http,
             source,
         })?;
-        let lake = sluice_lake::Lake::local(config.data_dir.join("lake"))?;
+        let lake = match &config.lake {
+            Some(location) => sluice_lake::Lake::open_location(location).await?,
+            None => sluice_lake::Lake::local(config.data_dir.join("lake"))?,
+        };
         let query = sluice_query::QueryEngine::new(lake.clone(), log.clone());
         let pipelines = Arc::new(pipelines::Pipelines::new(
             log.clone(),

@@ -96,7 +96,7 @@ impl Pipelines {
         }
         for name in dropped.into_iter().chain(gone_failed) {
             for table in [name.clone(), errors_table(&name)] {
-                if let Err(e) = self.lake.drop_table(&table) {
+                if let Err(e) = self.lake.drop_table(&table).await {
                     tracing::error!(table, error = %e, "cannot drop the table of a dropped stream");
                 }
             }

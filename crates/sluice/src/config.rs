@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! data_dir = "./sluice-data"
+//! lake = "s3://bucket/prefix"   # default: <data_dir>/lake
 //! http = "127.0.0.1:7878"
 //! pg = "127.0.0.1:7879"
 //! commit_interval = "1s"   # how often the raw tables commit
@@ -30,6 +31,8 @@ pub const DEFAULT_PG: &str = "127.0.0.1:7879";
 struct ConfigFile {
     /// Where streams are kept.
     data_dir: Option<PathBuf>,
+    /// Where the lake is: `s3://bucket/prefix` or a folder.
+    lake: Option<String>,
     /// The HTTP address.
     http: Option<SocketAddr>,
     /// The PostgreSQL protocol's address.
@@ -40,12 +43,16 @@ struct ConfigFile {
     sql: Option<String>,
 }
 
-pub fn resolve(
-    file: Option<&Path>,
-    data_dir: Option<PathBuf>,
-    http: Option<SocketAddr>,
-    pg: Option<SocketAddr>,
-) -> anyhow::Result<ServerConfig> {
+/// What the command line says of the same things (it wins over the file).
+#[derive(Debug, Default)]
+pub struct Flags {
+    pub data_dir: Option<PathBuf>,
+    pub lake: Option<String>,
+    pub http: Option<SocketAddr>,
+    pub pg: Option<SocketAddr>,
+}
+
+pub fn resolve(file: Option<&Path>, flags: Flags) -> anyhow::Result<ServerConfig> {
     let parsed = match file {
         None => ConfigFile::default(),
         Some(path) => {
@@ -62,19 +69,21 @@ pub fn resolve(
             }
         }
     };
-    let data_dir = data_dir
+    let data_dir = flags
+        .data_dir
         .or(parsed.data_dir)
         .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
-    let http = match http.or(parsed.http) {
+    let http = match flags.http.or(parsed.http) {
         Some(addr) => addr,
         None => DEFAULT_HTTP.parse().context("the default address")?,
     };
-    let pg = match pg.or(parsed.pg) {
+    let pg = match flags.pg.or(parsed.pg) {
         Some(addr) => addr,
         None => DEFAULT_PG.parse().context("the default address")?,
     };
     let mut config = ServerConfig::new(data_dir, http, pg);
     config.statements = parsed.sql;
+    config.lake = flags.lake.or(parsed.lake);
     if let Some(interval) = parsed.commit_interval {
         config.raw.commit_interval = humantime::parse_duration(&interval)
             .ok()
@@ -101,11 +110,18 @@ mod tests {
             "data_dir = \"/from/file\"\nhttp = \"127.0.0.1:9000\"\nsql = \"SHOW STREAMS\"\n",
         )
         .unwrap();
-        let c = resolve(Some(&path), Some("/from/flag".into()), None, None).unwrap();
+        let c = resolve(
+            Some(&path),
+            Flags {
+                data_dir: Some("/from/flag".into()),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
         assert_eq!(c.http.port(), 9000);
         assert_eq!(c.statements.as_deref(), Some("SHOW STREAMS"));
-        let c = resolve(None, None, None, None).unwrap();
+        let c = resolve(None, Flags::default()).unwrap();
         assert_eq!(
             (c.data_dir, c.http.to_string()),
             (PathBuf::from(DEFAULT_DATA_DIR), DEFAULT_HTTP.to_string())
@@ -113,20 +129,20 @@ mod tests {
         let sql = dir.join("streams.sql");
         std::fs::write(&sql, "CREATE STREAM a;").unwrap();
         assert_eq!(
-            resolve(Some(&sql), None, None, None)
+            resolve(Some(&sql), Flags::default())
                 .unwrap()
                 .statements
                 .as_deref(),
             Some("CREATE STREAM a;")
         );
         std::fs::write(&path, "commit_interval = \"250ms\"\n").unwrap();
-        let c = resolve(Some(&path), None, None, None).unwrap();
+        let c = resolve(Some(&path), Flags::default()).unwrap();
         assert_eq!(c.raw.commit_interval, std::time::Duration::from_millis(250));
         std::fs::write(&path, "commit_interval = \"soon\"\n").unwrap();
-        let e = resolve(Some(&path), None, None, None).unwrap_err();
+        let e = resolve(Some(&path), Flags::default()).unwrap_err();
         assert!(format!("{e:#}").contains("not a duration"), "{e:#}");
         std::fs::write(&path, "colour = 'red'\n").unwrap();
-        let e = resolve(Some(&path), None, None, None).unwrap_err();
+        let e = resolve(Some(&path), Flags::default()).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");
     }
 

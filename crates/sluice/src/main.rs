@@ -32,13 +32,18 @@ enum Command {
     /// Run the server: the log, ingest over HTTP and the Kinesis API, SQL (HTTP and the PostgreSQL
     /// protocol), metrics.
     Serve {
-        /// A config file: TOML with `data_dir`, `http`, `pg` and `sql` (statements applied at start-up),
+        /// A config file: TOML with `data_dir`, `lake`, `http`, `pg` and `sql` (statements applied at start-up),
         /// or a `.sql` file of statements.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Where streams are kept [default: ./sluice-data]
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Where the lake's tables are: s3://bucket/prefix (with the AWS_* variables:
+        /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, …) or a folder
+        /// [default: DATA_DIR/lake]
+        #[arg(long)]
+        lake: Option<String>,
         /// The HTTP address: ingest, Kinesis API, SQL, status, metrics [default: 127.0.0.1:7878]
         #[arg(long)]
         http: Option<SocketAddr>,
@@ -61,11 +66,18 @@ fn main() -> anyhow::Result<()> {
         Command::Serve {
             config,
             data_dir,
+            lake,
             http,
             pg,
         } => {
             init_tracing();
-            let config = config::resolve(config.as_deref(), data_dir, http, pg)?;
+            let flags = config::Flags {
+                data_dir,
+                lake,
+                http,
+                pg,
+            };
+            let config = config::resolve(config.as_deref(), flags)?;
             runtime()?.block_on(serve(config))
         }
         Command::Gen(args) => generate::run(args),
