@@ -158,3 +158,46 @@ def test_dropping_a_stream_drops_its_tables_and_kinesis_streams_are_schemaless(s
         time.sleep(0.2)
     assert not DeltaTable.is_deltatable(table_path(server, "k"))
     assert not DeltaTable.is_deltatable(table_path(server, "k_errors"))
+
+
+def test_partitioned_streams_and_ctas_tables_read_alike_in_sluice_polars_and_deltalake(server):
+    """Hive partitions (a column and the date and hour of the event time), and a table written
+    by CREATE TABLE … PARTITIONED BY AS SELECT: the same rows through Sluice, Polars and
+    deltalake, and time travel to the version before an INSERT."""
+    server.sql(CLICKS.replace("WITH (shards = 2)", "WITH (shards = 2, partition_by = 'date(ts), hour(ts), device')"))
+    events = gen("clicks", 3000)
+    status, _, answer = server.ingest("clicks", events, key="user_id")
+    assert status == 200 and answer["accepted"] == 3000, answer
+    good = sum(expected_outcome(line) == "good" for line in events.splitlines())
+    wait_for_rows(server, 3000, ["clicks", "clicks_errors"])
+
+    root = server.data_dir / "lake" / "clicks"
+    folders = {p.relative_to(root).as_posix() for p in root.glob("ts_date=*/ts_hour=*/device=*")}
+    assert folders and all(f.count("/") == 2 for f in folders), folders
+
+    query = "SELECT ts_date, ts_hour, device, count(*) AS n FROM clicks GROUP BY 1, 2, 3"
+    ours = {(str(d), h, dev): n for d, h, dev, n in server.sql(query)["rows"]}
+    frame = pl.read_delta(table_path(server, "clicks"))
+    theirs = {
+        (str(d), h, dev): n
+        for d, h, dev, n in frame.group_by("ts_date", "ts_hour", "device").len().iter_rows()
+    }
+    assert ours == theirs and sum(ours.values()) == good
+    assert (frame["ts_date"] == frame["ts"].dt.date()).all()
+    assert (frame["ts_hour"] == frame["ts"].dt.hour()).all()
+
+    answer = server.sql(
+        "CREATE TABLE per_device PARTITIONED BY (device) AS "
+        "SELECT device, count(*) AS n FROM clicks GROUP BY device"
+    )
+    assert answer["columns"][0]["name"] == "count"
+    server.sql("INSERT INTO per_device VALUES ('toaster', 1)")
+    table = DeltaTable(table_path(server, "per_device"))
+    assert table.version() == 1
+    written = {r["device"]: r["n"] for r in table.to_pyarrow_table().to_pylist()}
+    assert written["toaster"] == 1 and sum(written.values()) == good + 1
+    before = server.sql("SELECT sum(n) FROM per_device VERSION AS OF 0")["rows"]
+    assert before == [[good]]
+    assert dict(pl.read_delta(table_path(server, "per_device"), version=0).iter_rows()) == {
+        k: v for k, v in written.items() if k != "toaster"
+    }
