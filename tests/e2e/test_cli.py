@@ -95,3 +95,13 @@ def test_serve_refuses_a_non_loopback_address_without_authentication(tmp_path):
     assert proc.returncode != 0
     assert b"non-loopback" in proc.stderr and b"authentication" in proc.stderr, proc.stderr.decode()
     assert not any((tmp_path / "d").glob("streams/*")), "nothing was created"
+
+
+def test_serve_refuses_a_lake_it_cannot_keep(tmp_path):
+    for lake, message in [("gs://bucket/lake", b"s3://bucket/prefix or a folder"), ("s3://", b"expected s3://bucket/prefix")]:
+        proc = subprocess.run(
+            [str(sluice_bin_path()), "serve", "--data-dir", str(tmp_path / "d"), "--lake", lake,
+             "--http", "127.0.0.1:0", "--pg", "127.0.0.1:0"],
+            capture_output=True, timeout=30,
+        )
+        assert proc.returncode != 0 and message in proc.stderr, (lake, proc.stderr.decode())

@@ -592,3 +592,30 @@ def test_a_new_streams_tables_answer_at_once(server):
             assert status == 200 and answer.get("accepted") == 1, answer
             assert query(conn, f"SELECT a FROM {name}") == [("x",)], name
             assert query(conn, f"SELECT count(*) FROM {name}_errors") == [(0,)], name
+
+
+def test_lake_writes_and_time_travel_through_both_protocols(server):
+    """CREATE TABLE … AS, INSERT with parameters, time travel and DROP TABLE from psycopg (simple
+    and extended protocol) and psql; each write is a Delta commit, i.e. a version."""
+    loaded(server)
+    with connect(server) as conn:
+        cur = conn.execute(
+            "CREATE TABLE movers PARTITIONED BY (ticker) AS SELECT ticker, volume FROM ticks", prepare=True
+        )
+        assert cur.statusmessage == "SELECT 3" and cur.rowcount == 3
+        cur = conn.execute("INSERT INTO movers VALUES (%s, %s), (%s, %s)", ["NEW", 5, "NEW", 6])
+        assert cur.statusmessage == "INSERT 0 2"
+        assert query(conn, "SELECT sum(volume) FROM movers") == [(226,)]
+        for prepare in (False, True):
+            assert query(conn, "SELECT count(*) FROM movers VERSION AS OF 0", prepare=prepare) == [(3,)]
+            assert query(
+                conn, "SELECT count(*) FROM movers VERSION AS OF 1 WHERE ticker = %s", ["NEW"], prepare=prepare
+            ) == [(2,)]
+        expect_sqlstate(conn, "CREATE TABLE movers AS SELECT 1 AS a", "42P07")
+        expect_sqlstate(conn, "INSERT INTO ticks (ticker, ts) VALUES ('X', now())", "42501")
+        expect_sqlstate(conn, "SELECT * FROM movers VERSION AS OF 9", "42000")
+        assert count_ticks(conn) == 3, "the connection is still usable"
+    assert psql_ok(server, "-c", "SELECT count(*) FROM movers TIMESTAMP AS OF '2999-01-01'") == ["5"]
+    assert psql_ok(server, "-c", "OPTIMIZE movers") == ["0|0"]
+    assert psql_ok(server, "-c", "DROP TABLE movers") == ["DROP TABLE"]
+    assert not (server.data_dir / "lake" / "movers").exists()

@@ -99,12 +99,15 @@ impl Lake {
 
     /// The lake at `location`: `s3://bucket/prefix`, or a local folder.
     pub async fn open_location(location: &str) -> Result<Lake> {
-        let Some(rest) = location.strip_prefix("s3://") else {
-            return Self::local(location);
-        };
         let invalid = |reason: &str| Error::InvalidLocation {
             location: location.to_string(),
             reason: reason.to_string(),
+        };
+        let Some(rest) = location.strip_prefix("s3://") else {
+            if location.contains("://") {
+                return Err(invalid("the lake is s3://bucket/prefix or a folder"));
+            }
+            return Self::local(location);
         };
         if rest.split('/').next().is_none_or(str::is_empty) {
             return Err(invalid("expected s3://bucket/prefix"));
