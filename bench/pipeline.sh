@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 shift || true
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-cargo build --release -q -p sluice-bench
+cargo build --release -q -p sluice -p sluice-bench  # as bench/ingest.sh: one feature set, one build
 BENCH=$CARGO_TARGET_DIR/release/sluice-bench
 WORK=$(mktemp -d)
 RESULTS=$WORK/results.jsonl

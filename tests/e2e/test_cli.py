@@ -98,7 +98,12 @@ def test_serve_refuses_a_non_loopback_address_without_authentication(tmp_path):
 
 
 def test_serve_refuses_a_lake_it_cannot_keep(tmp_path):
-    for lake, message in [("gs://bucket/lake", b"s3://bucket/prefix or a folder"), ("s3://", b"expected s3://bucket/prefix")]:
+    for lake, message in [
+        ("gs://bucket/lake", b"s3://bucket/prefix or a folder"),
+        ("s3://", b"expected s3://bucket/prefix"),
+        (str(tmp_path), b"overlap"),
+        (str(tmp_path / "d" / "streams"), b"overlap"),
+    ]:
         proc = subprocess.run(
             [str(sluice_bin_path()), "serve", "--data-dir", str(tmp_path / "d"), "--lake", lake,
              "--http", "127.0.0.1:0", "--pg", "127.0.0.1:0"],

@@ -173,11 +173,13 @@ impl Lake {
 
     /// Opens table `name`, creating it with `schema` if it does not exist, partitioned by the
     /// columns `partition_by` (Hive-style folders, outermost first).
+    /// `properties` go into a new table's configuration (see [`LakeTable::property`]).
     pub async fn open_or_create(
         &self,
         name: &str,
         schema: &SchemaRef,
         partition_by: &[String],
+        properties: &[(&str, &str)],
     ) -> Result<LakeTable> {
         let delta = |source| Error::Delta {
             table: name.to_string(),
@@ -192,6 +194,8 @@ impl Lake {
             .with_table_name(name)
             .with_columns(fields.fields().cloned())
             .with_partition_columns(partition_by.iter().cloned())
+            .with_configuration(properties.iter().map(|&(k, v)| (k, Some(v))))
+            .with_raise_if_key_not_exists(false)
             .with_save_mode(SaveMode::Ignore)
             .await;
         let table = match created {
@@ -199,7 +203,11 @@ impl Lake {
             // Someone created it at the same moment (the first commit wins): open theirs.
             Err(e) => {
                 self.keep(name);
-                return self.open(name).await.map_err(|_| delta(e));
+                let theirs = self.open(name).await;
+                if theirs.is_err() {
+                    self.tables.write().expect("tables lock").remove(name);
+                }
+                return theirs.map_err(|_| delta(e));
             }
         };
         self.keep(name);
@@ -220,7 +228,7 @@ impl Lake {
     ) -> Result<LakeTable> {
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if batches.is_empty() {
-            return self.open_or_create(name, schema, partition_by).await;
+            return self.open_or_create(name, schema, partition_by, &[]).await;
         }
         let delta = |source| Error::Delta {
             table: name.to_string(),
@@ -317,10 +325,16 @@ impl Lake {
             .list(Some(&prefix))
             .map_ok(|m| m.location)
             .boxed();
-        self.store
+        let deleted = self
+            .store
             .delete_stream(locations)
             .try_collect::<Vec<_>>()
-            .await?;
+            .await;
+        if let Err(e) = deleted {
+            // Still there, in part: still listed, so that DROP TABLE can be retried.
+            self.keep(name);
+            return Err(e.into());
+        }
         // A folder keeps its empty subfolders: remove them too.
         if let Ok(dir) = url.to_file_path() {
             match std::fs::remove_dir_all(&dir) {
@@ -396,6 +410,12 @@ impl LakeTable {
             table: self.name.clone(),
             source: Box::new(source),
         }
+    }
+
+    /// A property of the table's configuration (set when it was created).
+    pub fn property(&self, key: &str) -> Option<String> {
+        let snapshot = self.table.snapshot().ok()?;
+        snapshot.metadata().configuration().get(key).cloned()
     }
 
     /// The version the last commit recorded for application `app_id`, if any.

@@ -16,8 +16,8 @@ pub mod raw;
 
 pub use decode::{Decoded, Decoder, RawRecord};
 pub use raw::{
-    LogRead, RawConfig, RawPipeline, Round, errors_table, errors_table_stream, past, positions,
-    read,
+    LogRead, RawConfig, RawPipeline, Round, drop_tables, errors_table, errors_table_stream, past,
+    positions, read,
 };
 
 /// Why a pipeline cannot run.

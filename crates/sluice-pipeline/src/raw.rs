@@ -35,9 +35,11 @@ use crate::{PipelineError, Result};
 pub struct RawConfig {
     /// How often the pipeline commits what the log received since the last commit.
     pub commit_interval: Duration,
-    /// Most records one round takes from one shard: bounds the pipeline's memory. A round that
-    /// reaches it is followed at once by the next, so a backlog is worked off without waiting.
-    pub max_records_per_shard: usize,
+    /// Most records one round takes, from all shards: bounds the pipeline's memory. Shared
+    /// evenly among the shards that have records, so that a hot shard gets what quiet ones
+    /// leave. A round that reaches it is followed at once by the next, so a backlog is worked
+    /// off without waiting.
+    pub max_records_per_round: usize,
     /// Compact the tables' small files (one a commit) after this many commits.
     pub compact_every: usize,
 }
@@ -46,7 +48,7 @@ impl Default for RawConfig {
     fn default() -> Self {
         Self {
             commit_interval: Duration::from_secs(1),
-            max_records_per_shard: 50_000,
+            max_records_per_round: 200_000,
             compact_every: 100,
         }
     }
@@ -63,6 +65,56 @@ pub fn errors_table_stream(table: &str) -> Option<&str> {
 }
 
 const ERRORS_SUFFIX: &str = "_errors";
+
+/// The table property naming the stream (by its id, which no other stream ever has) whose
+/// pipeline writes the table.
+const OWNER: &str = "sluice.stream.id";
+
+/// Opens or creates table `name` for the stream `stream_id`. A table another incarnation of
+/// the stream left (a crash before its tables were dropped) is dropped and made anew; a table
+/// no stream made (`CREATE TABLE … AS`) is the user's, and refused.
+async fn own_table(
+    lake: &Lake,
+    name: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    partition_by: &[String],
+    stream_id: u64,
+) -> Result<LakeTable> {
+    let owner = stream_id.to_string();
+    let properties = [(OWNER, owner.as_str())];
+    let table = lake
+        .open_or_create(name, schema, partition_by, &properties)
+        .await?;
+    match table.property(OWNER) {
+        Some(id) if id == owner => Ok(table),
+        Some(_) => {
+            lake.drop_table(name).await?;
+            Ok(lake
+                .open_or_create(name, schema, partition_by, &properties)
+                .await?)
+        }
+        None => Err(PipelineError::Unsupported(format!(
+            "table '{name}' exists and was not made by a stream: drop it (DROP TABLE, after DROP \
+             STREAM) or give the stream another name"
+        ))),
+    }
+}
+
+/// Drops the tables of the stream `stream_id` named `stream`: only those it made, so that a
+/// user's table of the same name stays.
+pub async fn drop_tables(lake: &Lake, stream: &str, stream_id: u64) -> Result<()> {
+    for name in [stream.to_string(), errors_table(stream)] {
+        let owned = match lake.open(&name).await {
+            Ok(table) => table.property(OWNER) == Some(stream_id.to_string()),
+            Err(sluice_lake::Error::TableNotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if owned {
+            lake.drop_table(&name).await?;
+        }
+    }
+    Ok(())
+}
 
 fn app_id(shard: usize) -> String {
     format!("shard-{shard}")
@@ -102,12 +154,16 @@ impl RawPipeline {
             .iter()
             .map(|p| p.name.clone())
             .collect();
-        let rows = lake
-            .open_or_create(stream.name(), decoder.schema(), &partition_by)
-            .await?;
-        let errors = lake
-            .open_or_create(&errors_table(stream.name()), &decode::error_schema(), &[])
-            .await?;
+        let id = stream.meta().id;
+        let rows = own_table(lake, stream.name(), decoder.schema(), &partition_by, id).await?;
+        let errors = own_table(
+            lake,
+            &errors_table(stream.name()),
+            &decode::error_schema(),
+            &[],
+            id,
+        )
+        .await?;
         let row_positions = positions(&rows, stream.shards().len()).await?;
         let error_positions = positions(&errors, stream.shards().len()).await?;
         Ok(RawPipeline {
@@ -128,26 +184,42 @@ impl RawPipeline {
     /// Takes what the log holds past the tables' positions (within the per-round limits),
     /// decodes it and commits both tables.
     pub async fn round(&mut self) -> Result<Round> {
-        let from: Vec<u64> = self
-            .row_positions
+        let read = joined(self.read_from(self.next_read()).await)?;
+        self.commit(read).await
+    }
+
+    /// Per shard, where the next read starts: the lower of the two tables' positions.
+    fn next_read(&self) -> Vec<u64> {
+        self.row_positions
             .iter()
             .zip(&self.error_positions)
             .map(|(r, e)| *r.min(e))
+            .collect()
+    }
+
+    /// Reads and decodes the log from `from`, on the blocking pool.
+    fn read_from(&self, from: Vec<u64>) -> tokio::task::JoinHandle<Result<LogRead>> {
+        let (stream, decoder) = (self.stream.clone(), self.decoder.clone());
+        let pending: Vec<u64> = stream
+            .shards()
+            .iter()
+            .zip(&from)
+            .map(|(shard, &from)| shard.bounds().1.saturating_sub(from))
             .collect();
-        let (stream, decoder, limit) = (
-            self.stream.clone(),
-            self.decoder.clone(),
-            self.config.max_records_per_shard,
-        );
+        let limits = shares(&pending, self.config.max_records_per_round);
+        tokio::task::spawn_blocking(move || read(&stream, &decoder, &from, &limits, usize::MAX))
+    }
+
+    /// Commits what `read` decoded: each table the rows at or past its own positions, with the
+    /// positions after them.
+    async fn commit(&mut self, read: LogRead) -> Result<Round> {
+        let started = std::time::Instant::now();
         let LogRead {
             decoded,
             next,
             records,
             backlog,
-        } = tokio::task::spawn_blocking(move || read(&stream, &decoder, &from, limit, usize::MAX))
-            .await
-            .map_err(|e| PipelineError::Internal(e.to_string()))??;
-
+        } = read;
         let rows = past(&decoded.rows, &self.row_positions)?;
         let errors = past(&decoded.errors, &self.error_positions)?;
         let round = Round {
@@ -157,14 +229,38 @@ impl RawPipeline {
             backlog,
             committed: next != self.row_positions || next != self.error_positions,
         };
-        if next != self.row_positions {
-            self.rows.append(vec![rows], as_versions(&next)).await?;
+        // The two tables commit at once: each records its own positions, so either may land
+        // without the other (as after a crash between them).
+        let versions = as_versions(&next);
+        let (rows_table, errors_table) = (&mut self.rows, &mut self.errors);
+        let (rows_committed, errors_committed) = tokio::join!(
+            async {
+                match next != self.row_positions {
+                    true => rows_table.append(vec![rows], versions.clone()).await,
+                    false => Ok(()),
+                }
+            },
+            async {
+                match next != self.error_positions {
+                    true => errors_table.append(vec![errors], versions.clone()).await,
+                    false => Ok(()),
+                }
+            },
+        );
+        if rows_committed.is_ok() {
             self.row_positions = next.clone();
         }
-        if next != self.error_positions {
-            self.errors.append(vec![errors], as_versions(&next)).await?;
+        if errors_committed.is_ok() {
             self.error_positions = next;
         }
+        rows_committed?;
+        errors_committed?;
+        tracing::debug!(
+            stream = self.stream.name(),
+            records,
+            commit_ms = started.elapsed().as_millis() as u64,
+            "round committed"
+        );
         Ok(round)
     }
 
@@ -176,11 +272,17 @@ impl RawPipeline {
     /// Runs a round every commit interval (at once after a round that left a backlog) until
     /// `stop` turns true. A failed round is logged and retried at the next interval: the
     /// positions in the tables make the retry exact.
+    ///
+    /// While a backlog lasts, the next round's read and decode run during this round's commit
+    /// (one core decodes while the other writes Parquet). The read ahead starts where this
+    /// round ends; it is used only if the tables' positions are there when the commit is done,
+    /// and dropped otherwise (after a failure).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.commit_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backlog = false;
         let mut commits = 0;
+        let mut ahead: Option<(Vec<u64>, tokio::task::JoinHandle<Result<LogRead>>)> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -191,7 +293,21 @@ impl RawPipeline {
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
-            backlog = match self.round().await {
+            let from = self.next_read();
+            let read = joined(match ahead.take() {
+                Some((start, reading)) if start == from => reading.await,
+                _ => self.read_from(from).await,
+            });
+            let committed = match read {
+                Ok(read) => {
+                    if read.backlog {
+                        ahead = Some((read.next.clone(), self.read_from(read.next.clone())));
+                    }
+                    self.commit(read).await
+                }
+                Err(e) => Err(e),
+            };
+            backlog = match committed {
                 Ok(round) => {
                     commits += usize::from(round.committed);
                     if commits >= self.config.compact_every {
@@ -227,6 +343,11 @@ impl RawPipeline {
     }
 }
 
+/// The result of a read on the blocking pool.
+fn joined(read: Result<Result<LogRead>, tokio::task::JoinError>) -> Result<LogRead> {
+    read.map_err(|e| PipelineError::Internal(e.to_string()))?
+}
+
 /// What [`read`] took from the log.
 #[derive(Debug)]
 pub struct LogRead {
@@ -238,19 +359,36 @@ pub struct LogRead {
     pub backlog: bool,
 }
 
-/// Reads every shard of `stream` from its position in `from` — at most `max_records` records
-/// and `max_bytes` bytes a shard — and decodes what it read. Blocking (disk reads).
+/// Splits `budget` records among shards with `pending` records each: evenly, and what a shard
+/// does not need goes to the others (water-filling). Every shard may take at least one.
+fn shares(pending: &[u64], budget: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..pending.len()).collect();
+    order.sort_by_key(|&i| pending[i]);
+    let mut limits = vec![1; pending.len()];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        let fair = left / (pending.len() - k);
+        let take = (pending[i].min(fair as u64) as usize).max(1);
+        limits[i] = take;
+        left = left.saturating_sub(take);
+    }
+    limits
+}
+
+/// Reads every shard of `stream` from its position in `from` — at most `max_records[i]`
+/// records of shard `i` and `max_bytes` bytes a shard — and decodes what it read. Blocking
+/// (disk reads).
 pub fn read(
     stream: &Stream,
     decoder: &Decoder,
     from: &[u64],
-    max_records: usize,
+    max_records: &[usize],
     max_bytes: usize,
 ) -> Result<LogRead> {
     let mut read = Vec::new();
     let mut next = Vec::with_capacity(from.len());
     let mut backlog = false;
-    for (shard, &from) in stream.shards().iter().zip(from) {
+    for ((shard, &from), &max_records) in stream.shards().iter().zip(from).zip(max_records) {
         let r = shard.read(from, max_records, max_bytes)?;
         backlog |= r.next_seq < r.end_seq;
         next.push(r.next_seq);
@@ -268,7 +406,7 @@ pub fn read(
         })
         .collect();
     Ok(LogRead {
-        decoded: decoder.decode(&raw)?,
+        decoded: decoder.decode_parallel(&raw)?,
         next,
         records: raw.len(),
         backlog,
@@ -316,5 +454,21 @@ pub fn past(batch: &RecordBatch, positions: &[u64]) -> Result<RecordBatch> {
         .zip(seq.values())
         .map(|(&s, &q)| Some(q as u64 >= positions[s as usize]))
         .collect();
+    if keep.true_count() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
     Ok(filter_record_batch(batch, &keep)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares;
+
+    #[test]
+    fn a_round_shares_its_budget_evenly_and_gives_what_quiet_shards_leave_to_busy_ones() {
+        assert_eq!(shares(&[1000, 1000, 1000, 1000], 200), [50, 50, 50, 50]);
+        assert_eq!(shares(&[0, 10, 1000, 5000], 200), [1, 10, 94, 95]);
+        assert_eq!(shares(&[0, 0, 0, 5000], 200), [1, 1, 1, 197]);
+        assert_eq!(shares(&[3, 2, 1, 0], 200), [3, 2, 1, 1]);
+    }
 }

@@ -147,7 +147,8 @@ impl Tail {
         }
         let from = self.next.clone();
         let read = tokio::task::spawn_blocking(move || {
-            sluice_pipeline::read(&stream, &decoder, &from, room, usize::MAX)
+            let limits = vec![room; from.len()];
+            sluice_pipeline::read(&stream, &decoder, &from, &limits, usize::MAX)
         })
         .await
         .map_err(external)?

@@ -27,6 +27,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -117,8 +118,9 @@ impl QueryEngine {
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
             .await
             .map_err(|e| QueryError::Plan(message(e)))?;
+        // INSERT appends; INSERT OVERWRITE would replace the table.
         let inserts =
-            matches!(&plan, LogicalPlan::Dml(dml) if matches!(dml.op, WriteOp::Insert(_)));
+            matches!(&plan, LogicalPlan::Dml(dml) if dml.op == WriteOp::Insert(InsertOp::Append));
         allowed
             .verify_plan(&plan)
             .ok()

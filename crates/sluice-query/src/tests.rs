@@ -11,7 +11,10 @@ async fn engine(dir: &std::path::Path) -> QueryEngine {
         Field::new("ticker", DataType::Utf8, false),
         Field::new("price", DataType::Float64, true),
     ]));
-    let mut table = lake.open_or_create("ticks", &schema, &[]).await.unwrap();
+    let mut table = lake
+        .open_or_create("ticks", &schema, &[], &[])
+        .await
+        .unwrap();
     let batch = RecordBatch::try_new(
         schema,
         vec![

@@ -25,8 +25,9 @@ use sqlparser::ast::{CreateTable, HiveDistributionStyle, ObjectName, TableObject
 use crate::{QueryEngine, QueryError, QueryOutput, Result, message};
 
 impl QueryEngine {
-    /// The lake table a statement names, if the statement may write it.
-    pub(crate) fn writable(&self, name: &ObjectName) -> Result<String> {
+    /// The lake table `name` stands for, resolved as DataFusion resolves names (unquoted parts
+    /// in lower case; `t`, `public.t` or `sluice.public.t`).
+    pub(crate) fn lake_name(name: &ObjectName) -> Result<String> {
         let parts: Vec<String> = name
             .0
             .iter()
@@ -50,23 +51,30 @@ impl QueryEngine {
                 )));
             }
         };
-        if !sluice_lake::valid_table_name(table) && sluice_sql::AsOf::parse_name(table).is_none() {
-            return Err(QueryError::Refused(format!(
-                "'{table}' cannot name a table: use letters, digits, '_', '-' and '.'"
-            )));
-        }
         if sluice_sql::AsOf::parse_name(table).is_some() {
             return Err(QueryError::Refused(format!(
                 "'{table}' is an earlier version of a table: it cannot be written"
             )));
         }
-        if let Some((stream, _)) = self.stream_of(table) {
+        if !sluice_lake::valid_table_name(table) {
             return Err(QueryError::Refused(format!(
-                "table '{table}' is written by stream '{}' alone: DROP STREAM removes it",
-                stream.name()
+                "'{table}' cannot name a table: use letters, digits, '_', '-' and '.'"
             )));
         }
         Ok(table.clone())
+    }
+
+    /// The lake table a statement names, if the statement may write it: not a stream's.
+    pub(crate) fn writable(&self, name: &ObjectName) -> Result<String> {
+        let table = Self::lake_name(name)?;
+        if let Some((stream, _)) = self.stream_of(&table) {
+            return Err(QueryError::Refused(format!(
+                "table '{table}' is written by stream '{}' alone: it changes only through the \
+                 stream (DROP STREAM drops it)",
+                stream.name()
+            )));
+        }
+        Ok(table)
     }
 
     /// The target of an `INSERT`, checked.
@@ -181,7 +189,7 @@ impl QueryEngine {
 
 impl QueryEngine {
     /// `OPTIMIZE t`: answers the files removed and added.
-    pub async fn optimize(&self, table: &str) -> Result<QueryOutput> {
+    pub async fn optimize(&self, table: &ObjectName) -> Result<QueryOutput> {
         let mut table = self.upkept(table).await?;
         let compaction = table
             .compact()
@@ -196,7 +204,7 @@ impl QueryEngine {
     /// `VACUUM t [RETAIN n HOURS] [DRY RUN]`: answers the files deleted (or to be).
     pub async fn vacuum(
         &self,
-        table: &str,
+        table: &ObjectName,
         retain_hours: Option<u64>,
         dry_run: bool,
     ) -> Result<QueryOutput> {
@@ -209,8 +217,9 @@ impl QueryEngine {
         Ok(numbers(&[("files_deleted", files.len() as u64)]))
     }
 
-    async fn upkept(&self, table: &str) -> Result<sluice_lake::LakeTable> {
-        self.lake.open(table).await.map_err(|e| match e {
+    async fn upkept(&self, table: &ObjectName) -> Result<sluice_lake::LakeTable> {
+        let table = Self::lake_name(table)?;
+        self.lake.open(&table).await.map_err(|e| match e {
             sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_) => {
                 QueryError::Plan(format!("table '{table}' does not exist"))
             }

@@ -64,6 +64,24 @@ pub enum ServerError {
     Internal(String),
 }
 
+/// Refuses a lake folder that holds the data directory or lies in it (but for the default,
+/// `<data_dir>/lake`): dropping a table there could delete the log.
+fn keep_apart(lake: &sluice_lake::Lake, data_dir: &std::path::Path) -> Result<(), ServerError> {
+    let (Ok(lake), Ok(data_dir)) = (lake.url().to_file_path(), data_dir.canonicalize()) else {
+        return Ok(());
+    };
+    if lake != data_dir.join("lake") && (lake.starts_with(&data_dir) || data_dir.starts_with(&lake))
+    {
+        return Err(ServerError::Config(format!(
+            "the lake {} and the data directory {} overlap: keep them apart (or leave the lake \
+             in the data directory's lake folder)",
+            lake.display(),
+            data_dir.display()
+        )));
+    }
+    Ok(())
+}
+
 impl From<ServerError> for HttpError {
     fn from(e: ServerError) -> Self {
         match e {
@@ -276,6 +294,7 @@ impl Server {
             Some(location) => sluice_lake::Lake::open_location(location).await?,
             None => sluice_lake::Lake::local(config.data_dir.join("lake"))?,
         };
+        keep_apart(&lake, &config.data_dir)?;
         let query = sluice_query::QueryEngine::new(lake.clone(), log.clone());
         let pipelines = Arc::new(pipelines::Pipelines::new(
             log.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice_lake::Lake;
 use sluice_log::Log;
-use sluice_pipeline::{RawConfig, RawPipeline, errors_table};
+use sluice_pipeline::{RawConfig, RawPipeline};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -21,6 +21,9 @@ struct Running {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
+
+/// A stream by its name and id.
+type Named = (String, u64);
 
 /// How long a pipeline that failed to start waits before the next attempt.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -52,7 +55,7 @@ impl Pipelines {
     pub async fn reconcile(&self) {
         let _one = self.reconciling.lock().await;
         let streams = self.log.streams();
-        let (gone, gone_failed, wanted): (Vec<(String, Running)>, Vec<String>, Vec<_>) = {
+        let (gone, gone_failed, wanted): (Vec<(String, Running)>, Vec<Named>, Vec<_>) = {
             let mut running = self.running.lock().expect("pipelines lock");
             let live: HashMap<&str, u64> =
                 streams.iter().map(|s| (s.name(), s.meta().id)).collect();
@@ -74,7 +77,7 @@ impl Pipelines {
                 .collect();
             let gone_failed = gone_failed
                 .into_iter()
-                .filter_map(|id| failed.remove(&id).map(|(name, _)| name))
+                .filter_map(|id| failed.remove(&id).map(|(name, _)| (name, id)))
                 .collect();
             let wanted = streams
                 .iter()
@@ -91,14 +94,12 @@ impl Pipelines {
         // A dropped stream's tables go with it, whether its pipeline ran or had failed.
         let mut dropped = Vec::new();
         for (name, pipeline) in gone {
+            dropped.push((name, pipeline.stream_id));
             stop(pipeline).await;
-            dropped.push(name);
         }
-        for name in dropped.into_iter().chain(gone_failed) {
-            for table in [name.clone(), errors_table(&name)] {
-                if let Err(e) = self.lake.drop_table(&table).await {
-                    tracing::error!(table, error = %e, "cannot drop the table of a dropped stream");
-                }
+        for (name, stream_id) in dropped.into_iter().chain(gone_failed) {
+            if let Err(e) = sluice_pipeline::drop_tables(&self.lake, &name, stream_id).await {
+                tracing::error!(stream = name, error = %e, "cannot drop the tables of a dropped stream");
             }
         }
         for stream in wanted {

@@ -47,12 +47,12 @@ pub enum Statement {
     },
     /// `OPTIMIZE [TABLE] t`: compacts a lake table's small files.
     Optimize {
-        table: String,
+        table: sqlparser::ast::ObjectName,
     },
     /// `VACUUM [TABLE] t [RETAIN n HOURS] [DRY RUN]`: deletes the files no version younger than
     /// the retention reads.
     Vacuum {
-        table: String,
+        table: sqlparser::ast::ObjectName,
         retain_hours: Option<u64>,
         dry_run: bool,
     },
@@ -197,12 +197,12 @@ fn parse_statement(parser: &mut Parser) -> Result<Statement> {
     }
     if parse_word(parser, "OPTIMIZE") {
         let _ = parser.parse_keyword(Keyword::TABLE);
-        let table = stream::parse_stream_name(parser)?;
+        let table = parser.parse_object_name(false)?;
         return Ok(Statement::Optimize { table });
     }
     if parse_word(parser, "VACUUM") {
         let _ = parser.parse_keyword(Keyword::TABLE);
-        let table = stream::parse_stream_name(parser)?;
+        let table = parser.parse_object_name(false)?;
         let mut retain_hours = None;
         if parse_word(parser, "RETAIN") {
             let at = parser.peek_token().span.start;
@@ -212,7 +212,11 @@ fn parse_statement(parser: &mut Parser) -> Result<Statement> {
             }
             retain_hours = Some(hours);
         }
-        let dry_run = parse_word(parser, "DRY") && parse_word(parser, "RUN");
+        let dry_at = parser.peek_token().span.start;
+        let dry_run = parse_word(parser, "DRY");
+        if dry_run && !parse_word(parser, "RUN") {
+            return Err(SqlError::at("expected DRY RUN", dry_at));
+        }
         return Ok(Statement::Vacuum {
             table,
             retain_hours,

@@ -210,6 +210,9 @@ pub(crate) fn parse_create_stream(parser: &mut Parser) -> Result<CreateStream> {
             apply_option(&mut create, &key, &value)?;
         }
     }
+    create.definition.partition_by = (create.definition.partition_by.iter())
+        .map(|p| named(p, &create.definition.columns))
+        .collect();
     validate(&create, name_at)?;
     Ok(create)
 }
@@ -457,11 +460,8 @@ fn partitions(text: &str, at: Location) -> Result<Vec<Partition>> {
                 }
                 other => return Err(invalid(format!("'{other}' is not a partition"))),
             };
-            let name = alias.unwrap_or_else(|| match transform {
-                Transform::Identity => source.clone(),
-                Transform::Date => format!("{source}_date"),
-                Transform::Hour => format!("{source}_hour"),
-            });
+            // Named after the declared column once it is known (see `validate_partitions`).
+            let name = alias.unwrap_or_default();
             Ok(Partition {
                 name,
                 source,
@@ -469,6 +469,25 @@ fn partitions(text: &str, at: Location) -> Result<Vec<Partition>> {
             })
         })
         .collect()
+}
+
+/// `p` with the declared column's own spelling, and a derived column's default name.
+fn named(p: &Partition, columns: &[Column]) -> Partition {
+    let source = columns
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(&p.source))
+        .map_or(p.source.clone(), |c| c.name.clone());
+    let name = match (p.transform, p.name.is_empty()) {
+        (Transform::Identity, _) => source.clone(),
+        (_, false) => p.name.clone(),
+        (Transform::Date, true) => format!("{source}_date"),
+        (Transform::Hour, true) => format!("{source}_hour"),
+    };
+    Partition {
+        name,
+        source,
+        transform: p.transform,
+    }
 }
 
 /// Partitions name declared columns of fitting types, and derived ones add new names.

@@ -63,6 +63,19 @@ fn partitions_by_columns_and_derived_values() {
             ("country", "country", Transform::Identity)
         ]
     );
+    // A column is named as declared, however partition_by spells it.
+    let Statement::CreateStream(upper) = one(
+        "CREATE STREAM s (Country TEXT, TS TIMESTAMP) WITH (partition_by = 'country, DATE(ts)')",
+    ) else {
+        panic!()
+    };
+    let names: Vec<_> = upper
+        .definition
+        .partition_by
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["Country", "TS_date"]);
     // Kept in the stream's definition across restarts.
     assert_eq!(
         StreamDefinition::from_log(&c.definition.to_log()),
@@ -186,6 +199,7 @@ fn errors_name_the_problem_and_where() {
             "unsupported column option",
         ),
         ("SHOW STREAMS extra", "expected end of statement"),
+        ("VACUUM t RETAIN 0 HOURS DRY", "expected DRY RUN"),
         (
             "CREATE STREAM t WITH (partition_by = 'a')",
             "partition_by needs declared columns",

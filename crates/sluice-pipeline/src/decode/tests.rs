@@ -295,6 +295,9 @@ fn w2_clicks_good_plus_errors_equal_the_input() {
     assert!((60..=140).contains(&invalid), "{invalid}");
     assert!((140..=260).contains(&bad_ts), "{bad_ts}");
     assert!(d.rows.column_by_name("user_id").unwrap().null_count() > 250);
+    // Decoded on every core, in parts: the same rows and errors, in the same order.
+    let parallel = decoder.decode_parallel(&input).unwrap();
+    assert_eq!((parallel.rows, parallel.errors), (d.rows, d.errors));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use datafusion::prelude::SessionContext;
 use sluice_lake::{Lake, LakeTable};
 use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
-use sluice_pipeline::{RawConfig, RawPipeline, errors_table};
+use sluice_pipeline::{RawConfig, RawPipeline, drop_tables, errors_table};
 
 const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL) WITH (shards = 2";
 
@@ -69,7 +69,7 @@ async fn count(table: &LakeTable, sql: &str) -> i64 {
 
 fn config() -> RawConfig {
     RawConfig {
-        max_records_per_shard: 70,
+        max_records_per_round: 140,
         ..RawConfig::default()
     }
 }
@@ -130,7 +130,7 @@ async fn records_land_in_the_raw_and_errors_tables_exactly_once() {
     let (good, bad) = append(&s, 0, 100, 10).await;
 
     let mut pipeline = RawPipeline::open(s.clone(), &lake, config()).await.unwrap();
-    // 200 records, at most 70 a shard a round: three rounds take the backlog.
+    // 200 records, at most 140 a round (70 a shard, both busy): three rounds take the backlog.
     let mut taken = 0;
     while taken < 200 {
         let round = pipeline.round().await.unwrap();
@@ -255,4 +255,59 @@ async fn compaction_merges_the_small_files_and_changes_no_row_or_position() {
     let mut restarted = RawPipeline::open(s.clone(), &lake, config()).await.unwrap();
     assert_eq!(restarted.round().await.unwrap().records, 0);
     assert_eq!(count(&rows, "SELECT count(*) FROM t").await, good as i64);
+}
+
+#[tokio::test]
+async fn a_stream_takes_only_its_own_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path().join("log"), LogConfig::default()).unwrap();
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+
+    // A table no stream made (CREATE TABLE … AS) is the user's: refused, and left alone.
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+        datafusion::arrow::datatypes::Field::new(
+            "a",
+            datafusion::arrow::datatypes::DataType::Int64,
+            true,
+        ),
+    ]));
+    lake.open_or_create("ticks", &schema, &[], &[])
+        .await
+        .unwrap();
+    let s = stream(&log);
+    let refused = RawPipeline::open(s.clone(), &lake, config()).await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("not made by a stream")),
+        "{:?}",
+        refused.err()
+    );
+    drop_tables(&lake, "ticks", s.meta().id).await.unwrap();
+    assert!(lake.open("ticks").await.is_ok(), "the user's table stays");
+    lake.drop_table("ticks").await.unwrap();
+
+    // The tables an earlier incarnation left (a crash before they were dropped) are made anew:
+    // the new stream's sequence numbers start at 0 again, and none is skipped.
+    let mut pipeline = RawPipeline::open(s.clone(), &lake, config()).await.unwrap();
+    append(&s, 0, 50, 1000).await;
+    pipeline.round().await.unwrap();
+    drop(pipeline);
+    log.drop_stream("ticks").unwrap();
+    let again = stream(&log);
+    append(&again, 0, 10, 1000).await;
+    let mut pipeline = RawPipeline::open(again.clone(), &lake, config())
+        .await
+        .unwrap();
+    assert_eq!(pipeline.round().await.unwrap().records, 20);
+    let rows = lake.open("ticks").await.unwrap();
+    assert_eq!(
+        count(&rows, "SELECT count(*) FROM t").await,
+        18,
+        "20 records, 2 bad"
+    );
+
+    // Dropping the old incarnation's tables now drops nothing; the new one's, both.
+    drop_tables(&lake, "ticks", s.meta().id).await.unwrap();
+    assert!(lake.open("ticks").await.is_ok());
+    drop_tables(&lake, "ticks", again.meta().id).await.unwrap();
+    assert!(lake.table_names().is_empty(), "{:?}", lake.table_names());
 }
