@@ -2,7 +2,7 @@
 //!
 //! | format | raw table columns |
 //! | --- | --- |
-//! | `json` with columns | the declared columns (unknown fields ignored), typed by arrow-json |
+//! | `json` with columns | the declared columns (unknown fields ignored), typed in one serde pass ([`json`]) |
 //! | `csv` (columns required) | the declared columns, one CSV row a record (no header), typed by arrow-csv |
 //! | `json` without columns | `data`: the record's JSON text (it must be JSON) |
 //! | `text` | `data`: the record as text (it must be UTF-8) |
@@ -12,7 +12,7 @@
 //! and the same three columns, so that `good rows + error rows = records` can be checked and any
 //! error traced to its record in the log.
 
-mod check;
+mod json;
 
 use std::sync::Arc;
 
@@ -23,7 +23,6 @@ use arrow::compute::kernels::temporal::{DatePart, date_part};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use arrow::json::ReaderBuilder;
 use sluice_sql::{ColumnType, Format, StreamDefinition, Transform};
 
 use crate::{PipelineError, Result};
@@ -100,8 +99,8 @@ pub struct Decoder {
 
 /// How records are typed into declared columns.
 enum Typed {
-    /// JSON objects: checked by serde (precise reasons), then decoded by arrow-json.
-    Json(check::Checker),
+    /// JSON objects, checked and decoded in one pass (see [`json`]).
+    Json(json::JsonColumns),
     /// One CSV row a record, decoded by arrow-csv (its message is the reason).
     Csv,
 }
@@ -129,7 +128,7 @@ impl Decoder {
             let schema = Arc::new(Schema::new(data_fields.clone()));
             let typed = match definition.format {
                 Format::Csv => Typed::Csv,
-                _ => Typed::Json(check::Checker::new(&definition.columns)),
+                _ => Typed::Json(json::JsonColumns::new(&definition.columns)),
             };
             (schema, typed)
         });
@@ -198,20 +197,14 @@ impl Decoder {
         let mut good = Vec::with_capacity(records.len());
         let mut errors: Vec<(usize, String)> = Vec::new();
         let data: Vec<ArrayRef> = match &self.columns {
-            Some((schema, Typed::Json(checker))) => {
-                for (i, r) in records.iter().enumerate() {
-                    match checker.check(r.data) {
-                        Ok(()) => good.push(i),
-                        Err(reason) => errors.push((i, reason)),
-                    }
-                }
-                decode_typed(schema, records, &mut good, &mut errors, decode_json_rows)?
-                    .columns()
-                    .to_vec()
-            }
+            Some((_, Typed::Json(columns))) => columns.decode(
+                records.iter().map(|r| r.data).enumerate(),
+                &mut good,
+                &mut errors,
+            ),
             Some((schema, Typed::Csv)) => {
                 good.extend(0..records.len());
-                decode_typed(schema, records, &mut good, &mut errors, decode_csv_rows)?
+                decode_csv(schema, records, &mut good, &mut errors)?
                     .columns()
                     .to_vec()
             }
@@ -266,18 +259,14 @@ impl Decoder {
     }
 }
 
-/// Decodes exactly `rows` records from `buf` (each ending in a newline), or fails.
-type DecodeRows = fn(&SchemaRef, &[u8], usize) -> Result<RecordBatch, ArrowError>;
-
-/// Decodes the records at `good` in one pass. Should that fail, decodes them one by one and
-/// moves the ones refused to `errors` with the decoder's message, so that a bad record never
+/// Decodes the CSV records at `good` in one pass. Should that fail, decodes them one by one
+/// and moves the ones refused to `errors` with arrow-csv's message, so that a bad record never
 /// costs its batch.
-fn decode_typed(
+fn decode_csv(
     schema: &SchemaRef,
     records: &[RawRecord<'_>],
     good: &mut Vec<usize>,
     errors: &mut Vec<(usize, String)>,
-    decode_rows: DecodeRows,
 ) -> Result<RecordBatch> {
     if good.is_empty() {
         return Ok(RecordBatch::new_empty(schema.clone()));
@@ -290,11 +279,11 @@ fn decode_typed(
         }
         buf
     };
-    if let Ok(batch) = decode_rows(schema, &lines(good), good.len()) {
+    if let Ok(batch) = decode_csv_rows(schema, &lines(good), good.len()) {
         return Ok(batch);
     }
     let mut batches = Vec::with_capacity(good.len());
-    good.retain(|&i| match decode_rows(schema, &lines(&[i]), 1) {
+    good.retain(|&i| match decode_csv_rows(schema, &lines(&[i]), 1) {
         Ok(batch) => {
             batches.push(batch);
             true
@@ -307,7 +296,7 @@ fn decode_typed(
     Ok(concat_batches(schema, &batches)?)
 }
 
-/// Checks that a decoder took all of `buf` as exactly `rows` rows.
+/// Checks that arrow-csv took all of `buf` as exactly `rows` rows.
 fn exactly(
     batch: Option<RecordBatch>,
     schema: &SchemaRef,
@@ -324,19 +313,6 @@ fn exactly(
         )));
     }
     Ok(batch)
-}
-
-fn decode_json_rows(
-    schema: &SchemaRef,
-    buf: &[u8],
-    rows: usize,
-) -> Result<RecordBatch, ArrowError> {
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(rows.max(1))
-        .with_coerce_primitive(true)
-        .build_decoder()?;
-    let consumed = decoder.decode(buf)?;
-    exactly(decoder.flush()?, schema, rows, consumed, buf)
 }
 
 fn decode_csv_rows(schema: &SchemaRef, buf: &[u8], rows: usize) -> Result<RecordBatch, ArrowError> {
