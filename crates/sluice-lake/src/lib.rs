@@ -19,11 +19,14 @@
 //!
 //! The lake knows its tables' names without listing the store for every query: it lists them
 //! when it opens, then keeps the list as it creates and drops tables (the server is the lake's
-//! only writer).
+//! only writer). For the same reason it keeps each table it has opened, and brings it up to date
+//! when it is opened again by reading only the commits since (a table's log read from the start
+//! is tens of milliseconds before a query has done anything); creating or dropping a table
+//! forgets it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
@@ -72,6 +75,8 @@ pub struct Lake {
     /// The store, rooted at `root`.
     store: ObjectStoreRef,
     tables: Arc<RwLock<BTreeSet<String>>>,
+    /// The tables opened so far, as of their last opening.
+    opened: Arc<Mutex<HashMap<String, LakeTable>>>,
 }
 
 impl Lake {
@@ -143,6 +148,7 @@ impl Lake {
             root,
             store,
             tables: Arc::new(RwLock::new(tables)),
+            opened: Arc::default(),
         })
     }
 
@@ -165,10 +171,16 @@ impl Lake {
     }
 
     fn keep(&self, name: &str) {
+        self.forget(name);
         self.tables
             .write()
             .expect("tables lock")
             .insert(name.to_string());
+    }
+
+    /// Forgets the opened table `name` (it is being created or dropped).
+    fn forget(&self, name: &str) {
+        self.opened.lock().expect("opened lock").remove(name);
     }
 
     /// Opens table `name`, creating it with `schema` if it does not exist, partitioned by the
@@ -211,10 +223,7 @@ impl Lake {
             }
         };
         self.keep(name);
-        Ok(LakeTable {
-            name: name.to_string(),
-            table,
-        })
+        LakeTable::new(name, table).await
     }
 
     /// Creates table `name` holding `batches` (of `schema`), partitioned by the columns
@@ -244,31 +253,42 @@ impl Lake {
             .await
             .map_err(delta)?;
         self.keep(name);
-        Ok(LakeTable {
-            name: name.to_string(),
-            table,
-        })
+        LakeTable::new(name, table).await
     }
 
-    /// Opens table `name`, if it exists.
+    /// Opens table `name` at its latest version, if it exists.
     pub async fn open(&self, name: &str) -> Result<LakeTable> {
         let url = self.table_url(name)?;
         if !self.has(name) {
             return Err(Error::TableNotFound(name.to_string()));
         }
-        let table = deltalake::open_table(url)
-            .await
-            .map_err(|source| match source {
-                DeltaTableError::NotATable(_) => Error::TableNotFound(name.to_string()),
-                source => Error::Delta {
-                    table: name.to_string(),
-                    source: Box::new(source),
-                },
-            })?;
-        Ok(LakeTable {
-            name: name.to_string(),
-            table,
-        })
+        let error = |source| match source {
+            DeltaTableError::NotATable(_) => Error::TableNotFound(name.to_string()),
+            source => Error::Delta {
+                table: name.to_string(),
+                source: Box::new(source),
+            },
+        };
+        let opened = self.opened.lock().expect("opened lock").get(name).cloned();
+        let table = match opened {
+            Some(mut table) => {
+                table.refresh().await?;
+                table
+            }
+            None => LakeTable::new(name, deltalake::open_table(url).await.map_err(error)?).await?,
+        };
+        let mut opened = self.opened.lock().expect("opened lock");
+        // A table created or dropped meanwhile is not this one: keep only what is still listed.
+        if self.has(name) {
+            let newer = opened
+                .get(name)
+                .is_some_and(|t| t.version() > table.version());
+            if !newer {
+                opened.insert(name.to_string(), table.clone());
+            }
+        }
+        drop(opened);
+        Ok(table)
     }
 
     /// Opens table `name` as it was at `version`: an earlier snapshot, read-only.
@@ -298,10 +318,7 @@ impl Lake {
                 return Err(missing());
             }
         }
-        Ok(LakeTable {
-            name: name.to_string(),
-            table,
-        })
+        LakeTable::new(name, table).await
     }
 
     /// The names of the lake's tables, sorted.
@@ -319,6 +336,7 @@ impl Lake {
         let url = self.table_url(name)?;
         // Forgotten first: from now on no query opens it while its files go.
         self.tables.write().expect("tables lock").remove(name);
+        self.forget(name);
         let prefix = StorePath::from(name);
         let locations = self
             .store
@@ -389,6 +407,10 @@ pub struct Compaction {
 pub struct LakeTable {
     name: String,
     table: DeltaTable,
+    /// The `txn` versions (application id → version) recorded by the commits this handle has
+    /// read — its latest when it was opened, and every one since — so that a position is
+    /// usually known without replaying the table's log (see [`LakeTable::position`]).
+    positions: Arc<HashMap<String, i64>>,
 }
 
 impl LakeTable {
@@ -418,13 +440,64 @@ impl LakeTable {
         snapshot.metadata().configuration().get(key).cloned()
     }
 
-    /// The version the last commit recorded for application `app_id`, if any.
+    /// The version the last commit recorded for application `app_id`, if any. Known at once
+    /// when a commit this handle read recorded it (every commit of a pipeline records all its
+    /// positions); else from the table's log.
     pub async fn position(&self, app_id: &str) -> Result<Option<i64>> {
+        if let Some(&version) = self.positions.get(app_id) {
+            return Ok(Some(version));
+        }
         let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
         snapshot
             .transaction_version(self.table.log_store().as_ref(), app_id)
             .await
             .map_err(|e| self.error(e))
+    }
+
+    /// A handle on `table` that knows the positions its latest commit recorded.
+    async fn new(name: &str, table: DeltaTable) -> Result<LakeTable> {
+        let mut handle = LakeTable {
+            name: name.to_string(),
+            table,
+            positions: Arc::default(),
+        };
+        if let Some(version) = handle.version() {
+            handle.read_positions(version..=version).await?;
+        }
+        Ok(handle)
+    }
+
+    /// Reads the `txn` actions of the commits `versions`, oldest first.
+    async fn read_positions(&mut self, versions: std::ops::RangeInclusive<u64>) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Action {
+            txn: Option<Txn>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Txn {
+            app_id: String,
+            version: i64,
+        }
+        let mut positions = HashMap::clone(&self.positions);
+        for version in versions {
+            let entry = self
+                .table
+                .log_store()
+                .read_commit_entry(version)
+                .await
+                .map_err(|e| self.error(e))?;
+            // A commit already cleaned up (after a checkpoint): its positions come from the
+            // log when asked.
+            let Some(entry) = entry else { continue };
+            for line in entry.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                if let Ok(Action { txn: Some(txn) }) = serde_json::from_slice(line) {
+                    positions.insert(txn.app_id, txn.version);
+                }
+            }
+        }
+        self.positions = Arc::new(positions);
+        Ok(())
     }
 
     /// Appends `batches` and records `positions` (application id, version) in one commit.
@@ -459,6 +532,7 @@ impl LakeTable {
                 .map_err(|e| self.error(e))?;
             return self.refresh().await;
         }
+        let before = self.version();
         let table = self
             .table
             .clone()
@@ -522,6 +596,7 @@ impl LakeTable {
 
     /// Reloads the table to its latest version.
     pub async fn refresh(&mut self) -> Result<()> {
+        let before = self.version();
         let name = self.name.clone();
         self.table
             .update_incremental(None)
@@ -529,6 +604,18 @@ impl LakeTable {
             .map_err(|source| Error::Delta {
                 table: name,
                 source: Box::new(source),
-            })
+            })?;
+        self.caught_up(before).await
+    }
+
+    /// Reads the positions of the commits after `before` up to the table's version.
+    async fn caught_up(&mut self, before: Option<u64>) -> Result<()> {
+        match (before, self.version()) {
+            (Some(before), Some(now)) if now > before => {
+                self.read_positions(before + 1..=now).await
+            }
+            (None, Some(now)) => self.read_positions(0..=now).await,
+            _ => Ok(()),
+        }
     }
 }
