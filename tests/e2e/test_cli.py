@@ -59,6 +59,7 @@ def test_serve_applies_the_config_file_idempotently(tmp_path):
         "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)\n"
         "  WITH (shards = 3, event_time = 'ts', watermark = '5 seconds');\n"
         "CREATE STREAM logs WITH (format = 'text');\n"
+        "CREATE MATERIALIZED VIEW highs AS SELECT ticker, max(price) AS high FROM ticks GROUP BY ticker;\n"
         '"""\n'
     )
     srv = Server(tmp_path / "logs")
@@ -73,7 +74,23 @@ def test_serve_applies_the_config_file_idempotently(tmp_path):
         srv.start()  # the same file again: nothing changes, the record is still there
         shown = {row[0]: row for row in srv.sql("SHOW STREAMS")["rows"]}
         assert shown["ticks"][1] == 3 and shown["ticks"][6] == 1, shown
+        assert [row[0] for row in srv.sql("SHOW MATERIALIZED VIEWS")["rows"]] == ["highs"]
+        deadline = time.monotonic() + 30
+        while srv.sql("SELECT * FROM highs")["rows"] != [["A", 1.0]]:
+            assert time.monotonic() < deadline, "the view never took the record"
+            time.sleep(0.2)
         srv.stop()
+
+        original = config.read_text()
+        config.write_text(original.replace("max(price)", "min(price)"))
+        proc = subprocess.run(
+            [str(sluice_bin_path()), "serve", "--data-dir", str(tmp_path / "data"), "--http", "127.0.0.1:0",
+             "--pg", "127.0.0.1:0", "--config", str(config)],
+            capture_output=True, timeout=30,
+        )
+        assert proc.returncode != 0
+        assert b"materialized view 'highs' exists with a different definition" in proc.stderr, proc.stderr.decode()
+        config.write_text(original)
 
         config.write_text(config.read_text().replace("shards = 3", "shards = 5"))
         proc = subprocess.run(

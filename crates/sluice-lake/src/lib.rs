@@ -542,7 +542,85 @@ impl LakeTable {
             .await
             .map_err(|e| self.error(e))?;
         self.table = table;
-        Ok(())
+        self.caught_up(before).await
+    }
+
+    /// Upserts `rows` by the columns `keys`, recording `positions`, in one commit (Delta
+    /// MERGE): a row whose key the table holds replaces that row, the others are inserted. The
+    /// rows carry one more column, the boolean `delete`: a row flagged true deletes its key's
+    /// row instead. A key compares equal to the same key, NULL to NULL.
+    pub async fn upsert(
+        &mut self,
+        rows: Vec<RecordBatch>,
+        keys: &[String],
+        delete: &str,
+        positions: Vec<(String, i64)>,
+    ) -> Result<()> {
+        use deltalake::datafusion::common::Column;
+        use deltalake::datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not};
+        use deltalake::datafusion::prelude::SessionContext;
+
+        let rows: Vec<RecordBatch> = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if rows.is_empty() {
+            return self.append(Vec::new(), positions).await;
+        }
+        let source = |name: &str| Expr::Column(Column::new(Some("source"), name));
+        let target = |name: &str| Expr::Column(Column::new(Some("target"), name));
+        let predicate = keys
+            .iter()
+            .map(|k| binary_expr(target(k), Operator::IsNotDistinctFrom, source(k)))
+            .reduce(Expr::and)
+            .unwrap_or(lit(true));
+        let columns: Vec<String> = self
+            .table
+            .snapshot()
+            .map_err(|e| self.error(e))?
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect();
+        let values: Vec<&String> = columns.iter().filter(|c| !keys.contains(c)).collect();
+        let frame = SessionContext::new()
+            .read_batches(rows)
+            .map_err(|e| self.error(e.into()))?;
+        let transactions = positions
+            .into_iter()
+            .map(|(app, version)| Transaction::new(app, version))
+            .collect();
+        let mut merge = self
+            .table
+            .clone()
+            .merge(frame, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(
+                CommitProperties::default().with_application_transactions(transactions),
+            )
+            .when_matched_delete(|d| d.predicate(source(delete)))
+            .map_err(|e| self.error(e))?;
+        if !values.is_empty() {
+            merge = merge
+                .when_matched_update(|update| {
+                    values
+                        .iter()
+                        .fold(update, |u, c| u.update(c.as_str(), source(c)))
+                })
+                .map_err(|e| self.error(e))?;
+        }
+        let (table, _) = merge
+            .when_not_matched_insert(|insert| {
+                columns
+                    .iter()
+                    .fold(insert.predicate(not(source(delete))), |i, c| {
+                        i.set(c.as_str(), source(c))
+                    })
+            })
+            .map_err(|e| self.error(e))?
+            .await
+            .map_err(|e| self.error(e))?;
+        let before = self.version();
+        self.table = table;
+        self.caught_up(before).await
     }
 
     /// The number of data files in the table's current version.

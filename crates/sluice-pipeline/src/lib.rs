@@ -13,6 +13,7 @@
 
 pub mod decode;
 pub mod raw;
+pub mod view;
 
 pub use decode::{Decoded, Decoder, RawRecord};
 pub use raw::{
@@ -23,14 +24,33 @@ pub use raw::{
 /// Why a pipeline cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// What the user asked for (a view's query, a definition) cannot be done.
     #[error("{0}")]
     Unsupported(String),
+    #[error("materialized view '{0}' already exists")]
+    ViewExists(String),
+    #[error("materialized view '{0}' does not exist")]
+    ViewNotFound(String),
+    #[error(transparent)]
+    Sql(#[from] sluice_sql::SqlError),
+    /// The data directory (a view's definition or state).
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Log(#[from] sluice_log::Error),
     #[error(transparent)]
     Lake(#[from] sluice_lake::Error),
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<datafusion::error::DataFusionError> for PipelineError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        PipelineError::Internal(e.strip_backtrace())
+    }
 }
 
 impl From<arrow::error::ArrowError> for PipelineError {

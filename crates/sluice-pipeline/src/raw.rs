@@ -70,22 +70,24 @@ const ERRORS_SUFFIX: &str = "_errors";
 /// pipeline writes the table.
 const OWNER: &str = "sluice.stream.id";
 
-/// Opens or creates table `name` for the stream `stream_id`. A table another incarnation of
-/// the stream left (a crash before its tables were dropped) is dropped and made anew; a table
-/// no stream made (`CREATE TABLE … AS`) is the user's, and refused.
-async fn own_table(
+/// Opens or creates table `name` for the pipeline `id` (of a stream or a view: the table
+/// property `owner` holds the id). A table another incarnation of the pipeline left (a crash
+/// before its tables were dropped) is dropped and made anew; a table no pipeline made (`CREATE
+/// TABLE … AS`) is the user's, and refused.
+pub(crate) async fn own_table(
     lake: &Lake,
     name: &str,
     schema: &arrow::datatypes::SchemaRef,
     partition_by: &[String],
-    stream_id: u64,
+    owner_key: &str,
+    id: u64,
 ) -> Result<LakeTable> {
-    let owner = stream_id.to_string();
-    let properties = [(OWNER, owner.as_str())];
+    let owner = id.to_string();
+    let properties = [(owner_key, owner.as_str())];
     let table = lake
         .open_or_create(name, schema, partition_by, &properties)
         .await?;
-    match table.property(OWNER) {
+    match table.property(owner_key) {
         Some(id) if id == owner => Ok(table),
         Some(_) => {
             lake.drop_table(name).await?;
@@ -94,8 +96,8 @@ async fn own_table(
                 .await?)
         }
         None => Err(PipelineError::Unsupported(format!(
-            "table '{name}' exists and was not made by a stream: drop it (DROP TABLE, after DROP \
-             STREAM) or give the stream another name"
+            "table '{name}' exists and was not made by this stream or view: drop it (DROP TABLE) \
+             or choose another name"
         ))),
     }
 }
@@ -103,9 +105,15 @@ async fn own_table(
 /// Drops the tables of the stream `stream_id` named `stream`: only those it made, so that a
 /// user's table of the same name stays.
 pub async fn drop_tables(lake: &Lake, stream: &str, stream_id: u64) -> Result<()> {
-    for name in [stream.to_string(), errors_table(stream)] {
+    drop_owned(lake, stream, OWNER, stream_id).await
+}
+
+/// Drops table `name` and its errors table if the pipeline `id` made them (its id under the
+/// table property `owner_key`).
+pub(crate) async fn drop_owned(lake: &Lake, name: &str, owner_key: &str, id: u64) -> Result<()> {
+    for name in [name.to_string(), errors_table(name)] {
         let owned = match lake.open(&name).await {
-            Ok(table) => table.property(OWNER) == Some(stream_id.to_string()),
+            Ok(table) => table.property(owner_key) == Some(id.to_string()),
             Err(sluice_lake::Error::TableNotFound(_)) => false,
             Err(e) => return Err(e.into()),
         };
@@ -155,12 +163,21 @@ impl RawPipeline {
             .map(|p| p.name.clone())
             .collect();
         let id = stream.meta().id;
-        let rows = own_table(lake, stream.name(), decoder.schema(), &partition_by, id).await?;
+        let rows = own_table(
+            lake,
+            stream.name(),
+            decoder.schema(),
+            &partition_by,
+            OWNER,
+            id,
+        )
+        .await?;
         let errors = own_table(
             lake,
             &errors_table(stream.name()),
             &decode::error_schema(),
             &[],
+            OWNER,
             id,
         )
         .await?;
@@ -361,7 +378,7 @@ pub struct LogRead {
 
 /// Splits `budget` records among shards with `pending` records each: evenly, and what a shard
 /// does not need goes to the others (water-filling). Every shard may take at least one.
-fn shares(pending: &[u64], budget: usize) -> Vec<usize> {
+pub(crate) fn shares(pending: &[u64], budget: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..pending.len()).collect();
     order.sort_by_key(|&i| pending[i]);
     let mut limits = vec![1; pending.len()];
@@ -428,7 +445,7 @@ pub async fn positions(table: &LakeTable, shards: usize) -> Result<Vec<u64>> {
     Ok(positions)
 }
 
-fn as_versions(next: &[u64]) -> Vec<(String, i64)> {
+pub(crate) fn as_versions(next: &[u64]) -> Vec<(String, i64)> {
     next.iter()
         .enumerate()
         .map(|(shard, &seq)| (app_id(shard), seq as i64))

@@ -20,6 +20,7 @@ mod output;
 pub mod pg;
 pub mod pipelines;
 pub mod sql;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Lake(#[from] sluice_lake::Error),
+    #[error(transparent)]
+    Pipeline(#[from] sluice_pipeline::PipelineError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -95,6 +98,22 @@ impl From<ServerError> for HttpError {
             e @ ServerError::TableExists(_) => {
                 HttpError::new(StatusCode::CONFLICT, "table_exists", e.to_string())
             }
+            ServerError::Pipeline(e) => {
+                use sluice_pipeline::PipelineError as P;
+                match e {
+                    P::Unsupported(m) => HttpError::bad_request("unsupported_view", m),
+                    P::Sql(e) => ServerError::Sql(e).into(),
+                    e @ P::ViewExists(_) => {
+                        HttpError::new(StatusCode::CONFLICT, "view_exists", e.to_string())
+                    }
+                    e @ P::ViewNotFound(_) => {
+                        HttpError::new(StatusCode::NOT_FOUND, "view_not_found", e.to_string())
+                    }
+                    e => {
+                        HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    }
+                }
+            }
             e @ (ServerError::Bind { .. } | ServerError::Lake(_) | ServerError::Internal(_)) => {
                 HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
             }
@@ -116,6 +135,8 @@ pub struct ServerConfig {
     pub retention_interval: Duration,
     /// How the raw tables are kept.
     pub raw: sluice_pipeline::RawConfig,
+    /// How the materialized views run.
+    pub views: sluice_pipeline::view::ViewConfig,
     /// Where the lake is (`s3://bucket/prefix` or a folder); `<data_dir>/lake` if `None`.
     pub lake: Option<String>,
 }
@@ -131,6 +152,7 @@ impl ServerConfig {
             ingest: IngestConfig::default(),
             retention_interval: Duration::from_secs(30),
             raw: sluice_pipeline::RawConfig::default(),
+            views: sluice_pipeline::view::ViewConfig::default(),
             lake: None,
         }
     }
@@ -142,6 +164,7 @@ pub struct AppState {
     pub log: Arc<Log>,
     pub query: sluice_query::QueryEngine,
     pub pipelines: Arc<pipelines::Pipelines>,
+    pub views: Arc<views::Views>,
     pub metrics: PrometheusHandle,
 }
 
@@ -154,6 +177,7 @@ pub fn router(state: AppState, ingest: IngestConfig) -> Router {
     Router::new()
         .route("/v1/sql", post(run_sql))
         .route("/v1/streams", get(list_streams))
+        .route("/v1/views", get(list_views))
         .route("/metrics", get(render_metrics))
         .with_state(state)
         .merge(doors)
@@ -178,7 +202,7 @@ async fn run_sql(
     let statements = sluice_sql::parse(&request.sql).map_err(ServerError::from)?;
     let mut answer = sql::QueryResult::default().to_arrow()?;
     for statement in statements {
-        answer = sql::answer(&state.log, &state.query, &state.pipelines, statement).await?;
+        answer = sql::answer(&state, statement).await?;
     }
     output::respond(output::Format::from_accept(&headers), &answer.0, &answer.1)
 }
@@ -230,6 +254,10 @@ async fn list_streams(State(state): State<AppState>) -> Json<serde_json::Value> 
     Json(json!({ "streams": streams }))
 }
 
+async fn list_views(State(state): State<AppState>) -> Result<Json<serde_json::Value>, HttpError> {
+    Ok(Json(json!({ "views": state.views.statuses()? })))
+}
+
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -246,6 +274,7 @@ pub struct Server {
     pub pg_addr: SocketAddr,
     pub log: Arc<Log>,
     pipelines: Arc<pipelines::Pipelines>,
+    views: Arc<views::Views>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     pg: JoinHandle<()>,
@@ -268,13 +297,13 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let log_config = config.log.clone();
         let statements = config.statements.clone();
-        let log = tokio::task::spawn_blocking(move || {
+        let (log, config_views) = tokio::task::spawn_blocking(move || {
             let log = Log::open(&data_dir, log_config)?;
-            if let Some(sql) = statements {
-                let n = sql::apply_config(&log, &sql)?;
-                tracing::info!(statements = n, "applied the config file");
-            }
-            Ok::<_, ServerError>(Arc::new(log))
+            let views = match statements {
+                Some(sql) => sql::apply_config(&log, &sql)?,
+                None => Vec::new(),
+            };
+            Ok::<_, ServerError>((Arc::new(log), views))
         })
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))??;
@@ -298,13 +327,21 @@ impl Server {
         let query = sluice_query::QueryEngine::new(lake.clone(), log.clone());
         let pipelines = Arc::new(pipelines::Pipelines::new(
             log.clone(),
-            lake,
+            lake.clone(),
             config.raw.clone(),
+        ));
+        let catalog = sluice_pipeline::view::Catalog::open(config.data_dir.join("views"))?;
+        let views = Arc::new(views::Views::open(
+            log.clone(),
+            lake,
+            catalog,
+            config.views.clone(),
         ));
         let state = AppState {
             log: log.clone(),
             query,
             pipelines: pipelines.clone(),
+            views: views.clone(),
             metrics: metrics.clone(),
         };
         let (stop, mut stopped) = watch::channel(false);
@@ -318,9 +355,14 @@ impl Server {
                 .await
         });
         pipelines.reconcile().await;
+        views.reconcile().await;
+        for create in config_views {
+            views.create(create, sql::Existing::SameDefinition).await?;
+        }
         let upkeep = tokio::spawn(upkeep(
             log.clone(),
             pipelines.clone(),
+            views.clone(),
             metrics,
             config.retention_interval,
         ));
@@ -329,6 +371,7 @@ impl Server {
             pg_addr,
             log,
             pipelines,
+            views,
             stop,
             serving,
             pg,
@@ -356,7 +399,9 @@ impl Server {
             }
         };
         served.map_err(|e| ServerError::Internal(format!("the HTTP server failed: {e}")))?;
+        self.views.stop_all().await;
         self.pipelines.stop_all().await;
+        drop(self.views);
         drop(self.pipelines);
         // The last handle: dropping it stops the shard writers once their queues are empty.
         let log = self.log;
@@ -369,11 +414,12 @@ impl Server {
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Background upkeep: a raw-table pipeline for every stream, retention, and draining the
-/// metrics recorder.
+/// Background upkeep: a raw-table pipeline for every stream, every view running, retention,
+/// and draining the metrics recorder.
 async fn upkeep(
     log: Arc<Log>,
     pipelines: Arc<pipelines::Pipelines>,
+    views: Arc<views::Views>,
     metrics: PrometheusHandle,
     retention_interval: Duration,
 ) {
@@ -382,7 +428,10 @@ async fn upkeep(
     let mut streams_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = streams_tick.tick() => pipelines.reconcile().await,
+            _ = streams_tick.tick() => {
+                pipelines.reconcile().await;
+                views.reconcile().await;
+            }
             _ = retention.tick() => {
                 let log = log.clone();
                 match tokio::task::spawn_blocking(move || log.enforce_retention()).await {

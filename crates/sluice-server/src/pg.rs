@@ -165,14 +165,9 @@ impl SimpleQueryHandler for Simple {
         let mut responses = Vec::with_capacity(statements.len());
         for statement in statements {
             let tag = statement.tag();
-            let (schema, batches) = sql::answer(
-                &self.state.log,
-                &self.state.query,
-                &self.state.pipelines,
-                statement,
-            )
-            .await
-            .map_err(server_error)?;
+            let (schema, batches) = sql::answer(&self.state, statement)
+                .await
+                .map_err(server_error)?;
             if schema.fields().is_empty() {
                 responses.push(Response::Execution(Tag::new(tag)));
                 continue;
@@ -448,15 +443,21 @@ fn user_error(code: &str, message: &str) -> PgWireError {
 
 fn server_error(e: sql::StatementError) -> PgWireError {
     use sluice_log::Error as L;
+    use sluice_pipeline::PipelineError as P;
     let e = match e {
         sql::StatementError::Query(e) => return query_error(e),
         sql::StatementError::Server(e) => e,
     };
     let code = match &e {
         ServerError::Sql(_) => "42601",
-        ServerError::Log(L::StreamNotFound(_)) => "42P01", // undefined_table
-        ServerError::Log(L::StreamExists(_)) | ServerError::TableExists(_) => "42P07", // duplicate_table
-        ServerError::Unsupported(_) => "0A000", // feature_not_supported
+        ServerError::Log(L::StreamNotFound(_)) | ServerError::Pipeline(P::ViewNotFound(_)) => {
+            "42P01" // undefined_table
+        }
+        ServerError::Log(L::StreamExists(_))
+        | ServerError::TableExists(_)
+        | ServerError::Pipeline(P::ViewExists(_)) => "42P07", // duplicate_table
+        ServerError::Unsupported(_) | ServerError::Pipeline(P::Unsupported(_)) => "0A000", // feature_not_supported
+        ServerError::Pipeline(P::Sql(_)) => "42601",
         ServerError::Log(L::InvalidName(_) | L::InvalidShardCount(_)) | ServerError::Config(_) => {
             "22023" // invalid_parameter_value
         }

@@ -13,8 +13,7 @@ use sluice_query::arrow::array::RecordBatch;
 use sluice_query::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sluice_sql::{CreateStream, Statement, StreamDefinition};
 
-use crate::ServerError;
-use crate::pipelines::Pipelines;
+use crate::{AppState, ServerError};
 
 /// A result: typed columns and rows of JSON values.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -80,15 +79,20 @@ pub enum StatementError {
 
 /// Runs a statement typed by a user, for every SQL door: stream statements on the log (off the
 /// async threads: creating and dropping streams fsyncs; their pipelines and tables follow
-/// before it returns), everything else — `DESCRIBE` of a table that is not a stream's
-/// included — in the query engine.
-pub async fn answer(
-    log: &Arc<Log>,
-    query: &QueryEngine,
-    pipelines: &Pipelines,
-    statement: Statement,
-) -> Result<Answer, StatementError> {
+/// before it returns), view statements by the views, everything else — `DESCRIBE` of a table
+/// that is not a stream's included — in the query engine.
+pub async fn answer(state: &AppState, statement: Statement) -> Result<Answer, StatementError> {
+    let (log, query) = (&state.log, &state.query);
     let statement = match statement {
+        Statement::CreateView(create) => {
+            state.views.create(create, Existing::Refuse).await?;
+            return Ok(QueryResult::default().to_arrow()?);
+        }
+        Statement::DropView { name, if_exists } => {
+            state.views.drop_view(&name, if_exists).await?;
+            return Ok(QueryResult::default().to_arrow()?);
+        }
+        Statement::ShowViews => return Ok(state.views.show()?.to_arrow()?),
         Statement::Sql(statement) => return Ok(run_query(query, *statement).await?),
         Statement::Optimize { table } => {
             let output = query.optimize(&table).await?;
@@ -125,6 +129,16 @@ pub async fn answer(
     {
         return Err(ServerError::TableExists(table).into());
     }
+    if let Statement::DropStream { name, .. } = &statement {
+        let views = state.views.reading(name)?;
+        if !views.is_empty() {
+            return Err(ServerError::Unsupported(format!(
+                "materialized views read stream '{name}': drop them first ({})",
+                views.join(", ")
+            ))
+            .into());
+        }
+    }
     let changes_streams = matches!(
         statement,
         Statement::CreateStream(_) | Statement::DropStream { .. }
@@ -136,7 +150,7 @@ pub async fn answer(
     if changes_streams {
         // A created stream's tables exist, and a dropped one's are gone, when the statement
         // returns (not at the next upkeep tick).
-        pipelines.reconcile().await;
+        state.pipelines.reconcile().await;
     }
     Ok(result.to_arrow()?)
 }
@@ -163,7 +177,12 @@ pub fn execute(
         },
         Statement::ShowStreams => Ok(show_streams(&log.streams())),
         Statement::Describe { name } => Ok(describe(&*log.stream(&name)?)),
-        statement @ (Statement::Sql(_) | Statement::Optimize { .. } | Statement::Vacuum { .. }) => {
+        statement @ (Statement::Sql(_)
+        | Statement::Optimize { .. }
+        | Statement::Vacuum { .. }
+        | Statement::CreateView(_)
+        | Statement::DropView { .. }
+        | Statement::ShowViews) => {
             let what = match &statement {
                 Statement::Sql(sql) => sql
                     .to_string()
@@ -174,8 +193,8 @@ pub fn execute(
                 other => other.tag().to_string(),
             };
             Err(ServerError::Unsupported(format!(
-                "{what} cannot be applied here: only CREATE STREAM, DROP STREAM, SHOW STREAMS \
-                 and DESCRIBE can"
+                "{what} cannot be applied here: only CREATE STREAM, DROP STREAM, SHOW STREAMS, \
+                 DESCRIBE and CREATE MATERIALIZED VIEW can"
             )))
         }
     }
@@ -298,13 +317,19 @@ fn describe(stream: &Stream) -> QueryResult {
     }
 }
 
-/// Applies a config file's statements at start-up, idempotently.
-pub fn apply_config(log: &Log, sql: &str) -> Result<usize, ServerError> {
+/// Applies a config file's stream statements at start-up, idempotently. Returns its
+/// `CREATE MATERIALIZED VIEW` statements, which the views apply once the lake is open.
+pub fn apply_config(log: &Log, sql: &str) -> Result<Vec<sluice_sql::CreateView>, ServerError> {
     let statements = sluice_sql::parse(sql)
         .map_err(|e| ServerError::Config(format!("in the config file: {e}")))?;
-    let n = statements.len();
+    let mut views = Vec::new();
     for statement in statements {
-        execute(log, statement, Existing::SameDefinition)?;
+        match statement {
+            Statement::CreateView(create) => views.push(create),
+            statement => {
+                execute(log, statement, Existing::SameDefinition)?;
+            }
+        }
     }
-    Ok(n)
+    Ok(views)
 }

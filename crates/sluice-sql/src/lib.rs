@@ -10,6 +10,9 @@
 //! DESCRIBE ticks;            -- also DESC
 //! OPTIMIZE ticks;            -- compacts a lake table's small files
 //! VACUUM ticks [RETAIN 168 HOURS] [DRY RUN];
+//! CREATE MATERIALIZED VIEW [IF NOT EXISTS] ticks_1m [PARTITIONED BY (day)] AS SELECT …;
+//! DROP MATERIALIZED VIEW [IF EXISTS] ticks_1m;
+//! SHOW MATERIALIZED VIEWS;
 //! ```
 //!
 //! Queries may read earlier versions of lake tables: `FROM t VERSION AS OF 3`,
@@ -21,8 +24,10 @@
 
 pub mod as_of;
 mod stream;
+mod view;
 
 pub use as_of::AsOf;
+pub use view::{CreateView, ViewDefinition};
 
 pub use stream::{
     Column, ColumnType, CreateStream, Format, Partition, StreamDefinition, Transform,
@@ -42,6 +47,12 @@ pub enum Statement {
         if_exists: bool,
     },
     ShowStreams,
+    CreateView(CreateView),
+    DropView {
+        name: String,
+        if_exists: bool,
+    },
+    ShowViews,
     Describe {
         name: String,
     },
@@ -67,6 +78,9 @@ impl Statement {
             Statement::CreateStream(_) => "CREATE STREAM",
             Statement::DropStream { .. } => "DROP STREAM",
             Statement::ShowStreams => "SHOW STREAMS",
+            Statement::CreateView(_) => "CREATE MATERIALIZED VIEW",
+            Statement::DropView { .. } => "DROP MATERIALIZED VIEW",
+            Statement::ShowViews => "SHOW MATERIALIZED VIEWS",
             Statement::Describe { .. } => "DESCRIBE",
             Statement::Optimize { .. } => "OPTIMIZE",
             Statement::Vacuum { .. } => "VACUUM",
@@ -154,8 +168,8 @@ pub fn parse(sql: &str) -> Result<Vec<Statement>> {
 }
 
 /// Whether `sql` begins with one of the dialect's own statements (`CREATE STREAM`, `DROP
-/// STREAM`, `SHOW STREAMS`, `DESCRIBE`), for SQL front ends that parse everything else
-/// themselves.
+/// STREAM`, `SHOW STREAMS`, the materialized views', `DESCRIBE`, `OPTIMIZE`, `VACUUM`), for
+/// SQL front ends that parse everything else themselves.
 pub fn is_dialect(sql: &str) -> bool {
     let dialect = GenericDialect {};
     let Ok(mut parser) = Parser::new(&dialect).try_with_sql(sql) else {
@@ -164,7 +178,12 @@ pub fn is_dialect(sql: &str) -> bool {
     while parser.consume_token(&Token::SemiColon) {}
     parser.parse_keywords(&[Keyword::CREATE, Keyword::STREAM])
         || parser.parse_keywords(&[Keyword::DROP, Keyword::STREAM])
-        || (parser.parse_keyword(Keyword::SHOW) && parse_word(&mut parser, "STREAMS"))
+        || parser.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW])
+        || parser.parse_keywords(&[Keyword::DROP, Keyword::MATERIALIZED, Keyword::VIEW])
+        || (parser.parse_keyword(Keyword::SHOW)
+            && (parse_word(&mut parser, "STREAMS")
+                || (parser.parse_keyword(Keyword::MATERIALIZED)
+                    && parse_word(&mut parser, "VIEWS"))))
         || parser
             .parse_one_of_keywords(&[Keyword::DESCRIBE, Keyword::DESC])
             .is_some()
@@ -182,9 +201,24 @@ fn parse_statement(parser: &mut Parser) -> Result<Statement> {
         let name = stream::parse_stream_name(parser)?;
         return Ok(Statement::DropStream { name, if_exists });
     }
+    if parser.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW]) {
+        return view::parse_create_view(parser).map(Statement::CreateView);
+    }
+    if parser.parse_keywords(&[Keyword::DROP, Keyword::MATERIALIZED, Keyword::VIEW]) {
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = stream::parse_stream_name(parser)?;
+        return Ok(Statement::DropView { name, if_exists });
+    }
     if parser.parse_keyword(Keyword::SHOW) {
         if parse_word(parser, "STREAMS") {
             return Ok(Statement::ShowStreams);
+        }
+        if parser.parse_keyword(Keyword::MATERIALIZED) {
+            if parse_word(parser, "VIEWS") {
+                return Ok(Statement::ShowViews);
+            }
+            let at = parser.peek_token().span.start;
+            return Err(SqlError::at("expected SHOW MATERIALIZED VIEWS", at));
         }
         parser.prev_token();
     }

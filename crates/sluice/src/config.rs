@@ -6,6 +6,8 @@
 //! http = "127.0.0.1:7878"
 //! pg = "127.0.0.1:7879"
 //! commit_interval = "1s"   # how often the raw tables commit
+//! view_interval = "500ms"  # how often the materialized views take what arrived
+//! idle_timeout = "10s"     # a shard silent this long stops holding the watermark back
 //! sql = """
 //! CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)
 //!   WITH (shards = 4, event_time = 'ts', watermark = '5 seconds');
@@ -39,6 +41,10 @@ struct ConfigFile {
     pg: Option<SocketAddr>,
     /// How often each stream's raw tables commit what arrived (e.g. "1s", "250ms").
     commit_interval: Option<String>,
+    /// How often each materialized view takes what its stream received (e.g. "500ms").
+    view_interval: Option<String>,
+    /// How long a shard may receive nothing before the watermark goes on without it.
+    idle_timeout: Option<String>,
     /// Statements applied at start-up.
     sql: Option<String>,
 }
@@ -85,16 +91,23 @@ pub fn resolve(file: Option<&Path>, flags: Flags) -> anyhow::Result<ServerConfig
     config.statements = parsed.sql;
     config.lake = flags.lake.or(parsed.lake);
     if let Some(interval) = parsed.commit_interval {
-        config.raw.commit_interval = humantime::parse_duration(&interval)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .with_context(|| {
-                format!(
-                    "commit_interval {interval:?} is not a duration such as \"1s\" or \"250ms\""
-                )
-            })?;
+        config.raw.commit_interval = duration("commit_interval", &interval)?;
+    }
+    if let Some(interval) = parsed.view_interval {
+        config.views.interval = duration("view_interval", &interval)?;
+    }
+    if let Some(timeout) = parsed.idle_timeout {
+        config.views.idle_timeout = duration("idle_timeout", &timeout)?;
     }
     Ok(config)
+}
+
+/// A positive duration of the config file, such as "1s" or "250ms".
+fn duration(key: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("{key} {text:?} is not a duration such as \"1s\" or \"250ms\""))
 }
 
 #[cfg(test)]
@@ -135,9 +148,15 @@ mod tests {
                 .as_deref(),
             Some("CREATE STREAM a;")
         );
-        std::fs::write(&path, "commit_interval = \"250ms\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "commit_interval = \"250ms\"\nview_interval = \"100ms\"\nidle_timeout = \"2s\"\n",
+        )
+        .unwrap();
         let c = resolve(Some(&path), Flags::default()).unwrap();
         assert_eq!(c.raw.commit_interval, std::time::Duration::from_millis(250));
+        assert_eq!(c.views.interval, std::time::Duration::from_millis(100));
+        assert_eq!(c.views.idle_timeout, std::time::Duration::from_secs(2));
         std::fs::write(&path, "commit_interval = \"soon\"\n").unwrap();
         let e = resolve(Some(&path), Flags::default()).unwrap_err();
         assert!(format!("{e:#}").contains("not a duration"), "{e:#}");

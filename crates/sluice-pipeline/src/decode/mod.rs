@@ -71,6 +71,35 @@ pub fn error_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// Rows of an errors table for decoded `rows` that a later stage refused (a view's late
+/// events), with `reasons`: the raw payload is the row's columns as JSON.
+pub fn error_rows(rows: &RecordBatch, reasons: StringArray) -> Result<RecordBatch> {
+    let schema = rows.schema();
+    let meta = [SHARD, SEQ, INGESTED_AT];
+    let column = |name: &str| {
+        rows.column_by_name(name)
+            .cloned()
+            .ok_or_else(|| PipelineError::Internal(format!("decoded rows lack {name}")))
+    };
+    let data: Vec<usize> = (0..rows.num_columns())
+        .filter(|&i| !meta.contains(&schema.field(i).name().as_str()))
+        .collect();
+    let mut json = Vec::new();
+    let mut writer = arrow::json::LineDelimitedWriter::new(&mut json);
+    writer.write(&rows.project(&data)?)?;
+    writer.finish()?;
+    let json = String::from_utf8(json).map_err(|e| PipelineError::Internal(e.to_string()))?;
+    let raw: StringArray = json.lines().map(Some).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(raw),
+        Arc::new(reasons),
+        column(SHARD)?,
+        column(SEQ)?,
+        column(INGESTED_AT)?,
+    ];
+    Ok(RecordBatch::try_new(error_schema(), columns)?)
+}
+
 /// One record of the log, as the decoder takes it.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {

@@ -203,7 +203,10 @@ fn a_decimal_that_does_not_fit_costs_only_its_record() {
     );
     assert_eq!(
         reasons(&d),
-        [(101, "field 'amount': 123456.5 does not fit DECIMAL(5, 2)".to_string())]
+        [(
+            101,
+            "field 'amount': 123456.5 does not fit DECIMAL(5, 2)".to_string()
+        )]
     );
 }
 

@@ -10,6 +10,8 @@ use sluice_lake::{Lake, LakeTable};
 use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
 use sluice_pipeline::{RawConfig, RawPipeline, drop_tables, errors_table};
 
+mod views;
+
 const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL) WITH (shards = 2";
 
 fn stream(log: &Log) -> Arc<Stream> {
@@ -277,7 +279,7 @@ async fn a_stream_takes_only_its_own_tables() {
     let s = stream(&log);
     let refused = RawPipeline::open(s.clone(), &lake, config()).await;
     assert!(
-        matches!(&refused, Err(e) if e.to_string().contains("not made by a stream")),
+        matches!(&refused, Err(e) if e.to_string().contains("not made by this stream")),
         "{:?}",
         refused.err()
     );

@@ -1,0 +1,608 @@
+//! Planning a view: its query, through DataFusion, cut into the parts a round runs.
+//!
+//! ```text
+//!  SELECT … FROM TUMBLE(ticks, ts, …) [JOIN table] WHERE … GROUP BY …, window_start, window_end HAVING …
+//!  └── post: above the aggregate ──┘  └──────── pre: below the aggregate, fed each round's rows ────────┘
+//!
+//!  round:  rows ─► pre ─► Partial aggregate ─► partial states ─┐
+//!          state (partial states of open groups) ──────────────┴─► PartialReduce ─► state
+//!          groups done (windows the watermark passed; an updating view's changed keys)
+//!                ─► Final aggregate ─► post ─► the view's table
+//! ```
+//!
+//! DataFusion plans the whole query once; the pipeline takes its aggregate apart into
+//! DataFusion's own modes — `Partial` (rows to states), `PartialReduce` (states to states) and
+//! `Final` (states to values) — so every aggregate DataFusion has is incremental through its
+//! accumulators' `state` / `merge_batch` / `evaluate`, and the view's state is Arrow (the
+//! partial states), which a snapshot writes as it is. A view without an aggregate is `pre`
+//! alone: each round's rows in, the view's rows out.
+//!
+//! Shapes that a stream cannot answer correctly are refused here, when the view is created:
+//! more than one stream, or a stream's name more than once; ORDER BY, LIMIT, window functions
+//! (`OVER`), set operations; more than one aggregation; a window that is not grouped by; an
+//! updating view whose output lacks its group's columns (the upsert could not find its rows).
+
+use std::any::Any;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::TableProvider;
+use datafusion::catalog::default_table_source::source_as_provider;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchemaRef};
+use datafusion::execution::TaskContext;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::optimizer::Optimizer;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use sluice_lake::Lake;
+use sluice_log::Log;
+use sluice_sql::ViewDefinition;
+
+use super::source::{InputExec, InputTable, ViewSchema, WindowFunction, feed};
+use super::window::{WINDOW_END, WINDOW_START, Window};
+use crate::{PipelineError, Result};
+
+/// A view's query, planned and cut into what a round runs.
+pub struct ViewPlan {
+    /// The stream the view reads, and its window if it has one.
+    pub input: InputTable,
+    pub shape: Shape,
+    /// The view table's columns.
+    pub schema: SchemaRef,
+    /// The query reads lake tables too: it is planned again for each round, so that a round
+    /// sees their latest versions.
+    pub reads_tables: bool,
+    task: Arc<TaskContext>,
+}
+
+/// What a view keeps between rounds, by its query's shape.
+pub enum Shape {
+    /// No aggregate: each round's rows in, the view's rows out (appended).
+    Stateless(Arc<dyn ExecutionPlan>),
+    /// Aggregates over event-time windows: a window's row is appended once, when the watermark
+    /// passes its end.
+    Windowed(Aggregation),
+    /// Aggregates by key without a window: one row per key, updated in place as it changes.
+    /// `keys` are the output columns holding the group's values.
+    Updating {
+        aggregation: Aggregation,
+        keys: Vec<String>,
+    },
+}
+
+/// An aggregate taken apart into DataFusion's aggregation modes (see the module's diagram).
+pub struct Aggregation {
+    /// `Partial` over the plan below the aggregate: a round's rows to partial states.
+    partial: Arc<dyn ExecutionPlan>,
+    /// The group by the state's columns (for `PartialReduce` and `Final`).
+    group_by: Arc<PhysicalGroupBy>,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    /// The aggregate's input columns (what its expressions were planned against).
+    input_schema: SchemaRef,
+    /// Partial states: the group's columns, then each aggregate's state columns.
+    pub state_schema: SchemaRef,
+    /// The plan above the aggregate, over the `Final` aggregate's values.
+    post: Arc<dyn ExecutionPlan>,
+    /// `window_start` and `window_end` among the state's group columns, if windowed.
+    pub window: Option<(usize, usize)>,
+    /// The group columns of the state that name a group: all of them, but for sessions the
+    /// window's (a session's bounds move as it grows).
+    pub keys: Vec<usize>,
+    /// Session windows: a round's windows merge with a key's open ones that they overlap.
+    pub session: bool,
+}
+
+impl ViewPlan {
+    /// Plans `definition` over the log's streams and the lake's tables.
+    pub async fn new(definition: &ViewDefinition, log: &Arc<Log>, lake: &Lake) -> Result<Self> {
+        let ctx = session(log, lake)?;
+        let state = ctx.state();
+        let mut query = definition.parse_query()?;
+        // DataFusion looks table functions up by their exact name: TUMBLE is tumble.
+        let _ = sqlparser::ast::visit_relations_mut(&mut *query, |name| {
+            if let [sqlparser::ast::ObjectNamePart::Identifier(ident)] = name.0.as_mut_slice()
+                && ident.quote_style.is_none()
+            {
+                ident.value = ident.value.to_ascii_lowercase();
+            }
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        let statement = sqlparser::ast::Statement::Query(query);
+        let logical = state
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(refused)?;
+        let optimized = state.optimize(&logical).map_err(refused)?;
+        let inspected = inspect(&optimized)?;
+        let physical = state
+            .create_physical_plan(&logical)
+            .await
+            .map_err(refused)?;
+        let task = ctx.task_ctx();
+        let input = inspected.input;
+        let shape = match find_aggregate(&physical) {
+            None if input.window.is_some() => {
+                return Err(PipelineError::Unsupported(
+                    "a windowed view aggregates over its windows: add GROUP BY …, window_start, \
+                     window_end"
+                        .into(),
+                ));
+            }
+            None => Shape::Stateless(physical),
+            Some(top) => {
+                let aggregation = Aggregation::new(&physical, &top, input.window.map(|w| w.0))?;
+                match (input.window, aggregation.window) {
+                    (Some(_), Some(_)) => Shape::Windowed(aggregation),
+                    (Some(_), None) => {
+                        return Err(PipelineError::Unsupported(
+                            "a windowed view groups by its window: GROUP BY …, window_start, \
+                             window_end"
+                                .into(),
+                        ));
+                    }
+                    (None, _) => Shape::Updating {
+                        keys: updating_keys(&optimized)?,
+                        aggregation,
+                    },
+                }
+            }
+        };
+        let output = match &shape {
+            Shape::Stateless(plan) => plan.schema(),
+            Shape::Windowed(a) | Shape::Updating { aggregation: a, .. } => a.post.schema(),
+        };
+        let schema = lake_schema(&output)?;
+        for column in &definition.partition_by {
+            if schema.field_with_name(column).is_err() {
+                return Err(PipelineError::Unsupported(format!(
+                    "PARTITIONED BY names no column of the view: '{column}'"
+                )));
+            }
+        }
+        Ok(ViewPlan {
+            input,
+            shape,
+            schema,
+            reads_tables: inspected.reads_tables,
+            task,
+        })
+    }
+
+    /// The rows of `input` (the stream's decoded columns) through a stateless view.
+    pub async fn run_stateless(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        input: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>> {
+        self.to_lake(run(&feed(plan, input)?, &self.task).await?)
+    }
+
+    /// Partial states of `input`'s groups.
+    pub async fn partial(
+        &self,
+        aggregation: &Aggregation,
+        input: &[RecordBatch],
+    ) -> Result<Vec<RecordBatch>> {
+        run(&feed(&aggregation.partial, input)?, &self.task).await
+    }
+
+    /// `states` merged: one row per group.
+    pub async fn reduce(
+        &self,
+        aggregation: &Aggregation,
+        states: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        let plan = aggregation.over_states(AggregateMode::PartialReduce, states)?;
+        run(&plan, &self.task).await
+    }
+
+    /// The view's rows of the groups in `states`: their aggregates' values, through the plan
+    /// above the aggregate.
+    pub async fn finish(
+        &self,
+        aggregation: &Aggregation,
+        states: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        if states.iter().all(|b| b.num_rows() == 0) {
+            return Ok(Vec::new());
+        }
+        let values = run(
+            &aggregation.over_states(AggregateMode::Final, states)?,
+            &self.task,
+        )
+        .await?;
+        self.to_lake(run(&feed(&aggregation.post, &values)?, &self.task).await?)
+    }
+
+    /// Batches in the view table's schema (the lake's types; see [`lake_schema`]).
+    fn to_lake(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        batches
+            .into_iter()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| {
+                let columns = b
+                    .columns()
+                    .iter()
+                    .zip(self.schema.fields())
+                    .map(|(c, f)| match c.data_type() == f.data_type() {
+                        true => Ok(c.clone()),
+                        false => arrow::compute::cast(c, f.data_type()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+            })
+            .collect()
+    }
+}
+
+impl Aggregation {
+    /// Takes apart the aggregate `top` of `physical` (the topmost; below it, a `Partial` one
+    /// when DataFusion planned two phases).
+    fn new(
+        physical: &Arc<dyn ExecutionPlan>,
+        top: &Arc<dyn ExecutionPlan>,
+        window: Option<Window>,
+    ) -> Result<Self> {
+        let low = lowest_aggregate(top)?;
+        let low = low
+            .downcast_ref::<AggregateExec>()
+            .ok_or_else(|| PipelineError::Internal("the aggregate is not one".into()))?;
+        let group_by = low.group_expr().clone();
+        if group_by.has_grouping_set() {
+            return Err(PipelineError::Unsupported(
+                "GROUPING SETS, ROLLUP and CUBE are not supported in views".into(),
+            ));
+        }
+        let aggregates = low.aggr_expr().to_vec();
+        let pre = low.input().clone();
+        let partial: Arc<dyn ExecutionPlan> = Arc::new(AggregateExec::try_new(
+            AggregateMode::Partial,
+            group_by.clone(),
+            aggregates.clone(),
+            low.filter_expr().to_vec(),
+            pre.clone(),
+            pre.schema(),
+        )?);
+        let state_schema = partial.schema();
+        let named = |name: &str| {
+            group_by.expr().iter().position(|(e, _)| {
+                e.downcast_ref::<PhysicalColumn>()
+                    .is_some_and(|c| c.name() == name)
+            })
+        };
+        let window_columns = window.and(named(WINDOW_START).zip(named(WINDOW_END)));
+        let keys = (0..group_by.expr().len())
+            .filter(|&i| match (window, window_columns) {
+                (Some(w), Some((start, end))) if w.is_session() => i != start && i != end,
+                _ => true,
+            })
+            .collect();
+        let post = physical
+            .clone()
+            .transform_down(|node| {
+                if std::ptr::addr_eq(Arc::as_ptr(&node), Arc::as_ptr(top)) {
+                    let leaf: Arc<dyn ExecutionPlan> = Arc::new(InputExec::new(top.schema(), None));
+                    return Ok(Transformed::new(leaf, true, TreeNodeRecursion::Jump));
+                }
+                Ok(Transformed::no(node))
+            })?
+            .data;
+        Ok(Self {
+            partial,
+            group_by: Arc::new(group_by.as_final()),
+            aggregates,
+            input_schema: pre.schema(),
+            state_schema,
+            post,
+            window: window_columns,
+            keys,
+            session: window.is_some_and(Window::is_session),
+        })
+    }
+
+    /// `PartialReduce` or `Final` over `states`.
+    fn over_states(
+        &self,
+        mode: AggregateMode,
+        states: Vec<RecordBatch>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(AggregateExec::try_new(
+            mode,
+            self.group_by.clone(),
+            self.aggregates.clone(),
+            vec![None; self.aggregates.len()],
+            InputExec::holding(self.state_schema.clone(), states),
+            self.input_schema.clone(),
+        )?))
+    }
+}
+
+async fn run(plan: &Arc<dyn ExecutionPlan>, task: &Arc<TaskContext>) -> Result<Vec<RecordBatch>> {
+    Ok(collect(plan.clone(), task.clone()).await?)
+}
+
+/// The session a view is planned in: the log's streams and the lake's tables by name, and the
+/// window functions. One partition (a round's rows are few and its order must not vary), and
+/// no rewrite of `count(DISTINCT …)` into two aggregations: the view needs one.
+fn session(log: &Arc<Log>, lake: &Lake) -> Result<SessionContext> {
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_default_catalog_and_schema("sluice", "public");
+    let rules = Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|rule| rule.name() != "single_distinct_aggregation_to_group_by")
+        .collect();
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let catalog = ctx
+        .catalog("sluice")
+        .ok_or_else(|| PipelineError::Internal("the session has no catalog".into()))?;
+    catalog.register_schema(
+        "public",
+        Arc::new(ViewSchema {
+            log: log.clone(),
+            lake: lake.clone(),
+        }),
+    )?;
+    for name in ["tumble", "hop", "session"] {
+        ctx.register_udtf(
+            name,
+            Arc::new(WindowFunction {
+                name,
+                log: log.clone(),
+            }),
+        );
+    }
+    Ok(ctx)
+}
+
+fn refused(e: datafusion::error::DataFusionError) -> PipelineError {
+    PipelineError::Unsupported(e.strip_backtrace())
+}
+
+/// What the optimized plan reads, once it is known to be a shape a view can keep.
+struct Inspected {
+    input: InputTable,
+    reads_tables: bool,
+}
+
+fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
+    let mut inputs = Vec::new();
+    let mut reads_tables = false;
+    let mut aggregates = 0;
+    let mut refusal = None;
+    plan.apply_with_subqueries(|node| {
+        let refuse = match node {
+            LogicalPlan::TableScan(scan) => {
+                let provider: Arc<dyn TableProvider> = source_as_provider(&scan.source)?;
+                match (provider.as_ref() as &dyn Any).downcast_ref::<InputTable>() {
+                    Some(input) => inputs.push(input.clone()),
+                    None => reads_tables = true,
+                }
+                None
+            }
+            LogicalPlan::Aggregate(_) => {
+                aggregates += 1;
+                None
+            }
+            LogicalPlan::Sort(_) => {
+                Some("ORDER BY: a view's rows have no order; order them when you query it")
+            }
+            LogicalPlan::Limit(_) => Some("LIMIT: a view keeps every row its query gives"),
+            LogicalPlan::Window(_) => {
+                Some("window functions (OVER …): use TUMBLE, HOP or SESSION in FROM")
+            }
+            LogicalPlan::Union(_) => Some("UNION: create a view for each part"),
+            LogicalPlan::RecursiveQuery(_) => Some("recursive queries"),
+            LogicalPlan::Distinct(_) => Some("DISTINCT ON"),
+            LogicalPlan::Dml(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::DescribeTable(_)
+            | LogicalPlan::Extension(_) => Some("statements other than SELECT"),
+            _ => None,
+        };
+        if let Some(what) = refuse {
+            refusal = Some(what);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let Some(what) = refusal {
+        return Err(PipelineError::Unsupported(format!(
+            "a materialized view cannot hold {what}"
+        )));
+    }
+    if aggregates > 1 {
+        return Err(PipelineError::Unsupported(
+            "a materialized view aggregates once: make a view of the first aggregation and \
+             query it"
+                .into(),
+        ));
+    }
+    match inputs.as_slice() {
+        [input] => Ok(Inspected {
+            input: input.clone(),
+            reads_tables,
+        }),
+        [] => Err(PipelineError::Unsupported(
+            "a materialized view reads a stream: FROM stream, or TUMBLE / HOP / SESSION(stream, …)"
+                .into(),
+        )),
+        _ => Err(PipelineError::Unsupported(
+            "a materialized view reads one stream, once (joins are with lake tables)".into(),
+        )),
+    }
+}
+
+/// The topmost aggregate of a physical plan.
+fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+    if plan.downcast_ref::<AggregateExec>().is_some() {
+        return Some(plan.clone());
+    }
+    plan.children().into_iter().find_map(find_aggregate)
+}
+
+/// The first phase of the aggregation that `top` ends: `top` itself when planned in one.
+fn lowest_aggregate(top: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let aggregate = top.downcast_ref::<AggregateExec>().expect("an aggregate");
+    match aggregate.mode() {
+        AggregateMode::Partial | AggregateMode::Single | AggregateMode::SinglePartitioned => {
+            return Ok(top.clone());
+        }
+        AggregateMode::Final | AggregateMode::FinalPartitioned | AggregateMode::PartialReduce => {}
+    }
+    let mut node = aggregate.input().clone();
+    loop {
+        if node.downcast_ref::<AggregateExec>().is_some() {
+            return Ok(node);
+        }
+        let next = match node.children().as_slice() {
+            [only] => (*only).clone(),
+            _ => return Err(PipelineError::Internal("no first aggregation phase".into())),
+        };
+        node = next;
+    }
+}
+
+/// An updating view's output columns that hold its group's values, in the group's order.
+fn updating_keys(plan: &LogicalPlan) -> Result<Vec<String>> {
+    let missing = || {
+        PipelineError::Unsupported(
+            "an updating view (GROUP BY without a window) selects each of its GROUP BY columns \
+             as it is, so that each key's row can be updated in place"
+                .into(),
+        )
+    };
+    let keys = key_columns(plan).ok_or_else(missing)?;
+    let schema: &DFSchemaRef = plan.schema();
+    keys.iter()
+        .map(|c| {
+            schema
+                .index_of_column(c)
+                .map(|i| schema.field(i).name().clone())
+                .map_err(|_| missing())
+        })
+        .collect()
+}
+
+/// The columns of `plan`'s output that are its aggregate's group values, if all are.
+fn key_columns(plan: &LogicalPlan) -> Option<Vec<Column>> {
+    match plan {
+        LogicalPlan::Aggregate(aggregate) => Some(
+            (0..aggregate.group_expr.len())
+                .map(|i| {
+                    let (qualifier, field) = aggregate.schema.qualified_field(i);
+                    Column::new(qualifier.cloned(), field.name())
+                })
+                .collect(),
+        ),
+        LogicalPlan::Filter(filter) => key_columns(&filter.input),
+        LogicalPlan::SubqueryAlias(alias) => Some(
+            key_columns(&alias.input)?
+                .into_iter()
+                .map(|c| Column::new(Some(alias.alias.clone()), c.name))
+                .collect(),
+        ),
+        LogicalPlan::Projection(projection) => key_columns(&projection.input)?
+            .into_iter()
+            .map(|key| {
+                let at = projection
+                    .expr
+                    .iter()
+                    .position(|e| matches!(strip_alias(e), Expr::Column(c) if *c == key))?;
+                let (qualifier, field) = projection.schema.qualified_field(at);
+                Some(Column::new(qualifier.cloned(), field.name()))
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(alias) => strip_alias(&alias.expr),
+        e => e,
+    }
+}
+
+/// The view table's schema: the query's columns in types Delta holds (no string views, no
+/// unsigned integers, timestamps in microseconds), every column nullable (as a table created by
+/// a query has them).
+fn lake_schema(output: &SchemaRef) -> Result<SchemaRef> {
+    let fields = output
+        .fields()
+        .iter()
+        .map(|f| {
+            let data_type = lake_type(f.data_type()).ok_or_else(|| {
+                PipelineError::Unsupported(format!(
+                    "column '{}' is {}, which a lake table cannot hold: cast it",
+                    f.name(),
+                    f.data_type()
+                ))
+            })?;
+            Ok(Field::new(f.name(), data_type, true))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn lake_type(t: &DataType) -> Option<DataType> {
+    Some(match t {
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 | DataType::UInt64 => DataType::Int64,
+        DataType::Float16 => DataType::Float32,
+        DataType::Timestamp(_, zone) => {
+            DataType::Timestamp(TimeUnit::Microsecond, zone.as_ref().map(|_| "UTC".into()))
+        }
+        DataType::Dictionary(_, value) => lake_type(value)?,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _) => DataType::List(Arc::new(Field::new(
+            f.name(),
+            lake_type(f.data_type())?,
+            true,
+        ))),
+        DataType::Struct(fields) => DataType::Struct(
+            fields
+                .iter()
+                .map(|f| Some(Field::new(f.name(), lake_type(f.data_type())?, true)))
+                .collect::<Option<Vec<_>>>()?
+                .into(),
+        ),
+        DataType::Null
+        | DataType::Boolean
+        | DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Utf8
+        | DataType::Binary
+        | DataType::Date32
+        | DataType::Decimal128(_, _) => t.clone(),
+        DataType::Date64 => DataType::Date32,
+        _ => return None,
+    })
+}

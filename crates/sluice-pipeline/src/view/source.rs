@@ -1,0 +1,288 @@
+//! A view's input as DataFusion sees it: the names a view's query may read, and the leaf that
+//! the pipeline fills with each round's rows.
+//!
+//! When a view is planned, a stream's name (`FROM ticks`) and a window function over it
+//! (`FROM TUMBLE(ticks, ts, INTERVAL '1 minute')`) stand for an [`InputTable`]: the stream's
+//! decoded columns (and, windowed, `window_start`, `window_end`). Its scan is an [`InputExec`],
+//! a leaf with no rows of its own: every round, [`feed`] puts that round's rows into the plan's
+//! leaves and runs it. Any other name is a lake table, read as it is when the view is planned
+//! (enrichment: a stream joined with a table).
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableFunctionImpl, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use sluice_lake::Lake;
+use sluice_log::Log;
+use sluice_sql::StreamDefinition;
+
+use super::window::{Window, windowed_schema};
+use crate::decode::Decoder;
+
+type DfResult<T> = datafusion::error::Result<T>;
+
+/// What a view reads from its stream, as its query names it.
+#[derive(Debug, Clone)]
+pub struct InputTable {
+    pub stream: String,
+    /// The stream's decoded columns (the raw table's), and the window's if windowed.
+    pub schema: SchemaRef,
+    /// The window and the index of its time column in the stream's columns.
+    pub window: Option<(Window, usize)>,
+}
+
+#[async_trait]
+impl TableProvider for InputTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(InputExec::new(
+            self.schema.clone(),
+            projection.cloned(),
+        )))
+    }
+}
+
+/// The leaf of a view's plan that the pipeline fills with a round's rows (see [`feed`]).
+#[derive(Debug, Clone)]
+pub struct InputExec {
+    /// The rows' schema, before the projection.
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    batches: Vec<RecordBatch>,
+    properties: Arc<PlanProperties>,
+}
+
+impl InputExec {
+    pub fn new(schema: SchemaRef, projection: Option<Vec<usize>>) -> Self {
+        let projected = match &projection {
+            Some(p) => Arc::new(
+                schema
+                    .project(p)
+                    .expect("a projection of the input's columns"),
+            ),
+            None => schema.clone(),
+        };
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(projected),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            schema,
+            projection,
+            batches: Vec::new(),
+            properties: Arc::new(properties),
+        }
+    }
+
+    /// The same leaf holding `batches` (of the unprojected schema).
+    fn with_batches(&self, batches: &[RecordBatch]) -> Self {
+        Self {
+            batches: batches.to_vec(),
+            ..self.clone()
+        }
+    }
+
+    /// A leaf of `schema` holding `batches`, as the input of a plan made by the pipeline.
+    pub fn holding(schema: SchemaRef, batches: Vec<RecordBatch>) -> Arc<dyn ExecutionPlan> {
+        Arc::new(Self {
+            batches,
+            ..Self::new(schema, None)
+        })
+    }
+}
+
+impl DisplayAs for InputExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "InputExec: {} batches", self.batches.len())
+    }
+}
+
+impl ExecutionPlan for InputExec {
+    fn name(&self) -> &str {
+        "InputExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        Ok(Box::pin(MemoryStream::try_new(
+            self.batches.clone(),
+            self.schema.clone(),
+            self.projection.clone(),
+        )?))
+    }
+}
+
+/// `plan` with every [`InputExec`] leaf holding `batches`.
+pub fn feed(
+    plan: &Arc<dyn ExecutionPlan>,
+    batches: &[RecordBatch],
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    plan.clone()
+        .transform_up(|node| match node.downcast_ref::<InputExec>() {
+            Some(input) => Ok(Transformed::yes(
+                Arc::new(input.with_batches(batches)) as Arc<dyn ExecutionPlan>
+            )),
+            None => Ok(Transformed::no(node)),
+        })
+        .map(|t| t.data)
+}
+
+/// The stream `name`'s decoded columns, as its raw table has them.
+fn stream_schema(log: &Log, name: &str) -> DfResult<Option<SchemaRef>> {
+    let Ok(stream) = log.stream(name) else {
+        return Ok(None);
+    };
+    let definition = StreamDefinition::from_log(&stream.meta().definition);
+    let decoder = Decoder::new(&definition).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+    Ok(Some(decoder.schema().clone()))
+}
+
+/// The names a view's query may read: streams (its input) and the lake's tables.
+pub struct ViewSchema {
+    pub log: Arc<Log>,
+    pub lake: Lake,
+}
+
+impl fmt::Debug for ViewSchema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ViewSchema")
+            .field("lake", &self.lake)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for ViewSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.lake.table_names();
+        names.extend(self.log.streams().iter().map(|s| s.name().to_string()));
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(schema) = stream_schema(&self.log, name)? {
+            return Ok(Some(Arc::new(InputTable {
+                stream: name.to_string(),
+                schema,
+                window: None,
+            })));
+        }
+        match self.lake.open(name).await {
+            Ok(table) => Ok(Some(table.delta().table_provider().await?)),
+            Err(sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_)) => {
+                Ok(None)
+            }
+            Err(e) => Err(DataFusionError::External(Box::new(e))),
+        }
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.log.stream(name).is_ok() || self.lake.table_names().iter().any(|t| t == name)
+    }
+}
+
+/// `TUMBLE`, `HOP` or `SESSION` in `FROM`: a stream's records with their windows.
+pub struct WindowFunction {
+    /// `tumble`, `hop` or `session`.
+    pub name: &'static str,
+    pub log: Arc<Log>,
+}
+
+impl fmt::Debug for WindowFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WindowFunction")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableFunctionImpl for WindowFunction {
+    fn call(&self, args: &[Expr]) -> DfResult<Arc<dyn TableProvider>> {
+        let upper = self.name.to_uppercase();
+        let (Some(Expr::Column(stream)), Some(Expr::Column(time))) = (args.first(), args.get(1))
+        else {
+            return plan_err!(
+                "{upper}'s first two arguments are a stream and its time column, e.g. \
+                 {upper}(ticks, ts, …)"
+            );
+        };
+        let Some(schema) = stream_schema(&self.log, &stream.name)? else {
+            return plan_err!("{upper} reads a stream: '{}' is not one", stream.name);
+        };
+        let Ok(index) = schema.index_of(&time.name) else {
+            return plan_err!("stream '{}' has no column '{}'", stream.name, time.name);
+        };
+        if schema.field(index).data_type() != &super::window::timestamp_type() {
+            return plan_err!(
+                "{upper}'s time column must be a TIMESTAMP: '{}' is {}",
+                time.name,
+                schema.field(index).data_type()
+            );
+        }
+        let window = Window::from_call(self.name, &args[2..])
+            .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        Ok(Arc::new(InputTable {
+            stream: stream.name.clone(),
+            schema: windowed_schema(&schema),
+            window: Some((window, index)),
+        }))
+    }
+}

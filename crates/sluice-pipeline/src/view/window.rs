@@ -1,0 +1,336 @@
+//! Event-time windows: `TUMBLE`, `HOP` and `SESSION` in a view's `FROM`, and how records are
+//! given their windows.
+//!
+//! | in `FROM` | each record's windows (`window_start`, `window_end`) |
+//! | --- | --- |
+//! | `TUMBLE(s, ts, size)` | the one `[k·size, (k+1)·size)` holding `ts` |
+//! | `HOP(s, ts, slide, size)` | every `[k·slide, k·slide + size)` holding `ts` (the record is repeated for each) |
+//! | `SESSION(s, ts, gap)` | `[ts, ts + gap)` for now; a key's overlapping windows then merge into sessions ([`merge_sessions`]) |
+//!
+//! Windows are aligned on the epoch (UTC), so a window is the same whichever record opened it;
+//! `window_start` is inclusive and `window_end` exclusive.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMicrosecondArray, UInt32Array};
+use arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Expr;
+
+use super::watermark::Micros;
+use crate::{PipelineError, Result};
+
+pub const WINDOW_START: &str = "window_start";
+pub const WINDOW_END: &str = "window_end";
+
+/// A kind of window and its sizes, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Tumble { size: Micros },
+    Hop { slide: Micros, size: Micros },
+    Session { gap: Micros },
+}
+
+impl Window {
+    /// The window function `name` (`tumble`, `hop`, `session`) with its size arguments.
+    pub fn from_call(name: &str, sizes: &[Expr]) -> Result<Window> {
+        let sizes = sizes
+            .iter()
+            .map(|e| interval(name, e))
+            .collect::<Result<Vec<_>>>()?;
+        let window = match (name, sizes.as_slice()) {
+            ("tumble", &[size]) => Window::Tumble { size },
+            ("hop", &[slide, size]) if size < slide => {
+                return Err(unsupported(
+                    "HOP's size must be at least its slide: HOP(stream, time, slide, size)".into(),
+                ));
+            }
+            ("hop", &[slide, size]) => Window::Hop { slide, size },
+            ("session", &[gap]) => Window::Session { gap },
+            _ => {
+                return Err(unsupported(format!(
+                    "{} takes {}",
+                    name.to_uppercase(),
+                    usage(name)
+                )));
+            }
+        };
+        Ok(window)
+    }
+
+    /// Whether a record's windows are only known once its key's other records are (sessions).
+    pub fn is_session(self) -> bool {
+        matches!(self, Window::Session { .. })
+    }
+
+    /// `batch` with `window_start` and `window_end` added, from its timestamp column at
+    /// `time`: one row per record and window (HOP repeats a record for each of its windows).
+    /// Rows without an event time have been taken out before.
+    pub fn assign(
+        self,
+        batch: &RecordBatch,
+        time: usize,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch> {
+        let times = batch
+            .column(time)
+            .as_primitive::<TimestampMicrosecondType>();
+        let (rows, starts, ends): (RecordBatch, Vec<i64>, Vec<i64>) = match self {
+            Window::Tumble { size } => {
+                let starts: Vec<i64> = times
+                    .values()
+                    .iter()
+                    .map(|&t| t - t.rem_euclid(size))
+                    .collect();
+                let ends = starts.iter().map(|s| s + size).collect();
+                (batch.clone(), starts, ends)
+            }
+            Window::Session { gap } => {
+                let starts: Vec<i64> = times.values().to_vec();
+                let ends = starts.iter().map(|s| s + gap).collect();
+                (batch.clone(), starts, ends)
+            }
+            Window::Hop { slide, size } => {
+                let (mut indices, mut starts) = (Vec::new(), Vec::new());
+                for (row, &t) in times.values().iter().enumerate() {
+                    let last = t - t.rem_euclid(slide);
+                    let mut start = last;
+                    while start > t - size {
+                        start -= slide;
+                    }
+                    // `start` is now the first window start that does not hold `t`.
+                    start += slide;
+                    while start <= last {
+                        indices.push(row as u32);
+                        starts.push(start);
+                        start += slide;
+                    }
+                }
+                let rows = take_record_batch(batch, &UInt32Array::from(indices))?;
+                let ends = starts.iter().map(|s| s + size).collect();
+                (rows, starts, ends)
+            }
+        };
+        let mut columns = rows.columns().to_vec();
+        columns.push(timestamps(starts));
+        columns.push(timestamps(ends));
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+fn usage(name: &str) -> &'static str {
+    match name {
+        "hop" => {
+            "(stream, time column, slide, size), e.g. HOP(ticks, ts, INTERVAL '10 seconds', INTERVAL '1 minute')"
+        }
+        "session" => "(stream, time column, gap), e.g. SESSION(clicks, ts, INTERVAL '30 minutes')",
+        _ => "(stream, time column, size), e.g. TUMBLE(ticks, ts, INTERVAL '1 minute')",
+    }
+}
+
+/// The schema of a windowed source: the stream's columns, then `window_start`, `window_end`.
+pub fn windowed_schema(stream: &Schema) -> SchemaRef {
+    let mut fields: Vec<Field> = stream.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(WINDOW_START, timestamp_type(), false));
+    fields.push(Field::new(WINDOW_END, timestamp_type(), false));
+    Arc::new(Schema::new(fields))
+}
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn timestamps(values: Vec<i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+}
+
+fn unsupported(message: String) -> PipelineError {
+    PipelineError::Unsupported(message)
+}
+
+/// A window size: a positive interval of days, hours, minutes, seconds (months vary in length).
+fn interval(function: &str, e: &Expr) -> Result<Micros> {
+    let invalid = || {
+        unsupported(format!(
+            "{} takes intervals such as INTERVAL '1 minute' for its sizes, not {e}",
+            function.to_uppercase()
+        ))
+    };
+    let micros = match e {
+        Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
+            i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1_000
+        }
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
+            i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1_000
+        }
+        _ => return Err(invalid()),
+    };
+    if micros <= 0 {
+        return Err(invalid());
+    }
+    Ok(micros)
+}
+
+/// Merges the session windows of the partial aggregates `rows` (`window_start`, `window_end`
+/// at `start` and `end`, the group's other columns at `keys`): per key, windows that overlap
+/// become one session `[first start, last end)`. Returns the rows with their windows widened
+/// to their sessions' (so that aggregating by the group columns merges each session).
+pub fn merge_sessions(
+    rows: &RecordBatch,
+    keys: &[usize],
+    start: usize,
+    end: usize,
+) -> Result<RecordBatch> {
+    if rows.num_rows() == 0 {
+        return Ok(rows.clone());
+    }
+    let mut order: Vec<SortColumn> = keys
+        .iter()
+        .map(|&k| SortColumn {
+            values: rows.column(k).clone(),
+            options: None,
+        })
+        .collect();
+    order.push(SortColumn {
+        values: rows.column(start).clone(),
+        options: None,
+    });
+    let sorted = take_record_batch(rows, &lexsort_to_indices(&order, None)?)?;
+    let key_rows = RowConverter::new(
+        keys.iter()
+            .map(|&k| SortField::new(rows.schema().field(k).data_type().clone()))
+            .collect(),
+    )?
+    .convert_columns(
+        &keys
+            .iter()
+            .map(|&k| sorted.column(k).clone())
+            .collect::<Vec<_>>(),
+    )?;
+    let starts = sorted
+        .column(start)
+        .as_primitive::<TimestampMicrosecondType>();
+    let ends = sorted
+        .column(end)
+        .as_primitive::<TimestampMicrosecondType>();
+    let (mut new_starts, mut new_ends) =
+        (vec![0i64; sorted.num_rows()], vec![0i64; sorted.num_rows()]);
+    let mut session = 0;
+    while session < sorted.num_rows() {
+        // One session: rows of the same key while each starts before the session's end.
+        let (first, mut last, mut session_end) = (session, session, ends.value(session));
+        while last + 1 < sorted.num_rows()
+            && key_rows.row(last + 1) == key_rows.row(first)
+            && starts.value(last + 1) < session_end
+        {
+            last += 1;
+            session_end = session_end.max(ends.value(last));
+        }
+        for i in first..=last {
+            new_starts[i] = starts.value(first);
+            new_ends[i] = session_end;
+        }
+        session = last + 1;
+    }
+    let mut columns = sorted.columns().to_vec();
+    columns[start] = with_type(timestamps(new_starts), sorted.column(start))?;
+    columns[end] = with_type(timestamps(new_ends), sorted.column(end))?;
+    Ok(RecordBatch::try_new(sorted.schema(), columns)?)
+}
+
+fn with_type(values: ArrayRef, like: &ArrayRef) -> Result<ArrayRef> {
+    if values.data_type() == like.data_type() {
+        return Ok(values);
+    }
+    Ok(arrow::compute::cast(&values, like.data_type())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::StringArray;
+
+    const S: i64 = 1_000_000;
+
+    fn events(keys: &[&str], times: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("ts", timestamp_type(), false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(keys.to_vec())),
+                timestamps(times.to_vec()),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn windows(batch: &RecordBatch) -> Vec<(i64, i64)> {
+        let s = batch
+            .column(batch.num_columns() - 2)
+            .as_primitive::<TimestampMicrosecondType>();
+        let e = batch
+            .column(batch.num_columns() - 1)
+            .as_primitive::<TimestampMicrosecondType>();
+        s.values()
+            .iter()
+            .zip(e.values())
+            .map(|(&s, &e)| (s / S, e / S))
+            .collect()
+    }
+
+    #[test]
+    fn tumbling_windows_are_aligned_on_the_epoch() {
+        let batch = events(&["a", "a", "a"], &[0, 59 * S + 999_999, 61 * S]);
+        let schema = windowed_schema(&batch.schema());
+        let out = Window::Tumble { size: 60 * S }
+            .assign(&batch, 1, &schema)
+            .unwrap();
+        assert_eq!(windows(&out), [(0, 60), (0, 60), (60, 120)]);
+        // Before the epoch too.
+        let out = Window::Tumble { size: 60 * S }
+            .assign(&events(&["a"], &[-S]), 1, &schema)
+            .unwrap();
+        assert_eq!(windows(&out), [(-60, 0)]);
+    }
+
+    #[test]
+    fn a_hopping_window_repeats_each_record_for_every_window_that_holds_it() {
+        let batch = events(&["a", "b"], &[25 * S, 30 * S]);
+        let schema = windowed_schema(&batch.schema());
+        let out = Window::Hop {
+            slide: 10 * S,
+            size: 30 * S,
+        }
+        .assign(&batch, 1, &schema)
+        .unwrap();
+        assert_eq!(
+            windows(&out),
+            [(0, 30), (10, 40), (20, 50), (10, 40), (20, 50), (30, 60)]
+        );
+        let keys: Vec<_> = out.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(keys, ["a", "a", "a", "b", "b", "b"]);
+    }
+
+    #[test]
+    fn sessions_merge_a_keys_overlapping_windows_only() {
+        let batch = events(
+            &["a", "b", "a", "a", "a"],
+            &[0, 5 * S, 8 * S, 30 * S, 17 * S],
+        );
+        let schema = windowed_schema(&batch.schema());
+        let assigned = Window::Session { gap: 10 * S }
+            .assign(&batch, 1, &schema)
+            .unwrap();
+        let merged = merge_sessions(&assigned, &[0], 2, 3).unwrap();
+        // a: 0, 8, 17 chain into [0, 27); 30 starts after 27: its own. b alone.
+        assert_eq!(
+            windows(&merged),
+            [(0, 27), (0, 27), (0, 27), (30, 40), (5, 15)]
+        );
+    }
+}
