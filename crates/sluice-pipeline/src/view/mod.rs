@@ -167,6 +167,9 @@ pub struct ViewRound {
     pub committed: bool,
 }
 
+/// A read of the log started early: where it starts, and the read.
+type ReadAhead = (Vec<u64>, tokio::task::JoinHandle<Result<LogRead>>);
+
 /// What a round computed, before it commits.
 struct Output {
     rows: Vec<RecordBatch>,
@@ -292,9 +295,27 @@ impl ViewPipeline {
     /// Takes what the stream holds past the view's positions (within the round's limits),
     /// computes the view's rows and commits them.
     pub async fn round(&mut self) -> Result<ViewRound> {
+        self.round_ahead(&mut None).await
+    }
+
+    /// A round that takes its records from `ahead` when they were read from where the view
+    /// is, and that, when the stream holds more than a round, starts reading the next round
+    /// into `ahead` while it commits (one core decodes while the other writes Parquet). A read
+    /// ahead that a failed commit leaves behind starts elsewhere than the view and is dropped.
+    async fn round_ahead(&mut self, ahead: &mut Option<ReadAhead>) -> Result<ViewRound> {
         let started = Instant::now();
-        let read = self.read().await?;
+        let from = self.positions.clone();
+        let reading = match ahead.take() {
+            Some((start, reading)) if start == from => reading,
+            _ => self.read_from(from),
+        };
+        let read = reading
+            .await
+            .map_err(|e| PipelineError::Internal(e.to_string()))??;
         let output = self.compute(&read).await?;
+        if read.backlog {
+            *ahead = Some((read.next.clone(), self.read_from(read.next.clone())));
+        }
         let round = self.commit(read, output).await?;
         let lag = self.lag();
         let mut status = self.status.lock().expect("status lock");
@@ -324,10 +345,9 @@ impl ViewPipeline {
             .sum()
     }
 
-    /// Reads and decodes the next round's records (on the blocking pool). A round that the
-    /// errors table has recorded but the view's table has not is read again exactly.
-    async fn read(&self) -> Result<LogRead> {
-        let from = self.positions.clone();
+    /// Reads and decodes a round's records from `from` (on the blocking pool). A round that
+    /// the errors table has recorded but the view's table has not is read again exactly.
+    fn read_from(&self, from: Vec<u64>) -> tokio::task::JoinHandle<Result<LogRead>> {
         let pending: Vec<u64> = self
             .stream
             .shards()
@@ -345,8 +365,6 @@ impl ViewPipeline {
         tokio::task::spawn_blocking(move || {
             raw::read(&stream, &decoder, &from, &limits, usize::MAX)
         })
-        .await
-        .map_err(|e| PipelineError::Internal(e.to_string()))?
     }
 
     /// The round's output, from the committed state and what was read.
@@ -505,6 +523,7 @@ impl ViewPipeline {
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backlog = false;
+        let mut ahead = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -515,7 +534,7 @@ impl ViewPipeline {
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
-            backlog = match self.round().await {
+            backlog = match self.round_ahead(&mut ahead).await {
                 Ok(round) => {
                     if self.commits >= self.config.compact_every {
                         self.commits = 0;
