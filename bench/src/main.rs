@@ -11,11 +11,18 @@
 //!   end of the first `SELECT count(*)` of the raw table that includes them.
 //! - `pipeline` (W2, in-process, no server): a log loaded with `clicks` events, then the time the
 //!   raw-table pipeline takes to commit them all to `clicks` and `clicks_errors`; see its module.
+//! - `view` (W1 or W2, in-process): a log loaded with the workload, then the time a materialized
+//!   view takes to commit it all, and its restart after a crash; see its module.
+//! - `window-freshness` (W4's windows): a closed 1-second window until it is visible in its
+//!   view; see its module.
 //!
 //! Events are generated before the clock starts, so the figures are the server's, not the
 //! generator's.
 
 mod pipeline;
+mod preload;
+mod views;
+mod windows;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +96,18 @@ enum Command {
     },
     /// W2 through the raw-table pipeline, in-process (--server and --stream do not apply)
     Pipeline(pipeline::Options),
+    /// W1 through ticks_1m or W2 through the ETL view, in-process, then a restart
+    View(views::Options),
+    /// W4's windows: closed 1-second windows of view ticks_1s until visible
+    WindowFreshness {
+        #[arg(long, default_value_t = 20_000)]
+        rate: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Events per request
+        #[arg(long, default_value_t = 200)]
+        batch: usize,
+    },
 }
 
 #[tokio::main]
@@ -153,6 +172,12 @@ async fn main() -> anyhow::Result<()> {
             sample,
         } => freshness(&client, &server, &cli.stream, rate, seconds, batch, sample).await?,
         Command::Pipeline(options) => pipeline::run(options).await?,
+        Command::View(options) => views::run(options).await?,
+        Command::WindowFreshness {
+            rate,
+            seconds,
+            batch,
+        } => windows::run(&client, &server, &cli.stream, rate, seconds, batch).await?,
     };
     println!("{figures}");
     Ok(())

@@ -17,25 +17,24 @@
 //! up with its producers does.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use sluice_gen::{GenOptions, Generator, Workload};
+use sluice_gen::Workload;
 use sluice_lake::{Lake, LakeTable};
-use sluice_log::{Log, LogConfig, Retention, ShardAppend, Stream, StreamOptions};
+use sluice_log::{Log, LogConfig};
 use sluice_pipeline::{RawConfig, RawPipeline, errors_table, positions};
 use tokio::sync::watch;
-use tokio::task::{JoinError, JoinSet};
+
+use crate::preload;
 
 const STREAM: &str = "clicks";
 /// The W2 fields (shared/bench/WORKLOADS.md). `user_id` is nullable: a W2 job drops null users
 /// downstream; the raw table keeps them.
 const COLUMNS: &str = "event_id TEXT NOT NULL, user_id TEXT, session_id TEXT, event_type TEXT, \
                        page TEXT, device TEXT, country TEXT, ts TIMESTAMP NOT NULL";
-/// Appends in flight while the log is loaded: enough for group commit to share the fsyncs.
-const APPENDS_IN_FLIGHT: usize = 4;
 /// How long the tables may take no record before the bench gives up: a failed round is only
 /// logged by the pipeline, then retried.
 const STALL: Duration = Duration::from_secs(120);
@@ -76,8 +75,15 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
     let log = Log::open(dir.path().join("log"), LogConfig::default())?;
-    let stream = create_stream(&log, options.shards, options.partition_by.as_deref())?;
-    append_clicks(&stream, options.events, options.batch).await?;
+    let mut with = format!("shards = {}, event_time = 'ts'", options.shards);
+    if let Some(partition_by) = &options.partition_by {
+        with.push_str(&format!(", partition_by = '{partition_by}'"));
+    }
+    let stream = preload::create_stream(
+        &log,
+        &format!("CREATE STREAM {STREAM} ({COLUMNS}) WITH ({with})"),
+    )?;
+    preload::append(&stream, Workload::Clicks, options.events, options.batch).await?;
     let ends: Vec<u64> = stream.shards().iter().map(|s| s.bounds().1).collect();
     let appended: u64 = ends.iter().sum();
     if appended != options.events as u64 {
@@ -114,96 +120,8 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
         "bench": "pipeline", "events": options.events, "shards": options.shards,
         "partition_by": options.partition_by, "seconds": seconds,
         "events_per_s": options.events as f64 / seconds,
-        "rows": good, "error_rows": bad, "peak_rss_mib": peak_rss_mib(),
+        "rows": good, "error_rows": bad, "peak_rss_mib": preload::peak_rss_mib(),
     }))
-}
-
-/// Creates the stream as `CREATE STREAM` would (same parse, same options for the log).
-fn create_stream(
-    log: &Log,
-    shards: u32,
-    partition_by: Option<&str>,
-) -> anyhow::Result<Arc<Stream>> {
-    let mut with = format!("shards = {shards}, event_time = 'ts'");
-    if let Some(partition_by) = partition_by {
-        with.push_str(&format!(", partition_by = '{partition_by}'"));
-    }
-    let sql = format!("CREATE STREAM {STREAM} ({COLUMNS}) WITH ({with})");
-    let Some(sluice_sql::Statement::CreateStream(create)) = sluice_sql::parse(&sql)
-        .with_context(|| format!("cannot parse {sql}"))?
-        .into_iter()
-        .next()
-    else {
-        bail!("not a CREATE STREAM: {sql}");
-    };
-    let options = StreamOptions {
-        shards: create.shards,
-        retention: Retention {
-            max_age_ms: create.retention_ms,
-            max_bytes_per_shard: create.retention_bytes_per_shard,
-        },
-        definition: create.definition.to_log(),
-    };
-    Ok(log.create_stream(&create.name, options)?)
-}
-
-/// Appends `events` W2 events, `batch` an append, a few appends in flight.
-async fn append_clicks(stream: &Arc<Stream>, events: usize, batch: usize) -> anyhow::Result<()> {
-    let batch = batch.max(1);
-    let mut generator = Generator::new(Workload::Clicks, GenOptions::canonical(Workload::Clicks));
-    let mut appends: JoinSet<sluice_log::Result<Vec<ShardAppend>>> = JoinSet::new();
-    let mut lines = Vec::new();
-    let mut left = events;
-    while left > 0 {
-        let n = left.min(batch);
-        left -= n;
-        lines.clear();
-        generator.write_events(n, &mut lines);
-        let mut batches = stream.batches();
-        // Every generated line ends in '\n' and none is empty: n lines, n records.
-        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let key = user_id(line);
-            batches.push(stream.shard_for_key(key), key, line)?;
-        }
-        while appends.len() >= APPENDS_IN_FLIGHT {
-            let Some(done) = appends.join_next().await else {
-                break;
-            };
-            appended(done)?;
-        }
-        let stream = stream.clone();
-        appends.spawn(async move { stream.append(batches).await });
-    }
-    while let Some(done) = appends.join_next().await {
-        appended(done)?;
-    }
-    Ok(())
-}
-
-/// Fails unless every shard of an append stored its part.
-fn appended(done: Result<sluice_log::Result<Vec<ShardAppend>>, JoinError>) -> anyhow::Result<()> {
-    for part in done?? {
-        let shard = part.shard;
-        part.result
-            .with_context(|| format!("cannot append to shard {shard}"))?;
-    }
-    Ok(())
-}
-
-/// W2's partition key as HTTP ingest's `?key=user_id` takes it: the user id, or nothing for a
-/// null user and for a record that is not JSON.
-fn user_id(line: &[u8]) -> &[u8] {
-    #[derive(serde::Deserialize)]
-    struct Key<'a> {
-        #[serde(borrow)]
-        user_id: Option<&'a str>,
-    }
-    match serde_json::from_slice::<Key<'_>>(line) {
-        Ok(Key {
-            user_id: Some(user),
-        }) => user.as_bytes(),
-        _ => b"",
-    }
 }
 
 /// Polls both tables until the positions their last commits recorded reach every shard's end.
@@ -261,12 +179,4 @@ fn row_count(table: &LakeTable) -> anyhow::Result<u64> {
         })?;
     }
     Ok(rows)
-}
-
-/// The process's peak resident set (VmHWM), in MiB, where /proc tells it.
-fn peak_rss_mib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
 }
