@@ -206,7 +206,7 @@ def test_a_view_backfills_its_streams_history_and_survives_restarts(server):
     status, _, views = server.get("/v1/views")
     assert status == 200
     (view,) = views["views"]
-    assert view["name"] == "latest_price" and view["kind"] == "updating" and view["stream"] == "ticks"
+    assert view["name"] == "latest_price" and view["kind"] == "updating" and view["input"] == "ticks"
     assert view["input_lag"] == 0 and view["last_error"] is None, view
     assert view["rows_out"] > 0 and view["last_round_ms"] is not None, view
     answer = server.sql("SELECT count(*), sum(trades) FROM latest_price")

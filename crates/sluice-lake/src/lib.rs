@@ -440,6 +440,16 @@ impl LakeTable {
         snapshot.metadata().configuration().get(key).cloned()
     }
 
+    /// The table's columns, as Arrow.
+    pub fn arrow_schema(&self) -> Result<SchemaRef> {
+        Ok(self
+            .table
+            .snapshot()
+            .map_err(|e| self.error(e))?
+            .snapshot()
+            .arrow_schema())
+    }
+
     /// The version the last commit recorded for application `app_id`, if any. Known at once
     /// when a commit this handle read recorded it (every commit of a pipeline records all its
     /// positions); else from the table's log.
@@ -621,6 +631,55 @@ impl LakeTable {
         let before = self.version();
         self.table = table;
         self.caught_up(before).await
+    }
+
+    /// The rows the commits `from..=to` added, read through Delta's change data feed (the
+    /// table must have been created with `delta.enableChangeDataFeed`): inserts only, each with
+    /// the `_commit_version` and `_commit_timestamp` of the commit that added it. Commits that
+    /// change no data (a compaction) add none.
+    pub async fn appended(&self, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
+        use deltalake::arrow::array::AsArray;
+        use deltalake::arrow::compute::filter_record_batch;
+        use deltalake::datafusion::physical_plan::collect;
+        use deltalake::datafusion::prelude::SessionContext;
+
+        let ctx = SessionContext::new();
+        let plan = self
+            .table
+            .clone()
+            .scan_cdf()
+            .with_starting_version(from)
+            .with_ending_version(to)
+            .build(&ctx.state(), None)
+            .await
+            .map_err(|e| self.error(e))?;
+        let batches = collect(plan, ctx.task_ctx())
+            .await
+            .map_err(|e| self.error(e.into()))?;
+        batches
+            .into_iter()
+            .map(|batch| {
+                let Some(change) = batch.column_by_name("_change_type") else {
+                    return Ok(batch);
+                };
+                let change = deltalake::arrow::compute::cast(
+                    change,
+                    &deltalake::arrow::datatypes::DataType::Utf8,
+                )
+                .map_err(|e| self.error(e.into()))?;
+                let inserts: deltalake::arrow::array::BooleanArray = change
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|c| Some(c == Some("insert")))
+                    .collect();
+                let kept =
+                    filter_record_batch(&batch, &inserts).map_err(|e| self.error(e.into()))?;
+                let keep: Vec<usize> = (0..kept.num_columns())
+                    .filter(|&i| kept.schema().field(i).name() != "_change_type")
+                    .collect();
+                kept.project(&keep).map_err(|e| self.error(e.into()))
+            })
+            .collect()
     }
 
     /// The number of data files in the table's current version.

@@ -71,7 +71,7 @@ const ERRORS_SUFFIX: &str = "_errors";
 const OWNER: &str = "sluice.stream.id";
 
 /// Opens or creates table `name` for the pipeline `id` (of a stream or a view: the table
-/// property `owner` holds the id). A table another incarnation of the pipeline left (a crash
+/// property `owner_key` holds the id; `more` properties go into a new table too). A table another incarnation of the pipeline left (a crash
 /// before its tables were dropped) is dropped and made anew; a table no pipeline made (`CREATE
 /// TABLE … AS`) is the user's, and refused.
 pub(crate) async fn own_table(
@@ -79,11 +79,12 @@ pub(crate) async fn own_table(
     name: &str,
     schema: &arrow::datatypes::SchemaRef,
     partition_by: &[String],
-    owner_key: &str,
-    id: u64,
+    (owner_key, id): (&str, u64),
+    more: &[(&str, &str)],
 ) -> Result<LakeTable> {
     let owner = id.to_string();
-    let properties = [(owner_key, owner.as_str())];
+    let mut properties = vec![(owner_key, owner.as_str())];
+    properties.extend_from_slice(more);
     let table = lake
         .open_or_create(name, schema, partition_by, &properties)
         .await?;
@@ -168,8 +169,8 @@ impl RawPipeline {
             stream.name(),
             decoder.schema(),
             &partition_by,
-            OWNER,
-            id,
+            (OWNER, id),
+            &[],
         )
         .await?;
         let errors = own_table(
@@ -177,8 +178,8 @@ impl RawPipeline {
             &errors_table(stream.name()),
             &decode::error_schema(),
             &[],
-            OWNER,
-            id,
+            (OWNER, id),
+            &[],
         )
         .await?;
         let row_positions = positions(&rows, stream.shards().len()).await?;

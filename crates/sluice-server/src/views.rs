@@ -3,7 +3,8 @@
 //! dropped through the Kinesis API, a lake that was unreachable).
 //!
 //! Names: a view's table, and its errors table, are the view's alone, so a view cannot take a
-//! stream's name or a table's, and a stream that views read cannot be dropped before them.
+//! stream's name or a table's, and a stream or view that views read cannot be dropped before
+//! them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -145,7 +146,9 @@ impl Views {
             return Err(ServerError::TableExists(table));
         }
         let plan = ViewPlan::new(&definition, &self.log, &self.lake).await?;
-        let stored = self.catalog.create(definition, plan.input.stream.clone())?;
+        let stored = self
+            .catalog
+            .create(definition, plan.input.source.name().to_string())?;
         if let Err(e) = self.start(stored.clone()).await {
             // Nothing of a view that cannot start stays behind.
             let _ = sluice_pipeline::view::drop_tables(&self.lake, &name, stored.id).await;
@@ -164,6 +167,13 @@ impl Views {
                 false => Err(PipelineError::ViewNotFound(name.to_string()).into()),
             };
         };
+        let readers = self.reading(name)?;
+        if !readers.is_empty() {
+            return Err(ServerError::Unsupported(format!(
+                "materialized views read view '{name}': drop them first ({})",
+                readers.join(", ")
+            )));
+        }
         let running = self.running.lock().expect("views lock").remove(name);
         if let Some(running) = running {
             stop(running).await;
@@ -174,13 +184,13 @@ impl Views {
         Ok(())
     }
 
-    /// The views that read `stream`.
-    pub fn reading(&self, stream: &str) -> Result<Vec<String>, ServerError> {
+    /// The views that read `input` (a stream or a view).
+    pub fn reading(&self, input: &str) -> Result<Vec<String>, ServerError> {
         Ok(self
             .catalog
             .list()?
             .into_iter()
-            .filter(|v| v.stream == stream)
+            .filter(|v| v.input == input)
             .map(|v| v.definition.name)
             .collect())
     }
@@ -199,7 +209,7 @@ impl Views {
                     (Some(r), _) => r.status.lock().expect("status lock").clone(),
                     (None, failed) => ViewStatus {
                         name: name.clone(),
-                        stream: view.stream.clone(),
+                        input: view.input.clone(),
                         last_error: failed.map(|(e, _)| e.clone()),
                         ..ViewStatus::default()
                     },
@@ -223,7 +233,7 @@ impl Views {
                 let status = statuses.get(&view.definition.name);
                 vec![
                     json!(view.definition.name),
-                    json!(view.stream),
+                    json!(view.input),
                     json!(status.map(|s| s.kind).filter(|k| !k.is_empty())),
                     json!(status.and_then(|s| s.watermark.clone())),
                     json!(status.map_or(0, |s| s.input_lag)),
@@ -235,7 +245,7 @@ impl Views {
         Ok(QueryResult {
             columns: Vec::from([
                 ("name", DataType::Utf8),
-                ("stream", DataType::Utf8),
+                ("input", DataType::Utf8),
                 ("kind", DataType::Utf8),
                 ("watermark", DataType::Utf8),
                 ("input_lag", DataType::Int64),

@@ -53,7 +53,8 @@ fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-fn meta_fields() -> [Field; 3] {
+/// `_shard`, `_seq` and `_ingested_at`: where each row of a pipeline's input came from.
+pub fn meta_fields() -> [Field; 3] {
     [
         Field::new(SHARD, DataType::Int32, false),
         Field::new(SEQ, DataType::Int64, false),

@@ -23,8 +23,8 @@ use crate::{PipelineError, Result};
 pub struct StoredView {
     pub id: u64,
     pub created_ms: u64,
-    /// The stream it reads.
-    pub stream: String,
+    /// The stream or view it reads.
+    pub input: String,
     #[serde(flatten)]
     pub definition: ViewDefinition,
 }
@@ -83,8 +83,8 @@ impl Catalog {
         self.dir.join(&view.definition.name).join("state")
     }
 
-    /// Records a new view of `stream`; fails if one of that name exists.
-    pub fn create(&self, definition: ViewDefinition, stream: String) -> Result<StoredView> {
+    /// Records a new view of `input` (a stream or a view); fails if one of that name exists.
+    pub fn create(&self, definition: ViewDefinition, input: String) -> Result<StoredView> {
         let _ddl = self.ddl.lock().expect("catalog lock");
         let name = definition.name.clone();
         sluice_log::validate_name(&name)
@@ -99,7 +99,7 @@ impl Catalog {
         let view = StoredView {
             id: now.as_nanos() as u64,
             created_ms: now.as_millis() as u64,
-            stream,
+            input,
             definition,
         };
         let tmp = self.dir.join(format!(".{name}.creating"));

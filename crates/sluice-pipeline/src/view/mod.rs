@@ -49,6 +49,7 @@ use crate::raw::{self, LogRead};
 use crate::{PipelineError, Result};
 pub use catalog::{Catalog, StoredView};
 use plan::{Shape, ViewPlan};
+use source::Source;
 use state::{Snapshots, State};
 use watermark::{Micros, Watermarks};
 
@@ -100,7 +101,8 @@ pub struct ViewStatus {
     pub name: String,
     /// `stateless`, `windowed` or `updating`.
     pub kind: &'static str,
-    pub stream: String,
+    /// The stream or view it reads.
+    pub input: String,
     /// Records the stream holds past the view's positions.
     pub input_lag: u64,
     /// The watermark (windowed views), RFC 3339.
@@ -128,6 +130,8 @@ pub async fn drop_tables(lake: &Lake, view: &str, view_id: u64) -> Result<()> {
 
 /// The table property naming the view (by id) whose pipeline writes the table.
 pub const OWNER: &str = "sluice.view.id";
+/// The table property saying what kind of view writes it (`stateless`, `windowed`, `updating`).
+pub const KIND: &str = "sluice.view.kind";
 const SNAPSHOT: &str = "snapshot";
 /// A flag column of an upsert's rows: the key is deleted (its group no longer passes HAVING).
 const DELETE: &str = "_sluice_delete";
@@ -138,8 +142,7 @@ pub struct ViewPipeline {
     id: u64,
     log: Arc<Log>,
     lake: Lake,
-    stream: Arc<Stream>,
-    decoder: Arc<Decoder>,
+    input: Input,
     plan: ViewPlan,
     config: ViewConfig,
     clock: Arc<dyn Clock>,
@@ -167,6 +170,55 @@ pub struct ViewRound {
     pub committed: bool,
 }
 
+/// What a view reads.
+enum Input {
+    /// A stream's records, decoded.
+    Stream {
+        stream: Arc<Stream>,
+        decoder: Arc<Decoder>,
+    },
+    /// The rows an upstream view appends, read through its table's change data feed: one
+    /// "shard" whose sequence numbers are the table's versions (position n: every commit before
+    /// version n taken).
+    View {
+        name: String,
+        table: Arc<tokio::sync::Mutex<LakeTable>>,
+        /// The upstream table's latest version, as the last read saw it.
+        latest: Arc<std::sync::atomic::AtomicU64>,
+        /// The rows' columns: the upstream table's, then `_shard`, `_seq`, `_ingested_at`.
+        schema: arrow::datatypes::SchemaRef,
+    },
+}
+
+impl Input {
+    fn name(&self) -> String {
+        match self {
+            Input::Stream { stream, .. } => stream.name().to_string(),
+            Input::View { name, .. } => name.clone(),
+        }
+    }
+
+    fn shards(&self) -> usize {
+        match self {
+            Input::Stream { stream, .. } => stream.shards().len(),
+            Input::View { .. } => 1,
+        }
+    }
+
+    /// Per shard, the position after the last record the input holds.
+    fn ends(&self) -> Vec<u64> {
+        match self {
+            Input::Stream { stream, .. } => stream.shards().iter().map(|s| s.bounds().1).collect(),
+            Input::View { latest, .. } => {
+                vec![latest.load(std::sync::atomic::Ordering::SeqCst) + 1]
+            }
+        }
+    }
+}
+
+/// Most commits of an upstream view one round takes.
+const MAX_UPSTREAM_COMMITS: u64 = 100;
+
 /// A read of the log started early: where it starts, and the read.
 type ReadAhead = (Vec<u64>, tokio::task::JoinHandle<Result<LogRead>>);
 
@@ -193,17 +245,54 @@ impl ViewPipeline {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let plan = ViewPlan::new(&definition, &log, &lake).await?;
-        let stream = log.stream(&plan.input.stream)?;
-        let stream_definition = StreamDefinition::from_log(&stream.meta().definition);
-        let decoder = Arc::new(Decoder::new(&stream_definition)?);
+        let (input, delay_ms) = match &plan.input.source {
+            Source::Stream(name) => {
+                let stream = log.stream(name)?;
+                let stream_definition = StreamDefinition::from_log(&stream.meta().definition);
+                let decoder = Arc::new(Decoder::new(&stream_definition)?);
+                let delay = stream_definition.watermark_ms.unwrap_or(0);
+                (Input::Stream { stream, decoder }, delay)
+            }
+            Source::View(name) => {
+                let table = lake.open(name).await?;
+                let latest = table.version().unwrap_or(0);
+                // The rows come as the upstream view's table has them (a round gives them
+                // their windows).
+                let mut fields: Vec<arrow::datatypes::Field> = table
+                    .arrow_schema()?
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                fields.extend(decode::meta_fields());
+                let schema = arrow::datatypes::Schema::new(fields);
+                let input = Input::View {
+                    name: name.clone(),
+                    table: Arc::new(tokio::sync::Mutex::new(table)),
+                    latest: Arc::new(latest.into()),
+                    schema: Arc::new(schema),
+                };
+                (input, 0)
+            }
+        };
         let name = definition.name.clone();
+        let kind = match plan.shape {
+            Shape::Stateless(_) => "stateless",
+            Shape::Windowed(_) => "windowed",
+            Shape::Updating { .. } => "updating",
+        };
+        // A view that only appends keeps a change data feed, for the views that read it.
+        let mut properties = vec![(KIND, kind)];
+        if kind != "updating" {
+            properties.push(("delta.enableChangeDataFeed", "true"));
+        }
         let table = raw::own_table(
             &lake,
             &name,
             &plan.schema,
             &definition.partition_by,
-            OWNER,
-            id,
+            (OWNER, id),
+            &properties,
         )
         .await?;
         let errors = raw::own_table(
@@ -211,11 +300,11 @@ impl ViewPipeline {
             &errors_table(&name),
             &decode::error_schema(),
             &[],
-            OWNER,
-            id,
+            (OWNER, id),
+            &[],
         )
         .await?;
-        let shards = stream.shards().len();
+        let shards = input.shards();
         let positions = raw::positions(&table, shards).await?;
         let error_positions = raw::positions(&errors, shards).await?;
         let snapshot = table
@@ -224,7 +313,7 @@ impl ViewPipeline {
             .map_or(0, |v| v.max(0) as u64);
         let snapshots = Snapshots::new(snapshots);
         let now = clock.now_ms();
-        let delay = stream_definition.watermark_ms.unwrap_or(0) as Micros * 1000;
+        let delay = delay_ms as Micros * 1000;
         let state = match &plan.shape {
             Shape::Stateless(_) => None,
             Shape::Windowed(a) | Shape::Updating { aggregation: a, .. } => {
@@ -241,15 +330,10 @@ impl ViewPipeline {
             }
         };
         snapshots.retain(snapshot);
-        let kind = match plan.shape {
-            Shape::Stateless(_) => "stateless",
-            Shape::Windowed(_) => "windowed",
-            Shape::Updating { .. } => "updating",
-        };
         let status = Arc::new(Mutex::new(ViewStatus {
             name,
             kind,
-            stream: stream.name().to_string(),
+            input: input.name(),
             ..ViewStatus::default()
         }));
         Ok(Self {
@@ -257,8 +341,7 @@ impl ViewPipeline {
             id,
             log,
             lake,
-            stream,
-            decoder,
+            input,
             plan,
             config,
             clock,
@@ -282,9 +365,9 @@ impl ViewPipeline {
         self.id
     }
 
-    /// The stream the view reads.
-    pub fn stream(&self) -> &str {
-        self.stream.name()
+    /// The stream or view the view reads.
+    pub fn input(&self) -> String {
+        self.input.name()
     }
 
     /// The view's status, kept current by its rounds.
@@ -337,11 +420,11 @@ impl ViewPipeline {
     }
 
     fn lag(&self) -> u64 {
-        self.stream
-            .shards()
+        self.input
+            .ends()
             .iter()
             .zip(&self.positions)
-            .map(|(shard, &at)| shard.bounds().1.saturating_sub(at))
+            .map(|(end, &at)| end.saturating_sub(at))
             .sum()
     }
 
@@ -349,11 +432,11 @@ impl ViewPipeline {
     /// the errors table has recorded but the view's table has not is read again exactly.
     fn read_from(&self, from: Vec<u64>) -> tokio::task::JoinHandle<Result<LogRead>> {
         let pending: Vec<u64> = self
-            .stream
-            .shards()
+            .input
+            .ends()
             .iter()
             .zip(&from)
-            .map(|(shard, &from)| shard.bounds().1.saturating_sub(from))
+            .map(|(end, &from)| end.saturating_sub(from))
             .collect();
         let mut limits = raw::shares(&pending, self.config.max_records_per_round);
         for ((limit, &at), &recorded) in limits.iter_mut().zip(&from).zip(&self.error_positions) {
@@ -361,10 +444,34 @@ impl ViewPipeline {
                 *limit = (recorded - at) as usize;
             }
         }
-        let (stream, decoder) = (self.stream.clone(), self.decoder.clone());
-        tokio::task::spawn_blocking(move || {
-            raw::read(&stream, &decoder, &from, &limits, usize::MAX)
-        })
+        match &self.input {
+            Input::Stream { stream, decoder } => {
+                let (stream, decoder) = (stream.clone(), decoder.clone());
+                tokio::task::spawn_blocking(move || {
+                    raw::read(&stream, &decoder, &from, &limits, usize::MAX)
+                })
+            }
+            Input::View {
+                table,
+                latest,
+                schema,
+                ..
+            } => {
+                let (table, latest, schema) = (table.clone(), latest.clone(), schema.clone());
+                let repeat = self.error_positions[0] > from[0];
+                tokio::spawn(async move {
+                    let mut table = table.lock().await;
+                    table.refresh().await?;
+                    let newest = table.version().unwrap_or(0);
+                    latest.store(newest, std::sync::atomic::Ordering::SeqCst);
+                    let to = match repeat {
+                        true => from[0] + limits[0] as u64 - 1,
+                        false => newest.min(from[0] + MAX_UPSTREAM_COMMITS - 1),
+                    };
+                    appended(&table, from[0], to, newest, &schema).await
+                })
+            }
+        }
     }
 
     /// The round's output, from the committed state and what was read.
@@ -561,7 +668,7 @@ impl ViewPipeline {
     async fn reopen(&mut self) -> Result<()> {
         self.table.refresh().await?;
         self.errors.refresh().await?;
-        let shards = self.stream.shards().len();
+        let shards = self.input.shards();
         self.positions = raw::positions(&self.table, shards).await?;
         self.error_positions = raw::positions(&self.errors, shards).await?;
         let snapshot = self
@@ -581,6 +688,68 @@ impl ViewPipeline {
         }
         Ok(())
     }
+}
+
+/// What an upstream view's commits `from..=to` appended (nothing when `from` is past its
+/// `newest` version), as rows of `schema`: its columns, then `_shard` 0, `_seq` the commit's
+/// version and `_ingested_at` the commit's time.
+async fn appended(
+    table: &LakeTable,
+    from: u64,
+    to: u64,
+    newest: u64,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<LogRead> {
+    use arrow::array::{ArrayRef, Int32Array};
+    use arrow::datatypes::{DataType, TimeUnit};
+
+    let no_errors = RecordBatch::new_empty(decode::error_schema());
+    let rows_schema = schema.clone();
+    if from > newest {
+        return Ok(LogRead {
+            decoded: decode::Decoded {
+                rows: RecordBatch::new_empty(rows_schema),
+                errors: no_errors,
+            },
+            next: vec![from],
+            records: 0,
+            backlog: false,
+        });
+    }
+    let mut rows = Vec::new();
+    for batch in table.appended(from, to).await? {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| PipelineError::Internal(format!("the change feed lacks {name}")))
+        };
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for field in schema.fields().iter().take(schema.fields().len() - 3) {
+            columns.push(arrow::compute::cast(
+                column(field.name())?,
+                field.data_type(),
+            )?);
+        }
+        let version = arrow::compute::cast(column("_commit_version")?, &DataType::Int64)?;
+        let at = arrow::compute::cast(
+            column("_commit_timestamp")?,
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )?;
+        columns.push(Arc::new(Int32Array::from(vec![0; batch.num_rows()])));
+        columns.push(version);
+        columns.push(at);
+        rows.push(RecordBatch::try_new(rows_schema.clone(), columns)?);
+    }
+    let rows = concat_batches(&rows_schema, &rows)?;
+    Ok(LogRead {
+        records: rows.num_rows(),
+        decoded: decode::Decoded {
+            rows,
+            errors: no_errors,
+        },
+        next: vec![to + 1],
+        backlog: to < newest,
+    })
 }
 
 /// Notes, per shard that carried records this round, the latest event time among `rows`.

@@ -45,13 +45,13 @@ use sluice_lake::Lake;
 use sluice_log::Log;
 use sluice_sql::ViewDefinition;
 
-use super::source::{InputExec, InputTable, ViewSchema, WindowFunction, feed};
+use super::source::{InputExec, InputTable, Upstream, ViewSchema, WindowFunction, feed};
 use super::window::{WINDOW_END, WINDOW_START, Window};
 use crate::{PipelineError, Result};
 
 /// A view's query, planned and cut into what a round runs.
 pub struct ViewPlan {
-    /// The stream the view reads, and its window if it has one.
+    /// What the view reads (a stream or a view), and its window if it has one.
     pub input: InputTable,
     pub shape: Shape,
     /// The view table's columns.
@@ -102,8 +102,6 @@ pub struct Aggregation {
 impl ViewPlan {
     /// Plans `definition` over the log's streams and the lake's tables.
     pub async fn new(definition: &ViewDefinition, log: &Arc<Log>, lake: &Lake) -> Result<Self> {
-        let ctx = session(log, lake)?;
-        let state = ctx.state();
         let mut query = definition.parse_query()?;
         // DataFusion looks table functions up by their exact name: TUMBLE is tumble.
         let _ = sqlparser::ast::visit_relations_mut(&mut *query, |name| {
@@ -114,6 +112,8 @@ impl ViewPlan {
             }
             std::ops::ControlFlow::<()>::Continue(())
         });
+        let ctx = session(log, lake, upstream(&query, log, lake).await?)?;
+        let state = ctx.state();
         let statement = sqlparser::ast::Statement::Query(query);
         let logical = state
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
@@ -328,10 +328,80 @@ async fn run(plan: &Arc<dyn ExecutionPlan>, task: &Arc<TaskContext>) -> Result<V
     Ok(collect(plan.clone(), task.clone()).await?)
 }
 
-/// The session a view is planned in: the log's streams and the lake's tables by name, and the
-/// window functions. One partition (a round's rows are few and its order must not vary), and
-/// no rewrite of `count(DISTINCT …)` into two aggregations: the view needs one.
-fn session(log: &Arc<Log>, lake: &Lake) -> Result<SessionContext> {
+/// The view a query takes its rows from when it names no stream: the one view it names, which
+/// must only append (stateless or windowed): rows an updating view changes in place are not
+/// events.
+async fn upstream(
+    query: &sqlparser::ast::Query,
+    log: &Log,
+    lake: &Lake,
+) -> Result<Option<Upstream>> {
+    use sqlparser::ast::{
+        Expr as SqlExpr, FunctionArg, FunctionArgExpr, TableFactor, Visit, Visitor,
+    };
+    /// The names a query reads: its relations, and the first argument of its table functions.
+    #[derive(Default)]
+    struct Names(Vec<String>);
+    impl Visitor for Names {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> std::ops::ControlFlow<()> {
+            if let TableFactor::Table { name, args, .. } = factor {
+                match args.as_ref().and_then(|a| a.args.first()) {
+                    Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::Identifier(i)))) => {
+                        self.0.push(i.value.clone())
+                    }
+                    Some(_) => {}
+                    None => self.0.push(name.to_string()),
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut names = Names::default();
+    let _ = query.visit(&mut names);
+    if names.0.iter().any(|n| log.stream(n).is_ok()) {
+        return Ok(None);
+    }
+    let mut views = Vec::new();
+    for name in names.0 {
+        if let Ok(table) = lake.open(&name).await
+            && table.property(super::OWNER).is_some()
+            && !views.iter().any(|(n, _): &(String, _)| *n == name)
+        {
+            views.push((name, table));
+        }
+    }
+    let Some((name, table)) = views.pop() else {
+        return Ok(None);
+    };
+    if !views.is_empty() {
+        return Err(PipelineError::Unsupported(
+            "a materialized view reads one stream or one view (joins are with lake tables)".into(),
+        ));
+    }
+    if table.property(super::KIND).as_deref() == Some("updating") {
+        return Err(PipelineError::Unsupported(format!(
+            "view '{name}' is updated in place: a view reads a stream, or a view that only \
+             appends (stateless or windowed)"
+        )));
+    }
+    let mut fields: Vec<Field> = table
+        .arrow_schema()?
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(crate::decode::meta_fields());
+    Ok(Some(Upstream {
+        name,
+        schema: Arc::new(Schema::new(fields)),
+    }))
+}
+
+/// The session a view is planned in: the log's streams, the upstream view and the lake's tables
+/// by name, and the window functions. One partition (a round's rows are few and its order must
+/// not vary), and no rewrite of `count(DISTINCT …)` into two aggregations: the view needs one.
+fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_default_catalog_and_schema("sluice", "public");
@@ -354,6 +424,7 @@ fn session(log: &Arc<Log>, lake: &Lake) -> Result<SessionContext> {
         Arc::new(ViewSchema {
             log: log.clone(),
             lake: lake.clone(),
+            upstream: upstream.clone(),
         }),
     )?;
     for name in ["tumble", "hop", "session"] {
@@ -362,6 +433,7 @@ fn session(log: &Arc<Log>, lake: &Lake) -> Result<SessionContext> {
             Arc::new(WindowFunction {
                 name,
                 log: log.clone(),
+                upstream: upstream.clone(),
             }),
         );
     }
@@ -441,11 +513,13 @@ fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
             reads_tables,
         }),
         [] => Err(PipelineError::Unsupported(
-            "a materialized view reads a stream: FROM stream, or TUMBLE / HOP / SESSION(stream, …)"
+            "a materialized view reads a stream or a view: FROM stream, or TUMBLE / HOP / \
+             SESSION(stream, …)"
                 .into(),
         )),
         _ => Err(PipelineError::Unsupported(
-            "a materialized view reads one stream, once (joins are with lake tables)".into(),
+            "a materialized view reads one stream or view, once (joins are with lake tables)"
+                .into(),
         )),
     }
 }

@@ -1,12 +1,14 @@
 //! A view's input as DataFusion sees it: the names a view's query may read, and the leaf that
 //! the pipeline fills with each round's rows.
 //!
-//! When a view is planned, a stream's name (`FROM ticks`) and a window function over it
-//! (`FROM TUMBLE(ticks, ts, INTERVAL '1 minute')`) stand for an [`InputTable`]: the stream's
-//! decoded columns (and, windowed, `window_start`, `window_end`). Its scan is an [`InputExec`],
-//! a leaf with no rows of its own: every round, [`feed`] puts that round's rows into the plan's
-//! leaves and runs it. Any other name is a lake table, read as it is when the view is planned
-//! (enrichment: a stream joined with a table).
+//! When a view is planned, its input's name (`FROM ticks`) and a window function over it
+//! (`FROM TUMBLE(ticks, ts, INTERVAL '1 minute')`) stand for an [`InputTable`]: the input's
+//! columns and `_shard`, `_seq`, `_ingested_at` (and, windowed, `window_start`, `window_end`).
+//! The input is a stream (its decoded columns), or — for a query that names no stream — the
+//! one view it names, whose appended rows it takes as they are committed. Its scan is an
+//! [`InputExec`], a leaf with no rows of its own: every round, [`feed`] puts that round's rows
+//! into the plan's leaves and runs it. Any other name is a lake table, read as it is when the
+//! view is planned (enrichment: a stream joined with a table).
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,11 +39,37 @@ use crate::decode::Decoder;
 
 type DfResult<T> = datafusion::error::Result<T>;
 
-/// What a view reads from its stream, as its query names it.
+/// Where a view's rows come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A stream's records, decoded.
+    Stream(String),
+    /// The rows another view appends to its table (a stateless or windowed view).
+    View(String),
+}
+
+impl Source {
+    pub fn name(&self) -> &str {
+        match self {
+            Source::Stream(name) | Source::View(name) => name,
+        }
+    }
+}
+
+/// The view a query reads when it names no stream: its name, and its rows' columns (the view
+/// table's, then `_shard`, `_seq`, `_ingested_at`).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub schema: SchemaRef,
+}
+
+/// What a view reads from its input, as its query names it.
 #[derive(Debug, Clone)]
 pub struct InputTable {
-    pub stream: String,
-    /// The stream's decoded columns (the raw table's), and the window's if windowed.
+    pub source: Source,
+    /// The input's columns (a stream's decoded columns, as its raw table has them), and the
+    /// window's if windowed.
     pub schema: SchemaRef,
     /// The window and the index of its time column in the stream's columns.
     pub window: Option<(Window, usize)>,
@@ -183,20 +211,32 @@ pub fn feed(
         .map(|t| t.data)
 }
 
-/// The stream `name`'s decoded columns, as its raw table has them.
-fn stream_schema(log: &Log, name: &str) -> DfResult<Option<SchemaRef>> {
-    let Ok(stream) = log.stream(name) else {
-        return Ok(None);
-    };
-    let definition = StreamDefinition::from_log(&stream.meta().definition);
-    let decoder = Decoder::new(&definition).map_err(|e| DataFusionError::Plan(e.to_string()))?;
-    Ok(Some(decoder.schema().clone()))
+/// The input `name` stands for — a stream, or the upstream view — and its columns.
+fn input(
+    log: &Log,
+    upstream: Option<&Upstream>,
+    name: &str,
+) -> DfResult<Option<(Source, SchemaRef)>> {
+    if let Ok(stream) = log.stream(name) {
+        let definition = StreamDefinition::from_log(&stream.meta().definition);
+        let decoder =
+            Decoder::new(&definition).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        return Ok(Some((
+            Source::Stream(name.to_string()),
+            decoder.schema().clone(),
+        )));
+    }
+    Ok(upstream
+        .filter(|u| u.name == name)
+        .map(|u| (Source::View(u.name.clone()), u.schema.clone())))
 }
 
-/// The names a view's query may read: streams (its input) and the lake's tables.
+/// The names a view's query may read: streams and the upstream view (its input), and the
+/// lake's tables.
 pub struct ViewSchema {
     pub log: Arc<Log>,
     pub lake: Lake,
+    pub upstream: Option<Upstream>,
 }
 
 impl fmt::Debug for ViewSchema {
@@ -218,9 +258,9 @@ impl SchemaProvider for ViewSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if let Some(schema) = stream_schema(&self.log, name)? {
+        if let Some((source, schema)) = input(&self.log, self.upstream.as_ref(), name)? {
             return Ok(Some(Arc::new(InputTable {
-                stream: name.to_string(),
+                source,
                 schema,
                 window: None,
             })));
@@ -239,11 +279,12 @@ impl SchemaProvider for ViewSchema {
     }
 }
 
-/// `TUMBLE`, `HOP` or `SESSION` in `FROM`: a stream's records with their windows.
+/// `TUMBLE`, `HOP` or `SESSION` in `FROM`: an input's rows with their windows.
 pub struct WindowFunction {
     /// `tumble`, `hop` or `session`.
     pub name: &'static str,
     pub log: Arc<Log>,
+    pub upstream: Option<Upstream>,
 }
 
 impl fmt::Debug for WindowFunction {
@@ -264,11 +305,14 @@ impl TableFunctionImpl for WindowFunction {
                  {upper}(ticks, ts, …)"
             );
         };
-        let Some(schema) = stream_schema(&self.log, &stream.name)? else {
-            return plan_err!("{upper} reads a stream: '{}' is not one", stream.name);
+        let Some((source, schema)) = input(&self.log, self.upstream.as_ref(), &stream.name)? else {
+            return plan_err!(
+                "{upper} reads a stream or a view: '{}' is neither (or the query reads a stream too)",
+                stream.name
+            );
         };
         let Ok(index) = schema.index_of(&time.name) else {
-            return plan_err!("stream '{}' has no column '{}'", stream.name, time.name);
+            return plan_err!("'{}' has no column '{}'", stream.name, time.name);
         };
         if schema.field(index).data_type() != &super::window::timestamp_type() {
             return plan_err!(
@@ -280,7 +324,7 @@ impl TableFunctionImpl for WindowFunction {
         let window = Window::from_call(self.name, &args[2..])
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         Ok(Arc::new(InputTable {
-            stream: stream.name.clone(),
+            source,
             schema: windowed_schema(&schema),
             window: Some((window, index)),
         }))

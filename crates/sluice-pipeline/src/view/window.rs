@@ -113,7 +113,15 @@ impl Window {
                 (rows, starts, ends)
             }
         };
-        let mut columns = rows.columns().to_vec();
+        // An input that has windows already (a windowed view) gets these instead.
+        let mut columns: Vec<ArrayRef> = rows
+            .schema()
+            .fields()
+            .iter()
+            .zip(rows.columns())
+            .filter(|(f, _)| !is_window_column(f.name()))
+            .map(|(_, c)| c.clone())
+            .collect();
         columns.push(timestamps(starts));
         columns.push(timestamps(ends));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
@@ -130,9 +138,19 @@ fn usage(name: &str) -> &'static str {
     }
 }
 
-/// The schema of a windowed source: the stream's columns, then `window_start`, `window_end`.
+fn is_window_column(name: &str) -> bool {
+    name == WINDOW_START || name == WINDOW_END
+}
+
+/// The schema of a windowed source: the input's columns, then `window_start`, `window_end`
+/// (which replace the input's own, if it has windows already: a view over a windowed view).
 pub fn windowed_schema(stream: &Schema) -> SchemaRef {
-    let mut fields: Vec<Field> = stream.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = stream
+        .fields()
+        .iter()
+        .filter(|f| !is_window_column(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(WINDOW_START, timestamp_type(), false));
     fields.push(Field::new(WINDOW_END, timestamp_type(), false));
     Arc::new(Schema::new(fields))

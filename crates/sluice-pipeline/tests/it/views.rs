@@ -6,11 +6,12 @@
 //! ```text
 //! # a comment
 //! stream CREATE STREAM …          the stream, in the dialect
-//! view CREATE MATERIALIZED VIEW … the view
-//! round                           these records (one per line, `<shard> <json>`) are appended,
-//! 0 {"k":"a","ts":"…"}            then the view runs rounds until it has taken them all
-//! clock +15s                      the view's clock moves on (for idle shards)
-//! restart                         the view is dropped and opened again (from its last commit)
+//! view CREATE MATERIALIZED VIEW … a view (more than one: each may read the ones before)
+//! round                           these records (one per line, `<shard> <json>`) are appended
+//! 0 {"k":"a","ts":"…"}            to the stream, then each view in turn runs rounds until it
+//!                                 has taken all its input holds
+//! clock +15s                      the views' clock moves on (for idle shards)
+//! restart                         the views are dropped and opened again (from their commits)
 //! query SELECT … FROM v ORDER BY …  the view's table (or its errors table) must hold exactly
 //! ----                            these rows (values separated by commas, NULL for null)
 //! a,2026-01-05T00:00:00Z,2
@@ -82,8 +83,9 @@ async fn run_case(text: &str) -> (Result<(), String>, String) {
         idle_timeout: std::time::Duration::from_secs(10),
         ..ViewConfig::default()
     };
-    let mut view: Option<ViewPipeline> = None;
-    let mut definition = None;
+    let mut views: Vec<ViewPipeline> = Vec::new();
+    let mut definitions = Vec::new();
+    let mut stream = None;
     let mut blessed = Vec::new();
     let mut outcome = Ok(());
     for block in text.split("\n\n") {
@@ -111,6 +113,7 @@ async fn run_case(text: &str) -> (Result<(), String>, String) {
                 let Statement::CreateStream(c) = parse(block.trim_start_matches("stream")) else {
                     panic!("not a CREATE STREAM: {block}")
                 };
+                stream = Some(c.name.clone());
                 log.create_stream(
                     &c.name,
                     StreamOptions {
@@ -125,16 +128,18 @@ async fn run_case(text: &str) -> (Result<(), String>, String) {
                 let Statement::CreateView(c) = parse(block.trim_start_matches("view")) else {
                     panic!("not a CREATE MATERIALIZED VIEW: {block}")
                 };
-                definition = Some(c.definition);
-                view = Some(open(&definition, &log, &lake, dir.path(), &config, &clock).await);
+                let view = open(&c.definition, &log, &lake, dir.path(), &config, &clock).await;
+                definitions.push(c.definition);
+                views.push(view);
             }
             "round" => {
-                let view = view.as_mut().expect("a view before its rounds");
-                append(&log, view, body).await;
-                loop {
-                    let round = view.round().await.unwrap_or_else(|e| panic!("round: {e}"));
-                    if !round.backlog {
-                        break;
+                append(&log, stream.as_deref().expect("a stream"), body).await;
+                for view in &mut views {
+                    loop {
+                        let round = view.round().await.unwrap_or_else(|e| panic!("round: {e}"));
+                        if !round.backlog {
+                            break;
+                        }
                     }
                 }
             }
@@ -149,8 +154,10 @@ async fn run_case(text: &str) -> (Result<(), String>, String) {
                 clock.0.fetch_add(seconds * 1000, Ordering::SeqCst);
             }
             "restart" => {
-                drop(view.take());
-                view = Some(open(&definition, &log, &lake, dir.path(), &config, &clock).await);
+                views.clear();
+                for definition in &definitions {
+                    views.push(open(definition, &log, &lake, dir.path(), &config, &clock).await);
+                }
             }
             "query" => {
                 let (sql, expected) = block
@@ -187,14 +194,14 @@ fn parse(sql: &str) -> Statement {
 }
 
 async fn open(
-    definition: &Option<sluice_sql::ViewDefinition>,
+    definition: &sluice_sql::ViewDefinition,
     log: &Arc<Log>,
     lake: &Lake,
     dir: &Path,
     config: &ViewConfig,
     clock: &Arc<TestClock>,
 ) -> ViewPipeline {
-    let definition = definition.clone().expect("a view");
+    let definition = definition.clone();
     let state = dir.join("views").join(&definition.name);
     ViewPipeline::open(
         definition,
@@ -209,9 +216,9 @@ async fn open(
     .unwrap_or_else(|e| panic!("the view does not open: {e}"))
 }
 
-/// Appends the records of a `round` block (`<shard> <json>` per line) to the view's stream.
-async fn append(log: &Log, view: &ViewPipeline, body: &str) {
-    let stream = log.stream(view.stream()).unwrap();
+/// Appends the records of a `round` block (`<shard> <json>` per line) to `stream`.
+async fn append(log: &Log, stream: &str, body: &str) {
+    let stream = log.stream(stream).unwrap();
     let mut batches = stream.batches();
     for line in body.lines().filter(|l| !l.trim().is_empty()) {
         let (shard, record) = line.trim().split_once(' ').expect("<shard> <json>");
