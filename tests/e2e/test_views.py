@@ -240,3 +240,22 @@ def test_late_events_go_to_the_views_errors_table(server):
     assert json.loads(errors[0]["raw"])["k"] == "a"
     rows = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(table(server, "t_10s")), "the second window")
     assert sorted(r["n"] for r in rows) == [1, 1]
+
+
+def test_a_view_whose_stream_is_deleted_behind_its_back_says_so(server):
+    """The Kinesis API can delete a stream that views read (SQL refuses): the view stops with
+    the reason, and one of the same name created again is not taken for the old one."""
+    server.sql(TICKS)
+    server.sql(LATEST_PRICE)
+    kinesis = server.kinesis_client()
+    kinesis.delete_stream(StreamName="ticks")
+
+    def view_error():
+        _, _, answer = server.get("/v1/views")
+        return answer["views"][0]["last_error"]
+
+    assert "was dropped" in wait_for(view_error, "the view to notice")
+    server.sql(TICKS)
+    server.restart()
+    assert "dropped and created again" in wait_for(view_error, "the view to refuse the new stream")
+    server.sql("DROP MATERIALIZED VIEW latest_price")

@@ -77,6 +77,9 @@ pub struct Lake {
     tables: Arc<RwLock<BTreeSet<String>>>,
     /// The tables opened so far, as of their last opening.
     opened: Arc<Mutex<HashMap<String, LakeTable>>>,
+    /// Bumped whenever a table is created or dropped: an opening that saw another value when it
+    /// began may have read a table that is not there any more, and keeps nothing.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Lake {
@@ -149,6 +152,7 @@ impl Lake {
             store,
             tables: Arc::new(RwLock::new(tables)),
             opened: Arc::default(),
+            generation: Arc::default(),
         })
     }
 
@@ -180,7 +184,10 @@ impl Lake {
 
     /// Forgets the opened table `name` (it is being created or dropped).
     fn forget(&self, name: &str) {
-        self.opened.lock().expect("opened lock").remove(name);
+        let mut opened = self.opened.lock().expect("opened lock");
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        opened.remove(name);
     }
 
     /// Opens table `name`, creating it with `schema` if it does not exist, partitioned by the
@@ -269,6 +276,7 @@ impl Lake {
                 source: Box::new(source),
             },
         };
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let opened = self.opened.lock().expect("opened lock").get(name).cloned();
         let table = match opened {
             Some(mut table) => {
@@ -278,8 +286,9 @@ impl Lake {
             None => LakeTable::new(name, deltalake::open_table(url).await.map_err(error)?).await?,
         };
         let mut opened = self.opened.lock().expect("opened lock");
-        // A table created or dropped meanwhile is not this one: keep only what is still listed.
-        if self.has(name) {
+        // A table created or dropped meanwhile may not be this one: keep nothing then.
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation && self.has(name)
+        {
             let newer = opened
                 .get(name)
                 .is_some_and(|t| t.version() > table.version());
@@ -745,14 +754,22 @@ impl LakeTable {
         self.caught_up(before).await
     }
 
-    /// Reads the positions of the commits after `before` up to the table's version.
+    /// Reads the positions of the commits after `before` up to the table's version. Past a
+    /// hundred commits, only the newest is read (every commit of a pipeline records all its
+    /// positions), and what it does not record comes from the log when asked.
     async fn caught_up(&mut self, before: Option<u64>) -> Result<()> {
-        match (before, self.version()) {
-            (Some(before), Some(now)) if now > before => {
-                self.read_positions(before + 1..=now).await
-            }
-            (None, Some(now)) => self.read_positions(0..=now).await,
-            _ => Ok(()),
+        const MOST_COMMITS: u64 = 100;
+        let Some(now) = self.version() else {
+            return Ok(());
+        };
+        let from = before.map_or(0, |b| b + 1);
+        if from > now {
+            return Ok(());
         }
+        if now - from >= MOST_COMMITS {
+            self.positions = Arc::default();
+            return self.read_positions(now..=now).await;
+        }
+        self.read_positions(from..=now).await
     }
 }

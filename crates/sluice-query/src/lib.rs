@@ -108,7 +108,7 @@ impl QueryEngine {
     pub async fn plan(&self, ctx: &SessionContext, statement: Statement) -> Result<LogicalPlan> {
         let allowed = match &statement {
             Statement::Insert(insert) => {
-                self.insert_target(&insert.table)?;
+                self.insert_target(&insert.table).await?;
                 read_only().with_allow_dml(true)
             }
             _ => read_only(),

@@ -64,8 +64,9 @@ impl QueryEngine {
         Ok(table.clone())
     }
 
-    /// The lake table a statement names, if the statement may write it: not a stream's.
-    pub(crate) fn writable(&self, name: &ObjectName) -> Result<String> {
+    /// The lake table a statement names, if the statement may write it: not a stream's, nor a
+    /// materialized view's (their pipelines are their only writers).
+    pub(crate) async fn writable(&self, name: &ObjectName) -> Result<String> {
         let table = Self::lake_name(name)?;
         if let Some((stream, _)) = self.stream_of(&table) {
             return Err(QueryError::Refused(format!(
@@ -74,13 +75,21 @@ impl QueryEngine {
                 stream.name()
             )));
         }
+        if let Ok(lake_table) = self.lake.open(&table).await
+            && lake_table.property(sluice_pipeline::view::OWNER).is_some()
+        {
+            return Err(QueryError::Refused(format!(
+                "table '{table}' is written by a materialized view alone: it changes only \
+                 through the view (DROP MATERIALIZED VIEW drops it)"
+            )));
+        }
         Ok(table)
     }
 
     /// The target of an `INSERT`, checked.
-    pub(crate) fn insert_target(&self, table: &TableObject) -> Result<String> {
+    pub(crate) async fn insert_target(&self, table: &TableObject) -> Result<String> {
         match table {
-            TableObject::TableName(name) => self.writable(name),
+            TableObject::TableName(name) => self.writable(name).await,
             other => Err(QueryError::Refused(format!(
                 "INSERT INTO {other}: only lake tables can be written"
             ))),
@@ -93,7 +102,7 @@ impl QueryEngine {
         ctx: &SessionContext,
         create: &CreateTable,
     ) -> Result<QueryOutput> {
-        let name = self.writable(&create.name)?;
+        let name = self.writable(&create.name).await?;
         let mut rest = create.clone();
         rest.if_not_exists = false;
         rest.hive_distribution = HiveDistributionStyle::NONE;
@@ -167,7 +176,7 @@ impl QueryEngine {
         let existing = self.lake.table_names();
         let mut dropped = Vec::new();
         for name in names {
-            let table = self.writable(name)?;
+            let table = self.writable(name).await?;
             if existing.contains(&table) {
                 dropped.push(table);
             } else if !if_exists {

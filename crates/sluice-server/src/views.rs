@@ -80,7 +80,16 @@ impl Views {
                 .expect("views lock")
                 .get(&name)
                 .is_some_and(|(_, at)| at.elapsed() < RETRY_AFTER);
-            if waiting || self.running.lock().expect("views lock").contains_key(&name) {
+            let runs = {
+                let mut running = self.running.lock().expect("views lock");
+                // A view whose task ended (it panicked: a bug) starts again, from its commit.
+                if running.get(&name).is_some_and(|r| r.task.is_finished()) {
+                    tracing::error!(view = name, "the view's task ended: starting it again");
+                    running.remove(&name);
+                }
+                running.contains_key(&name)
+            };
+            if waiting || runs {
                 continue;
             }
             if let Err(e) = self.start(view).await {

@@ -160,11 +160,14 @@ fn convert<'a>(column: &Column, field: Option<&'a RawValue>) -> Result<Value<'a>
         ColumnType::Float | ColumnType::Double if is_number => {
             Value::Float(raw.parse().map_err(|_| wrong())?)
         }
-        ColumnType::Decimal { precision, scale } if is_number => Value::Decimal(
-            parse_decimal::<Decimal128Type>(raw, precision, scale).map_err(|_| {
+        ColumnType::Decimal { precision, scale } if is_number => {
+            let fits = plausible_decimal(raw)
+                .then(|| parse_decimal::<Decimal128Type>(raw, precision, scale).ok())
+                .flatten();
+            Value::Decimal(fits.ok_or_else(|| {
                 format!("field '{name}': {raw} does not fit DECIMAL({precision}, {scale})")
-            })?,
-        ),
+            })?)
+        }
         ColumnType::Timestamp if raw.starts_with('"') => {
             let s = text(raw)?;
             Value::Micros(
@@ -180,6 +183,19 @@ fn convert<'a>(column: &Column, field: Option<&'a RawValue>) -> Result<Value<'a>
         }
         _ => return Err(wrong()),
     })
+}
+
+/// Whether a JSON number is one arrow's decimal parser reads correctly: it counts digits in a
+/// `u8` and the exponent in an `i16` without overflow checks, so a number of hundreds of digits
+/// or a huge exponent would wrap into a wrong value. No DECIMAL holds more than 38 digits.
+fn plausible_decimal(raw: &str) -> bool {
+    let (mantissa, exponent) = match raw.find(['e', 'E']) {
+        Some(at) => (&raw[..at], Some(&raw[at + 1..])),
+        None => (raw, None),
+    };
+    let digits = mantissa.bytes().filter(u8::is_ascii_digit).count();
+    let exponent_fits = exponent.is_none_or(|e| e.parse::<i32>().is_ok_and(|e| e.abs() <= 76));
+    digits <= 76 && exponent_fits
 }
 
 fn out_of_range(name: &str, raw: &str, t: ColumnType) -> String {
@@ -240,7 +256,7 @@ fn canonical_timestamp(s: &[u8]) -> Option<i64> {
     let mut nanos = 0u32;
     let rest = match s[19] {
         b'.' => {
-            let fraction = &s[20..s.len() - 1];
+            let fraction = s.get(20..s.len() - 1)?;
             if fraction.is_empty() || fraction.len() > 9 || !fraction.iter().all(u8::is_ascii_digit)
             {
                 return None;

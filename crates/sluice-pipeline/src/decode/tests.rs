@@ -183,10 +183,15 @@ fn a_decimal_that_does_not_fit_costs_only_its_record() {
         "CREATE STREAM t (id INT, amount DECIMAL(5, 2))",
     ))
     .unwrap();
+    // A huge exponent or hundreds of digits would overflow arrow's decimal parser's counters.
+    let digits = format!(r#"{{"id":5,"amount":{}}}"#, "9".repeat(300));
     let input = records(&[
         r#"{"id":1,"amount":1.5}"#,
         r#"{"id":2,"amount":123456.5}"#,
         r#"{"id":3,"amount":2}"#,
+        r#"{"id":4,"amount":1e65538}"#,
+        &digits,
+        r#"{"id":6,"amount":"2026-01-05T14:30:00."}"#,
     ]);
     let d = decoder.decode(&input).unwrap();
     assert_eq!(
@@ -201,12 +206,23 @@ fn a_decimal_that_does_not_fit_costs_only_its_record() {
         d.rows.column(1).as_primitive::<Decimal128Type>().value(0),
         150
     );
+    let got = reasons(&d);
     assert_eq!(
-        reasons(&d),
-        [(
-            101,
-            "field 'amount': 123456.5 does not fit DECIMAL(5, 2)".to_string()
-        )]
+        got[..2],
+        [
+            (
+                101,
+                "field 'amount': 123456.5 does not fit DECIMAL(5, 2)".to_string()
+            ),
+            (
+                103,
+                "field 'amount': 1e65538 does not fit DECIMAL(5, 2)".to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        got.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [101, 103, 104, 105]
     );
 }
 

@@ -132,6 +132,9 @@ pub async fn drop_tables(lake: &Lake, view: &str, view_id: u64) -> Result<()> {
 pub const OWNER: &str = "sluice.view.id";
 /// The table property saying what kind of view writes it (`stateless`, `windowed`, `updating`).
 pub const KIND: &str = "sluice.view.kind";
+/// The table property naming the view's input by its id (a stream's, or an upstream view's):
+/// the positions the table records are that input's, and no other incarnation's.
+const INPUT_ID: &str = "sluice.view.input.id";
 const SNAPSHOT: &str = "snapshot";
 /// A flag column of an upsert's rows: the key is deleted (its group no longer passes HAVING).
 const DELETE: &str = "_sluice_delete";
@@ -191,6 +194,18 @@ enum Input {
 }
 
 impl Input {
+    /// The input's id: a stream's incarnation, or the upstream view's.
+    fn id(&self) -> Result<u64> {
+        match self {
+            Input::Stream { stream, .. } => Ok(stream.meta().id),
+            Input::View { name, table, .. } => table
+                .try_lock()
+                .ok()
+                .and_then(|t| t.property(OWNER)?.parse().ok())
+                .ok_or_else(|| PipelineError::Internal(format!("view '{name}' has no id"))),
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             Input::Stream { stream, .. } => stream.name().to_string(),
@@ -281,8 +296,9 @@ impl ViewPipeline {
             Shape::Windowed(_) => "windowed",
             Shape::Updating { .. } => "updating",
         };
+        let input_id = input.id()?.to_string();
         // A view that only appends keeps a change data feed, for the views that read it.
-        let mut properties = vec![(KIND, kind)];
+        let mut properties = vec![(KIND, kind), (INPUT_ID, input_id.as_str())];
         if kind != "updating" {
             properties.push(("delta.enableChangeDataFeed", "true"));
         }
@@ -295,6 +311,13 @@ impl ViewPipeline {
             &properties,
         )
         .await?;
+        if table.property(INPUT_ID).as_deref() != Some(input_id.as_str()) {
+            return Err(PipelineError::Unsupported(format!(
+                "'{}' was dropped and created again since view '{name}' was: its positions are \
+                 the old one's; drop the view and create it again",
+                input.name()
+            )));
+        }
         let errors = raw::own_table(
             &lake,
             &errors_table(&name),
@@ -387,6 +410,14 @@ impl ViewPipeline {
     /// ahead that a failed commit leaves behind starts elsewhere than the view and is dropped.
     async fn round_ahead(&mut self, ahead: &mut Option<ReadAhead>) -> Result<ViewRound> {
         let started = Instant::now();
+        if let Input::Stream { stream, .. } = &self.input
+            && self.log.stream(stream.name()).map(|s| s.meta().id).ok() != Some(stream.meta().id)
+        {
+            return Err(PipelineError::Unsupported(format!(
+                "stream '{}' was dropped: drop the view (or create it again)",
+                stream.name()
+            )));
+        }
         let from = self.positions.clone();
         let reading = match ahead.take() {
             Some((start, reading)) if start == from => reading,

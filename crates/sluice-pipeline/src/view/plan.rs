@@ -364,8 +364,9 @@ async fn upstream(
     }
     let mut views = Vec::new();
     for name in names.0 {
+        // A view's table (not its errors table) carries its kind.
         if let Ok(table) = lake.open(&name).await
-            && table.property(super::OWNER).is_some()
+            && table.property(super::KIND).is_some()
             && !views.iter().any(|(n, _): &(String, _)| *n == name)
         {
             views.push((name, table));

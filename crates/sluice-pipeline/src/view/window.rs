@@ -22,6 +22,9 @@ use datafusion::logical_expr::Expr;
 use super::watermark::Micros;
 use crate::{PipelineError, Result};
 
+/// The most windows of a HOP an event counts in.
+const MAX_HOPS: i64 = 1000;
+
 pub const WINDOW_START: &str = "window_start";
 pub const WINDOW_END: &str = "window_end";
 
@@ -46,6 +49,12 @@ impl Window {
                 return Err(unsupported(
                     "HOP's size must be at least its slide: HOP(stream, time, slide, size)".into(),
                 ));
+            }
+            ("hop", &[slide, size]) if size / slide > MAX_HOPS => {
+                return Err(unsupported(format!(
+                    "HOP's size is at most {MAX_HOPS} times its slide (each event counts in \
+                     size / slide windows)"
+                )));
             }
             ("hop", &[slide, size]) => Window::Hop { slide, size },
             ("session", &[gap]) => Window::Session { gap },
@@ -176,19 +185,23 @@ fn interval(function: &str, e: &Expr) -> Result<Micros> {
             function.to_uppercase()
         ))
     };
+    const DAY: i64 = 86_400_000_000;
     let micros = match e {
         Expr::Literal(ScalarValue::IntervalMonthDayNano(Some(v)), _) if v.months == 0 => {
-            i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1_000
+            i64::from(v.days)
+                .checked_mul(DAY)
+                .and_then(|d| d.checked_add(v.nanoseconds / 1_000))
         }
-        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => {
-            i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1_000
-        }
-        _ => return Err(invalid()),
+        Expr::Literal(ScalarValue::IntervalDayTime(Some(v)), _) => i64::from(v.days)
+            .checked_mul(DAY)
+            .and_then(|d| d.checked_add(i64::from(v.milliseconds) * 1_000)),
+        _ => None,
     };
-    if micros <= 0 {
-        return Err(invalid());
+    // At most ten thousand years: window arithmetic on event times stays far from overflow.
+    match micros {
+        Some(micros) if micros > 0 && micros <= 3_650_000 * DAY => Ok(micros),
+        _ => Err(invalid()),
     }
-    Ok(micros)
 }
 
 /// Merges the session windows of the partial aggregates `rows` (`window_start`, `window_end`
