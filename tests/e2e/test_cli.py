@@ -46,6 +46,40 @@ def test_gen_paces_a_live_feed():
     assert elapsed >= 1.2, f"300 events at 200/s took only {elapsed:.2f} s"
 
 
+def test_gen_writes_every_use_case():
+    for workload, field in [("payments", "merchant_id"), ("logs", "service"), ("sensors", "device_id")]:
+        lines = run("gen", workload, "--events", "100").stdout.splitlines()
+        assert len(lines) == 100 and all(field in json.loads(line) for line in lines), workload
+
+
+def test_produce_replays_a_file_at_a_steady_rate_and_loops(server, kinesis):
+    server.sql("CREATE STREAM replay WITH (shards = 2)")
+    history = b"".join(b'{"n":%d}\n' % i for i in range(50)) + b"\n"
+    started = time.monotonic()
+    run("produce", "replay", "--server", server.url, "--rate", "100", "--quiet", stdin=history)
+    elapsed = time.monotonic() - started
+    assert elapsed >= 0.4, f"50 events at 100/s took only {elapsed:.2f} s"
+    assert sorted(json.loads(r["Data"])["n"] for r in all_records(kinesis, "replay")) == list(range(50))
+
+    # --loop goes round the file until stopped, at the rate asked.
+    proc = subprocess.Popen(
+        [str(sluice_bin_path()), "produce", "replay", "--server", server.url, "--rate", "200",
+         "--loop", "--quiet"],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdin.write(b'{"n":"a"}\n{"n":"b"}\n')
+    proc.stdin.close()
+    time.sleep(2)
+    proc.kill()
+    proc.wait()
+    replayed = [json.loads(r["Data"])["n"] for r in all_records(kinesis, "replay")]
+    looped = [n for n in replayed if isinstance(n, str)]
+    assert 200 <= len(looped) <= 500, len(looped)
+    assert looped.count("a") >= 100 and looped.count("b") >= 100
+    refused = run("produce", "replay", "--server", server.url, "--loop", stdin=b"", check=False)
+    assert refused.returncode != 0 and b"--rate" in refused.stderr
+
+
 def test_produce_reports_a_refused_request(server):
     proc = run("produce", "nope", "--server", server.url, stdin=b'{"a":1}\n', check=False)
     assert proc.returncode != 0

@@ -6,10 +6,11 @@
 use std::num::NonZeroU64;
 
 use rand::Rng;
-use rand_distr::{Distribution, Zipf};
+use rand_distr::Zipf;
 
 use crate::text::{push_decimal, push_hex_u128};
 use crate::time::EventClock;
+use crate::zipf::{rank, zipf};
 
 /// Users u000000..u099999, Zipf-skewed with exponent 1.1 (u000000 the heaviest).
 const USERS: u32 = 100_000;
@@ -49,20 +50,13 @@ impl Clicks {
         }
     }
 
-    /// Appends the next `n` events, one line each.
-    pub(crate) fn write_events<R: Rng>(
+    /// Appends the next event, one line.
+    pub(crate) fn write_event<R: Rng>(
         &mut self,
         rng: &mut R,
         clock: &mut EventClock,
-        n: usize,
         out: &mut Vec<u8>,
     ) {
-        for _ in 0..n {
-            self.write_event(rng, clock, out);
-        }
-    }
-
-    fn write_event<R: Rng>(&mut self, rng: &mut R, clock: &mut EventClock, out: &mut Vec<u8>) {
         // Drawn first, as in gen.py, from one uniform so that the classes exclude each other.
         let anomaly = Anomaly::draw(rng);
         let user = rank(&self.users, USERS, rng) - 1;
@@ -200,16 +194,4 @@ enum Page {
     Product(u32),
     Home,
     Category(u32),
-}
-
-fn zipf(n: u32, skew: f64) -> Zipf<f64> {
-    // Only called with the constants above, for which n >= 1 and skew >= 0 hold.
-    Zipf::new(f64::from(n), skew).expect("Zipf parameters of the workload are valid")
-}
-
-/// A rank in 1..=n drawn from `distribution` (a Zipf over n).
-fn rank<R: Rng>(distribution: &Zipf<f64>, n: u32, rng: &mut R) -> u32 {
-    // rand_distr 0.5 can, through float rounding, return n + 1 (rust-random/rand_distr#54);
-    // clamping keeps the index in range. The float-to-int cast saturates.
-    (distribution.sample(rng) as u32).clamp(1, n)
 }

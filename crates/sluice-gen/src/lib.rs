@@ -16,11 +16,18 @@
 //!   desktop / tablet 60/35/5 %; 30 countries Zipf(1.0); event_id 128 random bits in hex.
 //!   Anomalies, exclusive, drawn first: 0.5 % invalid JSON (line cut short), 1 % non-timestamp
 //!   `ts`, 2 % `"user_id":null`.
+//! - `payments`, `logs` and `sensors` (the other use cases of `sluice demo`, not benchmark
+//!   workloads): their shapes and distributions are documented in their modules,
+//!   `payments.rs`, `logs.rs` and `sensors.rs`.
 
 mod clicks;
+mod logs;
+mod payments;
+mod sensors;
 mod text;
 mod ticks;
 mod time;
+mod zipf;
 
 #[cfg(test)]
 mod tests;
@@ -32,7 +39,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::time::EventClock;
 
-/// The canonical workloads.
+/// The workloads: the canonical W1 and W2, and the other use cases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     /// W1: market data, `{"ticker","price","volume","ts"}`.
@@ -40,33 +47,52 @@ pub enum Workload {
     /// W2: clickstream with invalid records, `{"event_id","user_id","session_id","event_type",
     /// "page","device","country","ts"}`.
     Clicks,
+    /// Card payments: `{"payment_id","card_id","merchant_id","amount","currency","country","ts"}`.
+    Payments,
+    /// Service logs: `{"service","level","status","latency_ms","message","ts"}`.
+    Logs,
+    /// IoT readings: `{"device_id","temperature","humidity","battery","ts"}`.
+    Sensors,
 }
 
 impl Workload {
     /// Every workload, W1 first.
-    pub const ALL: [Workload; 2] = [Workload::Ticks, Workload::Clicks];
+    pub const ALL: [Workload; 5] = [
+        Workload::Ticks,
+        Workload::Clicks,
+        Workload::Payments,
+        Workload::Logs,
+        Workload::Sensors,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Workload::Ticks => "ticks",
             Workload::Clicks => "clicks",
+            Workload::Payments => "payments",
+            Workload::Logs => "logs",
+            Workload::Sensors => "sensors",
         }
     }
 
     /// Events per second of event time: 10,000 ticks (WORKLOADS.md); 200 clicks, so that 10 M
-    /// clicks span two dates and ~15 hours (as `gen.py`).
+    /// clicks span two dates and ~15 hours (as `gen.py`); 1,000 payments, log lines and readings.
     pub fn default_rate(self) -> u64 {
         match self {
             Workload::Ticks => 10_000,
             Workload::Clicks => 200,
+            Workload::Payments | Workload::Logs | Workload::Sensors => 1_000,
         }
     }
 
-    /// The field producers should use as the partition key: "ticker", "user_id".
+    /// The field producers should use as the partition key.
     pub fn key_field(self) -> &'static str {
         match self {
             Workload::Ticks => "ticker",
             Workload::Clicks => "user_id",
+            Workload::Payments => "card_id",
+            Workload::Logs => "service",
+            Workload::Sensors => "device_id",
         }
     }
 }
@@ -126,6 +152,9 @@ pub struct Generator {
 enum WorkloadState {
     Ticks(ticks::Ticks),
     Clicks(clicks::Clicks),
+    Payments(payments::Payments),
+    Logs(logs::Logs),
+    Sensors(sensors::Sensors),
 }
 
 impl Generator {
@@ -141,6 +170,9 @@ impl Generator {
         let state = match workload {
             Workload::Ticks => WorkloadState::Ticks(ticks::Ticks::new(&mut rng)),
             Workload::Clicks => WorkloadState::Clicks(clicks::Clicks::new()),
+            Workload::Payments => WorkloadState::Payments(payments::Payments::new(&mut rng)),
+            Workload::Logs => WorkloadState::Logs(logs::Logs::new(options.rate)),
+            Workload::Sensors => WorkloadState::Sensors(sensors::Sensors::new(&mut rng)),
         };
         Generator {
             rng,
@@ -152,12 +184,14 @@ impl Generator {
 
     /// Appends the next `n` events to `out`, one JSON object per line, each line ending in '\n'.
     pub fn write_events(&mut self, n: usize, out: &mut Vec<u8>) {
-        match &mut self.state {
-            WorkloadState::Ticks(ticks) => {
-                ticks.write_events(&mut self.rng, &mut self.clock, n, out)
-            }
-            WorkloadState::Clicks(clicks) => {
-                clicks.write_events(&mut self.rng, &mut self.clock, n, out)
+        let (rng, clock) = (&mut self.rng, &mut self.clock);
+        for _ in 0..n {
+            match &mut self.state {
+                WorkloadState::Ticks(ticks) => ticks.write_event(rng, clock, out),
+                WorkloadState::Clicks(clicks) => clicks.write_event(rng, clock, out),
+                WorkloadState::Payments(payments) => payments.write_event(rng, clock, out),
+                WorkloadState::Logs(logs) => logs.write_event(rng, clock, out),
+                WorkloadState::Sensors(sensors) => sensors.write_event(rng, clock, out),
             }
         }
         self.generated += n as u64;

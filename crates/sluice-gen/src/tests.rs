@@ -418,3 +418,136 @@ fn workloads_parse_by_name() {
         "{error}"
     );
 }
+
+/// Every line of `out` as a JSON object with exactly `fields`, in that order.
+fn objects(out: &[u8], fields: &[&str]) -> Vec<serde_json::Map<String, Value>> {
+    lines(out)
+        .into_iter()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            let event = event.as_object().expect("an object").clone();
+            let names: Vec<&str> = event.keys().map(String::as_str).collect();
+            let mut sorted = fields.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(names, sorted, "{line}");
+            assert!(line.starts_with(&format!("{{\"{}\"", fields[0])), "{line}");
+            parse_ts(event["ts"].as_str().expect("a string ts"));
+            event
+        })
+        .collect()
+}
+
+fn number(event: &serde_json::Map<String, Value>, field: &str) -> f64 {
+    event[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} of {event:?}"))
+}
+
+fn text<'a>(event: &'a serde_json::Map<String, Value>, field: &str) -> &'a str {
+    event[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} of {event:?}"))
+}
+
+#[test]
+fn payments_have_merchants_cards_and_rare_anomalies() {
+    let out = canonical(Workload::Payments, 100_000);
+    let fields = [
+        "payment_id",
+        "card_id",
+        "merchant_id",
+        "amount",
+        "currency",
+        "country",
+        "ts",
+    ];
+    let payments = objects(&out, &fields);
+    let mut by_merchant: HashMap<&str, Vec<f64>> = HashMap::new();
+    for (i, payment) in payments.iter().enumerate() {
+        assert_eq!(text(payment, "payment_id"), format!("p{:012}", i + 1));
+        let card = text(payment, "card_id");
+        assert!(card.len() == 7 && card[1..].parse::<u32>().is_ok_and(|c| c < 20_000));
+        let merchant = text(payment, "merchant_id");
+        assert!(merchant.len() == 5 && merchant[1..].parse::<u32>().is_ok_and(|m| m < 500));
+        let amount = number(payment, "amount");
+        assert!(amount >= 0.01, "{payment:?}");
+        by_merchant.entry(merchant).or_default().push(amount);
+    }
+    // An anomaly is 10 to 50 typical amounts; a normal amount (log-normal, sigma 0.5) is more
+    // than 8 times the merchant's median with p ~ 1e-5.
+    let anomalies: usize = by_merchant
+        .values()
+        .filter(|amounts| amounts.len() >= 50)
+        .map(|amounts| {
+            let mut sorted = amounts.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            amounts.iter().filter(|&&a| a > 8.0 * median).count()
+        })
+        .sum();
+    assert_share("anomalous amounts", anomalies, payments.len(), 0.002, 0.001);
+    assert!(
+        by_merchant["m0000"].len() > by_merchant["m0400"].len() * 10,
+        "Zipf merchants"
+    );
+}
+
+#[test]
+fn logs_have_levels_and_incidents_with_error_spikes() {
+    let out = canonical(Workload::Logs, 200_000);
+    let fields = ["service", "level", "status", "latency_ms", "message", "ts"];
+    let logs = objects(&out, &fields);
+    let mut errors_per_window: HashMap<(&str, i64), (usize, usize)> = HashMap::new();
+    let mut levels: HashMap<&str, usize> = HashMap::new();
+    for line in &logs {
+        let level = text(line, "level");
+        let status = number(line, "status") as u16;
+        let expected: &[u16] = match level {
+            "INFO" => &[200],
+            "WARN" => &[404, 429],
+            "ERROR" => &[500, 503],
+            other => panic!("level {other}"),
+        };
+        assert!(expected.contains(&status), "{line:?}");
+        assert!(number(line, "latency_ms") >= 0.0);
+        *levels.entry(level).or_default() += 1;
+        let ts = parse_ts(text(line, "ts"));
+        let window = errors_per_window
+            .entry((text(line, "service"), ts.div_euclid(10_000)))
+            .or_default();
+        window.0 += usize::from(level == "ERROR");
+        window.1 += 1;
+    }
+    assert_eq!(levels.len(), 3);
+    assert_share("warnings", levels["WARN"], logs.len(), 0.08, 0.01);
+    // 200 s of event time, 8 services, an incident per service per ~10 minutes: some windows of
+    // 10 s have an error rate near 40 %, most near 2 %.
+    let spikes = errors_per_window
+        .values()
+        .filter(|(errors, all)| *errors * 4 > *all)
+        .count();
+    assert!(spikes >= 3, "{spikes} windows with more than 25 % errors");
+    assert!(spikes * 4 < errors_per_window.len(), "{spikes} spikes");
+}
+
+#[test]
+fn sensors_read_near_their_base_and_sometimes_overheat() {
+    let out = canonical(Workload::Sensors, 100_000);
+    let fields = ["device_id", "temperature", "humidity", "battery", "ts"];
+    let readings = objects(&out, &fields);
+    let mut devices = HashSet::new();
+    let mut hot = 0;
+    for reading in &readings {
+        let device = text(reading, "device_id");
+        assert!(device.len() == 5 && device[1..].parse::<u32>().is_ok_and(|d| d < 200));
+        devices.insert(device.to_owned());
+        let temperature = number(reading, "temperature");
+        assert!((10.0..=95.0).contains(&temperature), "{reading:?}");
+        hot += usize::from(temperature >= 60.0);
+        assert!((0.0..=100.0).contains(&number(reading, "humidity")));
+        assert!((0.0..=1.0).contains(&number(reading, "battery")));
+    }
+    assert_eq!(devices.len(), 200);
+    // A fault starts with p = 0.001 per healthy reading and lasts 20 readings: ~2 % are hot.
+    assert_share("overheating readings", hot, readings.len(), 0.0196, 0.006);
+}

@@ -29,34 +29,31 @@ impl Ticks {
         Ticks { prices }
     }
 
-    /// Appends the next `n` events, one line each.
-    pub(crate) fn write_events<R: Rng>(
+    /// Appends the next event, one line.
+    pub(crate) fn write_event<R: Rng>(
         &mut self,
         rng: &mut R,
         clock: &mut EventClock,
-        n: usize,
         out: &mut Vec<u8>,
     ) {
-        for _ in 0..n {
-            let ticker = rng.random_range(0..TICKERS);
-            let price = &mut self.prices[ticker];
-            *price *= 1.0 + rng.random_range(-MAX_MOVE..MAX_MOVE);
-            let price = *price;
-            let volume = 100 * rng.random_range(1..=100u64);
-            let ts = clock.next_event_ms(rng);
+        let ticker = rng.random_range(0..TICKERS);
+        let price = &mut self.prices[ticker];
+        *price *= 1.0 + rng.random_range(-MAX_MOVE..MAX_MOVE);
+        let price = *price;
+        let volume = 100 * rng.random_range(1..=100u64);
+        let ts = clock.next_event_ms(rng);
 
-            let mut name = *b"T0000";
-            fill_decimal(&mut name[1..], ticker as u64);
-            out.extend_from_slice(b"{\"ticker\":\"");
-            out.extend_from_slice(&name);
-            out.extend_from_slice(b"\",\"price\":");
-            push_price(out, price);
-            out.extend_from_slice(b",\"volume\":");
-            push_decimal(out, volume, 1);
-            out.extend_from_slice(b",\"ts\":\"");
-            clock.push_timestamp(out, ts);
-            out.extend_from_slice(b"\"}\n");
-        }
+        let mut name = *b"T0000";
+        fill_decimal(&mut name[1..], ticker as u64);
+        out.extend_from_slice(b"{\"ticker\":\"");
+        out.extend_from_slice(&name);
+        out.extend_from_slice(b"\",\"price\":");
+        push_price(out, price);
+        out.extend_from_slice(b",\"volume\":");
+        push_decimal(out, volume, 1);
+        out.extend_from_slice(b",\"ts\":\"");
+        clock.push_timestamp(out, ts);
+        out.extend_from_slice(b"\"}\n");
     }
 }
 

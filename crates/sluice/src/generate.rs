@@ -14,7 +14,7 @@ use sluice_gen::{GenOptions, Generator, Workload};
 
 #[derive(Args)]
 pub struct GenArgs {
-    /// ticks or clicks
+    /// ticks, clicks, payments, logs or sensors
     workload: Workload,
     /// How many events [default: without end]
     #[arg(long)]

@@ -5,6 +5,9 @@
 //! order across requests matters). A 503 (the server's backpressure) is retried after its
 //! `Retry-After`, for as long as it takes; a refused request (4xx) stops the run with the
 //! server's message. Progress goes to stderr every second.
+//!
+//! `--rate N` replays stdin (a historical file, say) at N events a second, sent in steps of
+//! 50 ms; `--loop` starts over at its end, without end (stdin is then held in memory).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -33,6 +36,12 @@ pub struct ProduceArgs {
     /// Requests in flight at once
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: u16,
+    /// Send this many events a second [default: as fast as the server takes them]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+    /// At the end of stdin, start over (needs --rate)
+    #[arg(long = "loop", requires = "rate")]
+    repeat: bool,
     /// No progress on stderr
     #[arg(long)]
     quiet: bool,
@@ -52,7 +61,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let (chunks_tx, mut chunks) = mpsc::channel::<Bytes>(usize::from(args.concurrency));
     let batch_bytes = args.batch_bytes.max(1);
-    let reader = std::thread::spawn(move || read_chunks(batch_bytes, chunks_tx));
+    let (rate, repeat) = (args.rate, args.repeat);
+    let reader = std::thread::spawn(move || match rate {
+        Some(rate) => read_paced(rate, repeat, batch_bytes, chunks_tx),
+        None => read_chunks(batch_bytes, chunks_tx),
+    });
 
     let sent = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -129,6 +142,95 @@ fn read_chunks(batch_bytes: usize, chunks: mpsc::Sender<Bytes>) -> anyhow::Resul
         }
         if at_end {
             return Ok(());
+        }
+    }
+}
+
+/// Paced steps a second.
+const STEPS_PER_SECOND: u64 = 20;
+
+/// Reads stdin line by line and hands on `rate` lines a second, in steps of 1/20 s (or of
+/// `batch_bytes`, if smaller); with `repeat`, starts over at its end.
+fn read_paced(
+    rate: u64,
+    repeat: bool,
+    batch_bytes: usize,
+    chunks: mpsc::Sender<Bytes>,
+) -> anyhow::Result<()> {
+    let mut stdin = std::io::stdin().lock();
+    let mut lines = if repeat {
+        let mut all = Vec::new();
+        stdin.read_to_end(&mut all).context("cannot read stdin")?;
+        if all.iter().all(u8::is_ascii_whitespace) {
+            all.clear(); // nothing to repeat
+        }
+        Lines::Again { all, at: 0 }
+    } else {
+        Lines::Once(stdin)
+    };
+    let step = (rate / STEPS_PER_SECOND).max(1);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    loop {
+        let mut chunk = Vec::new();
+        let mut in_chunk = 0;
+        while in_chunk < step && chunk.len() < batch_bytes && lines.next_into(&mut chunk)? {
+            in_chunk += 1;
+        }
+        if in_chunk == 0 {
+            return Ok(()); // the end of stdin (or nothing to repeat)
+        }
+        if chunks.blocking_send(Bytes::from(chunk)).is_err() {
+            return Ok(()); // the sender stopped (a request failed)
+        }
+        sent += in_chunk;
+        let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// Where paced lines come from: stdin once, or all of it held and read again and again.
+enum Lines<'a> {
+    Once(std::io::StdinLock<'a>),
+    /// `all` is empty if stdin held only blank lines.
+    Again {
+        all: Vec<u8>,
+        at: usize,
+    },
+}
+
+impl Lines<'_> {
+    /// Appends the next line that is not blank, with its '\n'; false at the end.
+    fn next_into(&mut self, out: &mut Vec<u8>) -> anyhow::Result<bool> {
+        use std::io::BufRead;
+        loop {
+            let start = out.len();
+            match self {
+                Lines::Once(stdin) => {
+                    if stdin.read_until(b'\n', out).context("cannot read stdin")? == 0 {
+                        return Ok(false);
+                    }
+                }
+                Lines::Again { all, at } => {
+                    if all.is_empty() {
+                        return Ok(false);
+                    }
+                    if *at == all.len() {
+                        *at = 0;
+                    }
+                    let end = memchr::memchr(b'\n', &all[*at..]).map_or(all.len(), |i| *at + i + 1);
+                    out.extend_from_slice(&all[*at..end]);
+                    *at = end;
+                }
+            }
+            if out[start..].iter().all(u8::is_ascii_whitespace) {
+                out.truncate(start);
+                continue;
+            }
+            if out.last() != Some(&b'\n') {
+                out.push(b'\n');
+            }
+            return Ok(true);
         }
     }
 }
