@@ -411,6 +411,18 @@ pub struct Compaction {
     pub files_added: u64,
 }
 
+/// What a table's current version holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    pub version: Option<u64>,
+    /// Data files.
+    pub files: usize,
+    /// Their size, in bytes.
+    pub bytes: u64,
+    /// Rows, as the files' statistics count them (Sluice always writes them).
+    pub rows: u64,
+}
+
 /// One Delta table of the lake.
 #[derive(Debug, Clone)]
 pub struct LakeTable {
@@ -691,13 +703,19 @@ impl LakeTable {
             .collect()
     }
 
-    /// The number of data files in the table's current version.
-    pub fn file_count(&self) -> Result<usize> {
-        Ok(self
-            .table
-            .get_file_uris()
-            .map_err(|e| self.error(e))?
-            .count())
+    /// What the table's current version holds, from its log (no data file is read).
+    pub fn stats(&self) -> Result<TableStats> {
+        let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
+        let mut stats = TableStats {
+            version: self.version(),
+            ..TableStats::default()
+        };
+        for file in snapshot.log_data().iter() {
+            stats.files += 1;
+            stats.bytes += file.size().max(0) as u64;
+            stats.rows += file.num_records().unwrap_or(0) as u64;
+        }
+        Ok(stats)
     }
 
     /// Rewrites the table's small files into fewer, larger ones (Delta OPTIMIZE, bin-packing) in

@@ -6,7 +6,8 @@
 //!                       ├─ POST / (Kinesis API) ──────────┴─► sluice-ingest ─► sluice-log
 //!                       ├─ POST /v1/sql ──► sluice-sql ─┬─► stream statements on the log
 //!                       │                               └─► queries: sluice-query
-//!                       ├─ GET  /v1/streams (status)
+//!                       ├─ GET  /v1/streams, /v1/views, /v1/tables (status, see [`status`])
+//!                       ├─ GET  / and /v1/live/… (the dashboard, see [`dashboard`])
 //!                       └─ GET  /metrics (Prometheus)
 //!  PostgreSQL 127.0.0.1:7879 ──► queries: sluice-query (see [`pg`])
 //! ```
@@ -15,11 +16,13 @@
 //! the port and serves until [`Server::shutdown`]: in-flight requests finish, queued appends are
 //! written, then the log closes.
 
+pub mod dashboard;
 pub mod metrics;
 mod output;
 pub mod pg;
 pub mod pipelines;
 pub mod sql;
+pub mod status;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -27,11 +30,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
@@ -165,6 +168,9 @@ pub struct AppState {
     pub query: sluice_query::QueryEngine,
     pub pipelines: Arc<pipelines::Pipelines>,
     pub views: Arc<views::Views>,
+    pub lake: sluice_lake::Lake,
+    pub rates: Arc<status::StreamRates>,
+    pub tables: Arc<status::TablesCache>,
     pub metrics: PrometheusHandle,
 }
 
@@ -176,9 +182,12 @@ pub fn router(state: AppState, ingest: IngestConfig) -> Router {
         .with_state(ingest);
     Router::new()
         .route("/v1/sql", post(run_sql))
-        .route("/v1/streams", get(list_streams))
-        .route("/v1/views", get(list_views))
+        .route("/v1/streams", get(status::list_streams))
+        .route("/v1/streams/{stream}/recent", get(status::recent_records))
+        .route("/v1/views", get(status::list_views))
+        .route("/v1/tables", get(status::list_tables))
         .route("/metrics", get(render_metrics))
+        .merge(dashboard::routes())
         .with_state(state)
         .merge(doors)
 }
@@ -186,6 +195,9 @@ pub fn router(state: AppState, ingest: IngestConfig) -> Router {
 #[derive(Deserialize)]
 struct SqlRequest {
     sql: String,
+    /// Answer with at most this many rows (the dashboard's editor asks for a page); the JSON
+    /// answer then says `"truncated": true`, CSV and Arrow in an `X-Sluice-Truncated` header.
+    max_rows: Option<usize>,
 }
 
 async fn run_sql(
@@ -204,7 +216,16 @@ async fn run_sql(
     for statement in statements {
         answer = sql::answer(&state, statement).await?;
     }
-    output::respond(output::Format::from_accept(&headers), &answer.0, &answer.1)
+    let (schema, mut batches) = answer;
+    let truncated = request
+        .max_rows
+        .is_some_and(|max| output::truncate(&mut batches, max));
+    output::respond(
+        output::Format::from_accept(&headers),
+        &schema,
+        &batches,
+        truncated,
+    )
 }
 
 impl From<sql::StatementError> for HttpError {
@@ -220,42 +241,6 @@ impl From<sql::StatementError> for HttpError {
             }
         }
     }
-}
-
-async fn list_streams(State(state): State<AppState>) -> Json<serde_json::Value> {
-    let streams: Vec<_> = state
-        .log
-        .streams()
-        .iter()
-        .map(|s| {
-            let meta = s.meta();
-            let (records, bytes) = sql::stream_size(s);
-            let shards: Vec<_> = s
-                .shards()
-                .iter()
-                .map(|shard| {
-                    let (start, end) = shard.bounds();
-                    let (bytes, segments) = shard.size();
-                    json!({"shard": shard.id(), "start_seq": start, "end_seq": end, "bytes": bytes, "segments": segments})
-                })
-                .collect();
-            json!({
-                "name": meta.name,
-                "shards": meta.shards,
-                "records": records,
-                "bytes": bytes,
-                "created_ms": meta.created_ms,
-                "retention_ms": meta.retention.max_age_ms,
-                "definition": meta.definition,
-                "shard_status": shards,
-            })
-        })
-        .collect();
-    Json(json!({ "streams": streams }))
-}
-
-async fn list_views(State(state): State<AppState>) -> Result<Json<serde_json::Value>, HttpError> {
-    Ok(Json(json!({ "views": state.views.statuses()? })))
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -325,6 +310,7 @@ impl Server {
         };
         keep_apart(&lake, &config.data_dir)?;
         let query = sluice_query::QueryEngine::new(lake.clone(), log.clone());
+        let dashboard_lake = lake.clone();
         let pipelines = Arc::new(pipelines::Pipelines::new(
             log.clone(),
             lake.clone(),
@@ -342,8 +328,12 @@ impl Server {
             query,
             pipelines: pipelines.clone(),
             views: views.clone(),
+            lake: dashboard_lake,
+            rates: Arc::default(),
+            tables: Arc::default(),
             metrics: metrics.clone(),
         };
+        let rates = state.rates.clone();
         let (stop, mut stopped) = watch::channel(false);
         let (pg_addr, pg) = pg::serve(config.pg, state.clone(), stopped.clone()).await?;
         let app = router(state, config.ingest.clone());
@@ -363,6 +353,7 @@ impl Server {
             log.clone(),
             pipelines.clone(),
             views.clone(),
+            rates,
             metrics,
             config.retention_interval,
         ));
@@ -415,15 +406,17 @@ impl Server {
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Background upkeep: a raw-table pipeline for every stream, every view running, retention,
-/// and draining the metrics recorder.
+/// the streams' rates, and draining the metrics recorder.
 async fn upkeep(
     log: Arc<Log>,
     pipelines: Arc<pipelines::Pipelines>,
     views: Arc<views::Views>,
+    rates: Arc<status::StreamRates>,
     metrics: PrometheusHandle,
     retention_interval: Duration,
 ) {
     let mut retention = tokio::time::interval(retention_interval);
+    let mut rates_tick = tokio::time::interval(Duration::from_secs(1));
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     let mut streams_tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -441,6 +434,7 @@ async fn upkeep(
                     Err(e) => tracing::error!(error = %e, "retention task failed"),
                 }
             }
+            _ = rates_tick.tick() => rates.sample(&log),
             _ = metrics_tick.tick() => metrics.run_upkeep(),
         }
     }

@@ -37,10 +37,27 @@ impl Format {
     }
 }
 
+/// Keeps the first `max` rows of `batches`; true if it dropped any.
+pub fn truncate(batches: &mut Vec<RecordBatch>, max: usize) -> bool {
+    let mut left = max;
+    let mut dropped = false;
+    for batch in batches.iter_mut() {
+        if batch.num_rows() > left {
+            *batch = batch.slice(0, left);
+            dropped = true;
+        }
+        left -= batch.num_rows();
+    }
+    batches.retain(|b| b.num_rows() > 0);
+    dropped
+}
+
+/// The answer in `format`; `truncated` says that rows were left out (see [`truncate`]).
 pub fn respond(
     format: Format,
     schema: &SchemaRef,
     batches: &[RecordBatch],
+    truncated: bool,
 ) -> Result<Response, HttpError> {
     let failed = |e: sluice_query::arrow::error::ArrowError| {
         HttpError::new(
@@ -50,13 +67,13 @@ pub fn respond(
         )
     };
     let (content_type, body) = match format {
-        Format::Json => (
-            "application/json",
-            json_answer(schema, batches)
-                .map_err(failed)?
-                .to_string()
-                .into_bytes(),
-        ),
+        Format::Json => {
+            let mut answer = json_answer(schema, batches).map_err(failed)?;
+            if truncated {
+                answer["truncated"] = Value::Bool(true);
+            }
+            ("application/json", answer.to_string().into_bytes())
+        }
         Format::Csv => {
             let mut writer = csv::WriterBuilder::new()
                 .with_header(true)
@@ -82,14 +99,16 @@ pub fn respond(
         }
     };
     let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if truncated {
+        headers.insert("x-sluice-truncated", HeaderValue::from_static("true"));
+    }
     Ok(response)
 }
 
 /// `{"columns": [{"name", "type"}], "rows": [[…]]}`, values as arrow-json writes them.
-fn json_answer(
+pub fn json_answer(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<Value, sluice_query::arrow::error::ArrowError> {

@@ -24,10 +24,13 @@ fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
         )),
         views: Arc::new(crate::views::Views::open(
             log.clone(),
-            lake,
+            lake.clone(),
             sluice_pipeline::view::Catalog::open(dir.join("views")).unwrap(),
             sluice_pipeline::view::ViewConfig::default(),
         )),
+        lake,
+        rates: Arc::default(),
+        tables: Arc::default(),
         metrics: crate::metrics::install(),
     };
     (log, router(state, IngestConfig::default()))
@@ -172,6 +175,25 @@ async fn status_and_metrics_follow_ingest() {
     let (_, streams, _) = request(&app, "GET", "/v1/streams", "").await;
     assert_eq!(streams["streams"][0]["name"], "ticks");
     assert_eq!(streams["streams"][0]["records"], 2);
+    let (status, recent, _) = request(&app, "GET", "/v1/streams/ticks/recent?limit=1", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(recent["records"].as_array().unwrap().len(), 1);
+    assert!(
+        recent["records"][0]["data"]
+            .as_str()
+            .unwrap()
+            .contains("ticker")
+    );
+    for (path, status) in [
+        ("/v1/streams/ticks/recent?limit=0", StatusCode::BAD_REQUEST),
+        (
+            "/v1/streams/ticks/recent?limit=1001",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/v1/streams/nope/recent", StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(request(&app, "GET", path, "").await.0, status, "{path}");
+    }
     let (status, _, text) = request(&app, "GET", "/metrics", "").await;
     assert_eq!(status, StatusCode::OK);
     for name in [
@@ -245,4 +267,53 @@ async fn answers_come_as_json_csv_or_arrow() {
     let batches: Vec<_> = reader.map(Result::unwrap).collect();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     assert_eq!(batches[0].schema().field(1).name(), "shards");
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, app) = app(dir.path());
+    let (status, _, page) = request(&app, "GET", "/", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("/assets/app.js") && page.contains("/assets/uPlot.iife.min.js"));
+    for asset in [
+        "app.js",
+        "app.css",
+        "uPlot.iife.min.js",
+        "uPlot.min.css",
+        "uPlot.LICENSE",
+    ] {
+        let (status, _, body) = request(&app, "GET", &format!("/assets/{asset}"), "").await;
+        assert_eq!(status, StatusCode::OK, "{asset}");
+        assert!(!body.is_empty(), "{asset}");
+    }
+    let (status, error, _) = request(&app, "GET", "/assets/..%2Fsecrets", "").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, error, _) = request(&app, "GET", "/v1/views/nope/data", "").await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("view_not_found"))
+    );
+    let (status, tables, _) = request(&app, "GET", "/v1/tables", "").await;
+    assert_eq!(
+        (status, tables["tables"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+}
+
+#[tokio::test]
+async fn max_rows_truncates_an_answer_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, app) = app(dir.path());
+    let body = json!({"sql": "SELECT * FROM generate_series(1, 10)", "max_rows": 3}).to_string();
+    let (status, answer, _) = request(&app, "POST", "/v1/sql", &body).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["rows"], json!([[1], [2], [3]]));
+    assert_eq!(answer["truncated"], true);
+    let body = json!({"sql": "SELECT 1", "max_rows": 3}).to_string();
+    let (_, answer, _) = request(&app, "POST", "/v1/sql", &body).await;
+    assert!(answer.get("truncated").is_none(), "{answer}");
 }

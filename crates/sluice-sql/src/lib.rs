@@ -147,6 +147,22 @@ pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
 /// Parses one or more statements separated by semicolons.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    parse_statements(sql).map_err(|e| e.or_at_end_of(sql))
+}
+
+impl SqlError {
+    /// A statement cut short is wrong where it ends: sqlparser does not say where that is.
+    fn or_at_end_of(self, sql: &str) -> SqlError {
+        if self.line.is_some() || !self.message.ends_with("found: EOF") {
+            return self;
+        }
+        let line = sql.split('\n').count().max(1) as u64;
+        let column = sql.rsplit('\n').next().unwrap_or("").chars().count() as u64 + 1;
+        SqlError::at(self.message, Location::new(line, column))
+    }
+}
+
+fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     let sql = as_of::rewrite(sql)?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(&sql)?;

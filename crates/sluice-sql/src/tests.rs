@@ -248,9 +248,12 @@ fn errors_name_the_problem_and_where() {
     }
     let e = error("SELEC 1");
     assert_eq!((e.line, e.column), (Some(1), Some(1)), "{e}");
-    // At the end of the text sqlparser has no position: the message says so instead.
+    // At the end of the text sqlparser has no position: the error is where the text ends.
     let e = error("CREATE STREAM t (a INT,");
     assert!(e.message.contains("found: EOF"), "{e}");
+    assert_eq!((e.line, e.column), (Some(1), Some(24)), "{e}");
+    let e = error("SELECT a FROM t\nWHERE a >");
+    assert_eq!((e.line, e.column), (Some(2), Some(10)), "{e}");
 }
 
 fn rewritten(sql: &str) -> String {

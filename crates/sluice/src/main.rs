@@ -1,6 +1,7 @@
 //! `sluice`: the command line. It parses flags and wires the crates; the work is theirs.
 
 mod config;
+mod demo;
 mod generate;
 mod produce;
 mod query;
@@ -52,7 +53,20 @@ enum Command {
         #[arg(long)]
         pg: Option<SocketAddr>,
     },
-    /// Write events of a canonical workload as NDJSON to stdout.
+    /// Everything on the embedded default, no setup: the five use cases' streams and views fed
+    /// by built-in generators, and the dashboard. Ctrl-C stops; running it again resumes.
+    Demo {
+        /// Where streams are kept [default: ./sluice-data]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The HTTP address: the dashboard, ingest, SQL [default: 127.0.0.1:7878]
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// The PostgreSQL protocol's address [default: 127.0.0.1:7879]
+        #[arg(long)]
+        pg: Option<SocketAddr>,
+    },
+    /// Write events of a workload as NDJSON to stdout.
     Gen(generate::GenArgs),
     /// Send NDJSON from stdin to a stream.
     Produce(produce::ProduceArgs),
@@ -80,6 +94,16 @@ fn main() -> anyhow::Result<()> {
             let config = config::resolve(config.as_deref(), flags)?;
             runtime()?.block_on(serve(config))
         }
+        Command::Demo { data_dir, http, pg } => {
+            init_tracing();
+            let flags = config::Flags {
+                data_dir,
+                http,
+                pg,
+                ..config::Flags::default()
+            };
+            runtime()?.block_on(demo::run(flags))
+        }
         Command::Gen(args) => generate::run(args),
         Command::Produce(args) => runtime()?.block_on(produce::run(args)),
         Command::Sql(args) => runtime()?.block_on(query::run(args)),
@@ -94,9 +118,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// What `sluice serve` logs unless `SLUICE_LOG` says otherwise: the lake's libraries narrate
-/// every snapshot at info, so only their warnings are shown.
-const DEFAULT_LOG: &str =
-    "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn";
+/// every snapshot at info, so only their warnings are shown (and of MERGE, whose every run
+/// warns about a metric it lacks, only errors).
+const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn,\
+     deltalake_core::operations::merge=error";
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")

@@ -103,6 +103,8 @@ pub struct ViewStatus {
     pub kind: &'static str,
     /// The stream or view it reads.
     pub input: String,
+    /// The columns that name a row of an updating view (its group's); empty for the others.
+    pub keys: Vec<String>,
     /// Records the stream holds past the view's positions.
     pub input_lag: u64,
     /// The watermark (windowed views), RFC 3339.
@@ -291,10 +293,10 @@ impl ViewPipeline {
             }
         };
         let name = definition.name.clone();
-        let kind = match plan.shape {
-            Shape::Stateless(_) => "stateless",
-            Shape::Windowed(_) => "windowed",
-            Shape::Updating { .. } => "updating",
+        let (kind, keys) = match &plan.shape {
+            Shape::Stateless(_) => ("stateless", vec![]),
+            Shape::Windowed(_) => ("windowed", vec![]),
+            Shape::Updating { keys, .. } => ("updating", keys.clone()),
         };
         let input_id = input.id()?.to_string();
         // A view that only appends keeps a change data feed, for the views that read it.
@@ -357,6 +359,7 @@ impl ViewPipeline {
             name,
             kind,
             input: input.name(),
+            keys,
             ..ViewStatus::default()
         }));
         Ok(Self {

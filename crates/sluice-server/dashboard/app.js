@@ -1,0 +1,436 @@
+// The Sluice dashboard: one page, four views chosen by the URL's hash —
+//   #/              the overview: streams, views and tables, pushed once a second
+//   #/streams/NAME  a stream's newest records and its errors table
+//   #/views/NAME    a view's live chart (windowed) or live table (updating, stateless)
+//   #/sql           the SQL editor
+// Every page returns a function that stops what it started (event sources, timers, charts),
+// so that moving around for hours holds no more than the page on screen. Everything shown
+// that comes from the server is escaped.
+"use strict";
+
+const main = document.getElementById("main");
+const connection = document.getElementById("connection");
+let leave = () => {};
+
+// ---- helpers ----------------------------------------------------------------------------
+
+const esc = (value) =>
+  String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+
+const number = (n, digits = 0) =>
+  n == null || Number.isNaN(n) ? "" : Number(n).toLocaleString("en-US", { maximumFractionDigits: digits });
+
+function bytes(n) {
+  if (n == null) return "";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+function ago(ms) {
+  if (ms == null) return "";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${Math.round(ms / 60000)} min`;
+}
+
+function sparkline(values, width = 120, height = 22) {
+  if (!values || values.length < 2) return `<svg class="spark" width="${width}" height="${height}"></svg>`;
+  const max = Math.max(...values, 1);
+  const step = width / (values.length - 1);
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 1 - (v / max) * (height - 2)).toFixed(1)}`);
+  return `<svg class="spark" width="${width}" height="${height}"><polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="${points.join(" ")}"/></svg>`;
+}
+
+async function sql(text, maxRows = 1000) {
+  const response = await fetch("/v1/sql", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ sql: text, max_rows: maxRows }),
+  });
+  const answer = await response.json();
+  if (!response.ok) {
+    // Errors are {"code", "error"}, with "line" and "column" when the text is at fault.
+    throw Object.assign(new Error(answer.error || response.statusText), { details: answer });
+  }
+  return answer;
+}
+
+// Server-sent events, marked live in the header while connected.
+function live(url, handlers) {
+  const source = new EventSource(url);
+  source.onopen = () => connection.classList.add("live");
+  source.onerror = () => connection.classList.remove("live");
+  for (const [event, handle] of Object.entries(handlers)) {
+    source.addEventListener(event, (e) => handle(JSON.parse(e.data)));
+  }
+  return () => { source.close(); connection.classList.remove("live"); };
+}
+
+function cell(value) {
+  if (value === null || value === undefined) return `<td class="muted">null</td>`;
+  if (typeof value === "number") return `<td class="num">${esc(value)}</td>`;
+  if (typeof value === "object") return `<td>${esc(JSON.stringify(value))}</td>`;
+  return `<td>${esc(value)}</td>`;
+}
+
+// A table of `columns` ([{name}]) and `rows` ([[…]]); `sortable` makes headers clickable.
+function resultTable(columns, rows, { sortable = false, sort = null, desc = false, rowAttrs = () => "" } = {}) {
+  const arrow = (name) => (name === sort ? (desc ? " ▼" : " ▲") : "");
+  const head = columns
+    .map((c) => `<th class="${sortable ? "sortable" : ""}" data-column="${esc(c.name)}">${esc(c.name)}${arrow(c.name)}</th>`)
+    .join("");
+  const body = rows.map((row) => `<tr ${rowAttrs(row)}>${row.map(cell).join("")}</tr>`).join("");
+  return `<table class="result"><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table>`;
+}
+
+// ---- overview ---------------------------------------------------------------------------
+
+function overviewPage() {
+  main.innerHTML = `
+    <h1>Overview</h1>
+    <h2>Streams</h2><section class="panel"><table id="streams"><thead><tr>
+      <th>stream</th><th class="num">events/s</th><th>last minute</th><th class="num">records</th>
+      <th class="num">size</th><th class="num">shards</th></tr></thead><tbody></tbody></table></section>
+    <h2>Materialized views</h2><section class="panel"><table id="views"><thead><tr>
+      <th>view</th><th>kind</th><th>input</th><th class="num">input lag</th><th>watermark</th>
+      <th class="num">last commit</th><th class="num">last round</th><th class="num">rows out</th>
+      <th class="num">late</th><th>last error</th></tr></thead><tbody></tbody></table></section>
+    <h2>Tables</h2><section class="panel"><table id="tables"><thead><tr>
+      <th>table</th><th>kind</th><th class="num">rows</th><th class="num">files</th>
+      <th class="num">size</th><th class="num">version</th></tr></thead><tbody></tbody></table></section>`;
+  const body = (id) => main.querySelector(`#${id} tbody`);
+  let drawn = false;
+  return live("/v1/live/overview", {
+    overview(o) {
+      body("streams").innerHTML = o.streams.map((s) => `
+        <tr data-stream="${esc(s.name)}">
+          <td><a href="#/streams/${encodeURIComponent(s.name)}">${esc(s.name)}</a></td>
+          <td class="num rate">${number(s.rate)}</td><td>${sparkline(s.rates)}</td>
+          <td class="num">${number(s.records)}</td><td class="num">${bytes(s.bytes)}</td>
+          <td class="num">${s.shards}</td></tr>`).join("") || `<tr><td colspan="6" class="muted">no streams</td></tr>`;
+      body("views").innerHTML = o.views.map((v) => `
+        <tr data-view="${esc(v.name)}">
+          <td><a href="#/views/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td>
+          <td>${esc(v.kind)}</td><td>${esc(v.input)}</td><td class="num">${number(v.input_lag)}</td>
+          <td>${esc(v.watermark ? v.watermark.replace("T", " ").replace(".000Z", "Z") : "")}</td>
+          <td class="num">${v.since_commit_ms == null ? "" : ago(v.since_commit_ms) + " ago"}</td>
+          <td class="num">${v.last_round_ms == null ? "" : v.last_round_ms + " ms"}</td>
+          <td class="num">${number(v.rows_out)}</td><td class="num">${number(v.late)}</td>
+          <td class="error">${esc(v.last_error)}</td></tr>`).join("") || `<tr><td colspan="10" class="muted">no views</td></tr>`;
+      body("tables").innerHTML = o.tables.map((t) => `
+        <tr data-table="${esc(t.name)}"><td>${esc(t.name)}</td><td>${esc(t.kind)}</td>
+          <td class="num">${number(t.rows)}</td><td class="num">${number(t.files)}</td>
+          <td class="num">${bytes(t.bytes)}</td><td class="num">${t.version ?? ""}</td>
+          ${t.error ? `<td class="error">${esc(t.error)}</td>` : ""}</tr>`).join("") || `<tr><td colspan="6" class="muted">no tables</td></tr>`;
+      // When the first overview was on screen, for bench/dashboard.py.
+      if (!drawn) { drawn = true; performance.mark("sluice-overview"); }
+    },
+    failure(message) { body("streams").innerHTML = `<tr><td class="error">${esc(message)}</td></tr>`; },
+  });
+}
+
+// ---- a stream ---------------------------------------------------------------------------
+
+function streamPage(name) {
+  main.innerHTML = `
+    <h1>Stream ${esc(name)}</h1>
+    <h2>Newest records</h2><section class="panel" id="recent"><span class="muted">loading…</span></section>
+    <h2>Errors (${esc(name)}_errors)</h2><section class="panel" id="errors"><span class="muted">loading…</span></section>`;
+  const errorsSql = `SELECT _shard, _seq, _ingested_at, reason, raw FROM "${name.replace(/"/g, '""')}_errors" ORDER BY _ingested_at DESC, _seq DESC LIMIT 50`;
+  let stopped = false;
+  async function refresh() {
+    try {
+      const response = await fetch(`/v1/streams/${encodeURIComponent(name)}/recent?limit=50`);
+      const answer = await response.json();
+      if (!response.ok) throw new Error(answer.error);
+      main.querySelector("#recent").innerHTML = answer.records.length
+        ? `<table><thead><tr><th class="num">shard</th><th class="num">seq</th><th>appended</th><th>record</th></tr></thead><tbody>${
+            answer.records.map((r) => `<tr><td class="num">${r.shard}</td><td class="num">${r.seq}</td>
+              <td>${esc(new Date(r.appended_ms).toISOString())}</td><td class="data">${esc(r.data)}</td></tr>`).join("")}</tbody></table>`
+        : `<span class="muted">no records yet</span>`;
+    } catch (e) {
+      main.querySelector("#recent").innerHTML = `<div class="message">${esc(e.message)}</div>`;
+    }
+    try {
+      const errors = await sql(errorsSql, 50);
+      main.querySelector("#errors").innerHTML = errors.rows.length
+        ? resultTable(errors.columns, errors.rows)
+        : `<span class="muted">no errors</span>`;
+    } catch (e) {
+      main.querySelector("#errors").innerHTML = `<div class="message">${esc(e.message)}</div>`;
+    }
+    if (!stopped) timer = setTimeout(refresh, 2000);
+  }
+  let timer = setTimeout(refresh, 0);
+  return () => { stopped = true; clearTimeout(timer); };
+}
+
+// ---- a view -----------------------------------------------------------------------------
+
+const PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
+  "#4b5563", "#65a30d", "#7c3aed", "#0d9488", "#b91c1c", "#1d4ed8", "#a16207", "#be185d"];
+
+function viewPage(name) {
+  main.innerHTML = `
+    <h1>View ${esc(name)}</h1>
+    <div class="status-line" id="status"></div>
+    <div class="controls" id="controls"></div>
+    <section class="panel"><div id="content"><span class="muted">waiting for the view…</span></div></section>`;
+  const params = new URLSearchParams();
+  let stopLive = () => {};
+  let chart = null;
+  let chartKeys = "";
+  let previousRows = new Map();
+
+  function connect() {
+    stopLive();
+    stopLive = live(`/v1/live/views/${encodeURIComponent(name)}?${params}`, {
+      data: render,
+      failure(message) { main.querySelector("#content").innerHTML = `<div class="message">${esc(message)}</div>`; },
+    });
+  }
+
+  function controls(data) {
+    const box = main.querySelector("#controls");
+    if (box.dataset.kind === data.kind) return;
+    box.dataset.kind = data.kind;
+    if (data.kind !== "series") { box.innerHTML = ""; return; }
+    const options = (names, chosen) => names.map((n) => `<option ${n === chosen ? "selected" : ""}>${esc(n)}</option>`).join("");
+    box.innerHTML = `
+      <label>lines by <select id="key">${data.keys.length ? options(data.keys, data.key) : "<option>(none)</option>"}</select></label>
+      <label>measure <select id="measure">${options(data.measures, data.measure)}</select></label>
+      <label>top <input id="top" type="number" min="1" max="50" value="${params.get("top") || 10}" style="width:60px"></label>
+      <label>keys <input id="keys" placeholder="all (top N)" value="${esc(params.get("keys") || "")}" style="width:220px"></label>`;
+    const set = (param, value) => { value ? params.set(param, value) : params.delete(param); connect(); };
+    box.querySelector("#key").onchange = (e) => { params.delete("keys"); box.querySelector("#keys").value = ""; set("key", data.keys.length ? e.target.value : ""); };
+    box.querySelector("#measure").onchange = (e) => set("measure", e.target.value);
+    box.querySelector("#top").onchange = (e) => set("top", e.target.value);
+    box.querySelector("#keys").onchange = (e) => set("keys", e.target.value.split(",").map((k) => k.trim()).filter(Boolean).join(","));
+  }
+
+  function render(data) {
+    controls(data);
+    const content = main.querySelector("#content");
+    if (data.kind === "series") {
+      const keys = data.series.map((s) => s.key).join("\u0000") + "|" + data.measure;
+      const values = [data.x, ...data.series.map((s) => s.values)];
+      if (!data.x.length) {
+        if (chart) { chart.destroy(); chart = null; }
+        content.innerHTML = `<span class="muted">no window has closed yet: results come when the watermark passes a window's end</span>`;
+        return;
+      }
+      if (chart && keys === chartKeys) {
+        chart.setData(values);
+      } else {
+        if (chart) chart.destroy();
+        content.innerHTML = `<div id="chart"></div>`;
+        chartKeys = keys;
+        chart = new uPlot({
+          width: Math.max(400, content.clientWidth - 10),
+          height: 380,
+          series: [{ label: "window_end" }, ...data.series.map((s, i) => ({
+            label: s.key, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true, points: { show: data.x.length < 40 },
+          }))],
+          axes: [{}, { label: data.measure, size: 70 }],
+        }, values, content.querySelector("#chart"));
+      }
+      // For whoever watches the page (and its tests): how much is drawn, up to when.
+      const drawn = content.querySelector("#chart").dataset;
+      drawn.points = String(data.series.reduce((n, s) => n + s.values.filter((v) => v != null).length, 0));
+      drawn.last = String(data.x[data.x.length - 1]);
+      return;
+    }
+    // Rows: keyed by the view's keys (or the whole row), flashing what changed.
+    const keyOf = (row) => {
+      const indexes = data.keys.map((k) => data.columns.findIndex((c) => c.name === k));
+      return JSON.stringify(indexes.length ? indexes.map((i) => row[i]) : row);
+    };
+    const next = new Map(data.rows.map((row) => [keyOf(row), JSON.stringify(row)]));
+    content.innerHTML = `<div class="muted">${number(data.total)} rows${data.total > data.rows.length ? `, showing ${data.rows.length}` : ""}</div>` +
+      resultTable(data.columns, data.rows, {
+        sortable: true, sort: data.sort, desc: data.desc,
+        rowAttrs: (row) => {
+          const key = keyOf(row);
+          return previousRows.size && previousRows.get(key) !== next.get(key) ? `class="changed"` : "";
+        },
+      });
+    previousRows = next;
+    content.querySelectorAll("th.sortable").forEach((th) => {
+      th.onclick = () => {
+        const column = th.dataset.column;
+        params.set("desc", params.get("sort") === column ? String(params.get("desc") !== "true") : "true");
+        params.set("sort", column);
+        connect();
+      };
+    });
+  }
+
+  async function status() {
+    try {
+      const views = (await (await fetch("/v1/views")).json()).views;
+      const v = views.find((x) => x.name === name);
+      main.querySelector("#status").innerHTML = v
+        ? `<span>kind <b>${esc(v.kind)}</b></span><span>input <b>${esc(v.input)}</b></span>
+           <span>input lag <b>${number(v.input_lag)}</b></span><span>watermark <b>${esc(v.watermark || "–")}</b></span>
+           <span>last commit <b>${v.since_commit_ms == null ? "–" : ago(v.since_commit_ms) + " ago"}</b></span>
+           <span>rows out <b>${number(v.rows_out)}</b></span>${v.last_error ? `<span class="error">${esc(v.last_error)}</span>` : ""}`
+        : `<span class="error">no view ${esc(name)}</span>`;
+    } catch (e) { /* the next tick tries again */ }
+  }
+  status();
+  const statusTimer = setInterval(status, 2000);
+  connect();
+  return () => { stopLive(); clearInterval(statusTimer); if (chart) chart.destroy(); };
+}
+
+// ---- the SQL editor ---------------------------------------------------------------------
+
+const HISTORY = "sluice.sql.history";
+
+function sqlPage() {
+  const history = JSON.parse(localStorage.getItem(HISTORY) || "[]");
+  main.innerHTML = `
+    <h1>SQL</h1>
+    <div class="grid">
+      <div>
+        <textarea id="sql" spellcheck="false" placeholder="SELECT … (Ctrl-Enter runs)">${esc(history[0] || "SHOW TABLES")}</textarea>
+        <div class="controls" style="margin-top:8px">
+          <button id="run">Run</button><span class="muted" id="took"></span>
+          <span style="flex:1"></span>
+          <button class="tab active" data-tab="table">Table</button><button class="tab" data-tab="chart">Chart</button>
+          <button class="secondary" id="copy">Copy</button>
+        </div>
+        <section class="panel" id="result"><span class="muted">Ctrl-Enter (⌘-Enter) runs the query.</span></section>
+      </div>
+      <div><h2 style="margin-top:0">History</h2><ul class="history" id="history"></ul></div>
+    </div>`;
+  const editor = main.querySelector("#sql");
+  const result = main.querySelector("#result");
+  let answer = null;
+  let tab = "table";
+  let sortBy = null;
+  let chart = null;
+
+  function showHistory() {
+    main.querySelector("#history").innerHTML = history.map((q, i) => `<li data-i="${i}" title="${esc(q)}">${esc(q)}</li>`).join("");
+    main.querySelectorAll("#history li").forEach((li) => { li.onclick = () => { editor.value = history[li.dataset.i]; editor.focus(); }; });
+  }
+
+  function showResult() {
+    if (chart) { chart.destroy(); chart = null; }
+    if (!answer) return;
+    if (!answer.columns.length) { result.innerHTML = `<span class="muted">OK</span>`; return; }
+    const note = `<div class="muted">${answer.rows.length} rows${answer.truncated ? " (the first 1,000)" : ""}</div>`;
+    if (tab === "table") {
+      const rows = answer.rows.slice();
+      if (sortBy) {
+        const i = answer.columns.findIndex((c) => c.name === sortBy.column);
+        rows.sort((a, b) => (a[i] === b[i] ? 0 : a[i] == null ? 1 : b[i] == null ? -1 : a[i] < b[i] ? -1 : 1) * (sortBy.desc ? -1 : 1));
+      }
+      result.innerHTML = note + resultTable(answer.columns, rows, { sortable: true, sort: sortBy?.column, desc: sortBy?.desc });
+      result.querySelectorAll("th.sortable").forEach((th) => {
+        th.onclick = () => {
+          const column = th.dataset.column;
+          sortBy = { column, desc: sortBy?.column === column ? !sortBy.desc : false };
+          showResult();
+        };
+      });
+      return;
+    }
+    const names = answer.columns.map((c) => c.name);
+    const numeric = names.filter((_, i) => answer.rows.some((r) => typeof r[i] === "number"));
+    const pick = (id, list, chosen) => `<select id="${id}">${list.map((n) => `<option ${n === chosen ? "selected" : ""}>${esc(n)}</option>`).join("")}</select>`;
+    const x = result.dataset.x && names.includes(result.dataset.x) ? result.dataset.x : names[0];
+    const y = result.dataset.y && numeric.includes(result.dataset.y) ? result.dataset.y : numeric.find((n) => n !== x) || numeric[0];
+    const kind = result.dataset.kind || "line";
+    result.innerHTML = `<div class="controls"><label>x ${pick("x", names, x)}</label><label>y ${pick("y", numeric, y)}</label>
+      <label>as ${pick("kind", ["line", "bar"], kind)}</label></div><div id="chart"></div>`;
+    for (const id of ["x", "y", "kind"]) result.querySelector(`#${id}`).onchange = (e) => { result.dataset[id] = e.target.value; showResult(); };
+    if (!y) { result.querySelector("#chart").innerHTML = `<span class="muted">no numeric column to draw</span>`; return; }
+    const xi = names.indexOf(x), yi = names.indexOf(y);
+    // x as time (timestamps), as numbers, or as categories 0..n with their labels on the axis.
+    const raw = answer.rows.map((r) => r[xi]);
+    const times = raw.every((v) => typeof v === "string" && !Number.isNaN(Date.parse(v.endsWith("Z") ? v : v + "Z")));
+    const numbers = raw.every((v) => typeof v === "number");
+    let points = answer.rows.map((r, i) => [times ? Date.parse(r[xi].endsWith("Z") ? r[xi] : r[xi] + "Z") / 1000 : numbers ? r[xi] : i, r[yi]]);
+    if (times || numbers) points.sort((a, b) => a[0] - b[0]);
+    const labels = times || numbers ? null : raw.map(String);
+    chart = new uPlot({
+      width: Math.max(400, result.clientWidth - 20), height: 360,
+      scales: { x: { time: times } },
+      series: [{ label: x }, {
+        label: y, stroke: PALETTE[0], fill: kind === "bar" ? "rgba(37,99,235,.35)" : undefined, width: 1.5,
+        paths: kind === "bar" ? uPlot.paths.bars({ size: [0.7, 60] }) : undefined,
+      }],
+      axes: [labels ? { values: (_, ticks) => ticks.map((t) => labels[t] ?? "") } : {}, { label: y, size: 70 }],
+    }, [points.map((p) => p[0]), points.map((p) => p[1])], result.querySelector("#chart"));
+  }
+
+  async function run() {
+    const text = editor.value.trim();
+    if (!text) return;
+    const idx = history.indexOf(text);
+    if (idx >= 0) history.splice(idx, 1);
+    history.unshift(text);
+    history.length = Math.min(history.length, 50);
+    localStorage.setItem(HISTORY, JSON.stringify(history));
+    showHistory();
+    const started = performance.now();
+    result.innerHTML = `<span class="muted">running…</span>`;
+    try {
+      answer = await sql(text);
+      sortBy = null;
+      main.querySelector("#took").textContent = `${Math.round(performance.now() - started)} ms`;
+      showResult();
+    } catch (e) {
+      answer = null;
+      main.querySelector("#took").textContent = "";
+      // The message says where ("at Line: L, Column: C"); the cursor goes there.
+      result.innerHTML = `<div class="message" id="sql-error">${esc(e.message)}</div>`;
+      if (e.details && e.details.line) {
+        // Put the cursor where the error is.
+        const lines = editor.value.split("\n");
+        const at = lines.slice(0, e.details.line - 1).reduce((n, l) => n + l.length + 1, 0) + Math.max(0, e.details.column - 1);
+        editor.focus();
+        editor.setSelectionRange(at, at + 1);
+      }
+    }
+  }
+
+  editor.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); run(); } });
+  main.querySelector("#run").onclick = run;
+  main.querySelector("#copy").onclick = () => {
+    if (!answer) return;
+    const tsv = [answer.columns.map((c) => c.name), ...answer.rows.map((r) => r.map((v) => (v == null ? "" : typeof v === "object" ? JSON.stringify(v) : v)))]
+      .map((r) => r.join("\t")).join("\n");
+    navigator.clipboard?.writeText(tsv);
+  };
+  main.querySelectorAll("button.tab").forEach((b) => {
+    b.onclick = () => {
+      tab = b.dataset.tab;
+      main.querySelectorAll("button.tab").forEach((t) => t.classList.toggle("active", t === b));
+      showResult();
+    };
+  });
+  showHistory();
+  editor.focus();
+  return () => { if (chart) chart.destroy(); };
+}
+
+// ---- routing ----------------------------------------------------------------------------
+
+function route() {
+  leave();
+  const [, page, name] = location.hash.match(/^#\/(\w+)?\/?(.*)$/) || [];
+  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (page === "sql" ? "sql" : "overview")));
+  const decoded = name ? decodeURIComponent(name) : "";
+  if (page === "sql") leave = sqlPage();
+  else if (page === "streams" && decoded) leave = streamPage(decoded);
+  else if (page === "views" && decoded) leave = viewPage(decoded);
+  else leave = overviewPage();
+}
+
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,223 @@
+"""`sluice demo` and the dashboard, end to end.
+
+One demo runs for the module (on a fresh data directory): its generators feed the five use
+cases' streams and its views run. Headless Chromium (Debian's `chromium` and `chromedriver`,
+driven by Selenium) loads the dashboard from it, as a user would. Screenshots go to
+$SLUICE_ARTIFACTS (default: tests/e2e/artifacts), kept by CI as the tests' artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Server
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+ARTIFACTS = Path(os.environ.get("SLUICE_ARTIFACTS", Path(__file__).parent / "artifacts"))
+DEMO_STREAMS = ["clickstream", "logs", "payments", "sensors", "ticks"]
+DEMO_VIEWS = [
+    "card_activity_1m", "clicks", "clicks_per_minute", "error_rate_1m", "error_spikes",
+    "high_value_payments", "latest_price", "likely_bots", "merchant_stats", "overheating",
+    "payment_anomalies", "sensor_10s", "ticks_1m", "users_per_hour",
+]
+
+
+class Demo(Server):
+    """`sluice demo` instead of `sluice serve`: same ports on stdout, same lifecycle."""
+
+    def _args(self) -> list[str]:
+        return [
+            str(self.binary), "demo", "--data-dir", str(self.data_dir), "--http", "127.0.0.1:0",
+            "--pg", "127.0.0.1:0",
+        ]
+
+
+def wait_for(predicate, what: str, timeout: float = 90.0, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, sluice_bin):
+    root = tmp_path_factory.mktemp("demo")
+    demo = Demo(root / "logs", sluice_bin)
+    demo.start(root / "data")
+    try:
+        yield demo
+    finally:
+        demo.stop()
+
+
+@pytest.fixture
+def attach_demo_log(request, demo):
+    request.node._sluice_servers = [demo]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(browser, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def views_committed(demo, names) -> bool:
+    _, _, answer = demo.get("/v1/views")
+    status = {v["name"]: v for v in answer["views"]}
+    return all(status.get(n, {}).get("last_commit_ms") for n in names)
+
+
+def test_the_demo_creates_its_streams_and_views_and_feeds_them(demo, attach_demo_log):
+    _, _, answer = demo.get("/v1/streams")
+    assert sorted(s["name"] for s in answer["streams"]) == DEMO_STREAMS
+    _, _, answer = demo.get("/v1/views")
+    assert sorted(v["name"] for v in answer["views"]) == DEMO_VIEWS
+    wait_for(lambda: views_committed(demo, DEMO_VIEWS), "every view to commit")
+    _, _, answer = demo.get("/v1/views")
+    assert [v for v in answer["views"] if v["last_error"]] == []
+
+
+def test_the_overview_lists_the_demo_streams_with_live_rates(demo, browser, attach_demo_log):
+    browser.get(demo.url + "/")
+
+    def rates():
+        rows = browser.find_elements(By.CSS_SELECTOR, "#streams tr[data-stream]")
+        found = {r.get_attribute("data-stream"): r.find_element(By.CSS_SELECTOR, ".rate").text for r in rows}
+        if sorted(found) == DEMO_STREAMS and all(float(v.replace(",", "") or 0) > 0 for v in found.values()):
+            return found
+        return None
+
+    wait_for(rates, "every demo stream with a non-zero rate", timeout=60)
+    views = browser.find_elements(By.CSS_SELECTOR, "#views tr[data-view]")
+    assert sorted(v.get_attribute("data-view") for v in views) == DEMO_VIEWS
+    assert browser.find_elements(By.CSS_SELECTOR, "#tables tr[data-table='ticks_1m']")
+    screenshot(browser, "overview")
+
+
+def test_a_windowed_view_page_draws_a_chart_that_grows(demo, browser, attach_demo_log):
+    browser.get(demo.url + "/#/views/sensor_10s")
+
+    def chart():
+        found = browser.find_elements(By.CSS_SELECTOR, "#chart[data-points]")
+        if found and int(found[0].get_attribute("data-points")) > 0:
+            return found[0]
+        return None
+
+    first = wait_for(chart, "the chart's first points")
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart canvas"), "uPlot draws on a canvas"
+    last = int(first.get_attribute("data-last"))
+    # Windows of 10 s: a new one closes within ~10 s plus the watermark, pushed without reloading.
+    wait_for(lambda: int(chart().get_attribute("data-last")) > last, "a later window", timeout=60)
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".u-legend .u-series")) == 11  # x + top 10
+    screenshot(browser, "view-sensor_10s")
+
+
+def test_an_updating_view_page_is_a_live_table(demo, browser, attach_demo_log):
+    browser.get(demo.url + "/#/views/latest_price")
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#content tbody tr")) == 100, "a page of rows")
+    first_row = lambda: browser.find_element(By.CSS_SELECTOR, "#content tbody tr").text
+    assert first_row().startswith("T0000")
+    before = browser.find_element(By.CSS_SELECTOR, "#content tbody").text
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, "#content tbody").text != before, "prices to change")
+    assert first_row().startswith("T0000"), "rows change in place, in key order"
+    screenshot(browser, "view-latest_price")
+
+
+def test_the_sql_editor_runs_a_query_and_shows_rows(demo, browser, attach_demo_log):
+    browser.get(demo.url + "/#/sql")
+    editor = browser.find_element(By.ID, "sql")
+    editor.clear()
+    editor.send_keys("SELECT ticker, price FROM latest_price ORDER BY ticker LIMIT 3")
+    editor.send_keys(Keys.CONTROL, Keys.ENTER)
+    rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#result tbody tr"), "the rows")
+    assert [r.text.split()[0] for r in rows] == ["T0000", "T0001", "T0002"]
+    browser.find_element(By.CSS_SELECTOR, "button[data-tab='chart']").click()
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#result #chart canvas"), "the chart")
+    screenshot(browser, "sql-result")
+    history = browser.find_elements(By.CSS_SELECTOR, "#history li")
+    assert history and "latest_price" in history[0].text
+
+
+def test_the_sql_editor_shows_an_error_with_its_position(demo, browser, attach_demo_log):
+    browser.get(demo.url + "/#/sql")
+    editor = browser.find_element(By.ID, "sql")
+    editor.clear()
+    editor.send_keys("SELECT ticker FROM latest_price\nWHERE price >")
+    browser.find_element(By.ID, "run").click()
+    error = wait_for(lambda: browser.find_elements(By.ID, "sql-error"), "the error")[0]
+    assert "Line: 2, Column: 14" in error.text, error.text
+    # The cursor is put where the error is.
+    assert browser.execute_script("return document.getElementById('sql').selectionStart") == 45
+    editor.clear()
+    editor.send_keys("SELECT nothing FROM latest_price")
+    browser.find_element(By.ID, "run").click()
+    wait_for(lambda: any("nothing" in e.text for e in browser.find_elements(By.ID, "sql-error")),
+             "the planning error")
+    screenshot(browser, "sql-error")
+
+
+def test_a_stream_page_shows_records_and_the_errors_table(demo, browser, attach_demo_log):
+    browser.get(demo.url + "/#/streams/clickstream")
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#recent tbody tr")) == 50, "the newest records")
+    assert "event_id" in browser.find_element(By.CSS_SELECTOR, "#recent tbody tr").text
+    # W2 holds invalid JSON and bad timestamps: the errors table says why.
+    errors = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#errors tbody tr"), "the errors", timeout=30)
+    assert any("ts" in e.text or "JSON" in e.text or "json" in e.text for e in errors)
+    screenshot(browser, "stream-clickstream")
+
+
+def test_the_demo_views_hold_correct_results(demo, attach_demo_log):
+    """Every tick before the last emitted window's end is counted once in ticks_1m, and the
+    same for the sensors' readings in sensor_10s (the generators are never late past the
+    watermark)."""
+    wait_for(lambda: views_committed(demo, ["ticks_1m", "sensor_10s"]), "the windowed views")
+    for view, stream, count in [("ticks_1m", "ticks", "trades"), ("sensor_10s", "sensors", "readings")]:
+        answer = demo.sql(f"SELECT max(window_end) AS until, sum({count}) AS counted, "
+                          f"count(*) AS windows FROM {view}")
+        until, counted, windows = answer["rows"][0]
+        assert windows > 0
+        answer = demo.sql(f"SELECT count(*) FROM {stream} WHERE ts < TIMESTAMP '{until}'")
+        assert answer["rows"][0][0] == counted, (view, until)
+    keys = "ticker, window_start"
+    answer = demo.sql(f"SELECT count(*) FROM (SELECT {keys} FROM ticks_1m GROUP BY {keys} HAVING count(*) > 1)")
+    assert answer["rows"][0][0] == 0
+    answer = demo.sql("SELECT count(*), sum(trades) FROM latest_price")
+    assert answer["rows"][0][0] == 500
+
+
+def test_ctrl_c_stops_the_demo_and_running_it_again_resumes(demo, attach_demo_log):
+    wait_for(lambda: views_committed(demo, ["ticks_1m"]), "ticks_1m")
+    ticks = demo.sql("SELECT count(*) FROM ticks")["rows"][0][0]
+    demo.proc.send_signal(signal.SIGINT)
+    assert demo.proc.wait(timeout=30) == 0
+    demo._reap()
+    demo.start(demo.data_dir)
+    assert demo.sql("SELECT count(*) FROM ticks")["rows"][0][0] >= ticks
+    wait_for(lambda: demo.sql("SELECT count(*) FROM ticks")["rows"][0][0] > ticks, "the feeds to resume")
+    answer = demo.sql("SELECT count(*) FROM (SELECT ticker, window_start FROM ticks_1m "
+                      "GROUP BY ticker, window_start HAVING count(*) > 1)")
+    assert answer["rows"][0][0] == 0
