@@ -144,6 +144,7 @@ function streamPage(name) {
     try {
       const response = await fetch(`/v1/streams/${encodeURIComponent(name)}/recent?limit=50`);
       const answer = await response.json();
+      if (stopped) return; // the page was left meanwhile
       if (!response.ok) throw new Error(answer.error);
       main.querySelector("#recent").innerHTML = answer.records.length
         ? `<table><thead><tr><th class="num">shard</th><th class="num">seq</th><th>appended</th><th>record</th></tr></thead><tbody>${
@@ -151,14 +152,17 @@ function streamPage(name) {
               <td>${esc(new Date(r.appended_ms).toISOString())}</td><td class="data">${esc(r.data)}</td></tr>`).join("")}</tbody></table>`
         : `<span class="muted">no records yet</span>`;
     } catch (e) {
+      if (stopped) return;
       main.querySelector("#recent").innerHTML = `<div class="message">${esc(e.message)}</div>`;
     }
     try {
       const errors = await sql(errorsSql, 50);
+      if (stopped) return;
       main.querySelector("#errors").innerHTML = errors.rows.length
         ? resultTable(errors.columns, errors.rows)
         : `<span class="muted">no errors</span>`;
     } catch (e) {
+      if (stopped) return;
       main.querySelector("#errors").innerHTML = `<div class="message">${esc(e.message)}</div>`;
     }
     if (!stopped) timer = setTimeout(refresh, 2000);
@@ -181,14 +185,15 @@ function viewPage(name) {
   const params = new URLSearchParams();
   let stopLive = () => {};
   let chart = null;
-  let chartKeys = "";
+  let chartKeys = null; // the keys the chart draws, in its order, and its measure
   let previousRows = new Map();
+  const dropChart = () => { if (chart) chart.destroy(); chart = null; chartKeys = null; };
 
   function connect() {
     stopLive();
     stopLive = live(`/v1/live/views/${encodeURIComponent(name)}?${params}`, {
       data: render,
-      failure(message) { main.querySelector("#content").innerHTML = `<div class="message">${esc(message)}</div>`; },
+      failure(message) { dropChart(); main.querySelector("#content").innerHTML = `<div class="message">${esc(message)}</div>`; },
     });
   }
 
@@ -214,19 +219,23 @@ function viewPage(name) {
     controls(data);
     const content = main.querySelector("#content");
     if (data.kind === "series") {
-      const keys = data.series.map((s) => s.key).join("\u0000") + "|" + data.measure;
-      const values = [data.x, ...data.series.map((s) => s.values)];
       if (!data.x.length) {
-        if (chart) { chart.destroy(); chart = null; }
+        dropChart();
         content.innerHTML = `<span class="muted">no window has closed yet: results come when the watermark passes a window's end</span>`;
         return;
       }
-      if (chart && keys === chartKeys) {
-        chart.setData(values);
+      // The same keys in another rank order keep the chart (and its legend): only new keys, or
+      // another measure, draw a new one.
+      const byKey = new Map(data.series.map((s) => [s.key, s.values]));
+      const same = chartKeys && chartKeys.measure === data.measure && chartKeys.keys.length === byKey.size &&
+        chartKeys.keys.every((k) => byKey.has(k));
+      if (same) {
+        chart.setData([data.x, ...chartKeys.keys.map((k) => byKey.get(k))]);
       } else {
-        if (chart) chart.destroy();
+        dropChart();
         content.innerHTML = `<div id="chart"></div>`;
-        chartKeys = keys;
+        chartKeys = { measure: data.measure, keys: data.series.map((s) => s.key) };
+        const values = [data.x, ...data.series.map((s) => s.values)];
         chart = new uPlot({
           width: Math.max(400, content.clientWidth - 10),
           height: 380,
@@ -243,6 +252,7 @@ function viewPage(name) {
       return;
     }
     // Rows: keyed by the view's keys (or the whole row), flashing what changed.
+    dropChart();
     const keyOf = (row) => {
       const indexes = data.keys.map((k) => data.columns.findIndex((c) => c.name === k));
       return JSON.stringify(indexes.length ? indexes.map((i) => row[i]) : row);
@@ -270,6 +280,7 @@ function viewPage(name) {
   async function status() {
     try {
       const views = (await (await fetch("/v1/views")).json()).views;
+      if (left) return;
       const v = views.find((x) => x.name === name);
       main.querySelector("#status").innerHTML = v
         ? `<span>kind <b>${esc(v.kind)}</b></span><span>input <b>${esc(v.input)}</b></span>
@@ -279,10 +290,11 @@ function viewPage(name) {
         : `<span class="error">no view ${esc(name)}</span>`;
     } catch (e) { /* the next tick tries again */ }
   }
+  let left = false;
   status();
   const statusTimer = setInterval(status, 2000);
   connect();
-  return () => { stopLive(); clearInterval(statusTimer); if (chart) chart.destroy(); };
+  return () => { left = true; stopLive(); clearInterval(statusTimer); dropChart(); };
 }
 
 // ---- the SQL editor ---------------------------------------------------------------------
@@ -312,6 +324,7 @@ function sqlPage() {
   let tab = "table";
   let sortBy = null;
   let chart = null;
+  let left = false;
 
   function showHistory() {
     main.querySelector("#history").innerHTML = history.map((q, i) => `<li data-i="${i}" title="${esc(q)}">${esc(q)}</li>`).join("");
@@ -380,11 +393,14 @@ function sqlPage() {
     const started = performance.now();
     result.innerHTML = `<span class="muted">running…</span>`;
     try {
-      answer = await sql(text);
+      const answered = await sql(text);
+      if (left) return;
+      answer = answered;
       sortBy = null;
       main.querySelector("#took").textContent = `${Math.round(performance.now() - started)} ms`;
       showResult();
     } catch (e) {
+      if (left) return;
       answer = null;
       main.querySelector("#took").textContent = "";
       // The message says where ("at Line: L, Column: C"); the cursor goes there.
@@ -416,7 +432,7 @@ function sqlPage() {
   });
   showHistory();
   editor.focus();
-  return () => { if (chart) chart.destroy(); };
+  return () => { left = true; if (chart) chart.destroy(); };
 }
 
 // ---- routing ----------------------------------------------------------------------------
@@ -425,7 +441,8 @@ function route() {
   leave();
   const [, page, name] = location.hash.match(/^#\/(\w+)?\/?(.*)$/) || [];
   document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (page === "sql" ? "sql" : "overview")));
-  const decoded = name ? decodeURIComponent(name) : "";
+  let decoded = "";
+  try { decoded = name ? decodeURIComponent(name) : ""; } catch { /* a malformed hash: the overview */ }
   if (page === "sql") leave = sqlPage();
   else if (page === "streams" && decoded) leave = streamPage(decoded);
   else if (page === "views" && decoded) leave = viewPage(decoded);

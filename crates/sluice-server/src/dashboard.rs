@@ -21,7 +21,7 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sluice_ingest::HttpError;
@@ -95,26 +95,39 @@ fn asset(name: &str) -> Response {
     }
 }
 
-/// How often the overview is pushed, and how often a watched view is checked for a commit.
+/// How often the overview is pushed, how often a watched view is checked for a commit, and
+/// how often at most its data is computed again (a view may commit several times a second).
 const OVERVIEW_EVERY: Duration = Duration::from_secs(1);
 const VIEW_CHECK_EVERY: Duration = Duration::from_millis(250);
+const VIEW_REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// Ends `events` when the server stops, so that shutdown does not wait on a watcher.
+fn until_stopped<S: Stream>(state: &AppState, events: S) -> impl Stream<Item = S::Item> + use<S> {
+    let mut stopping = state.stopping.clone();
+    events.take_until(async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    })
+}
+
+/// An event whose data is `data` as JSON (a failure's message is a JSON string).
+fn event(name: &'static str, data: &Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}
 
 async fn live_overview(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let events = futures::stream::unfold((state, true), |(state, first)| async move {
+    let events = futures::stream::unfold((state.clone(), true), |(state, first)| async move {
         if !first {
             tokio::time::sleep(OVERVIEW_EVERY).await;
         }
         let event = match status::overview(&state).await {
-            Ok(overview) => Event::default()
-                .event("overview")
-                .data(overview.to_string()),
-            Err(e) => Event::default().event("failure").data(e.to_string()),
+            Ok(overview) => event("overview", &overview),
+            Err(e) => event("failure", &json!(e.to_string())),
         };
         Some((Ok(event), (state, false)))
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Sse::new(until_stopped(&state, events)).keep_alive(KeepAlive::default())
 }
 
 /// What a view page asks for; every column named must be the view's.
@@ -154,64 +167,63 @@ async fn live_view(
     Path(name): Path<String>,
     Query(query): Query<ViewQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    /// The last commit seen (`None` before the first look) and the last data sent.
+    /// What a watcher has seen: the view's last commit it computed the data for, when, and the
+    /// last event it sent (nothing is sent twice in a row).
     struct Watch {
         state: AppState,
         name: String,
         query: ViewQuery,
         commit: Option<Option<u64>>,
-        sent: String,
-        done: bool,
+        computed: Option<tokio::time::Instant>,
+        sent: Option<(&'static str, String)>,
     }
     let watch = Watch {
-        state,
+        state: state.clone(),
         name,
         query,
         commit: None,
-        sent: String::new(),
-        done: false,
+        computed: None,
+        sent: None,
     };
     let events = futures::stream::unfold(watch, |mut watch| async move {
-        if watch.done {
-            return None;
-        }
         loop {
-            let commit = match watch.state.views.statuses() {
+            if let Some(at) = watch.computed {
+                tokio::time::sleep_until(at + VIEW_REFRESH_EVERY).await;
+            }
+            let next = match watch.state.views.statuses() {
+                Err(e) => Some(("failure", json!(e.to_string()))),
                 Ok(views) => match views.into_iter().find(|v| v.name == watch.name) {
-                    Some(view) => view.last_commit_ms,
                     None => {
-                        watch.done = true;
+                        // Watched again from scratch if it is created again.
+                        watch.commit = None;
                         let gone = format!("materialized view '{}' does not exist", watch.name);
-                        return Some((Ok(Event::default().event("failure").data(gone)), watch));
+                        Some(("failure", json!(gone)))
                     }
-                },
-                Err(e) => {
-                    let event = Event::default().event("failure").data(e.to_string());
-                    return Some((Ok(event), watch));
-                }
-            };
-            if watch.commit != Some(commit) {
-                watch.commit = Some(commit);
-                let event = match data(&watch.state, &watch.name, &watch.query).await {
-                    Ok(data) => {
-                        let data = data.to_string();
-                        if data != watch.sent {
-                            watch.sent = data.clone();
-                            Some(Event::default().event("data").data(data))
-                        } else {
-                            None
+                    Some(view) if watch.commit == Some(view.last_commit_ms) => None,
+                    Some(view) => {
+                        watch.computed = Some(tokio::time::Instant::now());
+                        match data(&watch.state, &watch.name, &watch.query).await {
+                            Ok(data) => {
+                                watch.commit = Some(view.last_commit_ms);
+                                Some(("data", data))
+                            }
+                            // Tried again at the next check: the commit stays unseen.
+                            Err(e) => Some(("failure", json!(e.message))),
                         }
                     }
-                    Err(e) => Some(Event::default().event("failure").data(e.message)),
-                };
-                if let Some(event) = event {
-                    return Some((Ok(event), watch));
+                },
+            };
+            if let Some((name, data)) = next {
+                let text = data.to_string();
+                if watch.sent.as_ref() != Some(&(name, text.clone())) {
+                    watch.sent = Some((name, text));
+                    return Some((Ok(event(name, &data)), watch));
                 }
             }
             tokio::time::sleep(VIEW_CHECK_EVERY).await;
         }
     });
-    Sse::new(events).keep_alive(KeepAlive::default())
+    Sse::new(until_stopped(&state, events)).keep_alive(KeepAlive::default())
 }
 
 /// What the view's page shows: series for a windowed view, rows for the others.
@@ -228,17 +240,14 @@ pub async fn data(state: &AppState, name: &str, query: &ViewQuery) -> Result<Val
                 format!("materialized view '{name}' does not exist"),
             )
         })?;
-    let schema = state
-        .lake
-        .open(name)
-        .await
-        .and_then(|t| t.arrow_schema())
-        .map_err(ServerError::from)?;
+    let table = state.lake.open(name).await.map_err(ServerError::from)?;
+    let schema = table.arrow_schema().map_err(ServerError::from)?;
     let columns = Columns::of(&schema);
     if view.kind == "windowed" && columns.has("window_end") && !columns.numbers.is_empty() {
         series(state, name, &columns, query).await
     } else {
-        rows(state, name, &columns, &view.keys, query).await
+        let total = table.stats().map_err(ServerError::from)?.rows;
+        rows(state, name, &columns, &view.keys, total, query).await
     }
 }
 
@@ -353,12 +362,12 @@ async fn series(
     let key_expr = key.as_ref().map_or("'all'".to_string(), |k| {
         format!("CAST({} AS VARCHAR)", quote(k))
     });
-    let picked = match query.keys.as_deref().filter(|k| !k.is_empty()) {
+    let (picked, top) = match query.keys.as_deref().filter(|k| !k.is_empty()) {
         Some(keys) => {
             let keys: Vec<String> = keys.split(',').take(MAX_TOP).map(literal).collect();
-            format!("WHERE k IN ({})", keys.join(", "))
+            (format!("WHERE k IN ({})", keys.join(", ")), keys.len())
         }
-        None => String::new(),
+        None => (String::new(), top),
     };
     let text = format!(
         "WITH recent AS (\
@@ -406,12 +415,13 @@ async fn series(
 }
 
 /// A page of an updating view's rows (by its keys unless `sort` says otherwise), or a view's
-/// newest rows (by its first timestamp column).
+/// newest rows (by its first timestamp column); `total` is the table's row count.
 async fn rows(
     state: &AppState,
     name: &str,
     columns: &Columns,
     keys: &[String],
+    total: u64,
     query: &ViewQuery,
 ) -> Result<Value, HttpError> {
     let limit = bounded(query.limit, 100, MAX_ROWS, "limit")?;
@@ -441,7 +451,6 @@ async fn rows(
         &format!("SELECT * FROM {view} {order} LIMIT {limit}"),
     )
     .await?;
-    let (_, count) = run(state, &format!("SELECT count(*) FROM {view}")).await?;
     Ok(json!({
         "kind": "rows",
         "columns": columns,
@@ -449,6 +458,6 @@ async fn rows(
         "keys": keys,
         "sort": sort,
         "desc": desc,
-        "total": count.first().and_then(|r| r[0].as_u64()),
+        "total": total,
     }))
 }

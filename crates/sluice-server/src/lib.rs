@@ -171,6 +171,9 @@ pub struct AppState {
     pub lake: sluice_lake::Lake,
     pub rates: Arc<status::StreamRates>,
     pub tables: Arc<status::TablesCache>,
+    /// Turns true when the server stops: what runs without end (the dashboard's live feeds)
+    /// ends then, so that shutdown does not wait on it.
+    pub stopping: watch::Receiver<bool>,
     pub metrics: PrometheusHandle,
 }
 
@@ -323,6 +326,7 @@ impl Server {
             catalog,
             config.views.clone(),
         ));
+        let (stop, mut stopped) = watch::channel(false);
         let state = AppState {
             log: log.clone(),
             query,
@@ -331,10 +335,10 @@ impl Server {
             lake: dashboard_lake,
             rates: Arc::default(),
             tables: Arc::default(),
+            stopping: stopped.clone(),
             metrics: metrics.clone(),
         };
         let rates = state.rates.clone();
-        let (stop, mut stopped) = watch::channel(false);
         let (pg_addr, pg) = pg::serve(config.pg, state.clone(), stopped.clone()).await?;
         let app = router(state, config.ingest.clone());
         let serving = tokio::spawn(async move {
@@ -417,6 +421,8 @@ async fn upkeep(
 ) {
     let mut retention = tokio::time::interval(retention_interval);
     let mut rates_tick = tokio::time::interval(Duration::from_secs(1));
+    // A sample late (behind a slow reconcile) is taken late, not twice in a row.
+    rates_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut metrics_tick = tokio::time::interval(Duration::from_secs(5));
     let mut streams_tick = tokio::time::interval(Duration::from_millis(500));
     loop {

@@ -21,6 +21,7 @@ use crate::{AppState, ServerError, sql};
 
 /// Seconds of rate history kept per stream (the dashboard's sparklines).
 pub const RATE_HISTORY: usize = 60;
+const MIN_SAMPLE_GAP: Duration = Duration::from_millis(500);
 
 /// Events per second of every stream over the last [`RATE_HISTORY`] seconds.
 #[derive(Default)]
@@ -53,8 +54,10 @@ impl StreamRates {
             let appended: u64 = stream.shards().iter().map(|s| s.bounds().1).sum();
             let id = stream.meta().id;
             match sampled.get_mut(stream.name()) {
+                // Too soon after the last sample to say anything of a rate.
+                Some(s) if now.duration_since(s.at) < MIN_SAMPLE_GAP => {}
                 Some(s) => {
-                    let secs = now.duration_since(s.at).as_secs_f64().max(1e-3);
+                    let secs = now.duration_since(s.at).as_secs_f64();
                     s.rates
                         .push_back(appended.saturating_sub(s.appended) as f64 / secs);
                     if s.rates.len() > RATE_HISTORY {
@@ -239,9 +242,23 @@ pub async fn recent_records(
         let mut records = Vec::new();
         for shard in stream.shards() {
             let (start, end) = shard.bounds();
-            let from = end.saturating_sub(limit as u64).max(start);
-            let read = shard.read(from, limit, 4 << 20)?;
-            records.extend(read.records.into_iter().map(|r| (shard.id(), r)));
+            // A read stops at about 4 MiB: read on to the end, keeping the last `limit`.
+            let mut newest = VecDeque::with_capacity(limit);
+            let mut from = end.saturating_sub(limit as u64).max(start);
+            while from < end {
+                let read = shard.read(from, limit, 4 << 20)?;
+                if read.records.is_empty() {
+                    break;
+                }
+                from = read.next_seq;
+                for record in read.records {
+                    if newest.len() == limit {
+                        newest.pop_front();
+                    }
+                    newest.push_back((shard.id(), record));
+                }
+            }
+            records.extend(newest);
         }
         records.sort_by_key(|(shard, r)| std::cmp::Reverse((r.append_ms, r.seq, *shard)));
         records.truncate(limit);

@@ -31,6 +31,7 @@ fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
         lake,
         rates: Arc::default(),
         tables: Arc::default(),
+        stopping: tokio::sync::watch::channel(false).1,
         metrics: crate::metrics::install(),
     };
     (log, router(state, IngestConfig::default()))

@@ -169,7 +169,7 @@ fn read_paced(
         Lines::Once(stdin)
     };
     let step = (rate / STEPS_PER_SECOND).max(1);
-    let started = Instant::now();
+    let mut started = Instant::now();
     let mut sent = 0u64;
     loop {
         let mut chunk = Vec::new();
@@ -185,7 +185,12 @@ fn read_paced(
         }
         sent += in_chunk;
         let due = started + Duration::from_secs_f64(sent as f64 / rate as f64);
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        if now > due + Duration::from_secs(1) / STEPS_PER_SECOND as u32 {
+            // Behind (a slow server, backpressure): go on at the rate from here, not in a burst.
+            (started, sent) = (now, 0);
+        }
+        std::thread::sleep(due.saturating_duration_since(now));
     }
 }
 
