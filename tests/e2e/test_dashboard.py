@@ -133,6 +133,15 @@ def test_the_overview_lists_the_demo_streams_with_live_rates(demo, browser, atta
     screenshot(browser, "overview")
 
 
+def test_the_overview_loads_again_and_again(demo, browser, attach_demo_log):
+    """A page left closes its live feed: a browser opens at most six connections to a server,
+    and feeds held by pages gone would block the seventh load."""
+    for _ in range(8):
+        browser.get("about:blank")
+        browser.get(demo.url + "/")
+        wait_for(lambda: texts(browser, "#streams tr[data-stream]"), "the overview", timeout=10)
+
+
 def test_a_windowed_view_page_draws_a_chart_that_grows(demo, browser, attach_demo_log):
     browser.get(demo.url + "/#/views/sensor_10s")
 

@@ -450,4 +450,8 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
+// A page left (or kept in the back/forward cache) closes its live feeds: browsers allow six
+// connections to a server, and a feed kept open by a page no one sees holds one of them.
+window.addEventListener("pagehide", () => { leave(); leave = () => {}; });
+window.addEventListener("pageshow", (e) => { if (e.persisted) route(); });
 route();

@@ -12,6 +12,7 @@
 //! (10 by default, by the measure's sum over those windows) or the keys asked for. An updating
 //! view comes as a page of its rows (100 by default), a stateless one as its newest rows.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -345,7 +346,8 @@ async fn run(state: &AppState, text: &str) -> Result<(Vec<Value>, Vec<Value>), H
 }
 
 /// A windowed view as `{"x": [window end, in s], "series": [{"key", "values": [...]}]}`,
-/// aligned on x (null where a key has no row), keys by their sum over the windows shown.
+/// aligned on x (null where a key has no row), keys by their sum over the windows shown; a
+/// key's rows of one window (other group columns) are summed.
 async fn series(
     state: &AppState,
     name: &str,
@@ -365,35 +367,48 @@ async fn series(
     let (picked, top) = match query.keys.as_deref().filter(|k| !k.is_empty()) {
         Some(keys) => {
             let keys: Vec<String> = keys.split(',').take(MAX_TOP).map(literal).collect();
-            (format!("WHERE k IN ({})", keys.join(", ")), keys.len())
+            (
+                format!("AND {key_expr} IN ({})", keys.join(", ")),
+                keys.len(),
+            )
         }
         None => (String::new(), top),
     };
-    let text = format!(
-        "WITH recent AS (\
-           SELECT to_unixtime(window_end) AS t, {key_expr} AS k, CAST({m} AS DOUBLE) AS v \
-           FROM {view} WHERE window_end >= (SELECT min(e) FROM \
-             (SELECT DISTINCT window_end AS e FROM {view} ORDER BY e DESC LIMIT {windows}))), \
-         picked AS (SELECT k, sum(v) AS total FROM recent {picked} GROUP BY k \
-           ORDER BY total DESC NULLS LAST, k LIMIT {top}) \
-         SELECT r.t, r.k, sum(r.v) AS v, max(p.total) AS total \
-         FROM recent r JOIN picked p ON r.k = p.k GROUP BY r.t, r.k ORDER BY r.t",
-        m = quote(&measure),
+    // Two scans: the window ends alone, then the windows shown, their files pruned by their
+    // statistics; the top keys are picked here, from at most `windows` rows per key.
+    let since = format!(
+        "SELECT to_unixtime(min(e)) FROM \
+         (SELECT DISTINCT window_end AS e FROM {view} ORDER BY e DESC LIMIT {windows})"
     );
-    let (_, rows) = run(state, &text).await?;
-    let mut x: Vec<i64> = rows.iter().filter_map(|r| r[0].as_i64()).collect();
-    x.dedup();
-    let mut keys: Vec<(String, f64)> = Vec::new();
-    for row in &rows {
-        let key = row[1].as_str().unwrap_or_default();
-        if !keys.iter().any(|(k, _)| k == key) {
-            keys.push((key.to_string(), row[3].as_f64().unwrap_or(f64::MIN)));
+    let (_, since) = run(state, &since).await?;
+    let rows = match since.first().and_then(|r| r[0].as_i64()) {
+        Some(since) => {
+            let text = format!(
+                "SELECT to_unixtime(window_end) AS t, {key_expr} AS k, \
+                 sum(CAST({m} AS DOUBLE)) AS v FROM {view} \
+                 WHERE window_end >= to_timestamp_seconds({since}) {picked} GROUP BY 1, 2",
+                m = quote(&measure),
+            );
+            run(state, &text).await?.1
         }
+        None => Vec::new(),
+    };
+    let mut x: Vec<i64> = rows.iter().filter_map(|r| r[0].as_i64()).collect();
+    x.sort_unstable();
+    x.dedup();
+    let mut totals: HashMap<&str, f64> = HashMap::new();
+    for row in &rows {
+        let total = totals
+            .entry(row[1].as_str().unwrap_or_default())
+            .or_default();
+        *total += row[2].as_f64().unwrap_or(0.0);
     }
-    keys.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut keys: Vec<(&str, f64)> = totals.into_iter().collect();
+    keys.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    keys.truncate(top);
     let series: Vec<Value> = keys
         .iter()
-        .map(|(key, _)| {
+        .map(|&(key, _)| {
             let mut values = vec![Value::Null; x.len()];
             for row in rows.iter().filter(|r| r[1].as_str() == Some(key)) {
                 if let Ok(i) = x.binary_search(&row[0].as_i64().unwrap_or_default()) {
