@@ -4,53 +4,38 @@
 # it always does, so ingest figures include their cost.
 # Each scenario runs RUNS times against a fresh release server; the medians are printed, with the
 # server's peak RSS. Usage: bench/ingest.sh [RUNS=3]
-set -euo pipefail
-cd "$(dirname "$0")/.."
 RUNS=${1:-3}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-cargo build --release -q -p sluice -p sluice-bench
-SLUICE=$CARGO_TARGET_DIR/release/sluice
-BENCH=$CARGO_TARGET_DIR/release/sluice-bench
-PORT=7977
-URL=http://127.0.0.1:$PORT
-WORK=$(mktemp -d)
-RESULTS=$WORK/results.jsonl
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/common.sh"
 
-start_server() {  # [columns]: the stream's columns; schemaless JSON without
-  rm -rf "$WORK/data"
-  "$SLUICE" serve --data-dir "$WORK/data" --http 127.0.0.1:$PORT >"$WORK/server.out" 2>"$WORK/server.err" &
-  SERVER=$!
-  for _ in $(seq 100); do grep -q listening "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
-  curl -sf "$URL/v1/sql" -d "{\"sql\": \"CREATE STREAM ticks ${1:-} WITH (shards = 4)\"}" >/dev/null
+fresh_server() {  # [columns]: the stream's columns; schemaless JSON without
+  start_server serve
+  sql "CREATE STREAM ticks ${1:-} WITH (shards = 4)"
 }
 
-stop_server() {  # prints the server's peak RSS in MiB
-  local rss
-  rss=$(awk '/VmHWM/ {print $2}' /proc/$SERVER/status)
-  kill $SERVER; wait $SERVER 2>/dev/null || true
-  echo $((rss / 1024))
+rss_and_stop() {  # prints the server's peak RSS in MiB, then stops it
+  peak_rss
+  stop_server
 }
 
 for run in $(seq "$RUNS"); do
   echo "run $run of $RUNS" >&2
-  start_server
+  fresh_server
   line=$("$BENCH" --server $URL http --producers 4 --events 4000000 --lake)
-  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+  echo "${line%\}}, \"peak_rss_mib\": $(rss_and_stop)}" >>"$RESULTS"
 
-  start_server
+  fresh_server
   line=$("$BENCH" --server $URL kinesis-put --producers 4 --events 1000000)
   echo "$line" >>"$RESULTS"
   line=$("$BENCH" --server $URL kinesis-get)
-  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+  echo "${line%\}}, \"peak_rss_mib\": $(rss_and_stop)}" >>"$RESULTS"
 
-  start_server
+  fresh_server
   line=$("$BENCH" --server $URL latency --rate 50000 --seconds 20 --batch 100)
-  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+  echo "${line%\}}, \"peak_rss_mib\": $(rss_and_stop)}" >>"$RESULTS"
 
-  start_server "(ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL)"
+  fresh_server "(ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL)"
   line=$("$BENCH" --server $URL freshness --rate 20000 --seconds 60 --batch 200)
-  echo "${line%\}}, \"peak_rss_mib\": $(stop_server)}" >>"$RESULTS"
+  echo "${line%\}}, \"peak_rss_mib\": $(rss_and_stop)}" >>"$RESULTS"
 done
 
 python3 - "$RESULTS" <<'PY'

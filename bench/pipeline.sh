@@ -5,16 +5,9 @@
 # peak RSS. Further arguments go to `sluice-bench pipeline`, e.g. --events 1000000 or
 # --partition-by 'date(ts), hour(ts), event_type'.
 # Usage: bench/pipeline.sh [RUNS=3] [pipeline options…]
-set -euo pipefail
-cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 shift || true
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-cargo build --release -q -p sluice -p sluice-bench  # as bench/ingest.sh: one feature set, one build
-BENCH=$CARGO_TARGET_DIR/release/sluice-bench
-WORK=$(mktemp -d)
-RESULTS=$WORK/results.jsonl
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/common.sh"
 
 for run in $(seq "$RUNS"); do
   echo "run $run of $RUNS" >&2

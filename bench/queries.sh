@@ -11,26 +11,12 @@
 # times on each engine and prints the medians. DuckDB comes from PyPI into a virtual environment
 # under ~/.cache (bench/requirements.txt).
 # Usage: bench/queries.sh [RUNS=5] [EVENTS=10000000]
-set -euo pipefail
-cd "$(dirname "$0")/.."
 RUNS=${1:-5}
 EVENTS=${2:-10000000}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-cargo build --release -q -p sluice -p sluice-bench  # as bench/ingest.sh: one feature set, one build
-SLUICE=$CARGO_TARGET_DIR/release/sluice
-VENV=${SLUICE_BENCH_VENV:-$HOME/.cache/sluice-bench-venv}
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+source "$(dirname "$0")/common.sh"
+bench_venv
 
-PORT=7977
-URL=http://127.0.0.1:$PORT
-WORK=$(mktemp -d)
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
-
-"$SLUICE" serve --data-dir "$WORK/data" --http 127.0.0.1:$PORT --pg 127.0.0.1:0 \
-  >"$WORK/server.out" 2>"$WORK/server.err" &
-SERVER=$!
-for _ in $(seq 100); do grep -q 'http listening' "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
+start_server serve
 "$SLUICE" sql --server $URL "CREATE STREAM clicks (event_id TEXT NOT NULL, user_id TEXT,
   session_id TEXT, event_type TEXT NOT NULL, page TEXT, device TEXT, country TEXT,
   ts TIMESTAMP NOT NULL) WITH (shards = 4,
@@ -40,4 +26,4 @@ echo "loading $EVENTS W2 events" >&2
 
 "$VENV/bin/python" bench/queries.py --server $URL --lake "$WORK/data/lake" \
   --events "$EVENTS" --runs "$RUNS"
-echo "server peak RSS $(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$SERVER/status) MiB"
+echo "server peak RSS $(peak_rss) MiB"

@@ -4,21 +4,8 @@
 # then a restart after a simulated crash), and W4's windows: a producer at 20,000 events/s
 # against a release server, closed 1-second windows until visible in their view.
 # Runs RUNS times and prints the medians, with peak RSS. Usage: bench/views.sh [RUNS=3]
-set -euo pipefail
-cd "$(dirname "$0")/.."
 RUNS=${1:-3}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-cargo build --release -q -p sluice -p sluice-bench  # as bench/ingest.sh: one feature set, one build
-SLUICE=$CARGO_TARGET_DIR/release/sluice
-BENCH=$CARGO_TARGET_DIR/release/sluice-bench
-PORT=7977
-URL=http://127.0.0.1:$PORT
-WORK=$(mktemp -d)
-RESULTS=$WORK/results.jsonl
-SERVER=
-trap 'if [ -n "$SERVER" ]; then kill $SERVER 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
-
-sql() { curl -sf "$URL/v1/sql" -d "$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$1")" >/dev/null; }
+source "$(dirname "$0")/common.sh"
 
 for run in $(seq "$RUNS"); do
   echo "run $run of $RUNS" >&2
@@ -26,15 +13,12 @@ for run in $(seq "$RUNS"); do
     "$BENCH" view --workload $workload --dir "$WORK" >>"$RESULTS"
   done
 
-  rm -rf "$WORK/data"
-  "$SLUICE" serve --data-dir "$WORK/data" --http 127.0.0.1:$PORT --pg 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.err" &
-  SERVER=$!
-  for _ in $(seq 100); do grep -q 'http listening' "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
+  start_server serve
   sql "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL) WITH (shards = 4, event_time = 'ts', watermark = '0 seconds')"
   sql "CREATE MATERIALIZED VIEW ticks_1s AS SELECT ticker, window_start, window_end, count(*) AS trades FROM TUMBLE(ticks, ts, INTERVAL '1 second') GROUP BY ticker, window_start, window_end"
   line=$("$BENCH" --server $URL window-freshness --rate 20000 --seconds 60 --batch 200)
-  rss=$(awk '/VmHWM/ {print int($2 / 1024)}' /proc/$SERVER/status)
-  kill $SERVER; wait $SERVER 2>/dev/null || true; SERVER=
+  rss=$(peak_rss)
+  stop_server
   echo "${line%\}}, \"peak_rss_mib\": $rss}" >>"$RESULTS"
 done
 

@@ -21,6 +21,34 @@ pub use raw::{
     positions, read,
 };
 
+/// When a pipeline (raw or view) runs its rounds: every `interval`, a late round delaying the
+/// next rather than doubling up, and at once after a round that left a backlog.
+struct Rounds {
+    tick: tokio::time::Interval,
+}
+
+impl Rounds {
+    fn every(interval: std::time::Duration) -> Rounds {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Rounds { tick }
+    }
+
+    /// Waits for the next round; false once `stop` turns true (then there is none).
+    async fn next(&mut self, backlog: bool, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        if *stop.borrow() {
+            return false;
+        }
+        if !backlog {
+            tokio::select! {
+                _ = self.tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return false,
+            }
+        }
+        true
+    }
+}
+
 /// Why a pipeline cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {

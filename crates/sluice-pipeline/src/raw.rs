@@ -296,21 +296,11 @@ impl RawPipeline {
     /// round ends; it is used only if the tables' positions are there when the commit is done,
     /// and dropped otherwise (after a failure).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.commit_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rounds = crate::Rounds::every(self.config.commit_interval);
         let mut backlog = false;
         let mut commits = 0;
         let mut ahead: Option<(Vec<u64>, tokio::task::JoinHandle<Result<LogRead>>)> = None;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            if !backlog {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
+        while rounds.next(backlog, &mut stop).await {
             let from = self.next_read();
             let read = joined(match ahead.take() {
                 Some((start, reading)) if start == from => reading.await,

@@ -661,20 +661,10 @@ impl ViewPipeline {
     /// turns true. A failed round is reported in the status and retried at the next interval,
     /// from what the tables recorded.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.config.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rounds = crate::Rounds::every(self.config.interval);
         let mut backlog = false;
         let mut ahead = None;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            if !backlog {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-            }
+        while rounds.next(backlog, &mut stop).await {
             backlog = match self.round_ahead(&mut ahead).await {
                 Ok(round) => {
                     if self.commits >= self.config.compact_every {

@@ -1,0 +1,48 @@
+# Sourced by the bench/*.sh scripts. One release build of the binary and the load generator
+# (together: one feature set, so that neither rebuilds the other's dependencies), a work folder
+# that goes away at exit (with the server, if one runs), and what the scripts share.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
+cargo build --release -q -p sluice -p sluice-bench
+SLUICE=$CARGO_TARGET_DIR/release/sluice
+BENCH=$CARGO_TARGET_DIR/release/sluice-bench
+PORT=7977
+URL=http://127.0.0.1:$PORT
+WORK=$(mktemp -d)
+RESULTS=$WORK/results.jsonl
+SERVER=
+trap 'if [ -n "$SERVER" ]; then kill $SERVER 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+
+# start_server serve|demo: the release binary on a fresh data folder, HTTP on $PORT (SERVER
+# holds its pid); returns once it listens.
+start_server() {
+  rm -rf "$WORK/data"
+  "$SLUICE" "$1" --data-dir "$WORK/data" --http 127.0.0.1:$PORT --pg 127.0.0.1:0 \
+    >"$WORK/server.out" 2>"$WORK/server.err" &
+  SERVER=$!
+  for _ in $(seq 100); do grep -q 'http listening' "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
+}
+
+# peak_rss: the server's peak RSS in MiB.
+peak_rss() {
+  awk '/VmHWM/ {print int($2 / 1024)}' /proc/$SERVER/status
+}
+
+# stop_server: stops the server and waits for it.
+stop_server() {
+  kill $SERVER; wait $SERVER 2>/dev/null || true
+  SERVER=
+}
+
+# sql STATEMENT: runs it on the server, failing the script if it fails.
+sql() {
+  curl -sf "$URL/v1/sql" -d "$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$1")" >/dev/null
+}
+
+# bench_venv: VENV, a Python environment holding bench/requirements.txt (DuckDB, Selenium, …).
+bench_venv() {
+  VENV=${SLUICE_BENCH_VENV:-$HOME/.cache/sluice-bench-venv}
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+}
