@@ -33,6 +33,8 @@ import botocore.session
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
 LISTEN_RE = re.compile(r"sluice: http listening on 127\.0\.0\.1:(\d+)")
 PG_LISTEN_RE = re.compile(r"sluice: pg listening on 127\.0\.0\.1:(\d+)")
@@ -110,6 +112,10 @@ class Server:
         # Environment changes for `sluice serve` over this process' own: a value of None unsets
         # the variable.
         self.env: dict[str, str | None] = {}
+        # The bearer token sent with every request of `request` (a server with users asks for one).
+        self.token: str | None = None
+        # The Kinesis access key pair of `kinesis_client`.
+        self.kinesis_keys: tuple[str, str] = ("test", "test")
         self._clients: dict[tuple, object] = {}
         self._stdout_thread: threading.Thread | None = None
 
@@ -271,8 +277,11 @@ class Server:
     def request(self, method: str, path: str, body: bytes | None = None, headers=None, timeout=120, raw=False):
         """→ (status, headers, body as JSON or text; as bytes with raw=True)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = dict(headers or {})
+        if self.token is not None:
+            headers.setdefault("Authorization", f"Bearer {self.token}")
         try:
-            conn.request(method, path, body=body, headers=dict(headers or {}))
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
             return resp.status, resp.headers, data if raw else _json_or_text(data)
@@ -316,18 +325,19 @@ class Server:
 
     def kinesis_client(self, bulk: bool = False):
         url = self.url
-        client = self._clients.get((url, bulk))
+        key = (url, bulk, self.kinesis_keys)
+        client = self._clients.get(key)
         if client is None:
             session = _BULK_SESSION if bulk else _BOTO_SESSION
             client = session.client(
                 "kinesis",
                 endpoint_url=url,
                 region_name="us-east-1",
-                aws_access_key_id="test",
-                aws_secret_access_key="test",
+                aws_access_key_id=self.kinesis_keys[0],
+                aws_secret_access_key=self.kinesis_keys[1],
                 config=_BOTO_CONFIG,
             )
-            self._clients[(url, bulk)] = client
+            self._clients[key] = client
         return client
 
     def kinesis_raw(self, target: str | None, body, content_type="application/x-amz-json-1.1"):
@@ -373,6 +383,22 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append(("sluice server log tail", srv.log_tail()))
         for name, service in getattr(item, "_sluice_services", []):
             rep.sections.append((f"{name} log tail", service.log_tail()))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Debian's chromium and chromedriver) through Selenium."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 @pytest.fixture

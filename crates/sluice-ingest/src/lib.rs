@@ -19,6 +19,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use sluice_auth::Users;
 use sluice_log::Log;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -55,19 +56,23 @@ pub struct Ingest {
     round_robin: Arc<AtomicU64>,
     /// Permits of [`IngestConfig::max_request_memory`], in bytes.
     request_memory: Arc<Semaphore>,
+    /// Who may use the Kinesis door (it verifies their signatures); `None`: anyone. The HTTP
+    /// door's bearer tokens are checked by the server in front of every route.
+    pub users: Option<Arc<Users>>,
 }
 
 /// How long a request waits for memory before it is answered with backpressure.
 const MEMORY_WAIT: Duration = Duration::from_millis(200);
 
 impl Ingest {
-    pub fn new(log: Arc<Log>, config: IngestConfig) -> Self {
+    pub fn new(log: Arc<Log>, config: IngestConfig, users: Option<Arc<Users>>) -> Self {
         let request_memory = Arc::new(Semaphore::new(config.max_request_memory));
         Self {
             log,
             config,
             round_robin: Arc::default(),
             request_memory,
+            users,
         }
     }
 

@@ -43,8 +43,46 @@ function sparkline(values, width = 120, height = 22) {
   return `<svg class="spark" width="${width}" height="${height}"><polyline fill="none" stroke="#2563eb" stroke-width="1.5" points="${points.join(" ")}"/></svg>`;
 }
 
+// A server with users asks for a token (a user's secret): asked once, kept for this tab's
+// session (sessionStorage), sent as a bearer token with every request.
+const TOKEN = "sluice-token";
+
+// fetch with the token; a 401 asks for one, and the page is drawn again once it is given.
+async function api(path, init = {}) {
+  const token = sessionStorage.getItem(TOKEN);
+  const headers = token ? { ...init.headers, authorization: `Bearer ${token}` } : init.headers;
+  const response = await fetch(path, { ...init, headers });
+  if (response.status === 401) {
+    askForToken(token !== null);
+    throw Object.assign(new Error("this server asks for a token"), { unauthorized: true });
+  }
+  return response;
+}
+
+function askForToken(refused) {
+  if (document.getElementById("login")) return;
+  leave();
+  leave = () => {};
+  sessionStorage.removeItem(TOKEN);
+  main.innerHTML = `
+    <h1>Sign in</h1>
+    <form id="login" class="panel">
+      <p>This server asks for a token: the secret of one of its users.</p>
+      ${refused ? `<p class="error">That token was refused.</p>` : ""}
+      <input type="password" id="token" autocomplete="current-password" placeholder="token" required>
+      <button type="submit">Sign in</button>
+    </form>`;
+  const input = main.querySelector("#token");
+  input.focus();
+  main.querySelector("#login").onsubmit = (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(TOKEN, input.value.trim());
+    route();
+  };
+}
+
 async function sql(text, maxRows = 1000) {
-  const response = await fetch("/v1/sql", {
+  const response = await api("/v1/sql", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ sql: text, max_rows: maxRows }),
@@ -57,15 +95,44 @@ async function sql(text, maxRows = 1000) {
   return answer;
 }
 
-// Server-sent events, marked live in the header while connected.
+// Server-sent events, marked live in the header while connected. Read with fetch rather than
+// EventSource, which cannot send the token; reconnects a second after a failure, as EventSource.
 function live(url, handlers) {
-  const source = new EventSource(url);
-  source.onopen = () => connection.classList.add("live");
-  source.onerror = () => connection.classList.remove("live");
-  for (const [event, handle] of Object.entries(handlers)) {
-    source.addEventListener(event, (e) => handle(JSON.parse(e.data)));
-  }
-  return () => { source.close(); connection.classList.remove("live"); };
+  const controller = new AbortController();
+  let closed = false;
+  const dispatch = (block) => {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    if (data.length && handlers[event]) handlers[event](JSON.parse(data.join("\n")));
+  };
+  (async () => {
+    while (!closed) {
+      try {
+        const response = await api(url, { signal: controller.signal, headers: { accept: "text/event-stream" } });
+        if (!response.ok) throw new Error(response.statusText);
+        connection.classList.add("live");
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          for (let end; (end = buffer.indexOf("\n\n")) >= 0; buffer = buffer.slice(end + 2)) {
+            dispatch(buffer.slice(0, end));
+          }
+        }
+      } catch (e) {
+        if (e.unauthorized) return;
+      }
+      connection.classList.remove("live");
+      if (!closed) await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  })();
+  return () => { closed = true; controller.abort(); connection.classList.remove("live"); };
 }
 
 function cell(value) {
@@ -142,7 +209,7 @@ function streamPage(name) {
   let stopped = false;
   async function refresh() {
     try {
-      const response = await fetch(`/v1/streams/${encodeURIComponent(name)}/recent?limit=50`);
+      const response = await api(`/v1/streams/${encodeURIComponent(name)}/recent?limit=50`);
       const answer = await response.json();
       if (stopped) return; // the page was left meanwhile
       if (!response.ok) throw new Error(answer.error);
@@ -279,7 +346,7 @@ function viewPage(name) {
 
   async function status() {
     try {
-      const views = (await (await fetch("/v1/views")).json()).views;
+      const views = (await (await api("/v1/views")).json()).views;
       if (left) return;
       const v = views.find((x) => x.name === name);
       main.querySelector("#status").innerHTML = v

@@ -335,7 +335,12 @@ async fn run(state: &AppState, text: &str) -> Result<(Vec<Value>, Vec<Value>), H
     let statement = statements
         .pop()
         .ok_or_else(|| HttpError::from(ServerError::Internal(format!("no statement in {text}"))))?;
-    let (schema, batches) = sql::answer(state, statement).await?;
+    // The dashboard's own queries only read, whoever watches.
+    let dashboard = crate::auth::Caller {
+        name: "dashboard".into(),
+        role: sluice_auth::Role::ReadOnly,
+    };
+    let (schema, batches) = sql::answer(state, &dashboard, statement).await?;
     let answer = output::json_answer(&schema, &batches).map_err(|e| {
         HttpError::from(ServerError::Internal(format!(
             "cannot write the answer: {e}"

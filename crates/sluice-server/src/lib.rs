@@ -16,6 +16,7 @@
 //! the port and serves until [`Server::shutdown`]: in-flight requests finish, queued appends are
 //! written, then the log closes.
 
+pub mod auth;
 pub mod dashboard;
 pub mod metrics;
 mod output;
@@ -30,11 +31,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use serde_json::json;
@@ -142,6 +143,8 @@ pub struct ServerConfig {
     pub views: sluice_pipeline::view::ViewConfig,
     /// Where the lake is (`s3://bucket/prefix` or a folder); `<data_dir>/lake` if `None`.
     pub lake: Option<String>,
+    /// Who may connect; `None`: anyone, which only loopback addresses allow.
+    pub users: Option<sluice_auth::Users>,
 }
 
 impl ServerConfig {
@@ -157,6 +160,7 @@ impl ServerConfig {
             raw: sluice_pipeline::RawConfig::default(),
             views: sluice_pipeline::view::ViewConfig::default(),
             lake: None,
+            users: None,
         }
     }
 }
@@ -175,11 +179,14 @@ pub struct AppState {
     /// ends then, so that shutdown does not wait on it.
     pub stopping: watch::Receiver<bool>,
     pub metrics: PrometheusHandle,
+    /// Who may call; `None`: anyone (see [`auth`]).
+    pub users: Option<Arc<sluice_auth::Users>>,
 }
 
 /// The whole HTTP API.
 pub fn router(state: AppState, ingest: IngestConfig) -> Router {
-    let ingest = Ingest::new(state.log.clone(), ingest);
+    let users = state.users.clone();
+    let ingest = Ingest::new(state.log.clone(), ingest, users.clone());
     let doors = sluice_ingest::http::routes()
         .merge(sluice_ingest::kinesis::routes())
         .with_state(ingest);
@@ -193,6 +200,10 @@ pub fn router(state: AppState, ingest: IngestConfig) -> Router {
         .merge(dashboard::routes())
         .with_state(state)
         .merge(doors)
+        .layer(axum::middleware::from_fn_with_state(
+            users,
+            auth::authenticate,
+        ))
 }
 
 #[derive(Deserialize)]
@@ -205,6 +216,7 @@ struct SqlRequest {
 
 async fn run_sql(
     State(state): State<AppState>,
+    Extension(caller): Extension<auth::Caller>,
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<axum::response::Response, HttpError> {
@@ -217,7 +229,7 @@ async fn run_sql(
     let statements = sluice_sql::parse(&request.sql).map_err(ServerError::from)?;
     let mut answer = sql::QueryResult::default().to_arrow()?;
     for statement in statements {
-        answer = sql::answer(&state, statement).await?;
+        answer = sql::answer(&state, &caller, statement).await?;
     }
     let (schema, mut batches) = answer;
     let truncated = request
@@ -236,6 +248,14 @@ impl From<sql::StatementError> for HttpError {
         use sluice_query::QueryError;
         match e {
             sql::StatementError::Server(e) => e.into(),
+            e @ sql::StatementError::Forbidden(_) => {
+                HttpError::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
+            e @ sql::StatementError::Timeout(_) => HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "query_timeout",
+                e.to_string(),
+            ),
             sql::StatementError::Query(QueryError::Refused(m)) => {
                 HttpError::bad_request("statement_refused", m)
             }
@@ -271,14 +291,17 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
-        if let Some(addr) = [config.http, config.pg]
-            .into_iter()
-            .find(|a| !a.ip().is_loopback())
+        if config.users.is_none()
+            && let Some(addr) = [config.http, config.pg]
+                .into_iter()
+                .find(|a| !a.ip().is_loopback())
         {
             return Err(ServerError::Config(format!(
-                "refusing to listen on {addr}: a non-loopback address needs authentication, which \
-                 this version of Sluice does not have yet; listen on 127.0.0.1 (the default) and \
-                 put an authenticating proxy in front"
+                "refusing to listen on {addr} without authentication: anyone who reaches it \
+                 could read and change everything. Give users their secrets first, e.g. \
+                 SLUICE_ADMIN_SECRET=$(openssl rand -hex 24) (user admin) and, for a read-only \
+                 user, SLUICE_READER_SECRET (user reader), or [[users]] in the config file; or \
+                 listen on 127.0.0.1 (the default)"
             )));
         }
         let metrics = metrics::install();
@@ -337,6 +360,7 @@ impl Server {
             tables: Arc::default(),
             stopping: stopped.clone(),
             metrics: metrics.clone(),
+            users: config.users.clone().map(Arc::new),
         };
         let rates = state.rates.clone();
         let (pg_addr, pg) = pg::serve(config.pg, state.clone(), stopped.clone()).await?;

@@ -13,6 +13,7 @@ use sluice_query::arrow::array::RecordBatch;
 use sluice_query::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use sluice_sql::{CreateStream, Statement, StreamDefinition};
 
+use crate::auth::Caller;
 use crate::{AppState, ServerError};
 
 /// A result: typed columns and rows of JSON values.
@@ -73,6 +74,14 @@ pub type Answer = (SchemaRef, Vec<RecordBatch>);
 pub enum StatementError {
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A read-only caller's statement that writes.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A query that ran past the query timeout.
+    #[error(
+        "the query ran longer than the query timeout of {0:?} (limits.query_timeout) and was cancelled"
+    )]
+    Timeout(std::time::Duration),
     #[error(transparent)]
     Query(#[from] sluice_query::QueryError),
 }
@@ -81,7 +90,16 @@ pub enum StatementError {
 /// async threads: creating and dropping streams fsyncs; their pipelines and tables follow
 /// before it returns), view statements by the views, everything else — `DESCRIBE` of a table
 /// that is not a stream's included — in the query engine.
-pub async fn answer(state: &AppState, statement: Statement) -> Result<Answer, StatementError> {
+pub async fn answer(
+    state: &AppState,
+    caller: &Caller,
+    statement: Statement,
+) -> Result<Answer, StatementError> {
+    if let Some(what) = writes(&statement) {
+        caller
+            .may_write(&what)
+            .map_err(|e| StatementError::Forbidden(e.message))?;
+    }
     let (log, query) = (&state.log, &state.query);
     let statement = match statement {
         Statement::CreateView(create) => {
@@ -155,6 +173,42 @@ pub async fn answer(state: &AppState, statement: Statement) -> Result<Answer, St
     Ok(result.to_arrow()?)
 }
 
+/// What a statement writes, by its kind (`CREATE STREAM`, `INSERT INTO`); `None` for those that
+/// only read: queries, `SHOW`, `DESCRIBE`, `EXPLAIN` of a query.
+pub fn writes(statement: &Statement) -> Option<String> {
+    match statement {
+        Statement::ShowStreams | Statement::ShowViews | Statement::Describe { .. } => None,
+        Statement::Sql(sql) => sql_writes(sql),
+        other => Some(other.tag().to_string()),
+    }
+}
+
+/// [`writes`] for the statements the query engine runs.
+pub fn sql_writes(statement: &datafusion::sql::sqlparser::ast::Statement) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::Statement as S;
+    match statement {
+        S::Query(_)
+        | S::ShowTables { .. }
+        | S::ShowColumns { .. }
+        | S::ShowVariable { .. }
+        | S::ShowStatus { .. }
+        | S::ShowCatalogs { .. }
+        | S::ShowSchemas { .. }
+        | S::ExplainTable { .. } => None,
+        S::Explain { statement, .. } => sql_writes(statement),
+        other => Some(statement_kind(other)),
+    }
+}
+
+/// A statement's leading words (`DROP TABLE`, `INSERT INTO`), for messages.
+pub fn statement_kind(statement: &datafusion::sql::sqlparser::ast::Statement) -> String {
+    let text = statement.to_string();
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 async fn run_query(
     query: &QueryEngine,
     statement: datafusion::sql::sqlparser::ast::Statement,
@@ -184,12 +238,7 @@ pub fn execute(
         | Statement::DropView { .. }
         | Statement::ShowViews) => {
             let what = match &statement {
-                Statement::Sql(sql) => sql
-                    .to_string()
-                    .split_whitespace()
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                Statement::Sql(sql) => statement_kind(sql),
                 other => other.tag().to_string(),
             };
             Err(ServerError::Unsupported(format!(

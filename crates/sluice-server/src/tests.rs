@@ -12,6 +12,13 @@ use tower::ServiceExt;
 use crate::{AppState, ServerError, router, sql};
 
 fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
+    app_with_users(dir, None)
+}
+
+fn app_with_users(
+    dir: &std::path::Path,
+    users: Option<sluice_auth::Users>,
+) -> (Arc<Log>, axum::Router) {
     let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
     let lake = sluice_lake::Lake::local(dir.join("lake")).unwrap();
     let state = AppState {
@@ -33,6 +40,7 @@ fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
         tables: Arc::default(),
         stopping: tokio::sync::watch::channel(false).1,
         metrics: crate::metrics::install(),
+        users: users.map(Arc::new),
     };
     (log, router(state, IngestConfig::default()))
 }
@@ -317,4 +325,132 @@ async fn max_rows_truncates_an_answer_and_says_so() {
     let body = json!({"sql": "SELECT 1", "max_rows": 3}).to_string();
     let (_, answer, _) = request(&app, "POST", "/v1/sql", &body).await;
     assert!(answer.get("truncated").is_none(), "{answer}");
+}
+
+/// With users, every route but the dashboard's files asks for a bearer token; a read-only
+/// token may query and watch but not ingest or change anything.
+#[tokio::test]
+async fn bearer_tokens_and_read_only_users() {
+    use sluice_auth::{Role, User, Users};
+    let dir = tempfile::tempdir().unwrap();
+    let users = Users::new(vec![
+        User::new("admin", Role::Admin, "admin-secret-0123456789").unwrap(),
+        User::new("reader", Role::ReadOnly, "reader-secret-0123456789").unwrap(),
+    ])
+    .unwrap();
+    let (log, app) = app_with_users(dir.path(), users);
+    let call = |method: &str, path: &str, token: Option<&str>, body: String| {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from(body)).unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let challenge = response.headers().get("www-authenticate").cloned();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (
+                status,
+                json["code"].as_str().unwrap_or("").to_string(),
+                challenge,
+            )
+        }
+    };
+    let sql = |text: &str| json!({ "sql": text }).to_string();
+    let admin = Some("admin-secret-0123456789");
+    let reader = Some("reader-secret-0123456789");
+
+    // The page and its files hold no data.
+    assert_eq!(
+        call("GET", "/", None, String::new()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call("GET", "/assets/app.js", None, String::new()).await.0,
+        StatusCode::OK
+    );
+    for (token, code) in [
+        (None, "unauthorized"),
+        (Some("admin-secret-012345678"), "unauthorized"),
+    ] {
+        for (method, path, body) in [
+            ("GET", "/v1/streams", String::new()),
+            ("GET", "/metrics", String::new()),
+            ("GET", "/v1/live/overview", String::new()),
+            ("POST", "/v1/sql", sql("SELECT 1")),
+            ("POST", "/v1/streams/ticks/records", "{}\n".to_string()),
+        ] {
+            let (status, got, challenge) = call(method, path, token, body).await;
+            assert_eq!(
+                (status, got.as_str()),
+                (StatusCode::UNAUTHORIZED, code),
+                "{method} {path}"
+            );
+            assert_eq!(challenge.unwrap(), "Bearer realm=\"sluice\"");
+        }
+    }
+    assert_eq!(
+        call("POST", "/v1/sql", admin, sql(TICKS)).await.0,
+        StatusCode::OK
+    );
+    let ingest = || r#"{"ticker":"A","price":1,"ts":"2026-01-01T00:00:00Z"}"#.to_string() + "\n";
+    assert_eq!(
+        call("POST", "/v1/streams/ticks/records", admin, ingest())
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // The reader may look …
+    for (method, path, body) in [
+        ("GET", "/v1/streams", String::new()),
+        ("GET", "/v1/tables", String::new()),
+        ("POST", "/v1/sql", sql("SELECT count(*) FROM ticks")),
+        ("POST", "/v1/sql", sql("SHOW STREAMS")),
+        ("POST", "/v1/sql", sql("DESCRIBE ticks")),
+        ("POST", "/v1/sql", sql("EXPLAIN SELECT * FROM ticks")),
+    ] {
+        assert_eq!(
+            call(method, path, reader, body).await.0,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    // … but not touch.
+    for (path, body) in [
+        ("/v1/streams/ticks/records", ingest()),
+        ("/v1/sql", sql("DROP STREAM ticks")),
+        ("/v1/sql", sql("CREATE STREAM other (a INT)")),
+        ("/v1/sql", sql("CREATE TABLE t AS SELECT 1 AS a")),
+        ("/v1/sql", sql("INSERT INTO t VALUES (1)")),
+        ("/v1/sql", sql("DROP TABLE ticks")),
+        ("/v1/sql", sql("OPTIMIZE ticks")),
+        ("/v1/sql", sql("VACUUM ticks")),
+        ("/v1/sql", sql("EXPLAIN INSERT INTO t VALUES (1)")),
+        (
+            "/v1/sql",
+            sql("CREATE MATERIALIZED VIEW v AS SELECT ticker, count(*) FROM ticks GROUP BY ticker"),
+        ),
+        ("/v1/sql", sql("SELECT 1; DROP STREAM ticks")),
+    ] {
+        let (status, code, _) = call("POST", path, reader, body.clone()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{body}"
+        );
+    }
+    assert_eq!(log.streams().len(), 1, "the stream is still there");
+    let records: u64 = log
+        .stream("ticks")
+        .unwrap()
+        .shards()
+        .iter()
+        .map(|s| s.bounds().1)
+        .sum();
+    assert_eq!(records, 1, "only the admin's record");
 }

@@ -12,16 +12,25 @@
 //! CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL)
 //!   WITH (shards = 4, event_time = 'ts', watermark = '5 seconds');
 //! """
+//!
+//! [[users]]                 # who may connect (needed to listen beyond loopback)
+//! name = "ops"
+//! role = "read_only"        # or "admin"
+//! secret_env = "OPS_SECRET" # the secret, from this environment variable…
+//! # secret = "…"            # …or here, in a file only its owner can read
 //! ```
 //!
 //! A file ending in `.sql` is taken as the `sql` alone. Statements are applied at every start;
-//! applying the same file again changes nothing.
+//! applying the same file again changes nothing. Users come from the file and from the
+//! environment: `SLUICE_ADMIN_SECRET` makes user `admin` and `SLUICE_READER_SECRET` user
+//! `reader` (read-only). Secrets are never taken on the command line, where `ps` shows them.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
+use sluice_auth::{Role, User, Users};
 use sluice_server::ServerConfig;
 
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
@@ -47,7 +56,30 @@ struct ConfigFile {
     idle_timeout: Option<String>,
     /// Statements applied at start-up.
     sql: Option<String>,
+    /// Who may connect.
+    #[serde(default)]
+    users: Vec<UserEntry>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    #[serde(default = "admin")]
+    role: Role,
+    secret: Option<String>,
+    secret_env: Option<String>,
+}
+
+fn admin() -> Role {
+    Role::Admin
+}
+
+/// The users the environment makes: its variable, the user's name and role.
+const ENV_USERS: [(&str, &str, Role); 2] = [
+    ("SLUICE_ADMIN_SECRET", "admin", Role::Admin),
+    ("SLUICE_READER_SECRET", "reader", Role::ReadOnly),
+];
 
 /// What the command line says of the same things (it wins over the file).
 #[derive(Debug, Default)]
@@ -59,6 +91,15 @@ pub struct Flags {
 }
 
 pub fn resolve(file: Option<&Path>, flags: Flags) -> anyhow::Result<ServerConfig> {
+    resolve_with_env(file, flags, |name| std::env::var(name).ok())
+}
+
+/// [`resolve`], with the environment given (tests give their own).
+pub fn resolve_with_env(
+    file: Option<&Path>,
+    flags: Flags,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<ServerConfig> {
     let parsed = match file {
         None => ConfigFile::default(),
         Some(path) => {
@@ -87,7 +128,9 @@ pub fn resolve(file: Option<&Path>, flags: Flags) -> anyhow::Result<ServerConfig
         Some(addr) => addr,
         None => DEFAULT_PG.parse().context("the default address")?,
     };
+    let users = users(&parsed.users, file, &env)?;
     let mut config = ServerConfig::new(data_dir, http, pg);
+    config.users = users;
     config.statements = parsed.sql;
     config.lake = flags.lake.or(parsed.lake);
     if let Some(interval) = parsed.commit_interval {
@@ -100,6 +143,62 @@ pub fn resolve(file: Option<&Path>, flags: Flags) -> anyhow::Result<ServerConfig
         config.views.idle_timeout = duration("idle_timeout", &timeout)?;
     }
     Ok(config)
+}
+
+/// The file's users and the environment's.
+fn users(
+    entries: &[UserEntry],
+    file: Option<&Path>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<Users>> {
+    let mut users = Vec::new();
+    for entry in entries {
+        let secret = match (&entry.secret, &entry.secret_env) {
+            (Some(secret), None) => {
+                if let Some(path) = file {
+                    private(path)?;
+                }
+                secret.clone()
+            }
+            (None, Some(var)) => env(var).with_context(|| {
+                format!(
+                    "user '{}': the environment variable {var} is not set",
+                    entry.name
+                )
+            })?,
+            _ => anyhow::bail!(
+                "user '{}': give either secret or secret_env (the name of an environment variable)",
+                entry.name
+            ),
+        };
+        users.push(User::new(&entry.name, entry.role, secret)?);
+    }
+    for (var, name, role) in ENV_USERS {
+        if let Some(secret) = env(var).filter(|s| !s.is_empty()) {
+            users.push(User::new(name, role, secret).with_context(|| format!("in {var}"))?);
+        }
+    }
+    Ok(Users::new(users)?)
+}
+
+/// Refuses a config file with secrets that others than its owner may read.
+fn private(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} holds secrets but others may read it (mode {:o}): chmod 600 it, or use secret_env",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A positive duration of the config file, such as "1s" or "250ms".
@@ -163,6 +262,55 @@ mod tests {
         std::fs::write(&path, "colour = 'red'\n").unwrap();
         let e = resolve(Some(&path), Flags::default()).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");
+    }
+
+    #[test]
+    fn users_come_from_the_file_and_the_environment_never_in_clear_for_all_to_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile_dir();
+        let path = dir.join("users.toml");
+        let env = |name: &str| match name {
+            "OPS_SECRET" => Some("ops-secret-0123456789".to_string()),
+            "SLUICE_READER_SECRET" => Some("reader-secret-0123456789".to_string()),
+            _ => None,
+        };
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(
+            "[[users]]\nname = \"ops\"\nrole = \"read_only\"\nsecret_env = \"OPS_SECRET\"\n\
+             [[users]]\nname = \"root\"\nsecret = \"root-secret-0123456789\"\n",
+            0o600,
+        );
+        let c = resolve_with_env(Some(&path), Flags::default(), env).unwrap();
+        let users = c.users.unwrap();
+        let roles: Vec<(String, Role)> = users.iter().map(|u| (u.name.clone(), u.role)).collect();
+        assert_eq!(
+            roles,
+            [
+                ("ops".to_string(), Role::ReadOnly),
+                ("root".to_string(), Role::Admin),
+                ("reader".to_string(), Role::ReadOnly)
+            ]
+        );
+        assert!(users.by_token("ops-secret-0123456789").is_some());
+        // A secret in a file others may read is refused; so are weak secrets and unset variables.
+        write(
+            "[[users]]\nname = \"root\"\nsecret = \"root-secret-0123456789\"\n",
+            0o644,
+        );
+        let e = resolve_with_env(Some(&path), Flags::default(), env).unwrap_err();
+        assert!(format!("{e:#}").contains("chmod 600"), "{e:#}");
+        write("[[users]]\nname = \"root\"\nsecret = \"short\"\n", 0o600);
+        let e = resolve_with_env(Some(&path), Flags::default(), env).unwrap_err();
+        assert!(format!("{e:#}").contains("too short"), "{e:#}");
+        write("[[users]]\nname = \"x\"\nsecret_env = \"UNSET\"\n", 0o600);
+        let e = resolve_with_env(Some(&path), Flags::default(), env).unwrap_err();
+        assert!(format!("{e:#}").contains("UNSET is not set"), "{e:#}");
+        // No users anywhere: no authentication.
+        let c = resolve_with_env(None, Flags::default(), |_| None).unwrap();
+        assert!(c.users.is_none());
     }
 
     fn tempfile_dir() -> PathBuf {

@@ -110,6 +110,22 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The HTTP client of `sluice sql` and `sluice produce`: with `SLUICE_TOKEN`, if set, as its
+/// bearer token (a server with users asks for one).
+fn client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("SLUICE_TOKEN") {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("SLUICE_TOKEN is not a valid token")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .context("cannot make an HTTP client")
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -58,7 +58,7 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     if let Some(key) = &args.key {
         url.query_pairs_mut().append_pair("key", key);
     }
-    let client = reqwest::Client::new();
+    let client = crate::client()?;
     let (chunks_tx, mut chunks) = mpsc::channel::<Bytes>(usize::from(args.concurrency));
     let batch_bytes = args.batch_bytes.max(1);
     let (rate, repeat) = (args.rate, args.repeat);

@@ -33,7 +33,7 @@ pub async fn run(args: SqlArgs) -> anyhow::Result<()> {
         OutputFormat::Csv => "text/csv",
         OutputFormat::Table | OutputFormat::Json => "application/json",
     };
-    let response = reqwest::Client::new()
+    let response = crate::client()?
         .post(url.clone())
         .header("accept", accept)
         .header("content-type", "application/json")

@@ -29,7 +29,7 @@ pub(crate) fn fixture(log_config: LogConfig, config: IngestConfig) -> Fixture {
         },
     )
     .unwrap();
-    let ingest = Ingest::new(log.clone(), config);
+    let ingest = Ingest::new(log.clone(), config, None);
     let app = super::routes()
         .merge(crate::kinesis::routes())
         .with_state(ingest.clone());

@@ -57,6 +57,17 @@ impl KinesisError {
         Self::new(StatusCode::BAD_REQUEST, "ExpiredIteratorException", message)
     }
 
+    /// A user whose role does not allow the operation.
+    pub fn access_denied(user: &str, operation: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "AccessDeniedException",
+            format!(
+                "User: {user} is not authorized to perform: kinesis:{operation}: the user is read-only"
+            ),
+        )
+    }
+
     pub fn stream_not_found(name: &str) -> Self {
         Self::not_found(format!("Stream {name} under account {ACCOUNT} not found."))
     }
@@ -109,6 +120,23 @@ impl From<sluice_log::Error> for KinesisError {
                 e.to_string(),
             ),
         }
+    }
+}
+
+impl From<sluice_auth::sigv4::SigV4Error> for KinesisError {
+    fn from(e: sluice_auth::sigv4::SigV4Error) -> Self {
+        use sluice_auth::sigv4::SigV4Error as E;
+        let kind = match &e {
+            E::Missing => "MissingAuthenticationTokenException",
+            E::Incomplete(_) => "IncompleteSignatureException",
+            E::UnknownKey => "UnrecognizedClientException",
+            E::Expired(_) | E::Mismatch => "InvalidSignatureException",
+        };
+        let status = match e {
+            E::Missing => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, kind, e.to_string())
     }
 }
 

@@ -17,10 +17,11 @@ mod ops;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::de::DeserializeOwned;
+use sluice_auth::sigv4::{self, SignedRequest};
 
 pub use error::KinesisError;
 pub use iterator::{ITERATOR_TTL_MS, ShardIterator};
@@ -45,20 +46,21 @@ pub(crate) struct Context {
     pub region: String,
 }
 
-async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) -> Response {
+async fn handle(
+    State(ingest): State<Ingest>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let Some(operation) = target.strip_prefix(TARGET_PREFIX) else {
-        return KinesisError::unknown_operation(format!(
-            "expected an X-Amz-Target header of {TARGET_PREFIX}<Operation>, found {target:?}"
-        ))
-        .into_response();
-    };
+    let operation = target.strip_prefix(TARGET_PREFIX);
     // Memory for the body and what is made of it; GetRecords' answer can be the larger part.
     let memory = crate::request_memory(&headers, MAX_REQUEST_BYTES)
-        + if operation == "GetRecords" {
+        + if operation == Some("GetRecords") {
             2 * ops::MAX_GET_RECORDS_BYTES
         } else {
             0
@@ -69,6 +71,37 @@ async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) ->
     let body = match crate::http::read_body(body, &headers, MAX_REQUEST_BYTES).await {
         Ok(body) => body,
         Err(e) => return KinesisError::validation(e.message).into_response(),
+    };
+    if let Some(users) = &ingest.users {
+        // Verified before anything of the request is looked at, so that a stranger learns
+        // nothing, not even which operations exist.
+        let headers: Vec<(&str, &[u8])> = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        let request = SignedRequest {
+            method: method.as_str(),
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
+            headers: &headers,
+            body: &body,
+        };
+        let user = match sigv4::verify(users, &request, chrono::Utc::now()) {
+            Ok(user) => user,
+            Err(e) => return KinesisError::from(e).into_response(),
+        };
+        if let Some(operation) = operation
+            && !user.role.may_write()
+            && WRITES.contains(&operation)
+        {
+            return KinesisError::access_denied(&user.name, operation).into_response();
+        }
+    }
+    let Some(operation) = operation else {
+        return KinesisError::unknown_operation(format!(
+            "expected an X-Amz-Target header of {TARGET_PREFIX}<Operation>, found {target:?}"
+        ))
+        .into_response();
     };
     let context = Context {
         ingest,
@@ -84,6 +117,9 @@ async fn handle(State(ingest): State<Ingest>, headers: HeaderMap, body: Body) ->
         Err(e) => e.into_response(),
     }
 }
+
+/// The operations a read-only user may not call.
+const WRITES: [&str; 4] = ["CreateStream", "DeleteStream", "PutRecord", "PutRecords"];
 
 async fn dispatch(
     context: &Context,

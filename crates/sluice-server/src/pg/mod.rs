@@ -20,6 +20,8 @@
 //! sees the query. Time travel (`VERSION AS OF`, `TIMESTAMP AS OF`) is rewritten into versioned
 //! table names before any parser sees a query, in both protocols.
 
+mod login;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -41,24 +43,28 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::Type;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
 use datafusion_postgres::pgwire::api::stmt::QueryParser;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers,
+    ClientInfo, ClientPortalStore, ErrorHandler, METADATA_USER, PgWireConnectionState,
+    PgWireServerHandlers,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::Sink;
+use sluice_auth::{Role, Users};
 use sluice_query::{QueryEngine, QueryError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::Caller;
 use crate::{AppState, ServerError, sql};
 
 /// Binds `addr` and serves the PostgreSQL protocol until `stop` turns true.
@@ -76,11 +82,16 @@ pub async fn serve(
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(ReadOnly {
             engine: engine.clone(),
+            users: state.users.clone(),
         }),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
+    let passwords = state
+        .users
+        .as_deref()
+        .map(|users| Arc::new(login::Passwords::new(users)));
     let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
     let handlers = Arc::new(Handlers {
         simple: Arc::new(Simple {
@@ -91,6 +102,7 @@ pub async fn serve(
             parser: Arc::new(AsOfParser(service.query_parser())),
             service,
         }),
+        passwords,
     });
     let listener = TcpListener::bind(addr)
         .await
@@ -122,9 +134,16 @@ pub async fn serve(
 struct Handlers {
     simple: Arc<Simple>,
     extended: Arc<Extended>,
+    /// `None`: no users, no login.
+    passwords: Option<Arc<login::Passwords>>,
 }
 
 impl PgWireServerHandlers for Handlers {
+    /// Called for every connection: a login holds its exchange's state.
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(login::Login::new(self.passwords.as_ref()))
+    }
+
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
         self.simple.clone()
     }
@@ -163,9 +182,10 @@ impl SimpleQueryHandler for Simple {
         let statements = sluice_sql::parse(query)
             .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
         let mut responses = Vec::with_capacity(statements.len());
+        let caller = caller(&self.state.users, client);
         for statement in statements {
             let tag = statement.tag();
-            let (schema, batches) = sql::answer(&self.state, statement)
+            let (schema, batches) = sql::answer(&self.state, &caller, statement)
                 .await
                 .map_err(server_error)?;
             if schema.fields().is_empty() {
@@ -251,15 +271,49 @@ impl QueryParser for AsOfParser {
     }
 }
 
+/// The user a connection logged in as (pgwire's startup authenticated it); anyone without users.
+fn caller(users: &Option<Arc<Users>>, client: &(impl ClientInfo + ?Sized)) -> Caller {
+    let user = users
+        .as_ref()
+        .zip(client.metadata().get(METADATA_USER))
+        .and_then(|(users, name)| users.get(name));
+    match (users, user) {
+        (None, _) => Caller::anyone(),
+        (Some(_), Some(user)) => Caller {
+            name: user.name.clone(),
+            role: user.role,
+        },
+        // Cannot happen past startup's authentication; if it did, the connection may only read.
+        (Some(_), None) => Caller {
+            name: "unknown".into(),
+            role: Role::ReadOnly,
+        },
+    }
+}
+
 /// Lets through what only reads: queries (planned and checked by the query engine, so
-/// `SELECT … INTO` is refused too) and the statements clients send to set up a session.
+/// `SELECT … INTO` is refused too) and the statements clients send to set up a session; and,
+/// for a caller who may write, `INSERT` and the lake's DDL.
 struct ReadOnly {
     engine: QueryEngine,
+    users: Option<Arc<Users>>,
 }
 
 impl ReadOnly {
-    /// `Some(error)` for a statement that may not run here.
-    fn refuse(statement: &Statement) -> Option<PgWireError> {
+    /// `Some(error)` for a statement that may not run here, or not for this caller.
+    fn refuse(
+        &self,
+        statement: &Statement,
+        client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireError> {
+        // Of what may run here, only these write.
+        let writes =
+            matches!(statement, Statement::Insert(_)) || QueryEngine::is_lake_ddl(statement);
+        if writes
+            && let Err(e) = caller(&self.users, client).may_write(&sql::statement_kind(statement))
+        {
+            return Some(user_error("42501", &e.message));
+        }
         let allowed = match statement {
             Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) => true,
             s if QueryEngine::is_lake_ddl(s) => true,
@@ -293,7 +347,7 @@ impl ReadOnly {
                 &format!(
                     "only queries, stream statements, CREATE TABLE … AS, INSERT and DROP TABLE \
                      are allowed, not {}",
-                    statement_kind(statement)
+                    sql::statement_kind(statement)
                 ),
             )
         })
@@ -323,6 +377,7 @@ impl ReadOnly {
         &self,
         statement: &Statement,
         ctx: &SessionContext,
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
         // The simple protocol runs them before any hook; the extended one cannot describe
         // their answers ahead of running them.
@@ -333,7 +388,7 @@ impl ReadOnly {
                  parameters), not in the extended one",
             )));
         }
-        if let Some(refusal) = Self::refuse(statement) {
+        if let Some(refusal) = self.refuse(statement, client) {
             return Some(Err(refusal));
         }
         if QueryEngine::is_lake_ddl(statement) {
@@ -364,7 +419,7 @@ impl QueryHook for ReadOnly {
         &self,
         statement: &Statement,
         ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         // Prepared statements live in the protocol's portals, not in SQL: psycopg deallocates
         // them all after some commands, and poolers discard session state.
@@ -375,11 +430,16 @@ impl QueryHook for ReadOnly {
             Statement::Discard { .. } => {
                 return Some(Ok(Response::Execution(Tag::new("DISCARD ALL"))));
             }
-            s if QueryEngine::is_lake_ddl(s) => return Some(self.lake_ddl(s).await),
+            s if QueryEngine::is_lake_ddl(s) => {
+                return Some(match self.refuse(s, &*client) {
+                    Some(refusal) => Err(refusal),
+                    None => self.lake_ddl(s).await,
+                });
+            }
             _ => {}
         }
         // A query that passes is run by datafusion-postgres itself (None).
-        match self.plan(statement, ctx).await? {
+        match self.plan(statement, ctx, &*client).await? {
             Ok(_) => None,
             Err(e) => Some(Err(e)),
         }
@@ -389,9 +449,9 @@ impl QueryHook for ReadOnly {
         &self,
         statement: &Statement,
         ctx: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
+        client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        self.plan(statement, ctx).await
+        self.plan(statement, ctx, client).await
     }
 
     async fn handle_extended_query(
@@ -400,22 +460,16 @@ impl QueryHook for ReadOnly {
         _plan: &LogicalPlan,
         _params: &ParamValues,
         _ctx: &SessionContext,
-        _client: &mut dyn HookClient,
+        client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
         if QueryEngine::is_lake_ddl(statement) {
-            return Some(self.lake_ddl(statement).await);
+            return Some(match self.refuse(statement, &*client) {
+                Some(refusal) => Err(refusal),
+                None => self.lake_ddl(statement).await,
+            });
         }
         None
     }
-}
-
-/// A statement's leading words (`DROP TABLE`, `INSERT INTO`), for messages.
-fn statement_kind(statement: &Statement) -> String {
-    let text = statement.to_string();
-    text.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `SET datafusion.…`: an option of the session every connection shares.
@@ -446,6 +500,8 @@ fn server_error(e: sql::StatementError) -> PgWireError {
     use sluice_pipeline::PipelineError as P;
     let e = match e {
         sql::StatementError::Query(e) => return query_error(e),
+        sql::StatementError::Forbidden(m) => return user_error("42501", &m),
+        e @ sql::StatementError::Timeout(_) => return user_error("57014", &e.to_string()),
         sql::StatementError::Server(e) => e,
     };
     let code = match &e {
@@ -496,7 +552,16 @@ fn plan_error_code(message: &str) -> &'static str {
 struct SqlState;
 
 impl ErrorHandler for SqlState {
-    fn on_error<C: ClientInfo>(&self, _client: &C, error: &mut PgWireError) {
+    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
+        // A login's failures stay as they are: FATAL (see [`login`]).
+        if matches!(
+            client.state(),
+            PgWireConnectionState::AwaitingSslRequest
+                | PgWireConnectionState::AwaitingStartup
+                | PgWireConnectionState::AuthenticationInProgress
+        ) {
+            return;
+        }
         let PgWireError::ApiError(source) = error else {
             return;
         };
