@@ -31,6 +31,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
+use futures::StreamExt;
 use sluice_lake::{Lake, Version};
 use sluice_log::Log;
 use sluice_sql::AsOf;
@@ -48,6 +49,9 @@ pub enum QueryError {
     Plan(String),
     #[error("{0}")]
     Execution(String),
+    /// The answer grew past [`QueryEngine::with_max_result_bytes`].
+    #[error("{0}")]
+    ResultTooLarge(String),
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -65,6 +69,8 @@ pub struct QueryEngine {
     lake: Lake,
     log: Arc<Log>,
     tails: Arc<fresh::Tails>,
+    /// The largest answer [`QueryEngine::execute`] collects, in bytes of Arrow memory.
+    max_result_bytes: usize,
 }
 
 impl QueryEngine {
@@ -74,7 +80,14 @@ impl QueryEngine {
             lake,
             log,
             tails: Arc::default(),
+            max_result_bytes: usize::MAX,
         }
+    }
+
+    /// Refuses answers larger than `bytes` (stopping the query as it passes them).
+    pub fn with_max_result_bytes(mut self, bytes: usize) -> Self {
+        self.max_result_bytes = bytes;
+        self
     }
 
     /// Whether the lake holds table `name`.
@@ -161,10 +174,23 @@ impl QueryEngine {
             .await
             .map_err(|e| QueryError::Plan(message(e)))?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
-        let batches = frame
-            .collect()
+        let mut stream = frame
+            .execute_stream()
             .await
             .map_err(|e| QueryError::Execution(message(e)))?;
+        let (mut batches, mut bytes) = (Vec::new(), 0);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| QueryError::Execution(message(e)))?;
+            bytes += batch.get_array_memory_size();
+            if bytes > self.max_result_bytes {
+                return Err(QueryError::ResultTooLarge(format!(
+                    "the answer is larger than {} MiB (limits.max_result_bytes): aggregate, \
+                     or add a LIMIT",
+                    self.max_result_bytes >> 20
+                )));
+            }
+            batches.push(batch);
+        }
         Ok(QueryOutput { schema, batches })
     }
 }

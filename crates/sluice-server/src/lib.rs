@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod dashboard;
+pub mod listen;
 pub mod metrics;
 mod output;
 pub mod pg;
@@ -145,6 +146,42 @@ pub struct ServerConfig {
     pub lake: Option<String>,
     /// Who may connect; `None`: anyone, which only loopback addresses allow.
     pub users: Option<sluice_auth::Users>,
+    pub limits: Limits,
+    /// TLS on both ports, when given.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Limits of the server beyond the ingest doors' ([`IngestConfig`]); each is answered with a
+/// clear error when exceeded.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once, on each port; one more is refused (HTTP 503
+    /// `too_many_connections`, PostgreSQL 53300).
+    pub max_connections: usize,
+    /// How long a query may run: over HTTP the whole answer, over the PostgreSQL protocol each
+    /// connection's default `statement_timeout` (which it may `SET` otherwise). Past it the
+    /// query is cancelled (HTTP 503 `query_timeout`, SQLSTATE 57014).
+    pub query_timeout: Duration,
+    /// Largest answer of a query over HTTP (Arrow bytes); past it the query stops and the
+    /// answer is refused (`result_too_large`): aggregate, or add a LIMIT.
+    pub max_result_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            query_timeout: Duration::from_secs(300),
+            max_result_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl ServerConfig {
@@ -161,6 +198,8 @@ impl ServerConfig {
             views: sluice_pipeline::view::ViewConfig::default(),
             lake: None,
             users: None,
+            limits: Limits::default(),
+            tls: None,
         }
     }
 }
@@ -181,6 +220,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Who may call; `None`: anyone (see [`auth`]).
     pub users: Option<Arc<sluice_auth::Users>>,
+    pub limits: Limits,
 }
 
 /// The whole HTTP API.
@@ -262,6 +302,9 @@ impl From<sql::StatementError> for HttpError {
             sql::StatementError::Query(QueryError::Plan(m) | QueryError::Execution(m)) => {
                 HttpError::bad_request("query_error", m)
             }
+            sql::StatementError::Query(QueryError::ResultTooLarge(m)) => {
+                HttpError::bad_request("result_too_large", m)
+            }
         }
     }
 }
@@ -284,7 +327,7 @@ pub struct Server {
     pipelines: Arc<pipelines::Pipelines>,
     views: Arc<views::Views>,
     stop: watch::Sender<bool>,
-    serving: JoinHandle<std::io::Result<()>>,
+    serving: JoinHandle<()>,
     pg: JoinHandle<()>,
     upkeep: JoinHandle<()>,
 }
@@ -335,7 +378,8 @@ impl Server {
             None => sluice_lake::Lake::local(config.data_dir.join("lake"))?,
         };
         keep_apart(&lake, &config.data_dir)?;
-        let query = sluice_query::QueryEngine::new(lake.clone(), log.clone());
+        let query = sluice_query::QueryEngine::new(lake.clone(), log.clone())
+            .with_max_result_bytes(config.limits.max_result_bytes);
         let dashboard_lake = lake.clone();
         let pipelines = Arc::new(pipelines::Pipelines::new(
             log.clone(),
@@ -349,7 +393,7 @@ impl Server {
             catalog,
             config.views.clone(),
         ));
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let state = AppState {
             log: log.clone(),
             query,
@@ -361,17 +405,34 @@ impl Server {
             stopping: stopped.clone(),
             metrics: metrics.clone(),
             users: config.users.clone().map(Arc::new),
+            limits: config.limits.clone(),
         };
         let rates = state.rates.clone();
-        let (pg_addr, pg) = pg::serve(config.pg, state.clone(), stopped.clone()).await?;
+        let tls = |alpn: &[&[u8]]| {
+            config
+                .tls
+                .as_ref()
+                .map(|files| listen::tls_acceptor(&files.cert, &files.key, alpn))
+                .transpose()
+        };
+        let (http_tls, pg_tls) = (tls(&[b"http/1.1"])?, tls(&[b"postgresql"])?);
+        let max_connections = config.limits.max_connections;
+        let (pg_addr, pg) = pg::serve(
+            config.pg,
+            state.clone(),
+            pg_tls,
+            listen::Connections::new(max_connections),
+            stopped.clone(),
+        )
+        .await?;
         let app = router(state, config.ingest.clone());
-        let serving = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let serving = tokio::spawn(listen::serve_http(
+            listener,
+            app,
+            http_tls,
+            listen::Connections::new(max_connections),
+            stopped,
+        ));
         pipelines.reconcile().await;
         views.reconcile().await;
         for create in config_views {
@@ -406,7 +467,7 @@ impl Server {
         let _ = self.upkeep.await;
         let _ = self.pg.await;
         let mut serving = self.serving;
-        let served = match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
             Ok(joined) => joined.map_err(|e| ServerError::Internal(e.to_string()))?,
             Err(_) => {
                 // A client that never finishes its request must not hold the process forever.
@@ -414,10 +475,8 @@ impl Server {
                 tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}: closing them");
                 serving.abort();
                 let _ = serving.await;
-                Ok(())
             }
-        };
-        served.map_err(|e| ServerError::Internal(format!("the HTTP server failed: {e}")))?;
+        }
         self.views.stop_all().await;
         self.pipelines.stop_all().await;
         drop(self.views);

@@ -111,7 +111,13 @@ pub async fn answer(
             return Ok(QueryResult::default().to_arrow()?);
         }
         Statement::ShowViews => return Ok(state.views.show()?.to_arrow()?),
-        Statement::Sql(statement) => return Ok(run_query(query, *statement).await?),
+        Statement::Sql(statement) => {
+            let timeout = state.limits.query_timeout;
+            return tokio::time::timeout(timeout, run_query(query, *statement))
+                .await
+                .map_err(|_| StatementError::Timeout(timeout))?
+                .map_err(Into::into);
+        }
         Statement::Optimize { table } => {
             let output = query.optimize(&table).await?;
             return Ok((output.schema, output.batches));

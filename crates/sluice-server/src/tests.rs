@@ -41,6 +41,7 @@ fn app_with_users(
         stopping: tokio::sync::watch::channel(false).1,
         metrics: crate::metrics::install(),
         users: users.map(Arc::new),
+        limits: crate::Limits::default(),
     };
     (log, router(state, IngestConfig::default()))
 }

@@ -13,6 +13,16 @@
 //!   WITH (shards = 4, event_time = 'ts', watermark = '5 seconds');
 //! """
 //!
+//! tls_cert = "cert.pem"     # TLS on both ports (PEM: the chain, then its key)
+//! tls_key = "key.pem"
+//!
+//! [limits]                  # each answered with a clear error when exceeded
+//! max_connections = 1024    # open at once, per port
+//! query_timeout = "5m"
+//! max_result_bytes = 268435456         # a query's answer over HTTP (256 MiB)
+//! max_request_bytes = 16777216         # an HTTP ingest request's body (16 MiB)
+//! max_records_per_request = 500000
+//!
 //! [[users]]                 # who may connect (needed to listen beyond loopback)
 //! name = "ops"
 //! role = "read_only"        # or "admin"
@@ -31,7 +41,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 use sluice_auth::{Role, User, Users};
-use sluice_server::ServerConfig;
+use sluice_server::{ServerConfig, TlsFiles};
 
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7878";
@@ -56,9 +66,24 @@ struct ConfigFile {
     idle_timeout: Option<String>,
     /// Statements applied at start-up.
     sql: Option<String>,
+    /// TLS on both ports: the certificate chain and its key, PEM files.
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    #[serde(default)]
+    limits: LimitsEntry,
     /// Who may connect.
     #[serde(default)]
     users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsEntry {
+    max_connections: Option<usize>,
+    query_timeout: Option<String>,
+    max_result_bytes: Option<usize>,
+    max_request_bytes: Option<usize>,
+    max_records_per_request: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +113,8 @@ pub struct Flags {
     pub lake: Option<String>,
     pub http: Option<SocketAddr>,
     pub pg: Option<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 pub fn resolve(file: Option<&Path>, flags: Flags) -> anyhow::Result<ServerConfig> {
@@ -141,6 +168,34 @@ pub fn resolve_with_env(
     }
     if let Some(timeout) = parsed.idle_timeout {
         config.views.idle_timeout = duration("idle_timeout", &timeout)?;
+    }
+    config.tls = match (
+        flags.tls_cert.or(parsed.tls_cert),
+        flags.tls_key.or(parsed.tls_key),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => anyhow::bail!("TLS needs both a certificate (tls_cert) and its key (tls_key)"),
+    };
+    let limits = parsed.limits;
+    let positive = |key: &str, value: Option<usize>| match value {
+        Some(0) => anyhow::bail!("limits.{key} must be at least 1"),
+        value => Ok(value),
+    };
+    if let Some(n) = positive("max_connections", limits.max_connections)? {
+        config.limits.max_connections = n;
+    }
+    if let Some(timeout) = limits.query_timeout {
+        config.limits.query_timeout = duration("limits.query_timeout", &timeout)?;
+    }
+    if let Some(n) = positive("max_result_bytes", limits.max_result_bytes)? {
+        config.limits.max_result_bytes = n;
+    }
+    if let Some(n) = positive("max_request_bytes", limits.max_request_bytes)? {
+        config.ingest.max_body_bytes = n;
+    }
+    if let Some(n) = positive("max_records_per_request", limits.max_records_per_request)? {
+        config.ingest.max_records_per_request = n;
     }
     Ok(config)
 }
@@ -259,6 +314,21 @@ mod tests {
         std::fs::write(&path, "commit_interval = \"soon\"\n").unwrap();
         let e = resolve(Some(&path), Flags::default()).unwrap_err();
         assert!(format!("{e:#}").contains("not a duration"), "{e:#}");
+        std::fs::write(
+            &path,
+            "[limits]\nmax_connections = 10\nquery_timeout = \"2s\"\nmax_request_bytes = 1000\n",
+        )
+        .unwrap();
+        let c = resolve(Some(&path), Flags::default()).unwrap();
+        assert_eq!(c.limits.max_connections, 10);
+        assert_eq!(c.limits.query_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(c.ingest.max_body_bytes, 1000);
+        std::fs::write(&path, "[limits]\nmax_connections = 0\n").unwrap();
+        let e = resolve(Some(&path), Flags::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("at least 1"), "{e:#}");
+        std::fs::write(&path, "tls_cert = \"c.pem\"\n").unwrap();
+        let e = resolve(Some(&path), Flags::default()).unwrap_err();
+        assert!(format!("{e:#}").contains("both"), "{e:#}");
         std::fs::write(&path, "colour = 'red'\n").unwrap();
         let e = resolve(Some(&path), Flags::default()).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");

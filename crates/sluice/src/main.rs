@@ -52,6 +52,12 @@ enum Command {
         /// [default: 127.0.0.1:7879]
         #[arg(long)]
         pg: Option<SocketAddr>,
+        /// TLS on both ports: the certificate chain, a PEM file
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key, a PEM file (PKCS#8, PKCS#1 or SEC1)
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Everything on the embedded default, no setup: the five use cases' streams and views fed
     /// by built-in generators, and the dashboard. Ctrl-C stops; running it again resumes.
@@ -83,6 +89,8 @@ fn main() -> anyhow::Result<()> {
             lake,
             http,
             pg,
+            tls_cert,
+            tls_key,
         } => {
             init_tracing();
             let flags = config::Flags {
@@ -90,6 +98,8 @@ fn main() -> anyhow::Result<()> {
                 lake,
                 http,
                 pg,
+                tls_cert,
+                tls_key,
             };
             let config = config::resolve(config.as_deref(), flags)?;
             runtime()?.block_on(serve(config))

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion_postgres::pgwire::api::ClientInfo;
@@ -22,7 +23,7 @@ use datafusion_postgres::pgwire::api::auth::sasl::scram::{
 use datafusion_postgres::pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
-use datafusion_postgres::pgwire::api::{METADATA_USER, NoopHandler};
+use datafusion_postgres::pgwire::api::{METADATA_USER, NoopHandler, PgWireConnectionState};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use futures::Sink;
@@ -67,21 +68,41 @@ impl AuthSource for Passwords {
 }
 
 /// One connection's login: pgwire's handlers keep the exchange's state, so each connection
-/// gets its own.
-pub enum Login {
+/// gets its own. Once logged in, the connection's `statement_timeout` starts at the server's
+/// query timeout.
+pub struct Login {
+    method: Method,
+    statement_timeout: Duration,
+    /// With TLS configured, a connection that did not ask for it is refused.
+    require_tls: bool,
+}
+
+enum Method {
     /// No users: anyone, as anyone.
     Open(NoopHandler),
     Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
 }
 
+/// Where datafusion-postgres keeps a connection's `statement_timeout`, in milliseconds.
+const STATEMENT_TIMEOUT_MS: &str = "statement_timeout_ms";
+
 impl Login {
-    pub fn new(passwords: Option<&Arc<Passwords>>) -> Self {
-        match passwords {
-            None => Login::Open(NoopHandler),
-            Some(passwords) => Login::Scram(Box::new(
+    pub fn new(
+        passwords: Option<&Arc<Passwords>>,
+        statement_timeout: Duration,
+        require_tls: bool,
+    ) -> Self {
+        let method = match passwords {
+            None => Method::Open(NoopHandler),
+            Some(passwords) => Method::Scram(Box::new(
                 SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
                     .with_scram(ScramAuth::new(passwords.clone())),
             )),
+        };
+        Self {
+            method,
+            statement_timeout,
+            require_tls,
         }
     }
 }
@@ -98,16 +119,42 @@ impl StartupHandler for Login {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let done = match self {
-            Login::Open(handler) => handler.on_startup(client, message).await,
-            Login::Scram(handler) => handler.on_startup(client, message).await,
+        if self.require_tls && !client.is_secure() {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this server takes TLS connections only: connect with sslmode=require".into(),
+            ))));
+        }
+        let done = match &self.method {
+            Method::Open(handler) => handler.on_startup(client, message).await,
+            Method::Scram(handler) => handler.on_startup(client, message).await,
         };
         done.map_err(|e| {
             let user = client.metadata().get(METADATA_USER).cloned();
             tracing::info!(user, addr = %client.socket_addr(), error = %e, "PostgreSQL login refused");
             fatal(e)
-        })
+        })?;
+        if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+            let timeout = self.statement_timeout.as_millis().to_string();
+            client
+                .metadata_mut()
+                .entry(STATEMENT_TIMEOUT_MS.into())
+                .or_insert(timeout);
+        }
+        Ok(())
     }
+}
+
+/// A connection's `statement_timeout` (the server's query timeout unless it `SET` another; none
+/// if it set 0).
+pub fn statement_timeout(client: &impl ClientInfo) -> Option<Duration> {
+    client
+        .metadata()
+        .get(STATEMENT_TIMEOUT_MS)
+        .and_then(|ms| ms.parse().ok())
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis)
 }
 
 fn fatal(e: PgWireError) -> PgWireError {

@@ -57,20 +57,24 @@ use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::Sink;
+use futures::{Sink, StreamExt};
 use sluice_auth::{Role, Users};
 use sluice_query::{QueryEngine, QueryError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Caller;
+use crate::listen::{self, Connections};
 use crate::{AppState, ServerError, sql};
 
 /// Binds `addr` and serves the PostgreSQL protocol until `stop` turns true.
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
+    tls: Option<TlsAcceptor>,
+    connections: Connections,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
     let engine = state.query.clone();
@@ -88,6 +92,7 @@ pub async fn serve(
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
+    let statement_timeout = state.limits.query_timeout;
     let passwords = state
         .users
         .as_deref()
@@ -103,6 +108,8 @@ pub async fn serve(
             service,
         }),
         passwords,
+        statement_timeout,
+        tls: tls.is_some(),
     });
     let listener = TcpListener::bind(addr)
         .await
@@ -114,17 +121,19 @@ pub async fn serve(
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((socket, _)) => {
-                        let handlers = handlers.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = process_socket(socket, None, handlers).await {
-                                tracing::debug!(error = %e, "a PostgreSQL connection failed");
-                            }
-                        });
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot accept a PostgreSQL connection"),
-                },
+                (socket, _) = listen::accept(&listener) => {
+                    let Some(permit) = connections.admit() else {
+                        tokio::spawn(listen::refuse_pg(socket, connections.max()));
+                        continue;
+                    };
+                    let (handlers, tls) = (handlers.clone(), tls.clone());
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        if let Err(e) = process_socket(socket, tls, handlers).await {
+                            tracing::debug!(error = %e, "a PostgreSQL connection failed");
+                        }
+                    });
+                }
             }
         }
     });
@@ -136,12 +145,20 @@ struct Handlers {
     extended: Arc<Extended>,
     /// `None`: no users, no login.
     passwords: Option<Arc<login::Passwords>>,
+    /// Every connection's `statement_timeout` to start with.
+    statement_timeout: std::time::Duration,
+    /// Whether connections must use TLS.
+    tls: bool,
 }
 
 impl PgWireServerHandlers for Handlers {
     /// Called for every connection: a login holds its exchange's state.
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(login::Login::new(self.passwords.as_ref()))
+        Arc::new(login::Login::new(
+            self.passwords.as_ref(),
+            self.statement_timeout,
+            self.tls,
+        ))
     }
 
     fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
@@ -177,7 +194,12 @@ impl SimpleQueryHandler for Simple {
         if !sluice_sql::is_dialect(query) {
             let query = sluice_sql::as_of::rewrite(query)
                 .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
-            return SimpleQueryHandler::do_query(&*self.service, client, &query).await;
+            let timeout = login::statement_timeout(client);
+            let responses = SimpleQueryHandler::do_query(&*self.service, client, &query).await?;
+            return Ok(responses
+                .into_iter()
+                .map(|r| with_deadline(r, timeout))
+                .collect());
         }
         let statements = sluice_sql::parse(query)
             .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
@@ -233,8 +255,44 @@ impl ExtendedQueryHandler for Extended {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows).await
+        let timeout = login::statement_timeout(client);
+        let response =
+            ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows).await?;
+        Ok(with_deadline(response, timeout))
     }
+}
+
+/// Ends a query's rows with SQLSTATE 57014 once its `statement_timeout` has passed:
+/// datafusion-postgres applies the timeout to planning only, while the work is done as the rows
+/// are read. Dropping the rows' stream stops the query.
+fn with_deadline(response: Response, timeout: Option<std::time::Duration>) -> Response {
+    let (mut query, timeout) = match (response, timeout) {
+        (Response::Query(query), Some(timeout)) => (query, timeout),
+        (response, _) => return response,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    query.data_rows = Box::pin(futures::stream::unfold(
+        Some(rows),
+        move |rows| async move {
+            let mut rows = rows?;
+            match tokio::time::timeout_at(deadline, rows.next()).await {
+                Ok(Some(row)) => Some((row, Some(rows))),
+                Ok(None) => None,
+                Err(_) => Some((
+                    Err(user_error(
+                        "57014",
+                        &format!(
+                            "canceling statement due to statement timeout ({timeout:?}; \
+                         limits.query_timeout, or SET statement_timeout)"
+                        ),
+                    )),
+                    None,
+                )),
+            }
+        },
+    ));
+    Response::Query(query)
 }
 
 /// datafusion-postgres' parser, given queries with their time travel rewritten.
@@ -527,6 +585,7 @@ fn query_error(e: QueryError) -> PgWireError {
         QueryError::Refused(m) => user_error("42501", &m),
         QueryError::Plan(m) => user_error(plan_error_code(&m), &m),
         QueryError::Execution(m) => user_error("XX000", &m),
+        QueryError::ResultTooLarge(m) => user_error("54000", &m), // program_limit_exceeded
     }
 }
 

@@ -1,0 +1,237 @@
+//! Accepting connections on both ports: at most [`Limits::max_connections`] at once, TLS when
+//! configured, and for HTTP the connection itself, until shutdown.
+//!
+//! A connection past the limit is answered at once rather than left unseen in the kernel's
+//! queue: HTTP with a 503 `too_many_connections` (over TLS it is closed: there is no cheap way
+//! to say it), PostgreSQL with SQLSTATE 53300 as PostgreSQL does. Handshakes run in each
+//! connection's own task, bounded by [`HANDSHAKE_TIMEOUT`], so a slow client never holds up the
+//! others; HTTP requests must send their headers within [`HEADER_TIMEOUT`], so a client that
+//! never finishes one cannot hold its connection (and a permit) forever.
+//!
+//! Shutdown: the accept loop stops, each connection finishes the request it serves (hyper's
+//! graceful shutdown), and [`serve_http`] returns once every permit is back — that is, once
+//! every connection has closed.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::ServerError;
+
+/// How long a TLS handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection limit of one port.
+#[derive(Clone)]
+pub struct Connections {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Connections {
+    pub fn new(max: usize) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A permit for one more connection, if the limit allows.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Waits until every connection has closed.
+    async fn closed(&self) {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let _ = self.permits.acquire_many(all).await;
+    }
+}
+
+/// The TLS acceptor for a certificate chain and key in PEM files (PKCS#8, PKCS#1 or SEC1 keys),
+/// offering `alpn` protocols. A file that cannot be used stops start-up: a server never falls
+/// back to plain text.
+pub fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<TlsAcceptor, ServerError> {
+    let unusable = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
+        ServerError::Config(format!("cannot use the TLS {what} {}: {e}", path.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| unusable("certificate", cert, &e))?;
+    if certs.is_empty() {
+        return Err(unusable("certificate", cert, &"it holds no certificate"));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| unusable("key", key, &e))?;
+    // rustls is built with two crypto providers here (ring and aws-lc-rs, through different
+    // dependencies), so it cannot pick one by itself: name it.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, private))
+        .map_err(|e| unusable("certificate and key", cert, &e))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then until every connection has closed.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    connections: Connections,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = accept(&listener) => accepted,
+        };
+        let Some(permit) = connections.admit() else {
+            tokio::spawn(refuse_http(tcp, tls.is_some(), connections.max()));
+            continue;
+        };
+        let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => serve_connection(tcp, app, stop).await,
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, app, stop).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+    connections.closed().await;
+}
+
+/// The next connection. Errors of accepting (a full file table, a connection reset before it
+/// was taken) are logged and waited out: the loop must go on.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                return (tcp, peer);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection<I>(io: I, app: Router, mut stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = TowerToHyperService::new(app);
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connection = http.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "an HTTP connection ended with an error");
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn refuse_http(mut tcp: TcpStream, tls: bool, max: usize) {
+    tracing::warn!(max, "refused a connection: too many connections");
+    if tls {
+        return;
+    }
+    let body = serde_json::json!({
+        "code": "too_many_connections",
+        "error": format!(
+            "the server has {max} connections open (limits.max_connections): retry later"
+        ),
+    })
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+/// Refuses a PostgreSQL connection past the limit as PostgreSQL does: a FATAL 53300, sent after
+/// the client's startup message (declining TLS or GSS encryption first, which clients ask for
+/// before it), so that it reaches the user as the reason.
+pub async fn refuse_pg(mut tcp: TcpStream, max: usize) {
+    tracing::warn!(max, "refused a PostgreSQL connection: too many connections");
+    let mut fields = Vec::new();
+    for (kind, value) in [
+        (b'S', "FATAL".to_string()),
+        (b'V', "FATAL".to_string()),
+        (b'C', "53300".to_string()),
+        (
+            b'M',
+            format!("sorry, too many clients already ({max}, limits.max_connections)"),
+        ),
+    ] {
+        fields.push(kind);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    let mut message = vec![b'E'];
+    message.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+    message.extend_from_slice(&fields);
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        // SSLRequest and GSSENCRequest: 8 bytes, length 8, then a code; declined with 'N'.
+        const ENCRYPTION_REQUESTS: [u32; 2] = [80_877_103, 80_877_104];
+        loop {
+            let length = tcp.read_u32().await? as usize;
+            let mut packet = vec![0; length.saturating_sub(4).min(10_000)];
+            tcp.read_exact(&mut packet).await?;
+            let code = packet
+                .get(..4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+            if length == 8 && code.is_some_and(|c| ENCRYPTION_REQUESTS.contains(&c)) {
+                tcp.write_all(b"N").await?;
+                continue;
+            }
+            break;
+        }
+        tcp.write_all(&message).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}

@@ -1,0 +1,157 @@
+"""Limits and TLS: each limit answered with a clear error when exceeded, the server going on;
+TLS on both ports with a certificate made by openssl, psql and Python's ssl as clients.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import time
+
+import psycopg
+import pytest
+from conftest import Server
+from psycopg import errors
+
+PSQL = "/usr/bin/psql"
+
+
+def start(request, tmp_path, sluice_bin, config: str, *args: str) -> Server:
+    path = tmp_path / "sluice.toml"
+    path.write_text(config)
+    srv = Server(tmp_path / "logs", sluice_bin)
+    srv.extra_args = ["--config", str(path), *args]
+    request.node._sluice_servers = [srv]
+    return srv.start(tmp_path / "data")
+
+
+@pytest.fixture
+def limited(request, tmp_path, sluice_bin):
+    srv = start(request, tmp_path, sluice_bin, """
+[limits]
+max_connections = 8
+query_timeout = "1s"
+max_result_bytes = 100000
+max_request_bytes = 1000
+max_records_per_request = 5
+""")
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_connections_past_the_limit_are_refused_clearly(limited):
+    held = [socket.create_connection(("127.0.0.1", limited.port), timeout=5) for _ in range(8)]
+    try:
+        time.sleep(0.3)
+        status, _, body = limited.get("/v1/streams")
+        assert (status, body["code"]) == (503, "too_many_connections"), body
+        assert "limits.max_connections" in body["error"]
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.3)
+    assert limited.get("/v1/streams")[0] == 200, "served again once they close"
+
+    pg_held = [psycopg.connect(host="127.0.0.1", port=limited.pg_port, user="sluice", dbname="sluice",
+                               autocommit=True, connect_timeout=10) for _ in range(8)]
+    try:
+        with pytest.raises(psycopg.OperationalError) as refused:
+            psycopg.connect(host="127.0.0.1", port=limited.pg_port, user="sluice", dbname="sluice",
+                            connect_timeout=10)
+        assert "too many clients" in str(refused.value)
+        assert pg_held[0].execute("SELECT 1").fetchone() == (1,), "those in keep working"
+    finally:
+        for c in pg_held:
+            c.close()
+    with psycopg.connect(host="127.0.0.1", port=limited.pg_port, user="sluice", dbname="sluice",
+                         autocommit=True, connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_queries_past_the_timeout_or_the_result_size_are_stopped(limited):
+    status, body = limited.sql_status("SELECT count(*) FROM range(100000000000)")
+    assert (status, body["code"]) == (503, "query_timeout"), body
+    assert "limits.query_timeout" in body["error"]
+    status, body = limited.sql_status("SELECT * FROM range(1000000)")
+    assert (status, body["code"]) == (400, "result_too_large"), body
+    assert "LIMIT" in body["error"]
+    assert limited.sql("SELECT * FROM range(10)")["rows"][-1] == [9]
+    with psycopg.connect(host="127.0.0.1", port=limited.pg_port, user="sluice", dbname="sluice",
+                         autocommit=True, connect_timeout=10) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone()[0] in ("1000ms", "1s", "1000")
+
+
+def test_ingest_requests_past_their_limits_are_refused_whole(limited):
+    limited.sql("CREATE STREAM s")
+    status, _, body = limited.ingest("s", b"".join(b'{"n":%d}\n' % i for i in range(6)))
+    assert status == 413 or (status == 400 and "records" in body["error"]), body
+    status, _, body = limited.ingest("s", b'{"pad":"' + b"x" * 2000 + b'"}\n')
+    assert status == 413, body
+    status, _, body = limited.ingest("s", b"".join(b'{"n":%d}\n' % i for i in range(5)))
+    assert status == 200, body
+    assert limited.sql("SELECT count(*) FROM s")["rows"] == [[5]]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_on_both_ports(request, tmp_path, sluice_bin, certificate):
+    cert, key = certificate
+    srv = start(request, tmp_path, sluice_bin, "", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=context, timeout=10)
+        conn.request("POST", "/v1/sql", body=json.dumps({"sql": "SELECT 1 AS one"}),
+                     headers={"Content-Type": "application/json"})
+        answer = conn.getresponse()
+        assert answer.status == 200 and json.loads(answer.read())["rows"] == [[1]]
+        conn.close()
+        # Plain HTTP on the TLS port gets nothing it could read as an answer.
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            srv.get("/v1/streams")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        base = [PSQL, "-X", "-A", "-t", "-w", "-c", "SELECT 41 + 1"]
+        out = subprocess.run([*base, f"host=127.0.0.1 port={srv.pg_port} user=sluice dbname=sluice "
+                              f"sslmode=verify-full sslrootcert={cert}"],
+                             capture_output=True, text=True, timeout=30, env=env)
+        assert (out.returncode, out.stdout.strip()) == (0, "42"), out.stderr
+        out = subprocess.run([*base, f"host=127.0.0.1 port={srv.pg_port} user=sluice dbname=sluice sslmode=disable"],
+                             capture_output=True, text=True, timeout=30, env=env)
+        assert out.returncode != 0 and "TLS" in out.stderr, out.stderr
+        with psycopg.connect(host="127.0.0.1", port=srv.pg_port, user="sluice", dbname="sluice",
+                             sslmode="verify-full", sslrootcert=str(cert), autocommit=True) as conn:
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+            assert conn.pgconn.ssl_in_use
+    finally:
+        srv.stop()
+
+
+def test_a_bad_certificate_stops_start_up(tmp_path, sluice_bin):
+    bogus = tmp_path / "bogus.pem"
+    bogus.write_text("not a certificate\n")
+    out = subprocess.run([str(sluice_bin), "serve", "--data-dir", str(tmp_path / "d"), "--http", "127.0.0.1:0",
+                          "--pg", "127.0.0.1:0", "--tls-cert", str(bogus), "--tls-key", str(bogus)],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode != 0 and "cannot use the TLS certificate" in out.stderr, out.stderr
+
+
+def test_query_errors_over_pg_name_the_limit(limited):
+    with psycopg.connect(host="127.0.0.1", port=limited.pg_port, user="sluice", dbname="sluice",
+                         autocommit=True, connect_timeout=10) as conn:
+        with pytest.raises(errors.QueryCanceled):
+            conn.execute("SELECT count(*) FROM range(100000000000)")
+        assert conn.execute("SELECT 3").fetchone() == (3,)
