@@ -91,15 +91,6 @@ impl Ingest {
     }
 }
 
-/// The memory a request with this body may come to hold: the body, and the batches made of it.
-pub(crate) fn request_memory(headers: &axum::http::HeaderMap, limit: usize) -> usize {
-    let declared = headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    2 * declared.unwrap_or(limit).min(limit)
-}
-
 /// An error of Sluice's own HTTP API: a status and a JSON body `{"error": message, "code": code}`
 /// naming what is wrong.
 #[derive(Debug, Clone)]

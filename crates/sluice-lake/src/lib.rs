@@ -378,10 +378,14 @@ impl Lake {
     }
 }
 
-/// Whether `name` may name a table: one folder inside the lake (letters, digits, `_`, `-`, `.`,
-/// not starting with `.`).
+/// The longest table name: the stream log's limit for stream names, and well within file
+/// systems' 255 bytes for a folder (a stream's `_errors` table adds 7).
+pub const MAX_TABLE_NAME: usize = 135;
+
+/// Whether `name` may name a table: one folder inside the lake (1 to [`MAX_TABLE_NAME`]
+/// letters, digits, `_`, `-`, `.`, not starting with `.`).
 pub fn valid_table_name(name: &str) -> bool {
-    !name.is_empty()
+    (1..=MAX_TABLE_NAME).contains(&name.len())
         && !name.starts_with('.')
         && name
             .bytes()

@@ -58,7 +58,8 @@ impl QueryEngine {
         }
         if !sluice_lake::valid_table_name(table) {
             return Err(QueryError::Refused(format!(
-                "'{table}' cannot name a table: use letters, digits, '_', '-' and '.'"
+                "'{table}' cannot name a table: use 1 to {} letters, digits, '_', '-' and '.'",
+                sluice_lake::MAX_TABLE_NAME
             )));
         }
         Ok(table.clone())

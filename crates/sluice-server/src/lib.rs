@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -240,10 +240,45 @@ pub fn router(state: AppState, ingest: IngestConfig) -> Router {
         .merge(dashboard::routes())
         .with_state(state)
         .merge(doors)
+        .fallback(|| async {
+            HttpError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        })
         .layer(axum::middleware::from_fn_with_state(
             users,
             auth::authenticate,
         ))
+        .layer(axum::middleware::from_fn(json_errors))
+}
+
+/// Gives every refusal the API's JSON error body: axum's own (a malformed query string or path,
+/// a body over the 2 MiB of `/v1/sql`) are plain text.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_server_error() => "internal",
+        _ => "invalid_request",
+    };
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let message = match String::from_utf8_lossy(&body).trim() {
+        "" => status.canonical_reason().unwrap_or("refused").to_string(),
+        text => text.to_string(),
+    };
+    HttpError::new(status, code, message).into_response()
 }
 
 #[derive(Deserialize)]

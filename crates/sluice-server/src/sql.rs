@@ -133,7 +133,7 @@ pub async fn answer(
         Statement::Describe { name } if log.stream(&name).is_err() => {
             let describe = datafusion::sql::sqlparser::parser::Parser::parse_sql(
                 &datafusion::sql::sqlparser::dialect::GenericDialect {},
-                &format!("DESCRIBE \"{name}\""),
+                &format!("DESCRIBE \"{}\"", name.replace('"', "\"\"")),
             )
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .remove(0);

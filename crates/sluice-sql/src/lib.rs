@@ -100,6 +100,15 @@ pub struct SqlError {
 }
 
 impl SqlError {
+    /// An error of the whole text, at no position.
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            line: None,
+            column: None,
+        }
+    }
+
     fn at(message: impl Into<String>, location: Location) -> Self {
         let message = message.into();
         if location.line == 0 {
@@ -162,7 +171,47 @@ impl SqlError {
     }
 }
 
+/// The longest SQL text taken, in bytes.
+pub const MAX_SQL_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of expressions and subqueries a statement may have. Planning recurses
+/// over them, and a chain of thousands of `a OR b OR …` would exhaust a thread's stack.
+pub const MAX_EXPRESSION_DEPTH: usize = 500;
+
+/// Refuses a statement nested deeper than [`MAX_EXPRESSION_DEPTH`].
+pub fn check_depth<V: sqlparser::ast::Visit>(statement: &V) -> Result<()> {
+    struct Depth(usize);
+    impl sqlparser::ast::Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _: &sqlparser::ast::Expr) -> std::ops::ControlFlow<()> {
+            self.0 += 1;
+            if self.0 > MAX_EXPRESSION_DEPTH {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _: &sqlparser::ast::Expr) -> std::ops::ControlFlow<()> {
+            self.0 -= 1;
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    match statement.visit(&mut Depth(0)) {
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+        std::ops::ControlFlow::Break(()) => Err(SqlError::new(format!(
+            "the statement nests expressions deeper than {MAX_EXPRESSION_DEPTH}: write long \
+             chains of OR as IN (…), or split the statement"
+        ))),
+    }
+}
+
 fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(SqlError::new(format!(
+            "the SQL text is {} bytes, over the limit of {MAX_SQL_BYTES}",
+            sql.len()
+        )));
+    }
     let sql = as_of::rewrite(sql)?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(&sql)?;
@@ -172,7 +221,13 @@ fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
         if parser.peek_token().token == Token::EOF {
             return Ok(statements);
         }
-        statements.push(parse_statement(&mut parser)?);
+        let statement = parse_statement(&mut parser)?;
+        match &statement {
+            Statement::Sql(sql) => check_depth(sql)?,
+            Statement::CreateView(view) => check_depth(&view.query)?,
+            _ => {}
+        }
+        statements.push(statement);
         let next = parser.peek_token();
         if !matches!(next.token, Token::SemiColon | Token::EOF) {
             return Err(SqlError::at(

@@ -139,6 +139,10 @@ fn client() -> anyhow::Result<reqwest::Client> {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Planning recurses over a statement's expressions (nested up to
+        // sluice_sql::MAX_EXPRESSION_DEPTH); 2 MiB stacks end short of that in debug builds.
+        // Only what is touched is committed.
+        .thread_stack_size(32 << 20)
         .build()
         .context("cannot start the async runtime")
 }

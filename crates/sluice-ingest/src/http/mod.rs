@@ -18,7 +18,9 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::post;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
 
 pub use split::{SplitError, json_records, ndjson_lines, partition_key};
 
@@ -50,17 +52,7 @@ async fn put_records(
     sluice_log::validate_name(&stream)?;
     let stream = ingest.log.stream(&stream)?;
     let limit = ingest.config.max_body_bytes;
-    let _memory = ingest
-        .reserve(crate::request_memory(&headers, limit))
-        .await
-        .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "backpressure",
-                "too many requests are being handled: slow down and retry",
-            )
-        })?;
-    let body = read_body(body, &headers, limit).await?;
+    let (body, _memory) = read_body(&ingest, body, &headers, limit).await?;
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -165,34 +157,85 @@ fn answer(outcome: Vec<sluice_log::ShardAppend>) -> Result<Json<Accepted>, HttpE
     }
 }
 
-/// Reads a whole body, refusing one over `limit` bytes before reading it when it says its size.
+/// How long a request's body may take to arrive.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(usize),
+    /// No request memory was free within the wait.
+    Backpressure,
+    TimedOut,
+    Invalid(String),
+}
+
+impl From<BodyError> for HttpError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge(limit) => HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body is over the limit of {limit} bytes"),
+            ),
+            BodyError::Backpressure => HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backpressure",
+                "too many requests are being handled: slow down and retry",
+            ),
+            BodyError::TimedOut => HttpError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the body did not arrive within {BODY_TIMEOUT:?}"),
+            ),
+            BodyError::Invalid(m) => HttpError::bad_request("invalid_body", m),
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes within [`BODY_TIMEOUT`], reserving request memory as
+/// it arrives — twice its size: the body, and the batches or answers made of it — so that a
+/// client that declares a large body and sends little holds only what it sent. The permit is
+/// the caller's to keep while it uses what it made of the body.
 pub async fn read_body(
+    ingest: &Ingest,
     body: Body,
     headers: &HeaderMap,
     limit: usize,
-) -> Result<bytes::Bytes, HttpError> {
-    let too_large = || {
-        HttpError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is over the limit of {limit} bytes"),
-        )
-    };
+) -> Result<(bytes::Bytes, Option<OwnedSemaphorePermit>), BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
+        return Err(BodyError::TooLarge(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let cause = e.into_inner();
-        if cause.is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
-            HttpError::bad_request("invalid_body", format!("could not read the body: {cause}"))
+    let read = async {
+        let mut chunks = body.into_data_stream();
+        let mut body = bytes::BytesMut::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| {
+                BodyError::Invalid(format!("could not read the body: {}", e.into_inner()))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge(limit));
+            }
+            let permit = ingest
+                .reserve(2 * chunk.len())
+                .await
+                .ok_or(BodyError::Backpressure)?;
+            match &mut held {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+            body.extend_from_slice(&chunk);
         }
-    })
+        Ok((body.freeze(), held))
+    };
+    tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .map_err(|_| BodyError::TimedOut)?
 }
 
 #[cfg(test)]

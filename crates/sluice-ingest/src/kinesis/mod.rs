@@ -26,7 +26,8 @@ use sluice_auth::sigv4::{self, SignedRequest};
 pub use error::KinesisError;
 pub use iterator::{ITERATOR_TTL_MS, ShardIterator};
 
-use crate::Ingest;
+use crate::http::BodyError;
+use crate::{HttpError, Ingest};
 
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -58,19 +59,23 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let operation = target.strip_prefix(TARGET_PREFIX);
-    // Memory for the body and what is made of it; GetRecords' answer can be the larger part.
-    let memory = crate::request_memory(&headers, MAX_REQUEST_BYTES)
-        + if operation == Some("GetRecords") {
-            2 * ops::MAX_GET_RECORDS_BYTES
-        } else {
-            0
-        };
-    let Some(_memory) = ingest.reserve(memory).await else {
-        return KinesisError::from(sluice_log::Error::Backpressure).into_response();
+    // Memory for GetRecords' answer; the body's is reserved as it arrives.
+    let _answer_memory = if operation == Some("GetRecords") {
+        match ingest.reserve(2 * ops::MAX_GET_RECORDS_BYTES).await {
+            Some(permit) => Some(permit),
+            None => return KinesisError::from(sluice_log::Error::Backpressure).into_response(),
+        }
+    } else {
+        None
     };
-    let body = match crate::http::read_body(body, &headers, MAX_REQUEST_BYTES).await {
-        Ok(body) => body,
-        Err(e) => return KinesisError::validation(e.message).into_response(),
+    let (body, _memory) = match crate::http::read_body(&ingest, body, &headers, MAX_REQUEST_BYTES)
+        .await
+    {
+        Ok(read) => read,
+        Err(BodyError::Backpressure) => {
+            return KinesisError::from(sluice_log::Error::Backpressure).into_response();
+        }
+        Err(e) => return KinesisError::validation(HttpError::from(e).message).into_response(),
     };
     if let Some(users) = &ingest.users {
         // Verified before anything of the request is looked at, so that a stranger learns

@@ -364,6 +364,9 @@ impl ReadOnly {
         statement: &Statement,
         client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireError> {
+        if let Err(e) = sluice_sql::check_depth(statement) {
+            return Some(user_error("54001", &e.message)); // statement_too_complex
+        }
         // Of what may run here, only these write.
         let writes =
             matches!(statement, Statement::Insert(_)) || QueryEngine::is_lake_ddl(statement);

@@ -1,0 +1,1 @@
+CREATE STREAM bad WITH (format = 'csv')

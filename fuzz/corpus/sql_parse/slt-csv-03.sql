@@ -1,0 +1,1 @@
+SELECT ticker, price, qty, ts FROM trades ORDER BY ts

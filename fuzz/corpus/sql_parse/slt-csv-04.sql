@@ -1,0 +1,1 @@
+SELECT raw, reason FROM trades_errors ORDER BY _seq

@@ -1,0 +1,1 @@
+SELECT count(*) FROM trades VERSION AS OF 0

@@ -1,0 +1,1 @@
+SELECT ticker, qty, high FROM volumes ORDER BY ticker

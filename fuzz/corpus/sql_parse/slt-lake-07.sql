@@ -1,0 +1,1 @@
+SELECT ticker, qty, high FROM volumes VERSION AS OF 0 ORDER BY ticker

@@ -1,0 +1,1 @@
+SELECT count(*) FROM volumes TIMESTAMP AS OF '2999-12-31 23:59:59'

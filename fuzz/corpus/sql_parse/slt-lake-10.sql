@@ -1,0 +1,1 @@
+SELECT * FROM volumes VERSION AS OF 7

@@ -1,0 +1,1 @@
+SELECT * FROM volumes TIMESTAMP AS OF 'soon'

@@ -1,0 +1,1 @@
+INSERT INTO volumes VERSION AS OF 0 VALUES ('X', 1, 1.0)

@@ -1,0 +1,1 @@
+CREATE STREAM volumes (a INT)

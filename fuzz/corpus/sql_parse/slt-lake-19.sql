@@ -1,0 +1,1 @@
+INSERT INTO fills VALUES ('X', 1)

@@ -1,0 +1,1 @@
+SELECT sum(qty) FROM fills

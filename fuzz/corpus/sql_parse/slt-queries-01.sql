@@ -1,0 +1,2 @@
+DROP STREAM clicks
+# Queries of a stream's raw and errors tables: every acknowledged record, at once.

@@ -1,0 +1,1 @@
+SELECT count(*), count(DISTINCT _shard) <= 2 FROM ticks

@@ -1,0 +1,1 @@
+SELECT name FROM (VALUES ('only queries reach the lake')) AS t(name)

@@ -1,0 +1,1 @@
+CREATE MATERIALIZED VIEW IF NOT EXISTS s1 AS SELECT window_start, count(*) FROM SESSION(ticks, ts, INTERVAL '10 seconds') GROUP BY window_start, window_end
