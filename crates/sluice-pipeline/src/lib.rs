@@ -17,8 +17,8 @@ pub mod view;
 
 pub use decode::{Decoded, Decoder, RawRecord};
 pub use raw::{
-    LogRead, RawConfig, RawPipeline, Round, drop_tables, errors_table, errors_table_stream, past,
-    positions, read,
+    Health, LogRead, RawConfig, RawPipeline, Round, drop_tables, errors_table, errors_table_stream,
+    past, positions, read,
 };
 
 /// When a pipeline (raw or view) runs its rounds: every `interval`, a late round delaying the

@@ -139,7 +139,29 @@ pub struct RawPipeline {
     /// Per shard: the next sequence number each table has not yet taken.
     row_positions: Vec<u64>,
     error_positions: Vec<u64>,
+    health: Arc<Health>,
 }
+
+/// How a pipeline's rounds are going, for status: the last failure, while they fail.
+#[derive(Debug, Default)]
+pub struct Health {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Health {
+    /// The error of the last round, if it failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("health lock").clone()
+    }
+
+    fn set(&self, error: Option<String>) {
+        *self.last_error.lock().expect("health lock") = error;
+    }
+}
+
+/// The longest wait between failed rounds: failures (an unreachable S3, a full disk) back off,
+/// doubling from the commit interval up to this.
+pub const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What one round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +214,13 @@ impl RawPipeline {
             errors,
             row_positions,
             error_positions,
+            health: Arc::default(),
         })
+    }
+
+    /// How its rounds are going, readable while it runs.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     pub fn rows_table(&self) -> &LakeTable {
@@ -288,8 +316,9 @@ impl RawPipeline {
     }
 
     /// Runs a round every commit interval (at once after a round that left a backlog) until
-    /// `stop` turns true. A failed round is logged and retried at the next interval: the
-    /// positions in the tables make the retry exact.
+    /// `stop` turns true. A failed round is logged, shown in [`Health`], counted in
+    /// `sluice_pipeline_failures_total`, and retried after a backoff that doubles up to
+    /// [`MAX_BACKOFF`]: the positions in the tables make the retry exact.
     ///
     /// While a backlog lasts, the next round's read and decode run during this round's commit
     /// (one core decodes while the other writes Parquet). The read ahead starts where this
@@ -300,6 +329,7 @@ impl RawPipeline {
         let mut backlog = false;
         let mut commits = 0;
         let mut ahead: Option<(Vec<u64>, tokio::task::JoinHandle<Result<LogRead>>)> = None;
+        let mut backoff = self.config.commit_interval;
         while rounds.next(backlog, &mut stop).await {
             let from = self.next_read();
             let read = joined(match ahead.take() {
@@ -317,6 +347,8 @@ impl RawPipeline {
             };
             backlog = match committed {
                 Ok(round) => {
+                    self.health.set(None);
+                    backoff = self.config.commit_interval;
                     commits += usize::from(round.committed);
                     if commits >= self.config.compact_every {
                         commits = 0;
@@ -330,9 +362,18 @@ impl RawPipeline {
                     round.backlog
                 }
                 Err(e) => {
-                    tracing::error!(stream = self.stream.name(), error = %e, "raw table commit failed");
+                    tracing::error!(stream = self.stream.name(), error = %e, retry_in = ?backoff, "raw table commit failed");
+                    self.health.set(Some(e.to_string()));
+                    metrics::counter!("sluice_pipeline_failures_total", "stream" => self.stream.name().to_string())
+                        .increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     if let Err(e) = self.reopen().await {
                         tracing::error!(stream = self.stream.name(), error = %e, "cannot reload the raw tables");
+                        self.health.set(Some(e.to_string()));
                     }
                     false
                 }

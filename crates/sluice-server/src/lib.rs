@@ -240,9 +240,7 @@ pub fn router(state: AppState, ingest: IngestConfig) -> Router {
         .merge(dashboard::routes())
         .with_state(state)
         .merge(doors)
-        .fallback(|| async {
-            HttpError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(axum::middleware::from_fn_with_state(
             users,
             auth::authenticate,

@@ -20,6 +20,7 @@ struct Running {
     stream_id: u64,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    health: Arc<sluice_pipeline::Health>,
 }
 
 /// A stream by its name and id.
@@ -108,6 +109,7 @@ impl Pipelines {
             match RawPipeline::open(stream, &self.lake, self.config.clone()).await {
                 Ok(pipeline) => {
                     let (stop, stopped) = watch::channel(false);
+                    let health = pipeline.health();
                     let task = tokio::spawn(pipeline.run(stopped));
                     self.running.lock().expect("pipelines lock").insert(
                         name,
@@ -115,6 +117,7 @@ impl Pipelines {
                             stream_id,
                             stop,
                             task,
+                            health,
                         },
                     );
                 }
@@ -130,6 +133,25 @@ impl Pipelines {
     }
 
     /// Stops every pipeline, letting a round in progress finish.
+    /// Why a stream's raw tables are not being written: the last round's error, or the
+    /// pipeline's failure to start; `None` while all is well.
+    pub fn error(&self, stream: &str) -> Option<String> {
+        if let Some(running) = self.running.lock().expect("pipelines lock").get(stream) {
+            return running.health.last_error();
+        }
+        self.failed
+            .lock()
+            .expect("pipelines lock")
+            .values()
+            .find(|(name, _)| name == stream)
+            .map(|(_, at)| {
+                format!(
+                    "the pipeline could not start; retrying {RETRY_AFTER:?} after {:?} ago",
+                    at.elapsed()
+                )
+            })
+    }
+
     pub async fn stop_all(&self) {
         let running: Vec<Running> = self
             .running

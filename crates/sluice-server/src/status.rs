@@ -125,6 +125,8 @@ fn stream_status(state: &AppState, s: &Stream) -> Value {
         "retention_ms": meta.retention.max_age_ms,
         "definition": meta.definition,
         "shard_status": shards,
+        // Why its raw tables are not being written (a full disk, an unreachable lake), while so.
+        "pipeline_error": state.pipelines.error(&meta.name),
     })
 }
 

@@ -68,15 +68,14 @@ async fn handle(
     } else {
         None
     };
-    let (body, _memory) = match crate::http::read_body(&ingest, body, &headers, MAX_REQUEST_BYTES)
-        .await
-    {
-        Ok(read) => read,
-        Err(BodyError::Backpressure) => {
-            return KinesisError::from(sluice_log::Error::Backpressure).into_response();
-        }
-        Err(e) => return KinesisError::validation(HttpError::from(e).message).into_response(),
-    };
+    let (body, _memory) =
+        match crate::http::read_body(&ingest, body, &headers, MAX_REQUEST_BYTES).await {
+            Ok(read) => read,
+            Err(BodyError::Backpressure) => {
+                return KinesisError::from(sluice_log::Error::Backpressure).into_response();
+            }
+            Err(e) => return KinesisError::validation(HttpError::from(e).message).into_response(),
+        };
     if let Some(users) = &ingest.users {
         // Verified before anything of the request is looked at, so that a stranger learns
         // nothing, not even which operations exist.
