@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sluice_log::{Log, LogConfig, Retention, StreamOptions};
+use sluice_log::{Log, LogConfig};
 
 /// The segments a shard holds after appending each group of `(key, data)` records in turn.
 fn segments(groups: &[Vec<(&[u8], Vec<u8>)>], segment_bytes: u64) -> Vec<Vec<u8>> {
@@ -22,19 +22,7 @@ fn segments(groups: &[Vec<(&[u8], Vec<u8>)>], segment_bytes: u64) -> Vec<Vec<u8>
         ..LogConfig::default()
     };
     let log = Log::open(&root, config).unwrap();
-    let stream = log
-        .create_stream(
-            "s",
-            StreamOptions {
-                shards: 1,
-                retention: Retention {
-                    max_age_ms: None,
-                    max_bytes_per_shard: None,
-                },
-                definition: serde_json::Value::Null,
-            },
-        )
-        .unwrap();
+    let stream = sluice_fuzz::create_one_shard_stream(&log);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use sluice_log::batch::{self, HEADER_LEN};
 use sluice_log::segment::segment_path;
-use sluice_log::{Error, Log, LogConfig, Record, Retention, Shard, StreamOptions};
+use sluice_log::{Error, Log, LogConfig, Record, Shard};
 
 struct Fixture {
     root: PathBuf,
@@ -39,18 +39,7 @@ fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let root = sluice_fuzz::scratch_dir("log_recovery");
         let log = Log::open(&root, config()).expect("open the fixture log");
-        log.create_stream(
-            "s",
-            StreamOptions {
-                shards: 1,
-                retention: Retention {
-                    max_age_ms: None,
-                    max_bytes_per_shard: None,
-                },
-                definition: serde_json::Value::Null,
-            },
-        )
-        .expect("create the fixture stream");
+        sluice_fuzz::create_one_shard_stream(&log);
         drop(log);
         Fixture {
             shard_dir: root.join("streams/s/shard-0000"),

@@ -89,6 +89,18 @@ _BOTO_CONFIG = Config(
 )
 
 
+def wait_for(predicate, what: str, timeout: float = 60.0, every: float = 0.3):
+    """Calls `predicate` until it returns something true, and returns that; fails the test
+    naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class ServerStartError(RuntimeError):
     pass
 

@@ -8,12 +8,14 @@ $SLUICE_ARTIFACTS (default: tests/e2e/artifacts), kept by CI as the tests' artif
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
+import conftest
 from conftest import Server
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -37,14 +39,7 @@ class Demo(Server):
         ]
 
 
-def wait_for(predicate, what: str, timeout: float = 90.0, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = functools.partial(conftest.wait_for, timeout=90.0, every=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -129,6 +129,18 @@ class Problems:
     def add(self, request: str, observed) -> None:
         self.items.append(f"{short(request, 200)}\n      -> {short(observed, 600)}")
 
+    def add_pg_outcomes(self, what: str, session, timeout: float) -> None:
+        """Runs `session` (→ [(statement, what was wrong)]) within `timeout` seconds and adds
+        each of its findings; a hang or an exception is one finding of `what`."""
+        done, result = run_with_timeout(session, timeout)
+        if not done:
+            self.add(what, f"hung for {timeout:.0f} s")
+        elif isinstance(result, BaseException):
+            self.add(what, repr(result))
+        else:
+            for statement, observed in result:
+                self.add(f"PG {short(statement, 150)}", observed)
+
     def check(self, limit: int = 80) -> None:
         if self.server is not None:
             for panic, n in new_panics(self.server, self.log_offset).items():
@@ -765,14 +777,7 @@ def test_names_in_sql(env):
                     if conn.execute("SELECT 1").fetchone()[0] != 1:
                         out.append((statement, "the connection is not usable after"))
         return out
-    done, result = run_with_timeout(over_pg, 60)
-    if not done:
-        problems.add("hostile names over the PostgreSQL protocol", "hung for 60 s")
-    elif isinstance(result, BaseException):
-        problems.add("hostile names over the PostgreSQL protocol", repr(result))
-    else:
-        for statement, observed in result:
-            problems.add(f"PG {short(statement, 150)}", observed)
+    problems.add_pg_outcomes("hostile names over the PostgreSQL protocol", over_pg, 60)
 
     check_files(env, before, problems, "names in SQL")
     shown = {r["name"] for r in rows_as_dicts(server.sql("SHOW STREAMS"))}
@@ -952,14 +957,7 @@ def test_nul_and_invalid_utf8_in_records(env):
                 if conn.execute("SELECT 1").fetchone()[0] != 1:
                     out.append((statement, "connection not usable after"))
         return out
-    done, result = run_with_timeout(over_pg, 30)
-    if not done:
-        problems.add("reading odd records over PostgreSQL", "hung for 30 s")
-    elif isinstance(result, BaseException):
-        problems.add("reading odd records over PostgreSQL", repr(result))
-    else:
-        for statement, observed in result:
-            problems.add(f"PG {statement}", observed)
+    problems.add_pg_outcomes("reading odd records over PostgreSQL", over_pg, 30)
     check_alive(server, problems, "NUL and invalid UTF-8 in records")
     problems.check()
 

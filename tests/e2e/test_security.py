@@ -6,21 +6,21 @@ without users.
 
 from __future__ import annotations
 
+import functools
 import datetime
 import hashlib
 import hmac
-import json
 import os
 import re
 import secrets
 import subprocess
-import time
 
 import boto3
 import psycopg
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
+import conftest
 from conftest import Server
 from psycopg import errors
 from selenium.webdriver.common.by import By
@@ -51,14 +51,7 @@ def secured(request, tmp_path, sluice_bin):
         srv.stop()
 
 
-def wait_for(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+wait_for = functools.partial(conftest.wait_for, timeout=30.0, every=0.2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -151,12 +151,6 @@ impl Users {
         })
     }
 
-    /// The user's password matches, in constant time.
-    pub fn check_password(&self, name: &str, password: &str) -> Option<&User> {
-        self.get(name)
-            .filter(|u| bool::from(u.secret.as_bytes().ct_eq(password.as_bytes())))
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &User> {
         self.users.iter()
     }

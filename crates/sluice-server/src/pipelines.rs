@@ -16,6 +16,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A running pipeline: the stream's id, and how to stop it.
+/// A pipeline that failed to start: its stream's name, when, and why.
+struct Failed {
+    name: String,
+    at: Instant,
+    error: String,
+}
+
 struct Running {
     stream_id: u64,
     stop: watch::Sender<bool>,
@@ -34,8 +41,8 @@ pub struct Pipelines {
     lake: Lake,
     config: RawConfig,
     running: Mutex<HashMap<String, Running>>,
-    /// Streams whose pipeline failed to start (by id): their names, and when.
-    failed: Mutex<HashMap<u64, (String, Instant)>>,
+    /// Streams whose pipeline failed to start (by id).
+    failed: Mutex<HashMap<u64, Failed>>,
     /// One reconciliation at a time: two could both start a pipeline for one stream.
     reconciling: tokio::sync::Mutex<()>,
 }
@@ -78,7 +85,7 @@ impl Pipelines {
                 .collect();
             let gone_failed = gone_failed
                 .into_iter()
-                .filter_map(|id| failed.remove(&id).map(|(name, _)| (name, id)))
+                .filter_map(|id| failed.remove(&id).map(|f| (f.name, id)))
                 .collect();
             let wanted = streams
                 .iter()
@@ -86,7 +93,7 @@ impl Pipelines {
                 .filter(|s| {
                     failed
                         .get(&s.meta().id)
-                        .is_none_or(|(_, at)| at.elapsed() >= RETRY_AFTER)
+                        .is_none_or(|f| f.at.elapsed() >= RETRY_AFTER)
                 })
                 .cloned()
                 .collect();
@@ -123,16 +130,19 @@ impl Pipelines {
                 }
                 Err(e) => {
                     tracing::error!(stream = name, error = %e, "cannot start the raw table pipeline");
-                    self.failed
-                        .lock()
-                        .expect("pipelines lock")
-                        .insert(stream_id, (name, Instant::now()));
+                    self.failed.lock().expect("pipelines lock").insert(
+                        stream_id,
+                        Failed {
+                            name,
+                            at: Instant::now(),
+                            error: e.to_string(),
+                        },
+                    );
                 }
             }
         }
     }
 
-    /// Stops every pipeline, letting a round in progress finish.
     /// Why a stream's raw tables are not being written: the last round's error, or the
     /// pipeline's failure to start; `None` while all is well.
     pub fn error(&self, stream: &str) -> Option<String> {
@@ -143,15 +153,16 @@ impl Pipelines {
             .lock()
             .expect("pipelines lock")
             .values()
-            .find(|(name, _)| name == stream)
-            .map(|(_, at)| {
+            .find(|f| f.name == stream)
+            .map(|f| {
                 format!(
-                    "the pipeline could not start; retrying {RETRY_AFTER:?} after {:?} ago",
-                    at.elapsed()
+                    "the pipeline could not start ({}); it is tried again every {RETRY_AFTER:?}",
+                    f.error
                 )
             })
     }
 
+    /// Stops every pipeline, letting a round in progress finish.
     pub async fn stop_all(&self) {
         let running: Vec<Running> = self
             .running
