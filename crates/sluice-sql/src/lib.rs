@@ -129,6 +129,23 @@ impl SqlError {
     }
 }
 
+impl sluice_error::Classify for SqlError {
+    fn class(&self) -> sluice_error::Class {
+        sluice_error::Class::Syntax
+    }
+
+    fn code(&self) -> &'static str {
+        "sql_parse_error"
+    }
+
+    fn position(&self) -> Option<sluice_error::Position> {
+        Some(sluice_error::Position {
+            line: self.line?,
+            column: self.column?,
+        })
+    }
+}
+
 impl From<ParserError> for SqlError {
     fn from(e: ParserError) -> Self {
         let message = match e {
@@ -136,18 +153,14 @@ impl From<ParserError> for SqlError {
             ParserError::RecursionLimitExceeded => "the statement nests too deeply".to_string(),
         };
         // sqlparser ends its messages with "at Line: L, Column: C"; keep the numbers too.
-        let position = message.rsplit_once("Line: ").and_then(|(_, rest)| {
-            let (line, column) = rest.split_once(", Column: ")?;
-            let column: String = column.chars().take_while(char::is_ascii_digit).collect();
-            Some((line.parse().ok()?, column.parse().ok()?))
-        });
+        let position = sluice_error::Position::from_parser_message(&message);
         Self {
             message: message
                 .strip_prefix("sql parser error: ")
                 .unwrap_or(&message)
                 .to_string(),
-            line: position.map(|p: (u64, u64)| p.0),
-            column: position.map(|p| p.1),
+            line: position.map(|p| p.line),
+            column: position.map(|p| p.column),
         }
     }
 }

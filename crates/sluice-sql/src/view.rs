@@ -32,12 +32,10 @@ pub struct ViewDefinition {
 }
 
 impl ViewDefinition {
-    /// The query, parsed again.
+    /// The query, parsed again — all of it: text left after the query is an error, never
+    /// ignored (a view must never run less than its query).
     pub fn parse_query(&self) -> Result<Box<ast::Query>> {
-        let dialect = sqlparser::dialect::GenericDialect {};
-        Ok(Parser::new(&dialect)
-            .try_with_sql(&self.query)?
-            .parse_query()?)
+        parse_whole_query(&self.query)
     }
 
     /// The statement that creates this view.
@@ -85,14 +83,47 @@ pub(crate) fn parse_create_view(parser: &mut Parser) -> Result<CreateView> {
             at,
         ));
     }
+    let start = parser.peek_token().span.start;
     let query = parser.parse_query()?;
+    let printed = query.to_string();
+    if !reads_back(&printed, &query) {
+        return Err(SqlError::at(
+            format!(
+                "the view's query cannot be kept as written: printed, it reads `{printed}`, \
+                 which is not the same query; write it otherwise (e.g. without spaces inside \
+                 a qualified name)"
+            ),
+            start,
+        ));
+    }
     Ok(CreateView {
         if_not_exists,
         definition: ViewDefinition {
             name,
             partition_by,
-            query: query.to_string(),
+            query: printed,
         },
         query,
     })
+}
+
+/// Whether `printed`, what sqlparser prints of `query`, parses back whole to `query` itself. A
+/// view keeps its query as printed and plans it again at every start, so the two must be one.
+fn reads_back(printed: &str, query: &ast::Query) -> bool {
+    parse_whole_query(printed).is_ok_and(|again| *again == *query)
+}
+
+/// Parses `sql` as one query, to its end.
+fn parse_whole_query(sql: &str) -> Result<Box<ast::Query>> {
+    let dialect = sqlparser::dialect::GenericDialect {};
+    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
+    let query = parser.parse_query()?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(SqlError::at(
+            format!("expected the end of the query, found {}", next.token),
+            next.span.start,
+        ));
+    }
+    Ok(query)
 }
