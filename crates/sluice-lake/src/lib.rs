@@ -23,6 +23,24 @@
 //! when it is opened again by reading only the commits since (a table's log read from the start
 //! is tens of milliseconds before a query has done anything); creating or dropping a table
 //! forgets it.
+//!
+//! Where each guarantee is kept:
+//!
+//! - this file, [`Lake`]: the root and its store, the table names (one folder each, checked by
+//!   [`valid_table_name`]), opening (latest or [`Version`]), creating and dropping tables, and
+//!   the cache of opened tables;
+//! - `table.rs`, [`LakeTable`]: a table's positions and the commits that record them (append,
+//!   upsert), the rows commits added (change data feed), statistics, compaction and vacuum;
+//! - `error.rs`, [`Error`]: why an operation failed, and who must act on it (its
+//!   [`sluice_error::Class`]): a store that cannot be reached is the environment's, never the
+//!   user's.
+
+mod error;
+mod table;
+
+pub use deltalake::DeltaTableError;
+pub use error::{Error, Result, class_of_delta};
+pub use table::{Compaction, LakeTable, TableStats};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -30,42 +48,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{StructType, Transaction};
 use deltalake::logstore::ObjectStoreRef;
 use deltalake::logstore::object_store::path::Path as StorePath;
-use deltalake::protocol::{DeltaOperation, SaveMode};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::protocol::SaveMode;
 use futures::{StreamExt, TryStreamExt};
 use url::Url;
-
-/// Why a lake operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid table name {0:?}")]
-    InvalidName(String),
-    #[error("table '{0}' does not exist")]
-    TableNotFound(String),
-    #[error("table '{table}' has no version {version}")]
-    NoSuchVersion { table: String, version: String },
-    #[error("invalid lake location {location:?}: {reason}")]
-    InvalidLocation { location: String, reason: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the lake's store: {0}")]
-    Store(#[from] deltalake::logstore::object_store::Error),
-    #[error("table '{table}': {source}")]
-    Delta {
-        table: String,
-        source: Box<DeltaTableError>,
-    },
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A lake: a root (a folder or an S3 prefix) of Delta tables.
 #[derive(Debug, Clone)]
@@ -74,6 +63,8 @@ pub struct Lake {
     root: Url,
     /// The store, rooted at `root`.
     store: ObjectStoreRef,
+    /// The names of the lake's tables: listed when it opens, then kept as tables are created
+    /// and dropped.
     tables: Arc<RwLock<BTreeSet<String>>>,
     /// The tables opened so far, as of their last opening.
     opened: Arc<Mutex<HashMap<String, LakeTable>>>,
@@ -250,6 +241,12 @@ impl Lake {
             table: name.to_string(),
             source: Box::new(source),
         };
+        // delta-rs' write refuses an existing table only if it was loaded: look first.
+        match deltalake::open_table(self.table_url(name)?).await {
+            Ok(_) => return Err(Error::TableExists(name.to_string())),
+            Err(DeltaTableError::NotATable(_) | DeltaTableError::InvalidTableLocation(_)) => {}
+            Err(e) => return Err(delta(e)),
+        }
         let table = deltalake::DeltaTableBuilder::from_url(self.table_url(name)?)
             .map_err(delta)?
             .build()
@@ -395,7 +392,10 @@ pub fn valid_table_name(name: &str) -> bool {
 /// A version of a table: a commit number, or the last commit at or before an instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
+    /// The commit of this number (0 is the table's creation).
     Number(u64),
+    /// The newest commit at or before this instant; an instant before the table's first commit
+    /// has no version.
     At(chrono::DateTime<chrono::Utc>),
 }
 
@@ -405,393 +405,5 @@ impl std::fmt::Display for Version {
             Version::Number(n) => write!(f, "{n}"),
             Version::At(t) => write!(f, "as of {}", t.to_rfc3339()),
         }
-    }
-}
-
-/// What a compaction did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compaction {
-    pub files_removed: u64,
-    pub files_added: u64,
-}
-
-/// What a table's current version holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct TableStats {
-    pub version: Option<u64>,
-    /// Data files.
-    pub files: usize,
-    /// Their size, in bytes.
-    pub bytes: u64,
-    /// Rows, as the files' statistics count them (Sluice always writes them).
-    pub rows: u64,
-}
-
-/// One Delta table of the lake.
-#[derive(Debug, Clone)]
-pub struct LakeTable {
-    name: String,
-    table: DeltaTable,
-    /// The `txn` versions (application id → version) recorded by the commits this handle has
-    /// read — its latest when it was opened, and every one since — so that a position is
-    /// usually known without replaying the table's log (see [`LakeTable::position`]).
-    positions: Arc<HashMap<String, i64>>,
-}
-
-impl LakeTable {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn delta(&self) -> &DeltaTable {
-        &self.table
-    }
-
-    /// The table's version: the number of its last commit.
-    pub fn version(&self) -> Option<u64> {
-        self.table.version()
-    }
-
-    fn error(&self, source: DeltaTableError) -> Error {
-        Error::Delta {
-            table: self.name.clone(),
-            source: Box::new(source),
-        }
-    }
-
-    /// A property of the table's configuration (set when it was created).
-    pub fn property(&self, key: &str) -> Option<String> {
-        let snapshot = self.table.snapshot().ok()?;
-        snapshot.metadata().configuration().get(key).cloned()
-    }
-
-    /// The table's columns, as Arrow.
-    pub fn arrow_schema(&self) -> Result<SchemaRef> {
-        Ok(self
-            .table
-            .snapshot()
-            .map_err(|e| self.error(e))?
-            .snapshot()
-            .arrow_schema())
-    }
-
-    /// The version the last commit recorded for application `app_id`, if any. Known at once
-    /// when a commit this handle read recorded it (every commit of a pipeline records all its
-    /// positions); else from the table's log.
-    pub async fn position(&self, app_id: &str) -> Result<Option<i64>> {
-        if let Some(&version) = self.positions.get(app_id) {
-            return Ok(Some(version));
-        }
-        let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
-        snapshot
-            .transaction_version(self.table.log_store().as_ref(), app_id)
-            .await
-            .map_err(|e| self.error(e))
-    }
-
-    /// A handle on `table` that knows the positions its latest commit recorded.
-    async fn new(name: &str, table: DeltaTable) -> Result<LakeTable> {
-        let mut handle = LakeTable {
-            name: name.to_string(),
-            table,
-            positions: Arc::default(),
-        };
-        if let Some(version) = handle.version() {
-            handle.read_positions(version..=version).await?;
-        }
-        Ok(handle)
-    }
-
-    /// Reads the `txn` actions of the commits `versions`, oldest first.
-    async fn read_positions(&mut self, versions: std::ops::RangeInclusive<u64>) -> Result<()> {
-        #[derive(serde::Deserialize)]
-        struct Action {
-            txn: Option<Txn>,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Txn {
-            app_id: String,
-            version: i64,
-        }
-        let mut positions = HashMap::clone(&self.positions);
-        for version in versions {
-            let entry = self
-                .table
-                .log_store()
-                .read_commit_entry(version)
-                .await
-                .map_err(|e| self.error(e))?;
-            // A commit already cleaned up (after a checkpoint): its positions come from the
-            // log when asked.
-            let Some(entry) = entry else { continue };
-            for line in entry.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                if let Ok(Action { txn: Some(txn) }) = serde_json::from_slice(line) {
-                    positions.insert(txn.app_id, txn.version);
-                }
-            }
-        }
-        self.positions = Arc::new(positions);
-        Ok(())
-    }
-
-    /// Appends `batches` and records `positions` (application id, version) in one commit.
-    /// Positions must only grow: the caller resumes from them after a crash. With no rows, the
-    /// commit records the positions alone (so that a source of nothing but bad records is not
-    /// read again from the start after every restart).
-    pub async fn append(
-        &mut self,
-        batches: Vec<RecordBatch>,
-        positions: Vec<(String, i64)>,
-    ) -> Result<()> {
-        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-        if batches.is_empty() && positions.is_empty() {
-            return Ok(());
-        }
-        let transactions = positions
-            .into_iter()
-            .map(|(app, version)| Transaction::new(app, version))
-            .collect();
-        let props = CommitProperties::default().with_application_transactions(transactions);
-        if batches.is_empty() {
-            let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
-            let operation = DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by: None,
-                predicate: None,
-            };
-            CommitBuilder::from(props)
-                .with_actions(vec![])
-                .build(Some(snapshot), self.table.log_store(), operation)
-                .await
-                .map_err(|e| self.error(e))?;
-            return self.refresh().await;
-        }
-        let before = self.version();
-        let table = self
-            .table
-            .clone()
-            .write(batches)
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(props)
-            .await
-            .map_err(|e| self.error(e))?;
-        self.table = table;
-        self.caught_up(before).await
-    }
-
-    /// Upserts `rows` by the columns `keys`, recording `positions`, in one commit (Delta
-    /// MERGE): a row whose key the table holds replaces that row, the others are inserted. The
-    /// rows carry one more column, the boolean `delete`: a row flagged true deletes its key's
-    /// row instead. A key compares equal to the same key, NULL to NULL.
-    pub async fn upsert(
-        &mut self,
-        rows: Vec<RecordBatch>,
-        keys: &[String],
-        delete: &str,
-        positions: Vec<(String, i64)>,
-    ) -> Result<()> {
-        use deltalake::datafusion::common::Column;
-        use deltalake::datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not};
-        use deltalake::datafusion::prelude::SessionContext;
-
-        let rows: Vec<RecordBatch> = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
-        if rows.is_empty() {
-            return self.append(Vec::new(), positions).await;
-        }
-        let source = |name: &str| Expr::Column(Column::new(Some("source"), name));
-        let target = |name: &str| Expr::Column(Column::new(Some("target"), name));
-        let predicate = keys
-            .iter()
-            .map(|k| binary_expr(target(k), Operator::IsNotDistinctFrom, source(k)))
-            .reduce(Expr::and)
-            .unwrap_or(lit(true));
-        let columns: Vec<String> = self
-            .table
-            .snapshot()
-            .map_err(|e| self.error(e))?
-            .schema()
-            .fields()
-            .map(|f| f.name().to_string())
-            .collect();
-        let values: Vec<&String> = columns.iter().filter(|c| !keys.contains(c)).collect();
-        let frame = SessionContext::new()
-            .read_batches(rows)
-            .map_err(|e| self.error(e.into()))?;
-        let transactions = positions
-            .into_iter()
-            .map(|(app, version)| Transaction::new(app, version))
-            .collect();
-        let mut merge = self
-            .table
-            .clone()
-            .merge(frame, predicate)
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_commit_properties(
-                CommitProperties::default().with_application_transactions(transactions),
-            )
-            .when_matched_delete(|d| d.predicate(source(delete)))
-            .map_err(|e| self.error(e))?;
-        if !values.is_empty() {
-            merge = merge
-                .when_matched_update(|update| {
-                    values
-                        .iter()
-                        .fold(update, |u, c| u.update(c.as_str(), source(c)))
-                })
-                .map_err(|e| self.error(e))?;
-        }
-        let (table, _) = merge
-            .when_not_matched_insert(|insert| {
-                columns
-                    .iter()
-                    .fold(insert.predicate(not(source(delete))), |i, c| {
-                        i.set(c.as_str(), source(c))
-                    })
-            })
-            .map_err(|e| self.error(e))?
-            .await
-            .map_err(|e| self.error(e))?;
-        let before = self.version();
-        self.table = table;
-        self.caught_up(before).await
-    }
-
-    /// The rows the commits `from..=to` added, read through Delta's change data feed (the
-    /// table must have been created with `delta.enableChangeDataFeed`): inserts only, each with
-    /// the `_commit_version` and `_commit_timestamp` of the commit that added it. Commits that
-    /// change no data (a compaction) add none.
-    pub async fn appended(&self, from: u64, to: u64) -> Result<Vec<RecordBatch>> {
-        use deltalake::arrow::array::AsArray;
-        use deltalake::arrow::compute::filter_record_batch;
-        use deltalake::datafusion::physical_plan::collect;
-        use deltalake::datafusion::prelude::SessionContext;
-
-        let ctx = SessionContext::new();
-        let plan = self
-            .table
-            .clone()
-            .scan_cdf()
-            .with_starting_version(from)
-            .with_ending_version(to)
-            .build(&ctx.state(), None)
-            .await
-            .map_err(|e| self.error(e))?;
-        let batches = collect(plan, ctx.task_ctx())
-            .await
-            .map_err(|e| self.error(e.into()))?;
-        batches
-            .into_iter()
-            .map(|batch| {
-                let Some(change) = batch.column_by_name("_change_type") else {
-                    return Ok(batch);
-                };
-                let change = deltalake::arrow::compute::cast(
-                    change,
-                    &deltalake::arrow::datatypes::DataType::Utf8,
-                )
-                .map_err(|e| self.error(e.into()))?;
-                let inserts: deltalake::arrow::array::BooleanArray = change
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|c| Some(c == Some("insert")))
-                    .collect();
-                let kept =
-                    filter_record_batch(&batch, &inserts).map_err(|e| self.error(e.into()))?;
-                let keep: Vec<usize> = (0..kept.num_columns())
-                    .filter(|&i| kept.schema().field(i).name() != "_change_type")
-                    .collect();
-                kept.project(&keep).map_err(|e| self.error(e.into()))
-            })
-            .collect()
-    }
-
-    /// What the table's current version holds, from its log (no data file is read).
-    pub fn stats(&self) -> Result<TableStats> {
-        let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
-        let mut stats = TableStats {
-            version: self.version(),
-            ..TableStats::default()
-        };
-        for file in snapshot.log_data().iter() {
-            stats.files += 1;
-            stats.bytes += file.size().max(0) as u64;
-            stats.rows += file.num_records().unwrap_or(0) as u64;
-        }
-        Ok(stats)
-    }
-
-    /// Rewrites the table's small files into fewer, larger ones (Delta OPTIMIZE, bin-packing) in
-    /// one commit that changes no row and keeps every recorded position. Readers of older
-    /// versions keep their files until they are vacuumed.
-    pub async fn compact(&mut self) -> Result<Compaction> {
-        let (table, metrics) = self
-            .table
-            .clone()
-            .optimize()
-            .with_type(deltalake::operations::optimize::OptimizeType::Compact)
-            .with_max_concurrent_tasks(1)
-            .await
-            .map_err(|e| self.error(e))?;
-        self.table = table;
-        Ok(Compaction {
-            files_removed: metrics.num_files_removed,
-            files_added: metrics.num_files_added,
-        })
-    }
-
-    /// Deletes the data files that no version younger than `retain` (default: the table's
-    /// `deletedFileRetentionDuration`, 7 days) reads, and that the current version does not
-    /// read. Time travel to older versions stops working. Returns the files deleted (or that
-    /// would be, with `dry_run`).
-    pub async fn vacuum(
-        &mut self,
-        retain: Option<std::time::Duration>,
-        dry_run: bool,
-    ) -> Result<Vec<String>> {
-        let mut vacuum = self.table.clone().vacuum().with_dry_run(dry_run);
-        if let Some(retain) = retain {
-            let retain = chrono::Duration::from_std(retain).unwrap_or(chrono::Duration::MAX);
-            vacuum = vacuum
-                .with_retention_period(retain)
-                .with_enforce_retention_duration(false);
-        }
-        let (table, metrics) = vacuum.await.map_err(|e| self.error(e))?;
-        self.table = table;
-        Ok(metrics.files_deleted)
-    }
-
-    /// Reloads the table to its latest version.
-    pub async fn refresh(&mut self) -> Result<()> {
-        let before = self.version();
-        let name = self.name.clone();
-        self.table
-            .update_incremental(None)
-            .await
-            .map_err(|source| Error::Delta {
-                table: name,
-                source: Box::new(source),
-            })?;
-        self.caught_up(before).await
-    }
-
-    /// Reads the positions of the commits after `before` up to the table's version. Past a
-    /// hundred commits, only the newest is read (every commit of a pipeline records all its
-    /// positions), and what it does not record comes from the log when asked.
-    async fn caught_up(&mut self, before: Option<u64>) -> Result<()> {
-        const MOST_COMMITS: u64 = 100;
-        let Some(now) = self.version() else {
-            return Ok(());
-        };
-        let from = before.map_or(0, |b| b + 1);
-        if from > now {
-            return Ok(());
-        }
-        if now - from >= MOST_COMMITS {
-            self.positions = Arc::default();
-            return self.read_positions(now..=now).await;
-        }
-        self.read_positions(from..=now).await
     }
 }

@@ -1,0 +1,134 @@
+//! The lake's tables: names, creating, opening, dropping and creating again.
+
+use sluice_error::{Class, Classify};
+use sluice_lake::Error;
+
+use super::*;
+
+#[tokio::test]
+async fn a_dropped_table_loses_its_files_and_its_name() {
+    let t = TestLake::new();
+    let mut ticks = table(&t.lake, "ticks").await;
+    ticks
+        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
+        .await
+        .unwrap();
+    table(&t.lake, "other").await;
+    t.lake.open("ticks").await.unwrap();
+    assert_eq!(t.lake.table_names(), vec!["other", "ticks"]);
+
+    t.lake.drop_table("ticks").await.unwrap();
+    assert_eq!(t.lake.table_names(), vec!["other"]);
+    assert!(!t.folder("ticks").exists(), "its folder is gone");
+    assert_eq!(t.reopened().table_names(), vec!["other"]);
+    let open = t.lake.open("ticks").await;
+    let Err(e) = open else {
+        panic!("a dropped table opens")
+    };
+    assert!(
+        matches!(e, Error::TableNotFound(ref name) if name == "ticks"),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), Class::UndefinedTable);
+
+    // Dropping what is not there is fine.
+    t.lake.drop_table("ticks").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_table_created_again_under_a_dropped_name_starts_afresh() {
+    let t = TestLake::new();
+    let mut ticks = table(&t.lake, "ticks").await;
+    ticks
+        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
+        .await
+        .unwrap();
+    ticks
+        .append(vec![keyed(3..4, "a")], positions(&[("shard-0", 4)]))
+        .await
+        .unwrap();
+    // The lake keeps the handles it opened: the new table must not be mistaken for it.
+    assert_eq!(t.lake.open("ticks").await.unwrap().version(), Some(2));
+
+    t.lake.drop_table("ticks").await.unwrap();
+    let again = table(&t.lake, "ticks").await;
+    assert_eq!(count(&again).await, 0);
+    assert_eq!(again.position("shard-0").await.unwrap(), None);
+    let opened = t.lake.open("ticks").await.unwrap();
+    assert_eq!(opened.version(), Some(0));
+    assert_eq!(count(&opened).await, 0);
+    assert_eq!(opened.position("shard-0").await.unwrap(), None);
+    assert_eq!(t.reopened().open("ticks").await.unwrap().version(), Some(0));
+}
+
+#[tokio::test]
+async fn open_or_create_opens_an_existing_table() {
+    let t = TestLake::new();
+    let mut ticks = table(&t.lake, "ticks").await;
+    ticks
+        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
+        .await
+        .unwrap();
+
+    // Other columns asked for change nothing: the table is opened as it is.
+    let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Boolean, true)]));
+    let opened = t
+        .lake
+        .open_or_create("ticks", &other, &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(opened.version(), Some(1));
+    assert_eq!(count(&opened).await, 3);
+    assert_eq!(opened.position("shard-0").await.unwrap(), Some(3));
+    assert_eq!(opened.arrow_schema().unwrap().fields().len(), 2);
+    assert_eq!(t.lake.table_names(), vec!["ticks"]);
+}
+
+#[tokio::test]
+async fn create_makes_a_table_of_its_rows_in_one_commit() {
+    let t = TestLake::new();
+    let created = t
+        .lake
+        .create("made", &schema(), &[], vec![keyed(0..4, "a")])
+        .await
+        .unwrap();
+    assert_eq!(created.version(), Some(0));
+    assert_eq!(count(&created).await, 4);
+    assert_eq!(t.lake.table_names(), vec!["made"]);
+    assert_eq!(count(&t.reopened().open("made").await.unwrap()).await, 4);
+}
+
+/// `Lake::create` once appended to an existing table (delta-rs' write refuses only a loaded
+/// table), replacing its schema.
+#[tokio::test]
+async fn create_of_an_existing_table_fails_and_leaves_it_as_it_was() {
+    let t = TestLake::new();
+    t.lake
+        .create("made", &schema(), &[], vec![keyed(0..4, "a")])
+        .await
+        .unwrap();
+
+    let again = t
+        .lake
+        .create("made", &schema(), &[], vec![keyed(10..12, "b")])
+        .await;
+    let Err(e) = again else {
+        panic!("a table created over an existing one")
+    };
+    assert_eq!(e.class(), Class::Exists, "{e}");
+    let made = t.reopened().open("made").await.unwrap();
+    assert_eq!(made.version(), Some(0));
+    assert_eq!(count(&made).await, 4, "the table is as it was");
+}
+
+#[tokio::test]
+async fn a_name_that_is_not_one_folder_names_no_table() {
+    let t = TestLake::new();
+    for name in ["", ".hidden", "a/b", "../up", "tab le"] {
+        let e = t.lake.open_or_create(name, &schema(), &[], &[]).await.err();
+        assert!(matches!(e, Some(Error::InvalidName(_))), "{name:?}: {e:?}");
+        let e = t.lake.open(name).await.err();
+        assert!(matches!(e, Some(Error::InvalidName(_))), "{name:?}: {e:?}");
+    }
+    assert!(t.lake.table_names().is_empty());
+}
