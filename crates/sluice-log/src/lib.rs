@@ -48,6 +48,9 @@ pub enum Error {
     StreamNotFound(String),
     #[error("stream '{0}' already exists")]
     StreamExists(String),
+    /// Something depends on the stream (views read it): it cannot be dropped.
+    #[error("stream '{stream}' cannot be dropped: {reason}")]
+    InUse { stream: String, reason: String },
     #[error("stream '{stream}' has no shard {shard}")]
     NoSuchShard { stream: String, shard: u32 },
     #[error(
@@ -102,10 +105,50 @@ impl Error {
 
     /// Whether the same request may succeed later without change.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Backpressure | Error::Io { .. } | Error::Unavailable(_) | Error::Closed
-        )
+        use sluice_error::Classify;
+        self.class().actor() == sluice_error::Actor::Environment
+    }
+}
+
+/// A new incarnation id (of a stream, a view): 64 random bits from the operating system. Never
+/// a clock's reading: a clock stepped back could give an id again, and a stream created anew
+/// under an old name would adopt the old one's tables.
+pub fn new_id() -> Result<u64> {
+    getrandom::u64().map_err(|e| Error::Internal(format!("no randomness for a new id: {e}")))
+}
+
+impl sluice_error::Classify for Error {
+    fn class(&self) -> sluice_error::Class {
+        use sluice_error::Class;
+        match self {
+            Error::StreamNotFound(_) | Error::NoSuchShard { .. } => Class::UndefinedTable,
+            Error::StreamExists(_) => Class::Exists,
+            Error::InUse { .. } => Class::InUse,
+            Error::InvalidName(_) | Error::InvalidShardCount(_) => Class::InvalidValue,
+            Error::RecordTooLarge { .. } | Error::KeyTooLong { .. } => Class::InvalidData,
+            Error::BatchTooLarge { .. } => Class::TooLarge,
+            Error::Backpressure => Class::Busy,
+            Error::Io { .. } | Error::Unavailable(_) | Error::Closed => Class::Unavailable,
+            Error::Indeterminate(_) | Error::Corrupt { .. } | Error::Internal(_) => Class::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::StreamNotFound(_) => "stream_not_found",
+            Error::StreamExists(_) => "stream_exists",
+            Error::InUse { .. } => "stream_in_use",
+            Error::NoSuchShard { .. } => "shard_not_found",
+            Error::InvalidName(_) => "invalid_stream_name",
+            Error::InvalidShardCount(_) => "invalid_shard_count",
+            Error::RecordTooLarge { .. } => "record_too_large",
+            Error::KeyTooLong { .. } => "key_too_long",
+            Error::BatchTooLarge { .. } => "body_too_large",
+            Error::Backpressure => "backpressure",
+            Error::Io { .. } | Error::Unavailable(_) | Error::Closed => "unavailable",
+            Error::Indeterminate(_) => "outcome_unknown",
+            Error::Corrupt { .. } | Error::Internal(_) => "internal",
+        }
     }
 }
 
@@ -177,7 +220,13 @@ pub struct Log {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion.
     ddl: Mutex<()>,
+    /// Who else must agree before a stream is dropped (see [`Log::guard_drops`]).
+    drop_guard: RwLock<Option<DropGuard>>,
 }
+
+/// Says whether a stream may be dropped: `Some(reason)` when something depends on it (views
+/// read it). Called under the log's DDL lock.
+pub type DropGuard = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Log {
     /// Opens the log in `root`, recovering every stream.
@@ -212,7 +261,25 @@ impl Log {
             inflight,
             streams: RwLock::new(streams),
             ddl: Mutex::new(()),
+            drop_guard: RwLock::default(),
         })
+    }
+
+    /// Makes every drop of a stream, through whichever door, ask `guard` first: one rule for
+    /// SQL's `DROP STREAM` and the Kinesis API's `DeleteStream` alike.
+    pub fn guard_drops(&self, guard: DropGuard) {
+        *self.drop_guard.write().expect("guard lock") = Some(guard);
+    }
+
+    /// Stream `name` if it is still incarnation `id`, asked under the DDL lock: a drop in
+    /// progress has finished first. What depends on a stream checks with this after making
+    /// itself known to the drop guard, so that no drop slips between the two.
+    pub fn confirm_stream(&self, name: &str, id: u64) -> Result<Arc<Stream>> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        self.stream(name)
+            .ok()
+            .filter(|s| s.meta().id == id)
+            .ok_or_else(|| Error::StreamNotFound(name.to_string()))
     }
 
     pub fn root(&self) -> &Path {
@@ -255,10 +322,7 @@ impl Log {
         let now = (self.config.clock)();
         let meta = StreamMeta {
             name: name.to_string(),
-            id: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
+            id: new_id()?,
             created_ms: now,
             shards: options.shards,
             retention: options.retention,
@@ -291,6 +355,14 @@ impl Log {
     /// Drops a stream and its records. Appends still queued finish first.
     pub fn drop_stream(&self, name: &str) -> Result<()> {
         let _ddl = self.ddl.lock().expect("ddl lock");
+        self.stream(name)?;
+        let guard = self.drop_guard.read().expect("guard lock").clone();
+        if let Some(reason) = guard.and_then(|guard| guard(name)) {
+            return Err(Error::InUse {
+                stream: name.to_string(),
+                reason,
+            });
+        }
         let stream = self
             .streams
             .write()

@@ -53,6 +53,10 @@ pub struct ReadResult {
     pub end_seq: u64,
     /// Append time of the last committed record (0 when the shard is empty).
     pub end_ms: i64,
+    /// Sequence numbers `first..=last` that the read was asked for but retention had deleted:
+    /// the read went on after them. Only at the start of a read: should retention delete
+    /// records in the middle of one, the read ends before them, so that the next reports them.
+    pub skipped: Option<(u64, u64)>,
 }
 
 /// Sequence numbers `first..=last` were made durable by one append.
@@ -213,8 +217,8 @@ impl Shard {
     }
 
     /// Reads committed records from `from` on (from the oldest retained one if `from` was
-    /// deleted by retention), at most `max_records` and about `max_bytes` of data (at least one
-    /// record when any is available).
+    /// deleted by retention, saying so in [`ReadResult::skipped`]), at most `max_records` and
+    /// about `max_bytes` of data (at least one record when any is available).
     pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<ReadResult> {
         let mut result = ReadResult::default();
         let mut seq = from;
@@ -224,7 +228,15 @@ impl Shard {
                 let state = self.state.read().expect("shard lock");
                 result.end_seq = state.end_seq();
                 result.end_ms = state.last_ms();
-                seq = seq.max(state.start_seq());
+                let start = state.start_seq();
+                if seq < start {
+                    if !result.records.is_empty() || result.skipped.is_some() {
+                        result.next_seq = seq;
+                        return Ok(result);
+                    }
+                    result.skipped = Some((seq, start - 1));
+                    seq = start;
+                }
                 let i = state
                     .segments
                     .partition_point(|s| s.base_seq <= seq)

@@ -271,9 +271,13 @@ fn retention_by_size_deletes_the_oldest_whole_segments() {
     assert_eq!(end, 50);
     let records = read_all(shard);
     assert_eq!(records.first().unwrap().seq, start);
-    // A reader positioned before the retained range continues at the oldest record.
+    // A reader positioned before the retained range continues at the oldest record, and is
+    // told exactly which records it will never see.
     let r = shard.read(0, 1, 1 << 20).unwrap();
     assert_eq!(r.records[0].seq, start);
+    assert_eq!(r.skipped, Some((0, start - 1)));
+    let r = shard.read(start, 1, 1 << 20).unwrap();
+    assert_eq!(r.skipped, None);
 }
 
 #[test]
