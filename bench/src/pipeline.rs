@@ -25,10 +25,12 @@ use serde_json::{Value, json};
 use sluice_gen::Workload;
 use sluice_lake::{Lake, LakeTable};
 use sluice_log::{Log, LogConfig};
-use sluice_pipeline::{RawConfig, RawPipeline, errors_table, positions};
+use sluice_pipeline::runtime::run_one;
+use sluice_pipeline::source::LogSource;
+use sluice_pipeline::{RawConfig, RawPipeline, errors_table};
 use tokio::sync::watch;
 
-use crate::preload;
+use crate::preload::{self, positions};
 
 const STREAM: &str = "clicks";
 /// The W2 fields (shared/bench/WORKLOADS.md). `user_id` is nullable: a W2 job drops null users
@@ -74,7 +76,7 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
         .prefix("sluice-bench-pipeline-")
         .tempdir_in(&parent)
         .with_context(|| format!("cannot create a folder in {}", parent.display()))?;
-    let log = Log::open(dir.path().join("log"), LogConfig::default())?;
+    let log = std::sync::Arc::new(Log::open(dir.path().join("log"), LogConfig::default())?);
     let mut with = format!("shards = {}, event_time = 'ts'", options.shards);
     if let Some(partition_by) = &options.partition_by {
         with.push_str(&format!(", partition_by = '{partition_by}'"));
@@ -95,16 +97,17 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
     let lake = Lake::local(dir.path().join("lake"))?;
 
     let started = Instant::now();
-    let pipeline = RawPipeline::open(stream.clone(), &lake, RawConfig::default()).await?;
+    let config = RawConfig::default();
+    let pipeline = RawPipeline::open(LogSource::open(&log, STREAM)?, &lake, config.clone()).await?;
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(pipeline.run(stopped));
+    let task = tokio::spawn(run_one(Box::new(pipeline), config.cadence(), stopped));
     // The pipeline created both tables when it opened.
     let mut rows = lake.open(STREAM).await?;
     let mut errors = lake.open(&errors_table(STREAM)).await?;
     let waited = wait_for_ends(&mut rows, &mut errors, &ends).await;
     let seconds = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
-    task.await.context("the pipeline's task failed")?;
+    task.await.context("the pipeline's task failed")??;
     waited?;
 
     rows.refresh().await?;

@@ -124,3 +124,12 @@ pub fn cpu_seconds() -> Option<f64> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
 }
+
+/// Per shard, the next sequence number `table`'s last commit recorded (0 for a shard it has not).
+pub async fn positions(table: &sluice_lake::LakeTable, shards: usize) -> anyhow::Result<Vec<u64>> {
+    let committed =
+        sluice_pipeline::exactly_once::committed(table, (0..shards).map(|s| s as u32)).await?;
+    Ok((0..shards as u32)
+        .map(|s| committed.get(&s).copied().unwrap_or(0))
+        .collect())
+}

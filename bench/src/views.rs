@@ -25,11 +25,11 @@ use serde_json::{Value, json};
 use sluice_gen::Workload;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig, Stream};
-use sluice_pipeline::positions;
+use sluice_pipeline::runtime::run_one;
 use sluice_pipeline::view::{SystemClock, ViewConfig, ViewPipeline};
 use tokio::sync::watch;
 
-use crate::preload;
+use crate::preload::{self, positions};
 
 const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE NOT NULL, \
                      volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL) \
@@ -102,17 +102,18 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
         )
     };
 
+    let cadence = ViewConfig::default().cadence();
     let started = Instant::now();
     let cpu = preload::cpu_seconds();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(open().await?.run(stopped));
+    let task = tokio::spawn(run_one(Box::new(open().await?), cadence, stopped));
     caught_up(&lake, &name, &stream).await?;
     let seconds = started.elapsed().as_secs_f64();
     let cores_busy = preload::cpu_seconds()
         .zip(cpu)
         .map(|(after, before)| (after - before) / seconds);
     let _ = stop.send(true);
-    task.await.context("the view's task failed")?;
+    task.await.context("the view's task failed")??;
     let rows = lake.open(&name).await?;
     let summary = summary(&lake, &name, workload).await?;
     let peak_rss_mib = preload::peak_rss_mib();
@@ -121,11 +122,11 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
     preload::append(&stream, workload, options.restart_events, options.batch).await?;
     let restarted = Instant::now();
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(open().await?.run(stopped));
+    let task = tokio::spawn(run_one(Box::new(open().await?), cadence, stopped));
     caught_up(&lake, &name, &stream).await?;
     let restart_seconds = restarted.elapsed().as_secs_f64();
     let _ = stop.send(true);
-    task.await.context("the view's task failed")?;
+    task.await.context("the view's task failed")??;
     Ok(json!({
         "bench": "view", "view": name, "events": options.events, "seconds": seconds,
         "events_per_s": options.events as f64 / seconds, "cores_busy": cores_busy,

@@ -8,17 +8,24 @@
 //! Both doors answer only once every record they accepted is durable, and refuse a request
 //! whole (nothing written) when any part of it is malformed. Records stay opaque bytes: the
 //! doors split requests into records and pick their shard, they never decode events.
+//!
+//! The Kinesis door is a protocol of its own (its routes, its error shapes: [`kinesis`]). Sluice's
+//! own ingest API is a route of the server's, which calls [`http::put_records`] and says its
+//! [`IngestError`]s as every error of its API.
 
+mod error;
 pub mod http;
 pub mod kinesis;
+
+pub use error::IngestError;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use sluice_auth::Users;
 use sluice_log::Log;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -78,7 +85,7 @@ impl Ingest {
 
     /// Reserves `bytes` of request memory for as long as the permit lives; `None` when the
     /// budget stays exhausted (the caller answers with backpressure).
-    pub(crate) async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+    pub async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
         let permits = u32::try_from(bytes.min(self.config.max_request_memory)).unwrap_or(u32::MAX);
         let semaphore = self.request_memory.clone();
         match semaphore.clone().try_acquire_many_owned(permits) {
@@ -88,77 +95,5 @@ impl Ingest {
                 .ok()
                 .and_then(Result::ok),
         }
-    }
-}
-
-/// An error of Sluice's own HTTP API: a status and a JSON body `{"error": message, "code": code}`
-/// naming what is wrong.
-#[derive(Debug, Clone)]
-pub struct HttpError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    /// Extra fields of the body (e.g. the position of a SQL error).
-    pub details: Option<serde_json::Value>,
-}
-
-impl HttpError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn with_details(mut self, details: serde_json::Value) -> Self {
-        self.details = Some(details);
-        self
-    }
-}
-
-impl From<sluice_log::Error> for HttpError {
-    fn from(e: sluice_log::Error) -> Self {
-        use sluice_log::Error as E;
-        let (status, code) = match &e {
-            E::StreamNotFound(_) => (StatusCode::NOT_FOUND, "stream_not_found"),
-            E::StreamExists(_) => (StatusCode::CONFLICT, "stream_exists"),
-            E::NoSuchShard { .. } => (StatusCode::NOT_FOUND, "shard_not_found"),
-            E::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_stream_name"),
-            E::InvalidShardCount(_) => (StatusCode::BAD_REQUEST, "invalid_shard_count"),
-            E::RecordTooLarge { .. } => (StatusCode::BAD_REQUEST, "record_too_large"),
-            E::KeyTooLong { .. } => (StatusCode::BAD_REQUEST, "key_too_long"),
-            E::BatchTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            E::Backpressure => (StatusCode::SERVICE_UNAVAILABLE, "backpressure"),
-            E::Io { .. } | E::Unavailable(_) | E::Closed => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-            }
-            E::Indeterminate(_) => (StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown"),
-            E::Corrupt { .. } | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        Self::new(status, code, e.to_string())
-    }
-}
-
-impl IntoResponse for HttpError {
-    fn into_response(self) -> Response {
-        let mut body = serde_json::json!({"error": self.message, "code": self.code});
-        if let (Some(serde_json::Value::Object(extra)), serde_json::Value::Object(map)) =
-            (self.details, &mut body)
-        {
-            map.extend(extra);
-        }
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
     }
 }

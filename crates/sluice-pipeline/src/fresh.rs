@@ -9,9 +9,11 @@
 //!
 //! Invariant: the positions come from the very snapshot the scan reads, so each acknowledged
 //! record appears exactly once — in the snapshot if the pipeline committed it, else in the
-//! tail — however the pipeline's commits interleave with the query.
+//! tail — however the pipeline's commits interleave with the query. (The positions and the
+//! reading are the pipeline's own, `exactly_once` and [`LogSource`]: the query engine asks for
+//! a fresh table and knows nothing of them.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -26,9 +28,10 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::union::UnionExec;
 use sluice_lake::LakeTable;
-use sluice_log::Stream;
-use sluice_pipeline::Decoder;
-use sluice_sql::StreamDefinition;
+use sluice_log::Log;
+
+use crate::exactly_once::{Partition, Positions, committed, past};
+use crate::source::{LogSource, Source};
 
 /// The most records of one shard held as the decoded tail of a table. Past it (only when a
 /// pipeline has fallen far behind) queries see the table up to that much.
@@ -36,15 +39,17 @@ const MAX_TAIL_RECORDS: u64 = 500_000;
 
 /// Which of a stream's two tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
+pub enum Side {
+    /// The stream's table: its decoded records.
     Rows,
+    /// `<stream>_errors`: the records that did not decode.
     Errors,
 }
 
 /// The decoded tails of streams' tables, kept between queries so that each query decodes only
 /// what the log received since the one before. Keyed by table name.
 #[derive(Debug, Default)]
-pub(crate) struct Tails {
+pub struct Tails {
     tables: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Tail>>>>,
 }
 
@@ -55,31 +60,36 @@ struct Tail {
     /// The stream incarnation the tail belongs to.
     stream_id: u64,
     schema: Option<SchemaRef>,
-    start: Vec<u64>,
-    next: Vec<u64>,
+    start: Positions,
+    next: Positions,
     batches: Vec<RecordBatch>,
 }
 
 impl Tails {
-    /// `table` (the `side` table of `stream`) with the log's tail past its snapshot's positions.
-    pub(crate) async fn fresh_table(
+    /// `table` (the `side` table of stream `stream` of `log`) with the log's tail past its
+    /// snapshot's positions.
+    pub async fn fresh_table(
         &self,
         table: &LakeTable,
-        stream: Arc<Stream>,
+        log: &Arc<Log>,
+        stream: &str,
         side: Side,
     ) -> Result<Arc<dyn TableProvider>> {
         let committed = table.delta().table_provider().await?;
-        let definition = StreamDefinition::from_log(&stream.meta().definition);
-        // A stream whose records cannot be decoded yet has no raw pipeline, hence no tail.
-        let Ok(decoder) = Decoder::new(&definition) else {
+        // A stream whose records cannot be decoded has no raw pipeline, hence no tail.
+        let Ok(source) = LogSource::open(log, stream) else {
             return Ok(committed);
         };
-        let positions = sluice_pipeline::positions(table, stream.shards().len())
-            .await
-            .map_err(external)?;
+        let bounds = source.bounds().await.map_err(external)?;
+        let recorded = committed_positions(table, bounds.keys().copied()).await?;
+        // Explicit per shard: a shard the table has not recorded starts at its oldest record.
+        let positions: Positions = bounds
+            .iter()
+            .map(|(&p, b)| (p, recorded.get(&p).copied().unwrap_or(b.oldest)))
+            .collect();
         let tail = self.tail(table.name());
         let mut tail = tail.lock().await;
-        tail.advance(stream, decoder, side, &committed.schema(), &positions)
+        tail.advance(source, side, &committed.schema(), &positions)
             .await?;
         let batches = tail.batches.clone();
         if batches.is_empty() {
@@ -102,43 +112,44 @@ impl Tail {
     /// the log's end, decoding only what was not decoded before.
     async fn advance(
         &mut self,
-        stream: Arc<Stream>,
-        decoder: Decoder,
+        source: LogSource,
         side: Side,
         schema: &SchemaRef,
-        positions: &[u64],
+        positions: &Positions,
     ) -> Result<()> {
-        let behind = positions.iter().zip(&self.start).any(|(p, s)| p < s);
-        if self.stream_id != stream.meta().id
+        let behind = positions
+            .iter()
+            .any(|(p, at)| self.start.get(p).is_some_and(|s| at < s));
+        let same_shards = positions.keys().eq(self.start.keys());
+        if self.stream_id != source.id()
             || self.schema.as_ref() != Some(schema)
-            || self.start.len() != positions.len()
+            || !same_shards
             || behind
         {
             // A new stream, or a query of an older snapshot than the tail's start: start over.
             *self = Tail {
-                stream_id: stream.meta().id,
+                stream_id: source.id(),
                 schema: Some(schema.clone()),
-                start: positions.to_vec(),
-                next: positions.to_vec(),
+                start: positions.clone(),
+                next: positions.clone(),
                 batches: Vec::new(),
             };
-        } else if positions != self.start {
+        } else if *positions != self.start {
             self.batches = std::mem::take(&mut self.batches)
                 .iter()
-                .map(|b| sluice_pipeline::past(b, positions))
+                .map(|b| past(b, positions))
                 .filter(|b| !matches!(b, Ok(b) if b.num_rows() == 0))
                 .collect::<Result<_, _>>()
                 .map_err(external)?;
-            self.start = positions.to_vec();
-            for (next, &start) in self.next.iter_mut().zip(positions) {
-                *next = (*next).max(start);
+            self.start = positions.clone();
+            for (p, next) in self.next.iter_mut() {
+                *next = (*next).max(positions.get(p).copied().unwrap_or(0));
             }
         }
         let held = self
             .next
             .iter()
-            .zip(&self.start)
-            .map(|(n, s)| n - s)
+            .map(|(p, n)| n - self.start.get(p).copied().unwrap_or(*n))
             .max()
             .unwrap_or(0);
         let room = MAX_TAIL_RECORDS.saturating_sub(held) as usize;
@@ -146,23 +157,31 @@ impl Tail {
             return Ok(());
         }
         let from = self.next.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let limits = vec![room; from.len()];
-            sluice_pipeline::read(&stream, &decoder, &from, &limits, usize::MAX)
-        })
-        .await
-        .map_err(external)?
-        .map_err(external)?;
-        self.next = read.next;
-        let batch = match side {
-            Side::Rows => read.decoded.rows,
-            Side::Errors => read.decoded.errors,
-        };
-        if batch.num_rows() > 0 {
-            self.batches.push(conform(&batch, schema)?);
+        let limits: BTreeMap<Partition, usize> = from.keys().map(|&p| (p, room)).collect();
+        let read = tokio::task::spawn_blocking(move || source.read_blocking(&from, &limits))
+            .await
+            .map_err(external)?
+            .map_err(external)?;
+        self.next.extend(read.next());
+        for part in read.parts {
+            let batch = match side {
+                Side::Rows => part.rows,
+                Side::Errors => part.errors,
+            };
+            if batch.num_rows() > 0 {
+                self.batches.push(conform(&batch, schema)?);
+            }
         }
         Ok(())
     }
+}
+
+/// The positions `table`'s snapshot recorded, as DataFusion's error.
+async fn committed_positions(
+    table: &LakeTable,
+    partitions: impl IntoIterator<Item = Partition>,
+) -> Result<Positions> {
+    committed(table, partitions).await.map_err(external)
 }
 
 fn external(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DataFusionError {

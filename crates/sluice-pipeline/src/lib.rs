@@ -1,90 +1,54 @@
-//! Pipelines: what happens to records between the log and the lake.
+//! Pipelines: what happens to records between a source and the lake.
 //!
 //! ```text
-//!  log ──► decode (by the stream's definition, into Arrow) ──┬─► raw table  <stream>
-//!                                                            └─► errors     <stream>_errors
+//!  source (a stream's shards; an append-only view; next: Kafka, Kinesis, change data)
+//!    │ partitions, read and decoded apart                      source/
+//!    ▼
+//!  pipeline ── raw: rows ─► <stream>, bad records ─► <stream>_errors      raw.rs
+//!           └─ view: the query, cut into partition-local and combined parts ─► <view>   view/
+//!    │ one commit a table a round, with the positions of record          exactly_once.rs
+//!    ▼
+//!  lake (Delta tables)
 //! ```
 //!
-//! [`raw::RawPipeline`] keeps a stream's raw tables, exactly once (see its module).
+//! Every pipeline runs in one runtime ([`runtime`]): paced rounds, reads ahead, compaction,
+//! failures retried after a backoff, panics caught and the pipeline started again, one status
+//! shape and one set of metrics. [`Pipelines`] is the set a server runs — a raw pipeline per
+//! stream, a pipeline per view — and the views' lifecycle. The exactly-once rules every
+//! pipeline keeps are written, and kept, in [`exactly_once`]. A stream's tables answer queries
+//! with the log's tail past what their pipeline committed ([`fresh`]).
+//!
 //! [`decode::Decoder`] turns a stream's records into the rows of its raw table — the declared
 //! columns plus `_shard`, `_seq` and `_ingested_at` — and every record it cannot decode into a
 //! row of `<stream>_errors` with the raw payload and the reason. Nothing is dropped: good rows
 //! plus error rows always equal the records decoded.
 
 pub mod decode;
+mod error;
+pub mod exactly_once;
+pub mod fresh;
+mod pipelines;
 pub mod raw;
+pub mod runtime;
+pub mod source;
 pub mod view;
 
 pub use decode::{Decoded, Decoder, RawRecord};
-pub use raw::{
-    Health, LogRead, RawConfig, RawPipeline, Round, drop_tables, errors_table, errors_table_stream,
-    past, positions, read,
-};
+pub use error::{PipelineError, Result, lake_class};
+pub use exactly_once::{Writer, writer};
+pub use pipelines::{Pipelines, PipelinesConfig};
+pub use raw::{RawConfig, RawPipeline};
+pub use runtime::{Kind, Pipeline, PipelineStatus, Round};
 
-/// When a pipeline (raw or view) runs its rounds: every `interval`, a late round delaying the
-/// next rather than doubling up, and at once after a round that left a backlog.
-struct Rounds {
-    tick: tokio::time::Interval,
+/// The name of the errors table of a stream's or a view's table.
+pub fn errors_table(table: &str) -> String {
+    format!("{table}{ERRORS_SUFFIX}")
 }
 
-impl Rounds {
-    fn every(interval: std::time::Duration) -> Rounds {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Rounds { tick }
-    }
-
-    /// Waits for the next round; false once `stop` turns true (then there is none).
-    async fn next(&mut self, backlog: bool, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
-        if *stop.borrow() {
-            return false;
-        }
-        if !backlog {
-            tokio::select! {
-                _ = self.tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return false,
-            }
-        }
-        true
-    }
+/// The stream or view an errors table's name belongs to, if it is one's (`ticks_errors` →
+/// `ticks`).
+pub fn errors_table_of(table: &str) -> Option<&str> {
+    table.strip_suffix(ERRORS_SUFFIX)
 }
 
-/// Why a pipeline cannot run.
-#[derive(Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// What the user asked for (a view's query, a definition) cannot be done.
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("materialized view '{0}' already exists")]
-    ViewExists(String),
-    #[error("materialized view '{0}' does not exist")]
-    ViewNotFound(String),
-    #[error(transparent)]
-    Sql(#[from] sluice_sql::SqlError),
-    /// The data directory (a view's definition or state).
-    #[error("{path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Log(#[from] sluice_log::Error),
-    #[error(transparent)]
-    Lake(#[from] sluice_lake::Error),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl From<datafusion::error::DataFusionError> for PipelineError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        PipelineError::Internal(e.strip_backtrace())
-    }
-}
-
-impl From<arrow::error::ArrowError> for PipelineError {
-    fn from(e: arrow::error::ArrowError) -> Self {
-        PipelineError::Internal(e.to_string())
-    }
-}
-
-pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+const ERRORS_SUFFIX: &str = "_errors";

@@ -32,26 +32,100 @@ use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
+use sluice_error::{Class, Classify, Position};
 use sluice_lake::{Lake, Version};
 use sluice_log::Log;
+use sluice_pipeline::fresh::{Side, Tails};
 use sluice_sql::AsOf;
 use sqlparser::ast::{ObjectType, Statement};
 
-mod fresh;
 mod write;
 
-/// Why a query failed: the statement (the user's to fix), or running it.
+/// Why a statement failed, and (its class) who must act.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// Not a statement this engine runs, or not on this table: it defines, changes or copies
+    /// what SQL may not (a stream's or a view's tables are their pipelines' alone).
     #[error("{0}")]
     Refused(String),
-    #[error("{0}")]
-    Plan(String),
-    #[error("{0}")]
-    Execution(String),
+    /// DataFusion would not plan or run the statement; the class says why (a syntax error, an
+    /// unknown table or column, a value that does not convert, the lake out of reach, …).
+    #[error("{message}")]
+    Engine {
+        class: Class,
+        message: String,
+        position: Option<Position>,
+    },
     /// The answer grew past [`QueryEngine::with_max_result_bytes`].
     #[error("{0}")]
     ResultTooLarge(String),
+    /// A lake table could not be read or written.
+    #[error(transparent)]
+    Lake(#[from] sluice_lake::Error),
+}
+
+impl QueryError {
+    /// An error of the statement, of `class`, without a position.
+    fn statement(class: Class, message: impl Into<String>) -> Self {
+        QueryError::Engine {
+            class,
+            message: message.into(),
+            position: None,
+        }
+    }
+}
+
+impl QueryError {
+    /// DataFusion's error `e`, classified (the lake's errors it carries by the lake's classes).
+    pub fn of(e: &DataFusionError) -> Self {
+        let (class, position) = sluice_error::datafusion::class_of(e, &sluice_pipeline::lake_class);
+        QueryError::Engine {
+            class,
+            message: e.strip_backtrace(),
+            position,
+        }
+    }
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(e: DataFusionError) -> Self {
+        QueryError::of(&e)
+    }
+}
+
+impl Classify for QueryError {
+    fn class(&self) -> Class {
+        match self {
+            QueryError::Refused(_) => Class::Refused,
+            QueryError::Engine { class, .. } => *class,
+            QueryError::ResultTooLarge(_) => Class::LimitExceeded,
+            QueryError::Lake(e) => e.class(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            QueryError::Refused(_) => "statement_refused",
+            QueryError::Engine {
+                class: Class::Unavailable,
+                ..
+            } => "lake_unavailable",
+            QueryError::Engine {
+                class: Class::Internal,
+                ..
+            } => "internal",
+            QueryError::Engine { .. } => "query_error",
+            QueryError::ResultTooLarge(_) => "result_too_large",
+            QueryError::Lake(e) => e.code(),
+        }
+    }
+
+    fn position(&self) -> Option<Position> {
+        match self {
+            QueryError::Engine { position, .. } => *position,
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
@@ -68,7 +142,7 @@ pub struct QueryOutput {
 pub struct QueryEngine {
     lake: Lake,
     log: Arc<Log>,
-    tails: Arc<fresh::Tails>,
+    tails: Arc<Tails>,
     /// The largest answer [`QueryEngine::execute`] collects, in bytes of Arrow memory.
     max_result_bytes: usize,
 }
@@ -103,7 +177,7 @@ impl QueryEngine {
         let ctx = SessionContext::new_with_config(config);
         let catalog = ctx
             .catalog("sluice")
-            .ok_or_else(|| QueryError::Execution("the session has no catalog".into()))?;
+            .ok_or_else(|| QueryError::statement(Class::Internal, "the session has no catalog"))?;
         catalog
             .register_schema(
                 "public",
@@ -111,7 +185,7 @@ impl QueryEngine {
                     engine: self.clone(),
                 }),
             )
-            .map_err(|e| QueryError::Execution(e.to_string()))?;
+            .map_err(QueryError::from)?;
         Ok(ctx)
     }
 
@@ -129,8 +203,7 @@ impl QueryEngine {
         let plan = ctx
             .state()
             .statement_to_plan(DfStatement::Statement(Box::new(statement)))
-            .await
-            .map_err(|e| QueryError::Plan(message(e)))?;
+            .await?;
         // INSERT appends; INSERT OVERWRITE would replace the table.
         let inserts =
             matches!(&plan, LogicalPlan::Dml(dml) if dml.op == WriteOp::Insert(InsertOp::Append));
@@ -169,18 +242,12 @@ impl QueryEngine {
             _ => {}
         }
         let plan = self.plan(&ctx, statement).await?;
-        let frame = ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| QueryError::Plan(message(e)))?;
+        let frame = ctx.execute_logical_plan(plan).await?;
         let schema = Arc::new(frame.schema().as_arrow().clone());
-        let mut stream = frame
-            .execute_stream()
-            .await
-            .map_err(|e| QueryError::Execution(message(e)))?;
+        let mut stream = frame.execute_stream().await?;
         let (mut batches, mut bytes) = (Vec::new(), 0);
         while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| QueryError::Execution(message(e)))?;
+            let batch = batch?;
             bytes += batch.get_array_memory_size();
             if bytes > self.max_result_bytes {
                 return Err(QueryError::ResultTooLarge(format!(
@@ -197,15 +264,13 @@ impl QueryEngine {
 
 impl QueryEngine {
     /// The stream whose table (rows or errors) is named `table`, if any.
-    fn stream_of(&self, table: &str) -> Option<(Arc<sluice_log::Stream>, fresh::Side)> {
-        if let Ok(stream) = self.log.stream(table) {
-            return Some((stream, fresh::Side::Rows));
+    fn stream_of(&self, table: &str) -> Option<(String, Side)> {
+        if self.log.stream(table).is_ok() {
+            return Some((table.to_string(), Side::Rows));
         }
-        let stream = self
-            .log
-            .stream(sluice_pipeline::errors_table_stream(table)?)
-            .ok()?;
-        Some((stream, fresh::Side::Errors))
+        let stream = sluice_pipeline::errors_table_of(table)?;
+        self.log.stream(stream).ok()?;
+        Some((stream.to_string(), Side::Errors))
     }
 }
 
@@ -225,11 +290,6 @@ fn refusal(plan: &LogicalPlan) -> String {
             .next()
             .unwrap_or("this statement")
     )
-}
-
-/// DataFusion's message without its "Error during planning: " style prefix chains.
-fn message(e: DataFusionError) -> String {
-    e.strip_backtrace()
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -264,7 +324,7 @@ impl SchemaProvider for LakeSchema {
                 Err(sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_)) => {
                     Ok(None)
                 }
-                Err(e) => Err(DataFusionError::Plan(e.to_string())),
+                Err(e) => Err(DataFusionError::External(Box::new(e))),
             };
         }
         let table = match self.engine.lake.open(name).await {
@@ -275,7 +335,13 @@ impl SchemaProvider for LakeSchema {
             Err(e) => return Err(DataFusionError::External(Box::new(e))),
         };
         let provider = match self.engine.stream_of(name) {
-            Some((stream, side)) => self.engine.tails.fresh_table(&table, stream, side).await?,
+            Some((stream, side)) => {
+                let engine = &self.engine;
+                engine
+                    .tails
+                    .fresh_table(&table, &engine.log, &stream, side)
+                    .await?
+            }
             None => table.delta().table_provider().await?,
         };
         Ok(Some(provider))

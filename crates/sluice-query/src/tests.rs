@@ -114,10 +114,14 @@ async fn nothing_but_queries_runs_and_no_file_outside_the_lake_is_reached() {
         assert!(run(&engine, sql).await.is_err(), "{sql} ran");
     }
     assert!(!outside.exists(), "a statement wrote outside the lake");
-    let Err(QueryError::Plan(m)) = run(&engine, "SELECT * FROM missing").await else {
+    let Err(e @ QueryError::Engine { .. }) = run(&engine, "SELECT * FROM missing").await else {
         panic!()
     };
-    assert!(m.contains("missing"), "{m}");
+    assert_eq!(
+        sluice_error::Classify::class(&e),
+        sluice_error::Class::UndefinedTable
+    );
+    assert!(e.to_string().contains("missing"), "{e}");
     assert_eq!(
         run(&engine, "SELECT count(*) FROM ticks")
             .await
@@ -142,7 +146,8 @@ async fn scalar(engine: &QueryEngine, sql: &str) -> i64 {
 /// committed it yet, and never one twice.
 #[tokio::test]
 async fn stream_tables_include_the_log_tail() {
-    use sluice_pipeline::{RawConfig, RawPipeline};
+    use sluice_pipeline::source::LogSource;
+    use sluice_pipeline::{Pipeline, RawConfig, RawPipeline};
 
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::local(dir.path().join("lake")).unwrap();
@@ -165,7 +170,8 @@ async fn stream_tables_include_the_log_tail() {
             },
         )
         .unwrap();
-    let mut pipeline = RawPipeline::open(stream.clone(), &lake, RawConfig::default())
+    let source = LogSource::open(&log, "clicks").unwrap();
+    let mut pipeline = RawPipeline::open(source, &lake, RawConfig::default())
         .await
         .unwrap();
     let engine = QueryEngine::new(lake, log);

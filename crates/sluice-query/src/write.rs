@@ -22,7 +22,9 @@ use datafusion::prelude::SessionContext;
 use sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
 use sqlparser::ast::{CreateTable, HiveDistributionStyle, ObjectName, TableObject};
 
-use crate::{QueryEngine, QueryError, QueryOutput, Result, message};
+use sluice_error::Class;
+
+use crate::{QueryEngine, QueryError, QueryOutput, Result};
 
 impl QueryEngine {
     /// The lake table `name` stands for, resolved as DataFusion resolves names (unquoted parts
@@ -71,17 +73,22 @@ impl QueryEngine {
         let table = Self::lake_name(name)?;
         if let Some((stream, _)) = self.stream_of(&table) {
             return Err(QueryError::Refused(format!(
-                "table '{table}' is written by stream '{}' alone: it changes only through the \
-                 stream (DROP STREAM drops it)",
-                stream.name()
+                "table '{table}' is written by stream '{stream}' alone: it changes only through \
+                 the stream (DROP STREAM drops it)"
             )));
         }
         if let Ok(lake_table) = self.lake.open(&table).await
-            && lake_table.property(sluice_pipeline::view::OWNER).is_some()
+            && let Some(writer) = sluice_pipeline::writer(&lake_table)
         {
+            let (what, drop) = match writer {
+                sluice_pipeline::Writer::Stream(_) => ("a stream", "DROP STREAM"),
+                sluice_pipeline::Writer::View(_) => {
+                    ("a materialized view", "DROP MATERIALIZED VIEW")
+                }
+            };
             return Err(QueryError::Refused(format!(
-                "table '{table}' is written by a materialized view alone: it changes only \
-                 through the view (DROP MATERIALIZED VIEW drops it)"
+                "table '{table}' is written by {what} alone: it changes only through it ({drop} \
+                 drops it)"
             )));
         }
         Ok(table)
@@ -127,15 +134,15 @@ impl QueryEngine {
             if create.if_not_exists {
                 return Ok(count(0));
             }
-            return Err(QueryError::Plan(format!("table '{name}' already exists")));
+            return Err(QueryError::statement(
+                Class::Exists,
+                format!("table '{name}' already exists"),
+            ));
         }
         let plan = self
             .plan(ctx, sqlparser::ast::Statement::Query(query))
             .await?;
-        let frame = ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| QueryError::Plan(message(e)))?;
+        let frame = ctx.execute_logical_plan(plan).await?;
         // Columns take NULL (as Spark's CTAS tables do), so that later INSERTs may leave any out.
         let schema = Arc::new(Schema::new(
             frame
@@ -147,24 +154,23 @@ impl QueryEngine {
         ));
         for column in &partition_by {
             if schema.field_with_name(column).is_err() {
-                return Err(QueryError::Plan(format!(
-                    "PARTITIONED BY names no column of the query: '{column}'"
-                )));
+                return Err(QueryError::statement(
+                    Class::UndefinedColumn,
+                    format!("PARTITIONED BY names no column of the query: '{column}'"),
+                ));
             }
         }
         let batches = frame
             .collect()
-            .await
-            .map_err(|e| QueryError::Execution(message(e)))?
+            .await?
             .into_iter()
             .map(|b| b.with_schema(schema.clone()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| QueryError::Execution(e.to_string()))?;
+            .map_err(|e| QueryError::statement(Class::Internal, e.to_string()))?;
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         self.lake
             .create(&name, &schema, &partition_by, batches)
-            .await
-            .map_err(|e| QueryError::Execution(e.to_string()))?;
+            .await?;
         Ok(count(rows))
     }
 
@@ -181,14 +187,14 @@ impl QueryEngine {
             if existing.contains(&table) {
                 dropped.push(table);
             } else if !if_exists {
-                return Err(QueryError::Plan(format!("table '{table}' does not exist")));
+                return Err(QueryError::statement(
+                    Class::UndefinedTable,
+                    format!("table '{table}' does not exist"),
+                ));
             }
         }
         for table in dropped {
-            self.lake
-                .drop_table(&table)
-                .await
-                .map_err(|e| QueryError::Execution(e.to_string()))?;
+            self.lake.drop_table(&table).await?;
         }
         Ok(QueryOutput {
             schema: Arc::new(Schema::empty()),
@@ -201,10 +207,7 @@ impl QueryEngine {
     /// `OPTIMIZE t`: answers the files removed and added.
     pub async fn optimize(&self, table: &ObjectName) -> Result<QueryOutput> {
         let mut table = self.upkept(table).await?;
-        let compaction = table
-            .compact()
-            .await
-            .map_err(|e| QueryError::Execution(e.to_string()))?;
+        let compaction = table.compact().await?;
         Ok(numbers(&[
             ("files_removed", compaction.files_removed),
             ("files_added", compaction.files_added),
@@ -220,21 +223,13 @@ impl QueryEngine {
     ) -> Result<QueryOutput> {
         let mut table = self.upkept(table).await?;
         let retain = retain_hours.map(|h| Duration::from_secs(h.saturating_mul(3600)));
-        let files = table
-            .vacuum(retain, dry_run)
-            .await
-            .map_err(|e| QueryError::Execution(e.to_string()))?;
+        let files = table.vacuum(retain, dry_run).await?;
         Ok(numbers(&[("files_deleted", files.len() as u64)]))
     }
 
     async fn upkept(&self, table: &ObjectName) -> Result<sluice_lake::LakeTable> {
         let table = Self::lake_name(table)?;
-        self.lake.open(&table).await.map_err(|e| match e {
-            sluice_lake::Error::TableNotFound(_) | sluice_lake::Error::InvalidName(_) => {
-                QueryError::Plan(format!("table '{table}' does not exist"))
-            }
-            e => QueryError::Execution(e.to_string()),
-        })
+        Ok(self.lake.open(&table).await?)
     }
 }
 

@@ -4,17 +4,19 @@
 //! the Kinesis door (which verifies Signature V4 itself, as it needs the body) asks for
 //! `Authorization: Bearer <secret>`; the caller found is put in the request's extensions as a
 //! [`Caller`]. Ingest needs a writing role; `POST /v1/sql` is open to every caller and checks
-//! each statement (see [`crate::sql::writes`]). Without users everyone is an admin: the server
+//! each statement (see [`crate::policy`]). Without users everyone is an admin: the server
 //! allows that on loopback only (see [`crate::Server::start`]).
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sluice_auth::{Role, Users};
-use sluice_ingest::HttpError;
+use sluice_error::Class;
+
+use crate::{HttpError, ServerError};
 
 /// The user a request or connection is made by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,18 +35,14 @@ impl Caller {
     }
 
     /// Refuses what writes to a read-only caller; `what` names it ("ingest", "DROP TABLE").
-    pub fn may_write(&self, what: &str) -> Result<(), HttpError> {
+    pub fn may_write(&self, what: &str) -> Result<(), ServerError> {
         if self.role.may_write() {
             return Ok(());
         }
-        Err(HttpError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "user '{}' is read-only: it may query and watch, not {what}",
-                self.name
-            ),
-        ))
+        Err(ServerError::Forbidden(format!(
+            "user '{}' is read-only: it may query and watch, not {what}",
+            self.name
+        )))
     }
 }
 
@@ -107,7 +105,7 @@ pub async fn authenticate(
     if let Needs::Write = needs
         && let Err(e) = caller.may_write("ingest")
     {
-        return e.into_response();
+        return HttpError::of(&e).into_response();
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
@@ -115,7 +113,7 @@ pub async fn authenticate(
 
 fn unauthorized(message: &str) -> Response {
     let mut response =
-        HttpError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
+        HttpError::of_class(Class::Unauthenticated, "unauthorized", message).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"sluice\""),

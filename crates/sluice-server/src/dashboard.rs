@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::HttpError;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -25,7 +26,6 @@ use axum::routing::get;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_ingest::HttpError;
 use sluice_query::arrow::datatypes::{DataType, Schema};
 
 use crate::{AppState, ServerError, output, sql, status};
@@ -191,28 +191,26 @@ async fn live_view(
             if let Some(at) = watch.computed {
                 tokio::time::sleep_until(at + VIEW_REFRESH_EVERY).await;
             }
-            let next = match watch.state.views.statuses() {
-                Err(e) => Some(("failure", json!(e.to_string()))),
-                Ok(views) => match views.into_iter().find(|v| v.name == watch.name) {
-                    None => {
-                        // Watched again from scratch if it is created again.
-                        watch.commit = None;
-                        let gone = format!("materialized view '{}' does not exist", watch.name);
-                        Some(("failure", json!(gone)))
-                    }
-                    Some(view) if watch.commit == Some(view.last_commit_ms) => None,
-                    Some(view) => {
-                        watch.computed = Some(tokio::time::Instant::now());
-                        match data(&watch.state, &watch.name, &watch.query).await {
-                            Ok(data) => {
-                                watch.commit = Some(view.last_commit_ms);
-                                Some(("data", data))
-                            }
-                            // Tried again at the next check: the commit stays unseen.
-                            Err(e) => Some(("failure", json!(e.message))),
+            let views = watch.state.pipelines.view_statuses();
+            let next = match views.into_iter().find(|v| v.name == watch.name) {
+                None => {
+                    // Watched again from scratch if it is created again.
+                    watch.commit = None;
+                    let gone = format!("materialized view '{}' does not exist", watch.name);
+                    Some(("failure", json!(gone)))
+                }
+                Some(view) if watch.commit == Some(view.last_commit_ms) => None,
+                Some(view) => {
+                    watch.computed = Some(tokio::time::Instant::now());
+                    match data(&watch.state, &watch.name, &watch.query).await {
+                        Ok(data) => {
+                            watch.commit = Some(view.last_commit_ms);
+                            Some(("data", data))
                         }
+                        // Tried again at the next check: the commit stays unseen.
+                        Err(e) => Some(("failure", json!(e.message))),
                     }
-                },
+                }
             };
             if let Some((name, data)) = next {
                 let text = data.to_string();
@@ -230,21 +228,20 @@ async fn live_view(
 /// What the view's page shows: series for a windowed view, rows for the others.
 pub async fn data(state: &AppState, name: &str, query: &ViewQuery) -> Result<Value, HttpError> {
     let view = state
-        .views
-        .statuses()?
+        .pipelines
+        .view_statuses()
         .into_iter()
         .find(|v| v.name == name)
         .ok_or_else(|| {
-            HttpError::new(
-                StatusCode::NOT_FOUND,
-                "view_not_found",
-                format!("materialized view '{name}' does not exist"),
-            )
+            HttpError::of(&sluice_pipeline::PipelineError::ViewNotFound(
+                name.to_string(),
+            ))
         })?;
     let table = state.lake.open(name).await.map_err(ServerError::from)?;
     let schema = table.arrow_schema().map_err(ServerError::from)?;
     let columns = Columns::of(&schema);
-    if view.kind == "windowed" && columns.has("window_end") && !columns.numbers.is_empty() {
+    let windowed = view.kind == Some(sluice_pipeline::Kind::Windowed);
+    if windowed && columns.has("window_end") && !columns.numbers.is_empty() {
         series(state, name, &columns, query).await
     } else {
         let total = table.stats().map_err(ServerError::from)?.rows;

@@ -8,10 +8,13 @@
 //! others; HTTP requests must send their headers within [`HEADER_TIMEOUT`], so a client that
 //! never finishes one cannot hold its connection (and a permit) forever.
 //!
-//! Shutdown: the accept loop stops, each connection finishes the request it serves (hyper's
-//! graceful shutdown), and [`serve_http`] returns once every permit is back — that is, once
-//! every connection has closed.
+//! One accept loop serves both ports ([`accept_loop`]): it admits connections up to the
+//! limit, hands each to its port's server in a task of its own, and at shutdown stops
+//! accepting and returns once every connection has closed (every permit is back). Each port
+//! drains its connections its own way: HTTP finishes the request each connection serves
+//! (hyper's graceful shutdown); PostgreSQL lets the queries in flight finish (see `pg`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -91,42 +94,77 @@ pub fn tls_acceptor(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Result<TlsAccept
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then until every connection has closed.
-pub async fn serve_http(
+/// Accepts connections on `listener` until `stop` turns true: each admitted one is served by
+/// `serve` in a task of its own, holding its permit; one past the limit is answered by
+/// `refuse`. Returns once every connection has closed.
+pub async fn accept_loop<S, F, R, G>(
     listener: TcpListener,
-    app: Router,
-    tls: Option<TlsAcceptor>,
     connections: Connections,
     mut stop: watch::Receiver<bool>,
-) {
+    refuse: R,
+    serve: S,
+) where
+    S: Fn(TcpStream, SocketAddr) -> F,
+    F: Future<Output = ()> + Send + 'static,
+    R: Fn(TcpStream) -> G,
+    G: Future<Output = ()> + Send + 'static,
+{
     loop {
         let (tcp, peer) = tokio::select! {
             () = stopped(&mut stop) => break,
             accepted = accept(&listener) => accepted,
         };
         let Some(permit) = connections.admit() else {
-            tokio::spawn(refuse_http(tcp, tls.is_some(), connections.max()));
+            tokio::spawn(refuse(tcp));
             continue;
         };
-        let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
+        let served = serve(tcp, peer);
         tokio::spawn(async move {
             let _permit = permit;
-            match tls {
-                None => serve_connection(tcp, app, stop).await,
-                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_connection(stream, app, stop).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
-            }
+            served.await;
         });
     }
     connections.closed().await;
 }
 
+/// Serves `app` on `listener` until `stop` turns true, then until every connection has closed.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    connections: Connections,
+    stop: watch::Receiver<bool>,
+) {
+    let (max, encrypted) = (connections.max(), tls.is_some());
+    accept_loop(
+        listener,
+        connections,
+        stop.clone(),
+        |tcp| refuse_http(tcp, encrypted, max),
+        |tcp, peer| {
+            let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
+            async move {
+                match tls {
+                    None => serve_connection(tcp, app, stop).await,
+                    Some(tls) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, app, stop).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await;
+}
+
 /// The next connection. Errors of accepting (a full file table, a connection reset before it
 /// was taken) are logged and waited out: the loop must go on.
-pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     loop {
         match listener.accept().await {
             Ok((tcp, peer)) => {
@@ -163,7 +201,8 @@ where
     }
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+/// Waits until `stop` turns true.
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 

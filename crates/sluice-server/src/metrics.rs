@@ -42,6 +42,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    sluice_pipeline::runtime::describe_metrics();
     metrics::describe_counter!(
         "sluice_stream_records_in_total",
         "Records made durable, per stream"

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::HttpError;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use sluice_ingest::HttpError;
 use sluice_query::arrow::array::RecordBatch;
 use sluice_query::arrow::datatypes::{Schema, SchemaRef};
 use sluice_query::arrow::{csv, ipc, json as arrow_json};

@@ -1,19 +1,22 @@
-//! Runs the dialect's stream statements against the log, for `POST /v1/sql` and the config file.
+//! Runs a statement for both SQL doors: stream statements against the log, view statements by
+//! the pipelines, queries in the query engine (`sluice-query`); and the config file's
+//! statements (streams and views only).
 //!
-//! Results are small tables (columns and JSON rows) that become Arrow like any query's, so that
-//! every SQL surface answers alike. Queries go to the query engine (`sluice-query`); the config
-//! file takes stream statements only.
+//! Results of the dialect's statements are small tables (columns and JSON rows) that become
+//! Arrow like any query's, so that every SQL surface answers alike.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use sluice_log::{Log, Retention, Stream, StreamOptions};
+use sluice_pipeline::PipelineError;
 use sluice_query::QueryEngine;
 use sluice_query::arrow::array::RecordBatch;
 use sluice_query::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use sluice_sql::{CreateStream, Statement, StreamDefinition};
+use sluice_sql::{CreateStream, CreateView, Statement, StreamDefinition};
 
 use crate::auth::Caller;
+use crate::policy::{self, Access};
 use crate::{AppState, ServerError};
 
 /// A result: typed columns and rows of JSON values.
@@ -69,54 +72,39 @@ pub enum Existing {
 /// What a statement answered: a schema and its rows.
 pub type Answer = (SchemaRef, Vec<RecordBatch>);
 
-/// Why a statement typed by a user failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StatementError {
-    #[error(transparent)]
-    Server(#[from] ServerError),
-    /// A read-only caller's statement that writes.
-    #[error("{0}")]
-    Forbidden(String),
-    /// A query that ran past the query timeout.
-    #[error(
-        "the query ran longer than the query timeout of {0:?} (limits.query_timeout) and was cancelled"
-    )]
-    Timeout(std::time::Duration),
-    #[error(transparent)]
-    Query(#[from] sluice_query::QueryError),
-}
-
-/// Runs a statement typed by a user, for every SQL door: stream statements on the log (off the
-/// async threads: creating and dropping streams fsyncs; their pipelines and tables follow
-/// before it returns), view statements by the views, everything else — `DESCRIBE` of a table
-/// that is not a stream's included — in the query engine.
+/// Runs a statement typed by a user, for every SQL door, once the statement policy allows it
+/// ([`policy`]): stream statements on the log (off the async threads: creating and dropping
+/// streams fsyncs; their pipelines and tables follow before it returns), view statements by the
+/// pipelines, everything else — `DESCRIBE` of a table that is not a stream's included — in the
+/// query engine.
 pub async fn answer(
     state: &AppState,
     caller: &Caller,
     statement: Statement,
-) -> Result<Answer, StatementError> {
-    if let Some(what) = writes(&statement) {
-        caller
-            .may_write(&what)
-            .map_err(|e| StatementError::Forbidden(e.message))?;
+) -> Result<Answer, ServerError> {
+    if policy::check(caller, &statement)? == Access::Session {
+        return Err(ServerError::Unsupported(
+            "session statements (SET, BEGIN, COMMIT, …) have a meaning in a PostgreSQL \
+             session; each HTTP request is its own"
+                .into(),
+        ));
     }
     let (log, query) = (&state.log, &state.query);
     let statement = match statement {
         Statement::CreateView(create) => {
-            state.views.create(create, Existing::Refuse).await?;
-            return Ok(QueryResult::default().to_arrow()?);
+            create_view(state, create, Existing::Refuse).await?;
+            return QueryResult::default().to_arrow();
         }
         Statement::DropView { name, if_exists } => {
-            state.views.drop_view(&name, if_exists).await?;
-            return Ok(QueryResult::default().to_arrow()?);
+            state.pipelines.drop_view(&name, if_exists).await?;
+            return QueryResult::default().to_arrow();
         }
-        Statement::ShowViews => return Ok(state.views.show()?.to_arrow()?),
+        Statement::ShowViews => return show_views(&state.pipelines).to_arrow(),
         Statement::Sql(statement) => {
             let timeout = state.limits.query_timeout;
             return tokio::time::timeout(timeout, run_query(query, *statement))
                 .await
-                .map_err(|_| StatementError::Timeout(timeout))?
-                .map_err(Into::into);
+                .map_err(|_| ServerError::Timeout(timeout))?;
         }
         Statement::Optimize { table } => {
             let output = query.optimize(&table).await?;
@@ -137,7 +125,7 @@ pub async fn answer(
             )
             .map_err(|e| ServerError::Internal(e.to_string()))?
             .remove(0);
-            return Ok(run_query(query, describe).await?);
+            return run_query(query, describe).await;
         }
         statement => statement,
     };
@@ -151,17 +139,7 @@ pub async fn answer(
         .into_iter()
         .find(|t| query.has_table(t))
     {
-        return Err(ServerError::TableExists(table).into());
-    }
-    if let Statement::DropStream { name, .. } = &statement {
-        let views = state.views.reading(name)?;
-        if !views.is_empty() {
-            return Err(ServerError::Unsupported(format!(
-                "materialized views read stream '{name}': drop them first ({})",
-                views.join(", ")
-            ))
-            .into());
-        }
+        return Err(ServerError::TableExists(table));
     }
     let changes_streams = matches!(
         statement,
@@ -176,49 +154,75 @@ pub async fn answer(
         // returns (not at the next upkeep tick).
         state.pipelines.reconcile().await;
     }
-    Ok(result.to_arrow()?)
+    result.to_arrow()
 }
 
-/// What a statement writes, by its kind (`CREATE STREAM`, `INSERT INTO`); `None` for those that
-/// only read: queries, `SHOW`, `DESCRIBE`, `EXPLAIN` of a query.
-pub fn writes(statement: &Statement) -> Option<String> {
-    match statement {
-        Statement::ShowStreams | Statement::ShowViews | Statement::Describe { .. } => None,
-        Statement::Sql(sql) => sql_writes(sql),
-        other => Some(other.tag().to_string()),
+/// `CREATE MATERIALIZED VIEW`, typed by a user or applied from the config file (`existing`
+/// says what a view of that name already there means).
+pub async fn create_view(
+    state: &AppState,
+    create: CreateView,
+    existing: Existing,
+) -> Result<(), ServerError> {
+    let name = &create.definition.name;
+    if let Some(stored) = state.pipelines.view(name) {
+        return match existing {
+            Existing::Refuse if create.if_not_exists => Ok(()),
+            Existing::Refuse => Err(PipelineError::ViewExists(name.clone()).into()),
+            Existing::SameDefinition if stored.definition == create.definition => Ok(()),
+            Existing::SameDefinition => Err(ServerError::Config(format!(
+                "materialized view '{name}' exists with a different definition than the \
+                 config file gives; drop it or change the file"
+            ))),
+        };
+    }
+    match state.pipelines.create_view(create.definition).await {
+        Err(PipelineError::ViewExists(_)) if create.if_not_exists => Ok(()),
+        result => Ok(result?),
     }
 }
 
-/// [`writes`] for the statements the query engine runs.
-pub fn sql_writes(statement: &datafusion::sql::sqlparser::ast::Statement) -> Option<String> {
-    use datafusion::sql::sqlparser::ast::Statement as S;
-    match statement {
-        S::Query(_)
-        | S::ShowTables { .. }
-        | S::ShowColumns { .. }
-        | S::ShowVariable { .. }
-        | S::ShowStatus { .. }
-        | S::ShowCatalogs { .. }
-        | S::ShowSchemas { .. }
-        | S::ExplainTable { .. } => None,
-        S::Explain { statement, .. } => sql_writes(statement),
-        other => Some(statement_kind(other)),
+/// `SHOW MATERIALIZED VIEWS`.
+fn show_views(pipelines: &sluice_pipeline::Pipelines) -> QueryResult {
+    let statuses: std::collections::HashMap<String, sluice_pipeline::PipelineStatus> = pipelines
+        .view_statuses()
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let rows = pipelines
+        .views()
+        .into_iter()
+        .map(|view| {
+            let status = statuses.get(&view.definition.name);
+            vec![
+                json!(view.definition.name),
+                json!(view.input),
+                json!(status.and_then(|s| s.kind).map(|k| k.as_str())),
+                json!(status.and_then(|s| s.watermark.clone())),
+                json!(status.map_or(0, |s| s.input_lag)),
+                json!(status.and_then(|s| s.last_error.clone())),
+                json!(view.definition.to_sql()),
+            ]
+        })
+        .collect();
+    QueryResult {
+        columns: Vec::from([
+            ("name", DataType::Utf8),
+            ("input", DataType::Utf8),
+            ("kind", DataType::Utf8),
+            ("watermark", DataType::Utf8),
+            ("input_lag", DataType::Int64),
+            ("last_error", DataType::Utf8),
+            ("definition", DataType::Utf8),
+        ]),
+        rows,
     }
-}
-
-/// A statement's leading words (`DROP TABLE`, `INSERT INTO`), for messages.
-pub fn statement_kind(statement: &datafusion::sql::sqlparser::ast::Statement) -> String {
-    let text = statement.to_string();
-    text.split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 async fn run_query(
     query: &QueryEngine,
     statement: datafusion::sql::sqlparser::ast::Statement,
-) -> Result<Answer, sluice_query::QueryError> {
+) -> Result<Answer, ServerError> {
     let output = query.execute(statement).await?;
     Ok((output.schema, output.batches))
 }
@@ -244,7 +248,7 @@ pub fn execute(
         | Statement::DropView { .. }
         | Statement::ShowViews) => {
             let what = match &statement {
-                Statement::Sql(sql) => statement_kind(sql),
+                Statement::Sql(sql) => policy::kind(sql),
                 other => other.tag().to_string(),
             };
             Err(ServerError::Unsupported(format!(

@@ -10,11 +10,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::HttpError;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sluice_ingest::HttpError;
 use sluice_log::{Log, Stream};
 
 use crate::{AppState, ServerError, sql};
@@ -114,6 +114,7 @@ fn stream_status(state: &AppState, s: &Stream) -> Value {
         })
         .collect();
     let rates = state.rates.rates(&meta.name);
+    let pipeline = state.pipelines.stream_status(&meta.name);
     json!({
         "name": meta.name,
         "shards": meta.shards,
@@ -125,30 +126,39 @@ fn stream_status(state: &AppState, s: &Stream) -> Value {
         "retention_ms": meta.retention.max_age_ms,
         "definition": meta.definition,
         "shard_status": shards,
+        // Its raw tables' pipeline, in the shape every pipeline's status has.
+        "pipeline": pipeline.as_ref().map(|p| pipeline_json(p, now_ms())),
         // Why its raw tables are not being written (a full disk, an unreachable lake), while so.
-        "pipeline_error": state.pipelines.error(&meta.name),
+        "pipeline_error": pipeline.and_then(|p| p.last_error),
     })
 }
 
-pub async fn list_views(State(state): State<AppState>) -> Result<Json<Value>, HttpError> {
-    Ok(Json(json!({ "views": views(&state)? })))
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn views(state: &AppState) -> Result<Vec<Value>, ServerError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Ok(state
-        .views
-        .statuses()?
-        .into_iter()
-        .map(|status| {
-            let since_commit = status.last_commit_ms.map(|at| now.saturating_sub(at));
-            let mut status = serde_json::to_value(status).unwrap_or_default();
-            status["since_commit_ms"] = json!(since_commit);
-            status
-        })
-        .collect())
+/// A pipeline's status as the API shows it: its fields, and how long ago it last committed.
+fn pipeline_json(status: &sluice_pipeline::PipelineStatus, now_ms: u64) -> Value {
+    let since_commit = status.last_commit_ms.map(|at| now_ms.saturating_sub(at));
+    let mut json = serde_json::to_value(status).unwrap_or_default();
+    json["since_commit_ms"] = json!(since_commit);
+    json
+}
+
+pub async fn list_views(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "views": views(&state) }))
+}
+
+fn views(state: &AppState) -> Vec<Value> {
+    let now = now_ms();
+    state
+        .pipelines
+        .view_statuses()
+        .iter()
+        .map(|status| pipeline_json(status, now))
+        .collect()
 }
 
 /// How long table statistics are kept before they are read again.
@@ -172,10 +182,11 @@ async fn tables(state: &AppState) -> Vec<Value> {
         return tables.clone();
     }
     let views: Vec<String> = state
-        .views
-        .statuses()
-        .map(|v| v.into_iter().map(|v| v.name).collect())
-        .unwrap_or_default();
+        .pipelines
+        .views()
+        .into_iter()
+        .map(|v| v.definition.name)
+        .collect();
     let mut tables = Vec::new();
     for name in state.lake.table_names() {
         let kind = table_kind(&state.log, &views, &name);
@@ -212,7 +223,7 @@ fn table_kind(log: &Log, views: &[String], name: &str) -> &'static str {
 pub async fn overview(state: &AppState) -> Result<Value, ServerError> {
     Ok(json!({
         "streams": streams(state),
-        "views": views(state)?,
+        "views": views(state),
         "tables": tables(state).await,
     }))
 }

@@ -81,7 +81,10 @@ impl KinesisError {
 }
 
 impl From<sluice_log::Error> for KinesisError {
+    /// The log's errors in Kinesis' names: those Kinesis has a name for by what they are, the
+    /// others by their class (who must act), as every door says them.
     fn from(e: sluice_log::Error) -> Self {
+        use sluice_error::{Class, Classify};
         use sluice_log::Error as E;
         match &e {
             E::StreamNotFound(name) => Self::stream_not_found(name),
@@ -90,15 +93,16 @@ impl From<sluice_log::Error> for KinesisError {
                 "ResourceInUseException",
                 format!("Stream {name} under account {ACCOUNT} already exists."),
             ),
+            E::InUse { stream, reason } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "ResourceInUseException",
+                format!("Stream {stream} under account {ACCOUNT} cannot be deleted: {reason}."),
+            ),
             E::NoSuchShard { stream, shard } => Self::not_found(format!(
                 "Shard {} in stream {stream} under account {ACCOUNT} does not exist",
                 super::shard_id(*shard)
             )),
-            E::InvalidName(_) | E::RecordTooLarge { .. } | E::KeyTooLong { .. } => {
-                Self::validation(e.to_string())
-            }
-            E::InvalidShardCount(0) => Self::validation(e.to_string()),
-            E::InvalidShardCount(_) => Self::new(
+            E::InvalidShardCount(n) if *n > 0 => Self::new(
                 StatusCode::BAD_REQUEST,
                 "LimitExceededException",
                 e.to_string(),
@@ -109,16 +113,19 @@ impl From<sluice_log::Error> for KinesisError {
                 "ProvisionedThroughputExceededException",
                 "Rate exceeded: the log is busy writing earlier records; slow down and retry.",
             ),
-            E::Io { .. } | E::Unavailable(_) | E::Closed => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                e.to_string(),
-            ),
-            E::Corrupt { .. } | E::Internal(_) | E::Indeterminate(_) => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "InternalFailure",
-                e.to_string(),
-            ),
+            _ => match e.class() {
+                Class::Unavailable | Class::Busy | Class::Timeout => Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    e.to_string(),
+                ),
+                Class::Internal => Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalFailure",
+                    e.to_string(),
+                ),
+                _ => Self::validation(e.to_string()),
+            },
         }
     }
 }

@@ -26,8 +26,7 @@ use sluice_auth::sigv4::{self, SignedRequest};
 pub use error::KinesisError;
 pub use iterator::{ITERATOR_TTL_MS, ShardIterator};
 
-use crate::http::BodyError;
-use crate::{HttpError, Ingest};
+use crate::{Ingest, IngestError};
 
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -71,10 +70,10 @@ async fn handle(
     let (body, _memory) =
         match crate::http::read_body(&ingest, body, &headers, MAX_REQUEST_BYTES).await {
             Ok(read) => read,
-            Err(BodyError::Backpressure) => {
+            Err(IngestError::Backpressure) => {
                 return KinesisError::from(sluice_log::Error::Backpressure).into_response();
             }
-            Err(e) => return KinesisError::validation(HttpError::from(e).message).into_response(),
+            Err(e) => return KinesisError::validation(e.to_string()).into_response(),
         };
     if let Some(users) = &ingest.users {
         // Verified before anything of the request is looked at, so that a stranger learns

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sluice_log::LogConfig;
 
 use crate::IngestConfig;
-use crate::http::tests::{call, fixture};
+use crate::tests::{call, fixture};
 
 async fn kinesis(app: &axum::Router, operation: &str, body: &str) -> (StatusCode, Value) {
     let request = Request::post("/")

@@ -117,6 +117,9 @@ pub struct Decoded {
     pub errors: RecordBatch,
 }
 
+/// The fewest records a thread decodes: below it, a thread costs more than it saves.
+pub const MIN_PIECE: usize = 10_000;
+
 /// Decodes a stream's records by its definition.
 pub struct Decoder {
     format: Format,
@@ -193,36 +196,73 @@ impl Decoder {
         &self.schema
     }
 
-    /// Decodes `records` on every core: in contiguous parts, one a thread, joined in order. The
-    /// same answer as [`Decoder::decode`], which it uses for inputs too small to share.
-    pub fn decode_parallel(&self, records: &[RawRecord<'_>]) -> Result<Decoded> {
-        const MIN_PART: usize = 10_000;
+    /// Decodes each partition's `records` apart, on every core: each partition cut into
+    /// contiguous pieces of at least [`MIN_PIECE`] records, the pieces shared by as many threads
+    /// as there are cores and joined back in order. The same answer, partition by partition, as
+    /// [`Decoder::decode`] of each.
+    pub fn decode_parts(&self, parts: &[Vec<RawRecord<'_>>]) -> Result<Vec<Decoded>> {
+        let total: usize = parts.iter().map(Vec::len).sum();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let part = records.len().div_ceil(cores).max(MIN_PART);
-        if records.len() <= part {
-            return self.decode(records);
-        }
-        let parts = std::thread::scope(|scope| {
-            let decoding: Vec<_> = records
-                .chunks(part)
-                .map(|chunk| scope.spawn(move || self.decode(chunk)))
-                .collect();
-            decoding
-                .into_iter()
-                .map(|d| {
-                    d.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
-                .collect::<Result<Vec<Decoded>>>()
-        })?;
-        let rows: Vec<&RecordBatch> = parts.iter().map(|d| &d.rows).collect();
-        let errors: Vec<&RecordBatch> = parts.iter().map(|d| &d.errors).collect();
-        Ok(Decoded {
-            rows: concat_batches(&self.schema, rows)?,
-            errors: concat_batches(&error_schema(), errors)?,
-        })
+        let piece = total.div_ceil(cores).max(MIN_PIECE);
+        let pieces: Vec<(usize, &[RawRecord<'_>])> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(part, records)| records.chunks(piece.max(1)).map(move |c| (part, c)))
+            .collect();
+        let decoded: Vec<Decoded> = match pieces.len() {
+            0 | 1 => pieces
+                .iter()
+                .map(|(_, records)| self.decode(records))
+                .collect::<Result<_>>()?,
+            n => {
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let mut done: Vec<(usize, Result<Decoded>)> = std::thread::scope(|scope| {
+                    let workers: Vec<_> = (0..cores.min(n))
+                        .map(|_| {
+                            scope.spawn(|| {
+                                let mut done = Vec::new();
+                                loop {
+                                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    let Some((_, records)) = pieces.get(i) else {
+                                        return done;
+                                    };
+                                    done.push((i, self.decode(records)));
+                                }
+                            })
+                        })
+                        .collect();
+                    workers
+                        .into_iter()
+                        .flat_map(|w| {
+                            w.join()
+                                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                        })
+                        .collect()
+                });
+                done.sort_by_key(|(i, _)| *i);
+                done.into_iter().map(|(_, d)| d).collect::<Result<_>>()?
+            }
+        };
+        let mut decoded = decoded.into_iter();
+        parts
+            .iter()
+            .enumerate()
+            .map(|(part, records)| {
+                let count = pieces.iter().filter(|(p, _)| *p == part).count();
+                let pieces: Vec<Decoded> = decoded.by_ref().take(count).collect();
+                match (records.is_empty(), pieces.len()) {
+                    (true, _) => self.decode(&[]),
+                    (false, 1) => Ok(pieces.into_iter().next().expect("one piece")),
+                    _ => Ok(Decoded {
+                        rows: concat_batches(&self.schema, pieces.iter().map(|d| &d.rows))?,
+                        errors: concat_batches(&error_schema(), pieces.iter().map(|d| &d.errors))?,
+                    }),
+                }
+            })
+            .collect()
     }
 
+    /// Decodes `records` on the calling thread.
     pub fn decode(&self, records: &[RawRecord<'_>]) -> Result<Decoded> {
         let mut good = Vec::with_capacity(records.len());
         let mut errors: Vec<(usize, String)> = Vec::new();

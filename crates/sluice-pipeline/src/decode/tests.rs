@@ -316,9 +316,21 @@ fn w2_clicks_good_plus_errors_equal_the_input() {
     assert!((60..=140).contains(&invalid), "{invalid}");
     assert!((140..=260).contains(&bad_ts), "{bad_ts}");
     assert!(d.rows.column_by_name("user_id").unwrap().null_count() > 250);
-    // Decoded on every core, in parts: the same rows and errors, in the same order.
-    let parallel = decoder.decode_parallel(&input).unwrap();
-    assert_eq!((parallel.rows, parallel.errors), (d.rows, d.errors));
+    // Decoded on every core, in pieces, as partitions: the same rows and errors, in the same
+    // order, partition by partition.
+    let (first, second) = input.split_at(input.len() / 3);
+    let parts = decoder
+        .decode_parts(&[first.to_vec(), Vec::new(), second.to_vec()])
+        .unwrap();
+    assert_eq!(parts.len(), 3);
+    assert_eq!(parts[1].rows.num_rows() + parts[1].errors.num_rows(), 0);
+    let rows = concat_batches(&parts[0].rows.schema(), [&parts[0].rows, &parts[2].rows]).unwrap();
+    let errors = concat_batches(
+        &parts[0].errors.schema(),
+        [&parts[0].errors, &parts[2].errors],
+    )
+    .unwrap();
+    assert_eq!((rows, errors), (d.rows, d.errors));
 }
 
 #[test]

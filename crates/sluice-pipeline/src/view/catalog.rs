@@ -7,9 +7,12 @@
 //! ```
 //!
 //! A view is created in a hidden folder, synced, then renamed into place, and dropped by a
-//! rename into `.trash/`: after a crash it exists whole or not at all. Its id (the creation
-//! time in nanoseconds) tells its tables from those of an earlier view of the same name.
+//! rename into `.trash/`: after a crash it exists whole or not at all. Its id (64 random bits,
+//! never a clock's reading, which can step back) tells its tables from those of an earlier view
+//! of the same name. The catalog reads the folder once, when it opens, and keeps the views in
+//! memory from then on (it is the folder's only writer): asking it costs no file access.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -33,8 +36,8 @@ pub struct StoredView {
 #[derive(Debug)]
 pub struct Catalog {
     dir: PathBuf,
-    /// One change at a time.
-    ddl: Mutex<()>,
+    /// Every view, by name; changed (on disk, then here) one change at a time.
+    views: Mutex<BTreeMap<String, StoredView>>,
 }
 
 const DEFINITION: &str = "view.json";
@@ -49,17 +52,9 @@ impl Catalog {
         if trash.exists() {
             std::fs::remove_dir_all(&trash).map_err(|e| io(&trash, e))?;
         }
-        Ok(Catalog {
-            dir,
-            ddl: Mutex::default(),
-        })
-    }
-
-    /// Every view, by name.
-    pub fn list(&self) -> Result<Vec<StoredView>> {
-        let mut views = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))? {
-            let entry = entry.map_err(|e| io(&self.dir, e))?;
+        let mut views = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+            let entry = entry.map_err(|e| io(&dir, e))?;
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
@@ -67,15 +62,35 @@ impl Catalog {
             let text = std::fs::read(&path).map_err(|e| io(&path, e))?;
             let view: StoredView = serde_json::from_slice(&text)
                 .map_err(|e| PipelineError::Internal(format!("{}: {e}", path.display())))?;
-            views.push(view);
+            views.insert(view.definition.name.clone(), view);
         }
-        views.sort_by(|a, b| a.definition.name.cmp(&b.definition.name));
-        Ok(views)
+        Ok(Catalog {
+            dir,
+            views: Mutex::new(views),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredView>> {
+        self.views.lock().expect("catalog lock")
+    }
+
+    /// Every view, by name.
+    pub fn list(&self) -> Vec<StoredView> {
+        self.lock().values().cloned().collect()
     }
 
     /// The view `name`, if there is one.
-    pub fn get(&self, name: &str) -> Result<Option<StoredView>> {
-        Ok(self.list()?.into_iter().find(|v| v.definition.name == name))
+    pub fn get(&self, name: &str) -> Option<StoredView> {
+        self.lock().get(name).cloned()
+    }
+
+    /// The views that read `input` (a stream or a view), by name.
+    pub fn reading(&self, input: &str) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|v| v.input == input)
+            .map(|v| v.definition.name.clone())
+            .collect()
     }
 
     /// Where the view's state snapshots go.
@@ -85,19 +100,19 @@ impl Catalog {
 
     /// Records a new view of `input` (a stream or a view); fails if one of that name exists.
     pub fn create(&self, definition: ViewDefinition, input: String) -> Result<StoredView> {
-        let _ddl = self.ddl.lock().expect("catalog lock");
+        let mut views = self.lock();
         let name = definition.name.clone();
         sluice_log::validate_name(&name)
-            .map_err(|_| PipelineError::Unsupported(format!("invalid view name {name:?}")))?;
+            .map_err(|_| PipelineError::Invalid(format!("invalid view name {name:?}")))?;
         let dir = self.dir.join(&name);
-        if dir.exists() {
+        if views.contains_key(&name) || dir.exists() {
             return Err(PipelineError::ViewExists(name));
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let view = StoredView {
-            id: now.as_nanos() as u64,
+            id: sluice_log::new_id()?,
             created_ms: now.as_millis() as u64,
             input,
             definition,
@@ -115,21 +130,22 @@ impl Catalog {
         sync(&tmp)?;
         std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
         sync(&self.dir)?;
+        views.insert(name, view.clone());
         Ok(view)
     }
 
     /// Forgets view `name` and deletes its folder (its state); returns what it was.
     pub fn drop_view(&self, name: &str) -> Result<StoredView> {
-        let _ddl = self.ddl.lock().expect("catalog lock");
-        let view = self
-            .list()?
-            .into_iter()
-            .find(|v| v.definition.name == name)
+        let mut views = self.lock();
+        let view = views
+            .get(name)
+            .cloned()
             .ok_or_else(|| PipelineError::ViewNotFound(name.to_string()))?;
         let trash = self.dir.join(TRASH);
         std::fs::create_dir_all(&trash).map_err(|e| io(&trash, e))?;
         let gone = trash.join(format!("{name}-{}", view.id));
         std::fs::rename(self.dir.join(name), &gone).map_err(|e| io(&gone, e))?;
+        views.remove(name);
         sync(&self.dir)?;
         std::fs::remove_dir_all(&gone).map_err(|e| io(&gone, e))?;
         Ok(view)

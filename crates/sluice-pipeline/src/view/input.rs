@@ -41,17 +41,18 @@ type DfResult<T> = datafusion::error::Result<T>;
 
 /// Where a view's rows come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub enum Input {
     /// A stream's records, decoded.
     Stream(String),
     /// The rows another view appends to its table (a stateless or windowed view).
     View(String),
 }
 
-impl Source {
+impl Input {
+    /// The stream's or view's name.
     pub fn name(&self) -> &str {
         match self {
-            Source::Stream(name) | Source::View(name) => name,
+            Input::Stream(name) | Input::View(name) => name,
         }
     }
 }
@@ -67,7 +68,7 @@ pub struct Upstream {
 /// What a view reads from its input, as its query names it.
 #[derive(Debug, Clone)]
 pub struct InputTable {
-    pub source: Source,
+    pub source: Input,
     /// The input's columns (a stream's decoded columns, as its raw table has them), and the
     /// window's if windowed.
     pub schema: SchemaRef,
@@ -216,19 +217,19 @@ fn input(
     log: &Log,
     upstream: Option<&Upstream>,
     name: &str,
-) -> DfResult<Option<(Source, SchemaRef)>> {
+) -> DfResult<Option<(Input, SchemaRef)>> {
     if let Ok(stream) = log.stream(name) {
         let definition = StreamDefinition::from_log(&stream.meta().definition);
         let decoder =
             Decoder::new(&definition).map_err(|e| DataFusionError::Plan(e.to_string()))?;
         return Ok(Some((
-            Source::Stream(name.to_string()),
+            Input::Stream(name.to_string()),
             decoder.schema().clone(),
         )));
     }
     Ok(upstream
         .filter(|u| u.name == name)
-        .map(|u| (Source::View(u.name.clone()), u.schema.clone())))
+        .map(|u| (Input::View(u.name.clone()), u.schema.clone())))
 }
 
 /// The names a view's query may read: streams and the upstream view (its input), and the

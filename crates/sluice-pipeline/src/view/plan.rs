@@ -17,23 +17,16 @@
 //! partial states), which a snapshot writes as it is. A view without an aggregate is `pre`
 //! alone: each round's rows in, the view's rows out.
 //!
-//! Shapes that a stream cannot answer correctly are refused here, when the view is created:
-//! more than one stream, or a stream's name more than once; ORDER BY, LIMIT, window functions
-//! (`OVER`), set operations; more than one aggregation; a window that is not grouped by; an
-//! updating view whose output lacks its group's columns (the upsert could not find its rows).
+//! Shapes that a stream cannot answer correctly are refused here, when the view is created
+//! (see [`super::shape`]), and so is a window that is not grouped by.
 
-use std::any::Any;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::TableProvider;
-use datafusion::catalog::default_table_source::source_as_provider;
+use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DFSchemaRef};
 use datafusion::execution::TaskContext;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::Optimizer;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column as PhysicalColumn;
@@ -45,8 +38,11 @@ use sluice_lake::Lake;
 use sluice_log::Log;
 use sluice_sql::ViewDefinition;
 
-use super::source::{InputExec, InputTable, Upstream, ViewSchema, WindowFunction, feed};
+use super::input::{InputExec, InputTable, Upstream, ViewSchema, WindowFunction, feed};
+use super::shape::{inspect, lake_schema, updating_keys};
 use super::window::{WINDOW_END, WINDOW_START, Window};
+use crate::error::refused;
+use crate::runtime::Kind;
 use crate::{PipelineError, Result};
 
 /// A view's query, planned and cut into what a round runs.
@@ -175,44 +171,56 @@ impl ViewPlan {
         })
     }
 
-    /// The rows of `input` (the stream's decoded columns) through a stateless view.
-    pub async fn run_stateless(
-        &self,
-        plan: &Arc<dyn ExecutionPlan>,
-        input: &[RecordBatch],
-    ) -> Result<Vec<RecordBatch>> {
+    /// The kind of view the query makes.
+    pub fn kind(&self) -> Kind {
+        match self.shape {
+            Shape::Stateless(_) => Kind::Stateless,
+            Shape::Windowed(_) => Kind::Windowed,
+            Shape::Updating { .. } => Kind::Updating,
+        }
+    }
+
+    /// The aggregate, taken apart, of a view that aggregates.
+    pub fn aggregation(&self) -> Option<&Aggregation> {
+        match &self.shape {
+            Shape::Stateless(_) => None,
+            Shape::Windowed(a) | Shape::Updating { aggregation: a, .. } => Some(a),
+        }
+    }
+
+    fn aggregating(&self) -> Result<&Aggregation> {
+        self.aggregation()
+            .ok_or_else(|| PipelineError::Internal("the view does not aggregate".into()))
+    }
+
+    /// The rows of `input` (the input's columns) through a stateless view.
+    pub async fn run_stateless(&self, input: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+        let Shape::Stateless(plan) = &self.shape else {
+            return Err(PipelineError::Internal("the view aggregates".into()));
+        };
         self.to_lake(run(&feed(plan, input)?, &self.task).await?)
     }
 
     /// Partial states of `input`'s groups.
-    pub async fn partial(
-        &self,
-        aggregation: &Aggregation,
-        input: &[RecordBatch],
-    ) -> Result<Vec<RecordBatch>> {
-        run(&feed(&aggregation.partial, input)?, &self.task).await
+    pub async fn partial(&self, input: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+        run(&feed(&self.aggregating()?.partial, input)?, &self.task).await
     }
 
     /// `states` merged: one row per group.
-    pub async fn reduce(
-        &self,
-        aggregation: &Aggregation,
-        states: Vec<RecordBatch>,
-    ) -> Result<Vec<RecordBatch>> {
-        let plan = aggregation.over_states(AggregateMode::PartialReduce, states)?;
+    pub async fn reduce(&self, states: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let plan = self
+            .aggregating()?
+            .over_states(AggregateMode::PartialReduce, states)?;
         run(&plan, &self.task).await
     }
 
     /// The view's rows of the groups in `states`: their aggregates' values, through the plan
     /// above the aggregate.
-    pub async fn finish(
-        &self,
-        aggregation: &Aggregation,
-        states: Vec<RecordBatch>,
-    ) -> Result<Vec<RecordBatch>> {
+    pub async fn finish(&self, states: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         if states.iter().all(|b| b.num_rows() == 0) {
             return Ok(Vec::new());
         }
+        let aggregation = self.aggregating()?;
         let values = run(
             &aggregation.over_states(AggregateMode::Final, states)?,
             &self.task,
@@ -221,7 +229,7 @@ impl ViewPlan {
         self.to_lake(run(&feed(&aggregation.post, &values)?, &self.task).await?)
     }
 
-    /// Batches in the view table's schema (the lake's types; see [`lake_schema`]).
+    /// Batches in the view table's schema (the lake's types; see [`super::shape`]).
     fn to_lake(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         batches
             .into_iter()
@@ -386,22 +394,16 @@ async fn upstream(
              appends (stateless or windowed)"
         )));
     }
-    let mut fields: Vec<Field> = table
-        .arrow_schema()?
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.extend(crate::decode::meta_fields());
     Ok(Some(Upstream {
         name,
-        schema: Arc::new(Schema::new(fields)),
+        schema: crate::source::rows_schema(&table.arrow_schema()?),
     }))
 }
 
 /// The session a view is planned in: the log's streams, the upstream view and the lake's tables
-/// by name, and the window functions. One partition (a round's rows are few and its order must
-/// not vary), and no rewrite of `count(DISTINCT …)` into two aggregations: the view needs one.
+/// by name, and the window functions. One partition (each source partition's rows run apart,
+/// in an order that must not vary), and no rewrite of `count(DISTINCT …)` into two
+/// aggregations: the view needs one.
 fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(1)
@@ -441,90 +443,6 @@ fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<Se
     Ok(ctx)
 }
 
-fn refused(e: datafusion::error::DataFusionError) -> PipelineError {
-    PipelineError::Unsupported(e.strip_backtrace())
-}
-
-/// What the optimized plan reads, once it is known to be a shape a view can keep.
-struct Inspected {
-    input: InputTable,
-    reads_tables: bool,
-}
-
-fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
-    let mut inputs = Vec::new();
-    let mut reads_tables = false;
-    let mut aggregates = 0;
-    let mut refusal = None;
-    plan.apply_with_subqueries(|node| {
-        let refuse = match node {
-            LogicalPlan::TableScan(scan) => {
-                let provider: Arc<dyn TableProvider> = source_as_provider(&scan.source)?;
-                match (provider.as_ref() as &dyn Any).downcast_ref::<InputTable>() {
-                    Some(input) => inputs.push(input.clone()),
-                    None => reads_tables = true,
-                }
-                None
-            }
-            LogicalPlan::Aggregate(_) => {
-                aggregates += 1;
-                None
-            }
-            LogicalPlan::Sort(_) => {
-                Some("ORDER BY: a view's rows have no order; order them when you query it")
-            }
-            LogicalPlan::Limit(_) => Some("LIMIT: a view keeps every row its query gives"),
-            LogicalPlan::Window(_) => {
-                Some("window functions (OVER …): use TUMBLE, HOP or SESSION in FROM")
-            }
-            LogicalPlan::Union(_) => Some("UNION: create a view for each part"),
-            LogicalPlan::RecursiveQuery(_) => Some("recursive queries"),
-            LogicalPlan::Distinct(_) => Some("DISTINCT ON"),
-            LogicalPlan::Dml(_)
-            | LogicalPlan::Ddl(_)
-            | LogicalPlan::Copy(_)
-            | LogicalPlan::Statement(_)
-            | LogicalPlan::Explain(_)
-            | LogicalPlan::Analyze(_)
-            | LogicalPlan::DescribeTable(_)
-            | LogicalPlan::Extension(_) => Some("statements other than SELECT"),
-            _ => None,
-        };
-        if let Some(what) = refuse {
-            refusal = Some(what);
-            return Ok(TreeNodeRecursion::Stop);
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    if let Some(what) = refusal {
-        return Err(PipelineError::Unsupported(format!(
-            "a materialized view cannot hold {what}"
-        )));
-    }
-    if aggregates > 1 {
-        return Err(PipelineError::Unsupported(
-            "a materialized view aggregates once: make a view of the first aggregation and \
-             query it"
-                .into(),
-        ));
-    }
-    match inputs.as_slice() {
-        [input] => Ok(Inspected {
-            input: input.clone(),
-            reads_tables,
-        }),
-        [] => Err(PipelineError::Unsupported(
-            "a materialized view reads a stream or a view: FROM stream, or TUMBLE / HOP / \
-             SESSION(stream, …)"
-                .into(),
-        )),
-        _ => Err(PipelineError::Unsupported(
-            "a materialized view reads one stream or view, once (joins are with lake tables)"
-                .into(),
-        )),
-    }
-}
-
 /// The topmost aggregate of a physical plan.
 fn find_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
     if plan.downcast_ref::<AggregateExec>().is_some() {
@@ -553,131 +471,4 @@ fn lowest_aggregate(top: &Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPla
         };
         node = next;
     }
-}
-
-/// An updating view's output columns that hold its group's values, in the group's order.
-fn updating_keys(plan: &LogicalPlan) -> Result<Vec<String>> {
-    let missing = || {
-        PipelineError::Unsupported(
-            "an updating view (GROUP BY without a window) selects each of its GROUP BY columns \
-             as it is, so that each key's row can be updated in place"
-                .into(),
-        )
-    };
-    let keys = key_columns(plan).ok_or_else(missing)?;
-    let schema: &DFSchemaRef = plan.schema();
-    keys.iter()
-        .map(|c| {
-            schema
-                .index_of_column(c)
-                .map(|i| schema.field(i).name().clone())
-                .map_err(|_| missing())
-        })
-        .collect()
-}
-
-/// The columns of `plan`'s output that are its aggregate's group values, if all are.
-fn key_columns(plan: &LogicalPlan) -> Option<Vec<Column>> {
-    match plan {
-        LogicalPlan::Aggregate(aggregate) => Some(
-            (0..aggregate.group_expr.len())
-                .map(|i| {
-                    let (qualifier, field) = aggregate.schema.qualified_field(i);
-                    Column::new(qualifier.cloned(), field.name())
-                })
-                .collect(),
-        ),
-        LogicalPlan::Filter(filter) => key_columns(&filter.input),
-        LogicalPlan::SubqueryAlias(alias) => Some(
-            key_columns(&alias.input)?
-                .into_iter()
-                .map(|c| Column::new(Some(alias.alias.clone()), c.name))
-                .collect(),
-        ),
-        LogicalPlan::Projection(projection) => key_columns(&projection.input)?
-            .into_iter()
-            .map(|key| {
-                let at = projection
-                    .expr
-                    .iter()
-                    .position(|e| matches!(strip_alias(e), Expr::Column(c) if *c == key))?;
-                let (qualifier, field) = projection.schema.qualified_field(at);
-                Some(Column::new(qualifier.cloned(), field.name()))
-            })
-            .collect(),
-        _ => None,
-    }
-}
-
-fn strip_alias(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(alias) => strip_alias(&alias.expr),
-        e => e,
-    }
-}
-
-/// The view table's schema: the query's columns in types Delta holds (no string views, no
-/// unsigned integers, timestamps in microseconds), every column nullable (as a table created by
-/// a query has them).
-fn lake_schema(output: &SchemaRef) -> Result<SchemaRef> {
-    let fields = output
-        .fields()
-        .iter()
-        .map(|f| {
-            let data_type = lake_type(f.data_type()).ok_or_else(|| {
-                PipelineError::Unsupported(format!(
-                    "column '{}' is {}, which a lake table cannot hold: cast it",
-                    f.name(),
-                    f.data_type()
-                ))
-            })?;
-            Ok(Field::new(f.name(), data_type, true))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(Schema::new(fields)))
-}
-
-fn lake_type(t: &DataType) -> Option<DataType> {
-    Some(match t {
-        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
-        DataType::UInt8 => DataType::Int16,
-        DataType::UInt16 => DataType::Int32,
-        DataType::UInt32 | DataType::UInt64 => DataType::Int64,
-        DataType::Float16 => DataType::Float32,
-        DataType::Timestamp(_, zone) => {
-            DataType::Timestamp(TimeUnit::Microsecond, zone.as_ref().map(|_| "UTC".into()))
-        }
-        DataType::Dictionary(_, value) => lake_type(value)?,
-        DataType::List(f)
-        | DataType::LargeList(f)
-        | DataType::ListView(f)
-        | DataType::LargeListView(f)
-        | DataType::FixedSizeList(f, _) => DataType::List(Arc::new(Field::new(
-            f.name(),
-            lake_type(f.data_type())?,
-            true,
-        ))),
-        DataType::Struct(fields) => DataType::Struct(
-            fields
-                .iter()
-                .map(|f| Some(Field::new(f.name(), lake_type(f.data_type())?, true)))
-                .collect::<Option<Vec<_>>>()?
-                .into(),
-        ),
-        DataType::Null
-        | DataType::Boolean
-        | DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Utf8
-        | DataType::Binary
-        | DataType::Date32
-        | DataType::Decimal128(_, _) => t.clone(),
-        DataType::Date64 => DataType::Date32,
-        _ => return None,
-    })
 }

@@ -24,7 +24,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 
-use super::plan::{Aggregation, ViewPlan};
+use super::plan::ViewPlan;
 use super::watermark::{Micros, Watermarks};
 use super::window::merge_sessions;
 use crate::{PipelineError, Result};
@@ -51,10 +51,12 @@ impl State {
 /// rows of the groups the round touched.
 pub async fn absorb(
     plan: &ViewPlan,
-    aggregation: &Aggregation,
     groups: &RecordBatch,
     partial: Vec<RecordBatch>,
 ) -> Result<(RecordBatch, RecordBatch)> {
+    let aggregation = plan.aggregation().ok_or_else(|| {
+        PipelineError::Internal("a view without an aggregate has no state".into())
+    })?;
     let schema = aggregation.state_schema.clone();
     let partial = concat_batches(&schema, &partial)?;
     if partial.num_rows() == 0 {
@@ -66,7 +68,7 @@ pub async fn absorb(
     if let (Some((start, end)), true) = (aggregation.window, aggregation.session) {
         rows = merge_sessions(&rows, &aggregation.keys, start, end)?;
     }
-    let changed = concat_batches(&schema, &plan.reduce(aggregation, vec![rows]).await?)?;
+    let changed = concat_batches(&schema, &plan.reduce(vec![rows]).await?)?;
     let groups = concat_batches(&schema, [&untouched, &changed])?;
     Ok((groups, changed))
 }

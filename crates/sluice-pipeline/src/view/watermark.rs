@@ -49,8 +49,13 @@ impl Watermarks {
     }
 
     /// Notes that `shard` carried records at `now_ms`, the latest of them at event time
-    /// `latest` (none when all its records lacked an event time).
+    /// `latest` (none when all its records lacked an event time). A shard not seen before (its
+    /// source's partitions grew) joins the others.
     pub fn observe(&mut self, shard: usize, latest: Option<Micros>, now_ms: u64) {
+        if shard >= self.latest.len() {
+            self.latest.resize(shard + 1, None);
+            self.active_at.resize(shard + 1, now_ms);
+        }
         self.active_at[shard] = now_ms;
         if let Some(t) = latest {
             self.latest[shard] = Some(self.latest[shard].map_or(t, |seen| seen.max(t)));

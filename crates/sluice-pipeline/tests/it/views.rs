@@ -28,6 +28,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig, Retention, StreamOptions};
+use sluice_pipeline::Pipeline;
 use sluice_pipeline::view::{Clock, ViewConfig, ViewPipeline};
 use sluice_sql::Statement;
 

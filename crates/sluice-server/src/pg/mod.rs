@@ -18,27 +18,28 @@
 //! The dialect's stream statements (`CREATE STREAM`, `SHOW STREAMS`, …) run in the simple query
 //! protocol, as psql sends them, before datafusion-postgres (whose parser does not know them)
 //! sees the query. Time travel (`VERSION AS OF`, `TIMESTAMP AS OF`) is rewritten into versioned
-//! table names before any parser sees a query, in both protocols.
+//! table names before any parser sees a query, in both protocols. What may run is the statement
+//! policy of both SQL doors ([`crate::policy`], applied by [`hooks`]); errors are said by their
+//! class ([`errors`]), with the position of a syntax error.
+//!
+//! Shutdown: the port stops accepting (the shared accept loop of [`crate::listen`]), the
+//! queries in flight finish (for at most [`crate::SHUTDOWN_GRACE`]), then every connection
+//! closes — idle sessions do not hold the server up.
 
+mod errors;
+mod hooks;
 mod login;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::UInt64Type;
-use datafusion::common::{DFSchema, ParamValues};
 use datafusion::datasource::MemTable;
-use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Set, Statement};
-use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
-use datafusion_postgres::hooks::HookClient;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
@@ -50,41 +51,40 @@ use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
 use datafusion_postgres::pgwire::api::stmt::QueryParser;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ErrorHandler, METADATA_USER, PgWireConnectionState,
-    PgWireServerHandlers,
+    ClientInfo, ClientPortalStore, ErrorHandler, METADATA_USER, PgWireServerHandlers,
 };
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, StreamExt};
 use sluice_auth::{Role, Users};
-use sluice_query::{QueryEngine, QueryError};
+use sluice_error::Class;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Caller;
 use crate::listen::{self, Connections};
-use crate::{AppState, ServerError, sql};
+use crate::{AppState, SHUTDOWN_GRACE, ServerError, sql};
+use errors::{classified, pg_error};
 
-/// Binds `addr` and serves the PostgreSQL protocol until `stop` turns true.
+/// Binds `addr` and serves the PostgreSQL protocol until `stop` turns true, then until the
+/// queries in flight have finished and every connection has closed.
 pub async fn serve(
     addr: SocketAddr,
     state: AppState,
     tls: Option<TlsAcceptor>,
     connections: Connections,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>), ServerError> {
     let engine = state.query.clone();
-    let ctx = engine
-        .session()
-        .map_err(|e| ServerError::Internal(e.to_string()))?;
+    let ctx = engine.session()?;
     setup_pg_catalog(&ctx, "sluice", EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("cannot set up pg_catalog: {e}")))?;
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
-        Arc::new(ReadOnly {
+        Arc::new(hooks::ReadOnly {
             engine: engine.clone(),
             users: state.users.clone(),
         }),
@@ -98,14 +98,17 @@ pub async fn serve(
         .as_deref()
         .map(|users| Arc::new(login::Passwords::new(users)));
     let service = Arc::new(DfSessionService::new_with_hooks(Arc::new(ctx), hooks));
+    let in_flight = InFlight::default();
     let handlers = Arc::new(Handlers {
         simple: Arc::new(Simple {
             state,
             service: service.clone(),
+            in_flight: in_flight.clone(),
         }),
         extended: Arc::new(Extended {
             parser: Arc::new(AsOfParser(service.query_parser())),
             service,
+            in_flight: in_flight.clone(),
         }),
         passwords,
         statement_timeout,
@@ -117,27 +120,68 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| ServerError::Bind { addr, source })?;
-    let accepting = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                (socket, _) = listen::accept(&listener) => {
-                    let Some(permit) = connections.admit() else {
-                        tokio::spawn(listen::refuse_pg(socket, connections.max()));
-                        continue;
-                    };
-                    let (handlers, tls) = (handlers.clone(), tls.clone());
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        if let Err(e) = process_socket(socket, tls, handlers).await {
+    let max = connections.max();
+    let accepting = tokio::spawn(listen::accept_loop(
+        listener,
+        connections,
+        stop.clone(),
+        move |tcp| listen::refuse_pg(tcp, max),
+        move |socket, _peer| {
+            let (handlers, tls, in_flight) = (handlers.clone(), tls.clone(), in_flight.clone());
+            let mut stop = stop.clone();
+            async move {
+                tokio::select! {
+                    served = process_socket(socket, tls, handlers) => {
+                        if let Err(e) = served {
                             tracing::debug!(error = %e, "a PostgreSQL connection failed");
                         }
-                    });
+                    }
+                    () = async {
+                        listen::stopped(&mut stop).await;
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, in_flight.finished()).await;
+                    } => {}
                 }
             }
-        }
-    });
+        },
+    ));
     Ok((bound, accepting))
+}
+
+/// The queries running on the port, counted so that shutdown waits for them (and not for idle
+/// sessions, which may stay open for ever).
+#[derive(Clone, Default)]
+struct InFlight {
+    running: Arc<AtomicUsize>,
+    done: Arc<Notify>,
+}
+
+/// One query running: counted until dropped (with the query's rows, when it has some).
+struct Running(InFlight);
+
+impl InFlight {
+    fn begin(&self) -> Running {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        Running(self.clone())
+    }
+
+    /// Waits until no query runs.
+    async fn finished(&self) {
+        loop {
+            let notified = self.done.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
 }
 
 struct Handlers {
@@ -170,7 +214,7 @@ impl PgWireServerHandlers for Handlers {
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
-        Arc::new(SqlState)
+        Arc::new(errors::SqlState)
     }
 }
 
@@ -178,6 +222,7 @@ impl PgWireServerHandlers for Handlers {
 struct Simple {
     state: AppState,
     service: Arc<DfSessionService>,
+    in_flight: InFlight,
 }
 
 #[async_trait]
@@ -189,27 +234,29 @@ impl SimpleQueryHandler for Simple {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let running = self.in_flight.begin();
         // Queries go to DataFusion: datafusion-postgres' parser knows more of PostgreSQL's
         // syntax (psql's and BI tools' catalog queries) than the dialect's generic one.
         if !sluice_sql::is_dialect(query) {
-            let query = sluice_sql::as_of::rewrite(query)
-                .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
+            let rewritten =
+                sluice_sql::as_of::rewrite(query).map_err(|e| pg_error(&e, Some(query)))?;
             let timeout = login::statement_timeout(client);
-            let responses = SimpleQueryHandler::do_query(&*self.service, client, &query).await?;
+            let responses = SimpleQueryHandler::do_query(&*self.service, client, &rewritten)
+                .await
+                .map_err(|e| classified(e, Some(&rewritten)))?;
             return Ok(responses
                 .into_iter()
-                .map(|r| with_deadline(r, timeout))
+                .map(|r| finishing(r, timeout, &self.in_flight))
                 .collect());
         }
-        let statements = sluice_sql::parse(query)
-            .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
+        let statements = sluice_sql::parse(query).map_err(|e| pg_error(&e, Some(query)))?;
         let mut responses = Vec::with_capacity(statements.len());
         let caller = caller(&self.state.users, client);
         for statement in statements {
             let tag = statement.tag();
             let (schema, batches) = sql::answer(&self.state, &caller, statement)
                 .await
-                .map_err(server_error)?;
+                .map_err(|e| pg_error(&e, Some(query)))?;
             if schema.fields().is_empty() {
                 responses.push(Response::Execution(Tag::new(tag)));
                 continue;
@@ -221,6 +268,7 @@ impl SimpleQueryHandler for Simple {
                 encode_dataframe(frame, &Format::UnifiedText, None).await?,
             ));
         }
+        drop(running);
         Ok(responses)
     }
 }
@@ -229,6 +277,7 @@ impl SimpleQueryHandler for Simple {
 struct Extended {
     service: Arc<DfSessionService>,
     parser: Arc<AsOfParser>,
+    in_flight: InFlight,
 }
 
 type DfStatement = <DfSessionService as ExtendedQueryHandler>::Statement;
@@ -255,36 +304,49 @@ impl ExtendedQueryHandler for Extended {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let running = self.in_flight.begin();
         let timeout = login::statement_timeout(client);
-        let response =
-            ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows).await?;
-        Ok(with_deadline(response, timeout))
+        let response = ExtendedQueryHandler::do_query(&*self.service, client, portal, max_rows)
+            .await
+            .map_err(|e| classified(e, None))?;
+        drop(running);
+        Ok(finishing(response, timeout, &self.in_flight))
     }
 }
 
-/// Ends a query's rows with SQLSTATE 57014 once its `statement_timeout` has passed:
-/// datafusion-postgres applies the timeout to planning only, while the work is done as the rows
-/// are read. Dropping the rows' stream stops the query.
-fn with_deadline(response: Response, timeout: Option<std::time::Duration>) -> Response {
-    let (mut query, timeout) = match (response, timeout) {
-        (Response::Query(query), Some(timeout)) => (query, timeout),
-        (response, _) => return response,
+/// A query's rows, counted as running until they are all sent (see [`InFlight`]), and ended
+/// with SQLSTATE 57014 once its `statement_timeout` has passed: datafusion-postgres applies the
+/// timeout to planning only, while the work is done as the rows are read. Dropping the rows'
+/// stream stops the query.
+fn finishing(
+    response: Response,
+    timeout: Option<std::time::Duration>,
+    in_flight: &InFlight,
+) -> Response {
+    let Response::Query(mut query) = response else {
+        return response;
     };
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+    let running = in_flight.begin();
     query.data_rows = Box::pin(futures::stream::unfold(
-        Some(rows),
-        move |rows| async move {
-            let mut rows = rows?;
-            match tokio::time::timeout_at(deadline, rows.next()).await {
-                Ok(Some(row)) => Some((row, Some(rows))),
+        Some((rows, running)),
+        move |state| async move {
+            let (mut rows, running) = state?;
+            let next = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, rows.next()).await,
+                None => Ok(rows.next().await),
+            };
+            match next {
+                Ok(Some(row)) => Some((row, Some((rows, running)))),
                 Ok(None) => None,
                 Err(_) => Some((
-                    Err(user_error(
-                        "57014",
+                    Err(errors::class_error(
+                        Class::Timeout,
                         &format!(
-                            "canceling statement due to statement timeout ({timeout:?}; \
-                         limits.query_timeout, or SET statement_timeout)"
+                            "canceling statement due to statement timeout ({:?}; \
+                             limits.query_timeout, or SET statement_timeout)",
+                            timeout.unwrap_or_default()
                         ),
                     )),
                     None,
@@ -311,9 +373,11 @@ impl QueryParser for AsOfParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let sql = sluice_sql::as_of::rewrite(sql)
-            .map_err(|e| server_error(sql::StatementError::Server(e.into())))?;
-        self.0.parse_sql(client, &sql, types).await
+        let rewritten = sluice_sql::as_of::rewrite(sql).map_err(|e| pg_error(&e, Some(sql)))?;
+        self.0
+            .parse_sql(client, &rewritten, types)
+            .await
+            .map_err(|e| classified(e, Some(&rewritten)))
     }
 
     fn get_parameter_types(&self, statement: &DfStatement) -> PgWireResult<Vec<Type>> {
@@ -330,7 +394,7 @@ impl QueryParser for AsOfParser {
 }
 
 /// The user a connection logged in as (pgwire's startup authenticated it); anyone without users.
-fn caller(users: &Option<Arc<Users>>, client: &(impl ClientInfo + ?Sized)) -> Caller {
+pub(super) fn caller(users: &Option<Arc<Users>>, client: &(impl ClientInfo + ?Sized)) -> Caller {
     let user = users
         .as_ref()
         .zip(client.metadata().get(METADATA_USER))
@@ -346,300 +410,5 @@ fn caller(users: &Option<Arc<Users>>, client: &(impl ClientInfo + ?Sized)) -> Ca
             name: "unknown".into(),
             role: Role::ReadOnly,
         },
-    }
-}
-
-/// Lets through what only reads: queries (planned and checked by the query engine, so
-/// `SELECT … INTO` is refused too) and the statements clients send to set up a session; and,
-/// for a caller who may write, `INSERT` and the lake's DDL.
-struct ReadOnly {
-    engine: QueryEngine,
-    users: Option<Arc<Users>>,
-}
-
-impl ReadOnly {
-    /// `Some(error)` for a statement that may not run here, or not for this caller.
-    fn refuse(
-        &self,
-        statement: &Statement,
-        client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireError> {
-        if let Err(e) = sluice_sql::check_depth(statement) {
-            return Some(user_error("54001", &e.message)); // statement_too_complex
-        }
-        // Of what may run here, only these write.
-        let writes =
-            matches!(statement, Statement::Insert(_)) || QueryEngine::is_lake_ddl(statement);
-        if writes
-            && let Err(e) = caller(&self.users, client).may_write(&sql::statement_kind(statement))
-        {
-            return Some(user_error("42501", &e.message));
-        }
-        let allowed = match statement {
-            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_) => true,
-            s if QueryEngine::is_lake_ddl(s) => true,
-            Statement::Set(set) => !sets_engine_option(set),
-            Statement::ShowVariable { .. }
-            | Statement::ShowStatus { .. }
-            | Statement::ShowCatalogs { .. }
-            | Statement::ShowTables { .. }
-            | Statement::ShowColumns { .. }
-            | Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Declare { .. }
-            | Statement::Fetch { .. }
-            | Statement::Close { .. }
-            | Statement::Deallocate { .. }
-            | Statement::Discard { .. } => true,
-            _ => false,
-        };
-        if let Statement::Set(_) = statement
-            && !allowed
-        {
-            return Some(user_error(
-                "42501",
-                "DataFusion's options cannot be set here: every connection shares one session",
-            ));
-        }
-        (!allowed).then(|| {
-            user_error(
-                "42501",
-                &format!(
-                    "only queries, stream statements, CREATE TABLE … AS, INSERT and DROP TABLE \
-                     are allowed, not {}",
-                    sql::statement_kind(statement)
-                ),
-            )
-        })
-    }
-
-    /// `CREATE TABLE … AS` (tagged `SELECT n`, as PostgreSQL does) and `DROP TABLE`, run by
-    /// the query engine.
-    async fn lake_ddl(&self, statement: &Statement) -> PgWireResult<Response> {
-        let output = self
-            .engine
-            .execute(statement.clone())
-            .await
-            .map_err(query_error)?;
-        let written = output
-            .batches
-            .first()
-            .and_then(|b| b.column(0).as_primitive_opt::<UInt64Type>())
-            .map(|rows| rows.value(0) as usize);
-        Ok(Response::Execution(match written {
-            Some(rows) => Tag::new("SELECT").with_rows(rows),
-            None => Tag::new("DROP TABLE"),
-        }))
-    }
-
-    /// Plans a query and checks it only reads; `None` for the statements other hooks answer.
-    async fn plan(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        // The simple protocol runs them before any hook; the extended one cannot describe
-        // their answers ahead of running them.
-        if sluice_sql::is_dialect(&statement.to_string()) {
-            return Some(Err(user_error(
-                "0A000",
-                "stream statements run in the simple query protocol (psql; psycopg without \
-                 parameters), not in the extended one",
-            )));
-        }
-        if let Some(refusal) = self.refuse(statement, client) {
-            return Some(Err(refusal));
-        }
-        if QueryEngine::is_lake_ddl(statement) {
-            // Nothing to describe ahead: the statement runs when executed (below).
-            return Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            })));
-        }
-        if !matches!(
-            statement,
-            Statement::Query(_) | Statement::Explain { .. } | Statement::Insert(_)
-        ) {
-            return None;
-        }
-        Some(
-            self.engine
-                .plan(ctx, statement.clone())
-                .await
-                .map_err(query_error),
-        )
-    }
-}
-
-#[async_trait]
-impl QueryHook for ReadOnly {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        // Prepared statements live in the protocol's portals, not in SQL: psycopg deallocates
-        // them all after some commands, and poolers discard session state.
-        match statement {
-            Statement::Deallocate { .. } => {
-                return Some(Ok(Response::Execution(Tag::new("DEALLOCATE"))));
-            }
-            Statement::Discard { .. } => {
-                return Some(Ok(Response::Execution(Tag::new("DISCARD ALL"))));
-            }
-            s if QueryEngine::is_lake_ddl(s) => {
-                return Some(match self.refuse(s, &*client) {
-                    Some(refusal) => Err(refusal),
-                    None => self.lake_ddl(s).await,
-                });
-            }
-            _ => {}
-        }
-        // A query that passes is run by datafusion-postgres itself (None).
-        match self.plan(statement, ctx, &*client).await? {
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        }
-    }
-
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        ctx: &SessionContext,
-        client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        self.plan(statement, ctx, client).await
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        _ctx: &SessionContext,
-        client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        if QueryEngine::is_lake_ddl(statement) {
-            return Some(match self.refuse(statement, &*client) {
-                Some(refusal) => Err(refusal),
-                None => self.lake_ddl(statement).await,
-            });
-        }
-        None
-    }
-}
-
-/// `SET datafusion.…`: an option of the session every connection shares.
-fn sets_engine_option(set: &Set) -> bool {
-    let engine = |name: &datafusion::sql::sqlparser::ast::ObjectName| {
-        name.to_string()
-            .to_ascii_lowercase()
-            .starts_with("datafusion")
-    };
-    match set {
-        Set::SingleAssignment { variable, .. } => engine(variable),
-        Set::ParenthesizedAssignments { variables, .. } => variables.iter().any(engine),
-        Set::MultipleAssignments { assignments } => assignments.iter().any(|a| engine(&a.name)),
-        _ => false,
-    }
-}
-
-fn user_error(code: &str, message: &str) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        code.into(),
-        message.into(),
-    )))
-}
-
-fn server_error(e: sql::StatementError) -> PgWireError {
-    use sluice_log::Error as L;
-    use sluice_pipeline::PipelineError as P;
-    let e = match e {
-        sql::StatementError::Query(e) => return query_error(e),
-        sql::StatementError::Forbidden(m) => return user_error("42501", &m),
-        e @ sql::StatementError::Timeout(_) => return user_error("57014", &e.to_string()),
-        sql::StatementError::Server(e) => e,
-    };
-    let code = match &e {
-        ServerError::Sql(_) => "42601",
-        ServerError::Log(L::StreamNotFound(_)) | ServerError::Pipeline(P::ViewNotFound(_)) => {
-            "42P01" // undefined_table
-        }
-        ServerError::Log(L::StreamExists(_))
-        | ServerError::TableExists(_)
-        | ServerError::Pipeline(P::ViewExists(_)) => "42P07", // duplicate_table
-        ServerError::Unsupported(_) | ServerError::Pipeline(P::Unsupported(_)) => "0A000", // feature_not_supported
-        ServerError::Pipeline(P::Sql(_)) => "42601",
-        ServerError::Log(L::InvalidName(_) | L::InvalidShardCount(_)) | ServerError::Config(_) => {
-            "22023" // invalid_parameter_value
-        }
-        _ => "XX000",
-    };
-    user_error(code, &e.to_string())
-}
-
-fn query_error(e: QueryError) -> PgWireError {
-    match e {
-        QueryError::Refused(m) => user_error("42501", &m),
-        QueryError::Plan(m) => user_error(plan_error_code(&m), &m),
-        QueryError::Execution(m) => user_error("XX000", &m),
-        QueryError::ResultTooLarge(m) => user_error("54000", &m), // program_limit_exceeded
-    }
-}
-
-/// The SQLSTATE of a planning error, from DataFusion's message.
-fn plan_error_code(message: &str) -> &'static str {
-    if message.starts_with("SQL error") || message.contains("ParserError") {
-        "42601" // syntax_error
-    } else if message.contains("already exists") {
-        "42P07" // duplicate_table
-    } else if message.contains("table")
-        && (message.contains("not found") || message.contains("does not exist"))
-    {
-        "42P01" // undefined_table
-    } else if message.contains("No field named") || message.contains("Schema error") {
-        "42703" // undefined_column
-    } else {
-        "42000" // syntax_error_or_access_rule_violation
-    }
-}
-
-/// Gives DataFusion's errors, which datafusion-postgres passes on as internal errors (XX000),
-/// the SQLSTATE a PostgreSQL client expects.
-struct SqlState;
-
-impl ErrorHandler for SqlState {
-    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
-        // A login's failures stay as they are: FATAL (see [`login`]).
-        if matches!(
-            client.state(),
-            PgWireConnectionState::AwaitingSslRequest
-                | PgWireConnectionState::AwaitingStartup
-                | PgWireConnectionState::AuthenticationInProgress
-        ) {
-            return;
-        }
-        let PgWireError::ApiError(source) = error else {
-            return;
-        };
-        if let Some(e) = source.downcast_ref::<ParserError>() {
-            *error = user_error("42601", &e.to_string());
-            return;
-        }
-        let (code, message) = match source.downcast_ref::<DataFusionError>() {
-            Some(e @ DataFusionError::SQL(..)) => ("42601", e.strip_backtrace()),
-            Some(e @ (DataFusionError::Plan(_) | DataFusionError::SchemaError(..))) => {
-                let m = e.strip_backtrace();
-                (plan_error_code(&m), m)
-            }
-            Some(e) => ("XX000", e.strip_backtrace()),
-            None => ("XX000", source.to_string()),
-        };
-        *error = user_error(code, &message);
     }
 }

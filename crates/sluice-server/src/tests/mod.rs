@@ -11,6 +11,8 @@ use tower::ServiceExt;
 
 use crate::{AppState, ServerError, router, sql};
 
+mod ingest;
+
 fn app(dir: &std::path::Path) -> (Arc<Log>, axum::Router) {
     app_with_users(dir, None)
 }
@@ -19,22 +21,32 @@ fn app_with_users(
     dir: &std::path::Path,
     users: Option<sluice_auth::Users>,
 ) -> (Arc<Log>, axum::Router) {
-    let log = Arc::new(Log::open(dir, LogConfig::default()).unwrap());
+    let (log, _, app) = app_with(dir, users, LogConfig::default(), IngestConfig::default());
+    (log, app)
+}
+
+/// The API over a log and lake in `dir`, with `users` and the log's and ingest doors' settings;
+/// the doors' `Ingest` too (its request memory).
+fn app_with(
+    dir: &std::path::Path,
+    users: Option<sluice_auth::Users>,
+    log_config: LogConfig,
+    ingest: IngestConfig,
+) -> (Arc<Log>, sluice_ingest::Ingest, axum::Router) {
+    let log = Arc::new(Log::open(dir, log_config).unwrap());
     let lake = sluice_lake::Lake::local(dir.join("lake")).unwrap();
+    let pipelines = sluice_pipeline::Pipelines::open(
+        log.clone(),
+        lake.clone(),
+        dir.join("views"),
+        sluice_pipeline::PipelinesConfig::default(),
+        Arc::new(sluice_pipeline::view::SystemClock),
+    )
+    .unwrap();
     let state = AppState {
         log: log.clone(),
         query: sluice_query::QueryEngine::new(lake.clone(), log.clone()),
-        pipelines: Arc::new(crate::pipelines::Pipelines::new(
-            log.clone(),
-            lake.clone(),
-            sluice_pipeline::RawConfig::default(),
-        )),
-        views: Arc::new(crate::views::Views::open(
-            log.clone(),
-            lake.clone(),
-            sluice_pipeline::view::Catalog::open(dir.join("views")).unwrap(),
-            sluice_pipeline::view::ViewConfig::default(),
-        )),
+        pipelines,
         lake,
         rates: Arc::default(),
         tables: Arc::default(),
@@ -43,7 +55,8 @@ fn app_with_users(
         users: users.map(Arc::new),
         limits: crate::Limits::default(),
     };
-    (log, router(state, IngestConfig::default()))
+    let ingest = sluice_ingest::Ingest::new(log.clone(), ingest, state.users.clone());
+    (log, ingest.clone(), router(state, ingest))
 }
 
 async fn request(
@@ -144,7 +157,7 @@ async fn stream_statements_over_http() {
     let (status, json) = sql(&app, "SELECT * FROM nowhere").await;
     assert_eq!(
         (status, json["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("query_error")),
+        (StatusCode::NOT_FOUND, Some("query_error")),
         "{json}"
     );
     assert!(

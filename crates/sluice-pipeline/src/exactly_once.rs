@@ -1,0 +1,234 @@
+//! Exactly once: how a pipeline knows what it has taken from its source, kept in the lake with
+//! the rows it wrote. Every pipeline (a stream's raw tables, a view, and every source to come)
+//! follows these rules, and this module is where they live:
+//!
+//! 1. **The position of record is in the lake.** Each table a pipeline writes records, in the
+//!    same Delta commit as the rows it adds, the next position of every source partition the
+//!    pipeline reads: a Delta `txn` action per partition, application id `shard-<n>` for
+//!    partition `n`, version the next position not yet taken (a sequence number, an offset, an
+//!    upstream table's version). Positions only grow. Either a commit happened (rows and
+//!    positions) or it did not (neither), so nothing is counted twice or lost. A copy kept
+//!    elsewhere (a Kafka consumer group's offsets) is for others' tools, never read back.
+//! 2. **Resume from the lake.** On start, and after a failed round, a pipeline reads its
+//!    positions back from its tables ([`committed`]) and reads its source from there.
+//! 3. **Several tables, one read.** A pipeline writing several tables (a stream's rows and its
+//!    errors, a view's rows and its late events) reads each partition from the lowest of their
+//!    positions ([`lowest`]) and gives each table only the rows at or past its own ([`past`]):
+//!    a crash between two commits repeats nothing and loses nothing.
+//! 4. **State is named by the commit.** A pipeline with state (an aggregating view) writes its
+//!    state after a round to snapshot `n`, synced, *before* the commit that names it (`txn`
+//!    application id `snapshot`, version `n`). A restart loads the snapshot its last commit
+//!    names ([`snapshot`]); a snapshot no commit names is deleted.
+//! 5. **Positions belong to one incarnation.** A table says whose pipeline writes it (table
+//!    properties [`STREAM_OWNER`], [`VIEW_OWNER`], and [`VIEW_INPUT`] for the input a view's
+//!    positions are of), by ids that are never reused: a stream dropped and created again (or
+//!    a view over it) never adopts the old one's tables or positions ([`own_table`]).
+//! 6. **Absent is not lost.** A partition without a recorded position has never been taken:
+//!    it is read from the source's oldest record, and nothing is missing. A recorded position
+//!    older than the source's oldest record *is* a loss (retention deleted records before the
+//!    pipeline took them): the pipeline writes a row naming the lost range to its errors table,
+//!    in the commit that moves past it, and counts it (see `source::Gap`).
+
+use std::collections::BTreeMap;
+
+use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{Int32Type, Int64Type};
+use sluice_lake::{Lake, LakeTable};
+
+use crate::decode;
+use crate::{PipelineError, Result};
+
+/// A partition of a source: a shard of a Sluice stream, a Kafka partition, a Kinesis shard (by
+/// its index), the one "partition" of an upstream view.
+pub type Partition = u32;
+
+/// Per partition, the next position not yet taken. A partition absent has never been taken
+/// (rule 6).
+pub type Positions = BTreeMap<Partition, u64>;
+
+/// The `txn` application id of a partition's position.
+fn app_id(partition: Partition) -> String {
+    format!("shard-{partition}")
+}
+
+/// The `txn` application id naming a view's state snapshot.
+const SNAPSHOT: &str = "snapshot";
+
+/// The positions `table`'s last commits recorded, of those of `partitions` it has recorded.
+pub async fn committed(
+    table: &LakeTable,
+    partitions: impl IntoIterator<Item = Partition>,
+) -> Result<Positions> {
+    let mut positions = Positions::new();
+    for partition in partitions {
+        if let Some(version) = table.position(&app_id(partition)).await? {
+            positions.insert(partition, version.max(0) as u64);
+        }
+    }
+    Ok(positions)
+}
+
+/// The number of the state snapshot `table`'s last commit names (0: none).
+pub(crate) async fn snapshot(table: &LakeTable) -> Result<u64> {
+    Ok(table
+        .position(SNAPSHOT)
+        .await?
+        .map_or(0, |v| v.max(0) as u64))
+}
+
+/// The `txn` actions of a commit recording `positions` (and, for a view, its `snapshot`).
+pub(crate) fn versions(positions: &Positions, snapshot: Option<u64>) -> Vec<(String, i64)> {
+    positions
+        .iter()
+        .map(|(&partition, &next)| (app_id(partition), next as i64))
+        .chain(snapshot.map(|n| (SNAPSHOT.to_string(), n as i64)))
+        .collect()
+}
+
+/// Per partition, the lower of two tables' positions: where a read serving both starts. A
+/// partition one of them has not recorded is read from the start.
+pub(crate) fn lowest(a: &Positions, b: &Positions) -> Positions {
+    a.iter()
+        .filter_map(|(partition, &at)| Some((*partition, at.min(*b.get(partition)?))))
+        .collect()
+}
+
+/// The rows of `batch` (with `_shard` and `_seq` columns) at or past their partition's position
+/// in `positions`; every row of a partition absent from them.
+pub fn past(batch: &RecordBatch, positions: &Positions) -> Result<RecordBatch> {
+    if positions.is_empty() {
+        return Ok(batch.clone());
+    }
+    let shard = batch
+        .column_by_name(decode::SHARD)
+        .map(|c| c.as_primitive::<Int32Type>());
+    let seq = batch
+        .column_by_name(decode::SEQ)
+        .map(|c| c.as_primitive::<Int64Type>());
+    let (Some(shard), Some(seq)) = (shard, seq) else {
+        return Err(PipelineError::Internal(
+            "a decoded batch lacks _shard or _seq".into(),
+        ));
+    };
+    let keep: BooleanArray = shard
+        .values()
+        .iter()
+        .zip(seq.values())
+        .map(|(&s, &q)| {
+            Some(
+                positions
+                    .get(&(s as Partition))
+                    .is_none_or(|&p| q as u64 >= p),
+            )
+        })
+        .collect();
+    if keep.true_count() == batch.num_rows() {
+        return Ok(batch.clone());
+    }
+    Ok(filter_record_batch(batch, &keep)?)
+}
+
+/// The table property naming the stream (by id) whose raw pipeline writes the table.
+pub const STREAM_OWNER: &str = "sluice.stream.id";
+/// The table property naming the view (by id) whose pipeline writes the table.
+pub const VIEW_OWNER: &str = "sluice.view.id";
+/// The table property naming a view's input (a stream's id, or an upstream view's): the
+/// positions the view's table records are that input's, and no other incarnation's.
+pub const VIEW_INPUT: &str = "sluice.view.input.id";
+
+/// Who writes a table: the pipeline of a stream or a view, by its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Writer {
+    /// A stream's raw pipeline (its rows and errors tables).
+    Stream(u64),
+    /// A view's pipeline (its table and errors table).
+    View(u64),
+}
+
+impl Writer {
+    fn property(self) -> (&'static str, u64) {
+        match self {
+            Writer::Stream(id) => (STREAM_OWNER, id),
+            Writer::View(id) => (VIEW_OWNER, id),
+        }
+    }
+}
+
+/// The pipeline that writes `table`, if one does: such a table is its pipeline's alone (SQL
+/// may read it, never write or drop it).
+pub fn writer(table: &LakeTable) -> Option<Writer> {
+    let id = |key| table.property(key)?.parse().ok();
+    id(STREAM_OWNER)
+        .map(Writer::Stream)
+        .or_else(|| id(VIEW_OWNER).map(Writer::View))
+}
+
+/// Opens or creates table `name` for `writer` (`more` properties go into a new table too). A
+/// table an earlier incarnation of the pipeline left (a crash before its tables were dropped)
+/// is dropped and made anew; a table no pipeline made (`CREATE TABLE … AS`) is the user's, and
+/// refused.
+pub(crate) async fn own_table(
+    lake: &Lake,
+    name: &str,
+    schema: &arrow::datatypes::SchemaRef,
+    partition_by: &[String],
+    writer: Writer,
+    more: &[(&str, &str)],
+) -> Result<LakeTable> {
+    let (key, id) = writer.property();
+    let id = id.to_string();
+    let mut properties = vec![(key, id.as_str())];
+    properties.extend_from_slice(more);
+    let table = lake
+        .open_or_create(name, schema, partition_by, &properties)
+        .await?;
+    match table.property(key) {
+        Some(owner) if owner == id => Ok(table),
+        Some(_) => {
+            lake.drop_table(name).await?;
+            Ok(lake
+                .open_or_create(name, schema, partition_by, &properties)
+                .await?)
+        }
+        None => Err(PipelineError::Unsupported(format!(
+            "table '{name}' exists and was not made by this stream or view: drop it (DROP TABLE) \
+             or choose another name"
+        ))),
+    }
+}
+
+/// Drops tables `names` of those `writer` made, so that a user's table of the same name stays.
+pub(crate) async fn drop_owned(lake: &Lake, names: &[String], writer: Writer) -> Result<()> {
+    for name in names {
+        let owned = match lake.open(name).await {
+            Ok(table) => self::writer(&table) == Some(writer),
+            Err(sluice_lake::Error::TableNotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if owned {
+            lake.drop_table(name).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_for_two_tables_starts_at_the_lower_position_and_absent_means_the_start() {
+        let a = Positions::from([(0, 10), (1, 5), (2, 7)]);
+        let b = Positions::from([(0, 3), (1, 9)]);
+        assert_eq!(lowest(&a, &b), Positions::from([(0, 3), (1, 5)]));
+        assert_eq!(
+            versions(&Positions::from([(0, 3), (4, 9)]), Some(2)),
+            [
+                ("shard-0".to_string(), 3),
+                ("shard-4".to_string(), 9),
+                ("snapshot".to_string(), 2)
+            ]
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! The pipelines a server runs — a raw pipeline for every stream of the log, a pipeline for
+//! every view of the catalog — kept running by the supervisor, and the views' lifecycle.
+//!
+//! Streams come and go through SQL and through the Kinesis API, so rather than being told,
+//! [`Pipelines::reconcile`] compares what should run with what runs: it starts a pipeline for
+//! each stream and view that has none, and stops those of streams that were dropped (or
+//! dropped and created again: a pipeline is known by its stream's or view's id, not its name),
+//! deleting their tables.
+//!
+//! Rules kept here, for every door: a view's tables are its alone, so a view cannot take a
+//! stream's name or a table's; a stream or view that views read cannot be dropped before them
+//! (the log asks [`Pipelines`] before any drop, whichever door asked for it); a view that
+//! cannot start leaves nothing behind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sluice_lake::Lake;
+use sluice_log::Log;
+use sluice_sql::ViewDefinition;
+
+use crate::exactly_once::Writer;
+use crate::runtime::{Kind, Monitor, Open, Pipeline, PipelineStatus, Supervisor};
+use crate::source::LogSource;
+use crate::view::input::Input;
+use crate::view::plan::ViewPlan;
+use crate::view::{Catalog, Clock, StoredView, ViewConfig, ViewPipeline};
+use crate::{PipelineError, RawConfig, RawPipeline, Result, errors_table};
+
+/// How a server's pipelines run.
+#[derive(Debug, Clone, Default)]
+pub struct PipelinesConfig {
+    /// The streams' raw tables.
+    pub raw: RawConfig,
+    /// The views.
+    pub views: ViewConfig,
+}
+
+/// Every pipeline of a server.
+pub struct Pipelines {
+    log: Arc<Log>,
+    lake: Lake,
+    catalog: Arc<Catalog>,
+    config: PipelinesConfig,
+    clock: Arc<dyn Clock>,
+    supervisor: Supervisor,
+    /// One change at a time: reconciling, creating and dropping views.
+    ddl: tokio::sync::Mutex<()>,
+}
+
+impl Pipelines {
+    /// The pipelines of `log`'s streams and of the views kept in `views_dir`, writing to
+    /// `lake`; none runs until [`Pipelines::reconcile`]. From now on the log refuses to drop a
+    /// stream that views read.
+    pub fn open(
+        log: Arc<Log>,
+        lake: Lake,
+        views_dir: PathBuf,
+        config: PipelinesConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Pipelines>> {
+        let catalog = Arc::new(Catalog::open(views_dir)?);
+        let readers = catalog.clone();
+        log.guard_drops(Arc::new(move |stream| {
+            let views = readers.reading(stream);
+            (!views.is_empty()).then(|| {
+                format!(
+                    "materialized views read it: drop them first ({})",
+                    views.join(", ")
+                )
+            })
+        }));
+        Ok(Arc::new(Pipelines {
+            log,
+            lake,
+            catalog,
+            config,
+            clock,
+            supervisor: Supervisor::default(),
+            ddl: tokio::sync::Mutex::default(),
+        }))
+    }
+
+    /// Starts a pipeline for every stream and view that has none, and stops (deleting their
+    /// tables) those of streams that are gone.
+    pub async fn reconcile(&self) {
+        let _ddl = self.ddl.lock().await;
+        let mut wanted: Vec<(String, Writer)> = self
+            .log
+            .streams()
+            .iter()
+            .map(|s| (s.name().to_string(), Writer::Stream(s.meta().id)))
+            .collect();
+        wanted.extend(
+            self.catalog
+                .list()
+                .into_iter()
+                .map(|v| (v.definition.name, Writer::View(v.id))),
+        );
+        let running = self.supervisor.keys();
+        for key in running.iter().filter(|k| !wanted.contains(k)) {
+            self.supervisor.stop(key).await;
+            if let (name, Writer::Stream(id)) = key
+                && let Err(e) = crate::raw::drop_tables(&self.lake, name, *id).await
+            {
+                tracing::error!(stream = name, error = %e, "cannot drop the tables of a dropped stream");
+            }
+        }
+        for key in wanted.into_iter().filter(|k| !running.contains(k)) {
+            let (opener, input): (Arc<dyn Open>, String) = match &key {
+                (name, Writer::Stream(_)) => (
+                    Arc::new(OpenRaw {
+                        log: self.log.clone(),
+                        lake: self.lake.clone(),
+                        stream: name.clone(),
+                        config: self.config.raw.clone(),
+                    }),
+                    name.clone(),
+                ),
+                (name, Writer::View(_)) => {
+                    let Some(view) = self.catalog.get(name) else {
+                        continue;
+                    };
+                    let input = view.input.clone();
+                    (Arc::new(self.view_opener(view)), input)
+                }
+            };
+            // Opened here, before the caller goes on: a stream's tables exist once
+            // `CREATE STREAM` has answered.
+            let first = opener.open().await;
+            self.supervise(key, opener, first, &input);
+        }
+    }
+
+    fn supervise(
+        &self,
+        key: (String, Writer),
+        opener: Arc<dyn Open>,
+        first: Result<Box<dyn Pipeline>>,
+        input: &str,
+    ) {
+        let (kind, cadence) = match key.1 {
+            Writer::Stream(_) => (Some(Kind::Raw), self.config.raw.cadence()),
+            Writer::View(_) => (None, self.config.views.cadence()),
+        };
+        let monitor = Monitor::new(&key.0, kind, input);
+        self.supervisor
+            .start(key, opener, first, cadence, monitor, self.clock.clone());
+    }
+
+    fn view_opener(&self, view: StoredView) -> OpenView {
+        OpenView {
+            state: self.catalog.state_dir(&view),
+            view,
+            log: self.log.clone(),
+            lake: self.lake.clone(),
+            config: self.config.views.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// `CREATE MATERIALIZED VIEW`: checks the query, records the view, creates its tables and
+    /// starts it (backfilling what its input holds). A view that cannot start leaves nothing
+    /// behind, and the caller gets the reason.
+    pub async fn create_view(&self, definition: ViewDefinition) -> Result<()> {
+        let _ddl = self.ddl.lock().await;
+        let name = definition.name.clone();
+        if self.catalog.get(&name).is_some() {
+            return Err(PipelineError::ViewExists(name));
+        }
+        if self.log.stream(&name).is_ok() {
+            return Err(PipelineError::NameTaken {
+                taken: format!("'{name}' is a stream"),
+            });
+        }
+        let tables = self.lake.table_names();
+        if let Some(table) = [name.clone(), errors_table(&name)]
+            .into_iter()
+            .find(|t| tables.contains(t))
+        {
+            return Err(PipelineError::NameTaken {
+                taken: format!("table '{table}' exists in the lake"),
+            });
+        }
+        let plan = ViewPlan::new(&definition, &self.log, &self.lake).await?;
+        let input = plan.input.source.clone();
+        let (catalog, reads) = (self.catalog.clone(), input.name().to_string());
+        let stored = tokio::task::spawn_blocking(move || catalog.create(definition, reads))
+            .await
+            .map_err(|e| PipelineError::Internal(e.to_string()))??;
+        let opener = Arc::new(self.view_opener(stored.clone()));
+        let opened = match opener.open().await {
+            // The drop guard knows the view now: a stream it reads cannot be dropped any more,
+            // but one dropped a moment ago may be going still. Wait for that, then look.
+            Ok(pipeline) => match &input {
+                Input::Stream(stream) => self
+                    .log
+                    .confirm_stream(stream, pipeline.source().id())
+                    .map(|_| pipeline)
+                    .map_err(|_| {
+                        PipelineError::InputGone(format!(
+                            "stream '{stream}' was dropped while the view was created"
+                        ))
+                    }),
+                Input::View(_) => Ok(pipeline),
+            },
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(pipeline) => {
+                let key = (name, Writer::View(stored.id));
+                let input = stored.input.clone();
+                self.supervise(key, opener, Ok(pipeline), &input);
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing of a view that cannot start stays behind.
+                let _ = crate::view::drop_tables(&self.lake, &name, stored.id).await;
+                let catalog = self.catalog.clone();
+                let _ = tokio::task::spawn_blocking(move || catalog.drop_view(&name)).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `DROP MATERIALIZED VIEW`: stops the view, drops its tables and forgets it.
+    pub async fn drop_view(&self, name: &str, if_exists: bool) -> Result<()> {
+        let _ddl = self.ddl.lock().await;
+        let Some(view) = self.catalog.get(name) else {
+            return match if_exists {
+                true => Ok(()),
+                false => Err(PipelineError::ViewNotFound(name.to_string())),
+            };
+        };
+        let readers = self.catalog.reading(name);
+        if !readers.is_empty() {
+            return Err(PipelineError::InUse(format!(
+                "materialized views read view '{name}': drop them first ({})",
+                readers.join(", ")
+            )));
+        }
+        self.supervisor
+            .stop(&(name.to_string(), Writer::View(view.id)))
+            .await;
+        crate::view::drop_tables(&self.lake, name, view.id).await?;
+        let (catalog, name) = (self.catalog.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || catalog.drop_view(&name))
+            .await
+            .map_err(|e| PipelineError::Internal(e.to_string()))??;
+        Ok(())
+    }
+
+    /// Every view, by name.
+    pub fn views(&self) -> Vec<StoredView> {
+        self.catalog.list()
+    }
+
+    /// View `name`, if there is one.
+    pub fn view(&self, name: &str) -> Option<StoredView> {
+        self.catalog.get(name)
+    }
+
+    /// The status of stream `stream`'s raw pipeline.
+    pub fn stream_status(&self, stream: &str) -> Option<PipelineStatus> {
+        self.supervisor
+            .monitor(stream)
+            .map(|m| m.status())
+            .filter(|s| s.kind == Some(Kind::Raw))
+    }
+
+    /// Every view's status, by name.
+    pub fn view_statuses(&self) -> Vec<PipelineStatus> {
+        self.catalog
+            .list()
+            .into_iter()
+            .map(
+                |view| match self.supervisor.monitor(&view.definition.name) {
+                    Some(monitor) => monitor.status(),
+                    None => Monitor::new(&view.definition.name, None, &view.input).status(),
+                },
+            )
+            .collect()
+    }
+
+    /// Stops every pipeline, letting a round in progress finish.
+    pub async fn stop_all(&self) {
+        self.supervisor.stop_all().await;
+    }
+}
+
+/// Opens a stream's raw pipeline.
+struct OpenRaw {
+    log: Arc<Log>,
+    lake: Lake,
+    stream: String,
+    config: RawConfig,
+}
+
+#[async_trait]
+impl Open for OpenRaw {
+    async fn open(&self) -> Result<Box<dyn Pipeline>> {
+        let source = LogSource::open(&self.log, &self.stream)?;
+        Ok(Box::new(
+            RawPipeline::open(source, &self.lake, self.config.clone()).await?,
+        ))
+    }
+}
+
+/// Opens a view's pipeline.
+struct OpenView {
+    view: StoredView,
+    state: PathBuf,
+    log: Arc<Log>,
+    lake: Lake,
+    config: ViewConfig,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl Open for OpenView {
+    async fn open(&self) -> Result<Box<dyn Pipeline>> {
+        Ok(Box::new(
+            ViewPipeline::open(
+                self.view.definition.clone(),
+                self.view.id,
+                self.log.clone(),
+                self.lake.clone(),
+                self.state.clone(),
+                self.config.clone(),
+                self.clock.clone(),
+            )
+            .await?,
+        ))
+    }
+}

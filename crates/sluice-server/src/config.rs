@@ -1,0 +1,88 @@
+//! How a server is set up: its folders and addresses, its pipelines, its limits, its users and
+//! its TLS. The binary fills it from flags and the config file; each field's doc is the
+//! reference of its knob.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_ingest::IngestConfig;
+use sluice_log::LogConfig;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    /// The PostgreSQL protocol's address.
+    pub pg: SocketAddr,
+    /// SQL statements to apply at start-up (the config file's).
+    pub statements: Option<String>,
+    pub log: LogConfig,
+    pub ingest: IngestConfig,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+    /// How the raw tables are kept.
+    pub raw: sluice_pipeline::RawConfig,
+    /// How the materialized views run.
+    pub views: sluice_pipeline::view::ViewConfig,
+    /// Where the lake is (`s3://bucket/prefix` or a folder); `<data_dir>/lake` if `None`.
+    pub lake: Option<String>,
+    /// Who may connect; `None`: anyone, which only loopback addresses allow.
+    pub users: Option<sluice_auth::Users>,
+    pub limits: Limits,
+    /// TLS on both ports, when given.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Limits of the server beyond the ingest doors' ([`IngestConfig`]); each is answered with a
+/// clear error when exceeded.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections open at once, on each port; one more is refused (HTTP 503
+    /// `too_many_connections`, PostgreSQL 53300).
+    pub max_connections: usize,
+    /// How long a query may run: over HTTP the whole answer, over the PostgreSQL protocol each
+    /// connection's default `statement_timeout` (which it may `SET` otherwise). Past it the
+    /// query is cancelled (HTTP 503 `query_timeout`, SQLSTATE 57014).
+    pub query_timeout: Duration,
+    /// Largest answer of a query over HTTP (Arrow bytes); past it the query stops and the
+    /// answer is refused (`result_too_large`): aggregate, or add a LIMIT.
+    pub max_result_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            query_timeout: Duration::from_secs(300),
+            max_result_bytes: 256 << 20,
+        }
+    }
+}
+
+/// A certificate chain and its private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, http: SocketAddr, pg: SocketAddr) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            http,
+            pg,
+            statements: None,
+            log: LogConfig::default(),
+            ingest: IngestConfig::default(),
+            retention_interval: Duration::from_secs(30),
+            raw: sluice_pipeline::RawConfig::default(),
+            views: sluice_pipeline::view::ViewConfig::default(),
+            lake: None,
+            users: None,
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+}
