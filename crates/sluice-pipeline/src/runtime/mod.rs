@@ -142,11 +142,13 @@ pub(crate) async fn run(
     let (mut backlog, mut commits, mut progressed) = (false, 0, false);
     let mut ahead: Option<ReadAhead> = None;
     let fail = |error, progressed| Failure { error, progressed };
+    let name = monitor.status().name;
     monitor.set_state(State::Running);
     while rounds.next(backlog, &mut stop).await {
         let started = Instant::now();
-        fail::fail_point!("pipeline::round", |_| Err(fail(
-            PipelineError::Internal("injected failure (pipeline::round)".into()),
+        // Tests make a pipeline's rounds fail ("return") or panic ("panic") here.
+        fail::fail_point!(&format!("pipeline::{name}::round"), |_| Err(fail(
+            PipelineError::Unavailable(format!("injected failure of {name}'s round")),
             progressed
         )));
         let source = pipeline.source().clone();
@@ -190,7 +192,7 @@ pub(crate) async fn run(
             if let Err(e) = pipeline.compact().await {
                 // The tables are as they were; a handle left behind fails the next round,
                 // which opens the pipeline again.
-                tracing::warn!(pipeline = source.name(), error = %e, "compaction failed");
+                tracing::warn!(pipeline = name, error = %e, "compaction failed");
             }
         }
         backlog = round.backlog;

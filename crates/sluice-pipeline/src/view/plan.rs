@@ -171,6 +171,22 @@ impl ViewPlan {
         })
     }
 
+    /// The plans a round runs, as text: what the view computes (two plans of one view are the
+    /// same query when their texts are).
+    pub fn explain(&self) -> String {
+        let text = |plan: &Arc<dyn ExecutionPlan>| {
+            datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(true)
+                .to_string()
+        };
+        match &self.shape {
+            Shape::Stateless(plan) => text(plan),
+            Shape::Windowed(a) | Shape::Updating { aggregation: a, .. } => {
+                format!("{}\n{}", text(&a.partial), text(&a.post))
+            }
+        }
+    }
+
     /// The kind of view the query makes.
     pub fn kind(&self) -> Kind {
         match self.shape {

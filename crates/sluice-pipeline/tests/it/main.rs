@@ -12,6 +12,8 @@ use sluice_pipeline::raw::drop_tables;
 use sluice_pipeline::source::LogSource;
 use sluice_pipeline::{Pipeline, RawConfig, RawPipeline, errors_table};
 
+mod plans;
+mod runtime;
 mod views;
 
 const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL) WITH (shards = 2";

@@ -8,7 +8,8 @@
 //! ([`QueryError`]); and pgwire's own (the protocol, the login), which are left as they are.
 
 use datafusion::error::DataFusionError;
-use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion_postgres::pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
 use sluice_error::{Class, Classify};
@@ -41,7 +42,12 @@ pub(crate) fn classified(error: PgWireError, text: Option<&str>) -> PgWireError 
         return error;
     };
     let query = if let Some(e) = source.downcast_ref::<ParserError>() {
-        QueryError::of(&DataFusionError::SQL(Box::new(e.clone()), None))
+        // datafusion-postgres' parser works on tokens without their places: the same text
+        // through sqlparser's PostgreSQL dialect says where it goes wrong.
+        let located = text
+            .and_then(|text| Parser::parse_sql(&PostgreSqlDialect {}, text).err())
+            .unwrap_or_else(|| e.clone());
+        QueryError::of(&DataFusionError::SQL(Box::new(located), None))
     } else if let Some(e) = source.downcast_ref::<DataFusionError>() {
         QueryError::of(e)
     } else {

@@ -1,3 +1,4 @@
 //! The server through its real sockets.
 
+mod errors;
 mod slt;
