@@ -1,12 +1,24 @@
 # Sourced by the bench/*.sh scripts. One release build of the binary and the load generator
 # (together: one feature set, so that neither rebuilds the other's dependencies), a work folder
 # that goes away at exit (with the server, if one runs), and what the scripts share.
+# To try a script out (its figures then mean nothing): SLUICE_BENCH_PROFILE=debug builds and runs
+# the debug binaries instead; SLUICE=PATH and SLUICE_BENCH=PATH run those binaries, and when both
+# are given nothing is built.
 set -euo pipefail
+[ -z "${SLUICE:-}" ] || SLUICE=$(realpath "$SLUICE")
+[ -z "${SLUICE_BENCH:-}" ] || SLUICE_BENCH=$(realpath "$SLUICE_BENCH")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/sluice-target}
-cargo build --release -q -p sluice -p sluice-bench
-SLUICE=$CARGO_TARGET_DIR/release/sluice
-BENCH=$CARGO_TARGET_DIR/release/sluice-bench
+case ${SLUICE_BENCH_PROFILE:-release} in
+  release) PROFILE_FLAG=--release PROFILE_DIR=release ;;
+  debug) PROFILE_FLAG= PROFILE_DIR=debug ;;
+  *) echo "SLUICE_BENCH_PROFILE is release or debug, not ${SLUICE_BENCH_PROFILE}" >&2; exit 2 ;;
+esac
+if [ -z "${SLUICE:-}" ] || [ -z "${SLUICE_BENCH:-}" ]; then
+  cargo build $PROFILE_FLAG -q -p sluice -p sluice-bench
+fi
+SLUICE=${SLUICE:-$CARGO_TARGET_DIR/$PROFILE_DIR/sluice}
+BENCH=${SLUICE_BENCH:-$CARGO_TARGET_DIR/$PROFILE_DIR/sluice-bench}
 PORT=7977
 URL=http://127.0.0.1:$PORT
 WORK=$(mktemp -d)

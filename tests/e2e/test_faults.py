@@ -183,8 +183,19 @@ class Cable:
         self.listener.close()
 
 
+def view_error(server, name: str) -> str | None:
+    """The last error of view `name`'s pipeline."""
+    _, _, answer = server.get("/v1/views")
+    return next(v["last_error"] for v in answer["views"] if v["name"] == name)
+
+
 def test_an_unreachable_s3_lake_is_retried_and_reported_while_ingest_goes_on(request, tmp_path, sluice_bin,
                                                                               s3_lake):
+    """S3 cut, then mended: the raw pipeline and a view back off and both say so (status and
+    metric), queries of the lake answer 503 with Retry-After (57P03 over PostgreSQL) — never
+    the user's mistake — ingest goes on into the log, and everything catches up by itself."""
+    import psycopg
+
     cable = Cable(s3_lake.s3.port)
     srv = Server(tmp_path / "logs", sluice_bin)
     srv.extra_args = ["--lake", s3_lake.url]
@@ -193,21 +204,43 @@ def test_an_unreachable_s3_lake_is_retried_and_reported_while_ingest_goes_on(req
     srv.start(tmp_path / "data")
     try:
         srv.sql("CREATE STREAM s (id BIGINT NOT NULL) WITH (shards = 2)")
+        srv.sql("CREATE MATERIALIZED VIEW s_ids AS SELECT id FROM s")
         acknowledged = list(range(100))
         assert send(srv, acknowledged) == 200
         wait_for(lambda: srv.sql("SELECT count(*) FROM s")["rows"] == [[100]], "the first commit")
+        wait_for(lambda: srv.sql("SELECT count(*) FROM s_ids")["rows"] == [[100]], "the view's first commit")
         cable.cut()
         # Ingest keeps accepting into the log.
         for start in range(100, 1100, 100):
             ids = list(range(start, start + 100))
             assert send(srv, ids) == 200
             acknowledged += ids
-        wait_for(lambda: pipeline_error(srv), "the pipeline to report the outage", timeout=90)
+        wait_for(lambda: pipeline_error(srv), "the raw pipeline to report the outage", timeout=90)
+        wait_for(lambda: view_error(srv, "s_ids"), "the view to report the outage", timeout=90)
         _, _, metrics = srv.get("/metrics")
-        assert 'sluice_pipeline_failures_total{stream="s"}' in metrics
+        for pipeline in ["s", "s_ids"]:
+            assert f'sluice_pipeline_failures_total{{pipeline="{pipeline}"}}' in metrics, pipeline
+        _, _, streams = srv.get("/v1/streams")
+        raw = next(s["pipeline"] for s in streams["streams"] if s["name"] == "s")
+        assert raw["failures"] >= 1 and raw["state"] in ("retrying", "starting"), raw
+        # A query of the lake is the environment's failure: 503, retry later; 57P03 over psql.
+        status, headers, body = srv.post("/v1/sql", json.dumps({"sql": "SELECT count(*) FROM s_ids"}),
+                                         {"Content-Type": "application/json"})
+        assert (status, body["code"]) == (503, "lake_unavailable"), body
+        assert headers["Retry-After"] == "5"
+        with psycopg.connect(host="127.0.0.1", port=srv.pg_port, user="sluice", dbname="sluice",
+                             autocommit=True) as pg:
+            try:
+                pg.execute("SELECT count(*) FROM s_ids")
+                raise AssertionError("a query of an unreachable lake answered")
+            except psycopg.Error as e:
+                assert e.sqlstate == "57P03", e
         cable.mend()
         wait_for(lambda: pipeline_error(srv) is None, "the pipeline to recover", timeout=120)
+        wait_for(lambda: view_error(srv, "s_ids") is None, "the view to recover", timeout=120)
         wait_for(lambda: counted(srv) == acknowledged, "every record in the table", timeout=60)
+        wait_for(lambda: srv.sql("SELECT count(*) FROM s_ids")["rows"] == [[len(acknowledged)]],
+                 "every record in the view", timeout=60)
         assert s3_lake.s3.client().list_objects_v2(Bucket=s3_lake.bucket, Prefix=s3_lake.prefix)["KeyCount"] > 0
     finally:
         srv.stop()

@@ -256,6 +256,25 @@ def test_psql_creates_a_stream_reads_its_rows_describes_its_tables_and_survives_
 # --------------------------------------------------------------------------------------------
 
 
+def test_psql_shows_where_a_syntax_error_is(server):
+    """psql prints the line of a syntax error and a caret under its place, from the position the
+    server sends (PostgreSQL's error field P): for queries, which datafusion-postgres parses,
+    and for the dialect's statements, which Sluice parses."""
+    for sql, line, caret in [
+        ("SELEC 1", "LINE 1: SELEC 1", "        ^"),
+        ("SELECT 1\n  FROM ticks GROUP price", "LINE 2:   FROM ticks GROUP price",
+         " " * (8 + len("  FROM ticks ")) + "^"),
+        ("CREATE STREAM s WITH (shards = 0)", "LINE 1: CREATE STREAM s WITH (shards = 0)",
+         " " * (8 + len("CREATE STREAM s WITH (")) + "^"),
+    ]:
+        out = psql(server, "-c", sql)
+        assert out.returncode != 0, out
+        lines = out.stderr.splitlines()
+        assert lines[0].startswith("ERROR:"), out.stderr
+        assert line in lines, f"{sql!r}: {out.stderr}"
+        assert lines[lines.index(line) + 1] == caret, f"{sql!r}: {out.stderr}"
+
+
 def test_psycopg_gets_postgres_types_and_python_values(server):
     create_ticks(server)
     before = datetime.now(UTC)
@@ -613,7 +632,7 @@ def test_lake_writes_and_time_travel_through_both_protocols(server):
             ) == [(2,)]
         expect_sqlstate(conn, "CREATE TABLE movers AS SELECT 1 AS a", "42P07")
         expect_sqlstate(conn, "INSERT INTO ticks (ticker, ts) VALUES ('X', now())", "42501")
-        expect_sqlstate(conn, "SELECT * FROM movers VERSION AS OF 9", "42000")
+        expect_sqlstate(conn, "SELECT * FROM movers VERSION AS OF 9", "22023")
         assert count_ticks(conn) == 3, "the connection is still usable"
     assert psql_ok(server, "-c", "SELECT count(*) FROM movers TIMESTAMP AS OF '2999-01-01'") == ["5"]
     assert psql_ok(server, "-c", "OPTIMIZE movers") == ["0|0"]

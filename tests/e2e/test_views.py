@@ -239,20 +239,21 @@ def test_late_events_go_to_the_views_errors_table(server):
     assert sorted(r["n"] for r in rows) == [1, 1]
 
 
-def test_a_view_whose_stream_is_deleted_behind_its_back_says_so(server):
-    """The Kinesis API can delete a stream that views read (SQL refuses): the view stops with
-    the reason, and one of the same name created again is not taken for the old one."""
+def test_a_stream_views_read_is_refused_to_the_kinesis_api_as_to_sql(server):
+    """One rule for every door: DeleteStream of a stream that views read is refused, as DROP
+    STREAM is, and the view goes on; once the view is dropped, the stream may go."""
+    from conftest import expect_client_error
+
     server.sql(TICKS)
     server.sql(LATEST_PRICE)
     kinesis = server.kinesis_client()
-    kinesis.delete_stream(StreamName="ticks")
-
-    def view_error():
-        _, _, answer = server.get("/v1/views")
-        return answer["views"][0]["last_error"]
-
-    assert "was dropped" in wait_for(view_error, "the view to notice")
-    server.sql(TICKS)
-    server.restart()
-    assert "dropped and created again" in wait_for(view_error, "the view to refuse the new stream")
+    expect_client_error(lambda: kinesis.delete_stream(StreamName="ticks"), "ResourceInUseException")
+    status, body = server.sql_status("DROP STREAM ticks")
+    assert (status, body["code"]) == (409, "stream_in_use"), body
+    assert "latest_price" in body["error"], body
+    assert kinesis.list_streams()["StreamNames"] == ["ticks"]
+    _, _, answer = server.get("/v1/views")
+    assert answer["views"][0]["last_error"] is None, answer
     server.sql("DROP MATERIALIZED VIEW latest_price")
+    kinesis.delete_stream(StreamName="ticks")
+    assert kinesis.list_streams()["StreamNames"] == []

@@ -154,16 +154,29 @@ function resultTable(columns, rows, { sortable = false, sort = null, desc = fals
 
 // ---- overview ---------------------------------------------------------------------------
 
+// Every pipeline (a stream's raw tables, a view) has one status shape: the same columns.
+const PIPELINE_HEADS = `<th class="num">input lag</th><th class="num">last commit</th>
+  <th class="num">last round</th><th class="num">rows out</th><th class="num">errors</th>
+  <th class="num">lost</th><th class="num">failures</th><th>last error</th>`;
+
+function pipelineCells(p) {
+  if (!p) return `<td colspan="8" class="muted">no pipeline</td>`;
+  return `<td class="num">${number(p.input_lag)}</td>
+    <td class="num">${p.since_commit_ms == null ? "" : ago(p.since_commit_ms) + " ago"}</td>
+    <td class="num">${p.last_round_ms == null ? "" : p.last_round_ms + " ms"}</td>
+    <td class="num">${number(p.rows_out)}</td><td class="num">${number(p.errors_out)}</td>
+    <td class="num" title="${esc(p.last_gap || "")}">${number(p.lost)}</td>
+    <td class="num">${number(p.failures)}</td><td class="error">${esc(p.last_error)}</td>`;
+}
+
 function overviewPage() {
   main.innerHTML = `
     <h1>Overview</h1>
     <h2>Streams</h2><section class="panel"><table id="streams"><thead><tr>
       <th>stream</th><th class="num">events/s</th><th>last minute</th><th class="num">records</th>
-      <th class="num">size</th><th class="num">shards</th></tr></thead><tbody></tbody></table></section>
+      <th class="num">size</th><th class="num">shards</th>${PIPELINE_HEADS}</tr></thead><tbody></tbody></table></section>
     <h2>Materialized views</h2><section class="panel"><table id="views"><thead><tr>
-      <th>view</th><th>kind</th><th>input</th><th class="num">input lag</th><th>watermark</th>
-      <th class="num">last commit</th><th class="num">last round</th><th class="num">rows out</th>
-      <th class="num">late</th><th>last error</th></tr></thead><tbody></tbody></table></section>
+      <th>view</th><th>kind</th><th>input</th><th>watermark</th>${PIPELINE_HEADS}</tr></thead><tbody></tbody></table></section>
     <h2>Tables</h2><section class="panel"><table id="tables"><thead><tr>
       <th>table</th><th>kind</th><th class="num">rows</th><th class="num">files</th>
       <th class="num">size</th><th class="num">version</th></tr></thead><tbody></tbody></table></section>`;
@@ -176,16 +189,13 @@ function overviewPage() {
           <td><a href="#/streams/${encodeURIComponent(s.name)}">${esc(s.name)}</a></td>
           <td class="num rate">${number(s.rate)}</td><td>${sparkline(s.rates)}</td>
           <td class="num">${number(s.records)}</td><td class="num">${bytes(s.bytes)}</td>
-          <td class="num">${s.shards}</td></tr>`).join("") || `<tr><td colspan="6" class="muted">no streams</td></tr>`;
+          <td class="num">${s.shards}</td>${pipelineCells(s.pipeline)}</tr>`).join("") || `<tr><td colspan="13" class="muted">no streams</td></tr>`;
       body("views").innerHTML = o.views.map((v) => `
         <tr data-view="${esc(v.name)}">
           <td><a href="#/views/${encodeURIComponent(v.name)}">${esc(v.name)}</a></td>
-          <td>${esc(v.kind)}</td><td>${esc(v.input)}</td><td class="num">${number(v.input_lag)}</td>
+          <td>${esc(v.kind)}</td><td>${esc(v.input)}</td>
           <td>${esc(v.watermark ? v.watermark.replace("T", " ").replace(".000Z", "Z") : "")}</td>
-          <td class="num">${v.since_commit_ms == null ? "" : ago(v.since_commit_ms) + " ago"}</td>
-          <td class="num">${v.last_round_ms == null ? "" : v.last_round_ms + " ms"}</td>
-          <td class="num">${number(v.rows_out)}</td><td class="num">${number(v.late)}</td>
-          <td class="error">${esc(v.last_error)}</td></tr>`).join("") || `<tr><td colspan="10" class="muted">no views</td></tr>`;
+          ${pipelineCells(v)}</tr>`).join("") || `<tr><td colspan="11" class="muted">no views</td></tr>`;
       body("tables").innerHTML = o.tables.map((t) => `
         <tr data-table="${esc(t.name)}"><td>${esc(t.name)}</td><td>${esc(t.kind)}</td>
           <td class="num">${number(t.rows)}</td><td class="num">${number(t.files)}</td>
@@ -353,7 +363,8 @@ function viewPage(name) {
         ? `<span>kind <b>${esc(v.kind)}</b></span><span>input <b>${esc(v.input)}</b></span>
            <span>input lag <b>${number(v.input_lag)}</b></span><span>watermark <b>${esc(v.watermark || "–")}</b></span>
            <span>last commit <b>${v.since_commit_ms == null ? "–" : ago(v.since_commit_ms) + " ago"}</b></span>
-           <span>rows out <b>${number(v.rows_out)}</b></span>${v.last_error ? `<span class="error">${esc(v.last_error)}</span>` : ""}`
+           <span>rows out <b>${number(v.rows_out)}</b></span><span>errors <b>${number(v.errors_out)}</b></span>
+           <span>failures <b>${number(v.failures)}</b></span>${v.last_error ? `<span class="error">${esc(v.last_error)}</span>` : ""}`
         : `<span class="error">no view ${esc(name)}</span>`;
     } catch (e) { /* the next tick tries again */ }
   }
