@@ -24,18 +24,24 @@ use subtle::ConstantTimeEq;
 /// Why a set of users cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
+    /// A user name that is not 1 to 64 of `A-Z a-z 0-9 _ - .` starting with a letter. The name
+    /// is the user's PostgreSQL user and Kinesis access key id alike.
     #[error(
         "user name {0:?} is not valid: use 1 to 64 letters, digits, '_', '-' or '.', starting with a letter"
     )]
     InvalidName(String),
+    /// Two users of one name: a door could not tell which one logs in.
     #[error("user '{0}' appears twice")]
     Duplicate(String),
+    /// A secret shorter than [`MIN_SECRET_LEN`].
     #[error(
         "the secret of user '{0}' is too short: use at least {MIN_SECRET_LEN} characters (e.g. `openssl rand -hex 24`)"
     )]
     WeakSecret(String),
+    /// A secret with spaces, or characters outside printable ASCII.
     #[error("the secret of user '{0}' must be printable ASCII without spaces")]
     InvalidSecret(String),
+    /// Two users with one secret: a bearer token names its user by its secret alone.
     #[error("users '{0}' and '{1}' have the same secret: a secret names its user")]
     SharedSecret(String, String),
 }
@@ -54,6 +60,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// Whether the role may change anything: ingest, create, drop, write.
     pub fn may_write(self) -> bool {
         self == Role::Admin
     }
@@ -72,12 +79,15 @@ impl fmt::Display for Role {
 /// SCRAM) but is not printed.
 #[derive(Clone)]
 pub struct User {
+    /// The user's name: its PostgreSQL user and its Kinesis access key id.
     pub name: String,
+    /// What the user may do.
     pub role: Role,
     secret: String,
 }
 
 impl User {
+    /// A user, if its name and secret are valid.
     pub fn new(
         name: impl Into<String>,
         role: Role,
@@ -101,6 +111,8 @@ impl User {
         Ok(Self { name, role, secret })
     }
 
+    /// The user's secret, for the doors that compute with it (Signature V4, SCRAM). Never
+    /// print it.
     pub fn secret(&self) -> &str {
         &self.secret
     }
@@ -138,6 +150,7 @@ impl Users {
         Ok((!users.is_empty()).then_some(Self { users }))
     }
 
+    /// The user named `name`: the PostgreSQL user, the Kinesis access key id.
     pub fn get(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
     }
@@ -151,6 +164,7 @@ impl Users {
         })
     }
 
+    /// Every user, in the order given.
     pub fn iter(&self) -> impl Iterator<Item = &User> {
         self.users.iter()
     }

@@ -24,6 +24,7 @@ const TIME_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
 /// A request as received, for verification.
 pub struct SignedRequest<'a> {
+    /// The HTTP method (`POST`).
     pub method: &'a str,
     /// The path as sent (percent-encoded as the client encoded it).
     pub path: &'a str,
@@ -31,6 +32,7 @@ pub struct SignedRequest<'a> {
     pub query: &'a str,
     /// Every header: lowercase name, raw value.
     pub headers: &'a [(&'a str, &'a [u8])],
+    /// The body, whose SHA-256 the signature covers.
     pub body: &'a [u8],
 }
 

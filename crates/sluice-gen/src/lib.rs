@@ -65,6 +65,7 @@ impl Workload {
         Workload::Sensors,
     ];
 
+    /// The workload's name, as the command line spells it (`sluice gen ticks`).
     pub fn name(self) -> &'static str {
         match self {
             Workload::Ticks => "ticks",

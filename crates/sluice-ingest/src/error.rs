@@ -17,26 +17,38 @@ pub enum IngestError {
     /// The log refused one of its records (too large, a key too long).
     #[error("record {index} (counting from 1): {source}")]
     Record {
+        /// Which record, counting from 1.
         index: usize,
+        /// Why the log refused it.
         source: sluice_log::Error,
     },
+    /// More records than the door takes in one request (the number is the limit).
     #[error("the request holds more than {0} records: split it")]
     TooManyRecords(usize),
+    /// An `application/json` body (an array of records, or one record) that does not parse.
     #[error("the body is not a JSON array: {message}")]
     InvalidJson {
+        /// What the JSON parser said.
         message: String,
+        /// The line the parse failed on (1-based).
         line: usize,
+        /// The column the parse failed at (1-based).
         column: usize,
     },
+    /// A body with no record in it (empty, or blank lines only).
     #[error("the body holds no records")]
     NoRecords,
+    /// A body over the door's size limit (the number), by its `Content-Length` or as read.
     #[error("the body is over the limit of {0} bytes")]
     BodyTooLarge(usize),
     /// No request memory was free within the wait.
     #[error("too many requests are being handled: slow down and retry")]
     Backpressure,
+    /// The body did not arrive within the wait (the duration), so that a stalled client
+    /// does not hold request memory.
     #[error("the body did not arrive within {0:?}")]
     BodyTimedOut(Duration),
+    /// A body that could not be read: the connection failed part way.
     #[error("{0}")]
     InvalidBody(String),
     /// Some shards stored their records and others failed: retrying the whole request would
@@ -48,6 +60,7 @@ pub enum IngestError {
         keys(failed)
     )]
     PartiallyWritten {
+        /// How many records were stored.
         accepted: usize,
         /// The last sequence number of each shard that stored its records.
         shard_sequences: BTreeMap<String, u64>,

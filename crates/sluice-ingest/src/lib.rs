@@ -57,7 +57,9 @@ impl Default for IngestConfig {
 /// What the ingest routes share.
 #[derive(Clone)]
 pub struct Ingest {
+    /// The log the doors append to.
     pub log: Arc<Log>,
+    /// The doors' limits.
     pub config: IngestConfig,
     /// Picks the shard of requests that name no partition key.
     round_robin: Arc<AtomicU64>,
@@ -72,6 +74,8 @@ pub struct Ingest {
 const MEMORY_WAIT: Duration = Duration::from_millis(200);
 
 impl Ingest {
+    /// What the doors share, over `log`; with `users` `None`, the Kinesis door asks no one
+    /// for a signature.
     pub fn new(log: Arc<Log>, config: IngestConfig, users: Option<Arc<Users>>) -> Self {
         let request_memory = Arc::new(Semaphore::new(config.max_request_memory));
         Self {

@@ -195,6 +195,14 @@ impl Lake {
             table: name.to_string(),
             source: Box::new(source),
         };
+        // A table the lake knows is opened (from what it keeps): a failure to reach the store
+        // is that, never a reason to forget the table.
+        if self.has(name) {
+            match self.open(name).await {
+                Err(Error::TableNotFound(_)) => {}
+                opened => return opened,
+            }
+        }
         let fields: StructType = schema
             .as_ref()
             .try_into_kernel()
@@ -210,7 +218,8 @@ impl Lake {
             .await;
         let table = match created {
             Ok(table) => table,
-            // Someone created it at the same moment (the first commit wins): open theirs.
+            // Someone created it at the same moment (the first commit wins): open theirs. (The
+            // lake did not know it: if it cannot be opened, it stays unknown.)
             Err(e) => {
                 self.keep(name);
                 let theirs = self.open(name).await;

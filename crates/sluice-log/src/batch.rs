@@ -49,6 +49,8 @@ impl Default for BatchBuilder {
 }
 
 impl BatchBuilder {
+    /// An empty batch with room for `payload_bytes` of records, so that a request whose size
+    /// is known grows its buffer once.
     pub fn with_capacity(payload_bytes: usize) -> Self {
         let mut buf = Vec::with_capacity(HEADER_LEN + payload_bytes);
         buf.resize(HEADER_LEN, 0);
@@ -81,19 +83,22 @@ impl BatchBuilder {
         Ok(index)
     }
 
+    /// How many records the batch holds.
     pub fn len(&self) -> u32 {
         self.count
     }
 
+    /// Whether no record was pushed yet (an empty batch is never written).
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }
 
+    /// Bytes of records so far, framing included: what counts against [`MAX_BATCH_PAYLOAD`].
     pub fn payload_len(&self) -> usize {
         self.buf.len() - HEADER_LEN
     }
 
-    /// Fills in the length, count and payload checksum. The result still needs [`stamp`].
+    /// Fills in the length, count and payload checksum. The result still needs `stamp`.
     pub fn seal(mut self) -> SealedBatch {
         let payload_crc = crc32c::crc32c(&self.buf[HEADER_LEN..]);
         let payload_len = self.payload_len() as u32;
@@ -115,10 +120,12 @@ pub struct SealedBatch {
 }
 
 impl SealedBatch {
+    /// How many records the batch holds: the sequence numbers it will take.
     pub fn count(&self) -> u32 {
         self.count
     }
 
+    /// Bytes the batch takes on disk, header included: what it holds of the in-flight budget.
     pub fn byte_len(&self) -> usize {
         self.bytes.len()
     }
@@ -141,18 +148,25 @@ impl SealedBatch {
 /// A checked batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// Bytes of records after the header.
     pub payload_len: u32,
+    /// CRC32C of the payload.
     pub payload_crc: u32,
+    /// Records in the batch, at least one.
     pub count: u32,
+    /// Sequence number of the first record; the others follow it one by one.
     pub base_seq: u64,
+    /// When the batch was made durable (ms since the Unix epoch): every record's append time.
     pub append_ms: i64,
 }
 
 impl Header {
+    /// Bytes the batch takes in its segment, header included: where the next batch starts.
     pub fn total_len(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.payload_len)
     }
 
+    /// The sequence number after the batch's last record: the next batch's first.
     pub fn next_seq(&self) -> u64 {
         self.base_seq + u64::from(self.count)
     }
@@ -164,7 +178,9 @@ impl Header {
 pub enum Invalid {
     /// Fewer bytes remain than the header or the payload needs.
     Truncated,
+    /// The header's CRC does not match: a torn or damaged header.
     HeaderChecksum,
+    /// The payload's CRC does not match: a torn or damaged payload.
     PayloadChecksum,
     /// The header is intact but describes something impossible.
     Malformed(&'static str),
@@ -241,6 +257,8 @@ pub struct Records<'a> {
 }
 
 impl<'a> Records<'a> {
+    /// Iterates a payload that [`check_payload`] accepted; on any other, the framing may
+    /// fail part way ([`Invalid::Malformed`]).
     pub fn new(payload: &'a [u8]) -> Self {
         Self { rest: payload }
     }

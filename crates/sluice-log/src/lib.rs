@@ -38,58 +38,99 @@ pub use stream::{
     validate_name,
 };
 
+/// The log's results: every failure is an [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What went wrong, grouped by who must act: the caller (bad input), the environment (retry
 /// later), or the data on disk (an operator).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
+    /// No stream has this name (or not the incarnation asked for).
     #[error("stream '{0}' does not exist")]
     StreamNotFound(String),
+    /// A stream of this name exists already.
     #[error("stream '{0}' already exists")]
     StreamExists(String),
     /// Something depends on the stream (views read it): it cannot be dropped.
     #[error("stream '{stream}' cannot be dropped: {reason}")]
-    InUse { stream: String, reason: String },
+    InUse {
+        /// The stream asked to be dropped.
+        stream: String,
+        /// What depends on it, as the drop guard said.
+        reason: String,
+    },
+    /// The stream has no shard of that id.
     #[error("stream '{stream}' has no shard {shard}")]
-    NoSuchShard { stream: String, shard: u32 },
+    NoSuchShard {
+        /// The stream asked for.
+        stream: String,
+        /// The shard id asked for, at or past the stream's shard count.
+        shard: u32,
+    },
+    /// A stream name the log does not take (see [`validate_name`]).
     #[error(
         "invalid stream name {0:?}: use 1 to 128 letters, digits, '_', '.' or '-', not starting with '.'"
     )]
     InvalidName(String),
+    /// A stream must have 1 to [`MAX_SHARDS`] shards.
     #[error("invalid shard count {0}: a stream has 1 to {max} shards", max = MAX_SHARDS)]
     InvalidShardCount(u32),
+    /// A record's data is over [`MAX_RECORD_BYTES`].
     #[error("record of {bytes} bytes is over the limit of {max} bytes", max = MAX_RECORD_BYTES)]
-    RecordTooLarge { bytes: usize },
+    RecordTooLarge {
+        /// The record's data, in bytes.
+        bytes: usize,
+    },
+    /// A partition key is over [`MAX_KEY_BYTES`].
     #[error("partition key of {bytes} bytes is over the limit of {max} bytes", max = MAX_KEY_BYTES)]
-    KeyTooLong { bytes: usize },
+    KeyTooLong {
+        /// The key's length, in bytes.
+        bytes: usize,
+    },
+    /// One request's records do not fit in one batch (see [`batch::MAX_BATCH_PAYLOAD`]).
     #[error("batch of {bytes} bytes is over the limit of {max} bytes", max = batch::MAX_BATCH_PAYLOAD)]
-    BatchTooLarge { bytes: usize },
+    BatchTooLarge {
+        /// The batch's payload with the record that did not fit, in bytes.
+        bytes: usize,
+    },
 
     /// Too many bytes are waiting for the disk: slow down and retry.
     #[error("the log is busy writing earlier records: slow down and retry")]
     Backpressure,
+    /// A file operation failed: the disk or the file system, worth retrying later.
     #[error("{path}: {message}")]
     Io {
+        /// The file or folder the operation was on.
         path: PathBuf,
+        /// The operating system's message.
         message: String,
+        /// The operating system's kind of failure, for callers that tell them apart.
         kind: std::io::ErrorKind,
     },
+    /// The shard's writer failed a write it could not undo: it refuses appends until the log
+    /// is reopened and recovers.
     #[error("the shard is unavailable: {0}")]
     Unavailable(String),
     /// A write failed in a way that leaves its outcome unknown: it may be read back after a
     /// restart. Retrying may duplicate it.
     #[error("the outcome of the write is unknown (it may have been stored): {0}")]
     Indeterminate(String),
+    /// The shard was closed (its stream dropped, or the log closing) before the append was
+    /// written.
     #[error("the log is shutting down")]
     Closed,
 
+    /// Data on disk fails its checks where recovery may not cut it: an operator must look.
     #[error("{path} is corrupt at byte {offset}: {reason}")]
     Corrupt {
+        /// The damaged file.
         path: PathBuf,
+        /// Where in the file the damage starts.
         offset: u64,
+        /// Which check failed.
         reason: String,
     },
+    /// A bug in Sluice (or a failure the log has no better word for).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -155,6 +196,8 @@ impl sluice_error::Classify for Error {
 /// Milliseconds since the Unix epoch. Injected so that tests control time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// The wall clock, in milliseconds since the Unix epoch (0 should the system clock be set
+/// before it). Servers use it; tests pass a clock they move.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
         SystemTime::now()
@@ -177,6 +220,7 @@ pub struct LogConfig {
     pub inflight_bytes: usize,
     /// How long an append waits for in-flight room before it is refused with backpressure.
     pub backpressure_wait: Duration,
+    /// Reads the time stamped on appends and compared with retention.
     pub clock: Clock,
 }
 
@@ -208,11 +252,17 @@ impl Default for LogConfig {
 /// What a new stream is made of.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamOptions {
+    /// How many shards the stream spreads its records over; fixed for its life.
     pub shards: u32,
+    /// How long, or how many bytes of, its records are kept.
     pub retention: Retention,
+    /// What the stream's owner keeps with it (its SQL columns and format), stored in
+    /// `stream.json` and never read by the log.
     pub definition: serde_json::Value,
 }
 
+/// The log: every stream of a data directory, with its shards' writers. The ingest doors
+/// append to it, the pipelines read it; one per server.
 pub struct Log {
     root: PathBuf,
     config: LogConfig,
@@ -282,10 +332,12 @@ impl Log {
             .ok_or_else(|| Error::StreamNotFound(name.to_string()))
     }
 
+    /// The data directory the log was opened in.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// Stream `name`, or [`Error::StreamNotFound`].
     pub fn stream(&self, name: &str) -> Result<Arc<Stream>> {
         self.streams
             .read()
@@ -295,6 +347,7 @@ impl Log {
             .ok_or_else(|| Error::StreamNotFound(name.to_string()))
     }
 
+    /// Every stream, in name order.
     pub fn streams(&self) -> Vec<Arc<Stream>> {
         self.streams
             .read()

@@ -40,30 +40,40 @@ const INDEX_ENTRY_LEN: usize = 24;
 /// Magic, version, five 8-byte fields and the entry count; the CRC follows the entries.
 const INDEX_FIXED_LEN: usize = 4 + 4 + 5 * 8 + 4;
 
+/// One entry of a segment's sparse index: where a batch starts, so that a reader seeks
+/// there instead of scanning from the segment's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     /// Base sequence number of the batch at `pos`.
     pub seq: u64,
+    /// Byte position of the batch in the segment file.
     pub pos: u64,
+    /// Append time of the batch, for seeking by time.
     pub append_ms: i64,
 }
 
 /// One segment file and what is known of its committed contents.
 #[derive(Debug)]
 pub struct Segment {
+    /// Sequence number of the segment's first record; also its file name.
     pub base_seq: u64,
+    /// The segment file's path, `{base_seq:020}.seg` in its shard's folder.
     pub path: PathBuf,
+    /// The open file, shared with readers: one that retention deletes stays readable to them.
     pub file: Arc<File>,
     /// Bytes of committed (fsynced) batches.
     pub len: u64,
     /// Sequence number after the last committed record.
     pub next_seq: u64,
-    /// Append time of the first and last batch (0 when empty).
+    /// Append time of the first batch (0 when empty).
     pub first_ms: i64,
+    /// Append time of the last batch (0 when empty).
     pub last_ms: i64,
+    /// The sparse index, one entry per [`INDEX_INTERVAL`] bytes, in file order.
     pub index: Vec<IndexEntry>,
 }
 
+/// The path of the segment starting at `base_seq` in shard folder `dir`.
 pub fn segment_path(dir: &Path, base_seq: u64) -> PathBuf {
     dir.join(format!("{base_seq:020}.seg"))
 }
@@ -345,6 +355,7 @@ pub fn read_at(file: &File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Fsyncs a folder, so that files created, renamed or deleted in it stay so after a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     fail::fail_point!("log::sync-dir", |_| Err(Error::io(
         dir,

@@ -36,16 +36,20 @@ const READ_CHUNK: usize = 1 << 20;
 /// One record read back from a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// The record's sequence number in its shard.
     pub seq: u64,
     /// When the record's batch was made durable (ms since the Unix epoch).
     pub append_ms: i64,
+    /// The partition key the producer gave, which chose the shard.
     pub key: Bytes,
+    /// The record's data, as the producer sent it: the log never interprets it.
     pub data: Bytes,
 }
 
 /// The result of a read: records in order, and where the next read continues.
 #[derive(Debug, Default)]
 pub struct ReadResult {
+    /// The records read, in sequence-number order.
     pub records: Vec<Record>,
     /// The sequence number to read from next.
     pub next_seq: u64,
@@ -62,11 +66,14 @@ pub struct ReadResult {
 /// Sequence numbers `first..=last` were made durable by one append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// Sequence number of the append's first record.
     pub first_seq: u64,
+    /// How many records the append made durable, at least one.
     pub count: u32,
 }
 
 impl Appended {
+    /// Sequence number of the append's last record.
     pub fn last_seq(&self) -> u64 {
         self.first_seq + u64::from(self.count) - 1
     }
@@ -117,6 +124,8 @@ pub(crate) struct ShardMetrics {
     pub group_records: metrics::Histogram,
 }
 
+/// A shard of a stream: its segments, readable by anyone, and the one writer thread that
+/// appends to them (see the module docs).
 pub struct Shard {
     id: u32,
     state: Arc<RwLock<ShardState>>,
@@ -168,6 +177,7 @@ impl Shard {
         })
     }
 
+    /// The shard's id within its stream, from 0.
     pub fn id(&self) -> u32 {
         self.id
     }

@@ -24,7 +24,11 @@ pub const MAX_NAME_LEN: usize = 128;
 /// older than `max_age_ms`, or, oldest first, while a shard holds more than `max_bytes_per_shard`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
+    /// Records older than this many milliseconds are deleted, a segment at a time; `None`
+    /// keeps them for ever.
     pub max_age_ms: Option<u64>,
+    /// A shard holding more bytes than this deletes its oldest segments; `None` for no
+    /// limit.
     pub max_bytes_per_shard: Option<u64>,
 }
 
@@ -42,12 +46,17 @@ impl Default for Retention {
 /// (the SQL layer keeps columns, format and event time there); the log stores it verbatim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamMeta {
+    /// The stream's name, as SQL and the Kinesis API name it.
     pub name: String,
     /// Distinguishes this stream from an earlier one of the same name.
     pub id: u64,
+    /// When the stream was created (ms since the Unix epoch).
     pub created_ms: i64,
+    /// How many shards the stream has; fixed for its life.
     pub shards: u32,
+    /// How long the stream keeps records.
     pub retention: Retention,
+    /// The owner's definition of the stream, stored verbatim (`null` when it has none).
     #[serde(default)]
     pub definition: serde_json::Value,
 }
@@ -95,6 +104,8 @@ pub fn hash_key(partition_key: &[u8]) -> u128 {
     u128::from_be_bytes(Md5::digest(partition_key).into())
 }
 
+/// A stream: its shards, its definition, and the in-flight budget its appends share with
+/// the rest of the log.
 pub struct Stream {
     meta: StreamMeta,
     shards: Vec<Shard>,
@@ -133,10 +144,12 @@ impl ShardBatches {
         self.shards[shard as usize].push(key, data)
     }
 
+    /// How many records, over every shard.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|b| b.len() as usize).sum()
     }
 
+    /// Whether no record was pushed yet.
     pub fn is_empty(&self) -> bool {
         self.shards.iter().all(BatchBuilder::is_empty)
     }
@@ -145,7 +158,9 @@ impl ShardBatches {
 /// The outcome of an append for one shard it touched.
 #[derive(Debug)]
 pub struct ShardAppend {
+    /// The shard the records went to.
     pub shard: u32,
+    /// Their sequence numbers once durable, or why the shard did not take them.
     pub result: Result<Appended>,
 }
 
@@ -166,18 +181,22 @@ impl Stream {
         }
     }
 
+    /// The stream's name.
     pub fn name(&self) -> &str {
         &self.meta.name
     }
 
+    /// What the stream is, as `stream.json` holds it.
     pub fn meta(&self) -> &StreamMeta {
         &self.meta
     }
 
+    /// The stream's shards, in id order.
     pub fn shards(&self) -> &[Shard] {
         &self.shards
     }
 
+    /// Shard `id`, or [`Error::NoSuchShard`].
     pub fn shard(&self, id: u32) -> Result<&Shard> {
         self.shards
             .get(id as usize)
@@ -195,10 +214,12 @@ impl Stream {
         }
     }
 
+    /// The shard a partition key goes to: by its MD5, as in Kinesis.
     pub fn shard_for_key(&self, partition_key: &[u8]) -> u32 {
         self.shard_for_hash(hash_key(partition_key))
     }
 
+    /// An empty set of batches, one per shard, to fill and pass to [`Stream::append`].
     pub fn batches(&self) -> ShardBatches {
         ShardBatches {
             shards: (0..self.shards.len())

@@ -15,39 +15,54 @@ pub enum PipelineError {
     /// or column, a type that does not fit, …).
     #[error("{message}")]
     Plan {
+        /// What DataFusion's error means for whoever must act (see `sluice-error`).
         class: Class,
+        /// DataFusion's message.
         message: String,
+        /// Where in the query, when DataFusion said.
         position: Option<Position>,
     },
+    /// A view of this name exists already.
     #[error("materialized view '{0}' already exists")]
     ViewExists(String),
+    /// No view has this name.
     #[error("materialized view '{0}' does not exist")]
     ViewNotFound(String),
     /// A view may not take a name a stream or a table has: its tables would be another's.
     /// `taken` says by what.
     #[error("{taken}: a materialized view needs a name of its own")]
-    NameTaken { taken: String },
+    NameTaken {
+        /// What has the name already (`'ticks' is a stream`).
+        taken: String,
+    },
     /// Views read it: it cannot be dropped before them.
     #[error("{0}")]
     InUse(String),
     /// The stream or view the pipeline reads is gone (dropped, or dropped and created again).
     #[error("{0}")]
     InputGone(String),
+    /// A view's statement or stored query that does not parse.
     #[error(transparent)]
     Sql(#[from] sluice_sql::SqlError),
     /// The data directory (a view's definition or state).
     #[error("{path}: {source}")]
     Io {
+        /// The file or folder the operation was on.
         path: std::path::PathBuf,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// The log refused a read or a drop (an unknown stream, a disk that failed).
     #[error(transparent)]
     Log(#[from] sluice_log::Error),
+    /// The lake refused a read or a commit (a store that cannot be reached, a table that is not
+    /// there).
     #[error(transparent)]
     Lake(#[from] sluice_lake::Error),
     /// Something the pipeline depends on cannot be reached now (a lake table a view joins).
     #[error("{0}")]
     Unavailable(String),
+    /// A bug in Sluice (a task that panicked, a state that cannot be).
     #[error("internal error: {0}")]
     Internal(String),
 }

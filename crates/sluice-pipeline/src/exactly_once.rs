@@ -13,16 +13,16 @@
 //!    positions back from its tables ([`committed`]) and reads its source from there.
 //! 3. **Several tables, one read.** A pipeline writing several tables (a stream's rows and its
 //!    errors, a view's rows and its late events) reads each partition from the lowest of their
-//!    positions ([`lowest`]) and gives each table only the rows at or past its own ([`past`]):
+//!    positions (`lowest`) and gives each table only the rows at or past its own ([`past`]):
 //!    a crash between two commits repeats nothing and loses nothing.
 //! 4. **State is named by the commit.** A pipeline with state (an aggregating view) writes its
 //!    state after a round to snapshot `n`, synced, *before* the commit that names it (`txn`
 //!    application id `snapshot`, version `n`). A restart loads the snapshot its last commit
-//!    names ([`snapshot`]); a snapshot no commit names is deleted.
+//!    names (`snapshot`); a snapshot no commit names is deleted.
 //! 5. **Positions belong to one incarnation.** A table says whose pipeline writes it (table
 //!    properties [`STREAM_OWNER`], [`VIEW_OWNER`], and [`VIEW_INPUT`] for the input a view's
 //!    positions are of), by ids that are never reused: a stream dropped and created again (or
-//!    a view over it) never adopts the old one's tables or positions ([`own_table`]).
+//!    a view over it) never adopts the old one's tables or positions (`own_table`).
 //! 6. **Absent is not lost.** A partition without a recorded position has never been taken:
 //!    it is read from the source's oldest record, and nothing is missing. A recorded position
 //!    older than the source's oldest record *is* a loss (retention deleted records before the
@@ -37,6 +37,7 @@ use arrow::datatypes::{Int32Type, Int64Type};
 use sluice_lake::{Lake, LakeTable};
 
 use crate::decode;
+use crate::source::{Gap, SourceRead};
 use crate::{PipelineError, Result};
 
 /// A partition of a source: a shard of a Sluice stream, a Kafka partition, a Kinesis shard (by
@@ -127,6 +128,28 @@ pub fn past(batch: &RecordBatch, positions: &Positions) -> Result<RecordBatch> {
         return Ok(batch.clone());
     }
     Ok(filter_record_batch(batch, &keep)?)
+}
+
+/// Per partition, the further of `positions` and `read`: a table's positions after a round
+/// (they never go back, even when a read for both tables ended before this one's).
+pub(crate) fn advanced(positions: &Positions, read: &Positions) -> Positions {
+    let mut next = positions.clone();
+    for (&partition, &at) in read {
+        let position = next.entry(partition).or_insert(at);
+        *position = (*position).max(at);
+    }
+    next
+}
+
+/// The gaps `read` found that an errors table at `positions` has not recorded yet.
+pub(crate) fn new_gaps<'a>(
+    read: &'a SourceRead,
+    positions: &'a Positions,
+) -> impl Iterator<Item = Gap> + 'a {
+    read.parts
+        .iter()
+        .filter_map(|p| p.gap)
+        .filter(|g| positions.get(&g.partition).is_none_or(|&at| g.first >= at))
 }
 
 /// The table property naming the stream (by id) whose raw pipeline writes the table.

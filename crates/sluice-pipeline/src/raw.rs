@@ -24,7 +24,9 @@ use async_trait::async_trait;
 use sluice_lake::{Lake, LakeTable};
 
 use crate::decode::error_schema;
-use crate::exactly_once::{self, Partition, Positions, Writer, committed, past};
+use crate::exactly_once::{
+    self, Partition, Positions, Writer, advanced, committed, new_gaps, past,
+};
 use crate::runtime::{Cadence, Kind, Pipeline, Round};
 use crate::source::{
     Bounds, Gap, Limits, LogSource, SharedSource, Source, SourceRead, pending, shares,
@@ -116,17 +118,6 @@ impl RawPipeline {
     pub fn rows_table(&self) -> &LakeTable {
         &self.rows
     }
-}
-
-/// Per partition, the further of `positions` and `read`: a table's positions after a round
-/// (they never go back, even when a read for both tables ended before this one's).
-pub(crate) fn advanced(positions: &Positions, read: &Positions) -> Positions {
-    let mut next = positions.clone();
-    for (&partition, &at) in read {
-        let position = next.entry(partition).or_insert(at);
-        *position = (*position).max(at);
-    }
-    next
 }
 
 #[async_trait]
@@ -226,17 +217,6 @@ impl Pipeline for RawPipeline {
         self.errors.compact().await?;
         Ok(())
     }
-}
-
-/// The gaps `read` found that an errors table at `positions` has not recorded yet.
-pub(crate) fn new_gaps<'a>(
-    read: &'a SourceRead,
-    positions: &'a Positions,
-) -> impl Iterator<Item = Gap> + 'a {
-    read.parts
-        .iter()
-        .filter_map(|p| p.gap)
-        .filter(|g| positions.get(&g.partition).is_none_or(|&at| g.first >= at))
 }
 
 /// Drops the tables of the stream `stream_id` named `stream`: only those it made, so that a

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Fresh: a stream's tables show every acknowledged record, not only what the pipeline has
-//! committed (see [`fresh`]).
+//! committed (see `sluice_pipeline::fresh`).
 //!
 //! Read-only but for the lake's own tables: plans that define, change or copy anything (DDL,
 //! DML, `COPY TO`, `SET`) are refused before they run, but for `INSERT` into a lake table that
@@ -52,8 +52,11 @@ pub enum QueryError {
     /// unknown table or column, a value that does not convert, the lake out of reach, …).
     #[error("{message}")]
     Engine {
+        /// What DataFusion's error means for whoever must act (see `sluice-error`).
         class: Class,
+        /// DataFusion's message, or that of the error it carries (the lake's, say).
         message: String,
+        /// Where in the statement, when DataFusion said.
         position: Option<Position>,
     },
     /// The answer grew past [`QueryEngine::with_max_result_bytes`].
@@ -79,9 +82,14 @@ impl QueryError {
     /// DataFusion's error `e`, classified (the lake's errors it carries by the lake's classes).
     pub fn of(e: &DataFusionError) -> Self {
         let (class, position) = sluice_error::datafusion::class_of(e, &sluice_pipeline::lake_class);
+        // An error DataFusion carries for the lake says what it is by itself.
+        let message = match e.find_root() {
+            DataFusionError::External(inner) => inner.to_string(),
+            _ => e.strip_backtrace(),
+        };
         QueryError::Engine {
             class,
-            message: e.strip_backtrace(),
+            message,
             position,
         }
     }
@@ -128,12 +136,15 @@ impl Classify for QueryError {
     }
 }
 
+/// The engine's results: every failure is a [`QueryError`].
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 /// A query's result: its schema and rows.
 #[derive(Debug)]
 pub struct QueryOutput {
+    /// The answer's columns (also when it has no row).
     pub schema: SchemaRef,
+    /// The answer's rows, in order.
     pub batches: Vec<RecordBatch>,
 }
 

@@ -21,7 +21,9 @@ use crate::{HttpError, ServerError};
 /// The user a request or connection is made by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The user's name (`anonymous` on a server without users).
     pub name: String,
+    /// What the user may do.
     pub role: Role,
 }
 

@@ -9,15 +9,21 @@ use std::time::Duration;
 use sluice_ingest::IngestConfig;
 use sluice_log::LogConfig;
 
+/// Everything a server is started with (see the module docs).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The data directory: the log's streams, the views' catalog and state, and the lake's
+    /// tables unless `lake` says otherwise.
     pub data_dir: PathBuf,
+    /// The HTTP API's address: ingest, Kinesis, SQL, status, metrics and the dashboard.
     pub http: SocketAddr,
     /// The PostgreSQL protocol's address.
     pub pg: SocketAddr,
     /// SQL statements to apply at start-up (the config file's).
     pub statements: Option<String>,
+    /// How the log writes: segment sizes, group commit, the in-flight budget.
     pub log: LogConfig,
+    /// The ingest doors' limits.
     pub ingest: IngestConfig,
     /// How often retention runs.
     pub retention_interval: Duration,
@@ -29,6 +35,7 @@ pub struct ServerConfig {
     pub lake: Option<String>,
     /// Who may connect; `None`: anyone, which only loopback addresses allow.
     pub users: Option<sluice_auth::Users>,
+    /// Connections, query time and answer size.
     pub limits: Limits,
     /// TLS on both ports, when given.
     pub tls: Option<TlsFiles>,
@@ -63,11 +70,15 @@ impl Default for Limits {
 /// A certificate chain and its private key, PEM files.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
+    /// The certificate chain, leaf first.
     pub cert: PathBuf,
+    /// The certificate's private key.
     pub key: PathBuf,
 }
 
 impl ServerConfig {
+    /// A server on `data_dir` listening on `http` and `pg`, with every other knob at its
+    /// default: no users, no TLS, the lake in `<data_dir>/lake`.
     pub fn new(data_dir: impl Into<PathBuf>, http: SocketAddr, pg: SocketAddr) -> Self {
         Self {
             data_dir: data_dir.into(),

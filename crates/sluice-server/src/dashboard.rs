@@ -30,6 +30,7 @@ use sluice_query::arrow::datatypes::{DataType, Schema};
 
 use crate::{AppState, ServerError, output, sql, status};
 
+/// The dashboard's routes: its page, its assets and its live feeds (see the module docs).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { asset("index.html") }))
@@ -151,8 +152,11 @@ pub struct ViewQuery {
     limit: Option<usize>,
 }
 
+/// Most keys a windowed view's chart draws: what the browser is sent stays small.
 pub const MAX_TOP: usize = 50;
+/// Most window ends a windowed view's chart draws.
 pub const MAX_WINDOWS: usize = 1000;
+/// Most rows of an updating or stateless view one page shows.
 pub const MAX_ROWS: usize = 1000;
 
 async fn view_data(

@@ -13,14 +13,19 @@ use sluice_error::{Class, Classify, Position};
 /// Why the server could not start, or a statement failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The log refused (an unknown stream, backpressure, a disk that failed).
     #[error(transparent)]
     Log(#[from] sluice_log::Error),
+    /// A statement that does not parse.
     #[error(transparent)]
     Sql(#[from] sluice_sql::SqlError),
+    /// The lake refused (a table that is not there, a store out of reach).
     #[error(transparent)]
     Lake(#[from] sluice_lake::Error),
+    /// A view that cannot be made or dropped, or a pipeline that cannot start.
     #[error(transparent)]
     Pipeline(#[from] sluice_pipeline::PipelineError),
+    /// A query the engine refused or could not run.
     #[error(transparent)]
     Query(#[from] sluice_query::QueryError),
     /// A read-only caller's statement that writes.
@@ -40,13 +45,18 @@ pub enum ServerError {
     /// A setting or a config file's statement that cannot be applied.
     #[error("{0}")]
     Config(String),
+    /// A stream's raw table would take the name of a lake table made otherwise.
     #[error("table '{0}' exists in the lake: drop it (DROP TABLE) or name the stream otherwise")]
     TableExists(String),
+    /// A port could not be bound (taken, or not ours to take).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The operating system's error.
         source: std::io::Error,
     },
+    /// A bug in Sluice (a task that panicked, a state that cannot be).
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -103,8 +113,11 @@ impl Classify for ServerError {
 /// waiting is what helps.
 #[derive(Debug, Clone)]
 pub struct HttpError {
+    /// The HTTP status, from the error's class.
     pub status: StatusCode,
+    /// The machine-readable code (`stream_not_found`), stable for clients to match on.
     pub code: &'static str,
+    /// What is wrong, for a person.
     pub message: String,
     /// Extra fields of the body (the position of a SQL error, what a partial write stored).
     pub details: Option<serde_json::Value>,

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! One rule has one home: what each SQL door may run, and a read-only user ([`policy`]); how
-//! an error is said over HTTP ([`error`]) and over PostgreSQL ([`pg`]'s errors), both from the
+//! an error is said over HTTP (`error`) and over PostgreSQL ([`pg`]'s errors), both from the
 //! errors' classes; connections, limits and TLS on both ports ([`listen`]).
 //!
 //! [`Server::start`] opens the log (recovering it), applies the config file's statements, binds
@@ -70,8 +70,11 @@ fn keep_apart(lake: &sluice_lake::Lake, data_dir: &std::path::Path) -> Result<()
 
 /// A running server.
 pub struct Server {
+    /// The HTTP API's address as bound (its port chosen when the config asked for 0).
     pub http_addr: SocketAddr,
+    /// The PostgreSQL protocol's address as bound.
     pub pg_addr: SocketAddr,
+    /// The server's log, for what appends to it directly (the demo's feeds).
     pub log: Arc<Log>,
     pipelines: Arc<Pipelines>,
     stop: watch::Sender<bool>,
@@ -81,6 +84,8 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts a server (see the crate docs); fails before binding anything if a non-loopback
+    /// address has no users to ask for.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         if config.users.is_none()
             && let Some(addr) = [config.http, config.pg]

@@ -1,4 +1,4 @@
-//! Accepting connections on both ports: at most [`Limits::max_connections`] at once, TLS when
+//! Accepting connections on both ports: at most [`crate::Limits::max_connections`] at once, TLS when
 //! configured, and for HTTP the connection itself, until shutdown.
 //!
 //! A connection past the limit is answered at once rather than left unseen in the kernel's
@@ -46,6 +46,7 @@ pub struct Connections {
 }
 
 impl Connections {
+    /// A limit of `max` connections open at once.
     pub fn new(max: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max)),
@@ -58,6 +59,7 @@ impl Connections {
         self.permits.clone().try_acquire_owned().ok()
     }
 
+    /// The limit, as configured.
     pub fn max(&self) -> usize {
         self.max
     }

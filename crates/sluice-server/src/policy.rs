@@ -64,9 +64,12 @@ pub fn sql_access(statement: &SqlStatement) -> Result<Access, ServerError> {
             object_type: ObjectType::Table,
             ..
         } => Ok(Access::Write(kind(statement))),
-        S::Set(set) if sets_engine_option(set) => Err(ServerError::Unsupported(
-            "DataFusion's options cannot be set here: every connection shares one session".into(),
-        )),
+        S::Set(set) if sets_engine_option(set) => {
+            Err(ServerError::Query(sluice_query::QueryError::Refused(
+                "DataFusion's options cannot be set here: every connection shares one session"
+                    .into(),
+            )))
+        }
         S::Set(_)
         | S::StartTransaction { .. }
         | S::Commit { .. }

@@ -32,19 +32,26 @@ use crate::{Limits, auth, dashboard, output, sql, status};
 /// What every route shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// The log: streams to create, drop, describe and read.
     pub log: Arc<Log>,
+    /// The engine that runs queries over the lake.
     pub query: sluice_query::QueryEngine,
     /// Every pipeline: the streams' raw tables and the views.
     pub pipelines: Arc<sluice_pipeline::Pipelines>,
+    /// The lake: the tables of streams, views and users.
     pub lake: sluice_lake::Lake,
+    /// Each stream's recent ingest rates, sampled by the upkeep task.
     pub rates: Arc<status::StreamRates>,
+    /// The lake tables' statistics, read again at most every few seconds.
     pub tables: Arc<status::TablesCache>,
     /// Turns true when the server stops: what runs without end (the dashboard's live feeds)
     /// ends then, so that shutdown does not wait on it.
     pub stopping: watch::Receiver<bool>,
+    /// Renders the Prometheus metrics for `GET /metrics`.
     pub metrics: PrometheusHandle,
     /// Who may call; `None`: anyone (see [`auth`]).
     pub users: Option<Arc<sluice_auth::Users>>,
+    /// Connections, query time and answer size.
     pub limits: Limits,
 }
 

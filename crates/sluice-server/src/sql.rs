@@ -22,7 +22,9 @@ use crate::{AppState, ServerError};
 /// A result: typed columns and rows of JSON values.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueryResult {
+    /// The columns' names and types, in order.
     pub columns: Vec<(&'static str, DataType)>,
+    /// The rows, each a value per column.
     pub rows: Vec<Vec<Value>>,
 }
 

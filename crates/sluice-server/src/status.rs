@@ -88,6 +88,7 @@ impl StreamRates {
     }
 }
 
+/// `GET /v1/streams`: every stream, its shards, definition, size and rates.
 pub async fn list_streams(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "streams": streams(&state) }))
 }
@@ -147,6 +148,7 @@ fn pipeline_json(status: &sluice_pipeline::PipelineStatus, now_ms: u64) -> Value
     json
 }
 
+/// `GET /v1/views`: every view and its pipeline's status.
 pub async fn list_views(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "views": views(&state) }))
 }
@@ -170,6 +172,7 @@ pub struct TablesCache {
     read: tokio::sync::Mutex<Option<(Instant, Vec<Value>)>>,
 }
 
+/// `GET /v1/tables`: every lake table and its statistics.
 pub async fn list_tables(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "tables": tables(&state).await }))
 }
@@ -228,6 +231,7 @@ pub async fn overview(state: &AppState) -> Result<Value, ServerError> {
     }))
 }
 
+/// The query of `GET /v1/streams/{s}/recent`.
 #[derive(Deserialize)]
 pub struct RecentParams {
     limit: Option<usize>,

@@ -41,30 +41,47 @@ use sqlparser::tokenizer::{Location, Token};
 /// A statement of the dialect.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Statement {
+    /// `CREATE STREAM`: a stream, its columns and options.
     CreateStream(CreateStream),
+    /// `DROP STREAM [IF EXISTS] s`: drops the stream and its records.
     DropStream {
+        /// The stream to drop.
         name: String,
+        /// `IF EXISTS`: a missing stream is no error.
         if_exists: bool,
     },
+    /// `SHOW STREAMS`: every stream, its definition and its size.
     ShowStreams,
+    /// `CREATE MATERIALIZED VIEW`: a view and the query that feeds it.
     CreateView(CreateView),
+    /// `DROP MATERIALIZED VIEW [IF EXISTS] v`: drops the view.
     DropView {
+        /// The view to drop.
         name: String,
+        /// `IF EXISTS`: a missing view is no error.
         if_exists: bool,
     },
+    /// `SHOW MATERIALIZED VIEWS`: every view, what it reads and how far it is.
     ShowViews,
+    /// `DESCRIBE s` (or `DESC s`): the columns of a stream, view or table.
     Describe {
+        /// The stream, view or table described.
         name: String,
     },
     /// `OPTIMIZE [TABLE] t`: compacts a lake table's small files.
     Optimize {
+        /// The lake table to compact.
         table: sqlparser::ast::ObjectName,
     },
     /// `VACUUM [TABLE] t [RETAIN n HOURS] [DRY RUN]`: deletes the files no version younger than
     /// the retention reads.
     Vacuum {
+        /// The lake table to vacuum.
         table: sqlparser::ast::ObjectName,
+        /// `RETAIN n HOURS`: how old a version may be and still be readable; `None` for the
+        /// table's default (7 days).
         retain_hours: Option<u64>,
+        /// `DRY RUN`: list the files that would be deleted, delete none.
         dry_run: bool,
     },
     /// Any other statement, for the query engine.
@@ -93,9 +110,11 @@ impl Statement {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct SqlError {
+    /// What is wrong, ending with its position when known (`… at Line: 1, Column: 8`).
     pub message: String,
-    /// Where in the text, when known (1-based).
+    /// The line of the offending token, when known (1-based).
     pub line: Option<u64>,
+    /// The column of the offending token on `line` (1-based).
     pub column: Option<u64>,
 }
 
@@ -165,6 +184,7 @@ impl From<ParserError> for SqlError {
     }
 }
 
+/// The dialect's results: every failure is an [`SqlError`].
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
 /// Parses one or more statements separated by semicolons.

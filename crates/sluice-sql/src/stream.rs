@@ -38,15 +38,29 @@ impl fmt::Display for Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnType {
+    /// `TEXT` (also `VARCHAR`, `STRING`, `CHAR`).
     Text,
+    /// `BOOLEAN`.
     Boolean,
+    /// `INT`: 32 bits (also `INTEGER`, `SMALLINT`).
     Int,
+    /// `BIGINT`: 64 bits.
     BigInt,
+    /// 32-bit float: `REAL`, `FLOAT4` (a bare `FLOAT` is a `DOUBLE`).
     Float,
+    /// 64-bit float: `DOUBLE`, `DOUBLE PRECISION`, `FLOAT`, `FLOAT8`.
     Double,
+    /// `TIMESTAMP`, kept in microseconds, UTC; the only type an event time may have.
     Timestamp,
+    /// `DATE`.
     Date,
-    Decimal { precision: u8, scale: i8 },
+    /// `DECIMAL(p, s)` (also `NUMERIC`).
+    Decimal {
+        /// Most digits in all.
+        precision: u8,
+        /// Digits after the decimal point.
+        scale: i8,
+    },
 }
 
 impl fmt::Display for ColumnType {
@@ -74,6 +88,7 @@ pub struct Partition {
     pub name: String,
     /// The declared column it is taken from.
     pub source: String,
+    /// How the value is taken from the source column.
     pub transform: Transform,
 }
 
@@ -100,10 +115,14 @@ impl Transform {
     }
 }
 
+/// A declared column of a stream: what the pipelines decode each record into.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Column {
+    /// The column's name, as SQL and the records' JSON fields name it.
     pub name: String,
+    /// The column's type; a record whose value does not convert becomes an error row.
     pub data_type: ColumnType,
+    /// Whether a record may leave it out or null (`NOT NULL` makes it required).
     pub nullable: bool,
 }
 
@@ -111,10 +130,14 @@ pub struct Column {
 /// persisted as the log's opaque stream definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct StreamDefinition {
+    /// The declared columns, in order; none for schemaless JSON (one `data` column).
     #[serde(default)]
     pub columns: Vec<Column>,
+    /// How records are decoded.
     #[serde(default)]
     pub format: Format,
+    /// The `TIMESTAMP` column that says when each event happened: what the watermark
+    /// follows.
     #[serde(default)]
     pub event_time: Option<String>,
     /// How far event time may lag behind the latest seen before events count as late.
@@ -135,6 +158,7 @@ impl StreamDefinition {
         serde_json::from_value(value.clone()).unwrap_or_default()
     }
 
+    /// The definition as the log keeps it (see [`StreamDefinition::from_log`]).
     pub fn to_log(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a definition serializes")
     }
@@ -143,12 +167,18 @@ impl StreamDefinition {
 /// `CREATE STREAM`, parsed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateStream {
+    /// The stream's name.
     pub name: String,
+    /// `IF NOT EXISTS`: an existing stream of the name is no error.
     pub if_not_exists: bool,
+    /// `shards`: how many shards the stream has (default 4).
     pub shards: u32,
     /// `None` keeps records forever (`retention = 'forever'`); default 24 hours.
     pub retention_ms: Option<u64>,
+    /// `retention_bytes`: most bytes a shard keeps before deleting its oldest records; `None`
+    /// for no limit.
     pub retention_bytes_per_shard: Option<u64>,
+    /// Everything the SQL layer keeps of the stream (columns, format, event time, …).
     pub definition: StreamDefinition,
 }
 

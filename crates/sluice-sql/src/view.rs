@@ -23,6 +23,7 @@ use crate::{Result, SqlError};
 /// What a view keeps of its `CREATE MATERIALIZED VIEW`: enough to plan it again at every start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewDefinition {
+    /// The view's name: its lake table's too.
     pub name: String,
     /// The view table's partition columns, outermost first (columns of the query's output).
     #[serde(default)]
@@ -54,8 +55,11 @@ impl ViewDefinition {
 /// `CREATE MATERIALIZED VIEW`, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateView {
+    /// `IF NOT EXISTS`: an existing view of the name is no error.
     pub if_not_exists: bool,
+    /// What the view keeps, its query as printed.
     pub definition: ViewDefinition,
+    /// The query as parsed, for the pipelines to plan.
     pub query: Box<ast::Query>,
 }
 

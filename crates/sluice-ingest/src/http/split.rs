@@ -21,7 +21,9 @@ pub fn ndjson_lines(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Why a JSON body could not be split: its JSON, or what `each` said of a record.
 #[derive(Debug)]
 pub enum SplitError<E> {
+    /// The body is not JSON, or not a JSON array: the parser's error, with its position.
     Json(serde_json::Error),
+    /// What `each` refused a record with.
     Record(E),
 }
 

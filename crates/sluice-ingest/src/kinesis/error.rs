@@ -6,10 +6,16 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ACCOUNT, CONTENT_TYPE};
 
+/// An error as the Kinesis API answers it; the AWS SDKs raise it as the exception `kind`
+/// names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KinesisError {
+    /// The HTTP status: 400, as Kinesis answers most errors (throttling too); 5xx when
+    /// Sluice cannot serve.
     pub status: StatusCode,
+    /// The exception's name (`ResourceNotFoundException`), sent as `__type`.
     pub kind: &'static str,
+    /// What went wrong, for a person.
     pub message: String,
 }
 
@@ -37,6 +43,7 @@ impl KinesisError {
         Self::new(StatusCode::BAD_REQUEST, "SerializationException", message)
     }
 
+    /// A stream or shard that does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -45,6 +52,7 @@ impl KinesisError {
         )
     }
 
+    /// An `X-Amz-Target` that names no operation Sluice offers.
     pub fn unknown_operation(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
@@ -53,6 +61,7 @@ impl KinesisError {
         )
     }
 
+    /// A shard iterator older than [`super::ITERATOR_TTL_MS`].
     pub fn expired_iterator(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "ExpiredIteratorException", message)
     }
@@ -68,6 +77,7 @@ impl KinesisError {
         )
     }
 
+    /// No stream of this name, worded as the service words it.
     pub fn stream_not_found(name: &str) -> Self {
         Self::not_found(format!("Stream {name} under account {ACCOUNT} not found."))
     }

@@ -11,17 +11,25 @@ use super::KinesisError;
 /// How long an iterator may be used, as in Kinesis.
 pub const ITERATOR_TTL_MS: i64 = 5 * 60 * 1000;
 
+/// Where a reader of one shard is: what GetShardIterator hands out and GetRecords takes
+/// and moves on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardIterator {
+    /// The stream's name.
     pub stream: String,
     /// The stream's incarnation: an iterator does not outlive a drop and re-create.
     pub stream_id: u64,
+    /// The shard within the stream.
     pub shard: u32,
+    /// The sequence number the next GetRecords reads from.
     pub seq: u64,
+    /// When the iterator was issued (ms since the Unix epoch): it expires
+    /// [`ITERATOR_TTL_MS`] later.
     pub issued_ms: i64,
 }
 
 impl ShardIterator {
+    /// The iterator as clients see it: opaque base64, checksummed.
     pub fn encode(&self) -> String {
         let body = format!(
             "{}:{}:{}:{}:{}",
@@ -31,6 +39,8 @@ impl ShardIterator {
         STANDARD.encode(format!("{body}:{crc:08x}"))
     }
 
+    /// Reads back an iterator [`ShardIterator::encode`] made; anything else (garbled,
+    /// truncated) is `InvalidArgumentException`.
     pub fn decode(text: &str) -> Result<ShardIterator, KinesisError> {
         let invalid =
             || KinesisError::invalid_argument(format!("Invalid ShardIterator: {text:.64}"));

@@ -4,7 +4,7 @@
 //! Operations: CreateStream, DeleteStream, DescribeStream, DescribeStreamSummary, ListStreams,
 //! ListShards, PutRecord, PutRecords, GetShardIterator, GetRecords. Limits are Kinesis' own
 //! (1 MiB record, 500 records and 5 MiB per PutRecords, 10,000 records per GetRecords), and so
-//! are the error shapes (see [`error`]). A stream created here is a stream like any other: it
+//! are the error shapes (see `error`). A stream created here is a stream like any other: it
 //! has no declared columns, so SQL sees its records as schemaless JSON.
 //!
 //! Mapping: shard `i` is `shardId-{i:012}`; sequence numbers are the log's, as decimal strings;
@@ -28,13 +28,17 @@ pub use iterator::{ITERATOR_TTL_MS, ShardIterator};
 
 use crate::{Ingest, IngestError};
 
+/// What every Kinesis operation's `X-Amz-Target` header starts with; the operation's name
+/// follows.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
+/// The content type of Kinesis' requests and answers: JSON 1.1.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 /// The account every ARN names: Sluice has one.
 pub const ACCOUNT: &str = "000000000000";
 /// Largest request body: a full PutRecords (5 MiB of data, base64-encoded) with room for keys.
 pub const MAX_REQUEST_BYTES: usize = 10 << 20;
 
+/// The Kinesis API's one route, `POST /`, to merge into the server's router.
 pub fn routes() -> Router<Ingest> {
     Router::new().route("/", post(handle))
 }
@@ -185,6 +189,7 @@ fn region(headers: &HeaderMap) -> String {
         .to_string()
 }
 
+/// A shard's id as Kinesis names it: `shardId-000000000003` for shard 3.
 pub fn shard_id(shard: u32) -> String {
     format!("shardId-{shard:012}")
 }

@@ -1,5 +1,8 @@
 //! Integration tests of the stream log: a model test with crashes, and targeted scenarios.
 
+// Helpers unwrap as tests do: a test fails on a bad unwrap, with the value in its message.
+#![allow(clippy::unwrap_used)]
+
 mod faults;
 mod model;
 mod scenarios;
@@ -14,21 +17,26 @@ use sluice_log::{Clock, Log, LogConfig, Record, Retention, Shard, StreamOptions}
 pub struct ManualClock(Arc<AtomicI64>);
 
 impl ManualClock {
+    /// A clock reading `ms`.
     pub fn at(ms: i64) -> Self {
         Self(Arc::new(AtomicI64::new(ms)))
     }
+    /// Moves the clock on by `ms`.
     pub fn advance(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
+    /// What the clock reads.
     pub fn now(&self) -> i64 {
         self.0.load(Ordering::SeqCst)
     }
+    /// The clock as the log takes it; it follows every later move.
     pub fn clock(&self) -> Clock {
         let inner = self.0.clone();
         Arc::new(move || inner.load(Ordering::SeqCst))
     }
 }
 
+/// A log that rolls segments every 600 bytes, so that a few records span several, on `clock`.
 pub fn small_config(clock: &ManualClock) -> LogConfig {
     LogConfig {
         segment_bytes: 600,
@@ -38,6 +46,7 @@ pub fn small_config(clock: &ManualClock) -> LogConfig {
     }
 }
 
+/// Opens (recovering) the log in `dir`.
 pub fn open(dir: &std::path::Path, config: LogConfig) -> Log {
     Log::open(dir, config).expect("open log")
 }
@@ -56,6 +65,7 @@ pub fn read_all(shard: &Shard) -> Vec<Record> {
     }
 }
 
+/// A single-threaded runtime for the tests' appends.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

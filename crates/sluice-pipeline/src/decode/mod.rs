@@ -2,7 +2,7 @@
 //!
 //! | format | raw table columns |
 //! | --- | --- |
-//! | `json` with columns | the declared columns (unknown fields ignored), typed in one serde pass ([`json`]) |
+//! | `json` with columns | the declared columns (unknown fields ignored), typed in one serde pass (`json`) |
 //! | `csv` (columns required) | the declared columns, one CSV row a record (no header), typed by arrow-csv |
 //! | `json` without columns | `data`: the record's JSON text (it must be JSON) |
 //! | `text` | `data`: the record as text (it must be UTF-8) |
@@ -27,8 +27,12 @@ use sluice_sql::{ColumnType, Format, StreamDefinition, Transform};
 
 use crate::{PipelineError, Result};
 
+/// The column of every raw table and errors table holding the record's shard.
 pub const SHARD: &str = "_shard";
+/// The column holding the record's sequence number in its shard: with `_shard`, where in
+/// the log a row came from.
 pub const SEQ: &str = "_seq";
+/// The column holding the record's append time: when the log made it durable.
 pub const INGESTED_AT: &str = "_ingested_at";
 /// The one column of a stream without declared columns.
 pub const DATA: &str = "data";
@@ -104,16 +108,22 @@ pub fn error_rows(rows: &RecordBatch, reasons: StringArray) -> Result<RecordBatc
 /// One record of the log, as the decoder takes it.
 #[derive(Debug, Clone, Copy)]
 pub struct RawRecord<'a> {
+    /// The shard the record was read from.
     pub shard: u32,
+    /// The record's sequence number in its shard.
     pub seq: u64,
+    /// When the log made the record durable (ms since the Unix epoch).
     pub append_ms: i64,
+    /// The record as the producer sent it.
     pub data: &'a [u8],
 }
 
 /// The decoded records: rows of the raw table, and rows of the errors table.
 #[derive(Debug)]
 pub struct Decoded {
+    /// The records that decoded, in the raw table's schema.
     pub rows: RecordBatch,
+    /// The records that did not, with the reason, in the errors table's schema.
     pub errors: RecordBatch,
 }
 
@@ -139,6 +149,8 @@ enum Typed {
 }
 
 impl Decoder {
+    /// The decoder of a stream of this definition; fails on one the dialect refuses too
+    /// (CSV without columns, text with them).
     pub fn new(definition: &StreamDefinition) -> Result<Self> {
         let typed = !definition.columns.is_empty();
         let data_fields: Vec<Field> = match (definition.format, typed) {

@@ -76,6 +76,7 @@ pub struct PipelineStatus {
     pub input: String,
     /// The columns that name a row of an updating view; empty for the others.
     pub keys: Vec<String>,
+    /// Whether it is starting, taking rounds, retrying or stopped.
     pub state: State,
     /// Records its input held past its positions at its last round.
     pub input_lag: u64,

@@ -68,7 +68,9 @@ pub type Limits = BTreeMap<Partition, usize>;
 /// A partition's positions: the oldest record it holds, and the position after its newest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Bounds {
+    /// The position of the oldest record the partition still holds.
     pub oldest: u64,
+    /// The position its next record will take: the end of what it holds.
     pub next: u64,
 }
 
@@ -84,6 +86,7 @@ pub struct SourceRead {
 /// What a read took from one partition.
 #[derive(Debug)]
 pub struct PartRead {
+    /// The partition read.
     pub partition: Partition,
     /// The records that decoded, in the source's schema.
     pub rows: RecordBatch,
@@ -101,8 +104,11 @@ pub struct PartRead {
 /// before the pipeline took them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gap {
+    /// The partition the records were lost from.
     pub partition: Partition,
+    /// The first position lost.
     pub first: u64,
+    /// The last position lost.
     pub last: u64,
 }
 

@@ -24,10 +24,14 @@ use crate::{PipelineError, Result};
 /// A view as the catalog keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredView {
+    /// The view's incarnation: a view created again under the same name has another id, and
+    /// does not take over the tables of the one before.
     pub id: u64,
+    /// When the view was created (ms since the Unix epoch).
     pub created_ms: u64,
     /// The stream or view it reads.
     pub input: String,
+    /// The view's name, partition columns and query, as `CREATE MATERIALIZED VIEW` gave them.
     #[serde(flatten)]
     pub definition: ViewDefinition,
 }

@@ -61,13 +61,16 @@ impl Input {
 /// table's, then `_shard`, `_seq`, `_ingested_at`).
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// The upstream view's name.
     pub name: String,
+    /// The upstream view's rows' columns.
     pub schema: SchemaRef,
 }
 
 /// What a view reads from its input, as its query names it.
 #[derive(Debug, Clone)]
 pub struct InputTable {
+    /// The stream or view read.
     pub source: Input,
     /// The input's columns (a stream's decoded columns, as its raw table has them), and the
     /// window's if windowed.
@@ -111,6 +114,8 @@ pub struct InputExec {
 }
 
 impl InputExec {
+    /// A leaf of rows of `schema`, giving the columns of `projection` (all of them if `None`);
+    /// empty until [`feed`] fills it.
     pub fn new(schema: SchemaRef, projection: Option<Vec<usize>>) -> Self {
         let projected = match &projection {
             Some(p) => Arc::new(
@@ -235,8 +240,11 @@ fn input(
 /// The names a view's query may read: streams and the upstream view (its input), and the
 /// lake's tables.
 pub struct ViewSchema {
+    /// The log, whose streams the query may read.
     pub log: Arc<Log>,
+    /// The lake, whose tables the query may join.
     pub lake: Lake,
+    /// The view the query may read instead of a stream, if any.
     pub upstream: Option<Upstream>,
 }
 
@@ -284,7 +292,9 @@ impl SchemaProvider for ViewSchema {
 pub struct WindowFunction {
     /// `tumble`, `hop` or `session`.
     pub name: &'static str,
+    /// The log, whose streams a window may be taken over.
     pub log: Arc<Log>,
+    /// The view a window may be taken over instead of a stream, if any.
     pub upstream: Option<Upstream>,
 }
 

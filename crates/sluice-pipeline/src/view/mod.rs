@@ -11,7 +11,7 @@
 //!                                                        ─► Final ─► post ─► <view>  upserted
 //! ```
 //!
-//! [`plan`] cuts the query into those parts, [`round`] computes a round, [`state`] keeps the
+//! [`plan`] cuts the query into those parts, `round` computes a round, [`state`] keeps the
 //! state and its snapshots, [`catalog`] the views' definitions.
 //!
 //! **Exactly once**, as `exactly_once` says: each round is one Delta commit to the view's
@@ -53,8 +53,7 @@ use state::{Snapshots, State};
 use watermark::{Micros, Watermarks};
 
 use crate::decode;
-use crate::exactly_once::{self, Partition, Positions, Writer, committed};
-use crate::raw::{advanced, new_gaps};
+use crate::exactly_once::{self, Partition, Positions, Writer, advanced, committed, new_gaps};
 use crate::runtime::{Cadence, Kind, Pipeline, Round};
 use crate::source::{
     Bounds, Gap, Limits, LogSource, SharedSource, SourceRead, UpstreamView, pending, shares,

@@ -49,6 +49,7 @@ use crate::{PipelineError, Result};
 pub struct ViewPlan {
     /// What the view reads (a stream or a view), and its window if it has one.
     pub input: InputTable,
+    /// What the view keeps between rounds, and the plans that run each round.
     pub shape: Shape,
     /// The view table's columns.
     pub schema: SchemaRef,
@@ -68,7 +69,9 @@ pub enum Shape {
     /// Aggregates by key without a window: one row per key, updated in place as it changes.
     /// `keys` are the output columns holding the group's values.
     Updating {
+        /// The aggregate, taken apart.
         aggregation: Aggregation,
+        /// The output columns that name a row: the group's values.
         keys: Vec<String>,
     },
 }

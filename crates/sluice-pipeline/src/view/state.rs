@@ -39,6 +39,7 @@ pub struct State {
 }
 
 impl State {
+    /// A view's state before its first round: no group, in the partial-state `schema`.
     pub fn empty(schema: SchemaRef, watermarks: Option<Watermarks>) -> Self {
         Self {
             groups: RecordBatch::new_empty(schema),
@@ -128,6 +129,7 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
+    /// The snapshots kept in `dir`.
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
     }

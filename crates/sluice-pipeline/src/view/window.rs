@@ -25,15 +25,32 @@ use crate::{PipelineError, Result};
 /// The most windows of a HOP an event counts in.
 const MAX_HOPS: i64 = 1000;
 
+/// The column holding a row's window's start (inclusive).
 pub const WINDOW_START: &str = "window_start";
+/// The column holding a row's window's end (exclusive): the watermark must pass it
+/// before the window's row is written.
 pub const WINDOW_END: &str = "window_end";
 
 /// A kind of window and its sizes, in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
-    Tumble { size: Micros },
-    Hop { slide: Micros, size: Micros },
-    Session { gap: Micros },
+    /// `TUMBLE`: windows one after another, each `size` long.
+    Tumble {
+        /// How long each window is.
+        size: Micros,
+    },
+    /// `HOP`: windows `size` long, one starting every `slide`, so that they overlap.
+    Hop {
+        /// How far apart windows start.
+        slide: Micros,
+        /// How long each window is.
+        size: Micros,
+    },
+    /// `SESSION`: a key's events closer than `gap` to each other, as one window.
+    Session {
+        /// How long without an event closes a session.
+        gap: Micros,
+    },
 }
 
 impl Window {
@@ -165,6 +182,8 @@ pub fn windowed_schema(stream: &Schema) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The type of `window_start` and `window_end`: microseconds, UTC, as the raw tables' own
+/// timestamps.
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }

@@ -1,6 +1,9 @@
 //! The raw-table pipeline against a real log and a real lake (Delta tables on disk), read back
 //! with DataFusion.
 
+// Helpers unwrap as tests do: a test fails on a bad unwrap, with the value in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::AsArray;

@@ -19,8 +19,8 @@
 //! protocol, as psql sends them, before datafusion-postgres (whose parser does not know them)
 //! sees the query. Time travel (`VERSION AS OF`, `TIMESTAMP AS OF`) is rewritten into versioned
 //! table names before any parser sees a query, in both protocols. What may run is the statement
-//! policy of both SQL doors ([`crate::policy`], applied by [`hooks`]); errors are said by their
-//! class ([`errors`]), with the position of a syntax error.
+//! policy of both SQL doors ([`crate::policy`], applied by `hooks`); errors are said by their
+//! class (`errors`), with the position of a syntax error.
 //!
 //! Shutdown: the port stops accepting (the shared accept loop of [`crate::listen`]), the
 //! queries in flight finish (for at most [`crate::SHUTDOWN_GRACE`]), then every connection
