@@ -155,11 +155,12 @@ pub(crate) async fn run(
         let bounds = source.bounds().await.map_err(|e| fail(e, progressed))?;
         let from = pipeline.next_read();
         let read = match ahead.take() {
-            Some(ahead) if ahead.from == from => ahead
-                .read
-                .await
-                .map_err(|e| PipelineError::Internal(e.to_string()))
-                .and_then(|read| read),
+            Some(ahead) if ahead.from == from => match ahead.read.await {
+                Ok(read) => read,
+                // A read that panicked is the round's panic: the supervisor reports it.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(PipelineError::Internal(e.to_string())),
+            },
             _ => source.read(&from, &pipeline.limits(&from, &bounds)).await,
         }
         .map_err(|e| fail(e, progressed))?;

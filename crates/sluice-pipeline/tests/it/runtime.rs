@@ -353,3 +353,190 @@ async fn a_pipeline_paused_past_retention_reports_the_exact_range_it_lost() {
         assert_eq!(taken as u64, 3 + rows, "{table}");
     }
 }
+
+/// A source whose partitions grow while a pipeline reads it, as a Kafka topic given more
+/// partitions does: each partition a list of records (their sequence numbers 0, 1, …).
+struct Growing {
+    partitions: std::sync::Mutex<Vec<u64>>,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+}
+
+#[async_trait::async_trait]
+impl sluice_pipeline::source::Source for Growing {
+    fn name(&self) -> &str {
+        "growing"
+    }
+
+    fn id(&self) -> u64 {
+        1
+    }
+
+    fn schema(&self) -> &datafusion::arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    async fn bounds(
+        &self,
+    ) -> sluice_pipeline::Result<std::collections::BTreeMap<u32, sluice_pipeline::source::Bounds>>
+    {
+        let partitions = self.partitions.lock().unwrap();
+        Ok((0u32..)
+            .zip(partitions.iter())
+            .map(|(p, &next)| (p, sluice_pipeline::source::Bounds { oldest: 0, next }))
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        from: &sluice_pipeline::exactly_once::Positions,
+        limits: &sluice_pipeline::source::Limits,
+    ) -> sluice_pipeline::Result<sluice_pipeline::source::SourceRead> {
+        use datafusion::arrow::array::TimestampMicrosecondArray;
+        use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch};
+
+        let partitions = self.partitions.lock().unwrap().clone();
+        let mut parts = Vec::new();
+        let mut backlog = false;
+        for (&partition, &limit) in limits {
+            let at = from.get(&partition).copied().unwrap_or(0);
+            let end = partitions[partition as usize];
+            let next = end.min(at + limit as u64);
+            backlog |= next < end;
+            let seqs: Vec<i64> = (at..next).map(|s| s as i64).collect();
+            let rows = RecordBatch::try_new(
+                self.schema.clone(),
+                vec![
+                    Arc::new(Int32Array::from(vec![partition as i32; seqs.len()])),
+                    Arc::new(Int64Array::from(seqs.clone())),
+                    Arc::new(
+                        TimestampMicrosecondArray::from(vec![0; seqs.len()]).with_timezone("UTC"),
+                    ),
+                ],
+            )?;
+            parts.push(sluice_pipeline::source::PartRead {
+                partition,
+                records: seqs.len(),
+                rows,
+                errors: RecordBatch::new_empty(sluice_pipeline::decode::error_schema()),
+                next,
+                gap: None,
+            });
+        }
+        Ok(sluice_pipeline::source::SourceRead { parts, backlog })
+    }
+}
+
+/// A pipeline that keeps what it took, by partition and sequence number, and its positions.
+struct Taking {
+    source: sluice_pipeline::source::SharedSource,
+    positions: sluice_pipeline::exactly_once::Positions,
+    taken: Arc<std::sync::Mutex<Vec<(i32, i64)>>>,
+}
+
+#[async_trait::async_trait]
+impl Pipeline for Taking {
+    fn source(&self) -> &sluice_pipeline::source::SharedSource {
+        &self.source
+    }
+
+    fn kind(&self) -> sluice_pipeline::Kind {
+        sluice_pipeline::Kind::Raw
+    }
+
+    fn next_read(&self) -> sluice_pipeline::exactly_once::Positions {
+        self.positions.clone()
+    }
+
+    fn limits(
+        &self,
+        _from: &sluice_pipeline::exactly_once::Positions,
+        bounds: &std::collections::BTreeMap<u32, sluice_pipeline::source::Bounds>,
+    ) -> sluice_pipeline::source::Limits {
+        // Three records a partition a round: backlogs, so rounds read ahead.
+        bounds.keys().map(|&p| (p, 3)).collect()
+    }
+
+    async fn process(
+        &mut self,
+        read: sluice_pipeline::source::SourceRead,
+    ) -> sluice_pipeline::Result<sluice_pipeline::Round> {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::{Int32Type, Int64Type};
+
+        let mut taken = self.taken.lock().unwrap();
+        for part in &read.parts {
+            let rows = sluice_pipeline::exactly_once::past(&part.rows, &self.positions)?;
+            let shards = rows.column(0).as_primitive::<Int32Type>();
+            let seqs = rows.column(1).as_primitive::<Int64Type>();
+            taken.extend(
+                shards
+                    .values()
+                    .iter()
+                    .copied()
+                    .zip(seqs.values().iter().copied()),
+            );
+        }
+        let moved = read
+            .parts
+            .iter()
+            .any(|p| self.positions.get(&p.partition) != Some(&p.next));
+        self.positions.extend(read.next());
+        Ok(sluice_pipeline::Round {
+            records: read.records(),
+            backlog: read.backlog,
+            committed: moved,
+            ..Default::default()
+        })
+    }
+
+    async fn compact(&mut self) -> sluice_pipeline::Result<()> {
+        Ok(())
+    }
+}
+
+/// Partitions added while a pipeline runs (a topic grown, a shard split) are read from their
+/// first record, the others go on from where they were, and no record is taken twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_while_a_pipeline_runs_are_read_from_their_first_record() {
+    let mut fields = vec![];
+    fields.extend(sluice_pipeline::decode::meta_fields());
+    let source = Arc::new(Growing {
+        partitions: std::sync::Mutex::new(vec![10, 10]),
+        schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+    });
+    let taken = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pipeline = Taking {
+        source: source.clone(),
+        positions: Default::default(),
+        taken: taken.clone(),
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let cadence = sluice_pipeline::runtime::Cadence {
+        interval: Duration::from_millis(10),
+        compact_every: usize::MAX,
+    };
+    let running = tokio::spawn(sluice_pipeline::runtime::run_one(
+        Box::new(pipeline),
+        cadence,
+        stopped,
+    ));
+    until("the first two partitions", || async {
+        taken.lock().unwrap().len() == 20
+    })
+    .await;
+    // Two partitions more, and more records in the first.
+    *source.partitions.lock().unwrap() = vec![15, 10, 7, 4];
+    until("the four partitions", || async {
+        taken.lock().unwrap().len() == 36
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap().unwrap();
+    let mut taken = taken.lock().unwrap().clone();
+    taken.sort();
+    let expected: Vec<(i32, i64)> = [(0, 15), (1, 10), (2, 7), (3, 4)]
+        .into_iter()
+        .flat_map(|(p, n)| (0..n).map(move |s| (p, s)))
+        .collect();
+    assert_eq!(taken, expected, "every record of every partition, once");
+}
