@@ -126,6 +126,8 @@ class Server:
         self.env: dict[str, str | None] = {}
         # The bearer token sent with every request of `request` (a server with users asks for one).
         self.token: str | None = None
+        # For a server started with --tls-cert: the context that trusts its certificate (HTTPS).
+        self.tls_context = None
         # The Kinesis access key pair of `kinesis_client`.
         self.kinesis_keys: tuple[str, str] = ("test", "test")
         self._clients: dict[tuple, object] = {}
@@ -136,7 +138,8 @@ class Server:
     @property
     def url(self) -> str:
         assert self.port is not None, "server not started"
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_context else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -288,7 +291,10 @@ class Server:
 
     def request(self, method: str, path: str, body: bytes | None = None, headers=None, timeout=120, raw=False):
         """→ (status, headers, body as JSON or text; as bytes with raw=True)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.tls_context:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.tls_context)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         headers = dict(headers or {})
         if self.token is not None:
             headers.setdefault("Authorization", f"Bearer {self.token}")
@@ -411,6 +417,18 @@ def browser():
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 @pytest.fixture

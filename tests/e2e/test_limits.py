@@ -107,17 +107,6 @@ def test_ingest_requests_past_their_limits_are_refused_whole(limited):
     assert limited.sql("SELECT count(*) FROM s")["rows"] == [[5]]
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                   check=True, capture_output=True)
-    return cert, key
-
-
 def test_tls_on_both_ports(request, tmp_path, sluice_bin, certificate):
     cert, key = certificate
     srv = start(request, tmp_path, sluice_bin, "", "--tls-cert", str(cert), "--tls-key", str(key))

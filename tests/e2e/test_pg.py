@@ -429,12 +429,6 @@ def test_psycopg_errors_carry_sqlstates_and_leave_the_connection_usable(server):
         conn.commit()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a statement in an aborted transaction fails with SQLSTATE 25P01 "
-    "(no_active_sql_transaction) instead of PostgreSQL's 25P02 (in_failed_sql_transaction) "
-    "— datafusion-postgres hooks/transactions.rs",
-)
 def test_an_aborted_transaction_refuses_statements_with_25P02(server):
     loaded(server)
     with connect(server, autocommit=False) as conn:

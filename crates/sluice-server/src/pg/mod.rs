@@ -3,7 +3,10 @@
 //! ```text
 //!  client ──► pgwire (datafusion-postgres: simple and extended queries, parameters, types,
 //!             pg_catalog for `\d` and BI tools' catalog queries)
-//!               │ every statement, parsed
+//!               │ every statement, rewritten (time travel, compat) and parsed
+//!               ▼
+//!             Session hook ──► transactions, savepoints, SHOW of settings answered
+//!               │
 //!               ▼
 //!             ReadOnly hook ──► refused: anything but queries and session statements
 //!               │
@@ -18,17 +21,22 @@
 //! The dialect's stream statements (`CREATE STREAM`, `SHOW STREAMS`, …) run in the simple query
 //! protocol, as psql sends them, before datafusion-postgres (whose parser does not know them)
 //! sees the query. Time travel (`VERSION AS OF`, `TIMESTAMP AS OF`) is rewritten into versioned
-//! table names before any parser sees a query, in both protocols. What may run is the statement
-//! policy of both SQL doors ([`crate::policy`], applied by `hooks`); errors are said by their
-//! class (`errors`), with the position of a syntax error.
+//! table names before any parser sees a query, in both protocols, and so are the forms of
+//! drivers' catalog queries DataFusion cannot plan (`compat`, which also holds the functions
+//! drivers call). A session's transactions, savepoints and `SHOW` of settings are answered as
+//! PostgreSQL does (`session`). What may run is the statement policy of both SQL doors
+//! ([`crate::policy`], applied by `hooks`); errors are said by their class (`errors`), with
+//! the position of a syntax error.
 //!
 //! Shutdown: the port stops accepting (the shared accept loop of [`crate::listen`]), the
 //! queries in flight finish (for at most [`crate::SHUTDOWN_GRACE`]), then every connection
 //! closes — idle sessions do not hold the server up.
 
+mod compat;
 mod errors;
 mod hooks;
 mod login;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,19 +50,21 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContex
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::set_show::SetShowHook;
-use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
 use datafusion_postgres::pgwire::api::stmt::QueryParser;
-use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::store::{Entry, PortalStore};
 use datafusion_postgres::pgwire::api::{
     ClientInfo, ClientPortalStore, ErrorHandler, METADATA_USER, PgWireServerHandlers,
 };
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::messages::extendedquery::Execute;
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
+use datafusion_postgres::pgwire::messages::simplequery::Query;
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, StreamExt};
@@ -83,14 +93,15 @@ pub async fn serve(
     let ctx = engine.session()?;
     setup_pg_catalog(&ctx, "sluice", EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("cannot set up pg_catalog: {e}")))?;
+    compat::register(&ctx);
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(session::Session),
         Arc::new(hooks::ReadOnly {
             engine: engine.clone(),
             users: state.users.clone(),
         }),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
-        Arc::new(TransactionStatementHook),
     ];
     let statement_timeout = state.limits.query_timeout;
     let passwords = state
@@ -106,7 +117,7 @@ pub async fn serve(
             in_flight: in_flight.clone(),
         }),
         extended: Arc::new(Extended {
-            parser: Arc::new(AsOfParser(service.query_parser())),
+            parser: Arc::new(RewritingParser(service.query_parser())),
             service,
             in_flight: in_flight.clone(),
         }),
@@ -227,6 +238,19 @@ struct Simple {
 
 #[async_trait]
 impl SimpleQueryHandler for Simple {
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if session::leaves_failure(&query.query) {
+            resume_transaction(client);
+        }
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -238,8 +262,7 @@ impl SimpleQueryHandler for Simple {
         // Queries go to DataFusion: datafusion-postgres' parser knows more of PostgreSQL's
         // syntax (psql's and BI tools' catalog queries) than the dialect's generic one.
         if !sluice_sql::is_dialect(query) {
-            let rewritten =
-                sluice_sql::as_of::rewrite(query).map_err(|e| pg_error(&e, Some(query)))?;
+            let rewritten = rewrite(query)?;
             let timeout = login::statement_timeout(client);
             let responses = SimpleQueryHandler::do_query(&*self.service, client, &rewritten)
                 .await
@@ -273,10 +296,10 @@ impl SimpleQueryHandler for Simple {
     }
 }
 
-/// The extended query protocol: datafusion-postgres', with time travel rewritten first.
+/// The extended query protocol: datafusion-postgres', with queries [`rewrite`]n first.
 struct Extended {
     service: Arc<DfSessionService>,
-    parser: Arc<AsOfParser>,
+    parser: Arc<RewritingParser>,
     in_flight: InFlight,
 }
 
@@ -286,10 +309,28 @@ type DfParser = <DfSessionService as ExtendedQueryHandler>::QueryParser;
 #[async_trait]
 impl ExtendedQueryHandler for Extended {
     type Statement = DfStatement;
-    type QueryParser = AsOfParser;
+    type QueryParser = RewritingParser;
 
-    fn query_parser(&self) -> Arc<AsOfParser> {
+    fn query_parser(&self) -> Arc<RewritingParser> {
         self.parser.clone()
+    }
+
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = DfStatement>,
+        C::Error: std::fmt::Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let portal = client
+            .portal_store()
+            .get_portal(message.name.as_deref().unwrap_or_default());
+        if let Some(Entry::Value(portal)) = portal
+            && session::leaves_failure(&portal.statement.statement.0)
+        {
+            resume_transaction(client);
+        }
+        self._on_execute(client, message).await
     }
 
     async fn do_query<C>(
@@ -357,11 +398,28 @@ fn finishing(
     Response::Query(query)
 }
 
-/// datafusion-postgres' parser, given queries with their time travel rewritten.
-struct AsOfParser(Arc<DfParser>);
+/// A failed transaction seen as running again, so that the statement about to run (one that
+/// [`session::leaves_failure`]) leaves it running: pgwire takes a transaction's status from
+/// before a statement and would keep it failed. The statement is refused (and the transaction
+/// failed again) if its savepoint does not exist.
+fn resume_transaction(client: &mut impl ClientInfo) {
+    if client.transaction_status() == TransactionStatus::Error {
+        client.set_transaction_status(TransactionStatus::Transaction);
+    }
+}
+
+/// `sql` as DataFusion is given it: time travel ([`sluice_sql::as_of`]) and what PostgreSQL
+/// clients send that DataFusion cannot run as written ([`compat`]) rewritten.
+fn rewrite(sql: &str) -> PgWireResult<String> {
+    let rewritten = sluice_sql::as_of::rewrite(sql).map_err(|e| pg_error(&e, Some(sql)))?;
+    Ok(compat::rewrite(&rewritten).into_owned())
+}
+
+/// datafusion-postgres' parser, given queries [`rewrite`]n.
+struct RewritingParser(Arc<DfParser>);
 
 #[async_trait]
-impl QueryParser for AsOfParser {
+impl QueryParser for RewritingParser {
     type Statement = DfStatement;
 
     async fn parse_sql<C>(
@@ -373,7 +431,7 @@ impl QueryParser for AsOfParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let rewritten = sluice_sql::as_of::rewrite(sql).map_err(|e| pg_error(&e, Some(sql)))?;
+        let rewritten = rewrite(sql)?;
         self.0
             .parse_sql(client, &rewritten, types)
             .await

@@ -1,0 +1,317 @@
+"""The clients analysts and their tools use, unmodified, against the PostgreSQL door: SQLAlchemy
+(with psycopg 3 and psycopg2; its reflection and pandas.read_sql, as Superset and notebooks use
+them), psycopg2 (named cursors: DECLARE, FETCH, CLOSE), asyncpg (binary protocol, prepared
+statements); and transactions as BI drivers send them (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO,
+SET, SHOW).
+
+Every client runs against two servers: one on loopback without users, and one with users and
+TLS (the client verifying the server's certificate, logging in with a password). Each connects,
+runs a parameterized query, checks the types of what comes back, survives an error, and makes
+the catalog calls its tools make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import secrets
+import ssl
+from decimal import Decimal
+
+import asyncpg
+import pandas as pd
+import psycopg
+import psycopg2
+import psycopg2.errors
+import pytest
+import sqlalchemy as sa
+from psycopg import errors
+from psycopg.pq import TransactionStatus
+
+from conftest import Server, wait_for
+
+SECRET = "admin-" + secrets.token_hex(16)
+TICKS = (
+    "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, qty INT, "
+    "amount DECIMAL(12, 2), day DATE, ok BOOLEAN, ts TIMESTAMP NOT NULL)"
+)
+RECORDS = [
+    {"ticker": "AAPL", "price": 187.25, "volume": 100, "qty": 3, "amount": 12.34,
+     "day": "2024-03-01", "ok": True, "ts": "2024-03-01T09:30:00Z"},
+    {"ticker": "MSFT", "price": 402.5, "volume": 5_000_000_000, "qty": 7, "amount": -0.5,
+     "day": "2024-03-02", "ok": False, "ts": "2024-03-01T09:30:01.5Z"},
+    {"ticker": "NVDA", "price": None, "volume": None, "qty": 3, "amount": None,
+     "day": None, "ok": None, "ts": "2024-03-01T11:00:00+02:00"},
+]
+# The rows as Python values, ts as a UTC wall time.
+EXPECTED = {
+    "AAPL": (187.25, 100, 3, Decimal("12.34"), dt.date(2024, 3, 1), True, dt.datetime(2024, 3, 1, 9, 30)),
+    "MSFT": (402.5, 5_000_000_000, 7, Decimal("-0.50"), dt.date(2024, 3, 2), False,
+             dt.datetime(2024, 3, 1, 9, 30, 1, 500_000)),
+    "NVDA": (None, None, 3, None, None, None, dt.datetime(2024, 3, 1, 9, 0)),
+}
+COLUMNS = "ticker, price, volume, qty, amount, day, ok, ts"
+
+
+def utc_wall_time(value: dt.datetime) -> dt.datetime:
+    """A timestamp as UTC wall time, whether it came with a zone (timestamptz) or not."""
+    return value if value.tzinfo is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def check_rows(rows) -> None:
+    """`rows` of (ticker, price, volume, qty, amount, day, ok, ts) are RECORDS, typed."""
+    got = {row[0]: (*row[1:7], utc_wall_time(row[7])) for row in rows}
+    assert got == EXPECTED
+    for row in rows:
+        assert isinstance(row[3], int) and not isinstance(row[3], bool)
+        assert row[4] is None or isinstance(row[4], Decimal)
+        assert row[5] is None or type(row[5]) is dt.date
+        assert isinstance(row[7], dt.datetime)
+
+
+class Door:
+    """How clients reach one server's PostgreSQL port."""
+
+    def __init__(self, server: Server, cert=None):
+        self.server = server
+        self.cert = cert
+        self.password = SECRET if cert else None
+        self.user = "admin" if cert else "sluice"
+
+    @property
+    def libpq(self) -> dict:
+        """Connection parameters for libpq-based drivers (psycopg, psycopg2)."""
+        params = dict(host="127.0.0.1", port=self.server.pg_port, user=self.user, dbname="sluice",
+                      connect_timeout=10)
+        if self.cert:
+            params.update(password=self.password, sslmode="verify-full", sslrootcert=str(self.cert))
+        return params
+
+    def sqlalchemy(self, driver: str) -> sa.Engine:
+        auth = f"{self.user}:{self.password}" if self.password else self.user
+        url = f"postgresql+{driver}://{auth}@127.0.0.1:{self.server.pg_port}/sluice"
+        args = dict(sslmode="verify-full", sslrootcert=str(self.cert)) if self.cert else {}
+        return sa.create_engine(url, connect_args=args)
+
+    async def asyncpg(self) -> asyncpg.Connection:
+        ssl_context = ssl.create_default_context(cafile=str(self.cert)) if self.cert else False
+        return await asyncpg.connect(host="127.0.0.1", port=self.server.pg_port, user=self.user,
+                                     password=self.password, database="sluice", ssl=ssl_context)
+
+
+@pytest.fixture(scope="module", params=["loopback", "users and TLS"])
+def door(request, tmp_path_factory, sluice_bin, certificate):
+    """A server holding stream ticks with RECORDS: on loopback, or with users and TLS."""
+    tmp = tmp_path_factory.mktemp("clients")
+    srv = Server(tmp / "logs", sluice_bin)
+    request.node._sluice_servers = [srv]
+    cert = None
+    if request.param == "users and TLS":
+        cert, key = certificate
+        srv.env = {"SLUICE_ADMIN_SECRET": SECRET}
+        srv.extra_args = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        srv.tls_context = ssl.create_default_context(cafile=str(cert))
+    srv.start(tmp / "data")
+    srv.token = SECRET if cert else None
+    try:
+        srv.sql(TICKS)
+        body = b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)
+        status, _, answer = srv.ingest("ticks", body)
+        assert status == 200 and answer["accepted"] == 3, answer
+        wait_for(lambda: srv.sql("SELECT count(*) FROM ticks")["rows"] == [[3]], "the rows")
+        yield Door(srv, cert)
+    finally:
+        srv.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# SQLAlchemy, and pandas through it
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_sqlalchemy_connects_reflects_and_pandas_reads(door, driver):
+    engine = door.sqlalchemy(driver)
+    try:
+        with engine.connect() as conn:
+            # The dialect reads the major version from version().
+            assert engine.dialect.server_version_info[:2] == (16, 6)
+            rows = conn.execute(sa.text(f"SELECT {COLUMNS} FROM ticks WHERE qty >= :q"), {"q": 3}).all()
+            check_rows(rows)
+
+            # An error, and the connection goes on (SQLAlchemy rolls the transaction back).
+            with pytest.raises(sa.exc.ProgrammingError, match="nope"):
+                conn.execute(sa.text("SELECT * FROM nope"))
+            conn.rollback()
+            assert conn.execute(sa.text("SELECT count(*) FROM ticks")).scalar() == 3
+            conn.commit()
+
+            # A nested transaction (a SAVEPOINT) rolled back after an error; the outer one lives.
+            with conn.begin():
+                nested = conn.begin_nested()
+                with pytest.raises(sa.exc.ProgrammingError):
+                    conn.execute(sa.text("SELECT * FROM nope"))
+                nested.rollback()
+                assert conn.execute(sa.text("SELECT count(*) FROM ticks WHERE ok")).scalar() == 1
+
+        inspector = sa.inspect(engine)
+        assert "public" in inspector.get_schema_names()
+        assert {"ticks", "ticks_errors"} <= set(inspector.get_table_names())
+        assert inspector.has_table("ticks")
+        columns = {c["name"]: c for c in inspector.get_columns("ticks")}
+        assert list(columns)[:8] == COLUMNS.split(", ")
+        kinds = {name: type(c["type"]) for name, c in columns.items()}
+        assert kinds["ticker"] is sa.TEXT and kinds["qty"] is sa.INTEGER and kinds["volume"] is sa.BIGINT
+        assert kinds["ok"] is sa.BOOLEAN and kinds["day"] is sa.DATE
+        assert isinstance(columns["amount"]["type"], sa.NUMERIC)
+        assert isinstance(columns["price"]["type"], sa.Float)
+        assert isinstance(columns["ts"]["type"], sa.TIMESTAMP)
+        assert columns["ticker"]["nullable"] is False and columns["price"]["nullable"] is True
+        assert all(c["default"] is None for c in columns.values())
+        # Delta tables have no keys, indexes or constraints.
+        assert inspector.get_pk_constraint("ticks")["constrained_columns"] == []
+        assert inspector.get_foreign_keys("ticks") == []
+        assert inspector.get_indexes("ticks") == []
+        assert inspector.get_unique_constraints("ticks") == []
+        assert inspector.get_check_constraints("ticks") == []
+
+        metadata = sa.MetaData()
+        metadata.reflect(engine, only=["ticks"])
+        ticks = metadata.tables["ticks"]
+        with engine.connect() as conn:
+            query = sa.select(ticks.c.ticker).where(ticks.c.qty == 7)
+            assert conn.execute(query).scalars().all() == ["MSFT"]
+
+        frame = pd.read_sql(sa.text(f"SELECT {COLUMNS} FROM ticks WHERE qty = :q ORDER BY ticker"),
+                            engine, params={"q": 3})
+        assert list(frame["ticker"]) == ["AAPL", "NVDA"]
+        assert str(frame["qty"].dtype) == "int64" and str(frame["ok"].dtype) == "object"
+        assert frame["price"].isna().tolist() == [False, True]
+    finally:
+        engine.dispose()
+
+
+# --------------------------------------------------------------------------------------------
+# psycopg2
+# --------------------------------------------------------------------------------------------
+
+
+def test_psycopg2_reads_through_a_named_cursor(door):
+    with psycopg2.connect(**door.libpq) as conn:
+        # A named cursor is a server-side cursor: DECLARE … CURSOR, FETCH n, CLOSE.
+        with conn.cursor("ticks_by_ticker") as cur:
+            cur.itersize = 2
+            cur.execute(f"SELECT {COLUMNS} FROM ticks WHERE qty > %s ORDER BY ticker", (0,))
+            check_rows(list(cur))
+        # The same by hand, as tools that page through results send it.
+        with conn.cursor() as cur:
+            cur.execute("DECLARE page CURSOR FOR SELECT ticker FROM ticks ORDER BY ticker")
+            cur.execute("FETCH 2 FROM page")
+            assert cur.fetchall() == [("AAPL",), ("MSFT",)]
+            cur.execute("FETCH 2 FROM page")
+            assert cur.fetchall() == [("NVDA",)]
+            cur.execute("CLOSE page")
+        conn.commit()
+
+        with conn.cursor() as cur:
+            with pytest.raises(psycopg2.errors.UndefinedTable):
+                cur.execute("SELECT * FROM nope")
+        conn.rollback()
+        with conn.cursor() as cur:
+            cur.execute("SELECT table_name FROM information_schema.tables "
+                        "WHERE table_schema = %s ORDER BY 1", ("public",))
+            assert {"ticks", "ticks_errors"} <= {r[0] for r in cur.fetchall()}
+            cur.execute("SELECT count(*) FROM ticks WHERE ticker = %(t)s AND ok = %(ok)s",
+                        {"t": "AAPL", "ok": True})
+            assert cur.fetchone() == (1,)
+
+
+# --------------------------------------------------------------------------------------------
+# asyncpg
+# --------------------------------------------------------------------------------------------
+
+
+def test_asyncpg_prepares_binds_and_decodes_binary(door):
+    async def run():
+        conn = await door.asyncpg()
+        try:
+            statement = await conn.prepare(f"SELECT {COLUMNS} FROM ticks WHERE qty >= $1")
+            check_rows([tuple(r) for r in await statement.fetch(3)])
+            assert [t.name for t in statement.get_parameters()] == ["int4"]
+            assert await conn.fetchval("SELECT count(*) FROM ticks WHERE ticker = $1", "MSFT") == 1
+
+            with pytest.raises(asyncpg.exceptions.UndefinedTableError):
+                await conn.fetch("SELECT * FROM nope")
+            assert await conn.fetchval("SELECT count(*) FROM ticks") == 3
+
+            async with conn.transaction():
+                assert await conn.fetchval("SELECT max(volume) FROM ticks") == 5_000_000_000
+            names = await conn.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = $1 ORDER BY ordinal_position", "ticks")
+            assert [r[0] for r in names][:8] == COLUMNS.split(", ")
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+# --------------------------------------------------------------------------------------------
+# Transactions and settings as BI drivers send them
+# --------------------------------------------------------------------------------------------
+
+
+def expect_sqlstate(conn, statement, sqlstate):
+    with pytest.raises(psycopg.Error) as caught:
+        conn.execute(statement)
+    assert caught.value.sqlstate == sqlstate, f"{statement}: {caught.value.sqlstate} {caught.value}"
+
+
+def test_transactions_and_savepoints_say_what_postgresql_says(door):
+    with psycopg.connect(**door.libpq, autocommit=True) as conn:
+        expect_sqlstate(conn, "SAVEPOINT a", "25P01")
+        expect_sqlstate(conn, "RELEASE SAVEPOINT a", "25P01")
+
+        conn.execute("BEGIN")
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("SAVEPOINT a")
+        expect_sqlstate(conn, "SELECT * FROM nope", "42P01")
+        assert conn.info.transaction_status == TransactionStatus.INERROR
+        # A failed transaction refuses everything but its end (PostgreSQL's 25P02).
+        expect_sqlstate(conn, "SELECT 1", "25P02")
+        expect_sqlstate(conn, "SAVEPOINT b", "25P02")
+        conn.execute("ROLLBACK TO SAVEPOINT a")
+        assert conn.info.transaction_status == TransactionStatus.INTRANS
+        assert conn.execute("SELECT count(*) FROM ticks").fetchone() == (3,)
+        conn.execute("SAVEPOINT b")
+        conn.execute("RELEASE SAVEPOINT a")  # and b, made after it
+        expect_sqlstate(conn, "ROLLBACK TO SAVEPOINT b", "3B001")
+        conn.execute("ROLLBACK")
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+
+        # psycopg's nested transactions are savepoints, in the extended protocol.
+        with conn.transaction():
+            with pytest.raises(errors.UndefinedTable):
+                with conn.transaction():
+                    conn.execute("SELECT * FROM nope")
+            assert conn.execute("SELECT count(*) FROM ticks WHERE qty = %s", (3,)).fetchone() == (2,)
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+
+        # The settings drivers set and read on connect.
+        for statement in ("SET extra_float_digits = 3", "SET application_name = 'tableau'",
+                          "SET DateStyle = 'ISO'", "SET client_encoding = 'UTF8'",
+                          "SET TIME ZONE 'UTC'", "SET search_path = public",
+                          "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED"):
+            conn.execute(statement)
+        shown = {name: conn.execute(f"SHOW {name}").fetchone()[0]
+                 for name in ("server_version", "server_version_num", "standard_conforming_strings",
+                              "transaction_isolation", "application_name")}
+        assert shown == {"server_version": "16.6", "server_version_num": "160006",
+                         "standard_conforming_strings": "on",
+                         "transaction_isolation": "read committed", "application_name": "tableau"}
+        version = conn.execute("SELECT version()").fetchone()[0]
+        assert version.startswith("PostgreSQL 16.6 (Sluice "), version
+        assert conn.execute("SELECT current_setting('server_version_num')").fetchone() == ("160006",)
+        with pytest.raises(psycopg.Error, match="unrecognized configuration parameter"):
+            conn.execute("SELECT current_setting('no_such_setting')")
