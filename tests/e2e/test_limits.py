@@ -1,5 +1,6 @@
-"""Limits and TLS: each limit answered with a clear error when exceeded, the server going on;
-TLS on both ports with a certificate made by openssl, psql and Python's ssl as clients.
+"""Limits, TLS and HTTP/2: each limit answered with a clear error when exceeded, the server going
+on; TLS on both ports with a certificate made by openssl, psql and Python's ssl as clients;
+HTTP/2 beside HTTP/1.1 on the HTTP port, with curl.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ PSQL = "/usr/bin/psql"
 
 
 def start(request, tmp_path, sluice_bin, config: str, *args: str) -> Server:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "sluice.toml"
     path.write_text(config)
     srv = Server(tmp_path / "logs", sluice_bin)
@@ -153,3 +155,42 @@ def test_query_errors_over_pg_name_the_limit(limited):
         with pytest.raises(errors.QueryCanceled):
             conn.execute("SELECT count(*) FROM range(100000000000)")
         assert conn.execute("SELECT 3").fetchone() == (3,)
+
+
+def curl(*args: str) -> tuple[str, str]:
+    """curl's body and the HTTP version it spoke (`2`, `1.1`)."""
+    out = subprocess.run(["curl", "-sS", "--max-time", "5", "-w", "\n%{http_version}", *args],
+                         capture_output=True, text=True, timeout=30)
+    body, _, version = out.stdout.rpartition("\n")
+    return body, version
+
+
+def test_http2_in_clear_text_and_under_tls(request, tmp_path, sluice_bin, certificate):
+    """HTTP/2 on the HTTP port for every route: with prior knowledge in clear text, agreed
+    through ALPN under TLS; HTTP/1.1 still answered beside it; a live feed streams over HTTP/2."""
+    srv = start(request, tmp_path / "clear", sluice_bin, "")
+    try:
+        srv.sql("CREATE STREAM s (n BIGINT)")
+        body, version = curl("--http2-prior-knowledge", "-H", "Content-Type: application/x-ndjson",
+                             "--data-binary", '{"n": 1}\n', f"{srv.url}/v1/streams/s/records")
+        assert version == "2" and json.loads(body)["accepted"] == 1, body
+        body, version = curl("--http2-prior-knowledge", "--data", '{"sql": "SELECT 1 AS one"}',
+                             f"{srv.url}/v1/sql")
+        assert (version, json.loads(body)["rows"]) == ("2", [[1]])
+        body, version = curl(f"{srv.url}/v1/streams")
+        assert version == "1.1" and json.loads(body)["streams"][0]["name"] == "s"
+        # A live feed (server-sent events) until curl's time is up: its first event came.
+        body, version = curl("--http2-prior-knowledge", "--max-time", "3", f"{srv.url}/v1/live/overview")
+        assert version == "2" and body.startswith("event: overview\ndata: {"), body[:200]
+    finally:
+        srv.stop()
+
+    cert, key = certificate
+    srv = start(request, tmp_path / "tls", sluice_bin, "", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        body, version = curl("--http2", "--cacert", str(cert), f"https://127.0.0.1:{srv.port}/")
+        assert version == "2" and "<html" in body.lower()
+        body, version = curl("--http1.1", "--cacert", str(cert), f"https://127.0.0.1:{srv.port}/v1/streams")
+        assert version == "1.1" and json.loads(body) == {"streams": []}
+    finally:
+        srv.stop()

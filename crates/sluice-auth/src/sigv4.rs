@@ -30,7 +30,8 @@ pub struct SignedRequest<'a> {
     pub path: &'a str,
     /// The query string as sent, without `?`.
     pub query: &'a str,
-    /// Every header: lowercase name, raw value.
+    /// Every header: lowercase name, raw value; HTTP/2's `:authority` among them, as clients
+    /// that speak HTTP/2 sign the host under that name.
     pub headers: &'a [(&'a str, &'a [u8])],
     /// The body, whose SHA-256 the signature covers.
     pub body: &'a [u8],
@@ -160,9 +161,9 @@ pub fn verify<'u>(
     }
 
     let names: Vec<&str> = auth.signed_headers.split(';').collect();
-    if !names.contains(&"host") {
+    if !names.contains(&"host") && !names.contains(&":authority") {
         return Err(SigV4Error::Incomplete(
-            "Signed headers must include the 'host' header.".into(),
+            "Signed headers must include the 'host' header (':authority' in HTTP/2).".into(),
         ));
     }
     let canonical = canonical_request(request, &names)?;

@@ -133,6 +133,34 @@ fn wrong_secret_tampering_and_staleness_are_refused() {
 }
 
 #[test]
+fn http2_requests_sign_the_host_as_authority() {
+    // The AWS SDK for JavaScript over HTTP/2: no Host header, `:authority` signed in its place.
+    let mut headers: Vec<(&str, &[u8])> = vec![
+        (":authority", b"127.0.0.1:7878"),
+        ("x-amz-date", b"20150830T123600Z"),
+        ("x-amz-target", b"Kinesis_20131202.ListStreams"),
+    ];
+    let authorization = sigv4::sign(
+        &post(&headers, b"{}"),
+        "AKIDEXAMPLE",
+        SECRET,
+        "us-east-1",
+        "kinesis",
+    );
+    assert!(authorization.contains("SignedHeaders=:authority;x-amz-date;x-amz-target"));
+    headers.push(("authorization", authorization.as_bytes()));
+    let now = at("20150830T123600Z");
+    let user = sigv4::verify(&users(), &post(&headers, b"{}"), now).map(|u| u.name.clone());
+    assert_eq!(user.unwrap(), "AKIDEXAMPLE");
+    headers[0].1 = b"127.0.0.1:9999";
+    assert_eq!(
+        sigv4::verify(&users(), &post(&headers, b"{}"), now).map(|u| u.name.clone()),
+        Err(SigV4Error::Mismatch),
+        "another authority"
+    );
+}
+
+#[test]
 fn unknown_keys_and_malformed_headers_are_named() {
     let now = Utc.with_ymd_and_hms(2015, 8, 30, 12, 36, 0).unwrap();
     let users = users();

@@ -164,7 +164,7 @@ impl Server {
                 .map(|files| listen::tls_acceptor(&files.cert, &files.key, alpn))
                 .transpose()
         };
-        let (http_tls, pg_tls) = (tls(&[b"http/1.1"])?, tls(&[b"postgresql"])?);
+        let (http_tls, pg_tls) = (tls(&[b"h2", b"http/1.1"])?, tls(&[b"postgresql"])?);
         let max_connections = config.limits.max_connections;
         let (pg_addr, pg) = pg::serve(
             config.pg,

@@ -1,6 +1,10 @@
 //! Accepting connections on both ports: at most [`crate::Limits::max_connections`] at once, TLS when
 //! configured, and for HTTP the connection itself, until shutdown.
 //!
+//! HTTP is HTTP/1.1 and HTTP/2 on the same port, told apart by the connection's first bytes
+//! (HTTP/2's preface: clients that know the server speaks it, such as the AWS SDK for
+//! JavaScript, or that agreed on `h2` in the TLS handshake); every route answers in both.
+//!
 //! A connection past the limit is answered at once rather than left unseen in the kernel's
 //! queue: HTTP with a 503 `too_many_connections` (over TLS it is closed: there is no cheap way
 //! to say it), PostgreSQL with SQLSTATE 53300 as PostgreSQL does. Handshakes run in each
@@ -21,11 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::service::{Service, service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -37,6 +43,9 @@ use crate::ServerError;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an HTTP/2 connection is pinged, and how long the answer may take: a peer gone
+/// without closing its connection is found out.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// The connection limit of one port.
 #[derive(Clone)]
@@ -185,10 +194,25 @@ async fn serve_connection<I>(io: I, app: Router, mut stop: watch::Receiver<bool>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = TowerToHyperService::new(app);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let app = TowerToHyperService::new(app);
+    // Told of every request, so that a connection that never sends one is closed: HTTP/1's
+    // header timeout starts only once the protocol is known, and HTTP/2 has none.
+    let asked = Arc::new(Notify::new());
+    let service = {
+        let asked = asked.clone();
+        service_fn(move |request| {
+            asked.notify_one();
+            app.call(request)
+        })
+    };
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
+    http.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     let connection = http.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let served = tokio::select! {
@@ -196,6 +220,10 @@ where
         () = stopped(&mut stop) => {
             connection.as_mut().graceful_shutdown();
             connection.await
+        }
+        Err(_) = tokio::time::timeout(HEADER_TIMEOUT, asked.notified()) => {
+            tracing::debug!("closed a connection that sent no request");
+            return;
         }
     };
     if let Err(e) = served {

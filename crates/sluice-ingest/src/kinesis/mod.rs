@@ -82,9 +82,15 @@ async fn handle(
     if let Some(users) = &ingest.users {
         // Verified before anything of the request is looked at, so that a stranger learns
         // nothing, not even which operations exist.
+        // HTTP/2 has no Host header: the host is the `:authority` pseudo-header (in the URI),
+        // and HTTP/2 clients sign it under that name.
+        let authority = uri
+            .authority()
+            .map(|a| (":authority", a.as_str().as_bytes()));
         let headers: Vec<(&str, &[u8])> = headers
             .iter()
             .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .chain(authority)
             .collect();
         let request = SignedRequest {
             method: method.as_str(),
