@@ -19,8 +19,10 @@ import json
 import os
 import queue
 import re
+import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -455,6 +457,70 @@ def post(server):
 @pytest.fixture
 def sql(server):
     return server.sql
+
+
+# --------------------------------------------------------------------------------------------
+# A server for clients: the same stream, on loopback and with users and TLS
+# --------------------------------------------------------------------------------------------
+
+CLIENT_SECRET = "admin-" + secrets.token_hex(16)
+TICKS = (
+    "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, qty INT, "
+    "amount DECIMAL(12, 2), day DATE, ok BOOLEAN, ts TIMESTAMP NOT NULL)"
+)
+RECORDS = [
+    {"ticker": "AAPL", "price": 187.25, "volume": 100, "qty": 3, "amount": 12.34,
+     "day": "2024-03-01", "ok": True, "ts": "2024-03-01T09:30:00Z"},
+    {"ticker": "MSFT", "price": 402.5, "volume": 5_000_000_000, "qty": 7, "amount": -0.5,
+     "day": "2024-03-02", "ok": False, "ts": "2024-03-01T09:30:01.5Z"},
+    {"ticker": "NVDA", "price": None, "volume": None, "qty": 3, "amount": None,
+     "day": None, "ok": None, "ts": "2024-03-01T11:00:00+02:00"},
+]
+
+
+class Door:
+    """How clients reach one server: its PostgreSQL port and its HTTP port (the Kinesis API),
+    with the user, password and certificate authority they need."""
+
+    def __init__(self, server: Server, cert: Path | None = None):
+        self.server = server
+        self.cert = cert
+        self.password = CLIENT_SECRET if cert else None
+        self.user = "admin" if cert else "sluice"
+
+    @property
+    def libpq(self) -> dict:
+        """Connection parameters for libpq-based drivers (psycopg, psycopg2)."""
+        params = dict(host="127.0.0.1", port=self.server.pg_port, user=self.user, dbname="sluice",
+                      connect_timeout=10)
+        if self.cert:
+            params.update(password=self.password, sslmode="verify-full", sslrootcert=str(self.cert))
+        return params
+
+
+@pytest.fixture(scope="module", params=["loopback", "users and TLS"])
+def door(request, tmp_path_factory, sluice_bin, certificate):
+    """A server holding stream ticks with RECORDS: on loopback, or with users and TLS."""
+    tmp = tmp_path_factory.mktemp("clients")
+    srv = Server(tmp / "logs", sluice_bin)
+    request.node._sluice_servers = [srv]
+    cert = None
+    if request.param == "users and TLS":
+        cert, key = certificate
+        srv.env = {"SLUICE_ADMIN_SECRET": CLIENT_SECRET}
+        srv.extra_args = ["--tls-cert", str(cert), "--tls-key", str(key)]
+        srv.tls_context = ssl.create_default_context(cafile=str(cert))
+    srv.start(tmp / "data")
+    srv.token = CLIENT_SECRET if cert else None
+    try:
+        srv.sql(TICKS)
+        body = b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)
+        status, _, answer = srv.ingest("ticks", body)
+        assert status == 200 and answer["accepted"] == 3, answer
+        wait_for(lambda: srv.sql("SELECT count(*) FROM ticks")["rows"] == [[3]], "the rows")
+        yield Door(srv, cert)
+    finally:
+        srv.stop()
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
-import secrets
 import ssl
 from decimal import Decimal
 
@@ -29,21 +27,8 @@ import sqlalchemy as sa
 from psycopg import errors
 from psycopg.pq import TransactionStatus
 
-from conftest import Server, wait_for
+from conftest import Door
 
-SECRET = "admin-" + secrets.token_hex(16)
-TICKS = (
-    "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, qty INT, "
-    "amount DECIMAL(12, 2), day DATE, ok BOOLEAN, ts TIMESTAMP NOT NULL)"
-)
-RECORDS = [
-    {"ticker": "AAPL", "price": 187.25, "volume": 100, "qty": 3, "amount": 12.34,
-     "day": "2024-03-01", "ok": True, "ts": "2024-03-01T09:30:00Z"},
-    {"ticker": "MSFT", "price": 402.5, "volume": 5_000_000_000, "qty": 7, "amount": -0.5,
-     "day": "2024-03-02", "ok": False, "ts": "2024-03-01T09:30:01.5Z"},
-    {"ticker": "NVDA", "price": None, "volume": None, "qty": 3, "amount": None,
-     "day": None, "ok": None, "ts": "2024-03-01T11:00:00+02:00"},
-]
 # The rows as Python values, ts as a UTC wall time.
 EXPECTED = {
     "AAPL": (187.25, 100, 3, Decimal("12.34"), dt.date(2024, 3, 1), True, dt.datetime(2024, 3, 1, 9, 30)),
@@ -70,59 +55,17 @@ def check_rows(rows) -> None:
         assert isinstance(row[7], dt.datetime)
 
 
-class Door:
-    """How clients reach one server's PostgreSQL port."""
-
-    def __init__(self, server: Server, cert=None):
-        self.server = server
-        self.cert = cert
-        self.password = SECRET if cert else None
-        self.user = "admin" if cert else "sluice"
-
-    @property
-    def libpq(self) -> dict:
-        """Connection parameters for libpq-based drivers (psycopg, psycopg2)."""
-        params = dict(host="127.0.0.1", port=self.server.pg_port, user=self.user, dbname="sluice",
-                      connect_timeout=10)
-        if self.cert:
-            params.update(password=self.password, sslmode="verify-full", sslrootcert=str(self.cert))
-        return params
-
-    def sqlalchemy(self, driver: str) -> sa.Engine:
-        auth = f"{self.user}:{self.password}" if self.password else self.user
-        url = f"postgresql+{driver}://{auth}@127.0.0.1:{self.server.pg_port}/sluice"
-        args = dict(sslmode="verify-full", sslrootcert=str(self.cert)) if self.cert else {}
-        return sa.create_engine(url, connect_args=args)
-
-    async def asyncpg(self) -> asyncpg.Connection:
-        ssl_context = ssl.create_default_context(cafile=str(self.cert)) if self.cert else False
-        return await asyncpg.connect(host="127.0.0.1", port=self.server.pg_port, user=self.user,
-                                     password=self.password, database="sluice", ssl=ssl_context)
+def sqlalchemy_engine(door: Door, driver: str) -> sa.Engine:
+    auth = f"{door.user}:{door.password}" if door.password else door.user
+    url = f"postgresql+{driver}://{auth}@127.0.0.1:{door.server.pg_port}/sluice"
+    args = dict(sslmode="verify-full", sslrootcert=str(door.cert)) if door.cert else {}
+    return sa.create_engine(url, connect_args=args)
 
 
-@pytest.fixture(scope="module", params=["loopback", "users and TLS"])
-def door(request, tmp_path_factory, sluice_bin, certificate):
-    """A server holding stream ticks with RECORDS: on loopback, or with users and TLS."""
-    tmp = tmp_path_factory.mktemp("clients")
-    srv = Server(tmp / "logs", sluice_bin)
-    request.node._sluice_servers = [srv]
-    cert = None
-    if request.param == "users and TLS":
-        cert, key = certificate
-        srv.env = {"SLUICE_ADMIN_SECRET": SECRET}
-        srv.extra_args = ["--tls-cert", str(cert), "--tls-key", str(key)]
-        srv.tls_context = ssl.create_default_context(cafile=str(cert))
-    srv.start(tmp / "data")
-    srv.token = SECRET if cert else None
-    try:
-        srv.sql(TICKS)
-        body = b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)
-        status, _, answer = srv.ingest("ticks", body)
-        assert status == 200 and answer["accepted"] == 3, answer
-        wait_for(lambda: srv.sql("SELECT count(*) FROM ticks")["rows"] == [[3]], "the rows")
-        yield Door(srv, cert)
-    finally:
-        srv.stop()
+async def asyncpg_connect(door: Door) -> asyncpg.Connection:
+    ssl_context = ssl.create_default_context(cafile=str(door.cert)) if door.cert else False
+    return await asyncpg.connect(host="127.0.0.1", port=door.server.pg_port, user=door.user,
+                                 password=door.password, database="sluice", ssl=ssl_context)
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,7 +75,7 @@ def door(request, tmp_path_factory, sluice_bin, certificate):
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_sqlalchemy_connects_reflects_and_pandas_reads(door, driver):
-    engine = door.sqlalchemy(driver)
+    engine = sqlalchemy_engine(door, driver)
     try:
         with engine.connect() as conn:
             # The dialect reads the major version from version().
@@ -234,7 +177,7 @@ def test_psycopg2_reads_through_a_named_cursor(door):
 
 def test_asyncpg_prepares_binds_and_decodes_binary(door):
     async def run():
-        conn = await door.asyncpg()
+        conn = await asyncpg_connect(door)
         try:
             statement = await conn.prepare(f"SELECT {COLUMNS} FROM ticks WHERE qty >= $1")
             check_rows([tuple(r) for r in await statement.fetch(3)])

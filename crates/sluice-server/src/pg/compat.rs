@@ -13,10 +13,19 @@
 //!   `autoescape` uses `/`): DataFusion knows only the backslash, so `p` is given the
 //!   backslash's escapes (`sluice_like_pattern`) and the clause dropped. The meaning is
 //!   PostgreSQL's: `c` before any character makes it literal.
-//! - `unnest(indkey)`, `generate_subscripts(indkey, 1)` over the catalog's `int2vector` and
-//!   array columns (SQLAlchemy's and pgJDBC's primary key, unique constraint and index
-//!   queries): datafusion-pg-catalog keeps those columns as text (`1 2`, `[1, 2]`), so they are
-//!   read as lists of numbers first (`sluice_pg_array`, `sluice_pg_subscripts`).
+//! - `unnest(indkey)`, `generate_subscripts(indkey, 1)`, `indkey[n]`, `array_upper(conkey, 1)`
+//!   over the catalog's `int2vector` and array columns (the primary key, unique constraint,
+//!   index and foreign key queries of SQLAlchemy, pgJDBC and psqlODBC): datafusion-pg-catalog
+//!   keeps those columns as text (`1 2`, `[1, 2]`), so they are read as lists of numbers first
+//!   (`sluice_pg_array`, `sluice_pg_subscripts`), subscripts of `int2vector`s counted from 0 as
+//!   PostgreSQL counts them, and `generate_series` over them made rows, as PostgreSQL's
+//!   set-returning function makes them; so is `information_schema._pg_expandarray` (pgJDBC's
+//!   primary keys), as `sluice_pg_expandarray`.
+//! - A cast to `name`, PostgreSQL's type of identifiers (psqlODBC's `'db'::name`), is a cast to
+//!   text, the type of the catalog's names here.
+//! - A boolean compared with a quoted literal (`indisprimary = 't'`): PostgreSQL reads the
+//!   literal as the type the comparison needs, DataFusion cannot compare a boolean with text
+//!   ([`BooleanLiterals`]).
 //!
 //! - A CASE whose results look values up in the catalog (SQLAlchemy's columns query, for
 //!   defaults, identities and collations) is NULL: DataFusion cannot plan correlated subqueries
@@ -26,6 +35,12 @@
 //! - `pg_class.reloptions` (SQLAlchemy's index query), which datafusion-pg-catalog's `pg_class`
 //!   lacks, is NULL: Sluice's tables have no storage options.
 //!
+//! - An integer literal that is a query's output column (`SELECT 1`) is an `int4`, as PostgreSQL
+//!   types it (Node's `pg` gives a number for an `int4`, a string for an `int8`): DataFusion makes
+//!   every integer literal an Int64. Only such columns: in expressions the literal stays 64-bit,
+//!   where DataFusion's Int32 arithmetic would wrap on overflow and PostgreSQL's raises; and
+//!   views, which are not queries at this door, compute what they would anywhere.
+//!
 //! A query none of the rewrites applies to is passed on as it was written, so that the
 //! positions of its errors stay where the client put them.
 
@@ -34,20 +49,26 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int32Array, Int32Builder, ListBuilder, StringArray, StringBuilder,
+    Array, ArrayRef, AsArray, Int32Array, Int32Builder, ListArray, ListBuilder, StringArray,
+    StringBuilder, StructArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Int64Type};
+use datafusion::common::DFSchema;
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::planner::{ExprPlanner, PlannerResult, RawBinaryExpr};
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+    ColumnarValue, Expr as LogicalExpr, ExprSchemable, Operator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility, binary_expr, create_udf, lit,
 };
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, CaseWhen, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, ObjectNamePart, Query, SetExpr, TableFactor,
-    TableWithJoins, Value, visit_expressions, visit_expressions_mut,
+    AccessExpr, BinaryOperator, CaseWhen, CastKind, DataType as SqlDataType, Expr, Function,
+    FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, Subscript, TableFactor, TableWithJoins,
+    UnaryOperator, Value, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -61,6 +82,7 @@ const POSTGRES_VERSION_NUM: &str = "160006";
 /// `int2vector`, `oidvector` or arrays of numbers.
 const NUMBER_VECTORS: &[&str] = &[
     "indkey",
+    "i_indoption",
     "indclass",
     "indcollation",
     "indoption",
@@ -71,6 +93,17 @@ const NUMBER_VECTORS: &[&str] = &[
     "conffeqop",
     "conexclop",
     "stxkeys",
+];
+
+/// Those of [`NUMBER_VECTORS`] that are `int2vector` or `oidvector`, whose subscripts start at 0
+/// (an array's start at 1, as a DataFusion list's do). `i_indoption` is `indoption` as pgJDBC's
+/// index query names it.
+const ZERO_BASED_VECTORS: &[&str] = &[
+    "indkey",
+    "indclass",
+    "indcollation",
+    "indoption",
+    "i_indoption",
 ];
 
 /// The answer of `version()`.
@@ -103,8 +136,11 @@ pub(super) fn setting(name: &str) -> Option<String> {
     })
 }
 
-/// Registers the door's functions in `ctx`.
-pub(super) fn register(ctx: &SessionContext) {
+/// Registers the door's functions and [`BooleanLiterals`] in `ctx`.
+pub(super) fn register(ctx: &SessionContext) -> Result<()> {
+    ctx.state_ref()
+        .write()
+        .register_expr_planner(Arc::new(BooleanLiterals))?;
     ctx.register_udf(create_udf(
         "version",
         vec![],
@@ -192,6 +228,13 @@ pub(super) fn register(ctx: &SessionContext) {
         Arc::new(|args| vectors(args, |numbers, _| numbers.to_vec())),
     ));
     ctx.register_udf(create_udf(
+        "sluice_pg_expandarray",
+        vec![list_type()],
+        expanded_type(),
+        Volatility::Immutable,
+        Arc::new(expand_arrays),
+    ));
+    ctx.register_udf(create_udf(
         "sluice_pg_subscripts",
         vec![DataType::Utf8, DataType::Int64],
         list_type(),
@@ -205,6 +248,7 @@ pub(super) fn register(ctx: &SessionContext) {
             })
         }),
     ));
+    Ok(())
 }
 
 /// The oid of a built-in type named as `to_regtype` takes it; `None` for any other (Sluice has
@@ -349,6 +393,60 @@ fn list_type() -> DataType {
     DataType::List(Arc::new(Field::new_list_field(DataType::Int32, true)))
 }
 
+/// What `information_schema._pg_expandarray` gives for each element of an array: the element
+/// (`x`) and its position from 1 (`n`), as a list, one per array.
+fn expanded_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(expanded_fields()),
+        true,
+    )))
+}
+
+fn expanded_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("x", DataType::Int32, true),
+        Field::new("n", DataType::Int32, true),
+    ])
+}
+
+/// `sluice_pg_expandarray(list)`: each list of numbers as a list of (`x`, `n`), its numbers with
+/// their positions.
+fn expand_arrays(args: &[ColumnarValue]) -> Result<ColumnarValue> {
+    let lists = args[0].to_array(1)?;
+    let lists = lists.as_list::<i32>();
+    let offsets = lists.offsets();
+    let mut positions = vec![0; lists.values().len()];
+    for range in offsets.windows(2) {
+        let (start, end) = (range[0] as usize, range[1] as usize);
+        for (n, position) in (1..).zip(&mut positions[start..end]) {
+            *position = n;
+        }
+    }
+    let elements = StructArray::new(
+        expanded_fields(),
+        vec![
+            lists.values().clone(),
+            Arc::new(Int32Array::from(positions)),
+        ],
+        None,
+    );
+    let DataType::List(field) = expanded_type() else {
+        unreachable!("expanded_type is a list")
+    };
+    let expanded = ListArray::new(
+        field,
+        offsets.clone(),
+        Arc::new(elements),
+        lists.nulls().cloned(),
+    );
+    Ok(match &args[0] {
+        ColumnarValue::Scalar(_) => {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&expanded, 0)?)
+        }
+        ColumnarValue::Array(_) => ColumnarValue::Array(Arc::new(expanded)),
+    })
+}
+
 /// A list per catalog vector of `args[0]`: `f` of its numbers and `args[1]` (if given).
 fn vectors(
     args: &[ColumnarValue],
@@ -437,20 +535,72 @@ fn backslash_escapes(pattern: &str, escape: Option<char>) -> String {
     out
 }
 
+/// Compares a boolean with a quoted literal PostgreSQL reads as a boolean (`'t'`, `'false'`,
+/// `'on'`, `'1'`, …; psqlODBC's primary key query has `indisprimary = 't'`) by comparing it
+/// with that boolean. Other literals are left to DataFusion, which refuses them.
+#[derive(Debug)]
+struct BooleanLiterals;
+
+impl ExprPlanner for BooleanLiterals {
+    fn plan_binary_op(
+        &self,
+        expr: RawBinaryExpr,
+        schema: &DFSchema,
+    ) -> Result<PlannerResult<RawBinaryExpr>> {
+        let op = match expr.op {
+            BinaryOperator::Eq => Operator::Eq,
+            BinaryOperator::NotEq => Operator::NotEq,
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        let boolean = |literal: &LogicalExpr, other: &LogicalExpr| {
+            let LogicalExpr::Literal(value, _) = literal else {
+                return None;
+            };
+            let text = value.try_as_str().flatten()?;
+            match other.get_type(schema).ok()? {
+                DataType::Boolean => postgres_boolean(text),
+                _ => None,
+            }
+        };
+        let (left, right) = match (
+            boolean(&expr.left, &expr.right),
+            boolean(&expr.right, &expr.left),
+        ) {
+            (Some(left), _) => (lit(left), expr.right),
+            (_, Some(right)) => (expr.left, lit(right)),
+            _ => return Ok(PlannerResult::Original(expr)),
+        };
+        Ok(PlannerResult::Planned(binary_expr(left, op, right)))
+    }
+}
+
+/// A boolean as PostgreSQL reads one from text.
+fn postgres_boolean(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
+        "f" | "false" | "n" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// `sql` with the rewrites above applied, or as it was when none applies (or when it does not
 /// parse: the error is the parser's that follows).
 pub(super) fn rewrite(sql: &str) -> Cow<'_, str> {
-    if !mentions_rewritten(sql) {
-        return Cow::Borrowed(sql);
-    }
     let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Cow::Borrowed(sql);
     };
     let mut changed = false;
-    let _ = visit_expressions_mut(&mut statements, |expr| {
-        changed |= rewrite_expr(expr);
-        ControlFlow::<()>::Continue(())
-    });
+    if mentions_rewritten(sql) {
+        let _ = visit_expressions_mut(&mut statements, |expr| {
+            changed |= rewrite_expr(expr);
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    for statement in &mut statements {
+        if let Statement::Query(query) = statement {
+            changed |= int4_literals(&mut query.body);
+        }
+    }
     match changed {
         false => Cow::Borrowed(sql),
         true => Cow::Owned(
@@ -460,6 +610,63 @@ pub(super) fn rewrite(sql: &str) -> Cow<'_, str> {
                 .collect::<Vec<_>>()
                 .join("; "),
         ),
+    }
+}
+
+/// The output columns of a query's outermost projection (every branch of a UNION) that are
+/// integer literals fitting 32 bits, cast to `INT` under the name DataFusion gives them: whether
+/// any was. Only bare literals: arithmetic stays 64-bit (PostgreSQL's int4 arithmetic raises on
+/// overflow where Int32's would not), subqueries and views compute as written.
+fn int4_literals(body: &mut SetExpr) -> bool {
+    match body {
+        SetExpr::Select(select) => {
+            let mut changed = false;
+            for item in &mut select.projection {
+                let (expr, alias) = match item {
+                    SelectItem::UnnamedExpr(expr) => match int4_literal(expr) {
+                        Some(n) => (expr.clone(), Ident::with_quote('"', format!("Int64({n})"))),
+                        None => continue,
+                    },
+                    SelectItem::ExprWithAlias { expr, alias } if int4_literal(expr).is_some() => {
+                        (expr.clone(), alias.clone())
+                    }
+                    _ => continue,
+                };
+                *item = SelectItem::ExprWithAlias {
+                    expr: Expr::Cast {
+                        kind: CastKind::Cast,
+                        expr: Box::new(expr),
+                        data_type: SqlDataType::Int(None),
+                        array: false,
+                        format: None,
+                    },
+                    alias,
+                };
+                changed = true;
+            }
+            changed
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            let left = int4_literals(left);
+            int4_literals(right) | left
+        }
+        SetExpr::Query(query) => int4_literals(&mut query.body),
+        _ => false,
+    }
+}
+
+/// The value of `expr` when it is an integer literal (`7`, `-7`) that PostgreSQL types `int4`.
+fn int4_literal(expr: &Expr) -> Option<i32> {
+    match expr {
+        Expr::Value(value) => match &value.value {
+            Value::Number(digits, false) => digits.parse().ok(),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => int4_literal(expr).and_then(i32::checked_neg),
+        _ => None,
     }
 }
 
@@ -473,6 +680,7 @@ fn mentions_rewritten(sql: &str) -> bool {
         "generate_subscripts",
         "pg_catalog",
         "reloptions",
+        "name",
     ]
     .iter()
     .any(|word| lower.contains(word))
@@ -522,6 +730,54 @@ fn rewrite_expr(expr: &mut Expr) -> bool {
             *escape_char = None;
             true
         }
+        Expr::Cast { data_type, .. } if is_name_type(data_type) => {
+            // PostgreSQL's type of identifiers is text here, as the catalog's columns are.
+            *data_type = SqlDataType::Text;
+            true
+        }
+        Expr::CompoundFieldAccess { root, access_chain } => {
+            // `(composite).field`, which DataFusion plans only as `get_field`.
+            if let (Expr::Nested(composite), [AccessExpr::Dot(Expr::Identifier(field))]) =
+                (root.as_ref(), access_chain.as_slice())
+            {
+                let field = Expr::value(Value::SingleQuotedString(field.value.clone()));
+                *expr = call("get_field", vec![(**composite).clone(), field]);
+                return true;
+            }
+            // `indkey[n]`, or `i.indkey[n]` (parsed as `i` then `.indkey` then `[n]`).
+            let (column, index) = match (root.as_ref(), access_chain.as_slice()) {
+                (column, [AccessExpr::Subscript(Subscript::Index { index })]) => {
+                    (column.clone(), index)
+                }
+                (
+                    Expr::Identifier(table),
+                    [
+                        AccessExpr::Dot(Expr::Identifier(name)),
+                        AccessExpr::Subscript(Subscript::Index { index }),
+                    ],
+                ) => (
+                    Expr::CompoundIdentifier(vec![table.clone(), name.clone()]),
+                    index,
+                ),
+                _ => return false,
+            };
+            let Some(name) = vector_name(&column).filter(|_| is_vector(&column)) else {
+                return false;
+            };
+            let index = match ZERO_BASED_VECTORS.contains(&name.as_str()) {
+                true => Expr::BinaryOp {
+                    left: Box::new(Expr::Nested(Box::new(index.clone()))),
+                    op: BinaryOperator::Plus,
+                    right: Box::new(Expr::value(Value::Number("1".into(), false))),
+                },
+                false => index.clone(),
+            };
+            *expr = Expr::CompoundFieldAccess {
+                root: Box::new(call("sluice_pg_array", vec![column])),
+                access_chain: vec![AccessExpr::Subscript(Subscript::Index { index })],
+            };
+            true
+        }
         Expr::Function(f) => {
             let name = match f.name.0.last() {
                 Some(ObjectNamePart::Identifier(name)) => name.value.to_ascii_lowercase(),
@@ -530,30 +786,61 @@ fn rewrite_expr(expr: &mut Expr) -> bool {
             let FunctionArguments::List(list) = &mut f.args else {
                 return false;
             };
+            if name == "generate_series" && reads_vectors(list) {
+                // A set-returning function in a projection; DataFusion's makes a list.
+                *expr = call("unnest", vec![expr.clone()]);
+                return true;
+            }
             let arity = list.args.len();
+            if name == "_pg_expandarray" && arity == 1 {
+                // pgJDBC's primary key query: a set-returning function in a projection.
+                let FunctionArg::Unnamed(FunctionArgExpr::Expr(array)) = &list.args[0] else {
+                    return false;
+                };
+                let array = match is_vector(array) {
+                    true => call("sluice_pg_array", vec![array.clone()]),
+                    false => array.clone(),
+                };
+                *expr = call("unnest", vec![call("sluice_pg_expandarray", vec![array])]);
+                return true;
+            }
             let vector = match list.args.first_mut() {
                 Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))) if is_vector(arg) => arg,
                 _ => return false,
             };
-            match name.as_str() {
-                "unnest" if arity == 1 => {
-                    let column = std::mem::replace(vector, Expr::value(Value::Null));
-                    *vector = call("sluice_pg_array", vec![column]);
-                    true
-                }
-                "generate_subscripts" if arity == 2 => {
-                    let mut subscripts = f.clone();
-                    subscripts.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
-                        "sluice_pg_subscripts",
-                    ))]);
-                    *expr = call("unnest", vec![Expr::Function(subscripts)]);
-                    true
-                }
-                _ => false,
+            if name == "generate_subscripts" && arity == 2 {
+                let mut subscripts = f.clone();
+                subscripts.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new(
+                    "sluice_pg_subscripts",
+                ))]);
+                *expr = call("unnest", vec![Expr::Function(subscripts)]);
+            } else {
+                // unnest, array_lower, array_upper, array_length, …
+                let column = std::mem::replace(vector, Expr::value(Value::Null));
+                *vector = call("sluice_pg_array", vec![column]);
             }
+            true
         }
         _ => false,
     }
+}
+
+/// Whether `data_type` is PostgreSQL's `name`.
+fn is_name_type(data_type: &SqlDataType) -> bool {
+    let SqlDataType::Custom(name, _) = data_type else {
+        return false;
+    };
+    let name = name.to_string().to_ascii_lowercase();
+    name == "name" || name == "pg_catalog.name"
+}
+
+/// Whether a function's arguments read a catalog vector (as rewritten: `sluice_pg_array(…)`).
+fn reads_vectors(args: &FunctionArgumentList) -> bool {
+    visit_expressions(&args.args, |e| match e {
+        Expr::Function(f) if f.name.to_string() == "sluice_pg_array" => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// Whether a CASE's results all look values up in the catalog, or are NULL (`CASE WHEN
@@ -624,15 +911,17 @@ fn reads_catalog(query: &Query) -> bool {
 
 /// Whether `expr` names one of the catalog's number vectors.
 fn is_vector(expr: &Expr) -> bool {
+    vector_name(expr).is_some_and(|name| NUMBER_VECTORS.contains(&name.as_str()))
+}
+
+/// The column `expr` names, lowercase.
+fn vector_name(expr: &Expr) -> Option<String> {
     let name = match expr {
         Expr::Identifier(name) => name,
-        Expr::CompoundIdentifier(parts) => match parts.last() {
-            Some(name) => name,
-            None => return false,
-        },
-        _ => return false,
+        Expr::CompoundIdentifier(parts) => parts.last()?,
+        _ => return None,
     };
-    NUMBER_VECTORS.contains(&name.value.to_ascii_lowercase().as_str())
+    Some(name.value.to_ascii_lowercase())
 }
 
 fn call(name: &str, args: Vec<Expr>) -> Expr {
@@ -657,6 +946,10 @@ fn call(name: &str, args: Vec<Expr>) -> Expr {
 
 #[cfg(test)]
 mod tests {
+    use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+    use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+    use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
     use super::*;
 
     #[test]
@@ -671,7 +964,7 @@ mod tests {
     #[test]
     fn objects_are_built_as_postgresql_builds_them() {
         let ctx = SessionContext::new();
-        register(&ctx);
+        register(&ctx).unwrap();
         let rows = futures::executor::block_on(async {
             let frame = ctx
                 .sql(
@@ -697,6 +990,107 @@ mod tests {
     }
 
     #[test]
+    fn booleans_compare_with_the_literals_postgresql_reads_as_booleans() {
+        let ctx = SessionContext::new();
+        register(&ctx).unwrap();
+        let answer = |sql: &str| {
+            futures::executor::block_on(async { ctx.sql(sql).await?.collect().await })
+                .map(|rows| rows[0].column(0).as_boolean().value(0))
+        };
+        assert!(answer("SELECT (1 = 1) = 't'").unwrap());
+        assert!(answer("SELECT 'off' <> (1 = 1)").unwrap());
+        assert!(!answer("SELECT (1 = 2) = ' TRUE '").unwrap());
+        assert!(answer("SELECT (1 = 1) = 'maybe'").is_err());
+        assert!(answer("SELECT 'a' = 't'").is_ok_and(|same| !same));
+    }
+
+    /// The catalog queries of pgJDBC's `getPrimaryKeys` and psqlODBC's `SQLPrimaryKeys` and
+    /// `SQLForeignKeys`, as those drivers send them, plan and run once rewritten.
+    #[tokio::test]
+    async fn drivers_catalog_queries_run() {
+        let ctx = SessionContext::new();
+        setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider).unwrap();
+        register(&ctx).unwrap();
+        for query in [
+            PGJDBC_PRIMARY_KEYS,
+            PGJDBC_INDEX_INFO,
+            PSQLODBC_PRIMARY_KEYS,
+            PSQLODBC_FOREIGN_KEYS,
+        ] {
+            // As the door runs them: rewritten, then through datafusion-postgres' parser.
+            let sql = rewrite(query);
+            let statement = PostgresCompatibilityParser::new()
+                .parse(&sql)
+                .unwrap()
+                .remove(0);
+            let rows = async { ctx.sql(&statement.to_string()).await?.collect().await };
+            let rows = rows.await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 0, "{sql}");
+        }
+    }
+
+    const PGJDBC_PRIMARY_KEYS: &str = "SELECT result.TABLE_CAT, result.TABLE_SCHEM, \
+        result.TABLE_NAME, result.COLUMN_NAME, result.KEY_SEQ, result.PK_NAME FROM (SELECT NULL \
+        AS TABLE_CAT, n.nspname AS TABLE_SCHEM, ct.relname AS TABLE_NAME, a.attname AS \
+        COLUMN_NAME, (information_schema._pg_expandarray(i.indkey)).n AS KEY_SEQ, ci.relname AS \
+        PK_NAME, information_schema._pg_expandarray(i.indkey) AS KEYS, a.attnum AS A_ATTNUM FROM \
+        pg_catalog.pg_class ct JOIN pg_catalog.pg_attribute a ON (ct.oid = a.attrelid) JOIN \
+        pg_catalog.pg_namespace n ON (ct.relnamespace = n.oid) JOIN pg_catalog.pg_index i ON ( \
+        a.attrelid = i.indrelid) JOIN pg_catalog.pg_class ci ON (ci.oid = i.indexrelid) WHERE \
+        true AND n.nspname = E'public' AND ct.relname = E'ticks' AND i.indisprimary ) result \
+        where result.A_ATTNUM = (result.KEYS).x ORDER BY result.table_name, result.pk_name, \
+        result.key_seq";
+
+    const PGJDBC_INDEX_INFO: &str = "SELECT tmp.TABLE_CAT, tmp.TABLE_SCHEM, tmp.TABLE_NAME, \
+        tmp.NON_UNIQUE, tmp.INDEX_QUALIFIER, tmp.INDEX_NAME, tmp.TYPE, tmp.ORDINAL_POSITION, \
+        trim(both '\"' from pg_catalog.pg_get_indexdef(tmp.CI_OID, tmp.ORDINAL_POSITION, false)) \
+        AS COLUMN_NAME, CASE tmp.AM_NAME WHEN 'btree' THEN CASE \
+        tmp.I_INDOPTION[tmp.ORDINAL_POSITION - 1] & 1::smallint WHEN 1 THEN 'D' ELSE 'A' END \
+        ELSE NULL END AS ASC_OR_DESC, tmp.CARDINALITY, tmp.PAGES, tmp.FILTER_CONDITION FROM \
+        (SELECT NULL AS TABLE_CAT, n.nspname AS TABLE_SCHEM, ct.relname AS TABLE_NAME, NOT \
+        i.indisunique AS NON_UNIQUE, NULL AS INDEX_QUALIFIER, ci.relname AS INDEX_NAME, CASE \
+        i.indisclustered WHEN true THEN 1 ELSE CASE am.amname WHEN 'hash' THEN 2 ELSE 3 END \
+        END AS TYPE, (information_schema._pg_expandarray(i.indkey)).n AS ORDINAL_POSITION, \
+        ci.reltuples AS CARDINALITY, ci.relpages AS PAGES, pg_catalog.pg_get_expr(i.indpred, \
+        i.indrelid) AS FILTER_CONDITION, ci.oid AS CI_OID, i.indoption AS I_INDOPTION, \
+        am.amname AS AM_NAME FROM pg_catalog.pg_class ct JOIN pg_catalog.pg_namespace \
+        n ON (ct.relnamespace = n.oid) JOIN pg_catalog.pg_index i ON (ct.oid = i.indrelid) JOIN \
+        pg_catalog.pg_class ci ON (ci.oid = i.indexrelid) JOIN pg_catalog.pg_am am ON \
+        (ci.relam = am.oid) WHERE true AND n.nspname = E'public' AND ct.relname = E'ticks' ) \
+        AS tmp ORDER BY NON_UNIQUE, TYPE, INDEX_NAME, ORDINAL_POSITION";
+
+    const PSQLODBC_PRIMARY_KEYS: &str = "select ta.attname, ia.attnum, ic.relname, n.nspname, \
+        tc.relname from pg_catalog.pg_attribute ta, pg_catalog.pg_attribute ia, \
+        pg_catalog.pg_class tc, pg_catalog.pg_index i, pg_catalog.pg_namespace n, \
+        pg_catalog.pg_class ic where tc.relname = 'ticks' AND n.nspname = 'public' AND tc.oid = \
+        i.indrelid AND n.oid = tc.relnamespace AND i.indisprimary = 't' AND ia.attrelid = \
+        i.indexrelid AND ta.attrelid = i.indrelid AND ta.attnum = i.indkey[ia.attnum-1] AND (NOT \
+        ta.attisdropped) AND (NOT ia.attisdropped) AND ic.oid = i.indexrelid order by ia.attnum";
+
+    const PSQLODBC_FOREIGN_KEYS: &str = "select 'sluice'::name as \"PKTABLE_CAT\", n2.nspname \
+        as \"PKTABLE_SCHEM\", c2.relname as \"PKTABLE_NAME\", a2.attname as \"PKCOLUMN_NAME\", \
+        'sluice'::name as \"FKTABLE_CAT\", n1.nspname as \"FKTABLE_SCHEM\", c1.relname as \
+        \"FKTABLE_NAME\", a1.attname as \"FKCOLUMN_NAME\", i::int2 as \"KEY_SEQ\", case \
+        ref.confupdtype when 'c' then 0::int2 when 'n' then 2::int2 when 'd' then 4::int2 when \
+        'r' then 1::int2 else 3::int2 end as \"UPDATE_RULE\", case ref.confdeltype when 'c' then \
+        0::int2 when 'n' then 2::int2 when 'd' then 4::int2 when 'r' then 1::int2 else 3::int2 \
+        end as \"DELETE_RULE\", ref.conname as \"FK_NAME\", cn.conname as \"PK_NAME\", case when \
+        ref.condeferrable then case when ref.condeferred then 5::int2 else 6::int2 end else \
+        7::int2 end as \"DEFERRABILITY\" from ((((((( (select cn.oid, conrelid, conkey, \
+        confrelid, confkey, generate_series(array_lower(conkey, 1), array_upper(conkey, 1)) as \
+        i, confupdtype, confdeltype, conname, condeferrable, condeferred from \
+        pg_catalog.pg_constraint cn, pg_catalog.pg_class c, pg_catalog.pg_namespace n where \
+        contype = 'f' and confrelid = c.oid and relname = 'ticks' and n.oid = c.relnamespace and \
+        n.nspname = 'public' ) ref inner join pg_catalog.pg_class c1 on c1.oid = ref.conrelid) \
+        inner join pg_catalog.pg_namespace n1 on n1.oid = c1.relnamespace) inner join \
+        pg_catalog.pg_attribute a1 on a1.attrelid = c1.oid and a1.attnum = conkey[i]) inner \
+        join pg_catalog.pg_class c2 on c2.oid = ref.confrelid) inner join \
+        pg_catalog.pg_namespace n2 on n2.oid = c2.relnamespace) inner join \
+        pg_catalog.pg_attribute a2 on a2.attrelid = c2.oid and a2.attnum = confkey[i]) left \
+        outer join pg_catalog.pg_constraint cn on cn.conrelid = ref.confrelid and cn.contype = \
+        'p') order by ref.oid, ref.i";
+
+    #[test]
     fn catalog_vectors_are_read_in_each_form() {
         assert_eq!(numbers("1 2").unwrap(), vec![1, 2]);
         assert_eq!(numbers("[2, 20, 3]").unwrap(), vec![2, 20, 3]);
@@ -719,6 +1113,33 @@ mod tests {
              unnest(sluice_pg_subscripts(i.indkey, 1)) AS o FROM i"
         );
         assert!(matches!(rewrite("SELEC unnest"), Cow::Borrowed(_)));
+        // pgJDBC's primary key query, psqlODBC's primary and foreign key queries.
+        assert_eq!(
+            rewrite(
+                "SELECT (information_schema._pg_expandarray(i.indkey)).n AS k, \
+                 information_schema._pg_expandarray(i.indkey) AS keys FROM pg_catalog.pg_index i"
+            ),
+            "SELECT get_field(unnest(sluice_pg_expandarray(sluice_pg_array(i.indkey))), 'n') AS k, \
+             unnest(sluice_pg_expandarray(sluice_pg_array(i.indkey))) AS keys \
+             FROM pg_catalog.pg_index i"
+        );
+        assert_eq!(
+            rewrite(
+                "SELECT ta.attname FROM pg_catalog.pg_index i, pg_catalog.pg_attribute ta \
+                 WHERE ta.attnum = i.indkey[ia.attnum-1]"
+            ),
+            "SELECT ta.attname FROM pg_catalog.pg_index i, pg_catalog.pg_attribute ta \
+             WHERE ta.attnum = sluice_pg_array(i.indkey)[(ia.attnum - 1) + 1]"
+        );
+        assert_eq!(
+            rewrite(
+                "SELECT generate_series(array_lower(conkey, 1), array_upper(conkey, 1)) AS i \
+                 FROM pg_catalog.pg_constraint WHERE a = conkey[i]"
+            ),
+            "SELECT unnest(generate_series(array_lower(sluice_pg_array(conkey), 1), \
+             array_upper(sluice_pg_array(conkey), 1))) AS i \
+             FROM pg_catalog.pg_constraint WHERE a = sluice_pg_array(conkey)[i]"
+        );
         assert_eq!(
             rewrite(
                 "SELECT a.attname, CASE WHEN a.atthasdef THEN (SELECT d.adbin FROM \
@@ -736,6 +1157,18 @@ mod tests {
             "SELECT CASE WHEN $1 IS NULL AND $2 IS NULL AND $3 IS NULL THEN NULL END, $4 \
              FROM pg_catalog.pg_attribute a"
         );
+        assert_eq!(
+            rewrite(
+                "SELECT 1, -2 AS m, 3000000000, 4 + 5, x FROM t UNION ALL SELECT 6, 7, 8, 9, y"
+            ),
+            "SELECT CAST(1 AS INT) AS \"Int64(1)\", CAST(-2 AS INT) AS m, 3000000000, 4 + 5, x \
+             FROM t UNION ALL SELECT CAST(6 AS INT) AS \"Int64(6)\", CAST(7 AS INT) AS \"Int64(7)\", \
+             CAST(8 AS INT) AS \"Int64(8)\", CAST(9 AS INT) AS \"Int64(9)\", y"
+        );
+        assert!(matches!(
+            rewrite("SELECT 1.5, '1', (SELECT 1)"),
+            Cow::Borrowed(_)
+        ));
         let user = "SELECT CASE WHEN u.k THEN (SELECT x FROM t WHERE t.k = u.k) END FROM u \
                     WHERE a LIKE 'pg_catalog'";
         assert!(matches!(rewrite(user), Cow::Borrowed(_)));

@@ -93,7 +93,9 @@ pub async fn serve(
     let ctx = engine.session()?;
     setup_pg_catalog(&ctx, "sluice", EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("cannot set up pg_catalog: {e}")))?;
-    compat::register(&ctx);
+    compat::register(&ctx).map_err(|e| {
+        ServerError::Internal(format!("cannot set up the PostgreSQL functions: {e}"))
+    })?;
     let hooks: Vec<Arc<dyn QueryHook>> = vec![
         Arc::new(session::Session),
         Arc::new(hooks::ReadOnly {

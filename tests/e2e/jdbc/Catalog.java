@@ -1,0 +1,133 @@
+// pgJDBC (Debian's libpostgresql-jdbc-java) against Sluice's PostgreSQL port, as DBeaver,
+// Metabase and Tableau use it: DatabaseMetaData (tables, columns, primary keys), a prepared
+// statement with a parameter, typed results, an error that leaves the connection usable, and a
+// transaction with autocommit off.
+//
+// Run as `java -cp postgresql.jar Catalog.java URL USER PASSWORD`; the stream `ticks` holds the
+// rows of the tests' RECORDS. Prints "jdbc: ok" when every check holds; any failed check throws.
+import java.math.BigDecimal;
+import java.sql.*;
+import java.time.LocalDate;
+import java.time.LocalDateTime;
+import java.time.OffsetDateTime;
+import java.time.ZoneOffset;
+import java.util.*;
+
+public class Catalog {
+    static void check(boolean holds, String what) {
+        if (!holds) throw new AssertionError(what);
+    }
+
+    static void same(Object expected, Object actual, String what) {
+        check(Objects.equals(expected, actual), what + ": expected " + expected + ", got " + actual);
+    }
+
+    public static void main(String[] args) throws Exception {
+        Properties props = new Properties();
+        props.setProperty("user", args[1]);
+        if (!args[2].isEmpty()) props.setProperty("password", args[2]);
+        try (Connection conn = DriverManager.getConnection(args[0], props)) {
+            DatabaseMetaData meta = conn.getMetaData();
+            same("PostgreSQL", meta.getDatabaseProductName(), "product");
+            check(meta.getDatabaseProductVersion().startsWith("16."), meta.getDatabaseProductVersion());
+
+            // The catalog calls of DBeaver, Metabase and Tableau.
+            Set<String> schemas = new HashSet<>();
+            try (ResultSet rs = meta.getSchemas()) {
+                while (rs.next()) schemas.add(rs.getString("TABLE_SCHEM"));
+            }
+            check(schemas.contains("public"), "schemas: " + schemas);
+            Map<String, String> tables = new HashMap<>();
+            try (ResultSet rs = meta.getTables(null, "public", "%", new String[] {"TABLE", "VIEW"})) {
+                while (rs.next()) tables.put(rs.getString("TABLE_NAME"), rs.getString("TABLE_TYPE"));
+            }
+            same("TABLE", tables.get("ticks"), "getTables: " + tables);
+            List<String> columns = new ArrayList<>();
+            try (ResultSet rs = meta.getColumns(null, "public", "ticks", "%")) {
+                while (rs.next()) {
+                    columns.add(rs.getString("COLUMN_NAME") + " " + rs.getString("TYPE_NAME") + " "
+                        + rs.getInt("DATA_TYPE") + " " + rs.getString("IS_NULLABLE"));
+                }
+            }
+            same(List.of(
+                    "ticker text " + Types.VARCHAR + " NO",
+                    "price float8 " + Types.DOUBLE + " YES",
+                    "volume int8 " + Types.BIGINT + " YES",
+                    "qty int4 " + Types.INTEGER + " YES",
+                    "amount numeric " + Types.NUMERIC + " YES",
+                    "day date " + Types.DATE + " YES",
+                    "ok bool " + Types.BIT + " YES",
+                    "ts timestamptz " + Types.TIMESTAMP + " NO"),
+                columns.subList(0, Math.min(8, columns.size())), "getColumns");
+            try (ResultSet rs = meta.getPrimaryKeys(null, "public", "ticks")) {
+                check(!rs.next(), "no primary key");
+            }
+            try (ResultSet rs = meta.getIndexInfo(null, "public", "ticks", false, true)) {
+                check(!rs.next(), "no index");
+            }
+
+            // A prepared statement, typed results.
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "SELECT ticker, price, volume, qty, amount, day, ok, ts FROM ticks WHERE qty >= ? ORDER BY ticker")) {
+                ps.setInt(1, 3);
+                try (ResultSet rs = ps.executeQuery()) {
+                    check(rs.next(), "AAPL");
+                    same("AAPL", rs.getObject(1), "ticker");
+                    same(187.25, rs.getObject(2), "price");
+                    same(100L, rs.getObject(3), "volume");
+                    same(3, rs.getObject(4), "qty");
+                    same(new BigDecimal("12.34"), rs.getObject(5), "amount");
+                    same(LocalDate.of(2024, 3, 1), rs.getObject(6, LocalDate.class), "day");
+                    same(true, rs.getObject(7), "ok");
+                    same(OffsetDateTime.of(2024, 3, 1, 9, 30, 0, 0, ZoneOffset.UTC),
+                        rs.getObject(8, OffsetDateTime.class).withOffsetSameInstant(ZoneOffset.UTC), "ts");
+                    check(rs.next(), "MSFT");
+                    same(5_000_000_000L, rs.getObject(3), "volume");
+                    same(new BigDecimal("-0.50"), rs.getObject(5), "amount");
+                    same(false, rs.getObject(7), "ok");
+                    check(rs.next(), "NVDA");
+                    check(rs.getObject(2) == null && rs.getObject(5) == null && rs.getObject(7) == null, "NULLs");
+                    check(!rs.next(), "three rows");
+                }
+            }
+            try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT 1")) {
+                rs.next();
+                same(Integer.class, rs.getObject(1).getClass(), "an integer literal is an int4");
+            }
+
+            // An error, and the connection goes on; in a transaction, it is rolled back.
+            try (Statement st = conn.createStatement()) {
+                try {
+                    st.executeQuery("SELECT * FROM nope");
+                    throw new AssertionError("SELECT * FROM nope ran");
+                } catch (SQLException e) {
+                    same("42P01", e.getSQLState(), "unknown table");
+                }
+                conn.setAutoCommit(false);
+                try (ResultSet rs = st.executeQuery("SELECT count(*) FROM ticks")) {
+                    rs.next();
+                    same(3L, rs.getLong(1), "count");
+                }
+                try {
+                    st.executeQuery("SELECT * FROM nope");
+                    throw new AssertionError("SELECT * FROM nope ran");
+                } catch (SQLException e) {
+                    same("42P01", e.getSQLState(), "unknown table in a transaction");
+                }
+                try {
+                    st.executeQuery("SELECT 1");
+                    throw new AssertionError("a failed transaction ran a statement");
+                } catch (SQLException e) {
+                    same("25P02", e.getSQLState(), "failed transaction");
+                }
+                conn.rollback();
+                try (ResultSet rs = st.executeQuery("SELECT count(*) FROM ticks WHERE ok")) {
+                    rs.next();
+                    same(1L, rs.getLong(1), "after ROLLBACK");
+                }
+                conn.commit();
+            }
+        }
+        System.out.println("jdbc: ok");
+    }
+}
