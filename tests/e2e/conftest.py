@@ -13,6 +13,7 @@ prefix of its bucket (`s3_server`, `s3_lake`).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.client
 import json
@@ -89,6 +90,12 @@ _BOTO_CONFIG = Config(
     read_timeout=120,
     max_pool_connections=32,
 )
+
+
+def utc_wall_time(text: str) -> datetime.datetime:
+    """An RFC 3339 text as a TIMESTAMP column keeps it: the wall time in UTC, without a zone."""
+    at = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return at if at.tzinfo is None else at.astimezone(datetime.timezone.utc).replace(tzinfo=None)
 
 
 def wait_for(predicate, what: str, timeout: float = 60.0, every: float = 0.3):
@@ -466,15 +473,18 @@ def sql(server):
 CLIENT_SECRET = "admin-" + secrets.token_hex(16)
 TICKS = (
     "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, qty INT, "
-    "amount DECIMAL(12, 2), day DATE, ok BOOLEAN, ts TIMESTAMP NOT NULL)"
+    "amount DECIMAL(12, 2), day DATE, ok BOOLEAN, ts TIMESTAMP NOT NULL, settled TIMESTAMPTZ)"
 )
+# ts (a TIMESTAMP) keeps the UTC wall time of what is sent (09:30, 09:30:01.5, 09:00); settled
+# (a TIMESTAMPTZ) the instant.
 RECORDS = [
     {"ticker": "AAPL", "price": 187.25, "volume": 100, "qty": 3, "amount": 12.34,
-     "day": "2024-03-01", "ok": True, "ts": "2024-03-01T09:30:00Z"},
+     "day": "2024-03-01", "ok": True, "ts": "2024-03-01T09:30:00Z",
+     "settled": "2024-03-01T10:00:00+01:00"},
     {"ticker": "MSFT", "price": 402.5, "volume": 5_000_000_000, "qty": 7, "amount": -0.5,
-     "day": "2024-03-02", "ok": False, "ts": "2024-03-01T09:30:01.5Z"},
+     "day": "2024-03-02", "ok": False, "ts": "2024-03-01T09:30:01.5Z", "settled": None},
     {"ticker": "NVDA", "price": None, "volume": None, "qty": 3, "amount": None,
-     "day": None, "ok": None, "ts": "2024-03-01T11:00:00+02:00"},
+     "day": None, "ok": None, "ts": "2024-03-01T11:00:00+02:00", "settled": None},
 ]
 
 

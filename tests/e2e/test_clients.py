@@ -29,30 +29,29 @@ from psycopg.pq import TransactionStatus
 
 from conftest import Door
 
-# The rows as Python values, ts as a UTC wall time.
+UTC = dt.timezone.utc
+# The rows as Python values: ts (a TIMESTAMP) the UTC wall time, without a zone; settled (a
+# TIMESTAMPTZ) an instant.
 EXPECTED = {
-    "AAPL": (187.25, 100, 3, Decimal("12.34"), dt.date(2024, 3, 1), True, dt.datetime(2024, 3, 1, 9, 30)),
+    "AAPL": (187.25, 100, 3, Decimal("12.34"), dt.date(2024, 3, 1), True, dt.datetime(2024, 3, 1, 9, 30),
+             dt.datetime(2024, 3, 1, 9, 0, tzinfo=UTC)),
     "MSFT": (402.5, 5_000_000_000, 7, Decimal("-0.50"), dt.date(2024, 3, 2), False,
-             dt.datetime(2024, 3, 1, 9, 30, 1, 500_000)),
-    "NVDA": (None, None, 3, None, None, None, dt.datetime(2024, 3, 1, 9, 0)),
+             dt.datetime(2024, 3, 1, 9, 30, 1, 500_000), None),
+    "NVDA": (None, None, 3, None, None, None, dt.datetime(2024, 3, 1, 9, 0), None),
 }
-COLUMNS = "ticker, price, volume, qty, amount, day, ok, ts"
-
-
-def utc_wall_time(value: dt.datetime) -> dt.datetime:
-    """A timestamp as UTC wall time, whether it came with a zone (timestamptz) or not."""
-    return value if value.tzinfo is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+COLUMNS = "ticker, price, volume, qty, amount, day, ok, ts, settled"
 
 
 def check_rows(rows) -> None:
-    """`rows` of (ticker, price, volume, qty, amount, day, ok, ts) are RECORDS, typed."""
-    got = {row[0]: (*row[1:7], utc_wall_time(row[7])) for row in rows}
+    """`rows` of COLUMNS are RECORDS, typed."""
+    got = {row[0]: tuple(row[1:9]) for row in rows}
     assert got == EXPECTED
     for row in rows:
         assert isinstance(row[3], int) and not isinstance(row[3], bool)
         assert row[4] is None or isinstance(row[4], Decimal)
         assert row[5] is None or type(row[5]) is dt.date
-        assert isinstance(row[7], dt.datetime)
+        assert isinstance(row[7], dt.datetime) and row[7].tzinfo is None, row
+        assert row[8] is None or row[8].utcoffset() is not None, row
 
 
 def sqlalchemy_engine(door: Door, driver: str) -> sa.Engine:
@@ -103,13 +102,14 @@ def test_sqlalchemy_connects_reflects_and_pandas_reads(door, driver):
         assert {"ticks", "ticks_errors"} <= set(inspector.get_table_names())
         assert inspector.has_table("ticks")
         columns = {c["name"]: c for c in inspector.get_columns("ticks")}
-        assert list(columns)[:8] == COLUMNS.split(", ")
+        assert list(columns)[:9] == COLUMNS.split(", ")
         kinds = {name: type(c["type"]) for name, c in columns.items()}
         assert kinds["ticker"] is sa.TEXT and kinds["qty"] is sa.INTEGER and kinds["volume"] is sa.BIGINT
         assert kinds["ok"] is sa.BOOLEAN and kinds["day"] is sa.DATE
         assert isinstance(columns["amount"]["type"], sa.NUMERIC)
         assert isinstance(columns["price"]["type"], sa.Float)
-        assert isinstance(columns["ts"]["type"], sa.TIMESTAMP)
+        assert isinstance(columns["ts"]["type"], sa.TIMESTAMP) and not columns["ts"]["type"].timezone
+        assert isinstance(columns["settled"]["type"], sa.TIMESTAMP) and columns["settled"]["type"].timezone
         assert columns["ticker"]["nullable"] is False and columns["price"]["nullable"] is True
         assert all(c["default"] is None for c in columns.values())
         # Delta tables have no keys, indexes or constraints.
@@ -193,7 +193,7 @@ def test_asyncpg_prepares_binds_and_decodes_binary(door):
             names = await conn.fetch(
                 "SELECT column_name FROM information_schema.columns "
                 "WHERE table_name = $1 ORDER BY ordinal_position", "ticks")
-            assert [r[0] for r in names][:8] == COLUMNS.split(", ")
+            assert [r[0] for r in names][:9] == COLUMNS.split(", ")
         finally:
             await conn.close()
 

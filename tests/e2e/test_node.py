@@ -50,6 +50,7 @@ def test_node_postgres(door):
         "PGUSER": door.user,
         "PGPASSWORD": door.password or "",
         "PGDATABASE": "sluice",
+        "TZ": "UTC",
         **ca_env(door, "SLUICE_CA"),
     })
     assert "pg: 3 rows" in out

@@ -44,7 +44,7 @@ def test_psqlodbc_queries_in_transactions_and_reads_the_catalog(door):
 
         # A parameterized query, typed. psqlODBC's default BoolsAsChar gives booleans as '1' and
         # '0', against PostgreSQL as here.
-        cur.execute("SELECT ticker, price, volume, qty, amount, day, ok, ts FROM ticks "
+        cur.execute("SELECT ticker, price, volume, qty, amount, day, ok, ts, settled FROM ticks "
                     "WHERE qty >= ? ORDER BY ticker", 3)
         rows = [tuple(r) for r in cur.fetchall()]
         assert [r[0] for r in rows] == ["AAPL", "MSFT", "NVDA"]
@@ -54,6 +54,9 @@ def test_psqlodbc_queries_in_transactions_and_reads_the_catalog(door):
         assert [r[7] for r in rows] == [dt.datetime(2024, 3, 1, 9, 30),
                                         dt.datetime(2024, 3, 1, 9, 30, 1, 500_000),
                                         dt.datetime(2024, 3, 1, 9, 0)]
+        # A TIMESTAMPTZ as ODBC gives one (SQL_TYPE_TIMESTAMP has no zone): in the session's
+        # zone, UTC.
+        assert [r[8] for r in rows] == [dt.datetime(2024, 3, 1, 9, 0), None, None]
         kinds = {d[0]: d[1] for d in cur.description}
         assert kinds["qty"] is int and kinds["volume"] is int and kinds["amount"] is Decimal
         assert kinds["ok"] is str and kinds["day"] is dt.date and kinds["ts"] is dt.datetime
@@ -71,10 +74,10 @@ def test_psqlodbc_queries_in_transactions_and_reads_the_catalog(door):
         assert {"ticks", "ticks_errors"} <= set(tables)
         assert tables["ticks"].table_type == "TABLE"
         columns = [(c.column_name, c.type_name, c.nullable) for c in cur.columns(table="ticks")]
-        assert columns[:8] == [
+        assert columns[:9] == [
             ("ticker", "text", 0), ("price", "float8", 1), ("volume", "int8", 1),
             ("qty", "int4", 1), ("amount", "numeric", 1), ("day", "date", 1),
-            ("ok", "bool", 1), ("ts", "timestamptz", 0),
+            ("ok", "bool", 1), ("ts", "timestamp", 0), ("settled", "timestamptz", 1),
         ]
         assert list(cur.primaryKeys("ticks")) == []
         assert [s for s in cur.statistics("ticks") if s.index_name] == []

@@ -37,7 +37,7 @@ RECORDS = [
 BAD_LINE = b"not json"
 
 # psycopg's type OIDs.
-TEXT, FLOAT8, INT8, TIMESTAMPTZ, BOOL, INT4 = 25, 701, 20, 1184, 16, 23
+TEXT, FLOAT8, INT8, TIMESTAMP, TIMESTAMPTZ, BOOL, INT4 = 25, 701, 20, 1114, 1184, 16, 23
 NUMERIC, DATE, INT2, FLOAT4 = 1700, 1082, 21, 700
 
 
@@ -143,7 +143,8 @@ def loaded(server):
 
 
 def http_rows(server, statement):
-    """HTTP /v1/sql's answer as (column names, rows), timestamps parsed to aware datetimes."""
+    """HTTP /v1/sql's answer as (column names, rows), timestamps parsed to datetimes (aware for
+    a TIMESTAMPTZ, naive for a TIMESTAMP)."""
     answer = server.sql(statement)
     names = [c["name"] for c in answer["columns"]]
     stamps = [c["type"].startswith("Timestamp") for c in answer["columns"]]
@@ -162,7 +163,8 @@ def same_value(a, b) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-12)
     if isinstance(a, datetime) or isinstance(b, datetime):
-        return isinstance(a, datetime) and isinstance(b, datetime) and a.tzinfo is not None and a == b
+        return (isinstance(a, datetime) and isinstance(b, datetime)
+                and (a.tzinfo is None) == (b.tzinfo is None) and a == b)
     return type(a) is type(b) and a == b
 
 
@@ -194,12 +196,13 @@ def test_psql_creates_a_stream_reads_its_rows_describes_its_tables_and_survives_
     ingest(server, ndjson(RECORDS, [BAD_LINE]), 4)
 
     lines = psql_ok(server, "-c", "SELECT ticker, price, volume, ts, ok FROM ticks ORDER BY ticker")
-    # PostgreSQL itself prints timestamptz as '2024-03-01 09:30:00+00' (no zero fraction);
-    # Sluice always prints six fractional digits. Both are valid timestamptz text.
+    # PostgreSQL itself prints a timestamp as '2024-03-01 09:30:00' (no zero fraction); Sluice
+    # always prints six fractional digits. Both are valid timestamp text. (ts is a TIMESTAMP: a
+    # wall time, without a zone.)
     assert lines == [
-        "AAPL|187.25|100|2024-03-01 09:30:00.000000+00|t",
-        "MSFT|402.5|40|2024-03-01 09:30:01.500000+00|f",
-        "O'Brien||75|2024-03-01 09:30:02.000000+00|",
+        "AAPL|187.25|100|2024-03-01 09:30:00.000000|t",
+        "MSFT|402.5|40|2024-03-01 09:30:01.500000|f",
+        "O'Brien||75|2024-03-01 09:30:02.000000|",
     ], f"psql rows: {lines}"
 
     lines = psql_ok(server, "-c", "SELECT raw, reason FROM ticks_errors")
@@ -220,7 +223,7 @@ def test_psql_creates_a_stream_reads_its_rows_describes_its_tables_and_survives_
         ("ticker", "text", "not null"),
         ("price", "double precision", ""),
         ("volume", "bigint", ""),
-        ("ts", "timestamp with time zone", "not null"),
+        ("ts", "timestamp without time zone", "not null"),
         ("ok", "boolean", ""),
         ("_shard", "integer", "not null"),
         ("_seq", "bigint", "not null"),
@@ -289,19 +292,19 @@ def test_psycopg_gets_postgres_types_and_python_values(server):
             )
             got = [(d.name, d.type_code) for d in cur.description]
             assert got == [
-                ("ticker", TEXT), ("price", FLOAT8), ("volume", INT8), ("ts", TIMESTAMPTZ), ("ok", BOOL),
+                ("ticker", TEXT), ("price", FLOAT8), ("volume", INT8), ("ts", TIMESTAMP), ("ok", BOOL),
                 ("_shard", INT4), ("_seq", INT8), ("_ingested_at", TIMESTAMPTZ),
             ], f"prepare={prepare}: description {got}"
             rows = cur.fetchall()
             assert [r[:5] for r in rows] == [
-                ("AAPL", 187.25, 100, datetime(2024, 3, 1, 9, 30, tzinfo=UTC), True),
-                ("MSFT", 402.5, 40, datetime(2024, 3, 1, 9, 30, 1, 500_000, tzinfo=UTC), False),
-                ("O'Brien", None, 75, datetime(2024, 3, 1, 9, 30, 2, tzinfo=UTC), None),
+                ("AAPL", 187.25, 100, datetime(2024, 3, 1, 9, 30), True),
+                ("MSFT", 402.5, 40, datetime(2024, 3, 1, 9, 30, 1, 500_000), False),
+                ("O'Brien", None, 75, datetime(2024, 3, 1, 9, 30, 2), None),
             ], f"prepare={prepare}: rows {rows}"
             for row in rows:
                 ticker, _, volume, ts, ok, shard, seq, ingested_at = row
                 assert type(volume) is int and (ok is None or type(ok) is bool), row
-                assert ts.utcoffset() == timedelta(0), f"ts should be in UTC: {ts!r}"
+                assert ts.tzinfo is None, f"ts is a TIMESTAMP, without a zone: {ts!r}"
                 assert shard in (0, 1) and type(seq) is int and seq >= 0, row
                 assert ingested_at.utcoffset() == timedelta(0), f"_ingested_at should be in UTC: {ingested_at!r}"
                 assert before - timedelta(seconds=1) <= ingested_at <= after + timedelta(seconds=1), (
@@ -346,10 +349,10 @@ def test_psycopg_parameters_are_bound_not_spliced(server):
         )
         assert rows == [("O'Brien",)], rows
 
-        # A timestamp parameter.
-        after = datetime(2024, 3, 1, 9, 30, 1, tzinfo=UTC)
-        rows = query(conn, "SELECT ticker FROM ticks WHERE ts > %s ORDER BY ticker", (after,))
-        assert rows == [("MSFT",), ("O'Brien",)], rows
+        # A timestamp parameter, without a zone and with one (an instant compared as UTC).
+        for after in (datetime(2024, 3, 1, 9, 30, 1), datetime(2024, 3, 1, 10, 30, 1, tzinfo=timezone(timedelta(hours=1)))):
+            rows = query(conn, "SELECT ticker FROM ticks WHERE ts > %s ORDER BY ticker", (after,))
+            assert rows == [("MSFT",), ("O'Brien",)], f"ts > {after!r}: {rows}"
 
         # One prepared statement, bound again and again.
         for threshold, expected in [(50, 2), (90, 1), (10, 3), (1000, 0)]:

@@ -285,7 +285,7 @@ fn create_stream(
             let meta = stream.meta();
             let same = meta.shards == wanted.shards
                 && meta.retention == wanted.retention
-                && StreamDefinition::from_log(&meta.definition) == create.definition;
+                && create.definition.is_kept_as(&meta.definition);
             match existing {
                 Existing::Refuse if create.if_not_exists => Ok(QueryResult::default()),
                 Existing::Refuse => Err(sluice_log::Error::StreamExists(name).into()),

@@ -4,7 +4,9 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sqlparser::ast::{self, ColumnOption, DataType, ExactNumberInfo, Expr, SqlOption, Value};
+use sqlparser::ast::{
+    self, ColumnOption, DataType, ExactNumberInfo, Expr, SqlOption, TimezoneInfo, Value,
+};
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Location, Token};
@@ -50,8 +52,18 @@ pub enum ColumnType {
     Float,
     /// 64-bit float: `DOUBLE`, `DOUBLE PRECISION`, `FLOAT`, `FLOAT8`.
     Double,
-    /// `TIMESTAMP`, kept in microseconds, UTC; the only type an event time may have.
+    /// `TIMESTAMP` (`TIMESTAMP WITHOUT TIME ZONE`): a time of day on a date, without a zone, in
+    /// microseconds. Input with an offset (`…+02:00`) is converted to UTC first; input without
+    /// one is taken as it is. Stored as Delta's `timestamp_ntz`.
+    #[serde(rename = "timestamp_ntz")]
     Timestamp,
+    /// `TIMESTAMPTZ` (`TIMESTAMP WITH TIME ZONE`): an instant, in microseconds since the epoch,
+    /// UTC. Stored as Delta's `timestamp`. Streams created before Sluice had both kept every
+    /// `TIMESTAMP` column this way, as instants, and are read back with `TIMESTAMPTZ` columns
+    /// (their definitions say `timestamp`), so that their tables and the views over them stay
+    /// as they were.
+    #[serde(rename = "timestamptz", alias = "timestamp")]
+    TimestampTz,
     /// `DATE`.
     Date,
     /// `DECIMAL(p, s)` (also `NUMERIC`).
@@ -61,6 +73,13 @@ pub enum ColumnType {
         /// Digits after the decimal point.
         scale: i8,
     },
+}
+
+impl ColumnType {
+    /// Whether the type is `TIMESTAMP` or `TIMESTAMPTZ`: what an event time may be.
+    pub fn is_timestamp(self) -> bool {
+        matches!(self, ColumnType::Timestamp | ColumnType::TimestampTz)
+    }
 }
 
 impl fmt::Display for ColumnType {
@@ -73,6 +92,7 @@ impl fmt::Display for ColumnType {
             ColumnType::Float => f.write_str("FLOAT"),
             ColumnType::Double => f.write_str("DOUBLE"),
             ColumnType::Timestamp => f.write_str("TIMESTAMP"),
+            ColumnType::TimestampTz => f.write_str("TIMESTAMPTZ"),
             ColumnType::Date => f.write_str("DATE"),
             ColumnType::Decimal { precision, scale } => write!(f, "DECIMAL({precision}, {scale})"),
         }
@@ -156,6 +176,22 @@ impl StreamDefinition {
             return StreamDefinition::default();
         }
         serde_json::from_value(value.clone()).unwrap_or_default()
+    }
+
+    /// Whether the definition the log keeps as `kept` is this one, as a config file declaring
+    /// this one at every start asks: a definition kept before `TIMESTAMPTZ` existed says
+    /// `timestamp` where this one says `TIMESTAMP` (what it keeps are instants, and it reads
+    /// back as `TIMESTAMPTZ`, but it is the stream the file declares).
+    pub fn is_kept_as(&self, kept: &serde_json::Value) -> bool {
+        let mut kept = kept.clone();
+        if let Some(columns) = kept.get_mut("columns").and_then(|c| c.as_array_mut()) {
+            for column in columns {
+                if column["data_type"] == "timestamp" {
+                    column["data_type"] = "timestamp_ntz".into();
+                }
+            }
+        }
+        StreamDefinition::from_log(&kept) == *self
     }
 
     /// The definition as the log keeps it (see [`StreamDefinition::from_log`]).
@@ -299,7 +335,11 @@ fn column_type(t: &DataType) -> Option<ColumnType> {
         | DataType::DoublePrecision => ColumnType::Double,
         DataType::Float(_) => ColumnType::Double,
         DataType::Float8 | DataType::Float64 => ColumnType::Double,
-        DataType::Timestamp(_, _) => ColumnType::Timestamp,
+        DataType::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => {
+            ColumnType::TimestampTz
+        }
+        DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone)
+        | DataType::TimestampNtz(_) => ColumnType::Timestamp,
         DataType::Date => ColumnType::Date,
         DataType::Decimal(info) | DataType::Numeric(info) => {
             let (precision, scale) = match info {
@@ -408,11 +448,11 @@ fn validate(create: &CreateStream, at: Location) -> Result<()> {
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(event_time))
         {
-            Some(c) if c.data_type == ColumnType::Timestamp => {}
+            Some(c) if c.data_type.is_timestamp() => {}
             Some(c) => {
                 return Err(SqlError::at(
                     format!(
-                        "event_time column '{}' is {}, it must be TIMESTAMP",
+                        "event_time column '{}' is {}, it must be TIMESTAMP or TIMESTAMPTZ",
                         c.name, c.data_type
                     ),
                     at,
@@ -551,10 +591,10 @@ fn validate_partitions(def: &StreamDefinition, at: Location) -> Result<()> {
                     | ColumnType::BigInt
                     | ColumnType::Date
             ),
-            Transform::Date | Transform::Hour => column.data_type == ColumnType::Timestamp,
+            Transform::Date | Transform::Hour => column.data_type.is_timestamp(),
         };
         if !fits {
-            let hint = if column.data_type == ColumnType::Timestamp {
+            let hint = if column.data_type.is_timestamp() {
                 ": partition a timestamp by date(col) and hour(col)"
             } else {
                 ""

@@ -42,6 +42,44 @@ fn create_stream_as_in_the_spec() {
 }
 
 #[test]
+fn timestamps_with_and_without_a_zone() {
+    let Statement::CreateStream(c) = one("CREATE STREAM t (a TIMESTAMP, b TIMESTAMP WITHOUT TIME \
+         ZONE, c TIMESTAMPTZ NOT NULL, d TIMESTAMP WITH TIME ZONE) WITH (event_time = 'c')")
+    else {
+        panic!()
+    };
+    let types: Vec<_> = c.definition.columns.iter().map(|c| c.data_type).collect();
+    use ColumnType::{Timestamp, TimestampTz};
+    assert_eq!(types, [Timestamp, Timestamp, TimestampTz, TimestampTz]);
+    assert_eq!(TimestampTz.to_string(), "TIMESTAMPTZ");
+    // What the log keeps, and what it kept before TIMESTAMPTZ existed: a `timestamp` then was
+    // an instant, stored as Delta's `timestamp`, and reads back as the TIMESTAMPTZ it is.
+    let kept = c.definition.to_log();
+    assert_eq!(kept["columns"][0]["data_type"], "timestamp_ntz");
+    assert_eq!(kept["columns"][2]["data_type"], "timestamptz");
+    assert_eq!(StreamDefinition::from_log(&kept), c.definition);
+    let before = serde_json::json!({"columns": [
+        {"name": "ts", "data_type": "timestamp", "nullable": false}
+    ], "event_time": "ts"});
+    let read = StreamDefinition::from_log(&before);
+    assert_eq!(read.columns[0].data_type, TimestampTz);
+    assert_eq!(read.event_time.as_deref(), Some("ts"));
+    // A config file that declares it as it did then still finds it the same stream.
+    let Statement::CreateStream(declared) =
+        one("CREATE STREAM t (ts TIMESTAMP NOT NULL) WITH (event_time = 'ts')")
+    else {
+        panic!()
+    };
+    assert!(declared.definition.is_kept_as(&before));
+    assert!(
+        declared
+            .definition
+            .is_kept_as(&declared.definition.to_log())
+    );
+    assert!(!read.is_kept_as(&declared.definition.to_log()));
+}
+
+#[test]
 fn partitions_by_columns_and_derived_values() {
     let Statement::CreateStream(c) =
         one("CREATE STREAM clicks (country TEXT, ts TIMESTAMP NOT NULL)

@@ -57,8 +57,9 @@ public class Catalog {
                     "amount numeric " + Types.NUMERIC + " YES",
                     "day date " + Types.DATE + " YES",
                     "ok bool " + Types.BIT + " YES",
-                    "ts timestamptz " + Types.TIMESTAMP + " NO"),
-                columns.subList(0, Math.min(8, columns.size())), "getColumns");
+                    "ts timestamp " + Types.TIMESTAMP + " NO",
+                    "settled timestamptz " + Types.TIMESTAMP + " YES"),
+                columns.subList(0, Math.min(9, columns.size())), "getColumns");
             try (ResultSet rs = meta.getPrimaryKeys(null, "public", "ticks")) {
                 check(!rs.next(), "no primary key");
             }
@@ -68,7 +69,7 @@ public class Catalog {
 
             // A prepared statement, typed results.
             try (PreparedStatement ps = conn.prepareStatement(
-                    "SELECT ticker, price, volume, qty, amount, day, ok, ts FROM ticks WHERE qty >= ? ORDER BY ticker")) {
+                    "SELECT ticker, price, volume, qty, amount, day, ok, ts, settled FROM ticks WHERE qty >= ? ORDER BY ticker")) {
                 ps.setInt(1, 3);
                 try (ResultSet rs = ps.executeQuery()) {
                     check(rs.next(), "AAPL");
@@ -79,14 +80,21 @@ public class Catalog {
                     same(new BigDecimal("12.34"), rs.getObject(5), "amount");
                     same(LocalDate.of(2024, 3, 1), rs.getObject(6, LocalDate.class), "day");
                     same(true, rs.getObject(7), "ok");
-                    same(OffsetDateTime.of(2024, 3, 1, 9, 30, 0, 0, ZoneOffset.UTC),
-                        rs.getObject(8, OffsetDateTime.class).withOffsetSameInstant(ZoneOffset.UTC), "ts");
+                    // A TIMESTAMP is a wall time (LocalDateTime), a TIMESTAMPTZ an instant.
+                    same(LocalDateTime.of(2024, 3, 1, 9, 30), rs.getObject(8, LocalDateTime.class), "ts");
+                    same(OffsetDateTime.of(2024, 3, 1, 9, 0, 0, 0, ZoneOffset.UTC),
+                        rs.getObject(9, OffsetDateTime.class).withOffsetSameInstant(ZoneOffset.UTC), "settled");
+                    same(Types.TIMESTAMP, rs.getMetaData().getColumnType(8), "ts's type");
+                    same("timestamp", rs.getMetaData().getColumnTypeName(8), "ts's type name");
+                    same("timestamptz", rs.getMetaData().getColumnTypeName(9), "settled's type name");
                     check(rs.next(), "MSFT");
                     same(5_000_000_000L, rs.getObject(3), "volume");
                     same(new BigDecimal("-0.50"), rs.getObject(5), "amount");
                     same(false, rs.getObject(7), "ok");
                     check(rs.next(), "NVDA");
-                    check(rs.getObject(2) == null && rs.getObject(5) == null && rs.getObject(7) == null, "NULLs");
+                    check(rs.getObject(2) == null && rs.getObject(5) == null && rs.getObject(7) == null
+                        && rs.getObject(9) == null, "NULLs");
+                    same(LocalDateTime.of(2024, 3, 1, 9, 0), rs.getObject(8, LocalDateTime.class), "ts given with +02:00");
                     check(!rs.next(), "three rows");
                 }
             }

@@ -17,12 +17,12 @@ await client.connect();
 // A parameterized query; pg's default parsers give numbers for int4 and float8, strings for
 // int8 and numeric (they may not fit a JavaScript number), Dates for dates and timestamps.
 const { rows, fields } = await client.query(
-  "SELECT ticker, price, volume, qty, amount, day, ok, ts FROM ticks WHERE qty >= $1 ORDER BY ticker",
+  "SELECT ticker, price, volume, qty, amount, day, ok, ts, settled FROM ticks WHERE qty >= $1 ORDER BY ticker",
   [3],
 );
 const types = Object.fromEntries(fields.map((f) => [f.name, f.dataTypeID]));
 assert.deepEqual(types, {
-  ticker: 25, price: 701, volume: 20, qty: 23, amount: 1700, day: 1082, ok: 16, ts: 1184,
+  ticker: 25, price: 701, volume: 20, qty: 23, amount: 1700, day: 1082, ok: 16, ts: 1114, settled: 1184,
 });
 assert.deepEqual(
   rows.map((r) => [r.ticker, r.price, r.volume, r.qty, r.amount, r.ok]),
@@ -35,6 +35,10 @@ assert.deepEqual(
 assert.equal(rows[0].ts.toISOString(), "2024-03-01T09:30:00.000Z");
 assert.equal(rows[1].ts.toISOString(), "2024-03-01T09:30:01.500Z");
 assert.equal(rows[2].ts.toISOString(), "2024-03-01T09:00:00.000Z");
+// A TIMESTAMPTZ is an instant; a TIMESTAMP (above) a wall time, which pg reads in the process's
+// zone (TZ=UTC here).
+assert.equal(rows[0].settled.toISOString(), "2024-03-01T09:00:00.000Z");
+assert.equal(rows[1].settled, null);
 assert.ok(rows[0].day instanceof Date && rows[2].day === null);
 
 // Literals are what PostgreSQL makes them: an integer that fits is an int4, a JavaScript number.

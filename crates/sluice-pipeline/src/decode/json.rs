@@ -25,6 +25,8 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use sluice_sql::{Column, ColumnType};
 
+use super::arrow_type;
+
 /// Decodes JSON objects into a stream's declared columns.
 pub struct JsonColumns {
     columns: Vec<Column>,
@@ -168,7 +170,7 @@ fn convert<'a>(column: &Column, field: Option<&'a RawValue>) -> Result<Value<'a>
                 format!("field '{name}': {raw} does not fit DECIMAL({precision}, {scale})")
             })?)
         }
-        ColumnType::Timestamp if raw.starts_with('"') => {
+        ColumnType::Timestamp | ColumnType::TimestampTz if raw.starts_with('"') => {
             let s = text(raw)?;
             Value::Micros(
                 timestamp(&s).ok_or_else(|| format!("field '{name}': {raw} is not a timestamp"))?,
@@ -208,7 +210,7 @@ fn expected(t: ColumnType) -> &'static str {
         ColumnType::Boolean => "a boolean",
         ColumnType::Int | ColumnType::BigInt => "a whole number",
         ColumnType::Float | ColumnType::Double | ColumnType::Decimal { .. } => "a number",
-        ColumnType::Timestamp => "an RFC 3339 timestamp string",
+        ColumnType::Timestamp | ColumnType::TimestampTz => "an RFC 3339 timestamp string",
         ColumnType::Date => "a date string",
     }
 }
@@ -301,9 +303,9 @@ impl Builder {
             ColumnType::Decimal { precision, scale } => {
                 Builder::Decimal(Decimal128Builder::with_capacity(rows), precision, scale)
             }
-            ColumnType::Timestamp => {
-                Builder::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
-            }
+            ColumnType::Timestamp | ColumnType::TimestampTz => Builder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_data_type(arrow_type(t)),
+            ),
             ColumnType::Date => Builder::Date(Date32Builder::with_capacity(rows)),
         }
     }
@@ -351,7 +353,7 @@ impl Builder {
                     .with_precision_and_scale(precision, scale)
                     .expect("a declared decimal's precision and scale"),
             ),
-            Builder::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+            Builder::Timestamp(mut b) => Arc::new(b.finish()),
             Builder::Date(mut b) => Arc::new(b.finish()),
         }
     }

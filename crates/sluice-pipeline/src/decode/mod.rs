@@ -46,14 +46,16 @@ pub fn arrow_type(t: ColumnType) -> DataType {
         ColumnType::BigInt => DataType::Int64,
         ColumnType::Float => DataType::Float32,
         ColumnType::Double => DataType::Float64,
-        ColumnType::Timestamp => timestamp(),
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+        ColumnType::TimestampTz => instant(),
         ColumnType::Date => DataType::Date32,
         ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
     }
 }
 
-/// Timestamps are microseconds in UTC: what Delta's `timestamp` type holds.
-fn timestamp() -> DataType {
+/// Instants (`TIMESTAMPTZ`, `_ingested_at`) are microseconds in UTC: what Delta's `timestamp`
+/// type holds. (`TIMESTAMP`s have no zone: Delta's `timestamp_ntz`.)
+fn instant() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
@@ -62,7 +64,7 @@ pub fn meta_fields() -> [Field; 3] {
     [
         Field::new(SHARD, DataType::Int32, false),
         Field::new(SEQ, DataType::Int64, false),
-        Field::new(INGESTED_AT, timestamp(), false),
+        Field::new(INGESTED_AT, instant(), false),
     ]
 }
 

@@ -325,9 +325,9 @@ impl TableFunctionImpl for WindowFunction {
         let Ok(index) = schema.index_of(&time.name) else {
             return plan_err!("'{}' has no column '{}'", stream.name, time.name);
         };
-        if schema.field(index).data_type() != &super::window::timestamp_type() {
+        if !super::window::is_time_type(schema.field(index).data_type()) {
             return plan_err!(
-                "{upper}'s time column must be a TIMESTAMP: '{}' is {}",
+                "{upper}'s time column must be a TIMESTAMP or TIMESTAMPTZ: '{}' is {}",
                 time.name,
                 schema.field(index).data_type()
             );
@@ -336,7 +336,7 @@ impl TableFunctionImpl for WindowFunction {
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         Ok(Arc::new(InputTable {
             source,
-            schema: windowed_schema(&schema),
+            schema: windowed_schema(&schema, index),
             window: Some((window, index)),
         }))
     }

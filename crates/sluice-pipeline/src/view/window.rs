@@ -148,8 +148,9 @@ impl Window {
             .filter(|(f, _)| !is_window_column(f.name()))
             .map(|(_, c)| c.clone())
             .collect();
-        columns.push(timestamps(starts));
-        columns.push(timestamps(ends));
+        let window_type = schema.field_with_name(WINDOW_START)?.data_type();
+        columns.push(timestamps(starts, window_type));
+        columns.push(timestamps(ends, window_type));
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 }
@@ -169,27 +170,31 @@ fn is_window_column(name: &str) -> bool {
 }
 
 /// The schema of a windowed source: the input's columns, then `window_start`, `window_end`
-/// (which replace the input's own, if it has windows already: a view over a windowed view).
-pub fn windowed_schema(stream: &Schema) -> SchemaRef {
+/// (which replace the input's own, if it has windows already: a view over a windowed view),
+/// of the type of its time column, the one at `time`: `TIMESTAMP` or `TIMESTAMPTZ`.
+pub fn windowed_schema(stream: &Schema, time: usize) -> SchemaRef {
+    let window_type = stream.field(time).data_type().clone();
     let mut fields: Vec<Field> = stream
         .fields()
         .iter()
         .filter(|f| !is_window_column(f.name()))
         .map(|f| f.as_ref().clone())
         .collect();
-    fields.push(Field::new(WINDOW_START, timestamp_type(), false));
-    fields.push(Field::new(WINDOW_END, timestamp_type(), false));
+    fields.push(Field::new(WINDOW_START, window_type.clone(), false));
+    fields.push(Field::new(WINDOW_END, window_type, false));
     Arc::new(Schema::new(fields))
 }
 
-/// The type of `window_start` and `window_end`: microseconds, UTC, as the raw tables' own
-/// timestamps.
-pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+/// Whether a column of type `t` may be a window's time column: a timestamp in microseconds,
+/// with a zone (`TIMESTAMPTZ`, an instant) or without (`TIMESTAMP`, a wall time); either way
+/// windows are counted on its microseconds from the epoch.
+pub fn is_time_type(t: &DataType) -> bool {
+    matches!(t, DataType::Timestamp(TimeUnit::Microsecond, _))
 }
 
-fn timestamps(values: Vec<i64>) -> ArrayRef {
-    Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+/// `values` as timestamps of type `t` (one [`is_time_type`] accepts).
+fn timestamps(values: Vec<i64>, t: &DataType) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from(values).with_data_type(t.clone()))
 }
 
 fn unsupported(message: String) -> PipelineError {
@@ -285,16 +290,9 @@ pub fn merge_sessions(
         session = last + 1;
     }
     let mut columns = sorted.columns().to_vec();
-    columns[start] = with_type(timestamps(new_starts), sorted.column(start))?;
-    columns[end] = with_type(timestamps(new_ends), sorted.column(end))?;
+    columns[start] = timestamps(new_starts, sorted.column(start).data_type());
+    columns[end] = timestamps(new_ends, sorted.column(end).data_type());
     Ok(RecordBatch::try_new(sorted.schema(), columns)?)
-}
-
-fn with_type(values: ArrayRef, like: &ArrayRef) -> Result<ArrayRef> {
-    if values.data_type() == like.data_type() {
-        return Ok(values);
-    }
-    Ok(arrow::compute::cast(&values, like.data_type())?)
 }
 
 #[cfg(test)]
@@ -303,17 +301,18 @@ mod tests {
     use arrow::array::StringArray;
 
     const S: i64 = 1_000_000;
+    const TIME: DataType = DataType::Timestamp(TimeUnit::Microsecond, None);
 
     fn events(keys: &[&str], times: &[i64]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Utf8, false),
-            Field::new("ts", timestamp_type(), false),
+            Field::new("ts", TIME.clone(), false),
         ]));
         RecordBatch::try_new(
             schema,
             vec![
                 Arc::new(StringArray::from(keys.to_vec())),
-                timestamps(times.to_vec()),
+                timestamps(times.to_vec(), &TIME),
             ],
         )
         .unwrap()
@@ -336,7 +335,7 @@ mod tests {
     #[test]
     fn tumbling_windows_are_aligned_on_the_epoch() {
         let batch = events(&["a", "a", "a"], &[0, 59 * S + 999_999, 61 * S]);
-        let schema = windowed_schema(&batch.schema());
+        let schema = windowed_schema(&batch.schema(), 1);
         let out = Window::Tumble { size: 60 * S }
             .assign(&batch, 1, &schema)
             .unwrap();
@@ -351,7 +350,7 @@ mod tests {
     #[test]
     fn a_hopping_window_repeats_each_record_for_every_window_that_holds_it() {
         let batch = events(&["a", "b"], &[25 * S, 30 * S]);
-        let schema = windowed_schema(&batch.schema());
+        let schema = windowed_schema(&batch.schema(), 1);
         let out = Window::Hop {
             slide: 10 * S,
             size: 30 * S,
@@ -372,7 +371,7 @@ mod tests {
             &["a", "b", "a", "a", "a"],
             &[0, 5 * S, 8 * S, 30 * S, 17 * S],
         );
-        let schema = windowed_schema(&batch.schema());
+        let schema = windowed_schema(&batch.schema(), 1);
         let assigned = Window::Session { gap: 10 * S }
             .assign(&batch, 1, &schema)
             .unwrap();

@@ -54,9 +54,17 @@ impl Fixture {
 
     /// Creates stream `name` as `create` declares it, and its pipeline.
     async fn stream(&self, create: &str) {
+        self.stream_kept_as(create, |_| {}).await
+    }
+
+    /// Creates stream `name` as `create` declares it, its definition as the log keeps it
+    /// changed by `edit` (as an older Sluice wrote it), and its pipeline.
+    async fn stream_kept_as(&self, create: &str, edit: impl FnOnce(&mut serde_json::Value)) {
         let Statement::CreateStream(c) = sluice_sql::parse(create).unwrap().remove(0) else {
             panic!("not a CREATE STREAM: {create}")
         };
+        let mut definition = c.definition.to_log();
+        edit(&mut definition);
         self.log
             .create_stream(
                 &c.name,
@@ -66,7 +74,7 @@ impl Fixture {
                         max_age_ms: c.retention_ms,
                         max_bytes_per_shard: c.retention_bytes_per_shard,
                     },
-                    definition: c.definition.to_log(),
+                    definition,
                 },
             )
             .unwrap();
@@ -92,6 +100,43 @@ impl Fixture {
 const TICKS: &str = "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, ts TIMESTAMP NOT NULL) \
                      WITH (shards = 2, event_time = 'ts', watermark = '0 seconds')";
 const PRICES: &str = "CREATE MATERIALIZED VIEW prices AS SELECT ticker, price FROM ticks";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_kept_before_timestamptz_keep_their_instants_and_new_timestamps_are_wall_times() {
+    let fx = Fixture::new(LogConfig::default());
+    // TICKS as Sluice kept it before TIMESTAMPTZ: `timestamp`, stored as an instant.
+    fx.stream_kept_as(TICKS, |definition| {
+        definition["columns"][2]["data_type"] = "timestamp".into();
+    })
+    .await;
+    fx.stream(&TICKS.replace("ticks", "wall_ticks")).await;
+    fx.view("CREATE MATERIALIZED VIEW stamps AS SELECT ticker, ts FROM ticks")
+        .await
+        .unwrap();
+    fx.view("CREATE MATERIALIZED VIEW wall_stamps AS SELECT ticker, ts FROM wall_ticks")
+        .await
+        .unwrap();
+    append(&fx.log, "ticks", 2).await;
+    append(&fx.log, "wall_ticks", 2).await;
+    for table in ["ticks", "stamps", "wall_ticks", "wall_stamps"] {
+        until(table, || async { fx.rows(table).await == 4 }).await;
+    }
+    for (table, zone, what) in [
+        ("ticks", ", \"UTC\"", "the old stream's instants"),
+        ("stamps", ", \"UTC\"", "its view's"),
+        ("wall_ticks", "", "a TIMESTAMP's wall times"),
+        ("wall_stamps", "", "its view's"),
+    ] {
+        let sql = format!("SELECT count(*) FROM t WHERE arrow_typeof(ts) = 'Timestamp(µs{zone})'");
+        let typed = count(&fx.lake.open(table).await.unwrap(), &sql).await;
+        assert_eq!(typed, 4, "{table}: {what}");
+    }
+    let kept = fx.log.stream("ticks").unwrap().meta().definition.clone();
+    assert_eq!(
+        sluice_sql::StreamDefinition::from_log(&kept).columns[2].data_type,
+        sluice_sql::ColumnType::TimestampTz
+    );
+}
 
 /// Appends `n` good records to every shard of `stream`.
 async fn append(log: &Log, stream: &str, n: usize) {
