@@ -1,4 +1,5 @@
-"""The lake: every stream's raw and errors tables, read by the deltalake package and Polars."""
+"""The lake: every stream's raw and errors tables, read by the deltalake package, Polars and
+DuckDB (the Parquet files the Delta log lists)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections import Counter
 from datetime import datetime
 
+import duckdb
 import polars as pl
 from deltalake import DeltaTable
 
@@ -99,6 +101,15 @@ def test_w2_records_land_in_the_raw_and_errors_tables(server):
     assert sorted(frame["event_id"].to_list()) == sorted(by_id)
     # A TIMESTAMP column is Delta's timestamp_ntz: a datetime without a zone.
     assert frame.schema["ts"] == pl.Datetime("us")
+
+    # DuckDB reads the table's Parquet files as its Delta log lists them: ts is a TIMESTAMP,
+    # _ingested_at (an instant) a TIMESTAMP WITH TIME ZONE.
+    files = DeltaTable(table_path(server, "clicks")).file_uris()
+    duck = duckdb.connect()
+    parquet = f"read_parquet({files!r})"
+    kinds = dict(duck.execute(f"SELECT column_name, column_type FROM (DESCRIBE SELECT * FROM {parquet})").fetchall())
+    assert (kinds["ts"], kinds["_ingested_at"]) == ("TIMESTAMP", "TIMESTAMP WITH TIME ZONE"), kinds
+    assert duck.execute(f"SELECT count(*) FROM {parquet}").fetchone()[0] == len(good)
 
 
 def test_the_raw_table_is_exact_after_kill9(server):
