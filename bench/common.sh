@@ -26,11 +26,11 @@ RESULTS=$WORK/results.jsonl
 SERVER=
 trap 'if [ -n "$SERVER" ]; then kill $SERVER 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
-# start_server serve|demo: the release binary on a fresh data folder, HTTP on $PORT (SERVER
-# holds its pid); returns once it listens.
+# start_server serve|demo [ARGS…]: the release binary on a fresh data folder, HTTP on $PORT
+# (SERVER holds its pid), with ARGS; returns once it listens.
 start_server() {
   rm -rf "$WORK/data"
-  "$SLUICE" "$1" --data-dir "$WORK/data" --http 127.0.0.1:$PORT --pg 127.0.0.1:0 \
+  "$SLUICE" "$1" --data-dir "$WORK/data" --http 127.0.0.1:$PORT --pg 127.0.0.1:0 "${@:2}" \
     >"$WORK/server.out" 2>"$WORK/server.err" &
   SERVER=$!
   for _ in $(seq 100); do grep -q 'http listening' "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done

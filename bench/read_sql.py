@@ -14,6 +14,7 @@ import io
 import json
 import statistics
 import time
+import urllib.error
 import urllib.request
 
 import pandas as pd
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 
 COLUMNS = "event_id, user_id, session_id, event_type, page, device, country, ts"
 POSTGRES_TABLE = """CREATE TABLE clicks (event_id TEXT NOT NULL, user_id TEXT, session_id TEXT,
-    event_type TEXT NOT NULL, page TEXT, device TEXT, country TEXT, ts TIMESTAMPTZ NOT NULL)"""
+    event_type TEXT NOT NULL, page TEXT, device TEXT, country TEXT, ts TIMESTAMP NOT NULL)"""
 
 
 def sluice_sql(server: str, statement: str, arrow: bool = False):
@@ -35,8 +36,11 @@ def sluice_sql(server: str, statement: str, arrow: bool = False):
         headers={"content-type": "application/json",
                  "accept": "application/vnd.apache.arrow.stream" if arrow else "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=600) as answer:
-        return ipc.open_stream(answer).read_all() if arrow else json.load(answer)
+    try:
+        with urllib.request.urlopen(request, timeout=600) as answer:
+            return ipc.open_stream(answer).read_all() if arrow else json.load(answer)
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{statement}: {e.code} {e.read().decode()}") from None
 
 
 def main() -> None:

@@ -35,7 +35,9 @@ as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
 trap 'as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null 2>&1; rm -rf "$PG_DIR";
   if [ -n "$SERVER" ]; then kill $SERVER 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
-start_server serve
+# A million rows are more than the default answer limit (256 MiB).
+printf '[limits]\nmax_result_bytes = %d\n' $((4 << 30)) > "$WORK/sluice.toml"
+start_server serve --config "$WORK/sluice.toml"
 SLUICE_PG_PORT=$(sed -n 's/.*pg listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/server.out")
 "$SLUICE" sql --server $URL "CREATE STREAM clicks (event_id TEXT NOT NULL, user_id TEXT,
   session_id TEXT, event_type TEXT NOT NULL, page TEXT, device TEXT, country TEXT,

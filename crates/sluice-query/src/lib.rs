@@ -22,8 +22,9 @@ pub use datafusion::arrow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, AsArray, GenericByteViewArray, RecordBatch};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{ByteViewType, DataType};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
@@ -258,7 +259,7 @@ impl QueryEngine {
         let mut stream = frame.execute_stream().await?;
         let (mut batches, mut bytes) = (Vec::new(), 0);
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
+            let batch = compacted(batch?)?;
             bytes += batch.get_array_memory_size();
             if bytes > self.max_result_bytes {
                 return Err(QueryError::ResultTooLarge(format!(
@@ -271,6 +272,32 @@ impl QueryEngine {
         }
         Ok(QueryOutput { schema, batches })
     }
+}
+
+/// `batch` with its text and binary views holding only the bytes they show. A sort's or a
+/// LIMIT's output points into its input's buffers, so without this every batch of an answer
+/// holds, counts and writes out the whole of them: a million sorted rows of text came to more
+/// than 4 GiB of Arrow IPC, and past the machine's memory.
+fn compacted(batch: RecordBatch) -> Result<RecordBatch> {
+    /// Whether a view array's buffers hold more than twice the bytes it shows.
+    fn oversized<T: ByteViewType + ?Sized>(array: &GenericByteViewArray<T>) -> bool {
+        let held: usize = array.data_buffers().iter().map(|b| b.capacity()).sum();
+        held > 2 * array.total_buffer_bytes_used() + 64 * 1024
+    }
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|column| match column.data_type() {
+            DataType::Utf8View if oversized(column.as_string_view()) => {
+                Arc::new(column.as_string_view().gc()) as ArrayRef
+            }
+            DataType::BinaryView if oversized(column.as_binary_view()) => {
+                Arc::new(column.as_binary_view().gc())
+            }
+            _ => column.clone(),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns).map_err(DataFusionError::from)?)
 }
 
 impl QueryEngine {

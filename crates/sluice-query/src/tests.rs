@@ -323,3 +323,37 @@ async fn batch_sql_writes_lake_tables_that_time_travel_reads() {
         .unwrap();
     assert!(!dir.path().join("lake/per_ticker").exists());
 }
+
+#[test]
+fn an_answers_batches_hold_only_the_text_they_show() {
+    use datafusion::arrow::array::{Array, ArrayRef, StringViewArray};
+
+    let text: StringViewArray = (0..10_000)
+        .map(|i| Some(format!("a string longer than twelve bytes {i}")))
+        .collect();
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "s",
+        DataType::Utf8View,
+        false,
+    )]));
+    let whole = RecordBatch::try_new(schema, vec![Arc::new(text) as ArrayRef]).unwrap();
+    // Ten rows of a slice point into the whole data buffer; compacted, they hold their own.
+    let ten = whole.slice(10, 10);
+    assert!(ten.get_array_memory_size() > 300_000);
+    let small = compacted(ten.clone()).unwrap();
+    assert!(
+        small.get_array_memory_size() < 2_000,
+        "{}",
+        small.get_array_memory_size()
+    );
+    assert_eq!(
+        small.column(0).as_string_view().value(0),
+        "a string longer than twelve bytes 10"
+    );
+    assert_eq!(small.column(0).len(), 10);
+    // A batch that holds what it shows is kept as it is.
+    assert_eq!(
+        compacted(whole.clone()).unwrap().get_array_memory_size(),
+        whole.get_array_memory_size()
+    );
+}
