@@ -1,7 +1,7 @@
 """pandas.read_sql of ROWS rows from Sluice (PostgreSQL protocol; HTTP Arrow) and from PostgreSQL
 (run by bench/read_sql.sh, which has started both servers and loaded Sluice's `clicks`).
 
-Waits until Sluice's table holds ROWS rows, copies those rows into PostgreSQL's table `clicks`
+Waits until Sluice's table holds ROWS rows, copies ROWS of them into PostgreSQL's table `clicks`
 (the same columns and types; untimed), then reads them RUNS times from each, alternating, after a
 warm-up read of each, and checks that every read gave the same DataFrame shape and the same
 sum of a column's lengths.
@@ -58,7 +58,7 @@ def main() -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"clicks did not reach {args.rows} rows in time")
         time.sleep(1)
-    # The same rows everywhere: the first ROWS by event_id.
+    # PostgreSQL's table holds the first ROWS of Sluice's by event_id.
     query = f"SELECT {COLUMNS} FROM clicks ORDER BY event_id LIMIT {args.rows}"
     rows = sluice_sql(args.server, query, arrow=True)
     postgres_url = f"postgresql+psycopg://postgres@127.0.0.1:{args.postgres}/postgres"
@@ -75,8 +75,8 @@ def main() -> None:
         with conn.cursor().copy(f"COPY clicks ({COLUMNS}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(csv.getvalue())
         conn.execute("VACUUM ANALYZE clicks")
-    # Sluice's table holds a few more rows (ROWS were asked for, the producer sent more): each
-    # reads ROWS of them.
+    # Each read takes ROWS rows of its table (Sluice's holds a few more: the producer sent more
+    # events than ROWS): the same columns and types, and rows alike, not the same rows.
     read = f"SELECT {COLUMNS} FROM clicks LIMIT {args.rows}"
     sluice = sa.create_engine(f"postgresql+psycopg://sluice@127.0.0.1:{args.sluice_pg}/sluice").connect()
     postgres = sa.create_engine(postgres_url).connect()

@@ -156,8 +156,8 @@ pub struct StreamDefinition {
     /// How records are decoded.
     #[serde(default)]
     pub format: Format,
-    /// The `TIMESTAMP` column that says when each event happened: what the watermark
-    /// follows.
+    /// The `TIMESTAMP` or `TIMESTAMPTZ` column that says when each event happened: what the
+    /// watermark follows.
     #[serde(default)]
     pub event_time: Option<String>,
     /// How far event time may lag behind the latest seen before events count as late.

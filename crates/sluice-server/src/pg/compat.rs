@@ -584,7 +584,10 @@ fn postgres_boolean(text: &str) -> Option<bool> {
 }
 
 /// `sql` with the rewrites above applied, or as it was when none applies (or when it does not
-/// parse: the error is the parser's that follows).
+/// parse: the error is the parser's that follows). Every statement is parsed here once before
+/// datafusion-postgres parses it (microseconds, beside planning): the int4 literals of any
+/// query's projection need it; the catalog rewrites are only looked for in the queries
+/// [`mentions_rewritten`] lets through.
 pub(super) fn rewrite(sql: &str) -> Cow<'_, str> {
     let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return Cow::Borrowed(sql);
@@ -670,8 +673,8 @@ fn int4_literal(expr: &Expr) -> Option<i32> {
     }
 }
 
-/// Whether `sql` may hold what [`rewrite`] rewrites (a cheap test, so that the queries of
-/// users are not parsed twice).
+/// Whether `sql` may hold what [`rewrite_expr`] rewrites (a cheap test, so that users' own
+/// queries are not walked for the catalog's rewrites).
 fn mentions_rewritten(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
     [
@@ -680,7 +683,7 @@ fn mentions_rewritten(sql: &str) -> bool {
         "generate_subscripts",
         "pg_catalog",
         "reloptions",
-        "name",
+        "::name",
     ]
     .iter()
     .any(|word| lower.contains(word))
@@ -761,7 +764,9 @@ fn rewrite_expr(expr: &mut Expr) -> bool {
                 ),
                 _ => return false,
             };
-            let Some(name) = vector_name(&column).filter(|_| is_vector(&column)) else {
+            let Some(name) =
+                vector_name(&column).filter(|name| NUMBER_VECTORS.contains(&name.as_str()))
+            else {
                 return false;
             };
             let index = match ZERO_BASED_VECTORS.contains(&name.as_str()) {
