@@ -1,5 +1,6 @@
 """pandas.read_sql of ROWS rows from Sluice (PostgreSQL protocol; HTTP Arrow) and from PostgreSQL
-(run by bench/read_sql.sh, which has started both servers and loaded Sluice's `clicks`).
+(run by bench/read_sql.sh, which has started both servers and loaded Sluice's `clicks`), and
+beside them the in-process ceiling: the same table's files read by the `deltalake` package.
 
 Waits until Sluice's table holds ROWS rows, copies ROWS of them into PostgreSQL's table `clicks`
 (the same columns and types; untimed), then reads them RUNS times from each, alternating, after a
@@ -23,6 +24,7 @@ import psycopg
 import pyarrow.csv as pa_csv
 import pyarrow.ipc as ipc
 import sqlalchemy as sa
+from deltalake import DeltaTable
 
 COLUMNS = "event_id, user_id, session_id, event_type, page, device, country, ts"
 POSTGRES_TABLE = """CREATE TABLE clicks (event_id TEXT NOT NULL, user_id TEXT, session_id TEXT,
@@ -49,6 +51,7 @@ def main() -> None:
     args.add_argument("--sluice-pg", type=int, required=True)
     args.add_argument("--postgres", type=int, required=True)
     args.add_argument("--postgres-version", default="PostgreSQL")
+    args.add_argument("--lake", required=True)
     args.add_argument("--rows", type=int, required=True)
     args.add_argument("--runs", type=int, default=5)
     args = args.parse_args()
@@ -85,6 +88,10 @@ def main() -> None:
         "Sluice, HTTP Arrow answer (pyarrow, to_pandas)":
             lambda: sluice_sql(args.server, read, arrow=True).to_pandas(),
         f"{args.postgres_version} (SQLAlchemy + psycopg)": lambda: pd.read_sql(sa.text(read), postgres),
+        # No server: the table's Parquet files read in this process (the in-process ceiling).
+        "The lake read directly (deltalake, to_pandas)":
+            lambda: DeltaTable(f"{args.lake}/clicks").to_pyarrow_table(columns=COLUMNS.split(", "))
+            .slice(0, args.rows).to_pandas(),
     }
     seconds = {name: [] for name in readers}
     shapes = set()
@@ -98,7 +105,7 @@ def main() -> None:
                 seconds[name].append(took)
     if len(shapes) != 1:
         raise SystemExit(f"the reads differ: {shapes}")
-    print(f"pandas.read_sql of {args.rows:,} rows ({COLUMNS}), medians of {args.runs} runs, A B C A B C")
+    print(f"pandas.read_sql of {args.rows:,} rows ({COLUMNS}), medians of {args.runs} runs, each reader in turn")
     for name, took in seconds.items():
         median = statistics.median(took)
         print(f"  {name:58} {args.rows / median:12,.0f} rows/s  ({median:.2f} s)")

@@ -3,11 +3,13 @@
 # psycopg from Sluice's PostgreSQL port, through Sluice's HTTP Arrow answer (pyarrow, then
 # to_pandas), and through SQLAlchemy and psycopg from PostgreSQL serving the same rows from a
 # table — Debian's `postgresql` (installed here when missing), on a throwaway cluster this
-# script starts on loopback and stops.
+# script starts on loopback and stops — and, without a server, the lake's files read by the
+# `deltalake` package in the reading process (the in-process ceiling).
 #
 #   sluice gen clicks | sluice produce clicks ──► raw table `clicks` ──► ROWS rows of its W2
 #   columns ──► (exported once as Arrow, COPY'd into PostgreSQL's table `clicks`)
-#   timed, A B C A B C: pandas.read_sql(Sluice PG) · Arrow over HTTP → pandas · pandas.read_sql(PostgreSQL)
+#   timed, each in turn: pandas.read_sql(Sluice PG) · Arrow over HTTP → pandas ·
+#   pandas.read_sql(PostgreSQL) · the lake's files → pandas (no server)
 #
 # Each figure is rows/s = ROWS / the seconds from the call to a complete DataFrame in this
 # process (the connection made before the clock starts), median of RUNS runs after a warm-up run
@@ -47,5 +49,5 @@ EVENTS=$((ROWS + ROWS / 20))
 echo "loading $EVENTS W2 events" >&2
 "$SLUICE" gen clicks --events "$EVENTS" | "$SLUICE" produce clicks --server $URL --key user_id --quiet
 
-"$VENV/bin/python" bench/read_sql.py --server $URL --sluice-pg "$SLUICE_PG_PORT" \
+"$VENV/bin/python" bench/read_sql.py --server $URL --sluice-pg "$SLUICE_PG_PORT" --lake "$WORK/data/lake" \
   --postgres 7978 --postgres-version "$("$PG_BIN/postgres" --version | sed 's/.*(PostgreSQL) \([0-9.]*\).*/PostgreSQL \1/')" --rows "$ROWS" --runs "$RUNS"
