@@ -31,14 +31,18 @@
 //!   the cache of opened tables;
 //! - `table.rs`, [`LakeTable`]: a table's positions and the commits that record them (append,
 //!   upsert), the rows commits added (change data feed), statistics, compaction and vacuum;
+//! - `documents.rs`, [`Documents`]: the small JSON documents kept beside the tables (saved
+//!   dashboards), shared by every process of the lake;
 //! - `error.rs`, [`Error`]: why an operation failed, and who must act on it (its
 //!   [`sluice_error::Class`]): a store that cannot be reached is the environment's, never the
 //!   user's.
 
+mod documents;
 mod error;
 mod table;
 
 pub use deltalake::DeltaTableError;
+pub use documents::Documents;
 pub use error::{Error, Result, class_of_delta};
 pub use table::{Compaction, LakeTable, TableStats};
 
@@ -145,6 +149,11 @@ impl Lake {
             opened: Arc::default(),
             generation: Arc::default(),
         })
+    }
+
+    /// The documents of `kind` kept in the lake beside its tables (see [`Documents`]).
+    pub fn documents(&self, kind: &str) -> Documents {
+        Documents::new(self.store.clone(), kind)
     }
 
     /// Where the lake is: `file:///…/` or `s3://bucket/prefix/`.

@@ -16,6 +16,7 @@ use datafusion::prelude::SessionContext;
 use sluice_lake::{Lake, LakeTable};
 
 mod change_feed;
+mod documents;
 mod errors;
 mod maintenance;
 mod positions;
