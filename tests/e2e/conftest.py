@@ -428,6 +428,15 @@ def browser():
         driver.quit()
 
 
+ARTIFACTS = Path(os.environ.get("SLUICE_ARTIFACTS", Path(__file__).parent / "artifacts"))
+
+
+def screenshot(browser, name: str) -> None:
+    """Keeps what the browser shows as $SLUICE_ARTIFACTS/NAME.png (CI keeps them)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory):
     """A self-signed certificate for 127.0.0.1 and localhost: (cert.pem, key.pem)."""

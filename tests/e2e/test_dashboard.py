@@ -9,18 +9,15 @@ $SLUICE_ARTIFACTS (default: tests/e2e/artifacts), kept by CI as the tests' artif
 from __future__ import annotations
 
 import functools
-import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import conftest
-from conftest import Server
+from conftest import Server, screenshot
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-ARTIFACTS = Path(os.environ.get("SLUICE_ARTIFACTS", Path(__file__).parent / "artifacts"))
 DEMO_STREAMS = ["clickstream", "logs", "payments", "sensors", "ticks"]
 DEMO_VIEWS = [
     "card_activity_1m", "clicks", "clicks_per_minute", "error_rate_1m", "error_spikes",
@@ -69,11 +66,6 @@ def attribute(browser, css: str, name: str) -> str | None:
     return browser.execute_script(
         "const e = document.querySelector(arguments[0]); return e && e.getAttribute(arguments[1])",
         css, name)
-
-
-def screenshot(browser, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
 def views_committed(demo, names) -> bool:
@@ -187,6 +179,27 @@ def test_a_stream_page_shows_records_and_the_errors_table(demo, browser, attach_
     errors = wait_for(lambda: texts(browser, "#errors tbody tr"), "the errors", timeout=30)
     assert any("ts" in e or "JSON" in e or "json" in e for e in errors), errors
     screenshot(browser, "stream-clickstream")
+
+
+def test_the_demo_ships_a_dashboard_per_use_case_every_panel_drawn(demo, browser, attach_demo_log):
+    _, _, answer = demo.get("/v1/dashboards")
+    boards = {d["name"]: d for d in answer["dashboards"]}
+    assert sorted(boards) == ["clickstream", "logs", "market", "payments", "sensors"]
+    assert all(d["declared"] and not d["editable"] and d["panels"] >= 4 for d in boards.values()), boards
+    for name, board in boards.items():
+        browser.get(f"{demo.url}/#/dashboards/{name}")
+
+        def drawn():
+            tiles = browser.execute_script(
+                "return [...document.querySelectorAll('.tile')].map((t) => ({chart: t.dataset.chart, "
+                "error: t.querySelector('.message')?.textContent ?? null, "
+                "shown: !!t.querySelector('canvas, .number, table.result')}))")
+            assert all(t["error"] is None for t in tiles), (name, tiles)
+            return len(tiles) == board["panels"] and all(t["shown"] for t in tiles) and tiles
+
+        tiles = wait_for(drawn, f"every panel of dashboard {name}", timeout=60)
+        assert {"line", "number", "table"} <= {t["chart"] for t in tiles} or name in ("payments", "market"), tiles
+        screenshot(browser, f"dashboard-{name}")
 
 
 def test_the_demo_views_hold_correct_results(demo, attach_demo_log):

@@ -1,8 +1,10 @@
-// The Sluice dashboard: one page, four views chosen by the URL's hash —
-//   #/              the overview: streams, views and tables, pushed once a second
-//   #/streams/NAME  a stream's newest records and its errors table
-//   #/views/NAME    a view's live chart (windowed) or live table (updating, stateless)
-//   #/sql           the SQL editor
+// The Sluice dashboard: one page, six views chosen by the URL's hash —
+//   #/                 the overview: streams, views and tables, pushed once a second
+//   #/streams/NAME     a stream's newest records and its errors table
+//   #/views/NAME       a view's live chart (windowed) or live table (updating, stateless)
+//   #/sql              the SQL editor, whose queries can be pinned to a saved dashboard
+//   #/dashboards       the saved dashboards
+//   #/dashboards/NAME  one of them: its panels, redrawn as the server runs them again
 // Every page returns a function that stops what it started (event sources, timers, charts),
 // so that moving around for hours holds no more than the page on screen. Everything shown
 // that comes from the server is escaped.
@@ -79,6 +81,14 @@ function askForToken(refused) {
     sessionStorage.setItem(TOKEN, input.value.trim());
     route();
   };
+}
+
+// A JSON request of the API; a refusal throws its message.
+async function request(path, init = {}) {
+  const response = await api(path, init);
+  const answer = response.status === 204 ? null : await response.json();
+  if (!response.ok) throw Object.assign(new Error(answer.error || response.statusText), { details: answer });
+  return answer;
 }
 
 async function sql(text, maxRows = 1000) {
@@ -391,7 +401,9 @@ function sqlPage() {
           <span style="flex:1"></span>
           <button class="tab active" data-tab="table">Table</button><button class="tab" data-tab="chart">Chart</button>
           <button class="secondary" id="copy">Copy</button>
+          <button class="secondary" id="pin">Pin to a dashboard</button>
         </div>
+        <form class="panel controls" id="pin-form" hidden></form>
         <section class="panel" id="result"><span class="muted">Ctrl-Enter (⌘-Enter) runs the query.</span></section>
       </div>
       <div><h2 style="margin-top:0">History</h2><ul class="history" id="history"></ul></div>
@@ -437,7 +449,7 @@ function sqlPage() {
     const y = result.dataset.y && numeric.includes(result.dataset.y) ? result.dataset.y : numeric.find((n) => n !== x) || numeric[0];
     const kind = result.dataset.kind || "line";
     result.innerHTML = `<div class="controls"><label>x ${pick("x", names, x)}</label><label>y ${pick("y", numeric, y)}</label>
-      <label>as ${pick("kind", ["line", "bar"], kind)}</label></div><div id="chart"></div>`;
+      <label>as ${pick("kind", ["line", "bar", "area"], kind)}</label></div><div id="chart"></div>`;
     for (const id of ["x", "y", "kind"]) result.querySelector(`#${id}`).onchange = (e) => { result.dataset[id] = e.target.value; showResult(); };
     if (!y) { result.querySelector("#chart").innerHTML = `<span class="muted">no numeric column to draw</span>`; return; }
     const xi = names.indexOf(x), yi = names.indexOf(y);
@@ -452,7 +464,7 @@ function sqlPage() {
       width: Math.max(400, result.clientWidth - 20), height: 360,
       scales: { x: { time: times } },
       series: [{ label: x }, {
-        label: y, stroke: PALETTE[0], fill: kind === "bar" ? "rgba(37,99,235,.35)" : undefined, width: 1.5,
+        label: y, stroke: PALETTE[0], fill: kind === "line" ? undefined : "rgba(37,99,235,.35)", width: 1.5,
         paths: kind === "bar" ? uPlot.paths.bars({ size: [0.7, 60] }) : undefined,
       }],
       axes: [labels ? { values: (_, ticks) => ticks.map((t) => labels[t] ?? "") } : {}, { label: y, size: 70 }],
@@ -501,6 +513,8 @@ function sqlPage() {
       .map((r) => r.join("\t")).join("\n");
     navigator.clipboard?.writeText(tsv);
   };
+  main.querySelector("#pin").onclick = () => pinForm(main.querySelector("#pin-form"), editor.value.trim(),
+    tab === "table" ? { chart: "table" } : { chart: result.dataset.kind || "line", x: result.dataset.x, y: result.dataset.y });
   main.querySelectorAll("button.tab").forEach((b) => {
     b.onclick = () => {
       tab = b.dataset.tab;
@@ -513,17 +527,338 @@ function sqlPage() {
   return () => { left = true; if (chart) chart.destroy(); };
 }
 
+// ---- saved dashboards -------------------------------------------------------------------
+
+const CHARTS = ["line", "bar", "area", "number", "table"];
+const dashboardUrl = (name) => `/v1/dashboards/${encodeURIComponent(name)}`;
+
+// Stores `dashboard` (`{name, title, refresh_seconds, panels}`): created if `version` is null
+// (and refused if it exists), else only over that version (and refused if it changed since).
+function saveDashboard(dashboard, version) {
+  const condition = version == null ? { "if-none-match": "*" } : { "if-match": `"${version}"` };
+  return request(dashboardUrl(dashboard.name), {
+    method: "PUT",
+    headers: { "content-type": "application/json", ...condition },
+    body: JSON.stringify(dashboard),
+  });
+}
+
+const definition = (stored) => ({ ...stored.dashboard });
+
+// The pin form under the SQL editor: the query as a panel of a dashboard, new or not.
+async function pinForm(form, text, drawn) {
+  form.hidden = false;
+  form.innerHTML = `<span class="muted">loading the dashboards…</span>`;
+  let list;
+  try { list = await request("/v1/dashboards"); } catch (e) { form.innerHTML = `<div class="message">${esc(e.message)}</div>`; return; }
+  const editable = list.dashboards.filter((d) => d.editable);
+  const title = text.replace(/\s+/g, " ").slice(0, 60);
+  form.innerHTML = `
+    <label>dashboard <select id="pin-to">${editable.map((d) => `<option value="${esc(d.name)}">${esc(d.title || d.name)}</option>`).join("")}
+      <option value="">a new one…</option></select></label>
+    <label id="pin-new-label">new dashboard <input id="pin-new" placeholder="name" pattern="[A-Za-z0-9_][A-Za-z0-9_.\\-]*" style="width:160px"></label>
+    <label>panel <input id="pin-title" value="${esc(title)}" style="width:240px"></label>
+    <label>as <select id="pin-chart">${CHARTS.map((c) => `<option ${c === drawn.chart ? "selected" : ""}>${c}</option>`).join("")}</select></label>
+    <button type="submit">Pin</button><span id="pin-outcome"></span>`;
+  const to = form.querySelector("#pin-to");
+  const showNew = () => { form.querySelector("#pin-new-label").hidden = to.value !== ""; };
+  to.onchange = showNew;
+  showNew();
+  if (!list.may_create) form.querySelector("#pin-outcome").innerHTML = `<span class="error">this user is read-only: it may open dashboards, not change them</span>`;
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    const outcome = form.querySelector("#pin-outcome");
+    const panel = { title: form.querySelector("#pin-title").value.trim() || title, sql: text, chart: form.querySelector("#pin-chart").value };
+    if (panel.chart !== "table" && drawn.x) panel.x = drawn.x;
+    if (panel.chart !== "table" && drawn.y) panel.y = [drawn.y];
+    const name = to.value || form.querySelector("#pin-new").value.trim();
+    try {
+      if (to.value) {
+        const stored = await request(dashboardUrl(name));
+        const dashboard = definition(stored);
+        await saveDashboard({ ...dashboard, panels: [...dashboard.panels, panel] }, stored.version);
+      } else {
+        await saveDashboard({ name, title: name, panels: [panel] }, null);
+      }
+      outcome.innerHTML = `pinned to <a id="pinned" href="#/dashboards/${encodeURIComponent(name)}">${esc(name)}</a>`;
+    } catch (error) {
+      outcome.innerHTML = `<span class="error" id="pin-error">${esc(error.message)}</span>`;
+    }
+  };
+}
+
+function dashboardsPage() {
+  main.innerHTML = `
+    <h1>Dashboards</h1>
+    <section class="panel"><table id="dashboards"><thead><tr><th>dashboard</th><th class="num">panels</th>
+      <th></th><th>changed</th><th>by</th></tr></thead><tbody><tr><td class="muted">loading…</td></tr></tbody></table></section>
+    <form class="panel controls" id="new-dashboard" hidden>
+      <label>name <input id="new-name" required pattern="[A-Za-z0-9_][A-Za-z0-9_.\\-]*" style="width:180px"></label>
+      <label>title <input id="new-title" style="width:260px"></label>
+      <button type="submit">New dashboard</button><span id="new-outcome"></span>
+    </form>`;
+  let left = false;
+  (async () => {
+    try {
+      const list = await request("/v1/dashboards");
+      if (left) return;
+      main.querySelector("#dashboards tbody").innerHTML = list.dashboards.map((d) => `
+        <tr data-dashboard="${esc(d.name)}"><td><a href="#/dashboards/${encodeURIComponent(d.name)}">${esc(d.title || d.name)}</a>
+          <span class="muted">${esc(d.name)}</span></td><td class="num">${d.panels}</td>
+          <td>${d.declared ? `<span class="badge">config file</span>` : ""}</td>
+          <td>${esc(new Date(d.updated_ms).toLocaleString())}</td><td>${esc(d.updated_by)}</td></tr>`).join("")
+        || `<tr><td colspan="5" class="muted">no dashboards yet: pin a query from the SQL page, or make one below</td></tr>`;
+      const form = main.querySelector("#new-dashboard");
+      form.hidden = !list.may_create;
+      form.onsubmit = async (e) => {
+        e.preventDefault();
+        const name = form.querySelector("#new-name").value.trim();
+        try {
+          await saveDashboard({ name, title: form.querySelector("#new-title").value.trim(), panels: [] }, null);
+          location.hash = `#/dashboards/${encodeURIComponent(name)}`;
+        } catch (error) {
+          form.querySelector("#new-outcome").innerHTML = `<span class="error">${esc(error.message)}</span>`;
+        }
+      };
+    } catch (e) {
+      if (!left) main.querySelector("#dashboards tbody").innerHTML = `<tr><td class="error">${esc(e.message)}</td></tr>`;
+    }
+  })();
+  return () => { left = true; };
+}
+
+// How a panel's answer is drawn: x (time, numbers or categories), and its series — one per
+// y, or one per value of `by` (of the first y), at most 20, the largest first.
+function panelSeries(panel, answer) {
+  const names = answer.columns.map((c) => c.name);
+  const rows = answer.rows;
+  const isNumber = (i) => rows.length > 0 && rows.every((r) => r[i] == null || typeof r[i] === "number");
+  const isTime = (i) => rows.length > 0 && rows.every((r) => typeof r[i] === "string" && /^\d{4}-\d\d-\d\d[T ]\d/.test(r[i]));
+  const x = panel.x && names.includes(panel.x) ? panel.x : names[names.findIndex((_, i) => isTime(i))] ?? names[0];
+  const xi = names.indexOf(x);
+  const times = isTime(xi);
+  let by = panel.by && names.includes(panel.by) ? panel.by : null;
+  if (!panel.by && times) by = names.find((n, i) => i !== xi && !isNumber(i) && !isTime(i)) ?? null;
+  const bi = by ? names.indexOf(by) : -1;
+  const ys = panel.y && panel.y.length ? panel.y.filter((y) => names.includes(y))
+    : names.filter((n, i) => i !== xi && i !== bi && isNumber(i));
+  const xOf = (r) => (times ? Date.parse(/[zZ]|[+-]\d\d:?\d\d$/.test(r[xi]) ? r[xi] : r[xi] + "Z") / 1000 : r[xi]);
+  const numbers = times || isNumber(xi);
+  const xs = numbers ? [...new Set(rows.map(xOf))].sort((a, b) => a - b) : [...new Set(rows.map((r) => String(r[xi])))];
+  const at = new Map(xs.map((v, i) => [v, i]));
+  const slot = (r) => at.get(numbers ? xOf(r) : String(r[xi]));
+  let series;
+  if (by && ys.length) {
+    const yi = names.indexOf(ys[0]);
+    const groups = new Map();
+    for (const r of rows) {
+      const key = String(r[bi]);
+      if (!groups.has(key)) groups.set(key, { label: key, values: new Array(xs.length).fill(null), total: 0 });
+      const g = groups.get(key);
+      g.values[slot(r)] = r[yi];
+      g.total += Math.abs(r[yi] || 0);
+    }
+    series = [...groups.values()].sort((a, b) => b.total - a.total).slice(0, 20);
+  } else {
+    series = ys.map((y) => {
+      const yi = names.indexOf(y);
+      const values = new Array(xs.length).fill(null);
+      for (const r of rows) values[slot(r)] = r[yi];
+      return { label: y, values };
+    });
+  }
+  return { x, times, labels: numbers ? null : xs, xs: numbers ? xs : xs.map((_, i) => i), series, measure: by ? ys[0] : ys.join(", ") };
+}
+
+function dashboardPage(name) {
+  main.innerHTML = `
+    <div class="title-line"><h1 id="dashboard-title">${esc(name)}</h1><span id="dashboard-badges"></span>
+      <span style="flex:1"></span><span id="dashboard-actions" class="controls"></span></div>
+    <div id="dashboard-message"></div>
+    <form class="panel" id="panel-form" hidden></form>
+    <div class="tiles" id="tiles"><span class="muted">loading…</span></div>`;
+  let stored = null;
+  const charts = new Map(); // panel index → { chart, key }
+  const dropCharts = () => { for (const c of charts.values()) c.chart.destroy(); charts.clear(); };
+  const message = (text) => { main.querySelector("#dashboard-message").innerHTML = text ? `<div class="message">${esc(text)}</div>` : ""; };
+
+  async function change(edit) {
+    const dashboard = definition(stored);
+    edit(dashboard);
+    try {
+      const saved = await saveDashboard(dashboard, stored.version);
+      message("");
+      show(saved);
+      connect();
+      return true;
+    } catch (e) {
+      message(e.message);
+      return false;
+    }
+  }
+
+  function panelForm(index) {
+    const form = main.querySelector("#panel-form");
+    const panel = index == null ? { title: "", sql: "", chart: "table" } : stored.dashboard.panels[index];
+    form.hidden = false;
+    form.innerHTML = `
+      <div class="controls"><label>title <input id="panel-title" value="${esc(panel.title)}" style="width:300px"></label>
+        <label>as <select id="panel-chart">${CHARTS.map((c) => `<option ${c === panel.chart ? "selected" : ""}>${c}</option>`).join("")}</select></label>
+        <label>x <input id="panel-x" value="${esc(panel.x || "")}" placeholder="automatic" style="width:120px"></label>
+        <label>y <input id="panel-y" value="${esc((panel.y || []).join(", "))}" placeholder="automatic" style="width:160px"></label>
+        <label>lines by <input id="panel-by" value="${esc(panel.by || "")}" placeholder="automatic" style="width:120px"></label></div>
+      <textarea id="panel-sql" spellcheck="false" placeholder="SELECT …">${esc(panel.sql)}</textarea>
+      <div class="controls"><button type="submit">${index == null ? "Add panel" : "Save panel"}</button>
+        <button type="button" class="secondary" id="panel-cancel">Cancel</button></div>`;
+    form.querySelector("#panel-cancel").onclick = () => { form.hidden = true; message(""); };
+    form.onsubmit = async (e) => {
+      e.preventDefault();
+      const value = (id) => form.querySelector(id).value.trim();
+      const edited = { title: value("#panel-title"), sql: value("#panel-sql"), chart: value("#panel-chart") };
+      if (value("#panel-x")) edited.x = value("#panel-x");
+      const ys = value("#panel-y").split(",").map((y) => y.trim()).filter(Boolean);
+      if (ys.length) edited.y = ys;
+      if (value("#panel-by")) edited.by = value("#panel-by");
+      if (await change((d) => { if (index == null) d.panels.push(edited); else d.panels[index] = edited; })) form.hidden = true;
+    };
+  }
+
+  // The heading, the actions this user may take, and an empty tile per panel.
+  function show(next) {
+    const same = stored && stored.version === next.version;
+    stored = next;
+    if (same) return;
+    const d = stored.dashboard;
+    main.querySelector("#dashboard-title").textContent = d.title || d.name;
+    main.querySelector("#dashboard-badges").innerHTML =
+      (stored.declared ? `<span class="badge" title="change it in the config file">config file: read-only</span>` : "") +
+      (!stored.writer ? `<span class="badge">read-only user</span>` : "") +
+      `<span class="muted"> every ${d.refresh_seconds} s · version ${stored.version}</span>`;
+    const actions = main.querySelector("#dashboard-actions");
+    actions.innerHTML = (stored.editable ? `<button id="add-panel">Add panel</button><button class="secondary" id="delete-dashboard">Delete</button>` : "") +
+      (stored.writer ? `<input id="copy-name" placeholder="name of a copy" style="width:150px"><button class="secondary" id="copy-dashboard">Copy</button>` : "");
+    if (stored.editable) {
+      actions.querySelector("#add-panel").onclick = () => panelForm(null);
+      actions.querySelector("#delete-dashboard").onclick = async () => {
+        if (!confirm(`Delete dashboard ${d.name}?`)) return;
+        try { await request(dashboardUrl(d.name), { method: "DELETE" }); location.hash = "#/dashboards"; } catch (e) { message(e.message); }
+      };
+    }
+    if (stored.writer) {
+      actions.querySelector("#copy-dashboard").onclick = async () => {
+        const copy = actions.querySelector("#copy-name").value.trim();
+        try {
+          await saveDashboard({ ...definition(stored), name: copy, title: `${d.title || d.name} (copy)` }, null);
+          location.hash = `#/dashboards/${encodeURIComponent(copy)}`;
+        } catch (e) { message(e.message); }
+      };
+    }
+    dropCharts();
+    const tiles = main.querySelector("#tiles");
+    tiles.innerHTML = d.panels.map((p, i) => `
+      <section class="panel tile ${p.chart === "table" ? "wide" : ""}" data-panel="${i}" data-chart="${esc(p.chart)}" data-updates="0">
+        <div class="tile-head"><b>${esc(p.title)}</b><span style="flex:1"></span>
+          ${stored.editable ? `<button class="icon" data-act="up" title="move up">↑</button><button class="icon" data-act="down" title="move down">↓</button>
+            <button class="icon" data-act="edit" title="edit">✎</button><button class="icon" data-act="remove" title="remove">✕</button>` : ""}</div>
+        <div class="tile-body"><span class="muted">running…</span></div></section>`).join("")
+      || `<span class="muted">no panels yet${stored.editable ? ": add one, or pin a query from the SQL page" : ""}</span>`;
+    tiles.querySelectorAll("button[data-act]").forEach((b) => {
+      const i = Number(b.closest(".tile").dataset.panel);
+      b.onclick = () => {
+        const act = b.dataset.act;
+        if (act === "edit") return panelForm(i);
+        change((dashboard) => {
+          const [panel] = dashboard.panels.splice(i, 1);
+          if (act === "up") dashboard.panels.splice(Math.max(0, i - 1), 0, panel);
+          if (act === "down") dashboard.panels.splice(i + 1, 0, panel);
+        });
+      };
+    });
+  }
+
+  function draw(answer) {
+    if (!stored || answer.version !== stored.version) return; // an answer for another version
+    const i = answer.panel;
+    const panel = stored.dashboard.panels[i];
+    const tile = main.querySelector(`.tile[data-panel="${i}"]`);
+    if (!tile || !panel) return;
+    tile.dataset.updates = String(Number(tile.dataset.updates) + 1);
+    const body = tile.querySelector(".tile-body");
+    const drop = () => { if (charts.has(i)) { charts.get(i).chart.destroy(); charts.delete(i); } };
+    if (answer.error) { drop(); body.innerHTML = `<div class="message">${esc(answer.error)}</div>`; return; }
+    const note = answer.truncated ? `<div class="muted">the first ${answer.rows.length} rows</div>` : "";
+    if (panel.chart === "table") {
+      drop();
+      body.innerHTML = resultTable(answer.columns, answer.rows) + note;
+      return;
+    }
+    if (panel.chart === "number") {
+      drop();
+      const names = answer.columns.map((c) => c.name);
+      const column = (panel.y && panel.y[0]) || names.find((_, c) => typeof answer.rows[0]?.[c] === "number") || names[0];
+      const value = answer.rows[0]?.[names.indexOf(column)];
+      body.innerHTML = `<div class="number" data-value="${esc(value ?? "")}">${typeof value === "number" ? number(value, 2) : esc(value ?? "–")}</div>
+        <div class="muted">${esc(column ?? "")}</div>`;
+      return;
+    }
+    const drawn = panelSeries(panel, answer);
+    if (!drawn.series.length || !drawn.xs.length) { drop(); body.innerHTML = `<span class="muted">nothing to draw yet</span>`; return; }
+    const key = JSON.stringify([drawn.x, drawn.labels, drawn.series.map((s) => s.label)]);
+    const data = [drawn.xs, ...drawn.series.map((s) => s.values)];
+    if (charts.has(i) && charts.get(i).key === key) {
+      charts.get(i).chart.setData(data);
+    } else {
+      drop();
+      body.innerHTML = `<div class="chart"></div>`;
+      const fill = panel.chart === "line" ? () => undefined : (c) => `${c}55`;
+      const chart = new uPlot({
+        width: Math.max(300, body.clientWidth - 4), height: 260,
+        // Bars and areas stand on zero; categories keep half a slot free at either end.
+        scales: {
+          x: drawn.labels ? { time: false, range: (_, min, max) => [min - 0.5, max + 0.5] } : { time: drawn.times },
+          y: panel.chart === "line" ? {} : { range: (_, min, max) => uPlot.rangeNum(Math.min(0, min), Math.max(0, max), 0.1, true) },
+        },
+        series: [{ label: drawn.x }, ...drawn.series.map((s, n) => ({
+          label: s.label, stroke: PALETTE[n % PALETTE.length], fill: fill(PALETTE[n % PALETTE.length]), width: 1.5, spanGaps: true,
+          paths: panel.chart === "bar" ? uPlot.paths.bars({ size: [0.7 / Math.max(1, drawn.series.length), 60] }) : undefined,
+          points: { show: panel.chart !== "bar" && drawn.xs.length < 40 },
+        }))],
+        axes: [drawn.labels ? { values: (_, ticks) => ticks.map((t) => drawn.labels[t] ?? "") } : {}, { label: drawn.measure, size: 70 }],
+      }, data, body.querySelector(".chart"));
+      charts.set(i, { chart, key });
+    }
+    const canvas = body.querySelector(".chart");
+    canvas.dataset.points = String(drawn.series.reduce((n, s) => n + s.values.filter((v) => v != null).length, 0));
+    if (note) canvas.insertAdjacentHTML("afterend", note);
+  }
+
+  // Connected again after a change made here, so that its panels run at once.
+  let stopLive = () => {};
+  const connect = () => {
+    stopLive();
+    stopLive = live(`/v1/live/dashboards/${encodeURIComponent(name)}`, {
+      dashboard: show,
+      panel: draw,
+      failure(text) { stored = null; dropCharts(); main.querySelector("#tiles").innerHTML = ""; message(text); },
+    });
+  };
+  connect();
+  return () => { stopLive(); dropCharts(); };
+}
+
 // ---- routing ----------------------------------------------------------------------------
 
 function route() {
   leave();
   const [, page, name] = location.hash.match(/^#\/(\w+)?\/?(.*)$/) || [];
-  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === (page === "sql" ? "sql" : "overview")));
+  const section = page === "sql" || page === "dashboards" ? page : "overview";
+  document.querySelectorAll("header nav a").forEach((a) => a.classList.toggle("active", a.dataset.nav === section));
   let decoded = "";
   try { decoded = name ? decodeURIComponent(name) : ""; } catch { /* a malformed hash: the overview */ }
   if (page === "sql") leave = sqlPage();
   else if (page === "streams" && decoded) leave = streamPage(decoded);
   else if (page === "views" && decoded) leave = viewPage(decoded);
+  else if (page === "dashboards") leave = decoded ? dashboardPage(decoded) : dashboardsPage();
   else leave = overviewPage();
 }
 

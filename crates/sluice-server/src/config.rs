@@ -21,6 +21,9 @@ pub struct ServerConfig {
     pub pg: SocketAddr,
     /// SQL statements to apply at start-up (the config file's).
     pub statements: Option<String>,
+    /// The config file's dashboards, made the lake's declared ones at start-up (see
+    /// [`crate::dashboard::saved::declare`]).
+    pub dashboards: Vec<crate::dashboard::saved::Dashboard>,
     /// How the log writes: segment sizes, group commit, the in-flight budget.
     pub log: LogConfig,
     /// The ingest doors' limits.
@@ -85,6 +88,7 @@ impl ServerConfig {
             http,
             pg,
             statements: None,
+            dashboards: Vec::new(),
             log: LogConfig::default(),
             ingest: IngestConfig::default(),
             retention_interval: Duration::from_secs(30),

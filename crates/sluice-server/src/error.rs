@@ -48,6 +48,36 @@ pub enum ServerError {
     /// A stream's raw table would take the name of a lake table made otherwise.
     #[error("table '{0}' exists in the lake: drop it (DROP TABLE) or name the stream otherwise")]
     TableExists(String),
+    /// A saved dashboard's panel that cannot be: its number (from 1), its title, and why.
+    #[error("panel {number} ({title:?}): {source}")]
+    Panel {
+        /// Where it is on the dashboard, from 1.
+        number: usize,
+        /// Its title.
+        title: String,
+        /// Why it cannot be.
+        source: Box<ServerError>,
+    },
+    /// No saved dashboard of this name.
+    #[error("dashboard '{0}' does not exist")]
+    DashboardNotFound(String),
+    /// A dashboard of this name exists already (and the request asked to create one).
+    #[error("dashboard '{0}' exists already")]
+    DashboardExists(String),
+    /// An edit of a dashboard that changed since the version it was made from.
+    #[error(
+        "dashboard '{name}' changed since (it is at version {version} now): open it again and \
+         make the change there"
+    )]
+    DashboardChanged {
+        /// The dashboard.
+        name: String,
+        /// Its version now.
+        version: u64,
+    },
+    /// A change, through the API, of a dashboard the config file declares.
+    #[error("dashboard '{0}' is declared in the config file: change it there")]
+    DashboardDeclared(String),
     /// A port could not be bound (taken, or not ours to take).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -75,6 +105,10 @@ impl Classify for ServerError {
             ServerError::InvalidRequest(_) => Class::InvalidData,
             ServerError::Config(_) => Class::InvalidValue,
             ServerError::TableExists(_) => Class::Exists,
+            ServerError::Panel { source, .. } => source.class(),
+            ServerError::DashboardNotFound(_) => Class::UndefinedTable,
+            ServerError::DashboardExists(_) | ServerError::DashboardChanged { .. } => Class::Exists,
+            ServerError::DashboardDeclared(_) => Class::Forbidden,
             ServerError::Bind { .. } => Class::Unavailable,
             ServerError::Internal(_) => Class::Internal,
         }
@@ -93,6 +127,11 @@ impl Classify for ServerError {
             ServerError::InvalidRequest(_) => "invalid_request",
             ServerError::Config(_) => "invalid_statement",
             ServerError::TableExists(_) => "table_exists",
+            ServerError::Panel { source, .. } => source.code(),
+            ServerError::DashboardNotFound(_) => "dashboard_not_found",
+            ServerError::DashboardExists(_) => "dashboard_exists",
+            ServerError::DashboardChanged { .. } => "dashboard_changed",
+            ServerError::DashboardDeclared(_) => "dashboard_declared",
             ServerError::Bind { .. } => "cannot_listen",
             ServerError::Internal(_) => "internal",
         }
@@ -103,6 +142,7 @@ impl Classify for ServerError {
             ServerError::Sql(e) => e.position(),
             ServerError::Pipeline(e) => e.position(),
             ServerError::Query(e) => e.position(),
+            ServerError::Panel { source, .. } => source.position(),
             _ => None,
         }
     }

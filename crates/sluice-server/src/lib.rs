@@ -155,6 +155,7 @@ impl Server {
             metrics: metrics.clone(),
             users: config.users.clone().map(Arc::new),
             limits: config.limits.clone(),
+            dashboard_edits: Arc::default(),
         };
         let rates = state.rates.clone();
         let tls = |alpn: &[&[u8]]| {
@@ -188,6 +189,7 @@ impl Server {
         for create in config_views {
             sql::create_view(&state, create, sql::Existing::SameDefinition).await?;
         }
+        dashboard::saved::declare(&state, &config.dashboards).await?;
         let upkeep = tokio::spawn(upkeep::run(
             log.clone(),
             pipelines.clone(),

@@ -5,7 +5,7 @@
 //!  POST / (Kinesis API) ───────────► sluice-ingest's Kinesis door (its own routes and errors)
 //!  POST /v1/sql ───────────────────► sql::answer, one statement after another
 //!  GET  /v1/streams, /v1/views, /v1/tables, /v1/streams/{s}/recent ──► status
-//!  GET  / and /v1/live/… ──────────► the dashboard
+//!  GET  / and /v1/live/…, /v1/dashboards ─► the dashboard, saved dashboards
 //!  GET  /metrics ──────────────────► Prometheus
 //! ```
 //!
@@ -53,6 +53,9 @@ pub struct AppState {
     pub users: Option<Arc<sluice_auth::Users>>,
     /// Connections, query time and answer size.
     pub limits: Limits,
+    /// Held while a saved dashboard is changed: one change at a time, each checked against
+    /// what it replaces (see [`dashboard::saved`]).
+    pub dashboard_edits: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The whole HTTP API; `ingest` is the doors' (its limits and request memory).

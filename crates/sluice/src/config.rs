@@ -28,7 +28,23 @@
 //! role = "read_only"        # or "admin"
 //! secret_env = "OPS_SECRET" # the secret, from this environment variable…
 //! # secret = "…"            # …or here, in a file only its owner can read
+//!
+//! [[dashboards]]            # saved dashboards, read-only in the page (changed here only)
+//! name = "market"           # its URL: http://…/#/dashboards/market
+//! title = "Market"
+//! refresh_seconds = 2       # how often its panels run again while watched
+//! [[dashboards.panels]]
+//! title = "Close by ticker"
+//! chart = "line"            # line, bar, area, number or table
+//! sql = "SELECT window_end, ticker, close FROM ticks_1m ORDER BY window_end"
+//! x = "window_end"          # optional, as are y = ["…"] and by = "…" (the lines)
 //! ```
+//!
+//! Dashboards are a TOML block rather than a `CREATE DASHBOARD` statement: a dashboard is a
+//! document (panels, each with a query and how to draw it), not a relation SQL reads, and as
+//! TOML it has the shape the page and `PUT /v1/dashboards/{name}` give it, its queries in
+//! multi-line strings rather than quoted inside another statement — the way Grafana provisions
+//! dashboards from files.
 //!
 //! A file ending in `.sql` is taken as the `sql` alone. Statements are applied at every start;
 //! applying the same file again changes nothing. Users come from the file and from the
@@ -41,6 +57,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 use sluice_auth::{Role, User, Users};
+use sluice_server::dashboard::saved::Dashboard;
 use sluice_server::{ServerConfig, TlsFiles};
 
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
@@ -74,6 +91,9 @@ struct ConfigFile {
     /// Who may connect.
     #[serde(default)]
     users: Vec<UserEntry>,
+    /// Saved dashboards, declared here.
+    #[serde(default)]
+    dashboards: Vec<Dashboard>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -159,6 +179,7 @@ pub fn resolve_with_env(
     let mut config = ServerConfig::new(data_dir, http, pg);
     config.users = users;
     config.statements = parsed.sql;
+    config.dashboards = parsed.dashboards;
     config.lake = flags.lake.or(parsed.lake);
     if let Some(interval) = parsed.commit_interval {
         config.raw.commit_interval = duration("commit_interval", &interval)?;
@@ -257,6 +278,12 @@ fn private(path: &Path) -> anyhow::Result<()> {
 }
 
 /// A positive duration of the config file, such as "1s" or "250ms".
+/// The `[[dashboards]]` of a config file's text (the demo's own file holds only those).
+pub fn dashboards(toml_text: &str) -> anyhow::Result<Vec<Dashboard>> {
+    let parsed: ConfigFile = toml::from_str(toml_text).context("not a valid config file")?;
+    Ok(parsed.dashboards)
+}
+
 fn duration(key: &str, text: &str) -> anyhow::Result<std::time::Duration> {
     humantime::parse_duration(text)
         .ok()
@@ -332,6 +359,32 @@ mod tests {
         std::fs::write(&path, "colour = 'red'\n").unwrap();
         let e = resolve(Some(&path), Flags::default()).unwrap_err();
         assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");
+    }
+
+    #[test]
+    fn dashboards_are_a_toml_block_and_the_demo_declares_one_per_use_case() {
+        let text = "[[dashboards]]\nname = \"ops\"\n[[dashboards.panels]]\ntitle = \"n\"\n\
+                    chart = \"bar\"\nsql = \"SELECT 1 AS n\"\ny = [\"n\"]\n";
+        let parsed = dashboards(text).unwrap();
+        assert_eq!(parsed[0].name, "ops");
+        assert_eq!(parsed[0].refresh_seconds, 2, "the default");
+        let panel = &parsed[0].panels[0];
+        assert_eq!(
+            (panel.chart, panel.y.clone(), panel.x.clone()),
+            (
+                sluice_server::dashboard::saved::Chart::Bar,
+                vec!["n".to_string()],
+                None
+            )
+        );
+        let e = dashboards("[[dashboards]]\nname = \"a\"\ncolour = \"red\"\n").unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `colour`"), "{e:#}");
+        let demo = dashboards(crate::demo::DEMO_DASHBOARDS).unwrap();
+        let names: Vec<&str> = demo.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["market", "clickstream", "payments", "logs", "sensors"]
+        );
     }
 
     #[test]

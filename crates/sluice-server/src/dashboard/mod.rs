@@ -7,6 +7,8 @@
 //! - `GET /v1/views/{v}/data` and, live, `GET /v1/live/views/{v}`: what a view page draws, sent
 //!   again whenever the view commits something that changes it.
 //!
+//! - Saved dashboards, their API and live panels: see [`saved`].
+//!
 //! The server aggregates; the browser never receives a whole table. A windowed view comes as
 //! series — the last `windows` window ends (60 by default) of one measure for the `top` keys
 //! (10 by default, by the measure's sum over those windows) or the keys asked for. An updating
@@ -30,6 +32,8 @@ use sluice_query::arrow::datatypes::{DataType, Schema};
 
 use crate::{AppState, ServerError, output, sql, status};
 
+pub mod saved;
+
 /// The dashboard's routes: its page, its assets and its live feeds (see the module docs).
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,6 +45,14 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/live/overview", get(live_overview))
         .route("/v1/views/{name}/data", get(view_data))
         .route("/v1/live/views/{name}", get(live_view))
+        .route("/v1/dashboards", get(saved::list_dashboards))
+        .route(
+            "/v1/dashboards/{name}",
+            get(saved::get_dashboard)
+                .put(saved::put_dashboard)
+                .delete(saved::delete_dashboard),
+        )
+        .route("/v1/live/dashboards/{name}", get(saved::live_dashboard))
 }
 
 /// The dashboard's files: name, content type, content.
@@ -48,32 +60,32 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "index.html",
         "text/html; charset=utf-8",
-        include_bytes!("../dashboard/index.html"),
+        include_bytes!("../../dashboard/index.html"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../dashboard/app.js"),
+        include_bytes!("../../dashboard/app.js"),
     ),
     (
         "app.css",
         "text/css; charset=utf-8",
-        include_bytes!("../dashboard/app.css"),
+        include_bytes!("../../dashboard/app.css"),
     ),
     (
         "uPlot.iife.min.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../dashboard/vendor/uPlot.iife.min.js"),
+        include_bytes!("../../dashboard/vendor/uPlot.iife.min.js"),
     ),
     (
         "uPlot.min.css",
         "text/css; charset=utf-8",
-        include_bytes!("../dashboard/vendor/uPlot.min.css"),
+        include_bytes!("../../dashboard/vendor/uPlot.min.css"),
     ),
     (
         "uPlot.LICENSE",
         "text/plain; charset=utf-8",
-        include_bytes!("../dashboard/vendor/uPlot.LICENSE"),
+        include_bytes!("../../dashboard/vendor/uPlot.LICENSE"),
     ),
 ];
 
@@ -330,23 +342,36 @@ fn bounded(
     }
 }
 
+/// Who the dashboard's queries run as, whoever watches: its own, and saved panels'. They only
+/// read.
+fn reader() -> crate::auth::Caller {
+    crate::auth::Caller {
+        name: "dashboard".into(),
+        role: sluice_auth::Role::ReadOnly,
+    }
+}
+
+/// Runs one query as [`reader`]: `{"columns", "rows", "truncated"}`, at most `max_rows` rows.
+async fn answer(
+    state: &AppState,
+    statement: sluice_sql::Statement,
+    max_rows: usize,
+) -> Result<Value, ServerError> {
+    let (schema, mut batches) = sql::answer(state, &reader(), statement).await?;
+    let truncated = output::truncate(&mut batches, max_rows);
+    let mut answer = output::json_answer(&schema, &batches)
+        .map_err(|e| ServerError::Internal(format!("cannot write the answer: {e}")))?;
+    answer["truncated"] = json!(truncated);
+    Ok(answer)
+}
+
 /// Runs one query of the dashboard's making; the rows as JSON arrays.
 async fn run(state: &AppState, text: &str) -> Result<(Vec<Value>, Vec<Value>), HttpError> {
     let mut statements = sluice_sql::parse(text).map_err(ServerError::from)?;
     let statement = statements
         .pop()
         .ok_or_else(|| HttpError::from(ServerError::Internal(format!("no statement in {text}"))))?;
-    // The dashboard's own queries only read, whoever watches.
-    let dashboard = crate::auth::Caller {
-        name: "dashboard".into(),
-        role: sluice_auth::Role::ReadOnly,
-    };
-    let (schema, batches) = sql::answer(state, &dashboard, statement).await?;
-    let answer = output::json_answer(&schema, &batches).map_err(|e| {
-        HttpError::from(ServerError::Internal(format!(
-            "cannot write the answer: {e}"
-        )))
-    })?;
+    let answer = answer(state, statement, usize::MAX).await?;
     let take = |field: &str| answer[field].as_array().cloned().unwrap_or_default();
     Ok((take("columns"), take("rows")))
 }

@@ -54,6 +54,7 @@ fn app_with(
         metrics: crate::metrics::install(),
         users: users.map(Arc::new),
         limits: crate::Limits::default(),
+        dashboard_edits: Arc::default(),
     };
     let ingest = sluice_ingest::Ingest::new(log.clone(), ingest, state.users.clone());
     (log, ingest.clone(), router(state, ingest))

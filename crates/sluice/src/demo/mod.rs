@@ -1,5 +1,6 @@
 //! `sluice demo`: the server on the embedded default with the five use cases running — the
-//! streams and views of `demo.sql`, and a generator feeding each stream at a modest rate.
+//! streams and views of `demo.sql`, a dashboard for each (`dashboards.toml`), and a generator
+//! feeding each stream at a modest rate.
 //!
 //! The generators write to the log in-process, as a producer would over HTTP (records keyed by
 //! the workload's key field), and pace themselves by event time: at wall time `t` a feed has
@@ -20,6 +21,8 @@ use crate::config;
 
 /// The demo's streams and views.
 pub const DEMO_SQL: &str = include_str!("demo.sql");
+/// The demo's dashboards, one per use case.
+pub const DEMO_DASHBOARDS: &str = include_str!("dashboards.toml");
 
 /// Event time written at once into an empty stream.
 const HISTORY: Duration = Duration::from_secs(600);
@@ -71,9 +74,11 @@ const FEEDS: [Feed; 5] = [
 pub async fn run(flags: config::Flags) -> anyhow::Result<()> {
     let mut config = config::resolve(None, flags)?;
     config.statements = Some(DEMO_SQL.to_string());
+    config.dashboards = config::dashboards(DEMO_DASHBOARDS).context("the demo's dashboards")?;
     config.views.interval = VIEW_INTERVAL;
     config.raw.commit_interval = COMMIT_INTERVAL;
     let data_dir = config.data_dir.clone();
+    let config_dashboards: Vec<String> = config.dashboards.iter().map(|d| d.name.clone()).collect();
     let server = sluice_server::Server::start(config).await?;
     let (stop, stopped) = watch::channel(false);
     let feeds: Vec<_> = FEEDS
@@ -98,6 +103,11 @@ pub async fn run(flags: config::Flags) -> anyhow::Result<()> {
         data_dir.display()
     );
     println!("  dashboard  http://{http}/");
+    let boards: Vec<String> = config_dashboards
+        .iter()
+        .map(|name| format!("http://{http}/#/dashboards/{name}"))
+        .collect();
+    println!("  use cases  {}", boards.join("\n             "));
     println!(
         "  psql       psql -h {} -p {} -U sluice",
         pg.ip(),
