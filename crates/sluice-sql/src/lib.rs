@@ -238,13 +238,50 @@ pub fn check_depth<V: sqlparser::ast::Visit>(statement: &V) -> Result<()> {
     }
 }
 
-fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
+/// The deepest nesting of subscripts (`a[b[c]]`) a statement may have: sqlparser's parse of
+/// compound names inside nested subscripts takes time exponential in their depth (`x.y.z[` six
+/// deep: over a minute), so a few hundred bytes could hold a core that long.
+pub const MAX_SUBSCRIPT_DEPTH: usize = 3;
+
+/// Refuses, before any parser sees it, SQL text that is too large or that nests subscripts
+/// deeper than [`MAX_SUBSCRIPT_DEPTH`]; what does not tokenize is the parser's to report. Every
+/// door calls it (through [`parse`], or itself before its own parser).
+pub fn check_text(sql: &str) -> Result<()> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError::new(format!(
             "the SQL text is {} bytes, over the limit of {MAX_SQL_BYTES}",
             sql.len()
         )));
     }
+    let Ok(tokens) =
+        sqlparser::tokenizer::Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location()
+    else {
+        return Ok(());
+    };
+    let mut depth = 0usize;
+    for token in &tokens {
+        match token.token {
+            Token::LBracket => {
+                depth += 1;
+                if depth > MAX_SUBSCRIPT_DEPTH {
+                    return Err(SqlError::at(
+                        format!(
+                            "subscripts nested more than {MAX_SUBSCRIPT_DEPTH} deep are not \
+                             supported"
+                        ),
+                        token.span.start,
+                    ));
+                }
+            }
+            Token::RBracket => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
+    check_text(sql)?;
     let sql = as_of::rewrite(sql)?;
     let dialect = GenericDialect {};
     let mut parser = Parser::new(&dialect).try_with_sql(&sql)?;

@@ -505,3 +505,21 @@ mod view_round_trip {
         }
     }
 }
+
+#[test]
+fn subscripts_nested_deeper_than_the_parser_can_take_in_time_are_refused_at_once() {
+    // Found by the fuzzer: `x.y.z[` nested six deep kept sqlparser busy for over a minute.
+    let deep = format!("SELECT S.a{}", "b.c.d[e.f.g".repeat(6));
+    let started = std::time::Instant::now();
+    let e = parse(&deep).unwrap_err();
+    assert!(e.message.contains("nested more than 3 deep"), "{e}");
+    assert_eq!((e.line, e.column), (Some(1), Some(49)), "at the fourth [");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    for sql in [
+        "SELECT a[1][2][3][4] FROM t",
+        "SELECT a[b[c[1]]] FROM t",
+        "SELECT '[[[[' AS text, \"[[[[\" FROM t",
+    ] {
+        parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}

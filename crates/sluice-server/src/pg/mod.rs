@@ -413,6 +413,7 @@ fn resume_transaction(client: &mut impl ClientInfo) {
 /// `sql` as DataFusion is given it: time travel ([`sluice_sql::as_of`]) and what PostgreSQL
 /// clients send that DataFusion cannot run as written ([`compat`]) rewritten.
 fn rewrite(sql: &str) -> PgWireResult<String> {
+    sluice_sql::check_text(sql).map_err(|e| pg_error(&e, Some(sql)))?;
     let rewritten = sluice_sql::as_of::rewrite(sql).map_err(|e| pg_error(&e, Some(sql)))?;
     Ok(compat::rewrite(&rewritten).into_owned())
 }

@@ -1,0 +1,4 @@
+SELECT S.SSSSSSSSeSSSSSSS.Son_schem.a.dSSSSschematable_naSS.Son_schema.tSSSble_nameS[SSSSS.SSSSSSSeSSShemaSSSSSSSion_pchematable_nmeSSaSSSSS.SSSscatba(le_nameSSSSSSS.SSSSSSSe.a.
+SmSSeha.tabSSSSSSSSSSSS.Son_schem.a.dSSSSschematable_naSS.Son_scSschematable_nameS[SSSSS.SSSSSSSeSSShemaSSSSSSSion_pchematable_nmeSSaSSSSS.SSSscatba(le_nameSSSSSSS.SSSSSSSe.a.
+SmSSeha.tabSSSSSSSSSSSS.Son_schem.a.dSSSSschematable_naSS.Son_schema.tSSSSschematable_nameS[SSSSS.SSSSSSSeSSShemaSSSSSSSion_pchematable_nmeSSaSSSSS.SSSscatba(le_nameSSSSSSS.SSSSSSSe.a.
+SmSSeha.tabSSSSSSSSiSion_pchemable_nameSSSne.->>SSscatba(le_nam)

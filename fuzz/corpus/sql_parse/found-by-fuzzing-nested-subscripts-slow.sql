@@ -1,0 +1,3 @@
+SELECT S.SSSSSSSSeSSSSSSY.Soble_nameS[SSSSS.SSSSSSSeShem.a.tSSSSschematableon_schema.tSSSSschematable_nameS[SSSSS.SSSSSSSeSSShema.tabSSSSSSSSion_pche.a.
+SmSSeha.tabSSSSSSSSin_schematableon_schema.tSSSSschematable_nameS[SSSSS.SSSSSSSeShem.a.tSSSSschematableon_schema.tSSSSschematable_nameS[SSSSS.SSSSSSSeSSShema.tabSSSSSSSSion_pche.a.
+SmSSeha.tabSSSSSSSSion[pchemable_nameSSSSSSS.SSSscatba(le_nam.
