@@ -448,6 +448,9 @@ function sqlPage() {
     const x = result.dataset.x && names.includes(result.dataset.x) ? result.dataset.x : names[0];
     const y = result.dataset.y && numeric.includes(result.dataset.y) ? result.dataset.y : numeric.find((n) => n !== x) || numeric[0];
     const kind = result.dataset.kind || "line";
+    // What is drawn is what a pin takes.
+    result.dataset.x = x;
+    if (y) result.dataset.y = y; else delete result.dataset.y;
     result.innerHTML = `<div class="controls"><label>x ${pick("x", names, x)}</label><label>y ${pick("y", numeric, y)}</label>
       <label>as ${pick("kind", ["line", "bar", "area"], kind)}</label></div><div id="chart"></div>`;
     for (const id of ["x", "y", "kind"]) result.querySelector(`#${id}`).onchange = (e) => { result.dataset[id] = e.target.value; showResult(); };
@@ -532,10 +535,10 @@ function sqlPage() {
 const CHARTS = ["line", "bar", "area", "number", "table"];
 const dashboardUrl = (name) => `/v1/dashboards/${encodeURIComponent(name)}`;
 
-// Stores `dashboard` (`{name, title, refresh_seconds, panels}`): created if `version` is null
-// (and refused if it exists), else only over that version (and refused if it changed since).
-function saveDashboard(dashboard, version) {
-  const condition = version == null ? { "if-none-match": "*" } : { "if-match": `"${version}"` };
+// Stores `dashboard` (`{name, title, refresh_seconds, panels}`): created if `etag` is null
+// (and refused if it exists), else only over the version it tags (refused if it changed since).
+function saveDashboard(dashboard, etag) {
+  const condition = etag == null ? { "if-none-match": "*" } : { "if-match": etag };
   return request(dashboardUrl(dashboard.name), {
     method: "PUT",
     headers: { "content-type": "application/json", ...condition },
@@ -543,7 +546,8 @@ function saveDashboard(dashboard, version) {
   });
 }
 
-const definition = (stored) => ({ ...stored.dashboard });
+// A copy to edit: what is on screen stays as stored until the server takes the change.
+const definition = (stored) => structuredClone(stored.dashboard);
 
 // The pin form under the SQL editor: the query as a panel of a dashboard, new or not.
 async function pinForm(form, text, drawn) {
@@ -576,7 +580,7 @@ async function pinForm(form, text, drawn) {
       if (to.value) {
         const stored = await request(dashboardUrl(name));
         const dashboard = definition(stored);
-        await saveDashboard({ ...dashboard, panels: [...dashboard.panels, panel] }, stored.version);
+        await saveDashboard({ ...dashboard, panels: [...dashboard.panels, panel] }, stored.etag);
       } else {
         await saveDashboard({ name, title: name, panels: [panel] }, null);
       }
@@ -678,6 +682,7 @@ function dashboardPage(name) {
     <form class="panel" id="panel-form" hidden></form>
     <div class="tiles" id="tiles"><span class="muted">loading…</span></div>`;
   let stored = null;
+  let left = false;
   const charts = new Map(); // panel index → { chart, key }
   const dropCharts = () => { for (const c of charts.values()) c.chart.destroy(); charts.clear(); };
   const message = (text) => { main.querySelector("#dashboard-message").innerHTML = text ? `<div class="message">${esc(text)}</div>` : ""; };
@@ -686,13 +691,14 @@ function dashboardPage(name) {
     const dashboard = definition(stored);
     edit(dashboard);
     try {
-      const saved = await saveDashboard(dashboard, stored.version);
+      const saved = await saveDashboard(dashboard, stored.etag);
+      if (left) return false; // the page was left meanwhile
       message("");
       show(saved);
       connect();
       return true;
     } catch (e) {
-      message(e.message);
+      if (!left) message(e.message);
       return false;
     }
   }
@@ -725,7 +731,7 @@ function dashboardPage(name) {
 
   // The heading, the actions this user may take, and an empty tile per panel.
   function show(next) {
-    const same = stored && stored.version === next.version;
+    const same = stored && stored.etag === next.etag;
     stored = next;
     if (same) return;
     const d = stored.dashboard;
@@ -777,7 +783,7 @@ function dashboardPage(name) {
   }
 
   function draw(answer) {
-    if (!stored || answer.version !== stored.version) return; // an answer for another version
+    if (!stored || answer.etag !== stored.etag) return; // an answer for another version
     const i = answer.panel;
     const panel = stored.dashboard.panels[i];
     const tile = main.querySelector(`.tile[data-panel="${i}"]`);
@@ -843,7 +849,7 @@ function dashboardPage(name) {
     });
   };
   connect();
-  return () => { stopLive(); dropCharts(); };
+  return () => { left = true; stopLive(); dropCharts(); };
 }
 
 // ---- routing ----------------------------------------------------------------------------

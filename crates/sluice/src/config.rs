@@ -277,13 +277,13 @@ fn private(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A positive duration of the config file, such as "1s" or "250ms".
 /// The `[[dashboards]]` of a config file's text (the demo's own file holds only those).
 pub fn dashboards(toml_text: &str) -> anyhow::Result<Vec<Dashboard>> {
     let parsed: ConfigFile = toml::from_str(toml_text).context("not a valid config file")?;
     Ok(parsed.dashboards)
 }
 
+/// A positive duration of the config file, such as "1s" or "250ms".
 fn duration(key: &str, text: &str) -> anyhow::Result<std::time::Duration> {
     humantime::parse_duration(text)
         .ok()

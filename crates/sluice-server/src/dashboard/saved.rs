@@ -2,11 +2,12 @@
 //! single number or a table, and run again every few seconds while someone watches.
 //!
 //! - `GET /v1/dashboards`: every dashboard, in short; `GET /v1/dashboards/{name}`: one, with its
-//!   version as `ETag`.
+//!   [`Stored::etag`] as `ETag`.
 //! - `PUT /v1/dashboards/{name}`: creates or replaces one; `If-None-Match: *` only creates,
-//!   `If-Match: "<version>"` only replaces that version (the page sends it, so that of two
-//!   edits of one version the second is refused, 409 `dashboard_changed`, rather than lost).
-//!   `DELETE /v1/dashboards/{name}` drops one.
+//!   `If-Match: <etag>` only replaces what that tag names (the page sends it, so that of two
+//!   edits of one version made through one server the second is refused, 409
+//!   `dashboard_changed`, rather than lost; through two servers at the same instant, the last
+//!   write wins). `DELETE /v1/dashboards/{name}` drops one.
 //! - `GET /v1/live/dashboards/{name}`: server-sent events — `dashboard` (the definition, again
 //!   whenever it changes), `panel` (a panel's answer or error, again whenever it changes),
 //!   `failure` (the dashboard is not there).
@@ -21,8 +22,11 @@
 //!   ([`super::reader`]), whoever watches, so a panel can never change anything.
 //! - Editing is a writing user's; a read-only one opens and watches. A dashboard declared in the
 //!   config file is written there at each start ([`declare`]) and only there: the HTTP API
-//!   refuses to change or drop it (403 `dashboard_declared`), and one the file no longer
-//!   declares is dropped at the next start.
+//!   refuses to change or drop it (403 `dashboard_declared`). One the file no longer declares
+//!   is released at the next start (an ordinary dashboard again, editable and deletable): a
+//!   start never deletes what someone may still watch.
+//! - A stored document this version cannot read (one written by a newer Sluice) is left alone
+//!   and left out of the list, with a warning in the log.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -130,10 +134,19 @@ pub struct Stored {
 }
 
 impl Stored {
-    /// As the API answers: the stored fields, whether `caller` may change it (`editable`), and
-    /// whether they may make dashboards (`writer`: a declared one can be copied).
+    /// What an edit names to replace this version (`If-Match`): its version and when it was
+    /// written, so that a dashboard dropped and made again under its name never has the tag of
+    /// the one before.
+    pub fn etag(&self) -> String {
+        format!("\"{}.{}\"", self.version, self.updated_ms)
+    }
+
+    /// As the API answers: the stored fields, its `etag`, whether `caller` may change it
+    /// (`editable`), and whether they may make dashboards (`writer`: a declared one can be
+    /// copied).
     fn to_json(&self, caller: &Caller) -> Value {
         let mut value = json!(self);
+        value["etag"] = json!(self.etag());
         value["editable"] = json!(caller.role.may_write() && !self.declared);
         value["writer"] = json!(caller.role.may_write());
         value
@@ -141,11 +154,11 @@ impl Stored {
 }
 
 /// What a write expects to find (from `If-None-Match: *` and `If-Match`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Expect {
     Anything,
     Nothing,
-    Version(u64),
+    Tag(String),
 }
 
 impl Expect {
@@ -158,14 +171,9 @@ impl Expect {
         if header(header::IF_NONE_MATCH).is_some_and(|v| v.trim() == "*") {
             return Ok(Expect::Nothing);
         }
-        let Some(tag) = header(header::IF_MATCH) else {
-            return Ok(Expect::Anything);
-        };
-        let version = tag.trim().trim_start_matches("W/").trim_matches('"');
-        version.parse().map(Expect::Version).map_err(|_| {
-            ServerError::InvalidRequest(format!(
-                "If-Match {tag:?} is not a dashboard's version (its ETag, e.g. \"3\")"
-            ))
+        Ok(match header(header::IF_MATCH) {
+            Some(tag) => Expect::Tag(tag.trim().trim_start_matches("W/").to_string()),
+            None => Expect::Anything,
         })
     }
 }
@@ -188,14 +196,17 @@ pub async fn load(state: &AppState, name: &str) -> Result<Option<Stored>, Server
     }
 }
 
-/// Every dashboard, by name.
+/// Every dashboard this version can read, by name (see the module's invariants).
 pub async fn list(state: &AppState) -> Result<Vec<Stored>, ServerError> {
-    store(state)
-        .list()
-        .await?
+    let listed = store(state).list().await?;
+    Ok(listed
         .iter()
-        .map(|(name, bytes)| decode(name, bytes))
-        .collect()
+        .filter_map(|(name, bytes)| {
+            decode(name, bytes)
+                .inspect_err(|e| tracing::warn!(error = %e, "a saved dashboard is left out"))
+                .ok()
+        })
+        .collect())
 }
 
 fn now_ms() -> u64 {
@@ -298,13 +309,13 @@ async fn save(
     match (&current, expect) {
         (Some(found), _) if found.declared => return Err(ServerError::DashboardDeclared(name)),
         (Some(_), Expect::Nothing) => return Err(ServerError::DashboardExists(name)),
-        (Some(found), Expect::Version(v)) if found.version != v => {
+        (Some(found), Expect::Tag(tag)) if found.etag() != tag => {
             return Err(ServerError::DashboardChanged {
                 name,
                 version: found.version,
             });
         }
-        (None, Expect::Version(_)) => return Err(ServerError::DashboardNotFound(name)),
+        (None, Expect::Tag(_)) => return Err(ServerError::DashboardNotFound(name)),
         _ => {}
     }
     let stored = Stored {
@@ -332,7 +343,7 @@ async fn write(state: &AppState, stored: &Stored, create: bool) -> Result<(), Se
 
 /// Makes the lake's declared dashboards those of the config file: each checked (a start with
 /// one that is not valid fails, naming it), written when new or changed, and those declared
-/// before but no longer dropped. A dashboard made in the page with a declared one's name
+/// before but no longer released. A dashboard made in the page with a declared one's name
 /// becomes the declared one.
 pub async fn declare(state: &AppState, dashboards: &[Dashboard]) -> Result<(), ServerError> {
     let _edit = state.dashboard_edits.lock().await;
@@ -372,8 +383,15 @@ pub async fn declare(state: &AppState, dashboards: &[Dashboard]) -> Result<(), S
         };
         write(state, &declared, current.is_none()).await?;
     }
-    for gone in stored.values().filter(|s| s.declared) {
-        store(state).delete(&gone.dashboard.name).await?;
+    for gone in stored.into_values().filter(|s| s.declared) {
+        let released = Stored {
+            version: gone.version + 1,
+            declared: false,
+            updated_ms: now_ms(),
+            updated_by: "config file (no longer declared)".into(),
+            ..gone
+        };
+        write(state, &released, false).await?;
     }
     Ok(())
 }
@@ -405,8 +423,7 @@ pub async fn list_dashboards(
 }
 
 fn with_etag(status: StatusCode, stored: &Stored, caller: &Caller) -> Response {
-    let tag = HeaderValue::from_str(&format!("\"{}\"", stored.version))
-        .expect("a number is a header value");
+    let tag = HeaderValue::from_str(&stored.etag()).expect("numbers are a header value");
     (status, [(header::ETAG, tag)], Json(stored.to_json(caller))).into_response()
 }
 
@@ -502,8 +519,8 @@ pub async fn live_dashboard(
             let refresh = match load(&state, &name).await {
                 Ok(Some(stored)) => {
                     gone_said = false;
-                    if shown != Some(stored.version) {
-                        shown = Some(stored.version);
+                    if shown.as_ref() != Some(&stored.etag()) {
+                        shown = Some(stored.etag());
                         sent.clear();
                         let event = super::event("dashboard", &stored.to_json(&caller));
                         if events.send(event).await.is_err() {
@@ -513,7 +530,7 @@ pub async fn live_dashboard(
                     for (index, panel) in stored.dashboard.panels.iter().enumerate() {
                         let mut answer = panel_answer(&state, panel).await;
                         answer["panel"] = json!(index);
-                        answer["version"] = json!(stored.version);
+                        answer["etag"] = json!(stored.etag());
                         let text = answer.to_string();
                         if sent.get(&index) != Some(&text) {
                             sent.insert(index, text);
@@ -522,7 +539,7 @@ pub async fn live_dashboard(
                             }
                         }
                     }
-                    Duration::from_secs(stored.dashboard.refresh_seconds.into())
+                    Duration::from_secs(stored.dashboard.refresh_seconds.max(1).into())
                 }
                 result => {
                     // Gone (or out of reach): said once, and watched for until it is back.
