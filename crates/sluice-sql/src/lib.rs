@@ -239,9 +239,10 @@ pub fn check_depth<V: sqlparser::ast::Visit>(statement: &V) -> Result<()> {
 }
 
 /// The deepest nesting of subscripts (`a[b[c]]`) a statement may have: sqlparser's parse of
-/// compound names inside nested subscripts takes time exponential in their depth (`x.y.z[` six
-/// deep: over a minute), so a few hundred bytes could hold a core that long.
-pub const MAX_SUBSCRIPT_DEPTH: usize = 3;
+/// compound names inside nested subscripts (and calls) takes time exponential in their depth
+/// (`x.y.z[` six deep: over a minute; three deep with calls inside, as long), so a few hundred
+/// bytes could hold a core that long.
+pub const MAX_SUBSCRIPT_DEPTH: usize = 2;
 
 /// Refuses, before any parser sees it, SQL text that is too large or that nests subscripts
 /// deeper than [`MAX_SUBSCRIPT_DEPTH`]; what does not tokenize is the parser's to report. Every
