@@ -422,7 +422,7 @@ function sqlPage() {
   }
 
   function showResult() {
-    if (chart) { chart.destroy(); chart = null; }
+    if (chart) { chart.chart.destroy(); chart = null; }
     if (!answer) return;
     if (!answer.columns.length) { result.innerHTML = `<span class="muted">OK</span>`; return; }
     const note = `<div class="muted">${answer.rows.length} rows${answer.truncated ? " (the first 1,000)" : ""}</div>`;
@@ -455,23 +455,7 @@ function sqlPage() {
       <label>as ${pick("kind", ["line", "bar", "area"], kind)}</label></div><div id="chart"></div>`;
     for (const id of ["x", "y", "kind"]) result.querySelector(`#${id}`).onchange = (e) => { result.dataset[id] = e.target.value; showResult(); };
     if (!y) { result.querySelector("#chart").innerHTML = `<span class="muted">no numeric column to draw</span>`; return; }
-    const xi = names.indexOf(x), yi = names.indexOf(y);
-    // x as time (timestamps), as numbers, or as categories 0..n with their labels on the axis.
-    const raw = answer.rows.map((r) => r[xi]);
-    const times = raw.every((v) => typeof v === "string" && !Number.isNaN(Date.parse(v.endsWith("Z") ? v : v + "Z")));
-    const numbers = raw.every((v) => typeof v === "number");
-    let points = answer.rows.map((r, i) => [times ? Date.parse(r[xi].endsWith("Z") ? r[xi] : r[xi] + "Z") / 1000 : numbers ? r[xi] : i, r[yi]]);
-    if (times || numbers) points.sort((a, b) => a[0] - b[0]);
-    const labels = times || numbers ? null : raw.map(String);
-    chart = new uPlot({
-      width: Math.max(400, result.clientWidth - 20), height: 360,
-      scales: { x: { time: times } },
-      series: [{ label: x }, {
-        label: y, stroke: PALETTE[0], fill: kind === "line" ? undefined : "rgba(37,99,235,.35)", width: 1.5,
-        paths: kind === "bar" ? uPlot.paths.bars({ size: [0.7, 60] }) : undefined,
-      }],
-      axes: [labels ? { values: (_, ticks) => ticks.map((t) => labels[t] ?? "") } : {}, { label: y, size: 70 }],
-    }, [points.map((p) => p[0]), points.map((p) => p[1])], result.querySelector("#chart"));
+    chart = plot(result.querySelector("#chart"), { chart: kind, x, y: [y], by: null }, answer, 360);
   }
 
   async function run() {
@@ -527,7 +511,7 @@ function sqlPage() {
   });
   showHistory();
   editor.focus();
-  return () => { left = true; if (chart) chart.destroy(); };
+  return () => { left = true; if (chart) chart.chart.destroy(); };
 }
 
 // ---- saved dashboards -------------------------------------------------------------------
@@ -632,7 +616,8 @@ function dashboardsPage() {
 }
 
 // How a panel's answer is drawn: x (time, numbers or categories), and its series — one per
-// y, or one per value of `by` (of the first y), at most 20, the largest first.
+// y, or one per value of `by` (of the first y), at most 20, the largest first. A panel without
+// `by` and a time x has a line per value of its first text column; `by: null` means none.
 function panelSeries(panel, answer) {
   const names = answer.columns.map((c) => c.name);
   const rows = answer.rows;
@@ -642,7 +627,7 @@ function panelSeries(panel, answer) {
   const xi = names.indexOf(x);
   const times = isTime(xi);
   let by = panel.by && names.includes(panel.by) ? panel.by : null;
-  if (!panel.by && times) by = names.find((n, i) => i !== xi && !isNumber(i) && !isTime(i)) ?? null;
+  if (panel.by === undefined && times) by = names.find((n, i) => i !== xi && !isNumber(i) && !isTime(i)) ?? null;
   const bi = by ? names.indexOf(by) : -1;
   const ys = panel.y && panel.y.length ? panel.y.filter((y) => names.includes(y))
     : names.filter((n, i) => i !== xi && i !== bi && isNumber(i));
@@ -672,6 +657,47 @@ function panelSeries(panel, answer) {
     });
   }
   return { x, times, labels: numbers ? null : xs, xs: numbers ? xs : xs.map((_, i) => i), series, measure: by ? ys[0] : ys.join(", ") };
+}
+
+// Draws `answer` into `target` as `panel` says (a line, bar or area chart of
+// [`panelSeries`]); `previous` (what an earlier call returned) is kept, given new data, when the
+// same series are drawn again. Returns what is drawn, or null (saying why in `target`) when
+// there is nothing to draw. The SQL editor's chart and the panels are drawn by it alike, so that
+// a query pinned looks as it did.
+function plot(target, panel, answer, height, previous = null) {
+  const drawn = panelSeries(panel, answer);
+  if (!drawn.series.length || !drawn.xs.length) {
+    previous?.chart.destroy();
+    target.innerHTML = `<span class="muted">nothing to draw yet</span>`;
+    return null;
+  }
+  const key = JSON.stringify([panel.chart, drawn.x, drawn.labels, drawn.series.map((s) => s.label)]);
+  const data = [drawn.xs, ...drawn.series.map((s) => s.values)];
+  let chart = previous?.chart;
+  if (previous && previous.key === key) {
+    chart.setData(data);
+  } else {
+    previous?.chart.destroy();
+    target.innerHTML = "";
+    const fill = panel.chart === "line" ? () => undefined : (c) => `${c}55`;
+    chart = new uPlot({
+      width: Math.max(300, target.clientWidth - 4), height,
+      // Bars and areas stand on zero; categories keep half a slot free at either end.
+      scales: {
+        x: drawn.labels ? { time: false, range: (_, min, max) => [min - 0.5, max + 0.5] } : { time: drawn.times },
+        y: panel.chart === "line" ? {} : { range: (_, min, max) => uPlot.rangeNum(Math.min(0, min), Math.max(0, max), 0.1, true) },
+      },
+      series: [{ label: drawn.x }, ...drawn.series.map((s, n) => ({
+        label: s.label, stroke: PALETTE[n % PALETTE.length], fill: fill(PALETTE[n % PALETTE.length]), width: 1.5, spanGaps: true,
+        paths: panel.chart === "bar" ? uPlot.paths.bars({ size: [0.7 / Math.max(1, drawn.series.length), 60] }) : undefined,
+        points: { show: panel.chart !== "bar" && drawn.xs.length < 40 },
+      }))],
+      axes: [drawn.labels ? { values: (_, ticks) => ticks.map((t) => drawn.labels[t] ?? "") } : {}, { label: drawn.measure, size: 70 }],
+    }, data, target);
+  }
+  // For whoever watches the page (and its tests): how many points are drawn.
+  target.dataset.points = String(drawn.series.reduce((n, s) => n + s.values.filter((v) => v != null).length, 0));
+  return { chart, key };
 }
 
 function dashboardPage(name) {
@@ -792,7 +818,7 @@ function dashboardPage(name) {
     const body = tile.querySelector(".tile-body");
     const drop = () => { if (charts.has(i)) { charts.get(i).chart.destroy(); charts.delete(i); } };
     if (answer.error) { drop(); body.innerHTML = `<div class="message">${esc(answer.error)}</div>`; return; }
-    const note = answer.truncated ? `<div class="muted">the first ${answer.rows.length} rows</div>` : "";
+    const note = answer.truncated ? `<div class="muted note">the first ${answer.rows.length} rows</div>` : "";
     if (panel.chart === "table") {
       drop();
       body.innerHTML = resultTable(answer.columns, answer.rows) + note;
@@ -807,35 +833,16 @@ function dashboardPage(name) {
         <div class="muted">${esc(column ?? "")}</div>`;
       return;
     }
-    const drawn = panelSeries(panel, answer);
-    if (!drawn.series.length || !drawn.xs.length) { drop(); body.innerHTML = `<span class="muted">nothing to draw yet</span>`; return; }
-    const key = JSON.stringify([drawn.x, drawn.labels, drawn.series.map((s) => s.label)]);
-    const data = [drawn.xs, ...drawn.series.map((s) => s.values)];
-    if (charts.has(i) && charts.get(i).key === key) {
-      charts.get(i).chart.setData(data);
-    } else {
+    let target = body.querySelector(".chart");
+    if (!target) {
       drop();
       body.innerHTML = `<div class="chart"></div>`;
-      const fill = panel.chart === "line" ? () => undefined : (c) => `${c}55`;
-      const chart = new uPlot({
-        width: Math.max(300, body.clientWidth - 4), height: 260,
-        // Bars and areas stand on zero; categories keep half a slot free at either end.
-        scales: {
-          x: drawn.labels ? { time: false, range: (_, min, max) => [min - 0.5, max + 0.5] } : { time: drawn.times },
-          y: panel.chart === "line" ? {} : { range: (_, min, max) => uPlot.rangeNum(Math.min(0, min), Math.max(0, max), 0.1, true) },
-        },
-        series: [{ label: drawn.x }, ...drawn.series.map((s, n) => ({
-          label: s.label, stroke: PALETTE[n % PALETTE.length], fill: fill(PALETTE[n % PALETTE.length]), width: 1.5, spanGaps: true,
-          paths: panel.chart === "bar" ? uPlot.paths.bars({ size: [0.7 / Math.max(1, drawn.series.length), 60] }) : undefined,
-          points: { show: panel.chart !== "bar" && drawn.xs.length < 40 },
-        }))],
-        axes: [drawn.labels ? { values: (_, ticks) => ticks.map((t) => drawn.labels[t] ?? "") } : {}, { label: drawn.measure, size: 70 }],
-      }, data, body.querySelector(".chart"));
-      charts.set(i, { chart, key });
+      target = body.querySelector(".chart");
     }
-    const canvas = body.querySelector(".chart");
-    canvas.dataset.points = String(drawn.series.reduce((n, s) => n + s.values.filter((v) => v != null).length, 0));
-    if (note) canvas.insertAdjacentHTML("afterend", note);
+    body.querySelectorAll(".note").forEach((n) => n.remove());
+    const drawn = plot(target, panel, answer, 260, charts.get(i));
+    if (drawn) charts.set(i, drawn); else charts.delete(i);
+    if (note) target.insertAdjacentHTML("afterend", note);
   }
 
   // Connected again after a change made here, so that its panels run at once.

@@ -134,7 +134,8 @@ fn stream_status(state: &AppState, s: &Stream) -> Value {
     })
 }
 
-fn now_ms() -> u64 {
+/// The wall clock, in ms since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

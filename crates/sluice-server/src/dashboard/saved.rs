@@ -44,6 +44,7 @@ use serde_json::{Value, json};
 use sluice_sql::Statement;
 
 use crate::auth::Caller;
+use crate::status::now_ms;
 use crate::{AppState, HttpError, ServerError};
 
 /// A dashboard as written: in the config file (`[[dashboards]]`) or by the page.
@@ -207,12 +208,6 @@ pub async fn list(state: &AppState) -> Result<Vec<Stored>, ServerError> {
                 .ok()
         })
         .collect())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Checks `dashboard` (see the module's invariants): its errors name the panel at fault.
