@@ -52,6 +52,11 @@ impl Supervisor {
         monitor: Monitor,
         clock: Arc<dyn Clock>,
     ) {
+        // What a pipeline opened already is, its status says from now on (a view just created
+        // is listed with its kind before its task first runs).
+        if let Ok(pipeline) = &first {
+            monitor.opened(pipeline.kind(), pipeline.keys());
+        }
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::spawn(supervise(
             opener,
