@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -163,6 +163,32 @@ impl LakeTable {
         Ok(())
     }
 
+    /// `batches` with the metadata of the table's own fields, which a write must match (Delta
+    /// keeps a field's metadata in the table's schema, and delta-rs refuses to merge two
+    /// values of one key): a field marked since the table was made (a JSON column's marker)
+    /// is written as the table has it.
+    fn conformed(&self, batches: impl Iterator<Item = RecordBatch>) -> Result<Vec<RecordBatch>> {
+        let table = self.arrow_schema()?;
+        batches
+            .map(|batch| {
+                let schema = batch.schema();
+                let fields: Vec<Field> = schema
+                    .fields()
+                    .iter()
+                    .map(|field| match table.field_with_name(field.name()) {
+                        Ok(own) if own.data_type() == field.data_type() => {
+                            field.as_ref().clone().with_metadata(own.metadata().clone())
+                        }
+                        _ => field.as_ref().clone(),
+                    })
+                    .collect();
+                let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+                RecordBatch::try_new(Arc::new(schema), batch.columns().to_vec())
+                    .map_err(|e| self.error(e.into()))
+            })
+            .collect()
+    }
+
     /// Appends `batches` and records `positions` (application id, version) in one commit.
     /// Positions must only grow: the caller resumes from them after a crash. With no rows, the
     /// commit records the positions alone (so that a source of nothing but bad records is not
@@ -172,7 +198,7 @@ impl LakeTable {
         batches: Vec<RecordBatch>,
         positions: Vec<(String, i64)>,
     ) -> Result<()> {
-        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let batches = self.conformed(batches.into_iter().filter(|b| b.num_rows() > 0))?;
         if batches.is_empty() && positions.is_empty() {
             return Ok(());
         }
@@ -223,7 +249,7 @@ impl LakeTable {
         use deltalake::datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not};
         use deltalake::datafusion::prelude::SessionContext;
 
-        let rows: Vec<RecordBatch> = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let rows = self.conformed(rows.into_iter().filter(|b| b.num_rows() > 0))?;
         if rows.is_empty() {
             return self.append(Vec::new(), positions).await;
         }

@@ -27,6 +27,7 @@ pub mod decode;
 mod error;
 pub mod exactly_once;
 pub mod fresh;
+pub mod functions;
 mod pipelines;
 pub mod raw;
 pub mod runtime;

@@ -28,6 +28,7 @@ use datafusion::arrow::datatypes::{ByteViewType, DataType};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -186,7 +187,12 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("sluice", "public");
-        let ctx = SessionContext::new_with_config(config);
+        let mut state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
+        sluice_pipeline::functions::register(&mut state).map_err(QueryError::from)?;
+        let ctx = SessionContext::new_with_state(state);
         let catalog = ctx
             .catalog("sluice")
             .ok_or_else(|| QueryError::statement(Class::Internal, "the session has no catalog"))?;

@@ -44,7 +44,10 @@ pub enum ColumnType {
     Text,
     /// `BOOLEAN`.
     Boolean,
-    /// `INT`: 32 bits (also `INTEGER`, `SMALLINT`).
+    /// `SMALLINT`: 16 bits (also `INT2`). Streams created before Sluice had it kept a
+    /// `SMALLINT` as an `INT`, and still do.
+    SmallInt,
+    /// `INT`: 32 bits (also `INTEGER`, `INT4`).
     Int,
     /// `BIGINT`: 64 bits.
     BigInt,
@@ -66,6 +69,10 @@ pub enum ColumnType {
     TimestampTz,
     /// `DATE`.
     Date,
+    /// `JSON` (also `JSONB`): any JSON value (object, array, string, number, boolean), kept as
+    /// the text it was sent as. The JSON functions read it; PostgreSQL clients receive `json`.
+    /// Only in a stream of `format = 'json'`.
+    Json,
     /// `DECIMAL(p, s)` (also `NUMERIC`).
     Decimal {
         /// Most digits in all.
@@ -87,6 +94,7 @@ impl fmt::Display for ColumnType {
         match self {
             ColumnType::Text => f.write_str("TEXT"),
             ColumnType::Boolean => f.write_str("BOOLEAN"),
+            ColumnType::SmallInt => f.write_str("SMALLINT"),
             ColumnType::Int => f.write_str("INT"),
             ColumnType::BigInt => f.write_str("BIGINT"),
             ColumnType::Float => f.write_str("FLOAT"),
@@ -94,6 +102,7 @@ impl fmt::Display for ColumnType {
             ColumnType::Timestamp => f.write_str("TIMESTAMP"),
             ColumnType::TimestampTz => f.write_str("TIMESTAMPTZ"),
             ColumnType::Date => f.write_str("DATE"),
+            ColumnType::Json => f.write_str("JSON"),
             ColumnType::Decimal { precision, scale } => write!(f, "DECIMAL({precision}, {scale})"),
         }
     }
@@ -323,11 +332,10 @@ fn column_type(t: &DataType) -> Option<ColumnType> {
             ColumnType::Text
         }
         DataType::Boolean | DataType::Bool => ColumnType::Boolean,
-        DataType::Int(_)
-        | DataType::Integer(_)
-        | DataType::Int4(_)
-        | DataType::Int32
-        | DataType::SmallInt(_) => ColumnType::Int,
+        DataType::SmallInt(_) | DataType::Int2(_) | DataType::Int16 => ColumnType::SmallInt,
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) | DataType::Int32 => {
+            ColumnType::Int
+        }
         DataType::BigInt(_) | DataType::Int8(_) | DataType::Int64 => ColumnType::BigInt,
         DataType::Float4 | DataType::Real => ColumnType::Float,
         DataType::Float(ExactNumberInfo::None)
@@ -341,6 +349,7 @@ fn column_type(t: &DataType) -> Option<ColumnType> {
         DataType::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone)
         | DataType::TimestampNtz(_) => ColumnType::Timestamp,
         DataType::Date => ColumnType::Date,
+        DataType::JSON | DataType::JSONB => ColumnType::Json,
         DataType::Decimal(info) | DataType::Numeric(info) => {
             let (precision, scale) = match info {
                 ExactNumberInfo::None => (38, 10),
@@ -435,6 +444,17 @@ fn validate(create: &CreateStream, at: Location) -> Result<()> {
     }
     if def.format == Format::Csv && def.columns.is_empty() {
         return Err(SqlError::at("format 'csv' needs a column list", at));
+    }
+    if let Some(c) = def.columns.iter().find(|c| c.data_type == ColumnType::Json)
+        && def.format != Format::Json
+    {
+        return Err(SqlError::at(
+            format!(
+                "column '{}' is JSON, which only a stream of format 'json' has",
+                c.name
+            ),
+            at,
+        ));
     }
     if def.format == Format::Text && !def.columns.is_empty() {
         return Err(SqlError::at(
@@ -587,6 +607,7 @@ fn validate_partitions(def: &StreamDefinition, at: Location) -> Result<()> {
                 column.data_type,
                 ColumnType::Text
                     | ColumnType::Boolean
+                    | ColumnType::SmallInt
                     | ColumnType::Int
                     | ColumnType::BigInt
                     | ColumnType::Date

@@ -42,6 +42,24 @@ fn create_stream_as_in_the_spec() {
 }
 
 #[test]
+fn column_types_as_postgresql_names_them() {
+    let Statement::CreateStream(c) = one(
+        "CREATE STREAM t (a SMALLINT, b INT2, c INTEGER, d INT4, e JSON, f JSONB, g NUMERIC(10, 3))",
+    ) else {
+        panic!()
+    };
+    let types: Vec<_> = c.definition.columns.iter().map(|c| c.data_type).collect();
+    use ColumnType::*;
+    let decimal = Decimal {
+        precision: 10,
+        scale: 3,
+    };
+    assert_eq!(types, [SmallInt, SmallInt, Int, Int, Json, Json, decimal]);
+    let shown: Vec<_> = types.iter().map(ToString::to_string).collect();
+    assert_eq!(shown[..5], ["SMALLINT", "SMALLINT", "INT", "INT", "JSON"]);
+}
+
+#[test]
 fn timestamps_with_and_without_a_zone() {
     let Statement::CreateStream(c) = one("CREATE STREAM t (a TIMESTAMP, b TIMESTAMP WITHOUT TIME \
          ZONE, c TIMESTAMPTZ NOT NULL, d TIMESTAMP WITH TIME ZONE) WITH (event_time = 'c')")
@@ -226,6 +244,14 @@ fn errors_name_the_problem_and_where() {
             "is not a duration",
         ),
         ("CREATE STREAM t (a BLOB)", "unsupported type"),
+        (
+            "CREATE STREAM t (a JSON) WITH (format = 'csv')",
+            "column 'a' is JSON, which only a stream of format 'json' has",
+        ),
+        (
+            "CREATE STREAM t (a JSON) WITH (partition_by = 'a')",
+            "cannot partition by the value of column 'a' (JSON)",
+        ),
         ("CREATE STREAM t (a INT, A TEXT)", "declared twice"),
         (
             "CREATE STREAM t WITH (format = 'csv')",

@@ -132,3 +132,63 @@ async fn a_name_that_is_not_one_folder_names_no_table() {
     }
     assert!(t.lake.table_names().is_empty());
 }
+
+/// `batch` with field `v` marked as JSON, as a JSON column's rows are.
+fn marked(batch: RecordBatch) -> RecordBatch {
+    let fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match f.name().as_str() {
+            "v" => f.as_ref().clone().with_metadata(
+                [("ARROW:extension:name".to_string(), "arrow.json".to_string())].into(),
+            ),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), batch.columns().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn rows_are_written_with_the_metadata_of_the_tables_fields() {
+    // A table made before its column was marked (a JSON stream's data, before Sluice marked it
+    // as JSON) takes marked rows, and keeps its fields as they were.
+    let t = TestLake::new();
+    let mut plain = table(&t.lake, "plain").await;
+    plain
+        .append(vec![marked(keyed(0..2, "1"))], positions(&[("shard-0", 2)]))
+        .await
+        .unwrap();
+    plain
+        .upsert(
+            vec![marked(changes(&[
+                (Some(1), "2", false),
+                (Some(2), "2", false),
+            ]))],
+            &["k".into()],
+            "deleted",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(read(&plain).await.len(), 3);
+    assert!(plain.arrow_schema().unwrap().field(1).metadata().is_empty());
+
+    // A marked table takes unmarked rows, and stays marked.
+    let mut json = t
+        .lake
+        .open_or_create("json", marked(keyed(0..0, "")).schema_ref(), &[], &[])
+        .await
+        .unwrap();
+    json.append(vec![keyed(0..2, "3")], vec![]).await.unwrap();
+    assert_eq!(read(&json).await.len(), 2);
+    let reopened = t.reopened().open("json").await.unwrap();
+    assert_eq!(
+        reopened
+            .arrow_schema()
+            .unwrap()
+            .field(1)
+            .extension_type_name(),
+        Some("arrow.json")
+    );
+}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder, Float64Builder,
-    Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    Int16Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::compute::kernels::cast_utils::{Parser, parse_decimal, string_to_datetime};
 use arrow::datatypes::{Date32Type, Decimal128Type};
@@ -141,12 +141,14 @@ fn convert<'a>(column: &Column, field: Option<&'a RawValue>) -> Result<Value<'a>
             // Numbers and booleans are kept as they were written.
             _ => Value::Text(Cow::Borrowed(raw)),
         },
+        // Any JSON value, as it was written.
+        ColumnType::Json => Value::Text(Cow::Borrowed(raw)),
         ColumnType::Boolean => match raw {
             "true" => Value::Bool(true),
             "false" => Value::Bool(false),
             _ => return Err(wrong()),
         },
-        ColumnType::Int | ColumnType::BigInt if is_number => {
+        ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt if is_number => {
             let n: i64 = match raw.parse::<i64>() {
                 Ok(n) => n,
                 Err(_) if raw.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
@@ -154,7 +156,12 @@ fn convert<'a>(column: &Column, field: Option<&'a RawValue>) -> Result<Value<'a>
                 }
                 Err(_) => return Err(wrong()),
             };
-            if column.data_type == ColumnType::Int && i32::try_from(n).is_err() {
+            let fits = match column.data_type {
+                ColumnType::SmallInt => i16::try_from(n).is_ok(),
+                ColumnType::Int => i32::try_from(n).is_ok(),
+                _ => true,
+            };
+            if !fits {
                 return Err(out_of_range(name, raw, column.data_type));
             }
             Value::Int(n)
@@ -207,8 +214,9 @@ fn out_of_range(name: &str, raw: &str, t: ColumnType) -> String {
 fn expected(t: ColumnType) -> &'static str {
     match t {
         ColumnType::Text => "text",
+        ColumnType::Json => "JSON",
         ColumnType::Boolean => "a boolean",
-        ColumnType::Int | ColumnType::BigInt => "a whole number",
+        ColumnType::SmallInt | ColumnType::Int | ColumnType::BigInt => "a whole number",
         ColumnType::Float | ColumnType::Double | ColumnType::Decimal { .. } => "a number",
         ColumnType::Timestamp | ColumnType::TimestampTz => "an RFC 3339 timestamp string",
         ColumnType::Date => "a date string",
@@ -282,6 +290,7 @@ fn canonical_timestamp(s: &[u8]) -> Option<i64> {
 enum Builder {
     Text(StringBuilder),
     Bool(BooleanBuilder),
+    Int16(Int16Builder),
     Int32(Int32Builder),
     Int64(Int64Builder),
     Float32(Float32Builder),
@@ -294,8 +303,11 @@ enum Builder {
 impl Builder {
     fn new(t: ColumnType, rows: usize) -> Self {
         match t {
-            ColumnType::Text => Builder::Text(StringBuilder::with_capacity(rows, rows * 16)),
+            ColumnType::Text | ColumnType::Json => {
+                Builder::Text(StringBuilder::with_capacity(rows, rows * 16))
+            }
             ColumnType::Boolean => Builder::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::SmallInt => Builder::Int16(Int16Builder::with_capacity(rows)),
             ColumnType::Int => Builder::Int32(Int32Builder::with_capacity(rows)),
             ColumnType::BigInt => Builder::Int64(Int64Builder::with_capacity(rows)),
             ColumnType::Float => Builder::Float32(Float32Builder::with_capacity(rows)),
@@ -315,6 +327,7 @@ impl Builder {
         match (self, value) {
             (Builder::Text(b), Value::Text(s)) => b.append_value(s),
             (Builder::Bool(b), Value::Bool(v)) => b.append_value(v),
+            (Builder::Int16(b), Value::Int(v)) => b.append_value(v as i16),
             (Builder::Int32(b), Value::Int(v)) => b.append_value(v as i32),
             (Builder::Int64(b), Value::Int(v)) => b.append_value(v),
             (Builder::Float32(b), Value::Float(v)) => b.append_value(v as f32),
@@ -330,6 +343,7 @@ impl Builder {
         match self {
             Builder::Text(b) => b.append_null(),
             Builder::Bool(b) => b.append_null(),
+            Builder::Int16(b) => b.append_null(),
             Builder::Int32(b) => b.append_null(),
             Builder::Int64(b) => b.append_null(),
             Builder::Float32(b) => b.append_null(),
@@ -344,6 +358,7 @@ impl Builder {
         match self {
             Builder::Text(mut b) => Arc::new(b.finish()),
             Builder::Bool(mut b) => Arc::new(b.finish()),
+            Builder::Int16(mut b) => Arc::new(b.finish()),
             Builder::Int32(mut b) => Arc::new(b.finish()),
             Builder::Int64(mut b) => Arc::new(b.finish()),
             Builder::Float32(mut b) => Arc::new(b.finish()),

@@ -25,6 +25,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use sluice_sql::{ColumnType, Format, StreamDefinition, Transform};
 
+use crate::functions::json_field_metadata;
 use crate::{PipelineError, Result};
 
 /// The column of every raw table and errors table holding the record's shard.
@@ -40,8 +41,9 @@ pub const DATA: &str = "data";
 /// The Arrow type a declared column is stored as.
 pub fn arrow_type(t: ColumnType) -> DataType {
     match t {
-        ColumnType::Text => DataType::Utf8,
+        ColumnType::Text | ColumnType::Json => DataType::Utf8,
         ColumnType::Boolean => DataType::Boolean,
+        ColumnType::SmallInt => DataType::Int16,
         ColumnType::Int => DataType::Int32,
         ColumnType::BigInt => DataType::Int64,
         ColumnType::Float => DataType::Float32,
@@ -50,6 +52,16 @@ pub fn arrow_type(t: ColumnType) -> DataType {
         ColumnType::TimestampTz => instant(),
         ColumnType::Date => DataType::Date32,
         ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+    }
+}
+
+/// The field of a column of type `t`: its [`arrow_type`], and for JSON the marker of a field
+/// holding JSON ([`json_field_metadata`]).
+pub fn column_field(name: &str, t: ColumnType, nullable: bool) -> Field {
+    let field = Field::new(name, arrow_type(t), nullable);
+    match t {
+        ColumnType::Json => field.with_metadata(json_field_metadata()),
+        _ => field,
     }
 }
 
@@ -159,9 +171,10 @@ impl Decoder {
             (Format::Json | Format::Csv, true) => definition
                 .columns
                 .iter()
-                .map(|c| Field::new(&c.name, arrow_type(c.data_type), c.nullable))
+                .map(|c| column_field(&c.name, c.data_type, c.nullable))
                 .collect(),
-            (Format::Json | Format::Text, false) => vec![Field::new(DATA, DataType::Utf8, false)],
+            (Format::Json, false) => vec![column_field(DATA, ColumnType::Json, false)],
+            (Format::Text, false) => vec![column_field(DATA, ColumnType::Text, false)],
             // The SQL dialect refuses both at CREATE STREAM.
             (Format::Csv, false) | (Format::Text, true) => {
                 return Err(PipelineError::Unsupported(format!(
@@ -192,8 +205,8 @@ impl Decoder {
                 })?;
             if p.transform != Transform::Identity {
                 let column = &definition.columns[source];
-                let data_type = arrow_type(p.transform.column_type(column.data_type));
-                fields.push(Field::new(&p.name, data_type, column.nullable));
+                let data_type = p.transform.column_type(column.data_type);
+                fields.push(column_field(&p.name, data_type, column.nullable));
                 derived.push((source, p.transform));
             }
         }

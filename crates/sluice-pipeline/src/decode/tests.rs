@@ -1,6 +1,6 @@
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{
-    Decimal128Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+    Decimal128Type, Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
 };
 use sluice_gen::{GenOptions, Generator, Workload};
 
@@ -241,6 +241,11 @@ fn streams_without_columns_keep_the_record_as_data() {
         [r#"{"any": ["shape"]}"#, "42"]
     );
     assert!(reasons(&d)[0].1.starts_with("invalid JSON"));
+    // A JSON stream's data holds JSON, and says so; a text stream's does not.
+    assert_eq!(
+        d.rows.schema().field(0).extension_type_name(),
+        Some("arrow.json")
+    );
 
     let text = Decoder::new(&definition("CREATE STREAM logs WITH (format = 'text')")).unwrap();
     let bad = [0xff_u8, 0xfe];
@@ -259,6 +264,7 @@ fn streams_without_columns_keep_the_record_as_data() {
         },
     ];
     let d = text.decode(&input).unwrap();
+    assert_eq!(d.rows.schema().field(0).extension_type_name(), None);
     assert_eq!((d.rows.num_rows(), d.errors.num_rows()), (1, 1));
     assert!(reasons(&d)[0].1.starts_with("not UTF-8"));
     assert_eq!(
@@ -369,4 +375,56 @@ fn csv_records_decode_into_typed_columns_and_bad_rows_into_errors() {
     assert!(reasons[0].1.contains("cheap"), "{reasons:?}");
     assert!(reasons[1].1.contains("fields"), "{reasons:?}");
     assert!(reasons[2].1.contains("ticker"), "{reasons:?}");
+}
+
+#[test]
+fn json_columns_keep_any_value_as_sent_and_smallints_their_range() {
+    let decoder = Decoder::new(&definition(
+        "CREATE STREAM orders (id SMALLINT NOT NULL, attrs JSON, tags JSONB)",
+    ))
+    .unwrap();
+    let input = records(&[
+        r#"{"id": 1, "attrs": {"who": "ann", "n": [1, 2.5]}, "tags": ["a"]}"#,
+        r#"{"id": -32768, "attrs": "text", "tags": 7}"#,
+        r#"{"id": 2, "attrs": null, "tags": true}"#,
+        r#"{"id": 32768}"#,
+        r#"{"id": 1.5}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    let schema = d.rows.schema();
+    assert_eq!(schema.field(0).data_type(), &DataType::Int16);
+    for json in [1, 2] {
+        assert_eq!(schema.field(json).extension_type_name(), Some("arrow.json"));
+    }
+    let ids: Vec<i16> = d
+        .rows
+        .column(0)
+        .as_primitive::<Int16Type>()
+        .values()
+        .to_vec();
+    assert_eq!(ids, [1, -32768, 2]);
+    let text =
+        |i: usize| -> Vec<Option<&str>> { d.rows.column(i).as_string::<i32>().iter().collect() };
+    assert_eq!(
+        text(1),
+        [
+            Some(r#"{"who": "ann", "n": [1, 2.5]}"#),
+            Some(r#""text""#),
+            None
+        ]
+    );
+    assert_eq!(text(2), [Some(r#"["a"]"#), Some("7"), Some("true")]);
+    assert_eq!(
+        reasons(&d),
+        [
+            (
+                103,
+                "field 'id': 32768 is out of range for SMALLINT".to_string()
+            ),
+            (
+                104,
+                "field 'id': expected a whole number, found a number".to_string()
+            ),
+        ]
+    );
 }

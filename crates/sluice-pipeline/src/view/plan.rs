@@ -432,11 +432,12 @@ fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<Se
         .into_iter()
         .filter(|rule| rule.name() != "single_distinct_aggregation_to_group_by")
         .collect();
-    let state = SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
         .with_optimizer_rules(rules)
         .build();
+    crate::functions::register(&mut state)?;
     let ctx = SessionContext::new_with_state(state);
     let catalog = ctx
         .catalog("sluice")
