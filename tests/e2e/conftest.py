@@ -496,6 +496,22 @@ RECORDS = [
      "day": None, "ok": None, "ts": "2024-03-01T11:00:00+02:00", "settled": None},
 ]
 
+# The rest of PostgreSQL's types a column can have: int2, json (any JSON value, kept as sent),
+# numeric with its precision and scale.
+ORDERS = "CREATE STREAM orders (id SMALLINT NOT NULL, attrs JSON, total DECIMAL(10, 3))"
+ORDER_RECORDS = [
+    {"id": 1, "attrs": {"who": "ann", "tags": ["a", "b"]}, "total": 1.5},
+    {"id": 2, "attrs": [1, 2], "total": None},
+    {"id": 3, "attrs": None, "total": -1234567.125},
+]
+# A query of every other type a result has, with ORDERS: int2[], json from `->`, text from `->>`,
+# interval, bytea.
+KINDS = (
+    "SELECT id, attrs, total, make_array(id, id) AS ids, attrs->'tags' AS tags, "
+    "attrs->>'who' AS who, INTERVAL '1 day 2 hours' AS span, CAST('ab' AS BYTEA) AS raw "
+    "FROM orders ORDER BY id"
+)
+
 
 class Door:
     """How clients reach one server: its PostgreSQL port and its HTTP port (the Kinesis API),
@@ -519,7 +535,8 @@ class Door:
 
 @pytest.fixture(scope="module", params=["loopback", "users and TLS"])
 def door(request, tmp_path_factory, sluice_bin, certificate):
-    """A server holding stream ticks with RECORDS: on loopback, or with users and TLS."""
+    """A server holding stream ticks with RECORDS and orders with ORDER_RECORDS: on loopback, or
+    with users and TLS."""
     tmp = tmp_path_factory.mktemp("clients")
     srv = Server(tmp / "logs", sluice_bin)
     request.node._sluice_servers = [srv]
@@ -536,7 +553,12 @@ def door(request, tmp_path_factory, sluice_bin, certificate):
         body = b"".join(json.dumps(r).encode() + b"\n" for r in RECORDS)
         status, _, answer = srv.ingest("ticks", body)
         assert status == 200 and answer["accepted"] == 3, answer
+        srv.sql(ORDERS)
+        body = b"".join(json.dumps(r).encode() + b"\n" for r in ORDER_RECORDS)
+        status, _, answer = srv.ingest("orders", body)
+        assert status == 200 and answer["accepted"] == 3, answer
         wait_for(lambda: srv.sql("SELECT count(*) FROM ticks")["rows"] == [[3]], "the rows")
+        wait_for(lambda: srv.sql("SELECT count(*) FROM orders")["rows"] == [[3]], "the orders")
         yield Door(srv, cert)
     finally:
         srv.stop()

@@ -4,6 +4,10 @@ them), psycopg2 (named cursors: DECLARE, FETCH, CLOSE), asyncpg (binary protocol
 statements); and transactions as BI drivers send them (BEGIN, SAVEPOINT, RELEASE, ROLLBACK TO,
 SET, SHOW).
 
+Each also reads the rest of PostgreSQL's types (conftest's KINDS over the stream orders): int2,
+json (parsed where the driver parses json), numeric with its precision and scale, arrays,
+interval, bytea — as values, as the result's description, and as the catalog says them.
+
 Every client runs against two servers: one on loopback without users, and one with users and
 TLS (the client verifying the server's certificate, logging in with a password). Each connects,
 runs a parameterized query, checks the types of what comes back, survives an error, and makes
@@ -27,7 +31,7 @@ import sqlalchemy as sa
 from psycopg import errors
 from psycopg.pq import TransactionStatus
 
-from conftest import Door
+from conftest import KINDS, Door
 
 UTC = dt.timezone.utc
 # The rows as Python values: ts (a TIMESTAMP) the UTC wall time, without a zone; settled (a
@@ -258,3 +262,104 @@ def test_transactions_and_savepoints_say_what_postgresql_says(door):
         assert conn.execute("SELECT current_setting('server_version_num')").fetchone() == ("160006",)
         with pytest.raises(psycopg.Error, match="unrecognized configuration parameter"):
             conn.execute("SELECT current_setting('no_such_setting')")
+
+
+# --------------------------------------------------------------------------------------------
+# The rest of PostgreSQL's types: int2, json, numeric(p, s), arrays, interval, bytea
+# --------------------------------------------------------------------------------------------
+
+SPAN = dt.timedelta(days=1, hours=2)
+# KINDS' rows as drivers that parse json give them (psycopg, psycopg2).
+KIND_ROWS = [
+    (1, {"who": "ann", "tags": ["a", "b"]}, Decimal("1.500"), [1, 1], ["a", "b"], "ann", SPAN, b"ab"),
+    (2, [1, 2], None, [2, 2], None, None, SPAN, b"ab"),
+    (3, None, Decimal("-1234567.125"), [3, 3], None, None, SPAN, b"ab"),
+]
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_psycopg_reads_every_type_as_postgresql_describes_it(door, protocol):
+    with psycopg.connect(**door.libpq, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            if protocol == "simple":
+                # A query without parameters, through the simple protocol (psycopg's
+                # ClientCursor), described by its RowDescription.
+                cur = psycopg.ClientCursor(conn)
+                cur.execute(KINDS)
+            else:
+                cur.execute(KINDS + " LIMIT %s", (10,))
+            rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+                    for r in cur.fetchall()]
+            assert rows == KIND_ROWS
+            described = {d.name: (d.type_code, d.internal_size, d.precision, d.scale)
+                         for d in cur.description}
+            assert described["id"] == (21, 2, None, None)
+            assert described["attrs"][0] == 114 and described["tags"][0] == 114
+            assert described["total"] == (1700, None, 10, 3)
+            assert described["ids"][0] == 1005 and described["who"][0] == 25
+            assert described["span"][:2] == (1186, 16) and described["raw"][0] == 17
+
+        # psql's \d reads the column's type from pg_attribute through format_type.
+        types = dict(conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "JOIN pg_class c ON a.attrelid = c.oid WHERE c.relname = 'orders' AND a.attnum > 0"
+        ).fetchall())
+        assert {k: types[k] for k in ("id", "attrs", "total")} == {
+            "id": "smallint", "attrs": "json", "total": "numeric(10,3)"}
+        # information_schema.columns, with PostgreSQL's type names and precisions.
+        columns = conn.execute(
+            "SELECT c.column_name, c.data_type, c.numeric_precision, c.numeric_scale "
+            "FROM information_schema.columns c WHERE c.table_name = %s ORDER BY c.ordinal_position",
+            ("orders",)).fetchall()
+        assert columns[:3] == [("id", "smallint", 16, 0), ("attrs", "json", None, None),
+                               ("total", "numeric", 10, 3)]
+
+
+def test_psycopg2_reads_every_type(door):
+    with psycopg2.connect(**door.libpq) as conn, conn.cursor() as cur:
+        cur.execute(KINDS)
+        rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur.fetchall()]
+        assert rows == KIND_ROWS
+        described = {d.name: (d.type_code, d.precision, d.scale) for d in cur.description}
+        assert described["total"] == (1700, 10, 3) and described["attrs"][0] == 114
+
+
+def test_asyncpg_reads_every_type_in_binary(door):
+    async def run():
+        conn = await asyncpg_connect(door)
+        try:
+            # Arrays of anything but text make asyncpg look the type up in pg_type (after it
+            # reads `jit` and calls set_config).
+            statement = await conn.prepare(KINDS)
+            types = {a.name: a.type.name for a in statement.get_attributes()}
+            assert types == {"id": "int2", "attrs": "json", "total": "numeric", "ids": "int2[]",
+                             "tags": "json", "who": "text", "span": "interval", "raw": "bytea"}
+            rows = [tuple(r) for r in await statement.fetch()]
+            # asyncpg gives json as its text, as it was sent.
+            assert rows == [
+                (1, '{"who": "ann", "tags": ["a", "b"]}', Decimal("1.500"), [1, 1], '["a", "b"]',
+                 "ann", SPAN, b"ab"),
+                (2, "[1, 2]", None, [2, 2], None, None, SPAN, b"ab"),
+                (3, None, Decimal("-1234567.125"), [3, 3], None, None, SPAN, b"ab"),
+            ]
+            assert await conn.fetchval("SELECT make_array(total) FROM orders WHERE id = $1", 1) \
+                == [Decimal("1.500")]
+            assert await conn.fetchval("SELECT array_agg(id ORDER BY id) FROM orders") == [1, 2, 3]
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def test_sqlalchemy_reflects_every_type(door):
+    engine = sqlalchemy_engine(door, "psycopg")
+    try:
+        columns = {c["name"]: c["type"] for c in sa.inspect(engine).get_columns("orders")}
+        assert isinstance(columns["id"], sa.SMALLINT)
+        assert isinstance(columns["attrs"], sa.JSON)
+        assert isinstance(columns["total"], sa.NUMERIC)
+        assert (columns["total"].precision, columns["total"].scale) == (10, 3)
+        frame = pd.read_sql(sa.text("SELECT id, attrs, total FROM orders ORDER BY id"), engine)
+        assert frame["attrs"].tolist()[:2] == [{"who": "ann", "tags": ["a", "b"]}, [1, 2]]
+    finally:
+        engine.dispose()

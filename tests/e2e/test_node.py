@@ -14,7 +14,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from conftest import Door
+from conftest import KINDS, Door
 
 NODE_DIR = Path(__file__).parent / "node"
 
@@ -51,6 +51,7 @@ def test_node_postgres(door):
         "PGPASSWORD": door.password or "",
         "PGDATABASE": "sluice",
         "TZ": "UTC",
+        "SLUICE_KINDS": KINDS,
         **ca_env(door, "SLUICE_CA"),
     })
     assert "pg: 3 rows" in out

@@ -15,7 +15,7 @@ from decimal import Decimal
 import pyodbc
 import pytest
 
-from conftest import Door
+from conftest import KINDS, Door
 
 DRIVER = "PostgreSQL Unicode"
 
@@ -81,6 +81,32 @@ def test_psqlodbc_queries_in_transactions_and_reads_the_catalog(door):
         ]
         assert list(cur.primaryKeys("ticks")) == []
         assert [s for s in cur.statistics("ticks") if s.index_name] == []
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_psqlodbc_reads_every_type_with_its_size_and_scale(door):
+    conn = connect(door)
+    try:
+        cur = conn.cursor()
+        # SQLColumns: what Tableau and Power BI size their fields by.
+        columns = {c.column_name: (c.type_name, c.data_type, c.column_size, c.decimal_digits)
+                   for c in cur.columns(table="orders")}
+        assert columns["id"] == ("int2", pyodbc.SQL_SMALLINT, 5, 0)
+        assert columns["attrs"][0] == "json"
+        assert columns["total"] == ("numeric", pyodbc.SQL_NUMERIC, 10, 3)
+
+        cur.execute(KINDS)
+        described = {d[0]: (d[1], d[4], d[5]) for d in cur.description}
+        assert described["total"] == (Decimal, 10, 3) and described["id"][0] is int
+        # psqlODBC gives json, arrays and intervals as their text, bytea as bytes.
+        assert [tuple(r) for r in cur.fetchall()] == [
+            (1, '{"who": "ann", "tags": ["a", "b"]}', Decimal("1.500"), "{1,1}", '["a", "b"]', "ann",
+             "1 day 02:00:00", b"ab"),
+            (2, "[1, 2]", None, "{2,2}", None, None, "1 day 02:00:00", b"ab"),
+            (3, None, Decimal("-1234567.125"), "{3,3}", None, None, "1 day 02:00:00", b"ab"),
+        ]
         conn.commit()
     finally:
         conn.close()

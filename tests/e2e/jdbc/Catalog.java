@@ -3,8 +3,10 @@
 // statement with a parameter, typed results, an error that leaves the connection usable, and a
 // transaction with autocommit off.
 //
-// Run as `java -cp postgresql.jar Catalog.java URL USER PASSWORD`; the stream `ticks` holds the
-// rows of the tests' RECORDS. Prints "jdbc: ok" when every check holds; any failed check throws.
+// Run as `java -cp postgresql.jar Catalog.java URL USER PASSWORD KINDS`; the stream `ticks` holds
+// the rows of the tests' RECORDS, `orders` those of ORDER_RECORDS, and KINDS is the query of the
+// rest of PostgreSQL's types over it (conftest's). Prints "jdbc: ok" when every check holds; any
+// failed check throws.
 import java.math.BigDecimal;
 import java.sql.*;
 import java.time.LocalDate;
@@ -12,6 +14,7 @@ import java.time.LocalDateTime;
 import java.time.OffsetDateTime;
 import java.time.ZoneOffset;
 import java.util.*;
+import org.postgresql.util.PGobject;
 
 public class Catalog {
     static void check(boolean holds, String what) {
@@ -101,6 +104,41 @@ public class Catalog {
             try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT 1")) {
                 rs.next();
                 same(Integer.class, rs.getObject(1).getClass(), "an integer literal is an int4");
+            }
+
+            // The rest of PostgreSQL's types: the catalog says them with their size and scale,
+            // the results with their precision.
+            Map<String, String> kinds = new LinkedHashMap<>();
+            try (ResultSet rs = meta.getColumns(null, "public", "orders", "%")) {
+                while (rs.next()) {
+                    kinds.put(rs.getString("COLUMN_NAME"), rs.getString("TYPE_NAME") + " "
+                        + rs.getInt("DATA_TYPE") + " " + rs.getInt("COLUMN_SIZE") + " "
+                        + rs.getInt("DECIMAL_DIGITS"));
+                }
+            }
+            same("int2 " + Types.SMALLINT + " 5 0", kinds.get("id"), "id");
+            check(kinds.get("attrs").startsWith("json " + Types.OTHER + " "), "attrs: " + kinds);
+            same("numeric " + Types.NUMERIC + " 10 3", kinds.get("total"), "total");
+            try (PreparedStatement ps = conn.prepareStatement(args[3]);
+                 ResultSet rs = ps.executeQuery()) {
+                ResultSetMetaData md = rs.getMetaData();
+                same(10, md.getPrecision(3), "total's precision");
+                same(3, md.getScale(3), "total's scale");
+                same("json", md.getColumnTypeName(2), "attrs' type");
+                check(rs.next(), "order 1");
+                same(1, rs.getObject("id"), "id");
+                PGobject attrs = (PGobject) rs.getObject("attrs");
+                same("json", attrs.getType(), "attrs' type");
+                same("{\"who\": \"ann\", \"tags\": [\"a\", \"b\"]}", attrs.getValue(), "attrs");
+                same(new BigDecimal("1.500"), rs.getObject("total"), "total");
+                Object[] ids = (Object[]) rs.getArray("ids").getArray();
+                same(List.of(1, 1), Arrays.stream(ids).map(n -> ((Number) n).intValue()).toList(), "ids");
+                same("ann", rs.getString("who"), "who");
+                same("1 day 02:00:00", rs.getString("span"), "span");
+                same("ab", new String(rs.getBytes("raw")), "raw");
+                check(rs.next() && rs.next(), "orders 2 and 3");
+                same(new BigDecimal("-1234567.125"), rs.getObject("total"), "total");
+                check(rs.getObject("attrs") == null && !rs.next(), "order 3");
             }
 
             // An error, and the connection goes on; in a transaction, it is rolled back.

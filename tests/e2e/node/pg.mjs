@@ -4,8 +4,9 @@
 //
 // Environment: PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE (read by pg itself) and SLUICE_CA
 // (a certificate authority's PEM file: TLS, verifying the server's certificate) when the server
-// has TLS. The stream `ticks` holds the rows of the tests' RECORDS. Exits non-zero on the first
-// check that fails.
+// has TLS; SLUICE_KINDS the query of the rest of PostgreSQL's types (conftest's KINDS). The
+// stream `ticks` holds the rows of the tests' RECORDS, `orders` those of ORDER_RECORDS. Exits
+// non-zero on the first check that fails.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import pg from "pg";
@@ -44,6 +45,22 @@ assert.ok(rows[0].day instanceof Date && rows[2].day === null);
 // Literals are what PostgreSQL makes them: an integer that fits is an int4, a JavaScript number.
 const literal = await client.query("SELECT 1 AS one, $1::text AS said", ["hi"]);
 assert.deepEqual(literal.rows, [{ one: 1, said: "hi" }]);
+
+// The rest of PostgreSQL's types, as pg parses them: int2 a number, json parsed, numeric a
+// string, arrays of numbers arrays, an interval pg's object of its parts, bytea a Buffer.
+const kinds = await client.query(process.env.SLUICE_KINDS);
+assert.deepEqual(
+  kinds.fields.map((f) => f.dataTypeID),
+  [21, 114, 1700, 1005, 114, 25, 1186, 17],
+);
+const [first, second] = kinds.rows;
+assert.deepEqual(
+  [first.id, first.attrs, first.total, first.ids, first.tags, first.who],
+  [1, { who: "ann", tags: ["a", "b"] }, "1.500", [1, 1], ["a", "b"], "ann"],
+);
+assert.deepEqual([second.attrs, second.total, kinds.rows[2].total], [[1, 2], null, "-1234567.125"]);
+assert.deepEqual([first.span.days, first.span.hours], [1, 2]);
+assert.ok(Buffer.isBuffer(first.raw) && first.raw.toString() === "ab");
 
 // An error, and the connection goes on.
 await assert.rejects(client.query("SELECT * FROM nope"), (e) => e.code === "42P01");

@@ -5,7 +5,9 @@
 //!
 //! - `version()` says a PostgreSQL version first, as PostgreSQL does (SQLAlchemy, psqlODBC and
 //!   Superset read the major version from it), then what answers: Sluice on DataFusion.
-//! - `current_setting(name)` answers the server's settings clients ask for.
+//! - `current_setting(name)` answers the server's settings clients ask for; `set_config(name,
+//!   value, local)` (asyncpg's `jit` off before its type introspection) is `SET`'s no-op for the
+//!   settings that change nothing here, and refused for those a session's `SET` applies.
 //! - `pg_get_serial_sequence(table, column)` and `pg_get_indexdef(…)` are NULL: nothing of
 //!   Sluice's has a sequence or an index; `pg_collation_is_visible` is true. `to_regtype(name)` knows the built-in types (psycopg
 //!   asks for `hstore` on connect), `json_build_object` builds JSON (SQLAlchemy's columns query).
@@ -31,6 +33,9 @@
 //!   defaults, identities and collations) is NULL: DataFusion cannot plan correlated subqueries
 //!   in a CASE, and NULL is what those lookups find for Sluice's tables (no defaults, no
 //!   identity columns, the default collation). Its parameters stay named, NULL or not.
+//!
+//! - `information_schema.columns` is read as `pg_catalog.sluice_columns`, which says PostgreSQL's
+//!   type names (`bigint`, not Arrow's `Int64`: see `catalog`), under the name the query gave.
 //!
 //! - `pg_class.reloptions` (SQLAlchemy's index query), which datafusion-pg-catalog's `pg_class`
 //!   lacks, is NULL: Sluice's tables have no storage options.
@@ -65,13 +70,16 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
-    AccessExpr, BinaryOperator, CaseWhen, CastKind, DataType as SqlDataType, Expr, Function,
-    FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Query, SelectItem, SetExpr, Statement, Subscript, TableFactor, TableWithJoins,
-    UnaryOperator, Value, visit_expressions, visit_expressions_mut,
+    AccessExpr, ArrayElemTypeDef, BinaryOperator, CaseWhen, CastKind, DataType as SqlDataType,
+    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+    ObjectName, ObjectNamePart, Query, SelectItem, SetExpr, Statement, Subscript, TableAlias,
+    TableFactor, UnaryOperator, Value, VisitMut, VisitorMut, visit_expressions,
+    visit_expressions_mut, visit_relations,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+
+use super::catalog;
 
 /// The PostgreSQL release whose behaviour the door follows (and says in `version()`).
 pub(super) const POSTGRES_VERSION: &str = "16.6";
@@ -106,6 +114,17 @@ const ZERO_BASED_VECTORS: &[&str] = &[
     "i_indoption",
 ];
 
+/// The settings a session's `SET` changes what it answers with (datafusion-postgres keeps them
+/// per connection); any other is accepted by `SET` and `set_config` and changes nothing.
+const SESSION_FORMATS: &[&str] = &[
+    "statement_timeout",
+    "datestyle",
+    "intervalstyle",
+    "bytea_output",
+    "extra_float_digits",
+    "timezone",
+];
+
 /// The answer of `version()`.
 pub(super) fn version() -> String {
     format!(
@@ -131,6 +150,8 @@ pub(super) fn setting(name: &str) -> Option<String> {
         "transaction_isolation" | "default_transaction_isolation" => "read committed".into(),
         "transaction_read_only" | "default_transaction_read_only" => "on".into(),
         "is_superuser" => "off".into(),
+        // Sluice compiles no queries: asyncpg then leaves `jit` alone.
+        "jit" => "off".into(),
         "lc_collate" | "lc_ctype" => "C.UTF-8".into(),
         _ => return None,
     })
@@ -178,6 +199,27 @@ pub(super) fn register(ctx: &SessionContext) -> Result<()> {
         ctx.register_udf(ScalarUDF::new_from_impl(Constant::new(name, value)));
     }
     ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::default()));
+    ctx.register_udf(create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(|args| {
+            let names = cast(&args[0].to_array(1)?, &DataType::Utf8)?;
+            if let Some(name) = names
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .find(|name| SESSION_FORMATS.contains(&name.to_ascii_lowercase().as_str()))
+            {
+                return exec_err!(
+                    "set_config cannot change {name} here: use SET {name} = …, which this \
+                     session applies"
+                );
+            }
+            Ok(args[1].clone())
+        }),
+    ));
     ctx.register_udf(create_udf(
         "to_regtype",
         vec![DataType::Utf8],
@@ -598,6 +640,9 @@ pub(super) fn rewrite(sql: &str) -> Cow<'_, str> {
             changed |= rewrite_expr(expr);
             ControlFlow::<()>::Continue(())
         });
+        let mut columns = DescribedColumns::default();
+        let _ = statements.visit(&mut columns);
+        changed |= columns.0;
     }
     for statement in &mut statements {
         if let Statement::Query(query) = statement {
@@ -684,9 +729,40 @@ fn mentions_rewritten(sql: &str) -> bool {
         "pg_catalog",
         "reloptions",
         "::name",
+        "information_schema",
     ]
     .iter()
     .any(|word| lower.contains(word))
+}
+
+/// Reads `information_schema.columns` as [`catalog::COLUMNS`] (PostgreSQL's type names), under
+/// the name the query gave it; whether any was.
+#[derive(Default)]
+struct DescribedColumns(bool);
+
+impl VisitorMut for DescribedColumns {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, alias, .. } = factor
+            && let [
+                ObjectNamePart::Identifier(schema),
+                ObjectNamePart::Identifier(table),
+            ] = name.0.as_slice()
+            && schema.value.eq_ignore_ascii_case("information_schema")
+            && table.value.eq_ignore_ascii_case("columns")
+        {
+            alias.get_or_insert_with(|| TableAlias {
+                explicit: true,
+                name: table.clone(),
+                columns: vec![],
+                at: None,
+            });
+            *name = ObjectName::from(vec![Ident::new("pg_catalog"), Ident::new(catalog::COLUMNS)]);
+            self.0 = true;
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 fn rewrite_expr(expr: &mut Expr) -> bool {
@@ -899,19 +975,64 @@ fn null_keeping_placeholders(expr: &Expr) -> Expr {
     }
 }
 
-/// Whether `query` reads one table of `pg_catalog`.
+/// Whether `query` reads the catalog and nothing else: each table it names is one of
+/// `pg_catalog`'s (`pg_catalog.pg_attrdef`, or unqualified `pg_type`; not a function such as
+/// `generate_series`), or a table of its `WITH` (asyncpg's recursive lookup of a domain's base
+/// type).
 fn reads_catalog(query: &Query) -> bool {
-    let SetExpr::Select(select) = query.body.as_ref() else {
-        return false;
-    };
-    matches!(
-        select.from.as_slice(),
-        [TableWithJoins { relation: TableFactor::Table { name, .. }, .. }]
-            if name.0.first().is_some_and(|part| {
-                matches!(part, ObjectNamePart::Identifier(schema)
-                    if schema.value.eq_ignore_ascii_case("pg_catalog"))
+    let named: Vec<String> = query
+        .with
+        .iter()
+        .flat_map(|with| &with.cte_tables)
+        .map(|cte| cte.alias.name.value.to_ascii_lowercase())
+        .collect();
+    let mut tables = 0;
+    let only_catalog = visit_relations(query, |name| {
+        let parts: Vec<String> = name
+            .0
+            .iter()
+            .map(|part| match part {
+                ObjectNamePart::Identifier(ident) => ident.value.to_ascii_lowercase(),
+                _ => String::new(),
             })
-    )
+            .collect();
+        let allowed = match parts.as_slice() {
+            [schema, table] => schema == "pg_catalog" && table.starts_with("pg_"),
+            [table] => table.starts_with("pg_") || named.contains(table),
+            _ => false,
+        };
+        tables += 1;
+        match allowed {
+            true => ControlFlow::Continue(()),
+            false => ControlFlow::Break(()),
+        }
+    })
+    .is_continue();
+    only_catalog && tables > 0
+}
+
+/// The parameters `statement` casts to `oid[]` (asyncpg's type introspection: `t.oid =
+/// any($1::oid[])`), as `$n`. datafusion-pg-catalog keeps oids as `int4`, so such a parameter is
+/// planned as an `int4[]`; it is described as PostgreSQL describes it, an `oid[]` (a driver
+/// that only knows `oid[]` binds it so), and read as the `int4[]` it is planned as: the two
+/// have one wire form but for the element type, which reading takes from the plan.
+pub(super) fn oid_array_parameters(statement: &Statement) -> Vec<String> {
+    let mut parameters = vec![];
+    let _ = visit_expressions(statement, |expr| {
+        if let Expr::Cast {
+            expr, data_type, ..
+        } = expr
+            && let Expr::Value(value) = expr.as_ref()
+            && let Value::Placeholder(name) = &value.value
+            && let SqlDataType::Array(ArrayElemTypeDef::SquareBracket(element, _)) = data_type
+            && matches!(element.as_ref(), SqlDataType::Custom(name, args)
+                if args.is_empty() && name.to_string().eq_ignore_ascii_case("oid"))
+        {
+            parameters.push(name.clone());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    parameters
 }
 
 /// Whether `expr` names one of the catalog's number vectors.
@@ -1177,5 +1298,68 @@ mod tests {
         let user = "SELECT CASE WHEN u.k THEN (SELECT x FROM t WHERE t.k = u.k) END FROM u \
                     WHERE a LIKE 'pg_catalog'";
         assert!(matches!(rewrite(user), Cow::Borrowed(_)));
+        // asyncpg's type introspection: unqualified catalog tables, joins, and a recursive WITH
+        // of its own; but not a function (psql's publications query).
+        assert_eq!(
+            rewrite(
+                "SELECT CASE WHEN t.typtype = 'd' THEN (WITH RECURSIVE b(oid) AS (SELECT \
+                 t2.typbasetype FROM pg_type t2 WHERE t2.oid = t.oid) SELECT oid FROM b) END, \
+                 CASE WHEN t.typtype = 'c' THEN (SELECT array_agg(ia.atttypid) FROM pg_attribute \
+                 ia INNER JOIN pg_class c ON ia.attrelid = c.oid WHERE c.reltype = t.oid) END \
+                 FROM pg_catalog.pg_type AS t"
+            ),
+            "SELECT NULL, NULL FROM pg_catalog.pg_type AS t"
+        );
+        // information_schema.columns, with PostgreSQL's type names, under the name given.
+        assert_eq!(
+            rewrite("SELECT columns.data_type FROM information_schema.columns"),
+            "SELECT columns.data_type FROM pg_catalog.sluice_columns AS columns"
+        );
+        assert_eq!(
+            rewrite("SELECT c.data_type FROM INFORMATION_SCHEMA.COLUMNS c JOIN t ON true"),
+            "SELECT c.data_type FROM pg_catalog.sluice_columns c JOIN t ON true"
+        );
+        let publications = "SELECT CASE WHEN pr.prattrs IS NOT NULL THEN (SELECT \
+            string_agg(attname, ', ') FROM pg_catalog.generate_series(0, 2) s, \
+            pg_catalog.pg_attribute WHERE attnum = s) END FROM pg_catalog.pg_publication_rel pr";
+        assert!(matches!(rewrite(publications), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn parameters_cast_to_oid_arrays_are_found() {
+        let statement = |sql| {
+            Parser::parse_sql(&PostgreSqlDialect {}, sql)
+                .unwrap()
+                .remove(0)
+        };
+        let introspection = statement(
+            "SELECT t.oid FROM pg_type t WHERE t.oid = any($1::oid[]) AND t.typelem = $2::oid \
+             AND t.typlen = $3",
+        );
+        assert_eq!(oid_array_parameters(&introspection), ["$1"]);
+        assert!(oid_array_parameters(&statement("SELECT $1::int[]")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn set_config_changes_what_changes_nothing_here_and_refuses_the_rest() {
+        let ctx = SessionContext::new();
+        register(&ctx).unwrap();
+        let answer = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = ctx.sql(sql).await?.collect().await?;
+                let column = cast(batches[0].column(0), &DataType::Utf8)?;
+                Ok::<_, DataFusionError>(column.as_string::<i32>().value(0).to_owned())
+            }
+        };
+        assert_eq!(
+            answer("SELECT current_setting('jit'), set_config('jit', 'off', false)")
+                .await
+                .unwrap(),
+            "off"
+        );
+        let refused = answer("SELECT set_config('statement_timeout', '5s', false)").await;
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("use SET statement_timeout"), "{message}");
     }
 }

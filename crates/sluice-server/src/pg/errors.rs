@@ -35,6 +35,17 @@ pub(crate) fn class_error(class: Class, message: &str) -> PgWireError {
     )))
 }
 
+/// A statement stopped by its connection's `statement_timeout` (57014).
+pub(crate) fn timed_out(timeout: std::time::Duration) -> PgWireError {
+    class_error(
+        Class::Timeout,
+        &format!(
+            "canceling statement due to statement timeout ({timeout:?}; \
+             limits.query_timeout, or SET statement_timeout)"
+        ),
+    )
+}
+
 /// pgwire's error as the client must see it: an API error (DataFusion's, the parser's) given
 /// its SQLSTATE and, with the statement's `text`, its position; any other left as it is.
 pub(crate) fn classified(error: PgWireError, text: Option<&str>) -> PgWireError {

@@ -148,7 +148,7 @@ impl StartupHandler for Login {
 
 /// A connection's `statement_timeout` (the server's query timeout unless it `SET` another; none
 /// if it set 0).
-pub fn statement_timeout(client: &impl ClientInfo) -> Option<Duration> {
+pub fn statement_timeout(client: &(impl ClientInfo + ?Sized)) -> Option<Duration> {
     client
         .metadata()
         .get(STATEMENT_TIMEOUT_MS)

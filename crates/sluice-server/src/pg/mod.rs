@@ -26,17 +26,20 @@
 //! drivers call). A session's transactions, savepoints and `SHOW` of settings are answered as
 //! PostgreSQL does (`session`). What may run is the statement policy of both SQL doors
 //! ([`crate::policy`], applied by `hooks`); errors are said by their class (`errors`), with
-//! the position of a syntax error.
+//! the position of a syntax error. Results are described with PostgreSQL's types, modifiers
+//! included (`types`), and so are the tables' columns in `pg_attribute` (`catalog`).
 //!
 //! Shutdown: the port stops accepting (the shared accept loop of [`crate::listen`]), the
 //! queries in flight finish (for at most [`crate::SHUTDOWN_GRACE`]), then every connection
 //! closes — idle sessions do not hold the server up.
 
+mod catalog;
 mod compat;
 mod errors;
 mod hooks;
 mod login;
 mod session;
+mod types;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,8 +47,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
@@ -69,7 +72,6 @@ use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{Sink, StreamExt};
 use sluice_auth::{Role, Users};
-use sluice_error::Class;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -93,6 +95,8 @@ pub async fn serve(
     let ctx = engine.session()?;
     setup_pg_catalog(&ctx, "sluice", EmptyContextProvider)
         .map_err(|e| ServerError::Internal(format!("cannot set up pg_catalog: {e}")))?;
+    catalog::register(&ctx, "sluice")
+        .map_err(|e| ServerError::Internal(format!("cannot set up pg_attribute: {e}")))?;
     compat::register(&ctx).map_err(|e| {
         ServerError::Internal(format!("cannot set up the PostgreSQL functions: {e}"))
     })?;
@@ -104,6 +108,7 @@ pub async fn serve(
         }),
         Arc::new(CursorStatementHook),
         Arc::new(SetShowHook),
+        Arc::new(types::DescribedQueries),
     ];
     let statement_timeout = state.limits.query_timeout;
     let passwords = state
@@ -290,7 +295,7 @@ impl SimpleQueryHandler for Simple {
                 .and_then(|table| SessionContext::new().read_table(Arc::new(table)))
                 .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
             responses.push(Response::Query(
-                encode_dataframe(frame, &Format::UnifiedText, None).await?,
+                types::encode(frame, &Format::UnifiedText, None).await?,
             ));
         }
         drop(running);
@@ -383,17 +388,7 @@ fn finishing(
             match next {
                 Ok(Some(row)) => Some((row, Some((rows, running)))),
                 Ok(None) => None,
-                Err(_) => Some((
-                    Err(errors::class_error(
-                        Class::Timeout,
-                        &format!(
-                            "canceling statement due to statement timeout ({:?}; \
-                             limits.query_timeout, or SET statement_timeout)",
-                            timeout.unwrap_or_default()
-                        ),
-                    )),
-                    None,
-                )),
+                Err(_) => Some((Err(errors::timed_out(timeout.unwrap_or_default())), None)),
             }
         },
     ));
@@ -442,7 +437,16 @@ impl QueryParser for RewritingParser {
     }
 
     fn get_parameter_types(&self, statement: &DfStatement) -> PgWireResult<Vec<Type>> {
-        self.0.get_parameter_types(statement)
+        let mut types = self.0.get_parameter_types(statement)?;
+        if let (_, Some((parsed, _))) = statement {
+            for name in compat::oid_array_parameters(parsed) {
+                let at = name.trim_start_matches('$').parse::<usize>().ok();
+                if let Some(described) = at.and_then(|n| types.get_mut(n.checked_sub(1)?)) {
+                    *described = Type::OID_ARRAY;
+                }
+            }
+        }
+        Ok(types)
     }
 
     fn get_result_schema(
@@ -450,7 +454,16 @@ impl QueryParser for RewritingParser {
         statement: &DfStatement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
-        self.0.get_result_schema(statement, column_format)
+        match statement {
+            (_, Some((_, plan))) if !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_)) => {
+                types::describe(
+                    plan.schema().as_arrow(),
+                    column_format.unwrap_or(&Format::UnifiedText),
+                    None,
+                )
+            }
+            _ => self.0.get_result_schema(statement, column_format),
+        }
     }
 }
 

@@ -202,9 +202,23 @@ fn pg_text(row: &tokio_postgres::Row, i: usize, t: &Type) -> Result<String, SltE
             v.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
         }),
         Type::DATE => get(row, i, |v: NaiveDate| v.to_string()),
+        Type::JSON => get(row, i, |v: JsonText| v.0),
         ref other => Err(SltError(format!(
             "column {i}: the slt runner does not print type {other} yet"
         ))),
+    }
+}
+
+/// A `json` value: its text (which is its binary form too).
+struct JsonText(String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(JsonText(std::str::from_utf8(raw)?.to_owned()))
+    }
+
+    fn accepts(t: &Type) -> bool {
+        *t == Type::JSON
     }
 }
 
