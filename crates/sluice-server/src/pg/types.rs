@@ -1,5 +1,5 @@
 //! How a result's columns are described to PostgreSQL clients: PostgreSQL's type for each Arrow
-//! type, with what PostgreSQL says beside it, in both protocols and in `pg_attribute`.
+//! type, with what PostgreSQL says beside it, in both protocols and in the catalog (`catalog`).
 //!
 //! arrow-pg maps the types (and encodes the values); what it leaves unsaid, drivers act on:
 //!
