@@ -136,6 +136,21 @@ impl Lake {
         Ok(lake)
     }
 
+    /// The object store of `url` (`s3://bucket/…`, or a folder), reached as the lake reaches
+    /// its own (on S3, the standard `AWS_*` variables): for reading other files there, as
+    /// `sluice replay` does.
+    pub fn store_for(url: &Url) -> Result<ObjectStoreRef> {
+        if url.scheme() == "s3" {
+            deltalake::aws::register_handlers(None);
+        }
+        deltalake::logstore::store_for(url, std::iter::empty::<(String, String)>()).map_err(|e| {
+            Error::InvalidLocation {
+                location: url.to_string(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
     fn with_tables(root: Url, tables: BTreeSet<String>) -> Result<Lake> {
         let store = deltalake::logstore::store_for(&root, std::iter::empty::<(String, String)>())
             .map_err(|e| Error::InvalidLocation {

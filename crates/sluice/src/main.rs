@@ -5,6 +5,7 @@ mod demo;
 mod generate;
 mod produce;
 mod query;
+mod replay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ enum Command {
     Gen(generate::GenArgs),
     /// Send NDJSON from stdin to a stream.
     Produce(produce::ProduceArgs),
+    /// Send historical events from Parquet, CSV or NDJSON files (local or s3://) to a stream,
+    /// in event-time order, paced by event time or by count.
+    Replay(replay::ReplayArgs),
     /// Run SQL against a server and print the answer.
     Sql(query::SqlArgs),
 }
@@ -116,11 +120,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Gen(args) => generate::run(args),
         Command::Produce(args) => runtime()?.block_on(produce::run(args)),
+        Command::Replay(args) => runtime()?.block_on(replay::run(args)),
         Command::Sql(args) => runtime()?.block_on(query::run(args)),
     }
 }
 
-/// The HTTP client of `sluice sql` and `sluice produce`: with `SLUICE_TOKEN`, if set, as its
+/// The HTTP client of `sluice sql`, `sluice produce` and `sluice replay`: with `SLUICE_TOKEN`, if set, as its
 /// bearer token (a server with users asks for one).
 fn client() -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();

@@ -11,7 +11,7 @@
 
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -51,64 +51,96 @@ pub struct ProduceArgs {
 const CONNECT_ATTEMPTS: u32 = 10;
 
 pub async fn run(args: ProduceArgs) -> anyhow::Result<()> {
-    let mut url = reqwest::Url::parse(&args.server)
-        .with_context(|| format!("--server {:?} is not a URL", args.server))?
-        .join(&format!("v1/streams/{}/records", args.stream))
-        .context("cannot build the ingest URL")?;
-    if let Some(key) = &args.key {
-        url.query_pairs_mut().append_pair("key", key);
-    }
-    let client = crate::client()?;
-    let (chunks_tx, mut chunks) = mpsc::channel::<Bytes>(usize::from(args.concurrency));
+    let url = records_url(&args.server, &args.stream, args.key.as_deref())?;
+    let (chunks_tx, chunks) = mpsc::channel::<Bytes>(usize::from(args.concurrency));
     let batch_bytes = args.batch_bytes.max(1);
     let (rate, repeat) = (args.rate, args.repeat);
     let reader = std::thread::spawn(move || match rate {
         Some(rate) => read_paced(rate, repeat, batch_bytes, chunks_tx),
         None => read_chunks(batch_bytes, chunks_tx),
     });
-
-    let sent = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let progress = (!args.quiet).then(|| tokio::spawn(report_progress(sent.clone(), started)));
-    let mut in_flight = JoinSet::new();
-    let mut outcome = Ok(());
-    while let Some(chunk) = chunks.recv().await {
-        while in_flight.len() >= usize::from(args.concurrency) {
-            if let Some(done) = in_flight.join_next().await {
-                outcome = outcome.and(done.context("a request task failed")?);
-            }
-        }
-        if outcome.is_err() {
-            break;
-        }
-        let (client, url, sent) = (client.clone(), url.clone(), sent.clone());
-        in_flight.spawn(async move {
-            let accepted = send(&client, &url, chunk).await?;
-            sent.fetch_add(accepted, Ordering::Relaxed);
-            Ok::<_, anyhow::Error>(())
-        });
-    }
-    while let Some(done) = in_flight.join_next().await {
-        outcome = outcome.and(done.context("a request task failed")?);
-    }
-    if let Some(progress) = progress {
-        progress.abort();
-    }
-    drop(chunks);
+    let delivery = Delivery {
+        url,
+        concurrency: args.concurrency,
+        quiet: args.quiet,
+        reached: None,
+    };
+    let delivered = delivery.deliver(chunks).await;
     let read = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the stdin reader panicked"))?;
-    outcome?;
-    read?;
-    let total = sent.load(Ordering::Relaxed);
-    let secs = started.elapsed().as_secs_f64();
-    if !args.quiet {
-        eprintln!(
-            "\rsent {total} events in {secs:.1} s ({:.0} events/s)          ",
-            total as f64 / secs.max(1e-9)
-        );
+    delivered?;
+    read
+}
+
+/// The ingest URL of `stream` on `server`, with the partition key field, if any.
+pub fn records_url(server: &str, stream: &str, key: Option<&str>) -> anyhow::Result<reqwest::Url> {
+    let mut url = reqwest::Url::parse(server)
+        .with_context(|| format!("--server {server:?} is not a URL"))?
+        .join(&format!("v1/streams/{stream}/records"))
+        .context("cannot build the ingest URL")?;
+    if let Some(key) = key {
+        url.query_pairs_mut().append_pair("key", key);
     }
-    Ok(())
+    Ok(url)
+}
+
+/// How chunks of NDJSON are sent to a stream.
+pub struct Delivery {
+    /// The stream's ingest URL ([`records_url`]).
+    pub url: reqwest::Url,
+    /// Requests in flight at once (1 keeps the chunks' order).
+    pub concurrency: u16,
+    /// No progress on stderr.
+    pub quiet: bool,
+    /// The event time the chunks sent so far reach (ms since the epoch), for the progress line.
+    pub reached: Option<Arc<AtomicI64>>,
+}
+
+impl Delivery {
+    /// Sends every chunk `chunks` hands on, reporting progress each second; fails at the first
+    /// request the server refuses (and stops taking chunks, so their sender sees it).
+    pub async fn deliver(self, mut chunks: mpsc::Receiver<Bytes>) -> anyhow::Result<()> {
+        let client = crate::client()?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let progress = (!self.quiet)
+            .then(|| tokio::spawn(report_progress(sent.clone(), self.reached.clone(), started)));
+        let mut in_flight = JoinSet::new();
+        let mut outcome = Ok(());
+        while let Some(chunk) = chunks.recv().await {
+            while in_flight.len() >= usize::from(self.concurrency) {
+                if let Some(done) = in_flight.join_next().await {
+                    outcome = outcome.and(done.context("a request task failed")?);
+                }
+            }
+            if outcome.is_err() {
+                break;
+            }
+            let (client, url, sent) = (client.clone(), self.url.clone(), sent.clone());
+            in_flight.spawn(async move {
+                let accepted = send(&client, &url, chunk).await?;
+                sent.fetch_add(accepted, Ordering::Relaxed);
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+        while let Some(done) = in_flight.join_next().await {
+            outcome = outcome.and(done.context("a request task failed")?);
+        }
+        if let Some(progress) = progress {
+            progress.abort();
+        }
+        outcome?;
+        let total = sent.load(Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64();
+        if !self.quiet {
+            eprintln!(
+                "\rsent {total} events in {secs:.1} s ({:.0} events/s)          ",
+                total as f64 / secs.max(1e-9)
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Reads stdin into chunks of whole lines of about `batch_bytes`.
@@ -285,7 +317,7 @@ async fn send(client: &reqwest::Client, url: &reqwest::Url, chunk: Bytes) -> any
     }
 }
 
-async fn report_progress(sent: Arc<AtomicU64>, started: Instant) {
+async fn report_progress(sent: Arc<AtomicU64>, reached: Option<Arc<AtomicI64>>, started: Instant) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last = (0u64, Instant::now());
     loop {
@@ -294,8 +326,15 @@ async fn report_progress(sent: Arc<AtomicU64>, started: Instant) {
         let total = sent.load(Ordering::Relaxed);
         let rate = (total - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-9);
         last = (total, now);
+        let position = reached
+            .as_ref()
+            .map(|ms| ms.load(Ordering::Relaxed))
+            .filter(|&ms| ms != i64::MIN)
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|at| format!(", event time {}", at.format("%Y-%m-%d %H:%M:%S")))
+            .unwrap_or_default();
         eprint!(
-            "\r{total} events, {rate:.0} events/s, {:.0} s          ",
+            "\r{total} events, {rate:.0} events/s{position}, {:.0} s          ",
             now.duration_since(started).as_secs_f64()
         );
     }
