@@ -244,9 +244,16 @@ pub fn check_depth<V: sqlparser::ast::Visit>(statement: &V) -> Result<()> {
 /// bytes could hold a core that long.
 pub const MAX_SUBSCRIPT_DEPTH: usize = 2;
 
-/// Refuses, before any parser sees it, SQL text that is too large or that nests subscripts
-/// deeper than [`MAX_SUBSCRIPT_DEPTH`]; what does not tokenize is the parser's to report. Every
-/// door calls it (through [`parse`], or itself before its own parser).
+/// The most names a dotted chain (`catalog.schema.table.column.field`) may have: sqlparser
+/// backtracks over a chain once per name when a subscript follows it, so that a chain of 30
+/// names before a `[` takes hours to parse (a fuzzer found it); PostgreSQL itself takes at most
+/// four names and a field or two.
+pub const MAX_DOTTED_NAMES: usize = 10;
+
+/// Refuses, before any parser sees it, SQL text that is too large, that nests subscripts
+/// deeper than [`MAX_SUBSCRIPT_DEPTH`] or that chains more than [`MAX_DOTTED_NAMES`] names; what
+/// does not tokenize is the parser's to report. Every door calls it (through [`parse`], or
+/// itself before its own parser).
 pub fn check_text(sql: &str) -> Result<()> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError::new(format!(
@@ -260,7 +267,26 @@ pub fn check_text(sql: &str) -> Result<()> {
         return Ok(());
     };
     let mut depth = 0usize;
+    // The names of the dotted chain the last tokens make, and whether a period ends it.
+    let (mut names, mut after_period) = (0usize, false);
     for token in &tokens {
+        match &token.token {
+            Token::Whitespace(_) => {}
+            Token::Period => after_period = true,
+            Token::Word(_) | Token::Placeholder(_) | Token::Number(..) => {
+                names = if after_period { names + 1 } else { 1 };
+                after_period = false;
+                if names > MAX_DOTTED_NAMES {
+                    return Err(SqlError::at(
+                        format!(
+                            "names chained by more than {MAX_DOTTED_NAMES} dots are not supported"
+                        ),
+                        token.span.start,
+                    ));
+                }
+            }
+            _ => (names, after_period) = (0, false),
+        }
         match token.token {
             Token::LBracket => {
                 depth += 1;

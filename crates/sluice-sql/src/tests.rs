@@ -557,3 +557,37 @@ fn subscripts_nested_deeper_than_the_parser_can_take_in_time_are_refused_at_once
         parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 }
+
+#[test]
+fn chains_of_more_names_than_the_parser_can_take_in_time_are_refused_at_once() {
+    // Found by the fuzzer: sqlparser's time doubles with each name of a chain before a `[`
+    // (20 names: a second; 30: hours).
+    let chain: Vec<String> = (0..30).map(|i| format!("n{i}")).collect();
+    let e = parse(&format!("SELECT {}[1] FROM t", chain.join("."))).unwrap_err();
+    assert!(e.message.contains("more than 10 dots"), "{e}");
+    assert_eq!(
+        (e.line, e.column),
+        (Some(1), Some(38)),
+        "at the eleventh name"
+    );
+    for found in [
+        include_str!(
+            "../../../fuzz/corpus/sql_parse/found-by-fuzzing-dotted-names-before-a-subscript.sql"
+        ),
+        include_str!(
+            "../../../fuzz/corpus/sql_parse/found-by-fuzzing-dotted-names-before-a-subscript-2.sql"
+        ),
+    ] {
+        assert!(parse(found).is_err());
+    }
+    for sql in [
+        "SELECT sluice.public.t.a FROM sluice.public.t",
+        "SELECT a . b . c, x.y[1], 1.5 . x FROM t",
+        &format!("SELECT {} FROM t", chain[..10].join(".")),
+    ] {
+        assert!(
+            !parse(sql).is_err_and(|e| e.message.contains("dots")),
+            "{sql}"
+        );
+    }
+}

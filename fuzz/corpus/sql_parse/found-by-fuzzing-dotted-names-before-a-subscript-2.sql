@@ -1,0 +1,1 @@
+SELECT #NTOle_nSSS.SSSSSOle_nSSS.SSSSSeSSShema.tabSS.SSSSOle_nSSS.SSSSSeSSShema.tabSS.SSSSSeSSShema.tabSma.t_schema.nnneSSShema.tabSS.SSSSSeSSShema.tSSSSSeSSShema.tabSma.t_schema.nnneSSShema.tabSS.SSSSSeSSShema.tabSma.tSSSS.$SSSSSSSion_schema.nnnn[ables .HERE.Iw''hema = 
