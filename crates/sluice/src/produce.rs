@@ -4,7 +4,8 @@
 //! are in flight at once (so requests may overtake each other: use `--concurrency 1` where the
 //! order across requests matters). A 503 (the server's backpressure) is retried after its
 //! `Retry-After`, for as long as it takes; a refused request (4xx) stops the run with the
-//! server's message. Progress goes to stderr every second.
+//! server's message. Progress goes to stderr every second. That sending is [`Delivery`]'s,
+//! which `sluice replay` shares.
 //!
 //! `--rate N` replays stdin (a historical file, say) at N events a second, sent in steps of
 //! 50 ms; `--loop` starts over at its end, without end (stdin is then held in memory).

@@ -226,19 +226,13 @@ fn millis(batch: &RecordBatch, column: &str) -> anyhow::Result<Vec<i64>> {
     let values = batch
         .column_by_name(column)
         .with_context(|| format!("no column {column:?}"))?;
-    let as_millis = match values.data_type() {
-        DataType::Int64 | DataType::Int32 | DataType::UInt32 => {
-            cast(values, &DataType::Timestamp(TimeUnit::Millisecond, None))?
-        }
-        _ => {
-            cast(values, &DataType::Timestamp(TimeUnit::Millisecond, None)).with_context(|| {
-                format!(
-                    "--event-time {column:?} is {}, not a time",
-                    values.data_type()
-                )
-            })?
-        }
-    };
+    let as_millis =
+        cast(values, &DataType::Timestamp(TimeUnit::Millisecond, None)).with_context(|| {
+            format!(
+                "--event-time {column:?} is {}, not a time",
+                values.data_type()
+            )
+        })?;
     let as_millis = as_millis.as_primitive::<TimestampMillisecondType>();
     let mut last = None;
     Ok((0..as_millis.len())
