@@ -26,7 +26,7 @@ use sluice_gen::Workload;
 use sluice_lake::{Lake, LakeTable};
 use sluice_log::{Log, LogConfig};
 use sluice_pipeline::runtime::run_one;
-use sluice_pipeline::source::LogSource;
+use sluice_pipeline::source::StreamSource;
 use sluice_pipeline::{RawConfig, RawPipeline, errors_table};
 use tokio::sync::watch;
 
@@ -98,7 +98,8 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
 
     let started = Instant::now();
     let config = RawConfig::default();
-    let pipeline = RawPipeline::open(LogSource::open(&log, STREAM)?, &lake, config.clone()).await?;
+    let pipeline =
+        RawPipeline::open(StreamSource::open(&log, STREAM)?, &lake, config.clone()).await?;
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(run_one(Box::new(pipeline), config.cadence(), stopped));
     // The pipeline created both tables when it opened.

@@ -29,6 +29,7 @@ pub fn create_stream(log: &Log, create: &str) -> anyhow::Result<Arc<Stream>> {
             max_bytes_per_shard: create.retention_bytes_per_shard,
         },
         definition: create.definition.to_log(),
+        elsewhere: None,
     };
     Ok(log.create_stream(&create.name, options)?)
 }

@@ -87,6 +87,14 @@ pub enum Error {
         /// The key's length, in bytes.
         bytes: usize,
     },
+    /// The stream's records come from elsewhere (a Kafka topic): its doors take none.
+    #[error("stream '{stream}' reads its records from {source_of_records}: produce them there")]
+    Elsewhere {
+        /// The stream appended to.
+        stream: String,
+        /// Where its records come from, and so where to produce them.
+        source_of_records: String,
+    },
     /// One request's records do not fit in one batch (see [`batch::MAX_BATCH_PAYLOAD`]).
     #[error("batch of {bytes} bytes is over the limit of {max} bytes", max = batch::MAX_BATCH_PAYLOAD)]
     BatchTooLarge {
@@ -168,6 +176,7 @@ impl sluice_error::Classify for Error {
             Error::InvalidName(_) | Error::InvalidShardCount(_) => Class::InvalidValue,
             Error::RecordTooLarge { .. } | Error::KeyTooLong { .. } => Class::InvalidData,
             Error::BatchTooLarge { .. } => Class::TooLarge,
+            Error::Elsewhere { .. } => Class::Unsupported,
             Error::Backpressure => Class::Busy,
             Error::Io { .. } | Error::Unavailable(_) | Error::Closed => Class::Unavailable,
             Error::Indeterminate(_) | Error::Corrupt { .. } | Error::Internal(_) => Class::Internal,
@@ -185,6 +194,7 @@ impl sluice_error::Classify for Error {
             Error::RecordTooLarge { .. } => "record_too_large",
             Error::KeyTooLong { .. } => "key_too_long",
             Error::BatchTooLarge { .. } => "body_too_large",
+            Error::Elsewhere { .. } => "stream_reads_elsewhere",
             Error::Backpressure => "backpressure",
             Error::Io { .. } | Error::Unavailable(_) | Error::Closed => "unavailable",
             Error::Indeterminate(_) => "outcome_unknown",
@@ -259,6 +269,9 @@ pub struct StreamOptions {
     /// What the stream's owner keeps with it (its SQL columns and format), stored in
     /// `stream.json` and never read by the log.
     pub definition: serde_json::Value,
+    /// Where the stream's records come from when not from the log's doors (a Kafka topic, as
+    /// producers should be told): then appends are refused.
+    pub elsewhere: Option<String>,
 }
 
 /// The log: every stream of a data directory, with its shards' writers. The ingest doors
@@ -380,6 +393,7 @@ impl Log {
             shards: options.shards,
             retention: options.retention,
             definition: options.definition,
+            elsewhere: options.elsewhere,
         };
         let streams_dir = self.root.join("streams");
         let tmp = streams_dir.join(format!(".{name}.creating"));

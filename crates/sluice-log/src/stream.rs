@@ -59,6 +59,9 @@ pub struct StreamMeta {
     /// The owner's definition of the stream, stored verbatim (`null` when it has none).
     #[serde(default)]
     pub definition: serde_json::Value,
+    /// Where its records come from when not from the log's doors: appends are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elsewhere: Option<String>,
 }
 
 /// Checks a stream name: 1 to 128 of `A-Z a-z 0-9 _ . -`, not starting with `.` (the Kinesis
@@ -232,8 +235,15 @@ impl Stream {
     ///
     /// Fails as a whole with [`Error::Backpressure`] (nothing written) when the log's in-flight
     /// budget stays exhausted for the backpressure wait. Otherwise each shard reports its own
-    /// outcome: a shard that fails does not undo the others.
+    /// outcome: a shard that fails does not undo the others. A stream whose records come from
+    /// elsewhere refuses every append ([`Error::Elsewhere`]).
     pub async fn append(&self, batches: ShardBatches) -> Result<Vec<ShardAppend>> {
+        if let Some(elsewhere) = &self.meta.elsewhere {
+            return Err(Error::Elsewhere {
+                stream: self.meta.name.clone(),
+                source_of_records: elsewhere.clone(),
+            });
+        }
         let started = Instant::now();
         let sealed: Vec<(u32, SealedBatch)> = batches
             .shards

@@ -10,7 +10,7 @@
 //! Invariant: the positions come from the very snapshot the scan reads, so each acknowledged
 //! record appears exactly once — in the snapshot if the pipeline committed it, else in the
 //! tail — however the pipeline's commits interleave with the query. (The positions and the
-//! reading are the pipeline's own, `exactly_once` and [`LogSource`]: the query engine asks for
+//! reading are the pipeline's own, `exactly_once` and [`StreamSource`]: the query engine asks for
 //! a fresh table and knows nothing of them.)
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +31,7 @@ use sluice_lake::LakeTable;
 use sluice_log::Log;
 
 use crate::exactly_once::{Partition, Positions, committed, past};
-use crate::source::{LogSource, Source};
+use crate::source::{Source, StreamSource};
 
 /// The most records of one shard held as the decoded tail of a table. Past it (only when a
 /// pipeline has fallen far behind) queries see the table up to that much.
@@ -77,7 +77,7 @@ impl Tails {
     ) -> Result<Arc<dyn TableProvider>> {
         let committed = table.delta().table_provider().await?;
         // A stream whose records cannot be decoded has no raw pipeline, hence no tail.
-        let Ok(source) = LogSource::open(log, stream) else {
+        let Ok(source) = StreamSource::open(log, stream) else {
             return Ok(committed);
         };
         let bounds = source.bounds().await.map_err(external)?;
@@ -112,7 +112,7 @@ impl Tail {
     /// the log's end, decoding only what was not decoded before.
     async fn advance(
         &mut self,
-        source: LogSource,
+        source: StreamSource,
         side: Side,
         schema: &SchemaRef,
         positions: &Positions,

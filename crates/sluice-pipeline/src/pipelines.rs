@@ -22,7 +22,7 @@ use sluice_sql::ViewDefinition;
 
 use crate::exactly_once::Writer;
 use crate::runtime::{Kind, Monitor, Open, Pipeline, PipelineStatus, Supervisor};
-use crate::source::LogSource;
+use crate::source::StreamSource;
 use crate::view::input::Input;
 use crate::view::plan::ViewPlan;
 use crate::view::{Catalog, Clock, StoredView, ViewConfig, ViewPipeline};
@@ -300,7 +300,7 @@ struct OpenRaw {
 #[async_trait]
 impl Open for OpenRaw {
     async fn open(&self) -> Result<Box<dyn Pipeline>> {
-        let source = LogSource::open(&self.log, &self.stream)?;
+        let source = StreamSource::open(&self.log, &self.stream)?;
         Ok(Box::new(
             RawPipeline::open(source, &self.lake, self.config.clone()).await?,
         ))

@@ -29,7 +29,7 @@ use crate::exactly_once::{
 };
 use crate::runtime::{Cadence, Kind, Pipeline, Round};
 use crate::source::{
-    Bounds, Gap, Limits, LogSource, SharedSource, Source, SourceRead, pending, shares,
+    Bounds, Gap, Limits, SharedSource, Source, SourceRead, StreamSource, pending, shares,
 };
 use crate::{Result, errors_table};
 
@@ -80,7 +80,7 @@ pub struct RawPipeline {
 impl RawPipeline {
     /// Opens (or creates) the tables of `source`'s stream and resumes from the positions they
     /// recorded.
-    pub async fn open(source: LogSource, lake: &Lake, config: RawConfig) -> Result<RawPipeline> {
+    pub async fn open(source: StreamSource, lake: &Lake, config: RawConfig) -> Result<RawPipeline> {
         let name = source.name().to_string();
         let writer = Writer::Stream(source.id());
         let partition_by: Vec<String> = source

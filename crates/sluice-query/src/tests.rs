@@ -146,7 +146,7 @@ async fn scalar(engine: &QueryEngine, sql: &str) -> i64 {
 /// committed it yet, and never one twice.
 #[tokio::test]
 async fn stream_tables_include_the_log_tail() {
-    use sluice_pipeline::source::LogSource;
+    use sluice_pipeline::source::StreamSource;
     use sluice_pipeline::{Pipeline, RawConfig, RawPipeline};
 
     let dir = tempfile::tempdir().unwrap();
@@ -167,10 +167,11 @@ async fn stream_tables_include_the_log_tail() {
                 shards: 2,
                 retention: sluice_log::Retention::default(),
                 definition: create.definition.to_log(),
+                elsewhere: None,
             },
         )
         .unwrap();
-    let source = LogSource::open(&log, "clicks").unwrap();
+    let source = StreamSource::open(&log, "clicks").unwrap();
     let mut pipeline = RawPipeline::open(source, &lake, RawConfig::default())
         .await
         .unwrap();

@@ -261,7 +261,7 @@ pub fn execute(
     }
 }
 
-fn options(create: &CreateStream) -> StreamOptions {
+fn options(create: &CreateStream, elsewhere: Option<String>) -> StreamOptions {
     StreamOptions {
         shards: create.shards,
         retention: Retention {
@@ -269,15 +269,22 @@ fn options(create: &CreateStream) -> StreamOptions {
             max_bytes_per_shard: create.retention_bytes_per_shard,
         },
         definition: create.definition.to_log(),
+        elsewhere,
     }
 }
 
 fn create_stream(
     log: &Log,
-    create: CreateStream,
+    mut create: CreateStream,
     existing: Existing,
 ) -> Result<QueryResult, ServerError> {
-    let wanted = options(&create);
+    // A stream that exists is compared as declared; a new one's connector is checked (the
+    // brokers asked) and where it starts fixed.
+    let elsewhere = match log.stream(&create.name) {
+        Ok(_) => create.definition.connector.as_ref().map(|c| c.produce_to()),
+        Err(_) => sluice_pipeline::source::prepare_stream(&create.name, &mut create.definition)?,
+    };
+    let wanted = options(&create, elsewhere);
     match log.create_stream(&create.name, wanted.clone()) {
         Ok(_) => Ok(QueryResult::default()),
         Err(sluice_log::Error::StreamExists(name)) => {

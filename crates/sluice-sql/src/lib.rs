@@ -23,10 +23,12 @@
 //! line and column of the offending token.
 
 pub mod as_of;
+mod connector;
 mod stream;
 mod view;
 
 pub use as_of::AsOf;
+pub use connector::{Connector, KafkaTopic, Start};
 pub use view::{CreateView, ViewDefinition};
 
 pub use stream::{

@@ -11,6 +11,7 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Location, Token};
 
+use crate::connector::{self, Connector, ConnectorOptions};
 use crate::{Result, SqlError};
 
 /// How a stream's records are decoded (by the pipelines; the log keeps them as bytes).
@@ -175,6 +176,9 @@ pub struct StreamDefinition {
     /// How the raw table is partitioned, outermost level first.
     #[serde(default)]
     pub partition_by: Vec<Partition>,
+    /// Where its records come from when not from Sluice's own doors (a Kafka topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<Connector>,
 }
 
 impl StreamDefinition {
@@ -200,7 +204,14 @@ impl StreamDefinition {
                 }
             }
         }
-        StreamDefinition::from_log(&kept) == *self
+        let mut kept = StreamDefinition::from_log(&kept);
+        // Where a connector starts was fixed when the stream was created.
+        if let (Some(Connector::Kafka(kept)), Some(Connector::Kafka(declared))) =
+            (&mut kept.connector, &self.connector)
+        {
+            kept.starts = declared.starts.clone();
+        }
+        kept == *self
     }
 
     /// The definition as the log keeps it (see [`StreamDefinition::from_log`]).
@@ -274,16 +285,42 @@ pub(crate) fn parse_create_stream(parser: &mut Parser) -> Result<CreateStream> {
         },
     };
     let with_at = parser.peek_token().span.start;
+    let mut connector_options = ConnectorOptions::default();
+    // Options a Kafka stream takes from its topic instead.
+    let mut log_options = Vec::new();
     if parser.peek_keyword(Keyword::WITH) {
         for option in parser.parse_options(Keyword::WITH)? {
             let SqlOption::KeyValue { key, value } = option else {
                 return Err(SqlError::at(
-                    format!("expected option = value; options are {OPTIONS}"),
+                    format!(
+                        "expected option = value; options are {OPTIONS}, {}",
+                        connector::OPTIONS
+                    ),
                     with_at,
                 ));
             };
+            let name = key.value.to_ascii_lowercase();
+            if ConnectorOptions::takes(&name) {
+                let text = string(&value, &name, key.span.start)?;
+                connector_options.add(name, text, key.span.start);
+                continue;
+            }
+            if ["shards", "retention", "retention_bytes"].contains(&name.as_str()) {
+                log_options.push((name.clone(), key.span.start));
+            }
             apply_option(&mut create, &key, &value)?;
         }
+    }
+    create.definition.connector = connector_options.connector(&create.name, name_at)?;
+    if let (Some(c), Some((option, at))) = (&create.definition.connector, log_options.first()) {
+        return Err(SqlError::at(
+            format!(
+                "a {} stream takes no {option}: its shards are the topic's partitions, and its \
+                 retention the topic's",
+                c.kind()
+            ),
+            *at,
+        ));
     }
     create.definition.partition_by = (create.definition.partition_by.iter())
         .map(|p| named(p, &create.definition.columns))
@@ -422,7 +459,10 @@ fn apply_option(create: &mut CreateStream, key: &ast::Ident, value: &Expr) -> Re
         }
         other => {
             return Err(SqlError::at(
-                format!("unknown stream option '{other}': options are {OPTIONS}"),
+                format!(
+                    "unknown stream option '{other}': options are {OPTIONS}, {}",
+                    connector::OPTIONS
+                ),
                 at,
             ));
         }

@@ -591,3 +591,102 @@ fn chains_of_more_names_than_the_parser_can_take_in_time_are_refused_at_once() {
         );
     }
 }
+
+#[test]
+fn a_kafka_stream_keeps_where_its_records_are_and_never_a_secret() {
+    let Statement::CreateStream(c) =
+        one("CREATE STREAM clicks (user_id TEXT, ts TIMESTAMP NOT NULL)
+         WITH (connector = 'kafka', brokers = '127.0.0.1:9092', topic = 'clicks', format = 'json',
+               event_time = 'ts', start = '2026-12-01 10:00:00',
+               \"properties.sasl.mechanism\" = 'PLAIN', \"properties.sasl.password_env\" = 'PW')")
+    else {
+        panic!()
+    };
+    let Some(Connector::Kafka(topic)) = &c.definition.connector else {
+        panic!("{c:?}")
+    };
+    assert_eq!(topic.brokers, "127.0.0.1:9092");
+    assert_eq!(topic.topic, "clicks");
+    assert_eq!(topic.group_id, "sluice-clicks");
+    assert_eq!(topic.start, Start::Timestamp(1_796_119_200_000));
+    assert_eq!(
+        topic.properties.iter().collect::<Vec<_>>(),
+        [
+            (&"sasl.mechanism".to_string(), &"PLAIN".to_string()),
+            (&"sasl.password_env".to_string(), &"PW".to_string())
+        ]
+    );
+    // As the log keeps it, and back.
+    let kept = c.definition.to_log();
+    assert!(!kept.to_string().contains("hunter"), "{kept}");
+    assert_eq!(StreamDefinition::from_log(&kept), c.definition);
+
+    for (start, expected) in [
+        ("earliest", Start::Earliest),
+        ("LATEST", Start::Latest),
+        (
+            "2026-12-01T10:00:00+01:00",
+            Start::Timestamp(1_796_115_600_000),
+        ),
+        ("2026-12-01", Start::Timestamp(1_796_083_200_000)),
+    ] {
+        let Statement::CreateStream(c) = one(&format!(
+            "CREATE STREAM s WITH (connector = 'kafka', brokers = 'b:9092', topic = 't', start = '{start}')"
+        )) else {
+            panic!()
+        };
+        let Some(Connector::Kafka(topic)) = c.definition.connector else {
+            panic!()
+        };
+        assert_eq!(topic.start, expected, "{start}");
+    }
+}
+
+#[test]
+fn kafka_options_are_checked_together() {
+    let kafka = "connector = 'kafka', brokers = 'b:9092', topic = 't'";
+    let cases = [
+        (
+            format!("{kafka}, shards = 4"),
+            "takes no shards: its shards are the topic's partitions",
+        ),
+        (
+            format!("{kafka}, retention = '1 day'"),
+            "takes no retention",
+        ),
+        (
+            "connector = 'kinesis'".to_string(),
+            "unknown connector 'kinesis'",
+        ),
+        (
+            "connector = 'kafka', topic = 't'".to_string(),
+            "needs brokers = '…'",
+        ),
+        (
+            "connector = 'kafka', brokers = 'b'".to_string(),
+            "needs topic = '…'",
+        ),
+        (
+            "topic = 't'".to_string(),
+            "option 'topic' needs connector = 'kafka'",
+        ),
+        (
+            format!("{kafka}, start = 'yesterday'"),
+            "start 'yesterday' is not 'earliest'",
+        ),
+        (
+            format!("{kafka}, \"properties.sasl.password\" = 'hunter2'"),
+            "is a secret, never kept in the catalog",
+        ),
+        (
+            format!("{kafka}, \"properties.enable.auto.commit\" = 'true'"),
+            "'enable.auto.commit' is Sluice's to set",
+        ),
+    ];
+    for (options, expected) in cases {
+        let sql = format!("CREATE STREAM s WITH ({options})");
+        let e = error(&sql).to_string();
+        assert!(e.contains(expected), "{sql}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}

@@ -103,6 +103,11 @@ impl From<sluice_log::Error> for KinesisError {
                 "ResourceInUseException",
                 format!("Stream {name} under account {ACCOUNT} already exists."),
             ),
+            E::Elsewhere { .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgumentException",
+                e.to_string(),
+            ),
             E::InUse { stream, reason } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "ResourceInUseException",

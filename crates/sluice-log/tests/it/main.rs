@@ -88,6 +88,7 @@ pub fn options(shards: u32) -> StreamOptions {
         shards,
         retention: Retention::default(),
         definition: serde_json::json!({"format": "json"}),
+        elsewhere: None,
     }
 }
 

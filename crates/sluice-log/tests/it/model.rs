@@ -112,6 +112,7 @@ fn run(ops: Vec<Op>) {
                 max_bytes_per_shard: None,
             },
             definition: serde_json::Value::Null,
+            elsewhere: None,
         },
     )
     .unwrap();

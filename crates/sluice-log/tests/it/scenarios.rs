@@ -254,6 +254,7 @@ fn retention_by_size_deletes_the_oldest_whole_segments() {
                     max_bytes_per_shard: Some(2000),
                 },
                 definition: serde_json::Value::Null,
+                elsewhere: None,
             },
         )
         .unwrap();

@@ -8,7 +8,8 @@
 //! | `text` | `data`: the record as text (it must be UTF-8) |
 //!
 //! Every raw table also has `_shard`, `_seq` and `_ingested_at` (when the log made the record
-//! durable), then the partition columns derived from declared ones (`date(ts)`, `hour(ts)`). Every error row has the raw payload (as text, invalid UTF-8 replaced), the reason
+//! durable, or Sluice read it from Kafka); a Kafka stream's also `_key` and `_kafka_ts` (the
+//! record's key, as text, and its timestamp); then the partition columns derived from declared ones (`date(ts)`, `hour(ts)`). Every error row has the raw payload (as text, invalid UTF-8 replaced), the reason
 //! and the same three columns, so that `good rows + error rows = records` can be checked and any
 //! error traced to its record in the log.
 
@@ -23,7 +24,7 @@ use arrow::compute::kernels::temporal::{DatePart, date_part};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
-use sluice_sql::{ColumnType, Format, StreamDefinition, Transform};
+use sluice_sql::{ColumnType, Connector, Format, StreamDefinition, Transform};
 
 use crate::functions::json_field_metadata;
 use crate::{PipelineError, Result};
@@ -35,6 +36,10 @@ pub const SHARD: &str = "_shard";
 pub const SEQ: &str = "_seq";
 /// The column holding the record's append time: when the log made it durable.
 pub const INGESTED_AT: &str = "_ingested_at";
+/// A Kafka stream's column holding the record's key (as text, invalid UTF-8 replaced).
+pub const KAFKA_KEY: &str = "_key";
+/// A Kafka stream's column holding the record's timestamp (its producer's, or the broker's).
+pub const KAFKA_TS: &str = "_kafka_ts";
 /// The one column of a stream without declared columns.
 pub const DATA: &str = "data";
 
@@ -130,6 +135,8 @@ pub struct RawRecord<'a> {
     pub append_ms: i64,
     /// The record as the producer sent it.
     pub data: &'a [u8],
+    /// A Kafka record's key and timestamp (ms since the Unix epoch), if it has them.
+    pub kafka: Option<(Option<&'a [u8]>, Option<i64>)>,
 }
 
 /// The decoded records: rows of the raw table, and rows of the errors table.
@@ -151,6 +158,8 @@ pub struct Decoder {
     columns: Option<(SchemaRef, Typed)>,
     /// The derived partition columns: which declared column each is taken from, and how.
     derived: Vec<(usize, Transform)>,
+    /// Whether rows have `_key` and `_kafka_ts` (a Kafka stream's).
+    kafka: bool,
     schema: SchemaRef,
 }
 
@@ -194,6 +203,11 @@ impl Decoder {
         });
         let mut fields = data_fields;
         fields.extend(meta_fields());
+        let kafka = matches!(definition.connector, Some(Connector::Kafka(_)));
+        if kafka {
+            fields.push(Field::new(KAFKA_KEY, DataType::Utf8, true));
+            fields.push(Field::new(KAFKA_TS, instant(), true));
+        }
         let mut derived = Vec::new();
         for p in &definition.partition_by {
             let source = definition
@@ -214,6 +228,7 @@ impl Decoder {
             format: definition.format,
             columns,
             derived,
+            kafka,
             schema: Arc::new(Schema::new(fields)),
         })
     }
@@ -326,6 +341,9 @@ impl Decoder {
             .collect::<Result<Vec<_>, _>>()?;
         let mut columns = data;
         columns.extend(meta_columns(records, &good));
+        if self.kafka {
+            columns.extend(kafka_columns(records, &good));
+        }
         columns.extend(derived);
         let rows = RecordBatch::try_new(self.schema.clone(), columns)?;
 
@@ -445,6 +463,20 @@ fn meta_columns(records: &[RawRecord<'_>], at: &[usize]) -> [ArrayRef; 3] {
         Arc::new(seq),
         Arc::new(ingested.with_timezone("UTC")),
     ]
+}
+
+/// `_key` and `_kafka_ts` of the records at `at`.
+fn kafka_columns(records: &[RawRecord<'_>], at: &[usize]) -> [ArrayRef; 2] {
+    let kafka = |i: usize| records[i].kafka.unwrap_or_default();
+    let key: StringArray = at
+        .iter()
+        .map(|&i| kafka(i).0.map(String::from_utf8_lossy))
+        .collect();
+    let ts: TimestampMicrosecondArray = at
+        .iter()
+        .map(|&i| kafka(i).1.map(|ms| ms.saturating_mul(1000)))
+        .collect();
+    [Arc::new(key), Arc::new(ts.with_timezone("UTC"))]
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //!                                after them, and the range retention deleted, if any
 //! ```
 //!
-//! Sluice's own streams are a source ([`LogSource`]: the shards of the log), and so is an
+//! Sluice's own streams are a source ([`StreamSource`]: the shards of the log), and so is an
 //! append-only view that other views read ([`UpstreamView`]: its change data feed). Kafka,
 //! Kinesis and change-data sources plug in here: the runtime, the exactly-once rules and the
 //! status are theirs unchanged. A source's partitions may change between reads (partitions
@@ -19,7 +19,9 @@
 //! others (one core each, as many at once as there are cores), and a view runs the part of its
 //! query below the aggregate on each partition's rows apart.
 
-mod log;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+mod stream;
 mod view;
 
 use std::collections::BTreeMap;
@@ -29,8 +31,9 @@ use arrow::array::TimestampMicrosecondArray;
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use sluice_sql::{Connector, StreamDefinition};
 
-pub use self::log::LogSource;
+pub use self::stream::StreamSource;
 pub use self::view::UpstreamView;
 pub(crate) use self::view::rows_schema;
 use crate::Result;
@@ -57,6 +60,28 @@ pub trait Source: Send + Sync + 'static {
     /// Reads each partition of `limits` from its position in `from` (from its oldest record
     /// when it has none), at most its limit of records, and decodes them.
     async fn read(&self, from: &Positions, limits: &Limits) -> Result<SourceRead>;
+}
+
+/// Readies a new stream's definition for the log: checks that its connector's records can be
+/// read and fixes where reading starts. Returns where its records come from, when not from
+/// the log's doors (what those doors tell producers). Blocking: it asks the brokers.
+pub fn prepare_stream(name: &str, definition: &mut StreamDefinition) -> Result<Option<String>> {
+    let Some(connector) = &mut definition.connector else {
+        return Ok(None);
+    };
+    let elsewhere = connector.produce_to();
+    match connector {
+        #[cfg(feature = "kafka")]
+        Connector::Kafka(topic) => kafka::prepare(name, topic)?,
+        #[cfg(not(feature = "kafka"))]
+        Connector::Kafka(_) => {
+            return Err(crate::PipelineError::Unsupported(format!(
+                "stream '{name}' would read {elsewhere}: this Sluice was built without the \
+                 'kafka' feature"
+            )));
+        }
+    }
+    Ok(Some(elsewhere))
 }
 
 /// A source shared by a pipeline and the reads it starts ahead.

@@ -56,7 +56,7 @@ use crate::decode;
 use crate::exactly_once::{self, Partition, Positions, Writer, advanced, committed, new_gaps};
 use crate::runtime::{Cadence, Kind, Pipeline, Round};
 use crate::source::{
-    Bounds, Gap, Limits, LogSource, SharedSource, SourceRead, UpstreamView, pending, shares,
+    Bounds, Gap, Limits, SharedSource, SourceRead, StreamSource, UpstreamView, pending, shares,
 };
 use crate::{Result, errors_table};
 
@@ -163,7 +163,7 @@ impl ViewPipeline {
         let plan = ViewPlan::new(&definition, &log, &lake).await?;
         let (source, delay_ms): (SharedSource, u64) = match &plan.input.source {
             Input::Stream(name) => {
-                let source = LogSource::open(&log, name)?;
+                let source = StreamSource::open(&log, name)?;
                 let delay = source.definition().watermark_ms.unwrap_or(0);
                 (Arc::new(source), delay)
             }

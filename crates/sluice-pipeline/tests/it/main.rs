@@ -12,9 +12,11 @@ use datafusion::prelude::SessionContext;
 use sluice_lake::{Lake, LakeTable};
 use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
 use sluice_pipeline::raw::drop_tables;
-use sluice_pipeline::source::LogSource;
+use sluice_pipeline::source::StreamSource;
 use sluice_pipeline::{Pipeline, RawConfig, RawPipeline, errors_table};
 
+#[cfg(feature = "kafka")]
+mod kafka;
 mod plans;
 mod runtime;
 mod views;
@@ -37,6 +39,7 @@ fn stream_as(log: &Log, create: &str) -> Arc<Stream> {
             shards: 2,
             retention: Retention::default(),
             definition: c.definition.to_log(),
+            elsewhere: None,
         },
     )
     .unwrap()
@@ -82,7 +85,7 @@ async fn raw(
     lake: &Lake,
     config: RawConfig,
 ) -> sluice_pipeline::Result<RawPipeline> {
-    RawPipeline::open(LogSource::open(log, "ticks")?, lake, config).await
+    RawPipeline::open(StreamSource::open(log, "ticks")?, lake, config).await
 }
 
 fn config() -> RawConfig {

@@ -34,6 +34,7 @@ fn world() -> World {
             shards: 2,
             retention: Retention::default(),
             definition: c.definition.to_log(),
+            elsewhere: None,
         },
     )
     .unwrap();

@@ -75,6 +75,7 @@ impl Fixture {
                         max_bytes_per_shard: c.retention_bytes_per_shard,
                     },
                     definition,
+                    elsewhere: None,
                 },
             )
             .unwrap();
@@ -276,7 +277,7 @@ async fn a_view_and_a_drop_of_its_stream_at_once_never_leave_a_view_without_its_
 /// past it, and never again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_paused_past_retention_reports_the_exact_range_it_lost() {
-    use sluice_pipeline::source::LogSource;
+    use sluice_pipeline::source::StreamSource;
     use sluice_pipeline::view::ViewPipeline;
 
     let dir = tempfile::tempdir().unwrap();
@@ -304,6 +305,7 @@ async fn a_pipeline_paused_past_retention_reports_the_exact_range_it_lost() {
                     max_bytes_per_shard: c.retention_bytes_per_shard,
                 },
                 definition: c.definition.to_log(),
+                elsewhere: None,
             },
         )
         .unwrap();
@@ -329,7 +331,7 @@ async fn a_pipeline_paused_past_retention_reports_the_exact_range_it_lost() {
         ..RawConfig::default()
     };
     let mut raw =
-        sluice_pipeline::RawPipeline::open(LogSource::open(&log, "ticks").unwrap(), &lake, few)
+        sluice_pipeline::RawPipeline::open(StreamSource::open(&log, "ticks").unwrap(), &lake, few)
             .await
             .unwrap();
     assert_eq!(raw.round().await.unwrap().records, 3);
@@ -376,7 +378,7 @@ async fn a_pipeline_paused_past_retention_reports_the_exact_range_it_lost() {
 
     // The rest is taken, and no restart reports the gap again.
     let mut raw = sluice_pipeline::RawPipeline::open(
-        LogSource::open(&log, "ticks").unwrap(),
+        StreamSource::open(&log, "ticks").unwrap(),
         &lake,
         RawConfig::default(),
     )

@@ -121,6 +121,7 @@ async fn run_case(text: &str) -> (Result<(), String>, String) {
                         shards: c.shards,
                         retention: Retention::default(),
                         definition: c.definition.to_log(),
+                        elsewhere: None,
                     },
                 )
                 .unwrap();

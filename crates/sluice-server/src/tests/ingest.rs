@@ -25,6 +25,7 @@ fn fixture(log_config: LogConfig, config: IngestConfig) -> Fixture {
             shards: 4,
             retention: Retention::default(),
             definition: serde_json::Value::Null,
+            elsewhere: None,
         },
     )
     .unwrap();

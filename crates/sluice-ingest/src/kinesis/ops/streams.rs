@@ -41,6 +41,7 @@ pub(crate) async fn create_stream(context: &Context, input: CreateStreamInput) -
         shards,
         retention: Retention::default(),
         definition: Value::Null,
+        elsewhere: None,
     };
     tokio::task::spawn_blocking(move || log.create_stream(&name, options))
         .await

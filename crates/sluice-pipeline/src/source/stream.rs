@@ -1,10 +1,12 @@
-//! Sluice's own streams as a source: a stream's shards are its partitions, their sequence
-//! numbers its positions, and its definition decodes the records.
+//! A stream as a source: its records are the log's (its shards are the partitions, their
+//! sequence numbers the positions) or, for a stream with a connector, a Kafka topic's (the
+//! topic's partitions and their offsets: [`super::kafka`]); its definition decodes them.
 //!
-//! Reads run on the blocking pool (they read segment files), each shard read once, then every
-//! shard's records decoded apart, on every core ([`Decoder::decode_parts`]). A stream dropped
-//! (or dropped and created again under its name) is gone for the source: its next `bounds`
-//! fails rather than read another incarnation's records.
+//! Reads run on the blocking pool (they read segment files, or wait on the Kafka consumer's
+//! lock), each partition read once, then every partition's records decoded apart, on every
+//! core ([`Decoder::decode_parts`]). A stream dropped (or dropped and created again under its
+//! name) is gone for the source: its next `bounds` fails rather than read another
+//! incarnation's records.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,24 +23,50 @@ use crate::{PipelineError, Result};
 
 /// A stream of the log, as a pipeline reads it.
 #[derive(Clone)]
-pub struct LogSource {
+pub struct StreamSource {
     log: Arc<Log>,
     stream: Arc<Stream>,
     definition: Arc<StreamDefinition>,
     decoder: Arc<Decoder>,
+    records: Records,
 }
 
-impl LogSource {
+/// Where a stream's records are.
+#[derive(Clone)]
+enum Records {
+    /// The log's shards.
+    Log,
+    /// A Kafka topic, through the stream's shared consumer.
+    #[cfg(feature = "kafka")]
+    Kafka(Arc<super::kafka::Reader>),
+}
+
+impl StreamSource {
     /// Stream `name` of `log`, decoded by its definition.
-    pub fn open(log: &Arc<Log>, name: &str) -> Result<LogSource> {
+    pub fn open(log: &Arc<Log>, name: &str) -> Result<StreamSource> {
         let stream = log.stream(name)?;
         let definition = StreamDefinition::from_log(&stream.meta().definition);
         let decoder = Decoder::new(&definition)?;
-        Ok(LogSource {
+        let records = match &definition.connector {
+            None => Records::Log,
+            #[cfg(feature = "kafka")]
+            Some(sluice_sql::Connector::Kafka(topic)) => Records::Kafka(Arc::new(
+                super::kafka::Topic::reader(name, stream.meta().id, topic)?,
+            )),
+            #[cfg(not(feature = "kafka"))]
+            Some(connector) => {
+                return Err(PipelineError::Unsupported(format!(
+                    "stream '{name}' reads {}: this Sluice was built without the 'kafka' feature",
+                    connector.produce_to()
+                )));
+            }
+        };
+        Ok(StreamSource {
             log: log.clone(),
             stream,
             definition: Arc::new(definition),
             decoder: Arc::new(decoder),
+            records,
         })
     }
 
@@ -70,6 +98,14 @@ impl LogSource {
 
     /// [`Source::read`] on the calling thread (it reads files: call it where blocking is fine).
     pub fn read_blocking(&self, from: &Positions, limits: &Limits) -> Result<SourceRead> {
+        match &self.records {
+            Records::Log => self.read_log(from, limits),
+            #[cfg(feature = "kafka")]
+            Records::Kafka(reader) => self.read_kafka(reader, from, limits),
+        }
+    }
+
+    fn read_log(&self, from: &Positions, limits: &Limits) -> Result<SourceRead> {
         let mut reads = Vec::with_capacity(limits.len());
         let mut backlog = false;
         for (&partition, &limit) in limits {
@@ -96,6 +132,7 @@ impl LogSource {
                         seq: r.seq,
                         append_ms: r.append_ms,
                         data: &r.data,
+                        kafka: None,
                     })
                     .collect()
             })
@@ -115,10 +152,54 @@ impl LogSource {
             .collect();
         Ok(SourceRead { parts, backlog })
     }
+
+    #[cfg(feature = "kafka")]
+    fn read_kafka(
+        &self,
+        reader: &super::kafka::Reader,
+        from: &Positions,
+        limits: &Limits,
+    ) -> Result<SourceRead> {
+        let reads = reader.read(from, limits)?;
+        let records: Vec<Vec<RawRecord<'_>>> = reads
+            .iter()
+            .map(|(&partition, read)| {
+                read.records
+                    .iter()
+                    .map(|r| RawRecord {
+                        shard: partition,
+                        seq: r.offset,
+                        append_ms: r.fetched_ms,
+                        data: &r.payload,
+                        kafka: Some((r.key.as_deref(), r.timestamp_ms)),
+                    })
+                    .collect()
+            })
+            .collect();
+        let decoded = self.decoder.decode_parts(&records)?;
+        let backlog = reads.values().any(|r| r.more);
+        let parts = reads
+            .iter()
+            .zip(decoded)
+            .map(|((&partition, read), decoded)| PartRead {
+                partition,
+                rows: decoded.rows,
+                errors: decoded.errors,
+                records: read.records.len(),
+                next: read.next,
+                gap: read.lost.map(|(first, last)| Gap {
+                    partition,
+                    first,
+                    last,
+                }),
+            })
+            .collect();
+        Ok(SourceRead { parts, backlog })
+    }
 }
 
 #[async_trait]
-impl Source for LogSource {
+impl Source for StreamSource {
     fn name(&self) -> &str {
         self.stream.name()
     }
@@ -133,6 +214,13 @@ impl Source for LogSource {
 
     async fn bounds(&self) -> Result<BTreeMap<Partition, Bounds>> {
         self.current()?;
+        #[cfg(feature = "kafka")]
+        if let Records::Kafka(reader) = &self.records {
+            let reader = reader.clone();
+            return tokio::task::spawn_blocking(move || reader.bounds())
+                .await
+                .map_err(|e| PipelineError::Internal(e.to_string()))?;
+        }
         Ok(self
             .stream
             .shards()

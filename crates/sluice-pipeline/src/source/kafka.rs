@@ -1,0 +1,664 @@
+//! A Kafka topic as the records of a stream: its partitions are the stream's shards, their
+//! offsets the positions.
+//!
+//! ```text
+//!  broker ──► librdkafka (one consumer a stream) ──► fetch thread ──► a buffer a partition
+//!                                                                          │
+//!   the raw pipeline, every view, a fresh query ── read(from, limits) ─────┘ (copies out)
+//! ```
+//!
+//! Invariants:
+//! - Positions of record are the lake's (`exactly_once`): a read starts exactly where its
+//!   reader says, and the consumer group's offsets are never read back. After the lake
+//!   commits, the group is told the lowest position any reader of the stream still needs, so
+//!   that Kafka's own lag tools show the truth.
+//! - One consumer reads a stream for all its readers ([`Topic`], shared by stream id). Its
+//!   buffers keep what the slowest live reader has not taken (up to [`BUFFER_BYTES`] a
+//!   partition: then the partition is paused). A reader behind a buffer makes the consumer seek
+//!   back; a reader ahead of it waits while another reader still needs what lies between.
+//! - Offsets never go backwards: a position past a partition's end (the topic deleted and
+//!   created again, or truncated) fails every read with a message that says so, and nothing is
+//!   read again silently (`auto.offset.reset = error`).
+//! - Partitions added to the topic are found within [`REFRESH`] and read from their oldest
+//!   record (`exactly_once`, rule 6).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_sql::{KafkaTopic, Start};
+
+use super::Bounds;
+use crate::exactly_once::{Partition, Positions};
+use crate::{PipelineError, Result};
+
+/// The most bytes of records a partition's buffer holds before the partition is paused.
+pub const BUFFER_BYTES: usize = 32 << 20;
+/// How often the topic's partitions are looked up again (partitions added).
+pub const REFRESH: Duration = Duration::from_secs(10);
+/// How often the consumer group is told the positions the lake holds.
+const COMMIT_EVERY: Duration = Duration::from_secs(5);
+/// A reader that has not read for this long no longer holds records in the buffers (a
+/// pipeline failing in a loop must not stall the others).
+const IDLE_READER: Duration = Duration::from_secs(60);
+/// How long a consumer error fails the reads that find nothing: librdkafka repeats its errors
+/// while they last (an unreachable broker, every reconnect).
+const ERROR_LASTS: Duration = Duration::from_secs(15);
+/// How long broker calls made while creating a stream may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One record of a partition, as fetched.
+#[derive(Debug)]
+pub struct Record {
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// Its key, if it has one.
+    pub key: Option<Box<[u8]>>,
+    /// Its value (none for a tombstone: then empty).
+    pub payload: Box<[u8]>,
+    /// Its timestamp (ms since the Unix epoch), if it has one.
+    pub timestamp_ms: Option<i64>,
+    /// When Sluice read it (ms since the Unix epoch).
+    pub fetched_ms: i64,
+}
+
+/// What a read took from one partition.
+#[derive(Debug, Default)]
+pub struct PartitionRead {
+    /// The records, in offset order.
+    pub records: Vec<Arc<Record>>,
+    /// The position after them (where the next read of the reader starts).
+    pub next: u64,
+    /// Whether the buffer holds more past them.
+    pub more: bool,
+    /// The offsets the broker deleted (its retention) after the reader's position, before it
+    /// took them: first and last.
+    pub lost: Option<(u64, u64)>,
+}
+
+/// Checks that a new stream's topic can be read and fixes where the stream starts: per
+/// partition for `latest` and a timestamp (`starts`), so that every pipeline and restart
+/// agree. Blocking (broker calls).
+pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<()> {
+    let consumer: BaseConsumer = config(stream, topic)?
+        .create()
+        .map_err(|e| unreachable(topic, e))?;
+    let partitions = partitions(&consumer, topic, CHECK_TIMEOUT)?;
+    let timeout = CHECK_TIMEOUT;
+    topic.starts = match topic.start {
+        Start::Earliest => BTreeMap::new(),
+        Start::Latest => partitions
+            .iter()
+            .map(|&p| {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic.topic, p as i32, timeout)
+                    .map_err(|e| unreachable(topic, e))?;
+                Ok((p, high.max(0) as u64))
+            })
+            .collect::<Result<_>>()?,
+        Start::Timestamp(ms) => {
+            let mut asked = TopicPartitionList::new();
+            for &p in &partitions {
+                asked
+                    .add_partition_offset(&topic.topic, p as i32, Offset::Offset(ms))
+                    .map_err(|e| unreachable(topic, e))?;
+            }
+            let found = consumer
+                .offsets_for_times(asked, timeout)
+                .map_err(|e| unreachable(topic, e))?;
+            let mut starts = BTreeMap::new();
+            for element in found.elements() {
+                let p = element.partition();
+                let at = match element.offset() {
+                    Offset::Offset(at) => at as u64,
+                    // None at or after the instant, says the broker: some brokers (the test
+                    // ones) say so for any instant, so the partition's records are asked.
+                    _ => first_since(&consumer, topic, p, ms)?,
+                };
+                starts.insert(p as u32, at);
+            }
+            starts
+        }
+    };
+    Ok(())
+}
+
+/// The offset of the first record of partition `p` whose timestamp is at or after `ms` (its
+/// end if none is), by a binary search over the partition's records: timestamps are taken to
+/// grow with offsets, as the broker's own time index takes them.
+fn first_since(consumer: &BaseConsumer, topic: &KafkaTopic, p: i32, ms: i64) -> Result<u64> {
+    let (low, high) = consumer
+        .fetch_watermarks(&topic.topic, p, CHECK_TIMEOUT)
+        .map_err(|e| unreachable(topic, e))?;
+    let (mut low, mut high) = (low.max(0), high.max(0));
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match first_record(consumer, topic, p, middle)? {
+            Some((offset, timestamp)) if timestamp.unwrap_or(i64::MIN) < ms => low = offset + 1,
+            _ => high = middle,
+        }
+    }
+    Ok(low as u64)
+}
+
+/// The offset and timestamp of the first record of partition `p` at or after `offset`, if any.
+fn first_record(
+    consumer: &BaseConsumer,
+    topic: &KafkaTopic,
+    p: i32,
+    offset: i64,
+) -> Result<Option<(i64, Option<i64>)>> {
+    let mut list = TopicPartitionList::new();
+    list.add_partition_offset(&topic.topic, p, Offset::Offset(offset))
+        .map_err(|e| unreachable(topic, e))?;
+    consumer.assign(&list).map_err(|e| unreachable(topic, e))?;
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.partition() == p && m.offset() >= offset => {
+                return Ok(Some((m.offset(), m.timestamp().to_millis())));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
+            Some(Err(e)) => return Err(unreachable(topic, e)),
+            _ => {}
+        }
+    }
+    Err(PipelineError::Unavailable(format!(
+        "Kafka topic '{}' on {}: no answer for partition {p} at offset {offset}",
+        topic.topic, topic.brokers
+    )))
+}
+
+/// The consumer settings of a stream's topic: the user's `properties` (secrets read from the
+/// environment variables they name), then Sluice's own.
+fn config(stream: &str, topic: &KafkaTopic) -> Result<ClientConfig> {
+    let mut config = ClientConfig::new();
+    config
+        .set("client.id", format!("sluice-{stream}"))
+        // Low latency by default: a fetch returns as soon as a record is there.
+        .set("fetch.wait.max.ms", "100")
+        .set("statistics.interval.ms", "1000");
+    for (key, value) in &topic.properties {
+        match key.strip_suffix("_env") {
+            Some(key) => {
+                let secret = std::env::var(value).map_err(|_| {
+                    PipelineError::Invalid(format!(
+                        "the Kafka setting '{key}' of stream '{stream}' is read from the \
+                         environment variable {value}, which is not set"
+                    ))
+                })?;
+                config.set(key, secret)
+            }
+            None => config.set(key, value),
+        };
+    }
+    config
+        .set("bootstrap.servers", &topic.brokers)
+        .set("group.id", &topic.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "error");
+    Ok(config)
+}
+
+/// The topic's partitions, or why they cannot be known.
+fn partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &KafkaTopic,
+    timeout: Duration,
+) -> Result<Vec<u32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(&topic.topic), timeout)
+        .map_err(|e| unreachable(topic, e))?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic.topic);
+    match found {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().iter().map(|p| p.id() as u32).collect())
+        }
+        _ => Err(PipelineError::InputGone(format!(
+            "Kafka topic '{}' does not exist on {}",
+            topic.topic, topic.brokers
+        ))),
+    }
+}
+
+fn unreachable(topic: &KafkaTopic, e: KafkaError) -> PipelineError {
+    PipelineError::Unavailable(format!(
+        "Kafka brokers {} (topic '{}'): {e}",
+        topic.brokers, topic.topic
+    ))
+}
+
+/// A stream's consumer and buffers, shared by every reader of the stream.
+pub struct Topic {
+    shared: Arc<Shared>,
+    fetcher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What the fetch thread and the readers share.
+struct Shared {
+    stream: String,
+    topic: KafkaTopic,
+    consumer: BaseConsumer<Context>,
+    state: Mutex<State>,
+    stop: AtomicBool,
+    next_reader: AtomicU64,
+}
+
+/// The consumer's context: keeps the partitions' watermarks from its statistics.
+struct Context {
+    watermarks: Mutex<HashMap<u32, (i64, i64)>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        let mut watermarks = self.watermarks.lock().expect("watermarks lock");
+        for topic in statistics.topics.values() {
+            for (&p, partition) in &topic.partitions {
+                if p >= 0 {
+                    watermarks.insert(p as u32, (partition.lo_offset, partition.hi_offset));
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+#[derive(Default)]
+struct State {
+    /// The topic's partitions, each with its buffer (once a reader asked for it).
+    partitions: BTreeMap<u32, Buffer>,
+    /// Per live reader, where it last read from and when.
+    readers: HashMap<u64, (Positions, Instant)>,
+    /// The consumer's last error and when it came, until a record or a partition's end
+    /// arrives.
+    error: Option<(String, Instant)>,
+    /// When the partitions were last looked up.
+    refreshed: Option<Instant>,
+}
+
+/// One partition's fetched records: a run of offsets from `start` to `next`.
+#[derive(Default)]
+struct Buffer {
+    /// Whether the consumer fetches it (a reader asked for it).
+    assigned: bool,
+    /// Whether it is paused (the buffer is full).
+    paused: bool,
+    start: u64,
+    next: u64,
+    records: VecDeque<Arc<Record>>,
+    bytes: usize,
+}
+
+impl Buffer {
+    fn reset(&mut self, at: u64) {
+        self.start = at;
+        self.next = at;
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    /// Drops the records before `offset`.
+    fn trim(&mut self, offset: u64) {
+        while let Some(first) = self.records.front() {
+            if first.offset >= offset {
+                break;
+            }
+            self.bytes -= first.payload.len();
+            self.records.pop_front();
+        }
+        self.start = self.start.max(offset.min(self.next));
+    }
+}
+
+/// The topics of the streams read now, by stream id: every reader of a stream shares one.
+fn topics() -> &'static Mutex<HashMap<u64, Weak<Topic>>> {
+    static TOPICS: OnceLock<Mutex<HashMap<u64, Weak<Topic>>>> = OnceLock::new();
+    TOPICS.get_or_init(Mutex::default)
+}
+
+impl Topic {
+    /// A reader of stream `stream_id`'s topic (the stream's shared consumer, started if none
+    /// runs).
+    pub fn reader(stream: &str, stream_id: u64, topic: &KafkaTopic) -> Result<Reader> {
+        let mut topics = topics().lock().expect("topics lock");
+        let shared = match topics.get(&stream_id).and_then(Weak::upgrade) {
+            Some(running) => running,
+            None => {
+                let started = Arc::new(Topic::start(stream, topic)?);
+                topics.retain(|_, t| t.strong_count() > 0);
+                topics.insert(stream_id, Arc::downgrade(&started));
+                started
+            }
+        };
+        let id = shared.shared.next_reader.fetch_add(1, Ordering::Relaxed);
+        Ok(Reader { topic: shared, id })
+    }
+
+    fn start(stream: &str, topic: &KafkaTopic) -> Result<Topic> {
+        let context = Context {
+            watermarks: Mutex::default(),
+        };
+        let consumer: BaseConsumer<Context> = config(stream, topic)?
+            .create_with_context(context)
+            .map_err(|e| unreachable(topic, e))?;
+        let shared = Arc::new(Shared {
+            stream: stream.to_string(),
+            topic: topic.clone(),
+            consumer,
+            state: Mutex::default(),
+            stop: AtomicBool::new(false),
+            next_reader: AtomicU64::new(0),
+        });
+        let fetching = shared.clone();
+        let fetcher = std::thread::Builder::new()
+            .name(format!("kafka-{stream}"))
+            .spawn(move || fetching.fetch())
+            .map_err(|e| PipelineError::Internal(format!("cannot start a thread: {e}")))?;
+        Ok(Topic {
+            shared,
+            fetcher: Some(fetcher),
+        })
+    }
+}
+
+impl Drop for Topic {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(fetcher) = self.fetcher.take() {
+            // The thread polls with a short timeout: it sees the flag soon.
+            let _ = fetcher.join();
+        }
+    }
+}
+
+impl Shared {
+    /// The fetch thread: moves records from the consumer into the buffers, keeps the
+    /// partitions' list, and tells the group the lake's positions.
+    fn fetch(&self) {
+        let mut committed = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let polled = self.consumer.poll(Duration::from_millis(50));
+            let mut state = self.state.lock().expect("kafka state lock");
+            match polled {
+                None => {}
+                Some(Ok(message)) => {
+                    state.error = None;
+                    let p = message.partition() as u32;
+                    let record = Record {
+                        offset: message.offset() as u64,
+                        key: message.key().map(Box::from),
+                        payload: message.payload().map(Box::from).unwrap_or_default(),
+                        timestamp_ms: message.timestamp().to_millis(),
+                        fetched_ms: chrono::Utc::now().timestamp_millis(),
+                    };
+                    drop(message);
+                    if let Some(buffer) = state.partitions.get_mut(&p) {
+                        // Records before the buffer's end are ones a seek left in flight.
+                        if record.offset >= buffer.next && buffer.assigned {
+                            buffer.next = record.offset + 1;
+                            buffer.bytes += record.payload.len();
+                            buffer.records.push_back(Arc::new(record));
+                            if buffer.bytes > BUFFER_BYTES && !buffer.paused {
+                                buffer.paused = self.pause(p, true);
+                            }
+                        }
+                    }
+                }
+                // The end of a partition: the broker answers again.
+                Some(Err(KafkaError::PartitionEOF(_))) => state.error = None,
+                Some(Err(e)) => {
+                    tracing::warn!(stream = self.stream, topic = self.topic.topic, error = %e, "Kafka consumer error");
+                    state.error = Some((e.to_string(), Instant::now()));
+                }
+            }
+            if committed.elapsed() >= COMMIT_EVERY {
+                committed = Instant::now();
+                self.commit(&state);
+            }
+        }
+    }
+
+    fn pause(&self, partition: u32, pause: bool) -> bool {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(&self.topic.topic, partition as i32);
+        let done = if pause {
+            self.consumer.pause(&list)
+        } else {
+            self.consumer.resume(&list)
+        };
+        match done {
+            Ok(()) => pause,
+            Err(e) => {
+                tracing::warn!(stream = self.stream, error = %e, "cannot pause or resume a Kafka partition");
+                !pause
+            }
+        }
+    }
+
+    /// Tells the consumer group the lowest position any live reader needs, per partition.
+    fn commit(&self, state: &State) {
+        let lowest = lowest(state, None);
+        if lowest.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (&p, &at) in &lowest {
+            if list
+                .add_partition_offset(&self.topic.topic, p as i32, Offset::Offset(at as i64))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(stream = self.stream, error = %e, "cannot commit offsets to the Kafka group");
+        }
+    }
+
+    /// Looks the topic's partitions up again when due; a partition new to the topic gets a
+    /// buffer.
+    fn refresh(&self, state: &mut State) -> Result<()> {
+        if state.refreshed.is_some_and(|at| at.elapsed() < REFRESH) {
+            return Ok(());
+        }
+        let found = partitions(&self.consumer, &self.topic, CHECK_TIMEOUT)?;
+        state.refreshed = Some(Instant::now());
+        for p in found {
+            state.partitions.entry(p).or_default();
+        }
+        Ok(())
+    }
+
+    /// Starts (or moves) the consumer's fetch of `partition` at `at`.
+    fn seek(&self, state: &mut State, partition: u32, at: u64) -> Result<()> {
+        let buffer = state.partitions.entry(partition).or_default();
+        let offset = Offset::Offset(at as i64);
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&self.topic.topic, partition as i32, offset)
+            .map_err(|e| unreachable(&self.topic, e))?;
+        if buffer.assigned {
+            self.consumer
+                .seek_partitions(list, Duration::from_secs(5))
+                .map_err(|e| unreachable(&self.topic, e))?;
+            if buffer.paused {
+                buffer.paused = self.pause(partition, false);
+            }
+        } else {
+            self.consumer
+                .incremental_assign(&list)
+                .map_err(|e| unreachable(&self.topic, e))?;
+            buffer.assigned = true;
+        }
+        buffer.reset(at);
+        Ok(())
+    }
+}
+
+/// Per partition, the lowest position a live reader (other than `except`) read from.
+fn lowest(state: &State, except: Option<u64>) -> Positions {
+    let mut lowest = Positions::new();
+    for (id, (positions, at)) in &state.readers {
+        if Some(*id) == except || at.elapsed() > IDLE_READER {
+            continue;
+        }
+        for (&p, &position) in positions {
+            let low = lowest.entry(p).or_insert(position);
+            *low = (*low).min(position);
+        }
+    }
+    lowest
+}
+
+/// One reader of a stream's topic (a pipeline, a query's fresh tail); dropping it lets the
+/// buffers go past its position.
+pub struct Reader {
+    topic: Arc<Topic>,
+    id: u64,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut state = self.topic.shared.state.lock().expect("kafka state lock");
+        state.readers.remove(&self.id);
+    }
+}
+
+impl Reader {
+    /// The topic's partitions, each with its oldest position (the stream's start, or the
+    /// oldest record the broker keeps) and its end (the broker's, or what was fetched).
+    pub fn bounds(&self) -> Result<BTreeMap<Partition, Bounds>> {
+        let shared = &self.topic.shared;
+        let mut state = shared.state.lock().expect("kafka state lock");
+        shared.refresh(&mut state)?;
+        let watermarks = shared
+            .consumer
+            .context()
+            .watermarks
+            .lock()
+            .expect("watermarks lock")
+            .clone();
+        Ok(state
+            .partitions
+            .iter()
+            .map(|(&p, buffer)| {
+                let (low, high) = watermarks.get(&p).copied().unwrap_or((-1, -1));
+                let start = shared.topic.starts.get(&p).copied().unwrap_or(0);
+                let oldest = start.max(low.max(0) as u64);
+                let next = (high.max(0) as u64).max(buffer.next).max(oldest);
+                (p, Bounds { oldest, next })
+            })
+            .collect())
+    }
+
+    /// Per partition of `limits`, the records from its position in `from` (its oldest, when
+    /// none), at most its limit, as the buffers hold them now: a read never waits for the
+    /// broker (the runtime's next round takes what arrived since).
+    pub fn read(
+        &self,
+        from: &Positions,
+        limits: &BTreeMap<Partition, usize>,
+    ) -> Result<BTreeMap<Partition, PartitionRead>> {
+        let bounds = self.bounds()?;
+        let shared = &self.topic.shared;
+        let mut state = shared.state.lock().expect("kafka state lock");
+        let positions: Positions = limits
+            .keys()
+            .map(|p| {
+                let oldest = bounds.get(p).map_or(0, |b| b.oldest);
+                (*p, from.get(p).copied().unwrap_or(oldest).max(oldest))
+            })
+            .collect();
+        state
+            .readers
+            .insert(self.id, (positions.clone(), Instant::now()));
+        let others = lowest(&state, Some(self.id));
+        let mut reads = BTreeMap::new();
+        for (&p, &limit) in limits {
+            let at = positions[&p];
+            if let (Some(&asked), Some(b)) = (from.get(&p), bounds.get(&p))
+                && asked > b.next
+                && b.next > 0
+            {
+                return Err(PipelineError::InputGone(format!(
+                    "partition {p} of Kafka topic '{}' ends at offset {}, before offset {asked} \
+                     that stream '{}' already took: the topic was deleted and created again, or \
+                     truncated. Sluice does not read it again from the start by itself: drop \
+                     the stream and create it again to start over",
+                    shared.topic.topic, b.next, shared.stream
+                )));
+            }
+            let buffer = state.partitions.entry(p).or_default();
+            let covered = buffer.assigned && buffer.start <= at && at <= buffer.next;
+            // Another reader still needs what lies between: the buffer gets here.
+            let approaching = buffer.assigned
+                && at > buffer.next
+                && others.get(&p).is_some_and(|&o| o <= buffer.next);
+            if !covered && !approaching {
+                shared.seek(&mut state, p, at)?;
+            }
+            let buffer = state
+                .partitions
+                .get_mut(&p)
+                .expect("a buffer per partition read");
+            let first = buffer.records.partition_point(|r| r.offset < at);
+            let records: Vec<Arc<Record>> = if covered {
+                buffer
+                    .records
+                    .iter()
+                    .skip(first)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let next = records.last().map_or(at, |last| last.offset + 1);
+            let more = covered && buffer.records.len() > first + records.len();
+            let lost = from
+                .get(&p)
+                .filter(|&&asked| asked < at)
+                .map(|&asked| (asked, at - 1));
+            reads.insert(
+                p,
+                PartitionRead {
+                    records,
+                    next,
+                    more,
+                    lost,
+                },
+            );
+        }
+        // What no live reader needs any more goes, and a full partition fetches again.
+        let lowest = lowest(&state, None);
+        for (p, buffer) in state.partitions.iter_mut() {
+            if let Some(&low) = lowest.get(p) {
+                buffer.trim(low);
+            }
+            if buffer.paused && buffer.bytes < BUFFER_BYTES / 2 {
+                buffer.paused = shared.pause(*p, false);
+            }
+        }
+        let read_nothing = reads.values().all(|r| r.records.is_empty());
+        let error = state
+            .error
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < ERROR_LASTS);
+        if let (true, Some((error, _))) = (read_nothing, error) {
+            return Err(PipelineError::Unavailable(format!(
+                "Kafka topic '{}' on {}: {error}",
+                shared.topic.topic, shared.topic.brokers
+            )));
+        }
+        Ok(reads)
+    }
+}

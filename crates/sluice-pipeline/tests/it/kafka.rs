@@ -1,0 +1,292 @@
+//! Streams that read Kafka topics, against librdkafka's mock cluster in this process (Tansu,
+//! the real broker of the end-to-end tests, answers ListOffsets wrongly: `start = 'latest'`, a
+//! timestamp start and broker faults are tested here).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
+use sluice_lake::Lake;
+use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
+use sluice_pipeline::source::{StreamSource, prepare_stream};
+use sluice_pipeline::{Pipeline, PipelineError, RawConfig, RawPipeline, errors_table};
+
+use super::count;
+
+/// A mock cluster of one broker with topic `clicks`, and a producer to it.
+struct Kafka {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    producer: BaseProducer,
+}
+
+/// Event time of record `i`: one a second from 2026-01-05 14:30 UTC.
+const T0_MS: i64 = 1_767_623_400_000;
+
+impl Kafka {
+    fn new(partitions: i32) -> Kafka {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("clicks", partitions, 1).unwrap();
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        Kafka { cluster, producer }
+    }
+
+    fn brokers(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Produces records `from..to` to `partitions` partitions in turn, every `bad_every`-th
+    /// one malformed (none for 0), each with key `u<i>` and timestamp `T0_MS + i` seconds; returns how many
+    /// are good.
+    fn produce(&self, from: i64, to: i64, partitions: i32, bad_every: i64) -> usize {
+        let mut good = 0;
+        for i in from..to {
+            let payload = if bad_every > 0 && i % bad_every == 0 {
+                format!(r#"{{"user_id":"u{i}","ts":"not a time"}}"#)
+            } else {
+                good += 1;
+                format!(r#"{{"user_id":"u{i}","n":{i},"ts":"2026-01-05T14:30:00Z"}}"#)
+            };
+            let key = format!("u{i}");
+            let record = BaseRecord::to("clicks")
+                .partition((i % i64::from(partitions)) as i32)
+                .key(&key)
+                .payload(&payload)
+                .timestamp(T0_MS + i * 1000);
+            self.producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        self.producer.flush(Duration::from_secs(10)).unwrap();
+        good
+    }
+}
+
+/// Creates stream `name` reading topic `clicks`, with `options` added to its WITH (a later
+/// option of a name wins), as the
+/// server does (the connector checked, where it starts fixed).
+fn kafka_stream(
+    log: &Log,
+    name: &str,
+    brokers: &str,
+    options: &str,
+) -> sluice_pipeline::Result<Arc<Stream>> {
+    let create = format!(
+        "CREATE STREAM {name} (user_id TEXT, n BIGINT, ts TIMESTAMP NOT NULL) WITH \
+         (connector = 'kafka', brokers = '{brokers}', topic = 'clicks', event_time = 'ts'{options})"
+    );
+    let sluice_sql::Statement::CreateStream(mut c) = sluice_sql::parse(&create)?.remove(0) else {
+        panic!("not a CREATE STREAM")
+    };
+    let elsewhere = prepare_stream(name, &mut c.definition)?;
+    Ok(log.create_stream(
+        name,
+        StreamOptions {
+            shards: 1,
+            retention: Retention::default(),
+            definition: c.definition.to_log(),
+            elsewhere,
+        },
+    )?)
+}
+
+async fn raw(log: &Arc<Log>, lake: &Lake, name: &str) -> RawPipeline {
+    let config = RawConfig {
+        max_records_per_round: 300,
+        ..RawConfig::default()
+    };
+    RawPipeline::open(StreamSource::open(log, name).unwrap(), lake, config)
+        .await
+        .unwrap()
+}
+
+/// Runs rounds until the pipeline has taken `records` in all (reads never wait for the
+/// broker: the consumer fetches in the background). A round that fails is taken again, as
+/// the runtime does.
+async fn take(pipeline: &mut RawPipeline, records: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut taken, mut failed) = (0, None);
+    while taken < records {
+        assert!(
+            Instant::now() < deadline,
+            "took {taken} of {records} records; the last failure: {failed:?}"
+        );
+        match pipeline.round().await {
+            Ok(round) => taken += round.records,
+            Err(e) => failed = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(taken, records, "no round takes more than the topic holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_lands_in_the_raw_and_errors_tables_once_with_partition_offset_key_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let kafka = Kafka::new(4);
+    let good = kafka.produce(0, 1000, 4, 50);
+    let stream = kafka_stream(&log, "clicks", &kafka.brokers(), "").unwrap();
+
+    let mut pipeline = raw(&log, &lake, "clicks").await;
+    take(&mut pipeline, 1000).await;
+    let rows = lake.open("clicks").await.unwrap();
+    let errors = lake.open(&errors_table("clicks")).await.unwrap();
+    assert_eq!(count(&rows, "SELECT count(*) FROM t").await, good as i64);
+    assert_eq!(count(&errors, "SELECT count(*) FROM t").await, 20);
+    assert_eq!(
+        count(&rows, "SELECT count(DISTINCT (_shard, _seq)) FROM t").await,
+        good as i64
+    );
+    // Partition and offset say where each row came from: record i is offset i / 4 of
+    // partition i % 4, its key u<i>, its time T0 + i seconds.
+    assert_eq!(
+        count(
+            &rows,
+            "SELECT count(*) FROM t WHERE n % 4 = _shard AND n / 4 = _seq \
+             AND _key = concat('u', n) \
+             AND _kafka_ts = to_timestamp_millis(1767623400000 + n * 1000)"
+        )
+        .await,
+        good as i64
+    );
+    assert_eq!(
+        count(
+            &errors,
+            "SELECT count(*) FROM t WHERE raw LIKE '%not a time%' AND _seq * 4 + _shard IN \
+             (SELECT value * 50 FROM generate_series(0, 19))"
+        )
+        .await,
+        20,
+        "an error row names the partition and offset of its record"
+    );
+
+    // A restart resumes from the lake's positions: nothing twice, nothing lost.
+    drop(pipeline);
+    let more = kafka.produce(1000, 1400, 4, 50);
+    let mut restarted = raw(&log, &lake, "clicks").await;
+    take(&mut restarted, 400).await;
+    assert_eq!(
+        count(&rows, "SELECT count(DISTINCT (_shard, _seq)) FROM t").await,
+        (good + more) as i64
+    );
+    assert_eq!(
+        count(&rows, "SELECT count(*) FROM t").await,
+        (good + more) as i64
+    );
+
+    // Sluice's own doors refuse the stream's records, and say where to produce them.
+    let mut batches = stream.batches();
+    batches.push(0, b"k", b"{}").unwrap();
+    let refused = stream.append(batches).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("Kafka topic 'clicks' on") && refused.contains("produce them there"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_and_a_timestamp_start_where_the_stream_was_created_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let kafka = Kafka::new(2);
+    kafka.produce(0, 100, 2, 0);
+    kafka_stream(&log, "latest", &kafka.brokers(), ", start = 'latest'").unwrap();
+    // Record 60's time: records 60..100 are at or after it.
+    kafka_stream(
+        &log,
+        "since",
+        &kafka.brokers(),
+        ", start = '2026-01-05 14:31:00'",
+    )
+    .unwrap();
+    kafka.produce(100, 150, 2, 0);
+
+    let mut latest = raw(&log, &lake, "latest").await;
+    take(&mut latest, 50).await;
+    let mut since = raw(&log, &lake, "since").await;
+    take(&mut since, 90).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(latest.round().await.unwrap().records, 0);
+    assert_eq!(since.round().await.unwrap().records, 0);
+    let rows = lake.open("latest").await.unwrap();
+    assert_eq!(count(&rows, "SELECT min(n) FROM t").await, 100);
+    let rows = lake.open("since").await.unwrap();
+    assert_eq!(count(&rows, "SELECT min(n) FROM t").await, 60);
+    assert_eq!(count(&rows, "SELECT count(*) FROM t").await, 90);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_down_fails_rounds_clearly_and_they_resume_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let kafka = Kafka::new(2);
+    kafka.produce(0, 100, 2, 0);
+    kafka_stream(&log, "clicks", &kafka.brokers(), "").unwrap();
+    let mut pipeline = raw(&log, &lake, "clicks").await;
+    take(&mut pipeline, 100).await;
+
+    kafka.cluster.broker_down(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let error = loop {
+        assert!(
+            Instant::now() < deadline,
+            "rounds go on with the broker down"
+        );
+        match pipeline.round().await {
+            Err(e) => break e,
+            Ok(round) => assert_eq!(round.records, 0),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        matches!(error, PipelineError::Unavailable(_)) && error.to_string().contains("Kafka"),
+        "{error}"
+    );
+
+    kafka.cluster.broker_up(1).unwrap();
+    kafka.produce(100, 200, 2, 0);
+    // The runtime opens a failed pipeline again; so does this test.
+    let mut reopened = raw(&log, &lake, "clicks").await;
+    take(&mut reopened, 100).await;
+    let rows = lake.open("clicks").await.unwrap();
+    assert_eq!(
+        count(&rows, "SELECT count(DISTINCT (_shard, _seq)) FROM t").await,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_a_topic_that_is_not_there_is_refused_when_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let kafka = Kafka::new(1);
+    kafka
+        .cluster
+        .topic_error(
+            "missing",
+            rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    let create = |options: &str| {
+        kafka_stream(&log, "missing", &kafka.brokers(), options)
+            .map(drop)
+            .unwrap_err()
+            .to_string()
+    };
+    // A later option overrides an earlier one of the same name.
+    let refused = create(", topic = 'missing'");
+    assert!(refused.contains("does not exist"), "{refused}");
+    assert!(log.stream("missing").is_err(), "nothing was created");
+
+    let refused = create(", \"properties.sasl.password\" = 'hunter2'");
+    assert!(
+        refused.contains("properties.sasl.password_env"),
+        "{refused}"
+    );
+}
