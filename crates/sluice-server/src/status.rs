@@ -126,6 +126,9 @@ fn stream_status(state: &AppState, s: &Stream) -> Value {
         "created_ms": meta.created_ms,
         "retention_ms": meta.retention.max_age_ms,
         "definition": meta.definition,
+        // Where its records come from when not from Sluice's doors (a Kafka topic): then its
+        // shards hold nothing, and its pipeline's lag is the topic's.
+        "reads_from": meta.elsewhere,
         "shard_status": shards,
         // Its raw tables' pipeline, in the shape every pipeline's status has.
         "pipeline": pipeline.as_ref().map(|p| pipeline_json(p, now_ms())),

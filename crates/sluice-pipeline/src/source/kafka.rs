@@ -18,7 +18,8 @@
 //!   back; a reader ahead of it waits while another reader still needs what lies between.
 //! - Offsets never go backwards: a position past a partition's end (the topic deleted and
 //!   created again, or truncated) fails every read with a message that says so, and nothing is
-//!   read again silently (`auto.offset.reset = error`).
+//!   read again silently (`auto.offset.reset = error`, then the offsets asked). Records the
+//!   broker's retention deleted before a reader took them are reported as a gap.
 //! - Partitions added to the topic are found within [`REFRESH`] and read from their oldest
 //!   record (`exactly_once`, rule 6).
 
@@ -32,6 +33,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_sql::{KafkaTopic, Start};
 
@@ -87,8 +89,8 @@ pub struct PartitionRead {
 /// partition for `latest` and a timestamp (`starts`), so that every pipeline and restart
 /// agree. Blocking (broker calls).
 pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<()> {
-    let consumer: BaseConsumer = config(stream, topic)?
-        .create()
+    let consumer: BaseConsumer<Context> = config(stream, topic)?
+        .create_with_context(Context::default())
         .map_err(|e| unreachable(topic, e))?;
     let partitions = partitions(&consumer, topic, CHECK_TIMEOUT)?;
     let timeout = CHECK_TIMEOUT;
@@ -133,7 +135,12 @@ pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<()> {
 /// The offset of the first record of partition `p` whose timestamp is at or after `ms` (its
 /// end if none is), by a binary search over the partition's records: timestamps are taken to
 /// grow with offsets, as the broker's own time index takes them.
-fn first_since(consumer: &BaseConsumer, topic: &KafkaTopic, p: i32, ms: i64) -> Result<u64> {
+fn first_since(
+    consumer: &BaseConsumer<Context>,
+    topic: &KafkaTopic,
+    p: i32,
+    ms: i64,
+) -> Result<u64> {
     let (low, high) = consumer
         .fetch_watermarks(&topic.topic, p, CHECK_TIMEOUT)
         .map_err(|e| unreachable(topic, e))?;
@@ -150,7 +157,7 @@ fn first_since(consumer: &BaseConsumer, topic: &KafkaTopic, p: i32, ms: i64) -> 
 
 /// The offset and timestamp of the first record of partition `p` at or after `offset`, if any.
 fn first_record(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Context>,
     topic: &KafkaTopic,
     p: i32,
     offset: i64,
@@ -183,8 +190,7 @@ fn config(stream: &str, topic: &KafkaTopic) -> Result<ClientConfig> {
     config
         .set("client.id", format!("sluice-{stream}"))
         // Low latency by default: a fetch returns as soon as a record is there.
-        .set("fetch.wait.max.ms", "100")
-        .set("statistics.interval.ms", "1000");
+        .set("fetch.wait.max.ms", "100");
     for (key, value) in &topic.properties {
         match key.strip_suffix("_env") {
             Some(key) => {
@@ -253,18 +259,48 @@ struct Shared {
     next_reader: AtomicU64,
 }
 
-/// The consumer's context: keeps the partitions' watermarks from its statistics.
+/// The consumer's context: keeps the partitions' watermarks from its statistics, and keeps
+/// librdkafka's own logs and errors at debug level (what matters reaches the reads, hence
+/// the pipeline's status; a broker down would otherwise log at every reconnect).
+#[derive(Default)]
 struct Context {
-    watermarks: Mutex<HashMap<u32, (i64, i64)>>,
+    watermarks: Mutex<HashMap<u32, Watermarks>>,
+}
+
+/// A partition's watermarks as the broker last told them (-1 when unknown).
+#[derive(Debug, Clone, Copy)]
+struct Watermarks {
+    /// Its oldest offset.
+    low: i64,
+    /// The offset its next record will take.
+    high: i64,
+    /// When the statistics that told them came.
+    at: Instant,
+}
+
+impl Context {
+    fn watermarks(&self) -> HashMap<u32, Watermarks> {
+        self.watermarks.lock().expect("watermarks lock").clone()
+    }
 }
 
 impl ClientContext for Context {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        tracing::debug!(?level, facility, message, "librdkafka");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka");
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut watermarks = self.watermarks.lock().expect("watermarks lock");
+        let at = Instant::now();
         for topic in statistics.topics.values() {
             for (&p, partition) in &topic.partitions {
                 if p >= 0 {
-                    watermarks.insert(p as u32, (partition.lo_offset, partition.hi_offset));
+                    let (low, high) = (partition.lo_offset, partition.hi_offset);
+                    watermarks.insert(p as u32, Watermarks { low, high, at });
                 }
             }
         }
@@ -284,6 +320,10 @@ struct State {
     error: Option<(String, Instant)>,
     /// When the partitions were last looked up.
     refreshed: Option<Instant>,
+    /// A fetch was answered "offset out of range": the partitions' offsets are to be checked.
+    out_of_range: bool,
+    /// Why the topic cannot be read any more (its offsets went backwards).
+    gone: Option<String>,
 }
 
 /// One partition's fetched records: a run of offsets from `start` to `next`.
@@ -297,6 +337,10 @@ struct Buffer {
     next: u64,
     records: VecDeque<Arc<Record>>,
     bytes: usize,
+    /// The oldest offset the broker still holds, as last asked after a fetch out of range.
+    floor: u64,
+    /// When its last record was fetched.
+    fetched: Option<Instant>,
 }
 
 impl Buffer {
@@ -345,11 +389,10 @@ impl Topic {
     }
 
     fn start(stream: &str, topic: &KafkaTopic) -> Result<Topic> {
-        let context = Context {
-            watermarks: Mutex::default(),
-        };
         let consumer: BaseConsumer<Context> = config(stream, topic)?
-            .create_with_context(context)
+            // The partitions' watermarks, for the bounds.
+            .set("statistics.interval.ms", "1000")
+            .create_with_context(Context::default())
             .map_err(|e| unreachable(topic, e))?;
         let shared = Arc::new(Shared {
             stream: stream.to_string(),
@@ -406,6 +449,7 @@ impl Shared {
                         // Records before the buffer's end are ones a seek left in flight.
                         if record.offset >= buffer.next && buffer.assigned {
                             buffer.next = record.offset + 1;
+                            buffer.fetched = Some(Instant::now());
                             buffer.bytes += record.payload.len();
                             buffer.records.push_back(Arc::new(record));
                             if buffer.bytes > BUFFER_BYTES && !buffer.paused {
@@ -416,6 +460,9 @@ impl Shared {
                 }
                 // The end of a partition: the broker answers again.
                 Some(Err(KafkaError::PartitionEOF(_))) => state.error = None,
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    state.out_of_range = true;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(stream = self.stream, topic = self.topic.topic, error = %e, "Kafka consumer error");
                     state.error = Some((e.to_string(), Instant::now()));
@@ -479,6 +526,42 @@ impl Shared {
         Ok(())
     }
 
+    /// After a fetch out of range: a partition whose end is now before where the stream got
+    /// went backwards (the topic deleted and created again, or truncated), which is final; one
+    /// whose oldest record is now past it lost records to the broker's retention, and is read
+    /// on from its oldest (the reader reports the gap).
+    fn check_offsets(&self, state: &mut State) -> Result<()> {
+        let assigned: Vec<(u32, u64)> = (state.partitions.iter())
+            .filter(|(_, b)| b.assigned)
+            .map(|(&p, b)| (p, b.next))
+            .collect();
+        for (p, fetched) in assigned {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic.topic, p as i32, CHECK_TIMEOUT)
+                .map_err(|e| unreachable(&self.topic, e))?;
+            let (low, high) = (low.max(0) as u64, high.max(0) as u64);
+            if fetched > high {
+                state.gone = Some(self.went_backwards(p, high, fetched));
+            } else if fetched < low {
+                self.seek(state, p, low)?;
+                state.partitions.entry(p).or_default().floor = low;
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a partition that ends at `high`, before `reached`, is not read any more.
+    fn went_backwards(&self, partition: u32, high: u64, reached: u64) -> String {
+        format!(
+            "partition {partition} of Kafka topic '{}' ends at offset {high}, before offset \
+             {reached} that stream '{}' already reached: the topic was deleted and created \
+             again, or truncated. Sluice does not read it again from the start by itself: drop \
+             the stream and create it again to start over",
+            self.topic.topic, self.stream
+        )
+    }
+
     /// Starts (or moves) the consumer's fetch of `partition` at `at`.
     fn seek(&self, state: &mut State, partition: u32, at: u64) -> Result<()> {
         let buffer = state.partitions.entry(partition).or_default();
@@ -540,20 +623,14 @@ impl Reader {
         let shared = &self.topic.shared;
         let mut state = shared.state.lock().expect("kafka state lock");
         shared.refresh(&mut state)?;
-        let watermarks = shared
-            .consumer
-            .context()
-            .watermarks
-            .lock()
-            .expect("watermarks lock")
-            .clone();
+        let watermarks = shared.consumer.context().watermarks();
         Ok(state
             .partitions
             .iter()
             .map(|(&p, buffer)| {
-                let (low, high) = watermarks.get(&p).copied().unwrap_or((-1, -1));
+                let (low, high) = watermarks.get(&p).map_or((-1, -1), |w| (w.low, w.high));
                 let start = shared.topic.starts.get(&p).copied().unwrap_or(0);
-                let oldest = start.max(low.max(0) as u64);
+                let oldest = start.max(low.max(0) as u64).max(buffer.floor);
                 let next = (high.max(0) as u64).max(buffer.next).max(oldest);
                 (p, Bounds { oldest, next })
             })
@@ -568,8 +645,17 @@ impl Reader {
         from: &Positions,
         limits: &BTreeMap<Partition, usize>,
     ) -> Result<BTreeMap<Partition, PartitionRead>> {
-        let bounds = self.bounds()?;
         let shared = &self.topic.shared;
+        {
+            let mut state = shared.state.lock().expect("kafka state lock");
+            if std::mem::take(&mut state.out_of_range) {
+                shared.check_offsets(&mut state)?;
+            }
+            if let Some(gone) = &state.gone {
+                return Err(PipelineError::InputGone(gone.clone()));
+            }
+        }
+        let bounds = self.bounds()?;
         let mut state = shared.state.lock().expect("kafka state lock");
         let positions: Positions = limits
             .keys()
@@ -582,21 +668,25 @@ impl Reader {
             .readers
             .insert(self.id, (positions.clone(), Instant::now()));
         let others = lowest(&state, Some(self.id));
+        let watermarks = shared.consumer.context().watermarks();
+        for (&p, &at) in &positions {
+            let fetched = state.partitions.get(&p).and_then(|b| b.fetched);
+            // The broker's end, told after the last record fetched, is before the position:
+            // the partition went backwards (some brokers answer a fetch past the end with no
+            // error at all).
+            if let Some(w) = watermarks.get(&p)
+                && w.high >= 0
+                && (w.high as u64) < at
+                && fetched.is_none_or(|f| w.at > f)
+            {
+                let gone = shared.went_backwards(p, w.high as u64, at);
+                state.gone = Some(gone.clone());
+                return Err(PipelineError::InputGone(gone));
+            }
+        }
         let mut reads = BTreeMap::new();
         for (&p, &limit) in limits {
             let at = positions[&p];
-            if let (Some(&asked), Some(b)) = (from.get(&p), bounds.get(&p))
-                && asked > b.next
-                && b.next > 0
-            {
-                return Err(PipelineError::InputGone(format!(
-                    "partition {p} of Kafka topic '{}' ends at offset {}, before offset {asked} \
-                     that stream '{}' already took: the topic was deleted and created again, or \
-                     truncated. Sluice does not read it again from the start by itself: drop \
-                     the stream and create it again to start over",
-                    shared.topic.topic, b.next, shared.stream
-                )));
-            }
             let buffer = state.partitions.entry(p).or_default();
             let covered = buffer.assigned && buffer.start <= at && at <= buffer.next;
             // Another reader still needs what lies between: the buffer gets here.
