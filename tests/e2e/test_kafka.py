@@ -139,6 +139,10 @@ def test_ticks_1m_over_a_kafka_topic_is_exact_after_kill_9(server, tansu, topic,
     (stream,) = streams["streams"]
     assert stream["reads_from"] == f"Kafka topic '{topic}' on {tansu.brokers}"
     assert stream["pipeline"]["input_lag"] == 0, stream
+    assert stream["pipeline"]["partition_lag"] == {str(p): 0 for p in range(PARTITIONS)}, stream
+    _, _, metrics = server.get("/metrics")
+    for p in range(PARTITIONS):
+        assert f'sluice_pipeline_partition_lag_records{{pipeline="ticks",partition="{p}"}} 0' in metrics
 
     # Dropping the stream never deletes the topic.
     server.sql("DROP MATERIALIZED VIEW ticks_1m")

@@ -171,7 +171,8 @@ const PIPELINE_HEADS = `<th class="num">input lag</th><th class="num">last commi
 
 function pipelineCells(p) {
   if (!p) return `<td colspan="8" class="muted">no pipeline</td>`;
-  return `<td class="num">${number(p.input_lag)}</td>
+  const byPartition = Object.entries(p.partition_lag || {}).map(([k, n]) => `${k}: ${n}`).join(", ");
+  return `<td class="num" title="${esc(byPartition && "per partition: " + byPartition)}">${number(p.input_lag)}</td>
     <td class="num">${p.since_commit_ms == null ? "" : ago(p.since_commit_ms) + " ago"}</td>
     <td class="num">${p.last_round_ms == null ? "" : p.last_round_ms + " ms"}</td>
     <td class="num">${number(p.rows_out)}</td><td class="num">${number(p.errors_out)}</td>
@@ -196,7 +197,8 @@ function overviewPage() {
     overview(o) {
       body("streams").innerHTML = o.streams.map((s) => `
         <tr data-stream="${esc(s.name)}">
-          <td><a href="#/streams/${encodeURIComponent(s.name)}">${esc(s.name)}</a></td>
+          <td><a href="#/streams/${encodeURIComponent(s.name)}">${esc(s.name)}</a>${
+            s.reads_from ? `<div class="muted">reads ${esc(s.reads_from)}</div>` : ""}</td>
           <td class="num rate">${number(s.rate)}</td><td>${sparkline(s.rates)}</td>
           <td class="num">${number(s.records)}</td><td class="num">${bytes(s.bytes)}</td>
           <td class="num">${s.shards}</td>${pipelineCells(s.pipeline)}</tr>`).join("") || `<tr><td colspan="13" class="muted">no streams</td></tr>`;

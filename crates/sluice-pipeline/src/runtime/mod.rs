@@ -179,10 +179,9 @@ pub(crate) async fn run(
             .await
             .map_err(|e| fail(e, progressed))?;
         progressed |= round.committed;
-        let lag = pending(&bounds, &pipeline.next_read()).values().sum();
         monitor.round(
             &round,
-            lag,
+            pending(&bounds, &pipeline.next_read()),
             pipeline.watermark(),
             clock.now_ms(),
             started.elapsed(),

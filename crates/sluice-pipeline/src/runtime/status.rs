@@ -13,15 +13,18 @@
 //! | `sluice_pipeline_failures_total` | rounds (and starts) that failed; each is retried after a backoff |
 //! | `sluice_pipeline_panics_total` | rounds that panicked (a bug); the pipeline is started again |
 //! | `sluice_pipeline_input_lag_records` | records its input held past its positions at its last round |
+//! | `sluice_pipeline_partition_lag_records` | the same, per partition of its input (label `partition`) |
 //! | `sluice_pipeline_watermark_seconds` | its watermark (windowed views), seconds since the epoch |
 //! | `sluice_pipeline_last_commit_seconds` | when its last commit landed, seconds since the epoch |
 //! | `sluice_pipeline_round_seconds` | how long rounds that committed took, read to commit |
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::exactly_once::Partition;
 use crate::source::Gap;
 use crate::view::watermark::Micros;
 
@@ -80,6 +83,8 @@ pub struct PipelineStatus {
     pub state: State,
     /// Records its input held past its positions at its last round.
     pub input_lag: u64,
+    /// The same, per partition of its input (a stream's shards, a Kafka topic's partitions).
+    pub partition_lag: BTreeMap<Partition, u64>,
     /// The watermark (windowed views), RFC 3339.
     pub watermark: Option<String>,
     /// How long its last committed round took, from its read to its commit.
@@ -163,6 +168,7 @@ impl Monitor {
                 keys: Vec::new(),
                 state: State::Starting,
                 input_lag: 0,
+                partition_lag: BTreeMap::new(),
                 watermark: None,
                 last_round_ms: None,
                 last_commit_ms: None,
@@ -191,15 +197,25 @@ impl Monitor {
     pub(crate) fn round(
         &self,
         round: &Round,
-        input_lag: u64,
+        partition_lag: BTreeMap<Partition, u64>,
         watermark: Option<Micros>,
         now_ms: u64,
         took: Duration,
     ) {
+        let input_lag = partition_lag.values().sum();
+        let name = self.lock().name.clone();
+        for (&partition, &lag) in &partition_lag {
+            let labels = [
+                ("pipeline", name.clone()),
+                ("partition", partition.to_string()),
+            ];
+            metrics::gauge!("sluice_pipeline_partition_lag_records", &labels).set(lag as f64);
+        }
         let mut status = self.lock();
         status.state = State::Running;
         status.last_error = None;
         status.input_lag = input_lag;
+        status.partition_lag = partition_lag;
         status.rows_out += round.rows as u64;
         status.errors_out += round.errors as u64;
         status.lost += round.lost;
@@ -286,6 +302,10 @@ pub fn describe_metrics() {
     metrics::describe_gauge!(
         "sluice_pipeline_input_lag_records",
         "Records the input held past the pipeline's positions at its last round"
+    );
+    metrics::describe_gauge!(
+        "sluice_pipeline_partition_lag_records",
+        "Records a partition of the input held past the pipeline's position at its last round"
     );
     metrics::describe_gauge!(
         "sluice_pipeline_watermark_seconds",
