@@ -144,6 +144,20 @@ def test_ticks_1m_over_a_kafka_topic_is_exact_after_kill_9(server, tansu, topic,
     for p in range(PARTITIONS):
         assert f'sluice_pipeline_partition_lag_records{{pipeline="ticks",partition="{p}"}} 0' in metrics
 
+    # The consumer group is told where the lake got to, for Kafka's own lag tools.
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends = {p: 1 + max(o for q, o in produced.records if q == p) for p in range(PARTITIONS)}
+    group = Consumer({"bootstrap.servers": tansu.brokers, "group.id": "sluice-ticks"})
+
+    def committed():
+        offsets = group.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
+        got = {tp.partition: tp.offset for tp in offsets}
+        return got if got == ends else None
+
+    wait_for(committed, "the group's offsets to reach the lake's positions")
+    group.close()
+
     # Dropping the stream never deletes the topic.
     server.sql("DROP MATERIALIZED VIEW ticks_1m")
     server.sql("DROP STREAM ticks")

@@ -11,7 +11,8 @@
 //! distance from the first has passed; `--rate N` sends N events a second; neither sends as fast
 //! as the server takes them. A schedule is a pure function of the events, so tests check pacing
 //! without a clock; the replay only sleeps until each chunk is due. A replay that falls behind
-//! (the server's backpressure) goes on from where it is, not in a burst.
+//! (the server's backpressure) goes on from where it is, not in a burst. A paced replay ends by
+//! saying how long it took beside how long its pace asked (the pacing error).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -98,7 +99,23 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let feeding = feed(frame, args.event_time.as_deref(), pace, &reached, chunks_tx).await;
     let sent = sending.await.context("the sender failed")?;
     sent?;
-    feeding
+    let paced = feeding?;
+    if let (Some(started), false, false) = (paced.started, paced.asked.is_zero(), args.quiet) {
+        let took = started.elapsed().as_secs_f64();
+        let asked = paced.asked.as_secs_f64();
+        eprintln!(
+            "replayed in {took:.3} s what the pace asks {asked:.3} s for: {:+.2} %",
+            (took - asked) / asked * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// How a replay kept its pace: when its first chunk went, and when its last was due after it
+/// (time lost behind the server's backpressure makes the replay longer than asked).
+struct Paced {
+    started: Option<Instant>,
+    asked: Duration,
 }
 
 /// Every file of `patterns` as one table (columns by name), in `event_time`'s order if given.
@@ -179,10 +196,14 @@ async fn feed(
     pace: Pace,
     reached: &AtomicI64,
     chunks: mpsc::Sender<Bytes>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Paced> {
     let mut batches = frame.execute_stream().await?;
     let mut schedule = Schedule::new(pace);
-    let mut start = Instant::now();
+    let mut start: Option<Instant> = None;
+    let mut paced = Paced {
+        started: None,
+        asked: Duration::ZERO,
+    };
     while let Some(batch) = batches.next().await {
         let batch = batch.context("cannot read the files")?;
         let times = match event_time {
@@ -201,15 +222,19 @@ async fn feed(
                 schedule.next(times.as_ref().map(|t| t[to]));
                 to += 1;
             }
+            // The pace starts with the first chunk (reading and sorting the files come before).
             let now = Instant::now();
-            if now > start + due + STEP * 20 {
+            paced.started.get_or_insert(now);
+            let start = start.get_or_insert(now);
+            if now > *start + due + STEP * 20 {
                 // A second behind (backpressure): go on at the pace from here.
-                start = now - due;
+                *start = now - due;
             }
-            tokio::time::sleep_until(start + due).await;
+            tokio::time::sleep_until(*start + due).await;
             let chunk = ndjson(&batch.slice(from, to - from))?;
+            paced.asked = due;
             if chunks.send(chunk).await.is_err() {
-                return Ok(()); // the sender stopped: its error says why
+                return Ok(paced); // the sender stopped: its error says why
             }
             if let Some(times) = &times {
                 reached.store(times[to - 1], Ordering::Relaxed);
@@ -217,7 +242,7 @@ async fn feed(
             from = to;
         }
     }
-    Ok(())
+    Ok(paced)
 }
 
 /// `column` of `batch` as milliseconds since the epoch (a timestamp, a date, or a number of

