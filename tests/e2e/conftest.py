@@ -579,6 +579,20 @@ S3_KEY_ID = "test"
 S3_SECRET = "test"
 
 
+def until_answering(service, call, failure: str, deadline: float) -> None:
+    """Makes `call` until it succeeds (a service started is not answering yet); past the
+    deadline, or should the service exit, stops it and fails with `failure` and its log."""
+    while True:
+        try:
+            call()
+            return
+        except Exception as e:  # any failure before the deadline is a retry
+            if service.proc.poll() is not None or time.monotonic() > deadline:
+                service.stop()
+                raise ServerStartError(f"{failure}: {e}\n{service.log_tail()}") from e
+            time.sleep(0.1)
+
+
 class MotoS3:
     """moto's S3 server (`python -m moto.server`) in its own process on a loopback port."""
 
@@ -615,15 +629,8 @@ class MotoS3:
             else:
                 time.sleep(0.1)
         # Listening is not answering yet: wait for a real S3 call to succeed.
-        while True:
-            try:
-                self.client().list_buckets()
-                return self
-            except Exception as e:  # any failure before the deadline is a retry
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise ServerStartError(f"moto does not answer S3 calls: {e}\n{self.log_tail()}") from e
-                time.sleep(0.1)
+        until_answering(self, lambda: self.client().list_buckets(), "moto does not answer S3 calls", deadline)
+        return self
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -739,16 +746,9 @@ class Tansu:
                  "--storage-engine", "memory://tansu/"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            try:
-                self.admin().list_topics(timeout=2)
-                return self
-            except Exception as e:  # any failure before the deadline is a retry
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise ServerStartError(f"Tansu does not answer: {e}\n{self.log_tail()}") from e
-                time.sleep(0.1)
+        until_answering(self, lambda: self.admin().list_topics(timeout=2), "Tansu does not answer",
+                        time.monotonic() + START_TIMEOUT)
+        return self
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

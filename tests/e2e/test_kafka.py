@@ -178,10 +178,11 @@ def test_bad_input_from_kafka_is_refused_or_lands_in_the_errors_table(server, ta
     # Records that are not the declared format go to the errors table, with partition and offset.
     tansu.create_topic(topic, 2)
     server.sql(kafka_stream("clicks", tansu, topic, "user_id TEXT, n BIGINT NOT NULL", ", format = 'json'"))
-    producer = tansu.producer()
+    producer = tansu.producer(**{"message.max.bytes": 8 << 20})
     produced = Produced()
+    big = b'{"user_id":"big","n":5,"pad":"' + b"x" * (2 << 20) + b'"}'
     values = [b'{"user_id":"a","n":1}', b"not json", b'{"user_id":"b","n":"two"}', b'{"user_id":"c"}',
-              b'{"user_id":"d","n":4}', b"\xff\xfe"]
+              b'{"user_id":"d","n":4}', b"\xff\xfe", big]
     for i, value in enumerate(values):
         producer.produce(topic, value=value, partition=i % 2, on_delivery=produced.delivered)
     producer.flush(30)
@@ -197,6 +198,9 @@ def test_bad_input_from_kafka_is_refused_or_lands_in_the_errors_table(server, ta
     assert set(by_position) == bad
     for position, error in by_position.items():
         assert error["reason"], error
+    (over,) = [e for e in errors if "over the limit" in e["reason"]]
+    assert over["reason"] == f"record of {len(big)} bytes is over the limit of 1048576 bytes", over
+    assert len(over["raw"]) < 2000, "an error row keeps the first KiB of a record over the limit"
 
 
 

@@ -24,6 +24,7 @@ use arrow::compute::kernels::temporal::{DatePart, date_part};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
+use sluice_log::MAX_RECORD_BYTES;
 use sluice_sql::{ColumnType, Connector, Format, StreamDefinition, Transform};
 
 use crate::functions::json_field_metadata;
@@ -308,21 +309,39 @@ impl Decoder {
     pub fn decode(&self, records: &[RawRecord<'_>]) -> Result<Decoded> {
         let mut good = Vec::with_capacity(records.len());
         let mut errors: Vec<(usize, String)> = Vec::new();
+        // A record over the log's limit is an error row whatever its format (only another
+        // source's can be: the log refuses them).
+        let over: Vec<usize> = (0..records.len())
+            .filter(|&i| records[i].data.len() > MAX_RECORD_BYTES)
+            .collect();
+        for &i in &over {
+            let bytes = records[i].data.len();
+            let reason =
+                format!("record of {bytes} bytes is over the limit of {MAX_RECORD_BYTES} bytes");
+            errors.push((i, reason));
+        }
+        let fits = |i: &usize| over.binary_search(i).is_err();
         let data: Vec<ArrayRef> = match &self.columns {
-            Some((_, Typed::Json(columns))) => columns.decode(
+            Some((_, Typed::Json(columns))) if over.is_empty() => columns.decode(
                 records.iter().map(|r| r.data).enumerate(),
                 &mut good,
                 &mut errors,
             ),
+            Some((_, Typed::Json(columns))) => {
+                let fitting: Vec<(usize, &[u8])> = (records.iter().map(|r| r.data).enumerate())
+                    .filter(|(i, _)| fits(i))
+                    .collect();
+                columns.decode(fitting.into_iter(), &mut good, &mut errors)
+            }
             Some((schema, Typed::Csv)) => {
-                good.extend(0..records.len());
+                good.extend((0..records.len()).filter(fits));
                 decode_csv(schema, records, &mut good, &mut errors)?
                     .columns()
                     .to_vec()
             }
             None => {
                 let mut texts = Vec::with_capacity(records.len());
-                for (i, r) in records.iter().enumerate() {
+                for (i, r) in records.iter().enumerate().filter(|(i, _)| fits(i)) {
                     match self.text(r.data) {
                         Ok(text) => {
                             good.push(i);
@@ -350,7 +369,7 @@ impl Decoder {
         errors.sort_by_key(|(i, _)| *i);
         let raw: StringArray = errors
             .iter()
-            .map(|(i, _)| Some(String::from_utf8_lossy(records[*i].data)))
+            .map(|(i, _)| Some(raw_text(records[*i].data)))
             .collect();
         let reasons: StringArray = errors
             .iter()
@@ -409,6 +428,16 @@ fn decode_csv(
         }
     });
     Ok(concat_batches(schema, &batches)?)
+}
+
+/// A record as an error row's `raw`: its text (invalid UTF-8 replaced); of a record over the
+/// limit, its first KiB and an ellipsis.
+fn raw_text(data: &[u8]) -> std::borrow::Cow<'_, str> {
+    const KEPT: usize = 1024;
+    match data.len() > MAX_RECORD_BYTES {
+        false => String::from_utf8_lossy(data),
+        true => format!("{}…", String::from_utf8_lossy(&data[..KEPT])).into(),
+    }
 }
 
 /// Checks that arrow-csv took all of `buf` as exactly `rows` rows.

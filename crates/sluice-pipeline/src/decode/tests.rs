@@ -432,3 +432,41 @@ fn json_columns_keep_any_value_as_sent_and_smallints_their_range() {
         ]
     );
 }
+
+#[test]
+fn a_record_over_the_limit_is_an_error_row_in_every_format() {
+    let big = format!(r#"{{"user_id":"{}"}}"#, "x".repeat(MAX_RECORD_BYTES));
+    for create in [
+        "CREATE STREAM s (user_id TEXT)",
+        "CREATE STREAM s",
+        "CREATE STREAM s WITH (format = 'text')",
+        "CREATE STREAM s (user_id TEXT) WITH (format = 'csv')",
+    ] {
+        let decoder = Decoder::new(&definition(create)).unwrap();
+        let small = if create.contains("csv") {
+            "a"
+        } else {
+            r#"{"user_id":"a"}"#
+        };
+        let decoded = decoder.decode(&records(&[small, &big, small])).unwrap();
+        assert_eq!(decoded.rows.num_rows(), 2, "{create}");
+        let reasons = reasons(&decoded);
+        assert_eq!(
+            reasons,
+            [(
+                101,
+                format!(
+                    "record of {} bytes is over the limit of 1048576 bytes",
+                    big.len()
+                )
+            )],
+            "{create}"
+        );
+        let raw = decoded.errors.column(0).as_string::<i32>().value(0);
+        assert!(
+            raw.len() < 2000 && raw.ends_with('…'),
+            "{create}: {}",
+            raw.len()
+        );
+    }
+}
