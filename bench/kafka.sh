@@ -35,15 +35,13 @@ TANSU=$($PY tansu $TANSU_PORT "$WORK/tansu.log")
 trap 'kill $TANSU 2>/dev/null || true; if [ -n "$SERVER" ]; then kill $SERVER 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 
 echo "== W1, $EVENTS events: generating, and filling the topic (not timed)"
-"$SLUICE" gen w1 --events "$EVENTS" >"$WORK/events.ndjson"
+"$SLUICE" gen ticks --events "$EVENTS" >"$WORK/events.ndjson"
 FILLED=$($PY fill $BROKERS ticks "$WORK/events.ndjson" 4)
 echo "$FILLED"
 RECORDS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
 WINDOWS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["windows"])')
 FLUSH_TS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["flush_ts"])')
-for p in 0 1 2 3; do
-  echo "{\"ticker\":\"__FLUSH__$p\",\"price\":0.0,\"volume\":0,\"ts\":\"$FLUSH_TS\"}"
-done >"$WORK/flush.ndjson"
+$PY flush_lines "$FLUSH_TS" >"$WORK/flush.ndjson"
 TICKS_1M=$($PY views_rs TICKS_1M)
 COLUMNS="ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL"
 

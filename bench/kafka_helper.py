@@ -63,6 +63,21 @@ def fill(brokers, topic, path, partitions):
                       "fill_s": round(time.monotonic() - started, 2), "flush_ts": stamp}))
 
 
+def flush_lines(stamp, shards=4):
+    """Prints one flush event a shard of Sluice's own log at STAMP: keys chosen so that the MD5
+    of each (Kinesis' mapping, the log's) puts one on each shard."""
+    import hashlib
+    keys = {}
+    for i in range(100000):
+        key = f"__FLUSH__{i}"
+        h = int.from_bytes(hashlib.md5(key.encode()).digest(), "big")
+        keys.setdefault(min(h // (2**128 // int(shards)), int(shards) - 1), key)
+        if len(keys) == int(shards):
+            break
+    for shard in sorted(keys):
+        print(json.dumps({"ticker": keys[shard], "price": 0.0, "volume": 0, "ts": stamp}))
+
+
 def ceiling(brokers, topic, records):
     """The broker's fetch ceiling: one confluent-kafka consumer reading every partition from its
     start until RECORDS records; prints records/s."""

@@ -15,7 +15,7 @@ SPEED=${SPEED:-100x}
 source "$(dirname "$0")/common.sh"
 
 echo "== W1, $EVENTS events (not timed)"
-"$SLUICE" gen w1 --events "$EVENTS" >"$WORK/events.ndjson"
+"$SLUICE" gen ticks --events "$EVENTS" >"$WORK/events.ndjson"
 for run in $(seq "$RUNS"); do
   start_server serve
   sql "CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL) WITH (shards = 4, event_time = 'ts', watermark = '5 seconds')"
