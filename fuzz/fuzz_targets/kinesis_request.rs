@@ -84,6 +84,7 @@ fn create_fixture_stream(runtime: &tokio::runtime::Runtime, log: &Log) {
             max_bytes_per_shard: Some(1 << 20),
         },
         definition: serde_json::Value::Null,
+        elsewhere: None,
     };
     let stream = log.create_stream("s", options).expect("create stream s");
     let mut batches = stream.batches();

@@ -19,6 +19,7 @@ pub fn create_one_shard_stream(log: &Log) -> Arc<Stream> {
             max_bytes_per_shard: None,
         },
         definition: serde_json::Value::Null,
+        elsewhere: None,
     };
     log.create_stream("s", options)
         .expect("create the one-shard stream")

@@ -259,6 +259,10 @@ def test_secrets_are_named_never_kept(server, tansu, topic):
     server.start()
     server.sql(kafka_stream("s", tansu, topic, "data TEXT",
                             ", \"properties.sasl.password_env\" = 'SLUICE_TEST_KAFKA_PASSWORD'"))
+    # The Kinesis door refuses the stream's records as the HTTP door does.
+    refused = conftest.expect_client_error(server.kinesis_client().put_record, "InvalidArgumentException",
+                                           StreamName="s", Data=b"{}", PartitionKey="k")
+    assert f"Kafka topic '{topic}'" in str(refused), refused
     for path in ("/v1/streams", "/v1/tables"):
         _, _, answer = server.get(path)
         assert secret not in json.dumps(answer), path
