@@ -7,13 +7,13 @@
 //!                                after them, and the range retention deleted, if any
 //! ```
 //!
-//! Sluice's own streams are a source ([`StreamSource`]: the shards of the log), and so is an
-//! append-only view that other views read ([`UpstreamView`]: its change data feed). Kafka,
-//! Kinesis and change-data sources plug in here: the runtime, the exactly-once rules and the
-//! status are theirs unchanged. A source's partitions may change between reads (partitions
-//! added to a topic, shards split, partitions moving between workers): every read says which
-//! partitions it read, and a partition new to a pipeline is read from its oldest record
-//! (`exactly_once`, rule 6).
+//! A stream is a source ([`StreamSource`]: the shards of the log, or the partitions of the
+//! Kafka topic it reads, `kafka`), and so is an append-only view that other views read
+//! ([`UpstreamView`]: its change data feed). Kinesis and change-data sources plug in here: the
+//! runtime, the exactly-once rules and the status are theirs unchanged. A source's partitions
+//! may change between reads (partitions added to a topic, shards split, partitions moving
+//! between workers): every read says which partitions it read, and a partition new to a
+//! pipeline is read from its oldest record (`exactly_once`, rule 6).
 //!
 //! A read is the unit of parallel work: each partition is read and decoded apart from the
 //! others (one core each, as many at once as there are cores), and a view runs the part of its
