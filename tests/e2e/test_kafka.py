@@ -140,9 +140,11 @@ def test_ticks_1m_over_a_kafka_topic_is_exact_after_kill_9(server, tansu, topic,
     assert stream["reads_from"] == f"Kafka topic '{topic}' on {tansu.brokers}"
     assert stream["pipeline"]["input_lag"] == 0, stream
     assert stream["pipeline"]["partition_lag"] == {str(p): 0 for p in range(PARTITIONS)}, stream
+    assert stream["pipeline"]["partition_lag_ms"] == {str(p): 0 for p in range(PARTITIONS)}, stream
     _, _, metrics = server.get("/metrics")
     for p in range(PARTITIONS):
         assert f'sluice_pipeline_partition_lag_records{{pipeline="ticks",partition="{p}"}} 0' in metrics
+        assert f'sluice_pipeline_partition_lag_seconds{{pipeline="ticks",partition="{p}"}} 0' in metrics
 
     # The consumer group is told where the lake got to, for Kafka's own lag tools.
     from confluent_kafka import Consumer, TopicPartition

@@ -171,7 +171,9 @@ const PIPELINE_HEADS = `<th class="num">input lag</th><th class="num">last commi
 
 function pipelineCells(p) {
   if (!p) return `<td colspan="8" class="muted">no pipeline</td>`;
-  const byPartition = Object.entries(p.partition_lag || {}).map(([k, n]) => `${k}: ${n}`).join(", ");
+  const ms = p.partition_lag_ms || {};
+  const byPartition = Object.entries(p.partition_lag || {})
+    .map(([k, n]) => `${k}: ${n}` + (ms[k] ? ` (${(ms[k] / 1000).toFixed(1)} s behind)` : "")).join(", ");
   return `<td class="num" title="${esc(byPartition && "per partition: " + byPartition)}">${number(p.input_lag)}</td>
     <td class="num">${p.since_commit_ms == null ? "" : ago(p.since_commit_ms) + " ago"}</td>
     <td class="num">${p.last_round_ms == null ? "" : p.last_round_ms + " ms"}</td>

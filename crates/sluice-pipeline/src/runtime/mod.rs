@@ -179,9 +179,11 @@ pub(crate) async fn run(
             .await
             .map_err(|e| fail(e, progressed))?;
         progressed |= round.committed;
+        let next = pipeline.next_read();
         monitor.round(
             &round,
-            pending(&bounds, &pipeline.next_read()),
+            pending(&bounds, &next),
+            source.time_lag(&next),
             pipeline.watermark(),
             clock.now_ms(),
             started.elapsed(),

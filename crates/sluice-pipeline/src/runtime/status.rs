@@ -14,6 +14,7 @@
 //! | `sluice_pipeline_panics_total` | rounds that panicked (a bug); the pipeline is started again |
 //! | `sluice_pipeline_input_lag_records` | records its input held past its positions at its last round |
 //! | `sluice_pipeline_partition_lag_records` | the same, per partition of its input (label `partition`) |
+//! | `sluice_pipeline_partition_lag_seconds` | how far a partition's record at the position is behind its newest, by the records' times (Kafka) |
 //! | `sluice_pipeline_watermark_seconds` | its watermark (windowed views), seconds since the epoch |
 //! | `sluice_pipeline_last_commit_seconds` | when its last commit landed, seconds since the epoch |
 //! | `sluice_pipeline_round_seconds` | how long rounds that committed took, read to commit |
@@ -85,6 +86,9 @@ pub struct PipelineStatus {
     pub input_lag: u64,
     /// The same, per partition of its input (a stream's shards, a Kafka topic's partitions).
     pub partition_lag: BTreeMap<Partition, u64>,
+    /// Per partition, how far the record at its position is behind the newest one, in ms of
+    /// the records' own times, where the source knows them (a Kafka topic's timestamps).
+    pub partition_lag_ms: BTreeMap<Partition, u64>,
     /// The watermark (windowed views), RFC 3339.
     pub watermark: Option<String>,
     /// How long its last committed round took, from its read to its commit.
@@ -169,6 +173,7 @@ impl Monitor {
                 state: State::Starting,
                 input_lag: 0,
                 partition_lag: BTreeMap::new(),
+                partition_lag_ms: BTreeMap::new(),
                 watermark: None,
                 last_round_ms: None,
                 last_commit_ms: None,
@@ -198,6 +203,7 @@ impl Monitor {
         &self,
         round: &Round,
         partition_lag: BTreeMap<Partition, u64>,
+        partition_lag_ms: BTreeMap<Partition, u64>,
         watermark: Option<Micros>,
         now_ms: u64,
         took: Duration,
@@ -211,11 +217,19 @@ impl Monitor {
             ];
             metrics::gauge!("sluice_pipeline_partition_lag_records", &labels).set(lag as f64);
         }
+        for (&partition, &ms) in &partition_lag_ms {
+            let labels = [
+                ("pipeline", name.clone()),
+                ("partition", partition.to_string()),
+            ];
+            metrics::gauge!("sluice_pipeline_partition_lag_seconds", &labels).set(ms as f64 / 1e3);
+        }
         let mut status = self.lock();
         status.state = State::Running;
         status.last_error = None;
         status.input_lag = input_lag;
         status.partition_lag = partition_lag;
+        status.partition_lag_ms = partition_lag_ms;
         status.rows_out += round.rows as u64;
         status.errors_out += round.errors as u64;
         status.lost += round.lost;
@@ -306,6 +320,11 @@ pub fn describe_metrics() {
     metrics::describe_gauge!(
         "sluice_pipeline_partition_lag_records",
         "Records a partition of the input held past the pipeline's position at its last round"
+    );
+    metrics::describe_gauge!(
+        "sluice_pipeline_partition_lag_seconds",
+        metrics::Unit::Seconds,
+        "How far the record at a partition's position is behind its newest, by the records' times"
     );
     metrics::describe_gauge!(
         "sluice_pipeline_watermark_seconds",

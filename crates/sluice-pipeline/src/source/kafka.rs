@@ -660,6 +660,27 @@ impl Reader {
             .collect())
     }
 
+    /// Per partition of `positions`, how far the record at the position is behind the newest
+    /// record fetched, by their timestamps (0 when the reader has taken everything fetched).
+    pub fn time_lag(&self, positions: &Positions) -> BTreeMap<Partition, u64> {
+        let state = self.topic.shared.state.lock().expect("kafka state lock");
+        positions
+            .iter()
+            .filter_map(|(p, &at)| {
+                let buffer = state.partitions.get(p)?;
+                let first = buffer.records.partition_point(|r| r.offset < at);
+                let lag = match (buffer.records.get(first), buffer.records.back()) {
+                    (Some(oldest), Some(newest)) => newest
+                        .timestamp_ms
+                        .zip(oldest.timestamp_ms)
+                        .map_or(0, |(newest, oldest)| newest.saturating_sub(oldest).max(0)),
+                    _ => 0,
+                };
+                Some((*p, lag as u64))
+            })
+            .collect()
+    }
+
     /// Per partition of `limits`, the records from its position in `from` (its oldest, when
     /// none), at most its limit, as the buffers hold them now: a read never waits for the
     /// broker (the runtime's next round takes what arrived since).

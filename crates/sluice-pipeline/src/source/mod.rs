@@ -60,6 +60,14 @@ pub trait Source: Send + Sync + 'static {
     /// Reads each partition of `limits` from its position in `from` (from its oldest record
     /// when it has none), at most its limit of records, and decodes them.
     async fn read(&self, from: &Positions, limits: &Limits) -> Result<SourceRead>;
+
+    /// Per partition, how far the record at its position in `positions` is behind the newest
+    /// record, in ms of the records' own times — where the source keeps such times at hand (a
+    /// Kafka topic's timestamps); none otherwise.
+    fn time_lag(&self, positions: &Positions) -> BTreeMap<Partition, u64> {
+        let _ = positions;
+        BTreeMap::new()
+    }
 }
 
 /// Readies a new stream's definition for the log: checks that its connector's records can be

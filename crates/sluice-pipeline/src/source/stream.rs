@@ -232,6 +232,14 @@ impl Source for StreamSource {
             .collect())
     }
 
+    fn time_lag(&self, positions: &Positions) -> BTreeMap<Partition, u64> {
+        match &self.records {
+            Records::Log => BTreeMap::new(),
+            #[cfg(feature = "kafka")]
+            Records::Kafka(reader) => reader.time_lag(positions),
+        }
+    }
+
     async fn read(&self, from: &Positions, limits: &Limits) -> Result<SourceRead> {
         let (source, from, limits) = (self.clone(), from.clone(), limits.clone());
         tokio::task::spawn_blocking(move || source.read_blocking(&from, &limits))

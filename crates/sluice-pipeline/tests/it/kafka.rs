@@ -2,6 +2,7 @@
 //! the real broker of the end-to-end tests, answers ListOffsets wrongly: `start = 'latest'`, a
 //! timestamp start and broker faults are tested here).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -289,4 +290,35 @@ async fn a_stream_of_a_topic_that_is_not_there_is_refused_when_created() {
         refused.contains("properties.sasl.password_env"),
         "{refused}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitions_time_lag_is_how_far_its_position_is_behind_its_newest_record() {
+    use sluice_pipeline::exactly_once::Positions;
+    use sluice_pipeline::source::{Limits, Source};
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let kafka = Kafka::new(2);
+    // Records 0..100, a second apart: each partition's newest is 98 s after its first.
+    kafka.produce(0, 100, 2, 0);
+    kafka_stream(&log, "clicks", &kafka.brokers(), "").unwrap();
+    let source = StreamSource::open(&log, "clicks").unwrap();
+    let at_start = Positions::from([(0, 0), (1, 0)]);
+    let one_each = Limits::from([(0, 1), (1, 1)]);
+    let behind = BTreeMap::from([(0, 98_000), (1, 98_000)]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // A reader that stays at the start while the consumer fetches the rest.
+    while source.time_lag(&at_start) != behind {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            source.time_lag(&at_start)
+        );
+        source.read(&at_start, &one_each).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Caught up: nothing behind.
+    let at_end = Positions::from([(0, 50), (1, 50)]);
+    assert_eq!(source.time_lag(&at_end), BTreeMap::from([(0, 0), (1, 0)]));
 }
