@@ -15,10 +15,13 @@
 //!   view takes to commit it all, and its restart after a crash; see its module.
 //! - `window-freshness` (W4's windows): a closed 1-second window until it is visible in its
 //!   view; see its module.
+//! - `kafka-fetch`: a Kafka broker's fetch ceiling through a bare librdkafka consumer; see its
+//!   module.
 //!
 //! Events are generated before the clock starts, so the figures are the server's, not the
 //! generator's.
 
+mod kafka;
 mod pipeline;
 mod preload;
 mod views;
@@ -98,6 +101,17 @@ enum Command {
     Pipeline(pipeline::Options),
     /// W1 through ticks_1m or W2 through the ETL view, in-process, then a restart
     View(views::Options),
+    /// A topic read from its start by a bare librdkafka consumer (--server and --stream do not
+    /// apply)
+    KafkaFetch {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        /// Records to read
+        #[arg(long)]
+        records: u64,
+    },
     /// W4's windows: closed 1-second windows of view ticks_1s until visible
     WindowFreshness {
         #[arg(long, default_value_t = 20_000)]
@@ -173,6 +187,11 @@ async fn main() -> anyhow::Result<()> {
         } => freshness(&client, &server, &cli.stream, rate, seconds, batch, sample).await?,
         Command::Pipeline(options) => pipeline::run(options).await?,
         Command::View(options) => views::run(options).await?,
+        Command::KafkaFetch {
+            brokers,
+            topic,
+            records,
+        } => tokio::task::spawn_blocking(move || kafka::run(&brokers, &topic, records)).await??,
         Command::WindowFreshness {
             rate,
             seconds,

@@ -80,16 +80,13 @@ pub fn prepare_stream(name: &str, definition: &mut StreamDefinition) -> Result<O
     let elsewhere = connector.produce_to();
     match connector {
         #[cfg(feature = "kafka")]
-        Connector::Kafka(topic) => kafka::prepare(name, topic)?,
+        Connector::Kafka(topic) => kafka::prepare(name, topic).map(|()| Some(elsewhere)),
         #[cfg(not(feature = "kafka"))]
-        Connector::Kafka(_) => {
-            return Err(crate::PipelineError::Unsupported(format!(
-                "stream '{name}' would read {elsewhere}: this Sluice was built without the \
-                 'kafka' feature"
-            )));
-        }
+        Connector::Kafka(_) => Err(crate::PipelineError::Unsupported(format!(
+            "stream '{name}' would read {elsewhere}: this Sluice was built without the 'kafka' \
+             feature"
+        ))),
     }
-    Ok(Some(elsewhere))
 }
 
 /// A source shared by a pipeline and the reads it starts ahead.

@@ -232,6 +232,7 @@ impl Source for StreamSource {
             .collect())
     }
 
+    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
     fn time_lag(&self, positions: &Positions) -> BTreeMap<Partition, u64> {
         match &self.records {
             Records::Log => BTreeMap::new(),
