@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -47,6 +47,8 @@ pub const BUFFER_BYTES: usize = 32 << 20;
 pub const REFRESH: Duration = Duration::from_secs(10);
 /// The most records the fetch thread moves into the buffers before it lets the readers in.
 const POLL_BATCH: usize = 10_000;
+/// How long a read waits for records when none is buffered but the broker holds more.
+const READ_WAIT: Duration = Duration::from_millis(100);
 /// How long the fetch thread waits when the consumer had nothing.
 const IDLE_POLL: Duration = Duration::from_millis(5);
 /// How often the consumer group is told the positions the lake holds.
@@ -194,7 +196,10 @@ fn config(stream: &str, topic: &KafkaTopic) -> Result<ClientConfig> {
     config
         .set("client.id", format!("sluice-{stream}"))
         // Low latency by default: a fetch returns as soon as a record is there.
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // librdkafka's default (1 s) stalls a partition whose local queue filled for a whole
+        // second, though the fetch thread drains it at once: 4.4× the throughput on W1.
+        .set("fetch.queue.backoff.ms", "10");
     for (key, value) in &topic.properties {
         match key.strip_suffix("_env") {
             Some(key) => {
@@ -259,6 +264,8 @@ struct Shared {
     topic: KafkaTopic,
     consumer: BaseConsumer<Context>,
     state: Mutex<State>,
+    /// Told when the fetch thread has put records in the buffers.
+    arrived: Condvar,
     stop: AtomicBool,
     next_reader: AtomicU64,
 }
@@ -403,6 +410,7 @@ impl Topic {
             topic: topic.clone(),
             consumer,
             state: Mutex::default(),
+            arrived: Condvar::new(),
             stop: AtomicBool::new(false),
             next_reader: AtomicU64::new(0),
         });
@@ -454,6 +462,8 @@ impl Shared {
             drop(state);
             if polled == 0 {
                 std::thread::sleep(IDLE_POLL);
+            } else {
+                self.arrived.notify_all();
             }
         }
     }
@@ -682,8 +692,9 @@ impl Reader {
     }
 
     /// Per partition of `limits`, the records from its position in `from` (its oldest, when
-    /// none), at most its limit, as the buffers hold them now: a read never waits for the
-    /// broker (the runtime's next round takes what arrived since).
+    /// none), at most its limit, as the buffers hold them: a read waits for the broker only
+    /// while nothing is buffered past its positions and the broker holds more, and then at
+    /// most [`READ_WAIT`].
     pub fn read(
         &self,
         from: &Positions,
@@ -728,8 +739,7 @@ impl Reader {
                 return Err(PipelineError::InputGone(gone));
             }
         }
-        let mut reads = BTreeMap::new();
-        for (&p, &limit) in limits {
+        for &p in limits.keys() {
             let at = positions[&p];
             let buffer = state.partitions.entry(p).or_default();
             let covered = buffer.assigned && buffer.start <= at && at <= buffer.next;
@@ -740,10 +750,39 @@ impl Reader {
             if !covered && !approaching {
                 shared.seek(&mut state, p, at)?;
             }
+        }
+        // Where each partition ends, as far as anyone knows: the broker's end or what came.
+        let end = |state: &State, p: &Partition| {
+            let high = watermarks.get(p).map_or(0, |w| w.high.max(0) as u64);
+            high.max(state.partitions.get(p).map_or(0, |b| b.next))
+        };
+        // Records come in the background: while none is buffered past any position but the
+        // broker holds more, wait for them a little (a round that took nothing would wait a
+        // whole interval, and one that spun would take the lock from the fetch thread).
+        let deadline = Instant::now() + READ_WAIT;
+        loop {
+            let nothing_buffered = positions
+                .iter()
+                .all(|(p, &at)| state.partitions.get(p).is_none_or(|b| b.next <= at));
+            let more_at_broker = positions.iter().any(|(p, &at)| end(&state, p) > at);
+            let now = Instant::now();
+            if !(nothing_buffered && more_at_broker) || now >= deadline {
+                break;
+            }
+            state = (shared.arrived)
+                .wait_timeout(state, deadline - now)
+                .expect("kafka state lock")
+                .0;
+        }
+        let mut reads = BTreeMap::new();
+        for (&p, &limit) in limits {
+            let at = positions[&p];
+            let partition_end = end(&state, &p);
             let buffer = state
                 .partitions
                 .get_mut(&p)
                 .expect("a buffer per partition read");
+            let covered = buffer.assigned && buffer.start <= at && at <= buffer.next;
             let first = buffer.records.partition_point(|r| r.offset < at);
             let records: Vec<Arc<Record>> = if covered {
                 buffer
@@ -757,7 +796,8 @@ impl Reader {
                 Vec::new()
             };
             let next = records.last().map_or(at, |last| last.offset + 1);
-            let more = covered && buffer.records.len() > first + records.len();
+            // More is buffered, or the broker holds more: the runtime reads again at once.
+            let more = buffer.records.len() > first + records.len() || next < partition_end;
             let lost = from
                 .get(&p)
                 .filter(|&&asked| asked < at)
