@@ -23,7 +23,7 @@
 //! - Partitions added to the topic are found within [`REFRESH`] and read from their oldest
 //!   record (`exactly_once`, rule 6).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -99,14 +99,13 @@ pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<()> {
         .create_with_context(Context::default())
         .map_err(|e| unreachable(topic, e))?;
     let partitions = partitions(&consumer, topic, CHECK_TIMEOUT)?;
-    let timeout = CHECK_TIMEOUT;
     topic.starts = match topic.start {
         Start::Earliest => BTreeMap::new(),
         Start::Latest => partitions
             .iter()
             .map(|&p| {
                 let (_, high) = consumer
-                    .fetch_watermarks(&topic.topic, p as i32, timeout)
+                    .fetch_watermarks(&topic.topic, p as i32, CHECK_TIMEOUT)
                     .map_err(|e| unreachable(topic, e))?;
                 Ok((p, high.max(0) as u64))
             })
@@ -119,7 +118,7 @@ pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<()> {
                     .map_err(|e| unreachable(topic, e))?;
             }
             let found = consumer
-                .offsets_for_times(asked, timeout)
+                .offsets_for_times(asked, CHECK_TIMEOUT)
                 .map_err(|e| unreachable(topic, e))?;
             let mut starts = BTreeMap::new();
             for element in found.elements() {
@@ -446,13 +445,23 @@ impl Shared {
             // fetched before it, which librdkafka could not take back.
             let mut state = self.state.lock().expect("kafka state lock");
             let mut polled = 0;
+            // One reading of the clock a batch, not one a record.
+            let now_ms = chrono::Utc::now().timestamp_millis();
+            let mut touched = BTreeSet::new();
             while polled < POLL_BATCH {
                 match self.consumer.poll(Duration::ZERO) {
                     None => break,
                     Some(polled_one) => {
                         polled += 1;
-                        self.take(&mut state, polled_one);
+                        touched.extend(self.take(&mut state, polled_one, now_ms));
                     }
+                }
+            }
+            // Read after the batch: statistics newer than this are newer than its records.
+            let fetched = Instant::now();
+            for p in touched {
+                if let Some(buffer) = state.partitions.get_mut(&p) {
+                    buffer.fetched = Some(fetched);
                 }
             }
             if committed.elapsed() >= COMMIT_EVERY {
@@ -468,33 +477,37 @@ impl Shared {
         }
     }
 
-    /// A record (into its partition's buffer) or an event the consumer polled.
-    fn take(&self, state: &mut State, polled: rdkafka::error::KafkaResult<BorrowedMessage<'_>>) {
+    /// A record (into its partition's buffer) or an event the consumer polled, its batch
+    /// polled at `now_ms`; the partition a record went to.
+    fn take(
+        &self,
+        state: &mut State,
+        polled: rdkafka::error::KafkaResult<BorrowedMessage<'_>>,
+        now_ms: i64,
+    ) -> Option<u32> {
         match polled {
             Ok(message) => {
                 state.error = None;
                 let p = message.partition() as u32;
-                let Some(buffer) = state.partitions.get_mut(&p) else {
-                    return;
-                };
+                let buffer = state.partitions.get_mut(&p)?;
                 // Offsets only grow in a buffer: anything else is not this fetch's.
                 if !buffer.assigned || (message.offset() as u64) < buffer.next {
-                    return;
+                    return None;
                 }
                 let record = Record {
                     offset: message.offset() as u64,
                     key: message.key().map(Box::from),
                     payload: message.payload().map(Box::from).unwrap_or_default(),
                     timestamp_ms: message.timestamp().to_millis(),
-                    fetched_ms: chrono::Utc::now().timestamp_millis(),
+                    fetched_ms: now_ms,
                 };
                 buffer.next = record.offset + 1;
-                buffer.fetched = Some(Instant::now());
                 buffer.bytes += record.payload.len();
                 buffer.records.push_back(Arc::new(record));
                 if buffer.bytes > BUFFER_BYTES && !buffer.paused {
                     buffer.paused = self.pause(p, true);
                 }
+                return Some(p);
             }
             // The end of a partition: the broker answers again.
             Err(KafkaError::PartitionEOF(_)) => state.error = None,
@@ -506,6 +519,7 @@ impl Shared {
                 state.error = Some((e.to_string(), Instant::now()));
             }
         }
+        None
     }
 
     fn pause(&self, partition: u32, pause: bool) -> bool {
