@@ -596,6 +596,9 @@ def until_answering(service, call, failure: str, deadline: float) -> None:
 class MotoS3:
     """moto's S3 server (`python -m moto.server`) in its own process on a loopback port."""
 
+    # How the server is started (a subclass starts moto's server otherwise).
+    COMMAND = ["-m", "moto.server"]
+
     def __init__(self, log_path: Path):
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
@@ -611,7 +614,7 @@ class MotoS3:
         with open(self.log_path, "ab") as log:
             # Port 0: the kernel picks a free one, and werkzeug prints which.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                [sys.executable, *self.COMMAND, "-H", "127.0.0.1", "-p", "0"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -628,9 +631,12 @@ class MotoS3:
                 self.port = int(m.group(1))
             else:
                 time.sleep(0.1)
-        # Listening is not answering yet: wait for a real S3 call to succeed.
-        until_answering(self, lambda: self.client().list_buckets(), "moto does not answer S3 calls", deadline)
+        # Listening is not answering yet: wait for a real call to succeed.
+        until_answering(self, self.answers, "moto does not answer", deadline)
         return self
+
+    def answers(self) -> None:
+        self.client().list_buckets()
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -692,6 +698,27 @@ class MotoS3:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-n:])
+
+
+class MotoKinesis(MotoS3):
+    """moto's server with its Kinesis made to behave as Amazon's where the tests need it
+    (56-digit sequence numbers, resharding that keeps the parents' records: moto_kinesis.py)."""
+
+    COMMAND = [str(Path(__file__).parent / "moto_kinesis.py")]
+
+    def answers(self) -> None:
+        self.kinesis().list_streams()
+
+    def kinesis(self):
+        """A boto3 Kinesis client of this server."""
+        return _BOTO_SESSION.client(
+            "kinesis",
+            endpoint_url=self.endpoint,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+            config=_BOTO_CONFIG,
+        )
 
 
 class S3Lake:
@@ -813,6 +840,15 @@ def moto_s3(tmp_path_factory):
         yield s3
     finally:
         s3.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_kinesis(tmp_path_factory):
+    kinesis = MotoKinesis(tmp_path_factory.mktemp("moto-kinesis") / "moto.log").start()
+    try:
+        yield kinesis
+    finally:
+        kinesis.stop()
 
 
 @pytest.fixture

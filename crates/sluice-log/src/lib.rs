@@ -8,6 +8,7 @@
 //! <data-dir>/streams/<name>/stream.json            the stream's StreamMeta (atomically replaced)
 //! <data-dir>/streams/<name>/shard-0000/000…0.seg   segments of record batches (see `batch`)
 //! <data-dir>/streams/<name>/shard-0000/000…0.idx   the sparse index of a sealed segment
+//! <data-dir>/streams/<name>/kinesis.pins           a stream read elsewhere: its reader's files
 //! <data-dir>/trash/                                streams being dropped
 //! ```
 //!
@@ -348,6 +349,12 @@ impl Log {
     /// The data directory the log was opened in.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The directory of stream `name`: its reader of records elsewhere keeps its own files
+    /// there (they go with the stream).
+    pub fn stream_dir(&self, name: &str) -> PathBuf {
+        self.root.join("streams").join(name)
     }
 
     /// Stream `name`, or [`Error::StreamNotFound`].

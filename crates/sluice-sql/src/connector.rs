@@ -1,10 +1,11 @@
-//! Streams whose records live elsewhere: `CREATE STREAM … WITH (connector = 'kafka', …)`.
+//! Streams whose records live elsewhere: `CREATE STREAM … WITH (connector = 'kafka' |
+//! 'kinesis', …)`.
 //!
 //! A connector's options are parsed and checked here, once, for every door that creates
 //! streams (SQL, the config file). What a stream keeps of them is its [`Connector`]: where the
 //! records are and where reading starts — never a secret. A secret option is the name of an
-//! environment variable (`"properties.sasl.password_env" = 'KAFKA_PASSWORD'`), read when the
-//! connection is made; given literally it is refused, so that no catalog, `SHOW STREAMS`,
+//! environment variable (`"properties.sasl.password_env" = 'KAFKA_PASSWORD'`,
+//! `secret_access_key_env = 'AWS_SECRET'`), read when the connection is made; given literally it is refused, so that no catalog, `SHOW STREAMS`,
 //! `/v1/streams` or dashboard ever holds one.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,9 @@ use crate::{Result, SqlError};
 pub enum Connector {
     /// A Kafka topic: its partitions are the stream's shards, their offsets its positions.
     Kafka(Box<KafkaTopic>),
+    /// A Kinesis stream: its shards are the stream's, numbered as their ids are
+    /// (`shardId-000000000003` is shard 3); the positions are ordinals of records in a shard.
+    Kinesis(Box<KinesisStream>),
 }
 
 impl Connector {
@@ -29,13 +33,38 @@ impl Connector {
     pub fn kind(&self) -> &'static str {
         match self {
             Connector::Kafka(_) => "kafka",
+            Connector::Kinesis(_) => "kinesis",
         }
+    }
+
+    /// What the connector's stream has instead of shards of its own.
+    pub fn shards_are(&self) -> &'static str {
+        match self {
+            Connector::Kafka(_) => "the topic's partitions",
+            Connector::Kinesis(_) => "the Kinesis stream's",
+        }
+    }
+
+    /// The connector with where it starts as declared, not as fixed when its stream was
+    /// created (to compare a declaration with what a stream keeps).
+    pub fn as_declared(&self) -> Connector {
+        let mut declared = self.clone();
+        match &mut declared {
+            Connector::Kafka(topic) => topic.starts.clear(),
+            Connector::Kinesis(stream) => stream.started_ms = None,
+        }
+        declared
     }
 
     /// Where producers send this stream's records (for a door that refuses them).
     pub fn produce_to(&self) -> String {
         match self {
             Connector::Kafka(k) => format!("Kafka topic '{}' on {}", k.topic, k.brokers),
+            Connector::Kinesis(k) => format!(
+                "Kinesis stream '{}' ({})",
+                k.stream_name,
+                k.endpoint.as_deref().unwrap_or(&k.region)
+            ),
         }
     }
 }
@@ -63,7 +92,34 @@ pub struct KafkaTopic {
     pub starts: BTreeMap<u32, u64>,
 }
 
-/// Where a Kafka stream starts reading, per partition.
+/// A Kinesis stream a stream follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KinesisStream {
+    /// The Kinesis stream's name.
+    pub stream_name: String,
+    /// Its AWS region.
+    pub region: String,
+    /// The Kinesis endpoint, when not AWS's for the region (another Sluice, a test double).
+    pub endpoint: Option<String>,
+    /// Where reading starts, as the statement said.
+    pub start: Start,
+    /// For `latest`: the instant the stream was created (ms since the epoch), from which
+    /// every shard is read (fixed then, so that every pipeline and restart agree).
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    /// The environment variable holding the access key id (with the next: the AWS SDK's
+    /// default credentials chain otherwise).
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    /// The environment variable holding the secret access key.
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// The environment variable holding a session token, if any.
+    #[serde(default)]
+    pub session_token_env: Option<String>,
+}
+
+/// Where a stream elsewhere starts reading, per partition or shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Start {
@@ -76,8 +132,19 @@ pub enum Start {
 }
 
 /// Stream options that belong to a connector.
-pub(crate) const OPTIONS: &str =
-    "connector, brokers, topic, start, group_id, \"properties.<librdkafka setting>\"";
+pub(crate) const OPTIONS: &str = "connector, start, for Kafka brokers, topic, group_id, \
+     \"properties.<librdkafka setting>\", for Kinesis stream_name, region, endpoint, \
+     access_key_id_env, secret_access_key_env, session_token_env";
+
+/// The Kinesis options (besides `connector` and `start`).
+const KINESIS: &[&str] = &[
+    "stream_name",
+    "region",
+    "endpoint",
+    "access_key_id_env",
+    "secret_access_key_env",
+    "session_token_env",
+];
 
 /// librdkafka settings that hold secrets: given only as `<key>_env`.
 const SECRETS: &[&str] = &[
@@ -115,6 +182,8 @@ impl ConnectorOptions {
             key,
             "connector" | "brokers" | "topic" | "start" | "group_id"
         ) || key.starts_with("properties.")
+            || KINESIS.contains(&key)
+            || KINESIS.contains(&format!("{key}_env").as_str())
     }
 
     pub(crate) fn add(&mut self, key: String, value: String, at: Location) {
@@ -126,38 +195,89 @@ impl ConnectorOptions {
         let Some((kind, kind_at)) = self.options.remove("connector") else {
             return match self.options.keys().next() {
                 Some(key) => Err(SqlError::at(
-                    format!("option '{key}' needs connector = 'kafka'"),
+                    format!("option '{key}' needs connector = 'kafka' or 'kinesis'"),
                     self.options[key].1,
                 )),
                 None => Ok(None),
             };
         };
-        if !kind.eq_ignore_ascii_case("kafka") {
-            return Err(SqlError::at(
-                format!("unknown connector '{kind}': use 'kafka' (Kinesis streams come later)"),
+        match kind.to_ascii_lowercase().as_str() {
+            "kafka" => self.kafka(stream, at).map(Some),
+            "kinesis" => self.kinesis(at).map(Some),
+            _ => Err(SqlError::at(
+                format!("unknown connector '{kind}': use 'kafka' or 'kinesis'"),
                 kind_at,
+            )),
+        }
+    }
+
+    /// Takes option `name`, which must not be empty.
+    fn required(&mut self, name: &str, kind: &str, at: Location) -> Result<String> {
+        self.options
+            .remove(name)
+            .map(|(v, _)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| SqlError::at(format!("a {kind} stream needs {name} = '…'"), at))
+    }
+
+    fn start(&mut self) -> Result<Start> {
+        match self.options.remove("start") {
+            None => Ok(Start::Earliest),
+            Some((text, at)) => start(&text, at),
+        }
+    }
+
+    fn kinesis(mut self, at: Location) -> Result<Connector> {
+        let stream_name = self.required("stream_name", "Kinesis", at)?;
+        let region = self.required("region", "Kinesis", at)?;
+        let start = self.start()?;
+        let mut take = |name: &str| self.options.remove(name).map(|(v, _)| v.trim().to_string());
+        let connector = KinesisStream {
+            stream_name,
+            region,
+            endpoint: take("endpoint"),
+            start,
+            started_ms: None,
+            access_key_id_env: take("access_key_id_env"),
+            secret_access_key_env: take("secret_access_key_env"),
+            session_token_env: take("session_token_env"),
+        };
+        if let Some((key, (_, at))) = self.options.into_iter().next() {
+            let message = if KINESIS.contains(&format!("{key}_env").as_str()) {
+                format!(
+                    "'{key}' is a secret, never kept in the catalog: name the environment \
+                     variable that holds it, as {key}_env = 'VARIABLE'"
+                )
+            } else {
+                format!("a Kinesis stream takes no option '{key}'")
+            };
+            return Err(SqlError::at(message, at));
+        }
+        if connector.access_key_id_env.is_some() != connector.secret_access_key_env.is_some() {
+            return Err(SqlError::at(
+                "access_key_id_env and secret_access_key_env go together",
+                at,
             ));
         }
-        let mut required = |name: &str| {
-            self.options
-                .remove(name)
-                .map(|(v, _)| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| SqlError::at(format!("a Kafka stream needs {name} = '…'"), at))
-        };
-        let brokers = required("brokers")?;
-        let topic = required("topic")?;
-        let start = match self.options.remove("start") {
-            None => Start::Earliest,
-            Some((text, at)) => start(&text, at)?,
-        };
+        Ok(Connector::Kinesis(Box::new(connector)))
+    }
+
+    fn kafka(mut self, stream: &str, at: Location) -> Result<Connector> {
+        let brokers = self.required("brokers", "Kafka", at)?;
+        let topic = self.required("topic", "Kafka", at)?;
+        let start = self.start()?;
         let group_id = self
             .options
             .remove("group_id")
             .map_or_else(|| format!("sluice-{stream}"), |(v, _)| v);
         let mut properties = BTreeMap::new();
         for (key, (value, at)) in self.options {
-            let setting = key.strip_prefix("properties.").unwrap_or(&key);
+            let Some(setting) = key.strip_prefix("properties.") else {
+                return Err(SqlError::at(
+                    format!("a Kafka stream takes no option '{key}'"),
+                    at,
+                ));
+            };
             let plain = setting.strip_suffix("_env").unwrap_or(setting);
             if OWNED.contains(&plain) {
                 return Err(SqlError::at(
@@ -179,14 +299,14 @@ impl ConnectorOptions {
             }
             properties.insert(setting.to_string(), value);
         }
-        Ok(Some(Connector::Kafka(Box::new(KafkaTopic {
+        Ok(Connector::Kafka(Box::new(KafkaTopic {
             brokers,
             topic,
             start,
             group_id,
             properties,
             starts: BTreeMap::new(),
-        }))))
+        })))
     }
 }
 

@@ -28,7 +28,7 @@ mod stream;
 mod view;
 
 pub use as_of::AsOf;
-pub use connector::{Connector, KafkaTopic, Start};
+pub use connector::{Connector, KafkaTopic, KinesisStream, Start};
 pub use view::{CreateView, ViewDefinition};
 
 pub use stream::{

@@ -206,12 +206,12 @@ impl StreamDefinition {
         }
         let mut kept = StreamDefinition::from_log(&kept);
         // Where a connector starts was fixed when the stream was created.
-        if let (Some(Connector::Kafka(kept)), Some(Connector::Kafka(declared))) =
-            (&mut kept.connector, &self.connector)
-        {
-            kept.starts = declared.starts.clone();
+        kept.connector = kept.connector.as_ref().map(Connector::as_declared);
+        let connector = self.connector.as_ref().map(Connector::as_declared);
+        kept == StreamDefinition {
+            connector,
+            ..self.clone()
         }
-        kept == *self
     }
 
     /// The definition as the log keeps it (see [`StreamDefinition::from_log`]).
@@ -286,7 +286,7 @@ pub(crate) fn parse_create_stream(parser: &mut Parser) -> Result<CreateStream> {
     };
     let with_at = parser.peek_token().span.start;
     let mut connector_options = ConnectorOptions::default();
-    // Options a Kafka stream takes from its topic instead.
+    // Options a stream elsewhere takes from there instead.
     let mut log_options = Vec::new();
     if parser.peek_keyword(Keyword::WITH) {
         for option in parser.parse_options(Keyword::WITH)? {
@@ -315,9 +315,9 @@ pub(crate) fn parse_create_stream(parser: &mut Parser) -> Result<CreateStream> {
     if let (Some(c), Some((option, at))) = (&create.definition.connector, log_options.first()) {
         return Err(SqlError::at(
             format!(
-                "a {} stream takes no {option}: its shards are the topic's partitions, and its \
-                 retention the topic's",
-                c.kind()
+                "a {} stream takes no {option}: its shards are {}, and its retention theirs",
+                c.kind(),
+                c.shards_are()
             ),
             *at,
         ));

@@ -648,15 +648,15 @@ fn kafka_options_are_checked_together() {
     let cases = [
         (
             format!("{kafka}, shards = 4"),
-            "takes no shards: its shards are the topic's partitions",
+            "takes no shards: its shards are the topic's partitions, and its retention theirs",
         ),
         (
             format!("{kafka}, retention = '1 day'"),
             "takes no retention",
         ),
         (
-            "connector = 'kinesis'".to_string(),
-            "unknown connector 'kinesis'",
+            "connector = 'pulsar'".to_string(),
+            "unknown connector 'pulsar': use 'kafka' or 'kinesis'",
         ),
         (
             "connector = 'kafka', topic = 't'".to_string(),
@@ -668,7 +668,7 @@ fn kafka_options_are_checked_together() {
         ),
         (
             "topic = 't'".to_string(),
-            "option 'topic' needs connector = 'kafka'",
+            "option 'topic' needs connector = 'kafka' or 'kinesis'",
         ),
         (
             format!("{kafka}, start = 'yesterday'"),
@@ -684,6 +684,72 @@ fn kafka_options_are_checked_together() {
         ),
     ];
     for (options, expected) in cases {
+        let sql = format!("CREATE STREAM s WITH ({options})");
+        let e = error(&sql).to_string();
+        assert!(e.contains(expected), "{sql}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}
+
+#[test]
+fn a_kinesis_stream_keeps_where_its_records_are_and_names_its_credentials() {
+    let Statement::CreateStream(c) = one(
+        "CREATE STREAM clicks (user_id TEXT) WITH (connector = 'kinesis', stream_name = 'clicks',
+         region = 'eu-west-1', endpoint = 'http://127.0.0.1:4566', start = 'latest',
+         access_key_id_env = 'KEY', secret_access_key_env = 'SECRET')",
+    ) else {
+        panic!()
+    };
+    let Some(Connector::Kinesis(stream)) = &c.definition.connector else {
+        panic!("{c:?}")
+    };
+    assert_eq!(stream.stream_name, "clicks");
+    assert_eq!(stream.region, "eu-west-1");
+    assert_eq!(stream.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+    assert_eq!(stream.start, Start::Latest);
+    assert_eq!(stream.access_key_id_env.as_deref(), Some("KEY"));
+    assert_eq!(stream.secret_access_key_env.as_deref(), Some("SECRET"));
+    assert_eq!(stream.session_token_env, None);
+    let kept = c.definition.to_log();
+    assert_eq!(StreamDefinition::from_log(&kept), c.definition);
+    // The instant `latest` was fixed at is the stream's, not the declaration's.
+    let mut created = c.definition.clone();
+    if let Some(Connector::Kinesis(stream)) = &mut created.connector {
+        stream.started_ms = Some(1_796_119_200_000);
+    }
+    assert!(c.definition.is_kept_as(&created.to_log()));
+
+    let kinesis = "connector = 'kinesis', stream_name = 's', region = 'us-east-1'";
+    for (options, expected) in [
+        (
+            "connector = 'kinesis', region = 'us-east-1'".to_string(),
+            "a Kinesis stream needs stream_name = '…'",
+        ),
+        (
+            "connector = 'kinesis', stream_name = 's'".to_string(),
+            "a Kinesis stream needs region = '…'",
+        ),
+        (
+            format!("{kinesis}, secret_access_key = 'hunter2'"),
+            "'secret_access_key' is a secret, never kept in the catalog",
+        ),
+        (
+            format!("{kinesis}, secret_access_key_env = 'S'"),
+            "access_key_id_env and secret_access_key_env go together",
+        ),
+        (
+            format!("{kinesis}, topic = 't'"),
+            "a Kinesis stream takes no option 'topic'",
+        ),
+        (
+            format!("{kinesis}, shards = 2"),
+            "takes no shards: its shards are the Kinesis stream's",
+        ),
+        (
+            "connector = 'kafka', brokers = 'b', topic = 't', region = 'r'".to_string(),
+            "a Kafka stream takes no option 'region'",
+        ),
+    ] {
         let sql = format!("CREATE STREAM s WITH ({options})");
         let e = error(&sql).to_string();
         assert!(e.contains(expected), "{sql}: {e}");

@@ -8,8 +8,11 @@
 //! | `text` | `data`: the record as text (it must be UTF-8) |
 //!
 //! Every raw table also has `_shard`, `_seq` and `_ingested_at` (when the log made the record
-//! durable, or Sluice read it from Kafka); a Kafka stream's also `_key` and `_kafka_ts` (the
-//! record's key, as text, and its timestamp); then the partition columns derived from declared ones (`date(ts)`, `hour(ts)`). Every error row has the raw payload (as text, invalid UTF-8 replaced), the reason
+//! durable, or Sluice read it from Kafka or Kinesis); a Kafka stream's also `_key` and
+//! `_kafka_ts` (the record's key, as text, and its timestamp), a Kinesis stream's `_key`,
+//! `_kinesis_seq` and `_kinesis_ts` (its partition key, its sequence number as Kinesis gave it
+//! — up to 56 digits, hence text: `_seq` is Sluice's ordinal of the record in its shard — and
+//! its approximate arrival time); then the partition columns derived from declared ones (`date(ts)`, `hour(ts)`). Every error row has the raw payload (as text, invalid UTF-8 replaced), the reason
 //! and the same three columns, so that `good rows + error rows = records` can be checked and any
 //! error traced to its record in the log.
 
@@ -37,10 +40,15 @@ pub const SHARD: &str = "_shard";
 pub const SEQ: &str = "_seq";
 /// The column holding the record's append time: when the log made it durable.
 pub const INGESTED_AT: &str = "_ingested_at";
-/// A Kafka stream's column holding the record's key (as text, invalid UTF-8 replaced).
-pub const KAFKA_KEY: &str = "_key";
+/// A Kafka or Kinesis stream's column holding the record's key (as text, invalid UTF-8
+/// replaced), or partition key.
+pub const KEY: &str = "_key";
 /// A Kafka stream's column holding the record's timestamp (its producer's, or the broker's).
 pub const KAFKA_TS: &str = "_kafka_ts";
+/// A Kinesis stream's column holding the record's sequence number, as Kinesis gave it.
+pub const KINESIS_SEQ: &str = "_kinesis_seq";
+/// A Kinesis stream's column holding the record's approximate arrival time.
+pub const KINESIS_TS: &str = "_kinesis_ts";
 /// The one column of a stream without declared columns.
 pub const DATA: &str = "data";
 
@@ -136,8 +144,32 @@ pub struct RawRecord<'a> {
     pub append_ms: i64,
     /// The record as the producer sent it.
     pub data: &'a [u8],
-    /// A Kafka record's key and timestamp (ms since the Unix epoch), if it has them.
-    pub kafka: Option<(Option<&'a [u8]>, Option<i64>)>,
+    /// What the record carries from where it was read.
+    pub origin: Origin<'a>,
+}
+
+/// What a record carries from where it was read, beside its data.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Origin<'a> {
+    /// Sluice's own log: nothing more.
+    #[default]
+    Log,
+    /// A Kafka record.
+    Kafka {
+        /// Its key, if it has one.
+        key: Option<&'a [u8]>,
+        /// Its timestamp (ms since the Unix epoch), if it has one.
+        timestamp_ms: Option<i64>,
+    },
+    /// A Kinesis record.
+    Kinesis {
+        /// Its partition key.
+        key: &'a str,
+        /// Its sequence number, as Kinesis gave it.
+        sequence: &'a str,
+        /// Its approximate arrival time (ms since the Unix epoch).
+        arrival_ms: Option<i64>,
+    },
 }
 
 /// The decoded records: rows of the raw table, and rows of the errors table.
@@ -159,8 +191,9 @@ pub struct Decoder {
     columns: Option<(SchemaRef, Typed)>,
     /// The derived partition columns: which declared column each is taken from, and how.
     derived: Vec<(usize, Transform)>,
-    /// Whether rows have `_key` and `_kafka_ts` (a Kafka stream's).
-    kafka: bool,
+    /// The columns rows have for where their records were read (a Kafka or Kinesis
+    /// stream's).
+    origin: Option<OriginColumns>,
     schema: SchemaRef,
 }
 
@@ -204,11 +237,11 @@ impl Decoder {
         });
         let mut fields = data_fields;
         fields.extend(meta_fields());
-        let kafka = matches!(definition.connector, Some(Connector::Kafka(_)));
-        if kafka {
-            fields.push(Field::new(KAFKA_KEY, DataType::Utf8, true));
-            fields.push(Field::new(KAFKA_TS, instant(), true));
-        }
+        let origin = definition.connector.as_ref().map(|c| match c {
+            Connector::Kafka(_) => OriginColumns::Kafka,
+            Connector::Kinesis(_) => OriginColumns::Kinesis,
+        });
+        fields.extend(origin.iter().flat_map(|o| o.fields()));
         let mut derived = Vec::new();
         for p in &definition.partition_by {
             let source = definition
@@ -229,7 +262,7 @@ impl Decoder {
             format: definition.format,
             columns,
             derived,
-            kafka,
+            origin,
             schema: Arc::new(Schema::new(fields)),
         })
     }
@@ -360,8 +393,8 @@ impl Decoder {
             .collect::<Result<Vec<_>, _>>()?;
         let mut columns = data;
         columns.extend(meta_columns(records, &good));
-        if self.kafka {
-            columns.extend(kafka_columns(records, &good));
+        if let Some(origin) = self.origin {
+            columns.extend(origin.columns(records, &good));
         }
         columns.extend(derived);
         let rows = RecordBatch::try_new(self.schema.clone(), columns)?;
@@ -494,18 +527,74 @@ fn meta_columns(records: &[RawRecord<'_>], at: &[usize]) -> [ArrayRef; 3] {
     ]
 }
 
-/// `_key` and `_kafka_ts` of the records at `at`.
-fn kafka_columns(records: &[RawRecord<'_>], at: &[usize]) -> [ArrayRef; 2] {
-    let kafka = |i: usize| records[i].kafka.unwrap_or_default();
-    let key: StringArray = at
-        .iter()
-        .map(|&i| kafka(i).0.map(String::from_utf8_lossy))
-        .collect();
-    let ts: TimestampMicrosecondArray = at
-        .iter()
-        .map(|&i| kafka(i).1.map(|ms| ms.saturating_mul(1000)))
-        .collect();
-    [Arc::new(key), Arc::new(ts.with_timezone("UTC"))]
+/// The columns of where a stream's records were read.
+#[derive(Debug, Clone, Copy)]
+enum OriginColumns {
+    /// `_key`, `_kafka_ts`.
+    Kafka,
+    /// `_key`, `_kinesis_seq`, `_kinesis_ts`.
+    Kinesis,
+}
+
+impl OriginColumns {
+    fn fields(self) -> Vec<Field> {
+        match self {
+            OriginColumns::Kafka => vec![
+                Field::new(KEY, DataType::Utf8, true),
+                Field::new(KAFKA_TS, instant(), true),
+            ],
+            OriginColumns::Kinesis => vec![
+                Field::new(KEY, DataType::Utf8, true),
+                Field::new(KINESIS_SEQ, DataType::Utf8, true),
+                Field::new(KINESIS_TS, instant(), true),
+            ],
+        }
+    }
+
+    /// The columns of the records at `at`.
+    fn columns(self, records: &[RawRecord<'_>], at: &[usize]) -> Vec<ArrayRef> {
+        let origins = at.iter().map(|&i| records[i].origin);
+        let micros = |ms: Option<i64>| ms.map(|ms| ms.saturating_mul(1000));
+        let instants = |ms: Vec<Option<i64>>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(ms).with_timezone("UTC"))
+        };
+        match self {
+            OriginColumns::Kafka => {
+                let (keys, times): (Vec<_>, Vec<_>) = origins
+                    .map(|o| match o {
+                        Origin::Kafka { key, timestamp_ms } => {
+                            (key.map(String::from_utf8_lossy), micros(timestamp_ms))
+                        }
+                        _ => (None, None),
+                    })
+                    .unzip();
+                vec![Arc::new(StringArray::from_iter(keys)), instants(times)]
+            }
+            OriginColumns::Kinesis => {
+                let mut keys = Vec::with_capacity(at.len());
+                let mut sequences = Vec::with_capacity(at.len());
+                let mut times = Vec::with_capacity(at.len());
+                for origin in origins {
+                    let (key, sequence, time) = match origin {
+                        Origin::Kinesis {
+                            key,
+                            sequence,
+                            arrival_ms,
+                        } => (Some(key), Some(sequence), micros(arrival_ms)),
+                        _ => (None, None, None),
+                    };
+                    keys.push(key);
+                    sequences.push(sequence);
+                    times.push(time);
+                }
+                vec![
+                    Arc::new(StringArray::from(keys)),
+                    Arc::new(StringArray::from(sequences)),
+                    instants(times),
+                ]
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ fn records(lines: &[&str]) -> Vec<RawRecord<'static>> {
             seq: 100 + i as u64,
             append_ms: 1_767_623_400_000,
             data: l.as_bytes(),
-            kafka: None,
+            origin: Origin::Log,
         })
         .collect()
 }
@@ -256,14 +256,14 @@ fn streams_without_columns_keep_the_record_as_data() {
             seq: 0,
             append_ms: 0,
             data: b"GET / 200",
-            kafka: None,
+            origin: Origin::Log,
         },
         RawRecord {
             shard: 0,
             seq: 1,
             append_ms: 0,
             data: &bad,
-            kafka: None,
+            origin: Origin::Log,
         },
     ];
     let d = text.decode(&input).unwrap();
@@ -302,7 +302,7 @@ fn w2_clicks_good_plus_errors_equal_the_input() {
             seq: i as u64,
             append_ms: 0,
             data: l,
-            kafka: None,
+            origin: Origin::Log,
         })
         .collect();
     let d = decoder.decode(&input).unwrap();

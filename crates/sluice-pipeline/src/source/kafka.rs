@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -37,7 +37,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_sql::{KafkaTopic, Start};
 
-use super::Bounds;
+use super::elsewhere::{ByStream, LastError, READ_WAIT, Readers};
+use super::{Bounds, Fetched, FetchedRecord};
+use crate::decode::{Origin, RawRecord};
 use crate::exactly_once::{Partition, Positions};
 use crate::{PipelineError, Result};
 
@@ -47,18 +49,10 @@ pub const BUFFER_BYTES: usize = 32 << 20;
 pub const REFRESH: Duration = Duration::from_secs(10);
 /// The most records the fetch thread moves into the buffers before it lets the readers in.
 const POLL_BATCH: usize = 10_000;
-/// How long a read waits for records when none is buffered but the broker holds more.
-const READ_WAIT: Duration = Duration::from_millis(100);
 /// How long the fetch thread waits when the consumer had nothing.
 const IDLE_POLL: Duration = Duration::from_millis(5);
 /// How often the consumer group is told the positions the lake holds.
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
-/// A reader that has not read for this long no longer holds records in the buffers (a
-/// pipeline failing in a loop must not stall the others).
-const IDLE_READER: Duration = Duration::from_secs(60);
-/// How long a consumer error fails the reads that find nothing: librdkafka repeats its errors
-/// while they last (an unreachable broker, every reconnect).
-const ERROR_LASTS: Duration = Duration::from_secs(15);
 /// How long broker calls made while creating a stream may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -77,18 +71,19 @@ pub struct Record {
     pub fetched_ms: i64,
 }
 
-/// What a read took from one partition.
-#[derive(Debug, Default)]
-pub struct PartitionRead {
-    /// The records, in offset order.
-    pub records: Vec<Arc<Record>>,
-    /// The position after them (where the next read of the reader starts).
-    pub next: u64,
-    /// Whether the buffer holds more past them.
-    pub more: bool,
-    /// The offsets the broker deleted (its retention) after the reader's position, before it
-    /// took them: first and last.
-    pub lost: Option<(u64, u64)>,
+impl FetchedRecord for Record {
+    fn raw(&self, partition: Partition) -> RawRecord<'_> {
+        RawRecord {
+            shard: partition,
+            seq: self.offset,
+            append_ms: self.fetched_ms,
+            data: &self.payload,
+            origin: Origin::Kafka {
+                key: self.key.as_deref(),
+                timestamp_ms: self.timestamp_ms,
+            },
+        }
+    }
 }
 
 /// Checks that a new stream's topic can be read and fixes where the stream starts: per
@@ -324,10 +319,10 @@ struct State {
     /// The topic's partitions, each with its buffer (once a reader asked for it).
     partitions: BTreeMap<u32, Buffer>,
     /// Per live reader, where it last read from and when.
-    readers: HashMap<u64, (Positions, Instant)>,
+    readers: Readers,
     /// The consumer's last error and when it came, until a record or a partition's end
     /// arrives.
-    error: Option<(String, Instant)>,
+    error: LastError,
     /// When the partitions were last looked up.
     refreshed: Option<Instant>,
     /// A fetch was answered "offset out of range": the partitions' offsets are to be checked.
@@ -374,26 +369,14 @@ impl Buffer {
     }
 }
 
-/// The topics of the streams read now, by stream id: every reader of a stream shares one.
-fn topics() -> &'static Mutex<HashMap<u64, Weak<Topic>>> {
-    static TOPICS: OnceLock<Mutex<HashMap<u64, Weak<Topic>>>> = OnceLock::new();
-    TOPICS.get_or_init(Mutex::default)
-}
+/// The topics of the streams read now.
+static TOPICS: ByStream<Topic> = ByStream::new();
 
 impl Topic {
     /// A reader of stream `stream_id`'s topic (the stream's shared consumer, started if none
     /// runs).
     pub fn reader(stream: &str, stream_id: u64, topic: &KafkaTopic) -> Result<Reader> {
-        let mut topics = topics().lock().expect("topics lock");
-        let shared = match topics.get(&stream_id).and_then(Weak::upgrade) {
-            Some(running) => running,
-            None => {
-                let started = Arc::new(Topic::start(stream, topic)?);
-                topics.retain(|_, t| t.strong_count() > 0);
-                topics.insert(stream_id, Arc::downgrade(&started));
-                started
-            }
-        };
+        let shared = TOPICS.get(stream_id, || Topic::start(stream, topic))?;
         let id = shared.shared.next_reader.fetch_add(1, Ordering::Relaxed);
         Ok(Reader { topic: shared, id })
     }
@@ -487,7 +470,7 @@ impl Shared {
     ) -> Option<u32> {
         match polled {
             Ok(message) => {
-                state.error = None;
+                state.error.clear();
                 let p = message.partition() as u32;
                 let buffer = state.partitions.get_mut(&p)?;
                 // Offsets only grow in a buffer: anything else is not this fetch's.
@@ -510,13 +493,13 @@ impl Shared {
                 return Some(p);
             }
             // The end of a partition: the broker answers again.
-            Err(KafkaError::PartitionEOF(_)) => state.error = None,
+            Err(KafkaError::PartitionEOF(_)) => state.error.clear(),
             Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
                 state.out_of_range = true;
             }
             Err(e) => {
                 tracing::warn!(stream = self.stream, topic = self.topic.topic, error = %e, "Kafka consumer error");
-                state.error = Some((e.to_string(), Instant::now()));
+                state.error.set(e.to_string());
             }
         }
         None
@@ -541,7 +524,7 @@ impl Shared {
 
     /// Tells the consumer group the lowest position any live reader needs, per partition.
     fn commit(&self, state: &State) {
-        let lowest = lowest(state, None);
+        let lowest = state.readers.lowest(None);
         if lowest.is_empty() {
             return;
         }
@@ -634,21 +617,6 @@ impl Shared {
     }
 }
 
-/// Per partition, the lowest position a live reader (other than `except`) read from.
-fn lowest(state: &State, except: Option<u64>) -> Positions {
-    let mut lowest = Positions::new();
-    for (id, (positions, at)) in &state.readers {
-        if Some(*id) == except || at.elapsed() > IDLE_READER {
-            continue;
-        }
-        for (&p, &position) in positions {
-            let low = lowest.entry(p).or_insert(position);
-            *low = (*low).min(position);
-        }
-    }
-    lowest
-}
-
 /// One reader of a stream's topic (a pipeline, a query's fresh tail); dropping it lets the
 /// buffers go past its position.
 pub struct Reader {
@@ -659,7 +627,7 @@ pub struct Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         let mut state = self.topic.shared.state.lock().expect("kafka state lock");
-        state.readers.remove(&self.id);
+        state.readers.remove(self.id);
     }
 }
 
@@ -713,7 +681,7 @@ impl Reader {
         &self,
         from: &Positions,
         limits: &BTreeMap<Partition, usize>,
-    ) -> Result<BTreeMap<Partition, PartitionRead>> {
+    ) -> Result<BTreeMap<Partition, Fetched<Record>>> {
         let shared = &self.topic.shared;
         {
             let mut state = shared.state.lock().expect("kafka state lock");
@@ -733,10 +701,8 @@ impl Reader {
                 (*p, from.get(p).copied().unwrap_or(oldest).max(oldest))
             })
             .collect();
-        state
-            .readers
-            .insert(self.id, (positions.clone(), Instant::now()));
-        let others = lowest(&state, Some(self.id));
+        state.readers.reads_from(self.id, positions.clone());
+        let others = state.readers.lowest(Some(self.id));
         let watermarks = shared.consumer.context().watermarks();
         for (&p, &at) in &positions {
             let fetched = state.partitions.get(&p).and_then(|b| b.fetched);
@@ -818,7 +784,7 @@ impl Reader {
                 .map(|&asked| (asked, at - 1));
             reads.insert(
                 p,
-                PartitionRead {
+                Fetched {
                     records,
                     next,
                     more,
@@ -827,7 +793,7 @@ impl Reader {
             );
         }
         // What no live reader needs any more goes, and a full partition fetches again.
-        let lowest = lowest(&state, None);
+        let lowest = state.readers.lowest(None);
         for (p, buffer) in state.partitions.iter_mut() {
             if let Some(&low) = lowest.get(p) {
                 buffer.trim(low);
@@ -837,11 +803,7 @@ impl Reader {
             }
         }
         let read_nothing = reads.values().all(|r| r.records.is_empty());
-        let error = state
-            .error
-            .as_ref()
-            .filter(|(_, at)| at.elapsed() < ERROR_LASTS);
-        if let (true, Some((error, _))) = (read_nothing, error) {
+        if let (true, Some(error)) = (read_nothing, state.error.recent()) {
             return Err(PipelineError::Unavailable(format!(
                 "Kafka topic '{}' on {}: {error}",
                 shared.topic.topic, shared.topic.brokers

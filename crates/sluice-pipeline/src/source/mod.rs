@@ -7,9 +7,9 @@
 //!                                after them, and the range retention deleted, if any
 //! ```
 //!
-//! A stream is a source ([`StreamSource`]: the shards of the log, or the partitions of the
-//! Kafka topic it reads, `kafka`), and so is an append-only view that other views read
-//! ([`UpstreamView`]: its change data feed). Kinesis and change-data sources plug in here: the
+//! A stream is a source ([`StreamSource`]: the shards of the log, the partitions of the Kafka
+//! topic it reads, `kafka`, or the shards of the Kinesis stream, `kinesis`), and so is an append-only view that other views read
+//! ([`UpstreamView`]: its change data feed). Change-data sources plug in here too: the
 //! runtime, the exactly-once rules and the status are theirs unchanged. A source's partitions
 //! may change between reads (partitions added to a topic, shards split, partitions moving
 //! between workers): every read says which partitions it read, and a partition new to a
@@ -19,8 +19,12 @@
 //! others (one core each, as many at once as there are cores), and a view runs the part of its
 //! query below the aggregate on each partition's rows apart.
 
+#[cfg(any(feature = "kafka", feature = "kinesis"))]
+mod elsewhere;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kinesis")]
+pub mod kinesis;
 mod stream;
 mod view;
 
@@ -78,15 +82,57 @@ pub fn prepare_stream(name: &str, definition: &mut StreamDefinition) -> Result<O
         return Ok(None);
     };
     let elsewhere = connector.produce_to();
-    match connector {
+    let prepared = match connector {
         #[cfg(feature = "kafka")]
-        Connector::Kafka(topic) => kafka::prepare(name, topic).map(|()| Some(elsewhere)),
-        #[cfg(not(feature = "kafka"))]
-        Connector::Kafka(_) => Err(crate::PipelineError::Unsupported(format!(
-            "stream '{name}' would read {elsewhere}: this Sluice was built without the 'kafka' \
-             feature"
-        ))),
+        Connector::Kafka(topic) => kafka::prepare(name, topic),
+        #[cfg(feature = "kinesis")]
+        Connector::Kinesis(stream) => kinesis::prepare(name, stream),
+        #[allow(unreachable_patterns)]
+        other => Err(not_built(name, other)),
+    };
+    prepared.map(|()| Some(elsewhere))
+}
+
+/// Why a stream of `connector` cannot be read by this build.
+pub(crate) fn not_built(stream: &str, connector: &Connector) -> crate::PipelineError {
+    crate::PipelineError::Unsupported(format!(
+        "stream '{stream}' reads {}: this Sluice was built without the '{}' feature",
+        connector.produce_to(),
+        connector.kind()
+    ))
+}
+
+/// What a reader of records elsewhere (a Kafka topic, a Kinesis stream) took from one
+/// partition.
+#[derive(Debug)]
+pub struct Fetched<R> {
+    /// The records, in order.
+    pub records: Vec<Arc<R>>,
+    /// The position after them (where the reader's next read starts).
+    pub next: u64,
+    /// Whether the reader's buffer, or the source, holds more past them.
+    pub more: bool,
+    /// The positions the source's retention deleted after the reader's position, before it
+    /// took them: first and last.
+    pub lost: Option<(u64, u64)>,
+}
+
+impl<R> Fetched<R> {
+    /// Nothing, at `next`.
+    pub fn nothing(next: u64) -> Fetched<R> {
+        Fetched {
+            records: Vec::new(),
+            next,
+            more: false,
+            lost: None,
+        }
     }
+}
+
+/// A record read from elsewhere, as the decoder takes it.
+pub trait FetchedRecord {
+    /// The record, read from `partition`.
+    fn raw(&self, partition: Partition) -> crate::decode::RawRecord<'_>;
 }
 
 /// A source shared by a pipeline and the reads it starts ahead.

@@ -1,6 +1,7 @@
 //! A stream as a source: its records are the log's (its shards are the partitions, their
 //! sequence numbers the positions) or, for a stream with a connector, a Kafka topic's (the
-//! topic's partitions and their offsets: [`super::kafka`]); its definition decodes them.
+//! topic's partitions and their offsets: [`super::kafka`]) or a Kinesis stream's (its shards
+//! and the ordinals of their records: [`super::kinesis`]); its definition decodes them.
 //!
 //! Reads run on the blocking pool (they read segment files, or wait on the Kafka consumer's
 //! lock), each partition read once, then every partition's records decoded apart, on every
@@ -17,7 +18,7 @@ use sluice_log::{Log, Stream};
 use sluice_sql::StreamDefinition;
 
 use super::{Bounds, Gap, Limits, PartRead, Source, SourceRead};
-use crate::decode::{Decoder, RawRecord};
+use crate::decode::{Decoder, Origin, RawRecord};
 use crate::exactly_once::{Partition, Positions};
 use crate::{PipelineError, Result};
 
@@ -39,6 +40,9 @@ enum Records {
     /// A Kafka topic, through the stream's shared consumer.
     #[cfg(feature = "kafka")]
     Kafka(Arc<super::kafka::Reader>),
+    /// A Kinesis stream, through the stream's shared fetch.
+    #[cfg(feature = "kinesis")]
+    Kinesis(Arc<super::kinesis::Reader>),
 }
 
 impl StreamSource {
@@ -53,13 +57,17 @@ impl StreamSource {
             Some(sluice_sql::Connector::Kafka(topic)) => Records::Kafka(Arc::new(
                 super::kafka::Topic::reader(name, stream.meta().id, topic)?,
             )),
-            #[cfg(not(feature = "kafka"))]
-            Some(connector) => {
-                return Err(PipelineError::Unsupported(format!(
-                    "stream '{name}' reads {}: this Sluice was built without the 'kafka' feature",
-                    connector.produce_to()
-                )));
+            #[cfg(feature = "kinesis")]
+            Some(sluice_sql::Connector::Kinesis(source)) => {
+                Records::Kinesis(Arc::new(super::kinesis::Kinesis::reader(
+                    name,
+                    stream.meta().id,
+                    source,
+                    &log.stream_dir(name),
+                )?))
             }
+            #[allow(unreachable_patterns)]
+            Some(connector) => return Err(super::not_built(name, connector)),
         };
         Ok(StreamSource {
             log: log.clone(),
@@ -101,7 +109,9 @@ impl StreamSource {
         match &self.records {
             Records::Log => self.read_log(from, limits),
             #[cfg(feature = "kafka")]
-            Records::Kafka(reader) => self.read_kafka(reader, from, limits),
+            Records::Kafka(reader) => self.decode_fetched(&reader.read(from, limits)?),
+            #[cfg(feature = "kinesis")]
+            Records::Kinesis(reader) => self.decode_fetched(&reader.read(from, limits)?),
         }
     }
 
@@ -132,7 +142,7 @@ impl StreamSource {
                         seq: r.seq,
                         append_ms: r.append_ms,
                         data: &r.data,
-                        kafka: None,
+                        origin: Origin::Log,
                     })
                     .collect()
             })
@@ -153,28 +163,33 @@ impl StreamSource {
         Ok(SourceRead { parts, backlog })
     }
 
-    #[cfg(feature = "kafka")]
-    fn read_kafka(
+    fn bounds_blocking(&self) -> Result<BTreeMap<Partition, Bounds>> {
+        match &self.records {
+            Records::Log => Ok(self
+                .stream
+                .shards()
+                .iter()
+                .map(|shard| {
+                    let (oldest, next) = shard.bounds();
+                    (shard.id(), Bounds { oldest, next })
+                })
+                .collect()),
+            #[cfg(feature = "kafka")]
+            Records::Kafka(reader) => reader.bounds(),
+            #[cfg(feature = "kinesis")]
+            Records::Kinesis(reader) => reader.bounds(),
+        }
+    }
+
+    /// Decodes what a reader of records elsewhere took.
+    #[cfg(any(feature = "kafka", feature = "kinesis"))]
+    fn decode_fetched<R: super::FetchedRecord>(
         &self,
-        reader: &super::kafka::Reader,
-        from: &Positions,
-        limits: &Limits,
+        reads: &BTreeMap<Partition, super::Fetched<R>>,
     ) -> Result<SourceRead> {
-        let reads = reader.read(from, limits)?;
         let records: Vec<Vec<RawRecord<'_>>> = reads
             .iter()
-            .map(|(&partition, read)| {
-                read.records
-                    .iter()
-                    .map(|r| RawRecord {
-                        shard: partition,
-                        seq: r.offset,
-                        append_ms: r.fetched_ms,
-                        data: &r.payload,
-                        kafka: Some((r.key.as_deref(), r.timestamp_ms)),
-                    })
-                    .collect()
-            })
+            .map(|(&partition, read)| read.records.iter().map(|r| r.raw(partition)).collect())
             .collect();
         let decoded = self.decoder.decode_parts(&records)?;
         let backlog = reads.values().any(|r| r.more);
@@ -214,30 +229,27 @@ impl Source for StreamSource {
 
     async fn bounds(&self) -> Result<BTreeMap<Partition, Bounds>> {
         self.current()?;
-        #[cfg(feature = "kafka")]
-        if let Records::Kafka(reader) = &self.records {
-            let reader = reader.clone();
-            return tokio::task::spawn_blocking(move || reader.bounds())
-                .await
-                .map_err(|e| PipelineError::Internal(e.to_string()))?;
+        if matches!(self.records, Records::Log) {
+            return self.bounds_blocking();
         }
-        Ok(self
-            .stream
-            .shards()
-            .iter()
-            .map(|shard| {
-                let (oldest, next) = shard.bounds();
-                (shard.id(), Bounds { oldest, next })
-            })
-            .collect())
+        // A reader of records elsewhere takes its consumer's lock.
+        let source = self.clone();
+        tokio::task::spawn_blocking(move || source.bounds_blocking())
+            .await
+            .map_err(|e| PipelineError::Internal(e.to_string()))?
     }
 
-    #[cfg_attr(not(feature = "kafka"), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "kafka", feature = "kinesis")),
+        allow(unused_variables)
+    )]
     fn time_lag(&self, positions: &Positions) -> BTreeMap<Partition, u64> {
         match &self.records {
             Records::Log => BTreeMap::new(),
             #[cfg(feature = "kafka")]
             Records::Kafka(reader) => reader.time_lag(positions),
+            #[cfg(feature = "kinesis")]
+            Records::Kinesis(reader) => reader.time_lag(positions),
         }
     }
 

@@ -1,0 +1,969 @@
+//! A Kinesis stream as the records of a stream: its shards are the stream's shards (shard
+//! `shardId-000000000003` is shard 3), and a record's position is its **ordinal**: its place
+//! in its shard, counted by Sluice from where the stream starts.
+//!
+//! ```text
+//!  Kinesis ──GetRecords──► a fetch task a shard ──► a buffer a shard ─┐
+//!          ──ListShards──► the shard list (every REFRESH)             │
+//!   the raw pipeline, every view, a fresh query ── read(from, limits) ─┘ (copies out)
+//! ```
+//!
+//! Invariants:
+//! - Positions of record are the lake's (`exactly_once`): ordinals, because Kinesis sequence
+//!   numbers (up to 56 digits) fit neither a Delta `txn` version nor `_seq`. Each row keeps
+//!   its sequence number as text (`_kinesis_seq`). What ties the two together is the
+//!   stream's **pins** ([`Pins`]): per shard, ordinals with the sequence number of their
+//!   record, in a file of the stream's directory in the log. The first record of a shard is
+//!   pinned, synced, before any reader sees it; then a record about every [`PIN_EVERY`]
+//!   records or [`PIN_AGE`]. A read from ordinal `n` starts `AT_SEQUENCE_NUMBER` the pin at
+//!   or before `n` and skips to `n`: a shard's records never change order, so ordinals are
+//!   the same after any restart, and a restart resumes exactly after the last record taken.
+//! - One fetch task a shard reads for all the stream's readers ([`Kinesis`], shared by stream
+//!   id); its buffer keeps what the slowest live reader has not taken (up to
+//!   [`BUFFER_BYTES`]: then it waits). A reader behind the buffer moves the fetch back.
+//! - Shards are followed through resharding: a child shard is read only by a reader that has
+//!   taken its parents to their ends (a parent closed and read to its end, or gone from the
+//!   list with the stream's retention), so that records of a key come in order.
+//! - A pinned record that the stream's retention deleted before the readers took it fails
+//!   the reads with a message that says so: how many records went is not knowable.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::operation::get_records::GetRecordsOutput;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use sluice_sql::{KinesisStream, Start};
+
+use super::elsewhere::{ByStream, LastError, READ_WAIT, Readers};
+use super::{Bounds, Fetched, FetchedRecord};
+use crate::decode::{Origin, RawRecord};
+use crate::exactly_once::{Partition, Positions};
+use crate::{PipelineError, Result};
+
+/// The most bytes of records a shard's buffer holds before its fetch waits.
+pub const BUFFER_BYTES: usize = 32 << 20;
+/// How often the stream's shards are listed again (resharding).
+pub const REFRESH: Duration = Duration::from_secs(10);
+/// Records between two pins of a shard, at most.
+pub const PIN_EVERY: u64 = 10_000;
+/// Time between two pins of a shard that is read, at most.
+pub const PIN_AGE: Duration = Duration::from_secs(60);
+/// The most records one GetRecords call asks for (Kinesis's own limit).
+const GET_LIMIT: i32 = 10_000;
+/// The wait between two GetRecords calls of a shard that is caught up (Kinesis allows five
+/// calls a second a shard).
+const CAUGHT_UP_POLL: Duration = Duration::from_millis(200);
+/// The first wait after a failed call: doubled after each failure in a row, up to
+/// [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long one call to Kinesis may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One record of a shard, as fetched.
+#[derive(Debug)]
+pub struct Record {
+    /// Its ordinal in the shard.
+    pub ordinal: u64,
+    /// Its sequence number, as Kinesis gave it.
+    pub sequence: Box<str>,
+    /// Its partition key.
+    pub key: Box<str>,
+    /// Its data.
+    pub data: Box<[u8]>,
+    /// Its approximate arrival time (ms since the Unix epoch).
+    pub arrival_ms: Option<i64>,
+    /// When Sluice read it (ms since the Unix epoch).
+    pub fetched_ms: i64,
+}
+
+impl FetchedRecord for Record {
+    fn raw(&self, partition: Partition) -> RawRecord<'_> {
+        RawRecord {
+            shard: partition,
+            seq: self.ordinal,
+            append_ms: self.fetched_ms,
+            data: &self.data,
+            origin: Origin::Kinesis {
+                key: &self.key,
+                sequence: &self.sequence,
+                arrival_ms: self.arrival_ms,
+            },
+        }
+    }
+}
+
+/// The runtime of every Kinesis client and fetch task (one small thread: they wait on the
+/// network, and the pipelines' work is elsewhere).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kinesis")
+            .enable_all()
+            .build()
+            .expect("the Kinesis runtime starts")
+    })
+}
+
+/// Runs `future` on the Kinesis runtime and waits for it. The wait is on a thread of its own:
+/// the caller may be a thread of another runtime, which may not wait on one.
+fn wait_for<F>(future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| runtime().block_on(future));
+        match waiting.join() {
+            Ok(output) => output,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Checks that a new stream's Kinesis stream can be read and fixes where the stream starts
+/// (`latest`: now). Blocking.
+pub fn prepare(stream: &str, source: &mut KinesisStream) -> Result<()> {
+    wait_for(async {
+        let client = client(stream, source).await?;
+        list_shards(&client, source).await
+    })?;
+    if source.start == Start::Latest {
+        source.started_ms = Some(chrono::Utc::now().timestamp_millis());
+    }
+    Ok(())
+}
+
+/// The client of `source`: its region, endpoint and credentials (the environment variables
+/// it names, or the AWS SDK's default chain).
+async fn client(stream: &str, source: &KinesisStream) -> Result<Client> {
+    let variable = |name: &Option<String>| -> Result<Option<String>> {
+        name.as_ref()
+            .map(|name| {
+                std::env::var(name).map_err(|_| {
+                    PipelineError::Invalid(format!(
+                        "the credentials of stream '{stream}' are read from the environment \
+                         variable {name}, which is not set"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let mut config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(source.region.clone()))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(CALL_TIMEOUT)
+                .build(),
+        );
+    if let Some(endpoint) = &source.endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    if let (Some(key), Some(secret)) = (
+        variable(&source.access_key_id_env)?,
+        variable(&source.secret_access_key_env)?,
+    ) {
+        let token = variable(&source.session_token_env)?;
+        config = config.credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            key, secret, token, None, "sluice",
+        ));
+    }
+    Ok(Client::new(&config.load().await))
+}
+
+/// A shard as ListShards tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listed {
+    id: String,
+    parents: Vec<Partition>,
+}
+
+/// The stream's shards, by number; fails when the stream does not exist or cannot be reached.
+async fn list_shards(client: &Client, source: &KinesisStream) -> Result<BTreeMap<u32, Listed>> {
+    let mut shards = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        // A page after the first names the token only.
+        let call = match &token {
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(&source.stream_name),
+        };
+        let page = call.send().await.map_err(|e| {
+            let gone = e
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception());
+            if gone {
+                PipelineError::InputGone(format!(
+                    "Kinesis stream '{}' does not exist ({})",
+                    source.stream_name,
+                    source.endpoint.as_deref().unwrap_or(&source.region)
+                ))
+            } else {
+                unreachable(source, &e)
+            }
+        })?;
+        for shard in page.shards() {
+            let number = shard_number(shard.shard_id())?;
+            let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .map(shard_number)
+                .collect::<Result<_>>()?;
+            let id = shard.shard_id().to_string();
+            shards.insert(number, Listed { id, parents });
+        }
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(shards);
+        }
+    }
+}
+
+/// The number of shard `shardId-000000000003`: 3.
+fn shard_number(id: &str) -> Result<u32> {
+    id.strip_prefix("shardId-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            PipelineError::Unsupported(format!(
+                "Kinesis shard id '{id}' is not shardId-<number>: Sluice numbers shards by it"
+            ))
+        })
+}
+
+fn unreachable(source: &KinesisStream, e: &dyn std::error::Error) -> PipelineError {
+    // The SDK's errors say what failed in their sources ("dispatch failure": connection
+    // refused); each is said once.
+    let mut said = e.to_string();
+    let mut cause = e.source();
+    while let Some(error) = cause {
+        let more = error.to_string();
+        if !said.contains(&more) {
+            said = format!("{said}: {more}");
+        }
+        cause = error.source();
+    }
+    PipelineError::Unavailable(format!(
+        "Kinesis stream '{}' ({}): {said}",
+        source.stream_name,
+        source.endpoint.as_deref().unwrap_or(&source.region),
+    ))
+}
+
+/// Per shard, ordinals pinned to the sequence numbers of their records: lines
+/// `<shard> <ordinal> <sequence number>` appended to a file (a torn last line is ignored).
+#[derive(Debug)]
+struct Pins {
+    path: PathBuf,
+    pins: BTreeMap<Partition, BTreeMap<u64, String>>,
+}
+
+impl Pins {
+    fn load(path: PathBuf) -> Result<Pins> {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(PipelineError::Internal(format!("{}: {e}", path.display()))),
+        };
+        let mut pins: BTreeMap<Partition, BTreeMap<u64, String>> = BTreeMap::new();
+        // A line without its end was torn by a crash: its pin was never synced, hence never
+        // used.
+        for line in text.split_inclusive('\n') {
+            let Some(line) = line.strip_suffix('\n') else {
+                break;
+            };
+            let mut fields = line.split(' ');
+            if let (Some(shard), Some(ordinal), Some(sequence), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+                && let (Ok(shard), Ok(ordinal)) = (shard.parse(), ordinal.parse())
+                && !sequence.is_empty()
+            {
+                pins.entry(shard)
+                    .or_default()
+                    .insert(ordinal, sequence.to_string());
+            }
+        }
+        Ok(Pins { path, pins })
+    }
+
+    /// Pins `ordinal` of `shard` to `sequence`, synced.
+    fn pin(&mut self, shard: Partition, ordinal: u64, sequence: &str) -> Result<()> {
+        let io =
+            |e: std::io::Error| PipelineError::Internal(format!("{}: {e}", self.path.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        file.write_all(format!("{shard} {ordinal} {sequence}\n").as_bytes())
+            .map_err(io)?;
+        file.sync_data().map_err(io)?;
+        self.pins
+            .entry(shard)
+            .or_default()
+            .insert(ordinal, sequence.to_string());
+        Ok(())
+    }
+
+    /// The last pin of `shard` at or before `ordinal`.
+    fn at_or_before(&self, shard: Partition, ordinal: u64) -> Option<(u64, &str)> {
+        let (&at, sequence) = self.pins.get(&shard)?.range(..=ordinal).next_back()?;
+        Some((at, sequence))
+    }
+
+    /// The last pin of `shard`.
+    fn last(&self, shard: Partition) -> Option<u64> {
+        self.pins.get(&shard)?.keys().next_back().copied()
+    }
+}
+
+/// A stream's Kinesis client, pins and buffers, shared by every reader of the stream.
+pub struct Kinesis {
+    shared: Arc<Shared>,
+}
+
+/// What the fetch tasks and the readers share.
+struct Shared {
+    stream: String,
+    source: KinesisStream,
+    client: Client,
+    state: Mutex<State>,
+    /// Told when a fetch task has put records in a buffer (or found a shard's end).
+    arrived: Condvar,
+    stop: AtomicBool,
+    next_reader: AtomicU64,
+}
+
+struct State {
+    /// The stream's shards, each with its buffer.
+    shards: BTreeMap<Partition, Shard>,
+    pins: Pins,
+    /// Per live reader, where it last read from and when.
+    readers: Readers,
+    /// The last error of a call, and when it came, until a call succeeds.
+    error: LastError,
+    /// Why the stream cannot be read any more.
+    gone: Option<String>,
+}
+
+/// One shard's fetched records: a run of ordinals from `start` to `next`.
+#[derive(Debug, Default)]
+struct Shard {
+    id: String,
+    /// The shards it was split or merged from.
+    parents: Vec<Partition>,
+    /// Whether ListShards still lists it.
+    listed: bool,
+    /// Bumped when the fetch is moved: the fetch task starts over from `next`.
+    epoch: u64,
+    /// Whether a fetch task runs for it.
+    fetching: bool,
+    start: u64,
+    next: u64,
+    records: VecDeque<Arc<Record>>,
+    bytes: usize,
+    /// Closed, and read to its end: no record comes after `next`.
+    ended: bool,
+    /// How far the fetch is behind the shard's newest record, as Kinesis last said.
+    millis_behind: Option<i64>,
+    /// When a record of it was last pinned.
+    pinned: Option<Instant>,
+}
+
+impl Shard {
+    fn moved_to(&mut self, at: u64) {
+        self.epoch += 1;
+        self.start = at;
+        self.next = at;
+        self.records.clear();
+        self.bytes = 0;
+        self.ended = false;
+        self.millis_behind = None;
+    }
+
+    fn trim(&mut self, ordinal: u64) {
+        while let Some(first) = self.records.front() {
+            if first.ordinal >= ordinal {
+                break;
+            }
+            self.bytes -= first.data.len();
+            self.records.pop_front();
+        }
+        self.start = self.start.max(ordinal.min(self.next));
+    }
+
+    /// Whether Kinesis holds records past what was fetched (unknown yet: yes).
+    fn behind(&self) -> bool {
+        !self.ended && self.millis_behind.is_none_or(|ms| ms > 0)
+    }
+}
+
+/// The Kinesis streams read now.
+static STREAMS: ByStream<Kinesis> = ByStream::new();
+
+impl Kinesis {
+    /// A reader of stream `stream_id`'s Kinesis stream (started if none runs), its pins in
+    /// directory `dir`.
+    pub fn reader(
+        stream: &str,
+        stream_id: u64,
+        source: &KinesisStream,
+        dir: &Path,
+    ) -> Result<Reader> {
+        let kinesis = STREAMS.get(stream_id, || Kinesis::start(stream, source, dir))?;
+        let id = kinesis.shared.next_reader.fetch_add(1, Ordering::Relaxed);
+        Ok(Reader { kinesis, id })
+    }
+
+    fn start(stream: &str, source: &KinesisStream, dir: &Path) -> Result<Kinesis> {
+        // The shards are known before the first read (a pipeline reads its positions for the
+        // shards it is told of); then listed again in the background.
+        let (client, listed) = wait_for(async {
+            let client = client(stream, source).await?;
+            let listed = list_shards(&client, source).await?;
+            Ok::<_, PipelineError>((client, listed))
+        })?;
+        let pins = Pins::load(dir.join("kinesis.pins"))?;
+        let shared = Arc::new(Shared {
+            stream: stream.to_string(),
+            source: source.clone(),
+            client,
+            state: Mutex::new(State {
+                shards: BTreeMap::new(),
+                pins,
+                readers: Readers::default(),
+                error: LastError::default(),
+                gone: None,
+            }),
+            arrived: Condvar::new(),
+            stop: AtomicBool::new(false),
+            next_reader: AtomicU64::new(0),
+        });
+        shared.listed(listed);
+        runtime().spawn(shared.clone().list_every());
+        Ok(Kinesis { shared })
+    }
+}
+
+impl Drop for Kinesis {
+    fn drop(&mut self) {
+        // The tasks see it within a call or a wait.
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("kinesis state lock")
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Takes a listing in: new shards get a buffer; a shard no longer listed was deleted by
+    /// the stream's retention (it no longer holds its children back).
+    fn listed(&self, listed: BTreeMap<u32, Listed>) {
+        let mut state = self.lock();
+        for shard in state.shards.values_mut() {
+            shard.listed = false;
+        }
+        for (number, Listed { id, parents }) in listed {
+            let shard = state.shards.entry(number).or_default();
+            shard.id = id;
+            shard.parents = parents;
+            shard.listed = true;
+        }
+    }
+
+    async fn list_every(self: Arc<Self>) {
+        while !self.stopped() {
+            tokio::time::sleep(REFRESH).await;
+            match list_shards(&self.client, &self.source).await {
+                Ok(listed) => self.listed(listed),
+                Err(e) => self.lock().error.set(e.to_string()),
+            }
+        }
+    }
+
+    /// Records a failed call, and waits before the next.
+    async fn failed(&self, error: String, backoff: &mut Duration) {
+        tracing::debug!(stream = self.stream, error, "Kinesis call failed");
+        self.lock().error.set(error);
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// A shard's fetch task: from the shard's `next`, into its buffer, until the shard ends
+    /// or the stream is no longer read; over again when a reader moves the fetch.
+    async fn fetch(self: Arc<Self>, number: Partition) {
+        let mut backoff = MIN_BACKOFF;
+        'moved: while !self.stopped() {
+            let (epoch, id, from, last) = {
+                let state = self.lock();
+                let shard = &state.shards[&number];
+                let last = shard
+                    .records
+                    .back()
+                    .map(|r| (r.ordinal, r.sequence.clone()));
+                (shard.epoch, shard.id.clone(), shard.next, last)
+            };
+            // Where the fetch starts: after the last record fetched, else at the pin at or
+            // before `from` (skipping to it), else where the stream starts.
+            let (kind, sequence, skip) = match last {
+                Some((ordinal, sequence)) if ordinal + 1 == from => {
+                    (ShardIteratorType::AfterSequenceNumber, Some(sequence), 0)
+                }
+                _ => match self.lock().pins.at_or_before(number, from) {
+                    Some((at, sequence)) => (
+                        ShardIteratorType::AtSequenceNumber,
+                        Some(sequence.into()),
+                        from - at,
+                    ),
+                    None if from == 0 => match self.source.start {
+                        Start::Earliest => (ShardIteratorType::TrimHorizon, None, 0),
+                        _ => (ShardIteratorType::AtTimestamp, None, 0),
+                    },
+                    None => {
+                        self.lock().gone = Some(format!(
+                            "shard {id} of Kinesis stream '{}': no pin at or before ordinal \
+                             {from} (the stream's kinesis.pins was lost); drop the stream and \
+                             create it again to start over",
+                            self.source.stream_name
+                        ));
+                        break;
+                    }
+                },
+            };
+            let pinned_at = (kind == ShardIteratorType::AtSequenceNumber).then(|| sequence.clone());
+            let mut call = self
+                .client
+                .get_shard_iterator()
+                .stream_name(&self.source.stream_name)
+                .shard_id(&id)
+                .shard_iterator_type(kind.clone());
+            if let Some(sequence) = &sequence {
+                call = call.starting_sequence_number(sequence.as_ref());
+            }
+            if kind == ShardIteratorType::AtTimestamp {
+                let ms = match self.source.start {
+                    Start::Timestamp(ms) => ms,
+                    _ => self.source.started_ms.unwrap_or_default(),
+                };
+                call = call.timestamp(DateTime::from_millis(ms));
+            }
+            let mut iterator = match call.send().await {
+                Ok(answer) => answer.shard_iterator().map(str::to_string),
+                Err(e) => {
+                    let error = unreachable(&self.source, &e).to_string();
+                    self.failed(error, &mut backoff).await;
+                    continue 'moved;
+                }
+            };
+            let mut cursor = Cursor {
+                epoch,
+                id,
+                from,
+                check: pinned_at.flatten(),
+                skip,
+            };
+            while let Some(at) = iterator.take() {
+                if self.stopped() {
+                    break 'moved;
+                }
+                let answer = match self
+                    .client
+                    .get_records()
+                    .shard_iterator(at)
+                    .limit(GET_LIMIT)
+                    .send()
+                    .await
+                {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        let error = unreachable(&self.source, &e).to_string();
+                        self.failed(error, &mut backoff).await;
+                        continue 'moved;
+                    }
+                };
+                backoff = MIN_BACKOFF;
+                iterator = answer.next_shard_iterator().map(str::to_string);
+                let (caught_up, full) = match self.take(number, &mut cursor, &answer) {
+                    Taken::Buffered { caught_up, full } => (caught_up, full),
+                    Taken::Moved => continue 'moved,
+                    Taken::Gone => break 'moved,
+                    Taken::Unpinned(error) => {
+                        self.failed(error, &mut backoff).await;
+                        continue 'moved;
+                    }
+                };
+                self.arrived.notify_all();
+                if caught_up || answer.records().is_empty() {
+                    tokio::time::sleep(CAUGHT_UP_POLL).await;
+                }
+                // Readers take from a full buffer; a reader moving the fetch starts it over.
+                while full && !self.stopped() {
+                    match self.drained(number, cursor.epoch) {
+                        None => continue 'moved,
+                        Some(true) => break,
+                        Some(false) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }
+            // The shard is closed and read to its end.
+            if self.lock().shards[&number].epoch == cursor.epoch {
+                break;
+            }
+        }
+        if let Some(shard) = self.lock().shards.get_mut(&number) {
+            shard.fetching = false;
+        }
+        self.arrived.notify_all();
+    }
+
+    /// Takes a GetRecords answer for shard `number` into its buffer, pinning records as due.
+    fn take(&self, number: Partition, cursor: &mut Cursor, answer: &GetRecordsOutput) -> Taken {
+        let fetched_ms = chrono::Utc::now().timestamp_millis();
+        let mut state = self.lock();
+        state.error.clear();
+        if state.shards[&number].epoch != cursor.epoch {
+            return Taken::Moved;
+        }
+        // The pinned record must come first: else retention deleted it.
+        if let Some(first) = answer.records().first()
+            && let Some(pinned) = cursor.check.take()
+            && *first.sequence_number() != *pinned
+        {
+            state.gone = Some(format!(
+                "shard {} of Kinesis stream '{}' no longer holds record {pinned} (ordinal {} \
+                 and later were not all taken): the stream's retention deleted records before \
+                 Sluice took them. Drop the stream and create it again to start over",
+                cursor.id, self.source.stream_name, cursor.from
+            ));
+            return Taken::Gone;
+        }
+        let skipped = (cursor.skip as usize).min(answer.records().len());
+        cursor.skip -= skipped as u64;
+        let State { shards, pins, .. } = &mut *state;
+        let shard = shards.get_mut(&number).expect("a fetched shard");
+        for record in answer.records().iter().skip(skipped) {
+            let ordinal = shard.next;
+            let due = pins.last(number).is_none_or(|last| {
+                ordinal >= last + PIN_EVERY || shard.pinned.is_none_or(|at| at.elapsed() >= PIN_AGE)
+            });
+            // A record is seen only once it or an earlier one is pinned.
+            if due {
+                if let Err(e) = pins.pin(number, ordinal, record.sequence_number()) {
+                    return Taken::Unpinned(e.to_string());
+                }
+                shard.pinned = Some(Instant::now());
+            }
+            let record = Record {
+                ordinal,
+                sequence: record.sequence_number().into(),
+                key: record.partition_key().unwrap_or_default().into(),
+                data: record.data().as_ref().into(),
+                arrival_ms: record
+                    .approximate_arrival_timestamp()
+                    .and_then(|t| t.to_millis().ok()),
+                fetched_ms,
+            };
+            shard.next += 1;
+            shard.bytes += record.data.len();
+            shard.records.push_back(Arc::new(record));
+        }
+        shard.millis_behind = answer.millis_behind_latest();
+        shard.ended = answer.next_shard_iterator().is_none() && cursor.skip == 0;
+        Taken::Buffered {
+            caught_up: !shard.behind(),
+            full: shard.bytes > BUFFER_BYTES,
+        }
+    }
+
+    /// Whether shard `number`'s buffer has room again; none when its fetch was moved since
+    /// `epoch`.
+    fn drained(&self, number: Partition, epoch: u64) -> Option<bool> {
+        let state = self.lock();
+        let shard = &state.shards[&number];
+        (shard.epoch == epoch).then_some(shard.bytes <= BUFFER_BYTES / 2)
+    }
+
+    /// Moves shard `number`'s fetch to `at` (starting its task if none runs).
+    fn fetch_from(self: &Arc<Self>, state: &mut State, number: Partition, at: u64) {
+        let shard = state.shards.entry(number).or_default();
+        shard.moved_to(at);
+        if !shard.fetching {
+            shard.fetching = true;
+            runtime().spawn(self.clone().fetch(number));
+        }
+    }
+}
+
+/// Where a fetch task is in its shard since its fetch was last moved.
+struct Cursor {
+    /// The shard's epoch when the fetch started.
+    epoch: u64,
+    /// The shard's id.
+    id: String,
+    /// The ordinal the fetch was moved to.
+    from: u64,
+    /// The sequence number the first record must have (the fetch started at a pin).
+    check: Option<Box<str>>,
+    /// Records to skip before `from`.
+    skip: u64,
+}
+
+/// What became of a GetRecords answer.
+enum Taken {
+    /// In the buffer: whether the shard is caught up, and whether its buffer is full.
+    Buffered { caught_up: bool, full: bool },
+    /// A reader moved the fetch meanwhile: the answer is not wanted.
+    Moved,
+    /// The shard no longer holds what it must: the stream cannot be read any more.
+    Gone,
+    /// A record could not be pinned.
+    Unpinned(String),
+}
+
+/// Whether a reader at `positions` may read shard `number`: every parent of it still listed
+/// is closed and taken to its end.
+fn parents_taken(
+    shards: &BTreeMap<Partition, Shard>,
+    number: Partition,
+    positions: &Positions,
+) -> bool {
+    shards[&number]
+        .parents
+        .iter()
+        .all(|parent| match shards.get(parent) {
+            Some(p) if p.listed => p.ended && positions.get(parent).is_some_and(|&at| at >= p.next),
+            _ => true,
+        })
+}
+
+/// One reader of a stream's Kinesis stream (a pipeline, a query's fresh tail); dropping it
+/// lets the buffers go past its position.
+pub struct Reader {
+    kinesis: Arc<Kinesis>,
+    id: u64,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.kinesis.shared.lock().readers.remove(self.id);
+    }
+}
+
+impl Reader {
+    /// The stream's shards, each from ordinal 0 to what was fetched (one more while Kinesis
+    /// holds more past it).
+    pub fn bounds(&self) -> Result<BTreeMap<Partition, Bounds>> {
+        let state = self.kinesis.shared.lock();
+        if let Some(gone) = &state.gone {
+            return Err(PipelineError::InputGone(gone.clone()));
+        }
+        Ok(state
+            .shards
+            .iter()
+            .map(|(&p, shard)| {
+                let next = shard.next + u64::from(shard.behind() && shard.fetching);
+                (p, Bounds { oldest: 0, next })
+            })
+            .collect())
+    }
+
+    /// Per shard of `positions`, how far the record at the position is behind the shard's
+    /// newest record: Kinesis's MillisBehindLatest for the fetch, plus the arrival times
+    /// between the position and the last record fetched.
+    pub fn time_lag(&self, positions: &Positions) -> BTreeMap<Partition, u64> {
+        let state = self.kinesis.shared.lock();
+        positions
+            .iter()
+            .filter_map(|(p, &at)| {
+                let shard = state.shards.get(p)?;
+                let first = shard.records.partition_point(|r| r.ordinal < at);
+                let buffered = match (shard.records.get(first), shard.records.back()) {
+                    (Some(oldest), Some(newest)) => newest
+                        .arrival_ms
+                        .zip(oldest.arrival_ms)
+                        .map_or(0, |(newest, oldest)| (newest - oldest).max(0)),
+                    _ => 0,
+                };
+                let behind = shard.millis_behind.unwrap_or(0).max(0);
+                Some((*p, (buffered + behind) as u64))
+            })
+            .collect()
+    }
+
+    /// Per shard of `limits`, the records from its position in `from` (ordinal 0 when none),
+    /// at most its limit; none from a shard whose parents the reader has not taken to their
+    /// ends. A read waits for Kinesis only while nothing is buffered past its positions and
+    /// Kinesis holds more, and then at most [`READ_WAIT`].
+    pub fn read(
+        &self,
+        from: &Positions,
+        limits: &BTreeMap<Partition, usize>,
+    ) -> Result<BTreeMap<Partition, Fetched<Record>>> {
+        let shared = &self.kinesis.shared;
+        let mut state = shared.lock();
+        if let Some(gone) = &state.gone {
+            return Err(PipelineError::InputGone(gone.clone()));
+        }
+        // Shards the listing does not know (yet) are read as empty.
+        let positions: Positions = (limits.keys())
+            .filter(|p| state.shards.get(p).is_some_and(|s| !s.id.is_empty()))
+            .map(|p| (*p, from.get(p).copied().unwrap_or(0)))
+            .collect();
+        state.readers.reads_from(self.id, positions.clone());
+        let others = state.readers.lowest(Some(self.id));
+        for (&p, &at) in &positions {
+            let shard = state.shards.entry(p).or_default();
+            let covered = shard.fetching && shard.start <= at && at <= shard.next;
+            // Another reader still needs what lies between: the buffer gets here.
+            let approaching = shard.fetching
+                && at > shard.next
+                && others.get(&p).is_some_and(|&o| o <= shard.next);
+            let done = shard.ended && shard.start <= at && at <= shard.next;
+            if !covered && !approaching && !done {
+                shared.fetch_from(&mut state, p, at);
+            }
+        }
+        let deadline = Instant::now() + READ_WAIT;
+        loop {
+            let waiting = !positions.is_empty()
+                && positions.iter().all(|(p, &at)| {
+                    let shard = &state.shards[p];
+                    shard.next <= at && shard.behind() && shard.fetching
+                });
+            let now = Instant::now();
+            if !waiting || now >= deadline || state.gone.is_some() {
+                break;
+            }
+            state = (shared.arrived)
+                .wait_timeout(state, deadline - now)
+                .expect("kinesis state lock")
+                .0;
+        }
+        let mut reads = BTreeMap::new();
+        for (&p, &limit) in limits {
+            let Some(&at) = positions.get(&p) else {
+                reads.insert(p, Fetched::nothing(from.get(&p).copied().unwrap_or(0)));
+                continue;
+            };
+            let readable = parents_taken(&state.shards, p, &positions);
+            let shard = &state.shards[&p];
+            let first = shard.records.partition_point(|r| r.ordinal < at);
+            let records: Vec<Arc<Record>> = if readable && shard.start <= at {
+                shard
+                    .records
+                    .iter()
+                    .skip(first)
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let next = records.last().map_or(at, |last| last.ordinal + 1);
+            let more = readable && (shard.records.len() > first + records.len() || shard.behind());
+            let lost = None;
+            reads.insert(
+                p,
+                Fetched {
+                    records,
+                    next,
+                    more,
+                    lost,
+                },
+            );
+        }
+        let lowest = state.readers.lowest(None);
+        for (p, shard) in state.shards.iter_mut() {
+            if let Some(&low) = lowest.get(p) {
+                shard.trim(low);
+            }
+        }
+        if let Some(gone) = &state.gone {
+            return Err(PipelineError::InputGone(gone.clone()));
+        }
+        let read_nothing = reads.values().all(|r| r.records.is_empty());
+        if let (true, Some(error)) = (read_nothing, state.error.recent()) {
+            return Err(PipelineError::Unavailable(error.to_string()));
+        }
+        Ok(reads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_numbered_by_their_ids() {
+        assert_eq!(shard_number("shardId-000000000003").unwrap(), 3);
+        assert_eq!(shard_number("shardId-000000000120").unwrap(), 120);
+        assert!(shard_number("shard-3").is_err());
+    }
+
+    #[test]
+    fn pins_survive_a_restart_and_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kinesis.pins");
+        let long = "49590338271490256608559692538361571095921575989136588898";
+        let mut pins = Pins::load(path.clone()).unwrap();
+        pins.pin(0, 0, long).unwrap();
+        pins.pin(
+            0,
+            10_000,
+            "49590338271490256608559692540000000000000000000000000001",
+        )
+        .unwrap();
+        pins.pin(2, 0, "7").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"0 20000 4959")
+            .unwrap();
+        let pins = Pins::load(path).unwrap();
+        assert_eq!(pins.at_or_before(0, 9_999), Some((0, long)));
+        assert_eq!(pins.at_or_before(0, 10_000).unwrap().0, 10_000);
+        // The torn line is not a pin (its digits are a sequence number's first ones).
+        assert_eq!(pins.at_or_before(0, 25_000).unwrap().0, 10_000);
+        assert_eq!(pins.at_or_before(2, 5), Some((0, "7")));
+        assert_eq!(pins.at_or_before(1, 5), None);
+        assert_eq!(pins.last(2), Some(0));
+    }
+
+    #[test]
+    fn a_child_shard_waits_until_its_parents_are_taken_to_their_ends() {
+        let shard = |parents: Vec<Partition>, ended: bool, next: u64| Shard {
+            parents,
+            listed: true,
+            ended,
+            next,
+            ..Shard::default()
+        };
+        let mut shards = BTreeMap::from([
+            (0, shard(vec![], true, 100)),
+            (1, shard(vec![0], false, 0)),
+            (2, shard(vec![0], false, 0)),
+        ]);
+        assert!(parents_taken(&shards, 0, &Positions::new()));
+        assert!(!parents_taken(&shards, 1, &Positions::from([(0, 99)])));
+        assert!(parents_taken(&shards, 1, &Positions::from([(0, 100)])));
+        // A parent still open holds its children back; one gone with retention does not.
+        shards.get_mut(&0).unwrap().ended = false;
+        assert!(!parents_taken(&shards, 2, &Positions::from([(0, 100)])));
+        shards.get_mut(&0).unwrap().listed = false;
+        assert!(parents_taken(&shards, 2, &Positions::new()));
+    }
+}
