@@ -1,9 +1,10 @@
 //! What every reader of records elsewhere (a Kafka topic, a Kinesis stream) keeps alike: one
-//! client a stream, shared by every reader of the stream ([`ByStream`]); the readers' positions,
-//! which decide what the buffers keep ([`Readers`]); the client's last error, which fails the
-//! reads that find nothing while it lasts ([`LastError`]).
+//! client a stream, shared by every reader of the stream ([`ByStream`]); a buffer a partition
+//! of what was fetched ([`Buffer`]); the readers' positions, which decide what the buffers keep
+//! ([`Readers`]); the client's last error, which fails the reads that find nothing while it
+//! lasts ([`LastError`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -95,5 +96,147 @@ impl LastError {
         (self.0.as_ref())
             .filter(|(_, at)| at.elapsed() < ERROR_LASTS)
             .map(|(error, _)| error.as_str())
+    }
+}
+
+/// A record of a partition elsewhere: its position, and the bytes it holds.
+pub(crate) trait Positioned {
+    fn position(&self) -> u64;
+    fn size(&self) -> usize;
+}
+
+/// A partition's fetched records, a run of positions from `start` to `next`, of which every
+/// reader takes copies at its own position. Positions only grow in it.
+#[derive(Debug)]
+pub(crate) struct Buffer<R> {
+    start: u64,
+    next: u64,
+    records: VecDeque<Arc<R>>,
+    bytes: usize,
+}
+
+impl<R> Default for Buffer<R> {
+    fn default() -> Self {
+        Buffer {
+            start: 0,
+            next: 0,
+            records: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<R: Positioned> Buffer<R> {
+    /// The position after the newest record fetched.
+    pub(crate) fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The bytes its records hold.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether a reader at `at` reads from it: at or past its start, at most its end.
+    pub(crate) fn holds(&self, at: u64) -> bool {
+        self.start <= at && at <= self.next
+    }
+
+    /// Empties it, to be filled from `at`.
+    pub(crate) fn reset(&mut self, at: u64) {
+        self.start = at;
+        self.next = at;
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    /// Appends a record fetched past the others.
+    pub(crate) fn push(&mut self, record: R) {
+        self.next = record.position() + 1;
+        self.bytes += record.size();
+        self.records.push_back(Arc::new(record));
+    }
+
+    /// Drops the records before `position`.
+    pub(crate) fn trim(&mut self, position: u64) {
+        while let Some(first) = self.records.front() {
+            if first.position() >= position {
+                break;
+            }
+            self.bytes -= first.size();
+            self.records.pop_front();
+        }
+        self.start = self.start.max(position.min(self.next));
+    }
+
+    /// From `at`, at most `limit` records, and whether more is buffered past them.
+    pub(crate) fn take(&self, at: u64, limit: usize) -> (Vec<Arc<R>>, bool) {
+        let first = self.records.partition_point(|r| r.position() < at);
+        let records: Vec<Arc<R>> = (self.records.iter().skip(first).take(limit))
+            .cloned()
+            .collect();
+        let more = self.records.len() > first + records.len();
+        (records, more)
+    }
+
+    /// The newest record.
+    pub(crate) fn newest(&self) -> Option<&R> {
+        self.records.back().map(Arc::as_ref)
+    }
+
+    /// The oldest record at or past `at`, and the newest.
+    pub(crate) fn span(&self, at: u64) -> Option<(&R, &R)> {
+        let first = self.records.partition_point(|r| r.position() < at);
+        Some((self.records.get(first)?, self.records.back()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl Positioned for (u64, usize) {
+        fn position(&self) -> u64 {
+            self.0
+        }
+
+        fn size(&self) -> usize {
+            self.1
+        }
+    }
+
+    #[test]
+    fn a_buffer_gives_each_reader_its_own_run_and_forgets_what_none_needs() {
+        let mut buffer = Buffer::default();
+        buffer.reset(10);
+        for position in 10..20 {
+            buffer.push((position, 100));
+        }
+        assert_eq!((buffer.next(), buffer.bytes()), (20, 1000));
+        assert!(buffer.holds(10) && buffer.holds(20) && !buffer.holds(9) && !buffer.holds(21));
+        let (records, more) = buffer.take(12, 3);
+        assert_eq!(
+            records.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [12, 13, 14]
+        );
+        assert!(more);
+        let (records, more) = buffer.take(18, 5);
+        assert_eq!((records.len(), more), (2, false));
+        assert_eq!(buffer.span(15).map(|(a, b)| (a.0, b.0)), Some((15, 19)));
+        buffer.trim(15);
+        assert_eq!(buffer.bytes(), 500);
+        assert!(!buffer.holds(14) && buffer.holds(15));
+        assert_eq!(buffer.span(20), None);
+    }
+
+    #[test]
+    fn the_lowest_position_is_of_live_readers_other_than_the_one_asking() {
+        let mut readers = Readers::default();
+        readers.reads_from(1, Positions::from([(0, 10), (1, 5)]));
+        readers.reads_from(2, Positions::from([(0, 7)]));
+        assert_eq!(readers.lowest(None), Positions::from([(0, 7), (1, 5)]));
+        assert_eq!(readers.lowest(Some(2)), Positions::from([(0, 10), (1, 5)]));
+        readers.remove(1);
+        assert_eq!(readers.lowest(None), Positions::from([(0, 7)]));
     }
 }

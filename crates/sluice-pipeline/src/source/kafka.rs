@@ -23,7 +23,7 @@
 //! - Partitions added to the topic are found within [`REFRESH`] and read from their oldest
 //!   record (`exactly_once`, rule 6).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_sql::{KafkaTopic, Start};
 
-use super::elsewhere::{ByStream, LastError, READ_WAIT, Readers};
+use super::elsewhere::{Buffer, ByStream, LastError, Positioned, READ_WAIT, Readers};
 use super::{Bounds, Fetched, FetchedRecord};
 use crate::decode::{Origin, RawRecord};
 use crate::exactly_once::{Partition, Positions};
@@ -317,7 +317,7 @@ impl ConsumerContext for Context {}
 #[derive(Default)]
 struct State {
     /// The topic's partitions, each with its buffer (once a reader asked for it).
-    partitions: BTreeMap<u32, Buffer>,
+    partitions: BTreeMap<u32, PartitionFetch>,
     /// Per live reader, where it last read from and when.
     readers: Readers,
     /// The consumer's last error and when it came, until a record or a partition's end
@@ -331,41 +331,28 @@ struct State {
     gone: Option<String>,
 }
 
-/// One partition's fetched records: a run of offsets from `start` to `next`.
+/// One partition's fetch.
 #[derive(Default)]
-struct Buffer {
+struct PartitionFetch {
     /// Whether the consumer fetches it (a reader asked for it).
     assigned: bool,
     /// Whether it is paused (the buffer is full).
     paused: bool,
-    start: u64,
-    next: u64,
-    records: VecDeque<Arc<Record>>,
-    bytes: usize,
+    /// Its fetched records, by offset.
+    records: Buffer<Record>,
     /// The oldest offset the broker still holds, as last asked after a fetch out of range.
     floor: u64,
     /// When its last record was fetched.
     fetched: Option<Instant>,
 }
 
-impl Buffer {
-    fn reset(&mut self, at: u64) {
-        self.start = at;
-        self.next = at;
-        self.records.clear();
-        self.bytes = 0;
+impl Positioned for Record {
+    fn position(&self) -> u64 {
+        self.offset
     }
 
-    /// Drops the records before `offset`.
-    fn trim(&mut self, offset: u64) {
-        while let Some(first) = self.records.front() {
-            if first.offset >= offset {
-                break;
-            }
-            self.bytes -= first.payload.len();
-            self.records.pop_front();
-        }
-        self.start = self.start.max(offset.min(self.next));
+    fn size(&self) -> usize {
+        self.payload.len()
     }
 }
 
@@ -474,7 +461,7 @@ impl Shared {
                 let p = message.partition() as u32;
                 let buffer = state.partitions.get_mut(&p)?;
                 // Offsets only grow in a buffer: anything else is not this fetch's.
-                if !buffer.assigned || (message.offset() as u64) < buffer.next {
+                if !buffer.assigned || (message.offset() as u64) < buffer.records.next() {
                     return None;
                 }
                 let record = Record {
@@ -484,10 +471,8 @@ impl Shared {
                     timestamp_ms: message.timestamp().to_millis(),
                     fetched_ms: now_ms,
                 };
-                buffer.next = record.offset + 1;
-                buffer.bytes += record.payload.len();
-                buffer.records.push_back(Arc::new(record));
-                if buffer.bytes > BUFFER_BYTES && !buffer.paused {
+                buffer.records.push(record);
+                if buffer.records.bytes() > BUFFER_BYTES && !buffer.paused {
                     buffer.paused = self.pause(p, true);
                 }
                 return Some(p);
@@ -563,7 +548,7 @@ impl Shared {
     fn check_offsets(&self, state: &mut State) -> Result<()> {
         let assigned: Vec<(u32, u64)> = (state.partitions.iter())
             .filter(|(_, b)| b.assigned)
-            .map(|(&p, b)| (p, b.next))
+            .map(|(&p, b)| (p, b.records.next()))
             .collect();
         for (p, fetched) in assigned {
             let (low, high) = self
@@ -612,7 +597,7 @@ impl Shared {
                 .map_err(|e| unreachable(&self.topic, e))?;
             buffer.assigned = true;
         }
-        buffer.reset(at);
+        buffer.records.reset(at);
         Ok(())
     }
 }
@@ -646,7 +631,7 @@ impl Reader {
                 let (low, high) = watermarks.get(&p).map_or((-1, -1), |w| (w.low, w.high));
                 let start = shared.topic.starts.get(&p).copied().unwrap_or(0);
                 let oldest = start.max(low.max(0) as u64).max(buffer.floor);
-                let next = (high.max(0) as u64).max(buffer.next).max(oldest);
+                let next = (high.max(0) as u64).max(buffer.records.next()).max(oldest);
                 (p, Bounds { oldest, next })
             })
             .collect())
@@ -660,13 +645,12 @@ impl Reader {
             .iter()
             .filter_map(|(p, &at)| {
                 let buffer = state.partitions.get(p)?;
-                let first = buffer.records.partition_point(|r| r.offset < at);
-                let lag = match (buffer.records.get(first), buffer.records.back()) {
-                    (Some(oldest), Some(newest)) => newest
+                let lag = match buffer.records.span(at) {
+                    Some((oldest, newest)) => newest
                         .timestamp_ms
                         .zip(oldest.timestamp_ms)
                         .map_or(0, |(newest, oldest)| newest.saturating_sub(oldest).max(0)),
-                    _ => 0,
+                    None => 0,
                 };
                 Some((*p, lag as u64))
             })
@@ -722,11 +706,11 @@ impl Reader {
         for &p in limits.keys() {
             let at = positions[&p];
             let buffer = state.partitions.entry(p).or_default();
-            let covered = buffer.assigned && buffer.start <= at && at <= buffer.next;
+            let covered = buffer.assigned && buffer.records.holds(at);
             // Another reader still needs what lies between: the buffer gets here.
-            let approaching = buffer.assigned
-                && at > buffer.next
-                && others.get(&p).is_some_and(|&o| o <= buffer.next);
+            let end = buffer.records.next();
+            let approaching =
+                buffer.assigned && at > end && others.get(&p).is_some_and(|&o| o <= end);
             if !covered && !approaching {
                 shared.seek(&mut state, p, at)?;
             }
@@ -734,16 +718,19 @@ impl Reader {
         // Where each partition ends, as far as anyone knows: the broker's end or what came.
         let end = |state: &State, p: &Partition| {
             let high = watermarks.get(p).map_or(0, |w| w.high.max(0) as u64);
-            high.max(state.partitions.get(p).map_or(0, |b| b.next))
+            high.max(state.partitions.get(p).map_or(0, |b| b.records.next()))
         };
         // Records come in the background: while none is buffered past any position but the
         // broker holds more, wait for them a little (a round that took nothing would wait a
         // whole interval, and one that spun would take the lock from the fetch thread).
         let deadline = Instant::now() + READ_WAIT;
         loop {
-            let nothing_buffered = positions
-                .iter()
-                .all(|(p, &at)| state.partitions.get(p).is_none_or(|b| b.next <= at));
+            let nothing_buffered = positions.iter().all(|(p, &at)| {
+                state
+                    .partitions
+                    .get(p)
+                    .is_none_or(|b| b.records.next() <= at)
+            });
             let more_at_broker = positions.iter().any(|(p, &at)| end(&state, p) > at);
             let now = Instant::now();
             if !(nothing_buffered && more_at_broker) || now >= deadline {
@@ -762,22 +749,15 @@ impl Reader {
                 .partitions
                 .get_mut(&p)
                 .expect("a buffer per partition read");
-            let covered = buffer.assigned && buffer.start <= at && at <= buffer.next;
-            let first = buffer.records.partition_point(|r| r.offset < at);
-            let records: Vec<Arc<Record>> = if covered {
-                buffer
-                    .records
-                    .iter()
-                    .skip(first)
-                    .take(limit)
-                    .cloned()
-                    .collect()
+            let covered = buffer.assigned && buffer.records.holds(at);
+            let (records, buffered) = if covered {
+                buffer.records.take(at, limit)
             } else {
-                Vec::new()
+                (Vec::new(), false)
             };
             let next = records.last().map_or(at, |last| last.offset + 1);
             // More is buffered, or the broker holds more: the runtime reads again at once.
-            let more = buffer.records.len() > first + records.len() || next < partition_end;
+            let more = buffered || next < partition_end;
             let lost = from
                 .get(&p)
                 .filter(|&&asked| asked < at)
@@ -796,9 +776,9 @@ impl Reader {
         let lowest = state.readers.lowest(None);
         for (p, buffer) in state.partitions.iter_mut() {
             if let Some(&low) = lowest.get(p) {
-                buffer.trim(low);
+                buffer.records.trim(low);
             }
-            if buffer.paused && buffer.bytes < BUFFER_BYTES / 2 {
+            if buffer.paused && buffer.records.bytes() < BUFFER_BYTES / 2 {
                 buffer.paused = shared.pause(*p, false);
             }
         }

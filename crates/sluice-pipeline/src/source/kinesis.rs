@@ -27,7 +27,7 @@
 //! - A pinned record that the stream's retention deleted before the readers took it fails
 //!   the reads with a message that says so: how many records went is not knowable.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use sluice_sql::{KinesisStream, Start};
 
-use super::elsewhere::{ByStream, LastError, READ_WAIT, Readers};
+use super::elsewhere::{Buffer, ByStream, LastError, Positioned, READ_WAIT, Readers};
 use super::{Bounds, Fetched, FetchedRecord};
 use crate::decode::{Origin, RawRecord};
 use crate::exactly_once::{Partition, Positions};
@@ -82,6 +82,16 @@ pub struct Record {
     pub arrival_ms: Option<i64>,
     /// When Sluice read it (ms since the Unix epoch).
     pub fetched_ms: i64,
+}
+
+impl Positioned for Record {
+    fn position(&self) -> u64 {
+        self.ordinal
+    }
+
+    fn size(&self) -> usize {
+        self.data.len()
+    }
 }
 
 impl FetchedRecord for Record {
@@ -362,15 +372,13 @@ struct Shard {
     parents: Vec<Partition>,
     /// Whether ListShards still lists it.
     listed: bool,
-    /// Bumped when the fetch is moved: the fetch task starts over from `next`.
+    /// Bumped when the fetch is moved: the fetch task starts over from the buffer's end.
     epoch: u64,
     /// Whether a fetch task runs for it.
     fetching: bool,
-    start: u64,
-    next: u64,
-    records: VecDeque<Arc<Record>>,
-    bytes: usize,
-    /// Closed, and read to its end: no record comes after `next`.
+    /// Its fetched records, by ordinal.
+    records: Buffer<Record>,
+    /// Closed, and read to its end: no record comes after the buffer's end.
     ended: bool,
     /// How far the fetch is behind the shard's newest record, as Kinesis last said.
     millis_behind: Option<i64>,
@@ -381,23 +389,9 @@ struct Shard {
 impl Shard {
     fn moved_to(&mut self, at: u64) {
         self.epoch += 1;
-        self.start = at;
-        self.next = at;
-        self.records.clear();
-        self.bytes = 0;
+        self.records.reset(at);
         self.ended = false;
         self.millis_behind = None;
-    }
-
-    fn trim(&mut self, ordinal: u64) {
-        while let Some(first) = self.records.front() {
-            if first.ordinal >= ordinal {
-                break;
-            }
-            self.bytes -= first.data.len();
-            self.records.pop_front();
-        }
-        self.start = self.start.max(ordinal.min(self.next));
     }
 
     /// Whether Kinesis holds records past what was fetched (unknown yet: yes).
@@ -510,11 +504,8 @@ impl Shared {
             let (epoch, id, from, last) = {
                 let state = self.lock();
                 let shard = &state.shards[&number];
-                let last = shard
-                    .records
-                    .back()
-                    .map(|r| (r.ordinal, r.sequence.clone()));
-                (shard.epoch, shard.id.clone(), shard.next, last)
+                let last = (shard.records.newest()).map(|r| (r.ordinal, r.sequence.clone()));
+                (shard.epoch, shard.id.clone(), shard.records.next(), last)
             };
             // Where the fetch starts: after the last record fetched, else at the pin at or
             // before `from` (skipping to it), else where the stream starts.
@@ -655,7 +646,7 @@ impl Shared {
         let State { shards, pins, .. } = &mut *state;
         let shard = shards.get_mut(&number).expect("a fetched shard");
         for record in answer.records().iter().skip(skipped) {
-            let ordinal = shard.next;
+            let ordinal = shard.records.next();
             let due = pins.last(number).is_none_or(|last| {
                 ordinal >= last + PIN_EVERY || shard.pinned.is_none_or(|at| at.elapsed() >= PIN_AGE)
             });
@@ -676,15 +667,13 @@ impl Shared {
                     .and_then(|t| t.to_millis().ok()),
                 fetched_ms,
             };
-            shard.next += 1;
-            shard.bytes += record.data.len();
-            shard.records.push_back(Arc::new(record));
+            shard.records.push(record);
         }
         shard.millis_behind = answer.millis_behind_latest();
         shard.ended = answer.next_shard_iterator().is_none() && cursor.skip == 0;
         Taken::Buffered {
             caught_up: !shard.behind(),
-            full: shard.bytes > BUFFER_BYTES,
+            full: shard.records.bytes() > BUFFER_BYTES,
         }
     }
 
@@ -693,7 +682,7 @@ impl Shared {
     fn drained(&self, number: Partition, epoch: u64) -> Option<bool> {
         let state = self.lock();
         let shard = &state.shards[&number];
-        (shard.epoch == epoch).then_some(shard.bytes <= BUFFER_BYTES / 2)
+        (shard.epoch == epoch).then_some(shard.records.bytes() <= BUFFER_BYTES / 2)
     }
 
     /// Moves shard `number`'s fetch to `at` (starting its task if none runs).
@@ -744,7 +733,12 @@ fn parents_taken(
         .parents
         .iter()
         .all(|parent| match shards.get(parent) {
-            Some(p) if p.listed => p.ended && positions.get(parent).is_some_and(|&at| at >= p.next),
+            Some(p) if p.listed => {
+                p.ended
+                    && positions
+                        .get(parent)
+                        .is_some_and(|&at| at >= p.records.next())
+            }
             _ => true,
         })
 }
@@ -774,7 +768,7 @@ impl Reader {
             .shards
             .iter()
             .map(|(&p, shard)| {
-                let next = shard.next + u64::from(shard.behind() && shard.fetching);
+                let next = shard.records.next() + u64::from(shard.behind() && shard.fetching);
                 (p, Bounds { oldest: 0, next })
             })
             .collect())
@@ -789,13 +783,12 @@ impl Reader {
             .iter()
             .filter_map(|(p, &at)| {
                 let shard = state.shards.get(p)?;
-                let first = shard.records.partition_point(|r| r.ordinal < at);
-                let buffered = match (shard.records.get(first), shard.records.back()) {
-                    (Some(oldest), Some(newest)) => newest
+                let buffered = match shard.records.span(at) {
+                    Some((oldest, newest)) => newest
                         .arrival_ms
                         .zip(oldest.arrival_ms)
                         .map_or(0, |(newest, oldest)| (newest - oldest).max(0)),
-                    _ => 0,
+                    None => 0,
                 };
                 let behind = shard.millis_behind.unwrap_or(0).max(0);
                 Some((*p, (buffered + behind) as u64))
@@ -826,12 +819,12 @@ impl Reader {
         let others = state.readers.lowest(Some(self.id));
         for (&p, &at) in &positions {
             let shard = state.shards.entry(p).or_default();
-            let covered = shard.fetching && shard.start <= at && at <= shard.next;
+            let covered = shard.fetching && shard.records.holds(at);
             // Another reader still needs what lies between: the buffer gets here.
-            let approaching = shard.fetching
-                && at > shard.next
-                && others.get(&p).is_some_and(|&o| o <= shard.next);
-            let done = shard.ended && shard.start <= at && at <= shard.next;
+            let end = shard.records.next();
+            let approaching =
+                shard.fetching && at > end && others.get(&p).is_some_and(|&o| o <= end);
+            let done = shard.ended && shard.records.holds(at);
             if !covered && !approaching && !done {
                 shared.fetch_from(&mut state, p, at);
             }
@@ -841,7 +834,7 @@ impl Reader {
             let waiting = !positions.is_empty()
                 && positions.iter().all(|(p, &at)| {
                     let shard = &state.shards[p];
-                    shard.next <= at && shard.behind() && shard.fetching
+                    shard.records.next() <= at && shard.behind() && shard.fetching
                 });
             let now = Instant::now();
             if !waiting || now >= deadline || state.gone.is_some() {
@@ -860,20 +853,13 @@ impl Reader {
             };
             let readable = parents_taken(&state.shards, p, &positions);
             let shard = &state.shards[&p];
-            let first = shard.records.partition_point(|r| r.ordinal < at);
-            let records: Vec<Arc<Record>> = if readable && shard.start <= at {
-                shard
-                    .records
-                    .iter()
-                    .skip(first)
-                    .take(limit)
-                    .cloned()
-                    .collect()
+            let (records, buffered) = if readable && shard.records.holds(at) {
+                shard.records.take(at, limit)
             } else {
-                Vec::new()
+                (Vec::new(), false)
             };
             let next = records.last().map_or(at, |last| last.ordinal + 1);
-            let more = readable && (shard.records.len() > first + records.len() || shard.behind());
+            let more = readable && (buffered || shard.behind());
             let lost = None;
             reads.insert(
                 p,
@@ -888,7 +874,7 @@ impl Reader {
         let lowest = state.readers.lowest(None);
         for (p, shard) in state.shards.iter_mut() {
             if let Some(&low) = lowest.get(p) {
-                shard.trim(low);
+                shard.records.trim(low);
             }
         }
         if let Some(gone) = &state.gone {
@@ -945,12 +931,15 @@ mod tests {
 
     #[test]
     fn a_child_shard_waits_until_its_parents_are_taken_to_their_ends() {
-        let shard = |parents: Vec<Partition>, ended: bool, next: u64| Shard {
-            parents,
-            listed: true,
-            ended,
-            next,
-            ..Shard::default()
+        let shard = |parents: Vec<Partition>, ended: bool, next: u64| {
+            let mut shard = Shard {
+                parents,
+                listed: true,
+                ended,
+                ..Shard::default()
+            };
+            shard.records.reset(next);
+            shard
         };
         let mut shards = BTreeMap::from([
             (0, shard(vec![], true, 100)),
