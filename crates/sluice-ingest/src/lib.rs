@@ -2,14 +2,16 @@
 //!
 //! ```text
 //!  POST /v1/streams/{stream}/records   NDJSON or a JSON array  ─┐
-//!  POST /  (X-Amz-Target: Kinesis_20131202.*)  Kinesis JSON 1.1  ─┴─► sluice_log::Stream::append
+//!  POST /  (X-Amz-Target: Kinesis_20131202.*)  Kinesis JSON 1.1  ─┼─► sluice_log::Stream::append
+//!  POST /  (X-Amz-Target: Firehose_20150804.*) Firehose JSON 1.1 ─┘
 //! ```
 //!
-//! Both doors answer only once every record they accepted is durable, and refuse a request
+//! The doors answer only once every record they accepted is durable, and refuse a request
 //! whole (nothing written) when any part of it is malformed. Records stay opaque bytes: the
 //! doors split requests into records and pick their shard, they never decode events.
 //!
-//! The Kinesis door is a protocol of its own (its routes, its error shapes: [`kinesis`]). Sluice's
+//! The Kinesis door is a protocol of its own (its routes, its error shapes: [`kinesis`], with
+//! Firehose's beside it). Sluice's
 //! own ingest API is a route of the server's, which calls [`http::put_records`] and says its
 //! [`IngestError`]s as every error of its API.
 

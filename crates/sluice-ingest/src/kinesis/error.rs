@@ -66,14 +66,29 @@ impl KinesisError {
         Self::new(StatusCode::BAD_REQUEST, "ExpiredIteratorException", message)
     }
 
-    /// A user whose role does not allow the operation.
-    pub fn access_denied(user: &str, operation: &str) -> Self {
+    /// A user whose role does not allow the operation of `service` (`kinesis`, `firehose`).
+    pub fn access_denied(user: &str, service: &str, operation: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             "AccessDeniedException",
             format!(
-                "User: {user} is not authorized to perform: kinesis:{operation}: the user is read-only"
+                "User: {user} is not authorized to perform: {service}:{operation}: the user is \
+                 read-only"
             ),
+        )
+    }
+
+    /// A resource that exists already, or is used.
+    pub fn resource_in_use(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ResourceInUseException", message)
+    }
+
+    /// Sluice cannot take the request now (a busy log, a full disk): the client retries.
+    pub fn service_unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailableException",
+            message,
         )
     }
 
@@ -98,21 +113,17 @@ impl From<sluice_log::Error> for KinesisError {
         use sluice_log::Error as E;
         match &e {
             E::StreamNotFound(name) => Self::stream_not_found(name),
-            E::StreamExists(name) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "ResourceInUseException",
-                format!("Stream {name} under account {ACCOUNT} already exists."),
-            ),
+            E::StreamExists(name) => Self::resource_in_use(format!(
+                "Stream {name} under account {ACCOUNT} already exists."
+            )),
             E::Elsewhere { .. } => Self::new(
                 StatusCode::BAD_REQUEST,
                 "InvalidArgumentException",
                 e.to_string(),
             ),
-            E::InUse { stream, reason } => Self::new(
-                StatusCode::BAD_REQUEST,
-                "ResourceInUseException",
-                format!("Stream {stream} under account {ACCOUNT} cannot be deleted: {reason}."),
-            ),
+            E::InUse { stream, reason } => Self::resource_in_use(format!(
+                "Stream {stream} under account {ACCOUNT} cannot be deleted: {reason}."
+            )),
             E::NoSuchShard { stream, shard } => Self::not_found(format!(
                 "Shard {} in stream {stream} under account {ACCOUNT} does not exist",
                 super::shard_id(*shard)

@@ -1,5 +1,6 @@
 //! The Kinesis Data Streams API (JSON 1.1 on `POST /`), so that boto3 and the AWS SDKs work
-//! against Sluice by setting `endpoint_url`.
+//! against Sluice by setting `endpoint_url`; and on the same route, told apart by the
+//! `X-Amz-Target` header's prefix, the Firehose API ([`firehose`]).
 //!
 //! Operations: CreateStream, DeleteStream, DescribeStream, DescribeStreamSummary, ListStreams,
 //! ListShards, PutRecord, PutRecords, GetShardIterator, GetRecords. Limits are Kinesis' own
@@ -11,6 +12,7 @@
 //! `ApproximateArrivalTimestamp` is the time the record's batch became durable.
 
 mod error;
+pub mod firehose;
 mod iterator;
 mod ops;
 
@@ -61,9 +63,12 @@ async fn handle(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let operation = target.strip_prefix(TARGET_PREFIX);
+    let (service, operation) = match target.strip_prefix(firehose::TARGET_PREFIX) {
+        Some(operation) => (Service::Firehose, Some(operation)),
+        None => (Service::Kinesis, target.strip_prefix(TARGET_PREFIX)),
+    };
     // Memory for GetRecords' answer; the body's is reserved as it arrives.
-    let _answer_memory = if operation == Some("GetRecords") {
+    let _answer_memory = if (service, operation) == (Service::Kinesis, Some("GetRecords")) {
         match ingest.reserve(2 * ops::MAX_GET_RECORDS_BYTES).await {
             Some(permit) => Some(permit),
             None => return KinesisError::from(sluice_log::Error::Backpressure).into_response(),
@@ -105,9 +110,10 @@ async fn handle(
         };
         if let Some(operation) = operation
             && !user.role.may_write()
-            && WRITES.contains(&operation)
+            && service.writes().contains(&operation)
         {
-            return KinesisError::access_denied(&user.name, operation).into_response();
+            return KinesisError::access_denied(&user.name, service.name(), operation)
+                .into_response();
         }
     }
     let Some(operation) = operation else {
@@ -120,7 +126,13 @@ async fn handle(
         ingest,
         region: region(&headers),
     };
-    match dispatch(&context, operation, &body).await {
+    let answer = match service {
+        Service::Kinesis => dispatch(&context, operation, &body).await,
+        Service::Firehose => firehose::dispatch(&context, operation, &body)
+            .await
+            .map(IntoResponse::into_response),
+    };
+    match answer {
         Ok(mut response) => {
             response
                 .headers_mut()
@@ -133,6 +145,31 @@ async fn handle(
 
 /// The operations a read-only user may not call.
 const WRITES: [&str; 4] = ["CreateStream", "DeleteStream", "PutRecord", "PutRecords"];
+
+/// The services of the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Kinesis,
+    Firehose,
+}
+
+impl Service {
+    /// Its name in IAM's actions (`kinesis:PutRecord`).
+    fn name(self) -> &'static str {
+        match self {
+            Service::Kinesis => "kinesis",
+            Service::Firehose => "firehose",
+        }
+    }
+
+    /// The operations a read-only user may not call.
+    fn writes(self) -> &'static [&'static str] {
+        match self {
+            Service::Kinesis => &WRITES,
+            Service::Firehose => &firehose::WRITES,
+        }
+    }
+}
 
 async fn dispatch(
     context: &Context,

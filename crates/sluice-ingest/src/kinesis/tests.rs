@@ -11,14 +11,24 @@ use sluice_log::LogConfig;
 use crate::IngestConfig;
 use crate::tests::{call, fixture};
 
-async fn kinesis(app: &axum::Router, operation: &str, body: &str) -> (StatusCode, Value) {
+/// Calls the operation `target` names (`Kinesis_20131202.PutRecords`) with `body`.
+async fn aws(app: &axum::Router, target: String, body: String) -> (StatusCode, Value) {
     let request = Request::post("/")
-        .header("x-amz-target", format!("Kinesis_20131202.{operation}"))
+        .header("x-amz-target", target)
         .header("content-type", "application/x-amz-json-1.1")
-        .body(Body::from(body.to_string()))
+        .body(Body::from(body))
         .unwrap();
     let (status, _, json) = call(app, request).await;
     (status, json)
+}
+
+async fn kinesis(app: &axum::Router, operation: &str, body: &str) -> (StatusCode, Value) {
+    aws(
+        app,
+        format!("Kinesis_20131202.{operation}"),
+        body.to_string(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -226,9 +236,13 @@ async fn signatures_are_verified_and_roles_enforced() {
     let ingest = crate::Ingest::new(f.log.clone(), IngestConfig::default(), users);
     let app = super::routes().with_state(ingest);
     let put = r#"{"StreamName":"ticks","Data":"aGk=","PartitionKey":"k"}"#;
-    // Signs `signed` as `key` with `secret`, then sends `sent` under that signature.
+    // Signs `signed` as `key` with `secret`, then sends `sent` under that signature, to a
+    // Kinesis operation (or another service's: `Firehose_20150804.PutRecord`).
     let send = |key: &str, secret: &str, operation: &str, signed: &str, sent: &str| {
-        let target = format!("Kinesis_20131202.{operation}");
+        let target = match operation.contains('.') {
+            true => operation.to_string(),
+            false => format!("Kinesis_20131202.{operation}"),
+        };
         let date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let headers: [(&str, &[u8]); 3] = [
             ("host", b"localhost"),
@@ -295,6 +309,17 @@ async fn signatures_are_verified_and_roles_enforced() {
             send("reader", reader, "CreateStream", "{}", "{}").await,
             "AccessDeniedException",
         ),
+        (
+            send(
+                "reader",
+                reader,
+                "Firehose_20150804.PutRecordBatch",
+                "{}",
+                "{}",
+            )
+            .await,
+            "AccessDeniedException",
+        ),
     ];
     for ((status, kind), expected) in refused {
         assert_eq!((status, kind.as_str()), (StatusCode::BAD_REQUEST, expected));
@@ -309,6 +334,17 @@ async fn signatures_are_verified_and_roles_enforced() {
         (StatusCode::OK, String::new())
     );
     assert_eq!(
+        send(
+            "reader",
+            reader,
+            "Firehose_20150804.ListDeliveryStreams",
+            "{}",
+            "{}"
+        )
+        .await,
+        (StatusCode::OK, String::new())
+    );
+    assert_eq!(
         f.log
             .stream("ticks")
             .unwrap()
@@ -319,4 +355,142 @@ async fn signatures_are_verified_and_roles_enforced() {
         1,
         "only the writer's record"
     );
+}
+
+async fn firehose(app: &axum::Router, operation: &str, body: Value) -> (StatusCode, Value) {
+    aws(
+        app,
+        format!("Firehose_20150804.{operation}"),
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_delivery_stream_is_a_stream_and_its_batches_spread_over_its_shards() {
+    let f = fixture(LogConfig::default(), IngestConfig::default());
+    let (status, created) = firehose(
+        &f.app,
+        "CreateDeliveryStream",
+        json!({"DeliveryStreamName": "clicks", "DeliveryStreamType": "DirectPut",
+               "ExtendedS3DestinationConfiguration": {"BucketARN": "arn:aws:s3:::b", "RoleARN": "r"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(
+        created["DeliveryStreamARN"],
+        "arn:aws:firehose:us-east-1:000000000000:deliverystream/clicks"
+    );
+    let records: Vec<Value> = (0..8)
+        .map(|i| json!({"Data": STANDARD.encode(format!("click {i}"))}))
+        .collect();
+    let (status, put) = firehose(
+        &f.app,
+        "PutRecordBatch",
+        json!({"DeliveryStreamName": "clicks", "Records": records}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{put}");
+    assert_eq!(put["FailedPutCount"], 0);
+    assert_eq!(put["RequestResponses"].as_array().unwrap().len(), 8);
+    let stream = f.log.stream("clicks").unwrap();
+    let per_shard: Vec<u64> = stream.shards().iter().map(|s| s.bounds().1).collect();
+    assert_eq!(per_shard, [2, 2, 2, 2], "a batch spreads over the shards");
+
+    let (_, listed) = firehose(&f.app, "ListDeliveryStreams", json!({})).await;
+    assert_eq!(listed["DeliveryStreamNames"], json!(["clicks", "ticks"]));
+    let (_, described) = firehose(
+        &f.app,
+        "DescribeDeliveryStream",
+        json!({"DeliveryStreamName": "clicks"}),
+    )
+    .await;
+    assert_eq!(
+        described["DeliveryStreamDescription"]["DeliveryStreamStatus"],
+        "ACTIVE"
+    );
+    for (operation, body, kind) in [
+        (
+            "CreateDeliveryStream",
+            json!({"DeliveryStreamName": "clicks"}),
+            "ResourceInUseException",
+        ),
+        (
+            "PutRecord",
+            json!({"DeliveryStreamName": "nope", "Record": {"Data": "eA=="}}),
+            "ResourceNotFoundException",
+        ),
+        (
+            "PutRecordBatch",
+            json!({"DeliveryStreamName": "clicks", "Records": []}),
+            "ValidationException",
+        ),
+        (
+            "PutRecord",
+            json!({"DeliveryStreamName": "clicks", "Record": {"Data": STANDARD.encode(vec![b'x'; 1_000 * 1024 + 1])}}),
+            "ValidationException",
+        ),
+        (
+            "CreateDeliveryStream",
+            json!({"DeliveryStreamName": "k", "DeliveryStreamType": "KinesisStreamAsSource"}),
+            "InvalidArgumentException",
+        ),
+    ] {
+        let (status, error) = firehose(&f.app, operation, body).await;
+        assert_eq!(
+            (status, error["__type"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(kind)),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        f.log
+            .stream("clicks")
+            .unwrap()
+            .shards()
+            .iter()
+            .map(|s| s.bounds().1)
+            .sum::<u64>(),
+        8,
+        "a refused request writes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_whose_append_fails_on_one_shard_says_so_per_record() {
+    let f = fixture(LogConfig::default(), IngestConfig::default());
+    firehose(
+        &f.app,
+        "CreateDeliveryStream",
+        json!({"DeliveryStreamName": "clicks"}),
+    )
+    .await;
+    // The disk fills after the first shard's write.
+    fail::cfg("log::write", "1*off->return").unwrap();
+    let records: Vec<Value> = (0..4)
+        .map(|i| json!({"Data": STANDARD.encode(format!("click {i}"))}))
+        .collect();
+    let (status, put) = firehose(
+        &f.app,
+        "PutRecordBatch",
+        json!({"DeliveryStreamName": "clicks", "Records": records}),
+    )
+    .await;
+    fail::remove("log::write");
+    assert_eq!(status, StatusCode::OK, "{put}");
+    let responses = put["RequestResponses"].as_array().unwrap();
+    let failed: Vec<&Value> = responses
+        .iter()
+        .filter(|r| r.get("ErrorCode").is_some())
+        .collect();
+    assert_eq!(put["FailedPutCount"], 3, "{put}");
+    assert_eq!(failed.len(), 3);
+    for r in &failed {
+        assert_eq!(r["ErrorCode"], "ServiceUnavailableException", "{r}");
+        assert!(r.get("RecordId").is_none());
+    }
+    let stored: u64 = (f.log.stream("clicks").unwrap().shards().iter())
+        .map(|s| s.bounds().1)
+        .sum();
+    assert_eq!(stored, 1, "only the record reported taken is in the log");
 }
