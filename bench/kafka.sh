@@ -30,7 +30,7 @@ EVENTS=${KAFKA_EVENTS:-10000000}
 TIMEOUT=${TIMEOUT:-3600}
 source "$(dirname "$0")/common.sh"
 bench_venv
-PY="$VENV/bin/python bench/kafka_helper.py"
+PY="$VENV/bin/python bench/sources_helper.py"
 TANSU_PORT=19192
 BROKERS=127.0.0.1:$TANSU_PORT
 TANSU=$($PY tansu $TANSU_PORT "$WORK/tansu.log")

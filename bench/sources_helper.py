@@ -1,4 +1,5 @@
-"""bench/kafka.sh's helper: Tansu, the topic filled, the broker's fetch ceiling, and waits."""
+"""bench/kafka.sh's and bench/kinesis.sh's helper: Tansu, a topic filled, the broker's fetch
+ceiling, what W1 makes, and waits."""
 import json, re, subprocess, sys, time, urllib.request
 from pathlib import Path
 
@@ -24,43 +25,58 @@ def tansu(port, log):
     print(proc.pid)
 
 
+def summary(path, partitions):
+    """What W1 in PATH, with one flush event a partition an hour past its last, makes: its
+    events, records, the distinct (ticker, minute) pairs a complete ticks_1m holds, and the flush
+    events' time. Prints it as JSON."""
+    import datetime
+    pairs, last, n = set(), b"", 0
+    with open(path, "rb") as f:
+        for line in f:
+            record = json.loads(line)
+            ts = record["ts"].encode()
+            pairs.add((record["ticker"], ts[:16]))
+            last = max(last, ts)
+            n += 1
+    t = datetime.datetime.fromisoformat(last.decode().replace("Z", "+00:00")) + datetime.timedelta(hours=1)
+    stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
+    print(json.dumps({"events": n, "records": n + int(partitions), "windows": len(pairs), "flush_ts": stamp}))
+
+
 def fill(brokers, topic, path, partitions):
     """Creates TOPIC and produces every line of PATH to it, keyed by ticker, then one event per
-    partition an hour past the last (so that every window closes). Prints what a complete
-    ticks_1m holds: the distinct (ticker, minute) pairs."""
+    partition an hour past the last (so that every window closes). Prints `summary` of it and how
+    long the filling took."""
+    import contextlib
+    import io
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        summary(path, partitions)
+    described = json.loads(out.getvalue())
     admin = AdminClient({"bootstrap.servers": brokers})
     for f in admin.create_topics([NewTopic(topic, int(partitions), 1)]).values():
         f.result(timeout=30)
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "batch.num.messages": 10000,
                          "queue.buffering.max.messages": 1000000, "compression.type": "none"})
-    pairs, last, n = set(), b"", 0
     started = time.monotonic()
     with open(path, "rb") as f:
         for line in f:
             line = line.rstrip(b"\n")
-            record = json.loads(line)
-            ticker, ts = record["ticker"], record["ts"].encode()
-            pairs.add((ticker, ts[:16]))
-            last = max(last, ts)
+            key = json.loads(line)["ticker"].encode()
             while True:
                 try:
-                    producer.produce(topic, key=ticker.encode(), value=line)
+                    producer.produce(topic, key=key, value=line)
                     break
                 except BufferError:
                     producer.poll(0.05)
-            n += 1
     producer.flush(120)
-    import datetime
-    t = datetime.datetime.fromisoformat(last.decode().replace("Z", "+00:00")) + datetime.timedelta(hours=1)
-    stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
     for p in range(int(partitions)):
-        flush = {"ticker": f"__FLUSH__{p}", "price": 0.0, "volume": 0, "ts": stamp}
+        flush = {"ticker": f"__FLUSH__{p}", "price": 0.0, "volume": 0, "ts": described["flush_ts"]}
         producer.produce(topic, value=json.dumps(flush).encode(), partition=p)
     producer.flush(60)
-    print(json.dumps({"events": n, "records": n + int(partitions), "windows": len(pairs),
-                      "fill_s": round(time.monotonic() - started, 2), "flush_ts": stamp}))
+    print(json.dumps({**described, "fill_s": round(time.monotonic() - started, 2)}))
 
 
 def flush_lines(stamp, shards=4):
