@@ -71,7 +71,14 @@ fn error(e: sluice_log::Error) -> KinesisError {
         sluice_log::Error::Backpressure => KinesisError::service_unavailable(
             "Slow down: the log is busy writing earlier records; retry.",
         ),
-        _ => KinesisError::from(e),
+        _ => {
+            let mut error = KinesisError::from(e);
+            // Kinesis's name for it has no suffix; Firehose's has.
+            if error.kind == "ServiceUnavailable" {
+                error.kind = "ServiceUnavailableException";
+            }
+            error
+        }
     }
 }
 
@@ -149,6 +156,10 @@ fn describe(context: &Context, input: NamedInput) -> Output {
     let name = name(input.delivery_stream_name)?;
     let stream = context.ingest.log.stream(&name).map_err(error)?;
     let meta = stream.meta();
+    // A stream whose records are elsewhere takes none: it is no delivery stream.
+    if meta.elsewhere.is_some() {
+        return Err(error(sluice_log::Error::StreamNotFound(name)));
+    }
     Ok(Json(json!({"DeliveryStreamDescription": {
         "DeliveryStreamName": meta.name,
         "DeliveryStreamARN": arn(context, &meta.name),

@@ -57,9 +57,9 @@ pub const PIN_EVERY: u64 = 10_000;
 pub const PIN_AGE: Duration = Duration::from_secs(60);
 /// The most records one GetRecords call asks for (Kinesis's own limit).
 const GET_LIMIT: i32 = 10_000;
-/// The wait between two GetRecords calls of a shard that is caught up (Kinesis allows five
-/// calls a second a shard).
-const CAUGHT_UP_POLL: Duration = Duration::from_millis(200);
+/// The wait between two GetRecords calls of a shard that is caught up: Kinesis allows five
+/// calls a second a shard, for all its consumers, and the KCL's consumers poll once a second.
+const CAUGHT_UP_POLL: Duration = Duration::from_secs(1);
 /// The first wait after a failed call: doubled after each failure in a row, up to
 /// [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -269,7 +269,8 @@ fn unreachable(source: &KinesisStream, e: &dyn std::error::Error) -> PipelineErr
 }
 
 /// Per shard, ordinals pinned to the sequence numbers of their records: lines
-/// `<shard> <ordinal> <sequence number>` appended to a file (a torn last line is ignored).
+/// `<shard> <ordinal> <sequence number>` appended to a file (a torn last line is cut off when
+/// the file is loaded, so that the next line is whole).
 #[derive(Debug)]
 struct Pins {
     path: PathBuf,
@@ -283,13 +284,16 @@ impl Pins {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(PipelineError::Internal(format!("{}: {e}", path.display()))),
         };
-        let mut pins: BTreeMap<Partition, BTreeMap<u64, String>> = BTreeMap::new();
         // A line without its end was torn by a crash: its pin was never synced, hence never
-        // used.
-        for line in text.split_inclusive('\n') {
-            let Some(line) = line.strip_suffix('\n') else {
-                break;
-            };
+        // used. It goes, lest the next pin be appended to it.
+        let whole = text.rfind('\n').map_or(0, |end| end + 1);
+        if whole < text.len() {
+            let file = std::fs::OpenOptions::new().write(true).open(&path);
+            file.and_then(|f| f.set_len(whole as u64).and_then(|()| f.sync_data()))
+                .map_err(|e| PipelineError::Internal(format!("{}: {e}", path.display())))?;
+        }
+        let mut pins: BTreeMap<Partition, BTreeMap<u64, String>> = BTreeMap::new();
+        for line in text[..whole].lines() {
             let mut fields = line.split(' ');
             if let (Some(shard), Some(ordinal), Some(sequence), None) =
                 (fields.next(), fields.next(), fields.next(), fields.next())
@@ -308,6 +312,7 @@ impl Pins {
     fn pin(&mut self, shard: Partition, ordinal: u64, sequence: &str) -> Result<()> {
         let io =
             |e: std::io::Error| PipelineError::Internal(format!("{}: {e}", self.path.display()));
+        let created = !self.path.exists();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -316,6 +321,12 @@ impl Pins {
         file.write_all(format!("{shard} {ordinal} {sequence}\n").as_bytes())
             .map_err(io)?;
         file.sync_data().map_err(io)?;
+        // A new file is durable once its directory is.
+        if created && let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io)?;
+        }
         self.pins
             .entry(shard)
             .or_default()
@@ -324,9 +335,17 @@ impl Pins {
     }
 
     /// The last pin of `shard` at or before `ordinal`.
-    fn at_or_before(&self, shard: Partition, ordinal: u64) -> Option<(u64, &str)> {
+    fn at_or_before(&self, shard: Partition, ordinal: u64) -> Option<(u64, Box<str>)> {
         let (&at, sequence) = self.pins.get(&shard)?.range(..=ordinal).next_back()?;
-        Some((at, sequence))
+        Some((at, sequence.as_str().into()))
+    }
+
+    /// Forgets the pins of `shard` at or before `ordinal` (their records are gone); the first
+    /// pin left, if any.
+    fn forget_through(&mut self, shard: Partition, ordinal: u64) -> Option<u64> {
+        let pins = self.pins.get_mut(&shard)?;
+        *pins = pins.split_off(&(ordinal + 1));
+        pins.keys().next().copied()
     }
 
     /// The last pin of `shard`.
@@ -372,6 +391,8 @@ struct Shard {
     parents: Vec<Partition>,
     /// Whether ListShards still lists it.
     listed: bool,
+    /// The oldest ordinal it still holds, as far as Sluice knows.
+    oldest: u64,
     /// Bumped when the fetch is moved: the fetch task starts over from the buffer's end.
     epoch: u64,
     /// Whether a fetch task runs for it.
@@ -426,21 +447,7 @@ impl Kinesis {
             Ok::<_, PipelineError>((client, listed))
         })?;
         let pins = Pins::load(dir.join("kinesis.pins"))?;
-        let shared = Arc::new(Shared {
-            stream: stream.to_string(),
-            source: source.clone(),
-            client,
-            state: Mutex::new(State {
-                shards: BTreeMap::new(),
-                pins,
-                readers: Readers::default(),
-                error: LastError::default(),
-                gone: None,
-            }),
-            arrived: Condvar::new(),
-            stop: AtomicBool::new(false),
-            next_reader: AtomicU64::new(0),
-        });
+        let shared = Arc::new(Shared::new(stream, source, client, pins));
         shared.listed(listed);
         runtime().spawn(shared.clone().list_every());
         Ok(Kinesis { shared })
@@ -455,6 +462,24 @@ impl Drop for Kinesis {
 }
 
 impl Shared {
+    fn new(stream: &str, source: &KinesisStream, client: Client, pins: Pins) -> Shared {
+        Shared {
+            stream: stream.to_string(),
+            source: source.clone(),
+            client,
+            state: Mutex::new(State {
+                shards: BTreeMap::new(),
+                pins,
+                readers: Readers::default(),
+                error: LastError::default(),
+                gone: None,
+            }),
+            arrived: Condvar::new(),
+            stop: AtomicBool::new(false),
+            next_reader: AtomicU64::new(0),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().expect("kinesis state lock")
     }
@@ -509,14 +534,15 @@ impl Shared {
             };
             // Where the fetch starts: after the last record fetched, else at the pin at or
             // before `from` (skipping to it), else where the stream starts.
+            let pinned = self.lock().pins.at_or_before(number, from);
             let (kind, sequence, skip) = match last {
                 Some((ordinal, sequence)) if ordinal + 1 == from => {
                     (ShardIteratorType::AfterSequenceNumber, Some(sequence), 0)
                 }
-                _ => match self.lock().pins.at_or_before(number, from) {
+                _ => match pinned {
                     Some((at, sequence)) => (
                         ShardIteratorType::AtSequenceNumber,
-                        Some(sequence.into()),
+                        Some(sequence),
                         from - at,
                     ),
                     None if from == 0 => match self.source.start {
@@ -563,6 +589,7 @@ impl Shared {
                 epoch,
                 id,
                 from,
+                pin: (kind == ShardIteratorType::AtSequenceNumber).then(|| from - skip),
                 check: pinned_at.flatten(),
                 skip,
             };
@@ -609,15 +636,28 @@ impl Shared {
                     }
                 }
             }
-            // The shard is closed and read to its end.
-            if self.lock().shards[&number].epoch == cursor.epoch {
-                break;
+            // The shard is closed and read to its end: the task is done, unless a reader moved
+            // the fetch meanwhile.
+            if self.done(number, Some(cursor.epoch)) {
+                return;
             }
         }
-        if let Some(shard) = self.lock().shards.get_mut(&number) {
-            shard.fetching = false;
+        self.done(number, None);
+    }
+
+    /// Ends shard `number`'s fetch task, unless a reader moved the fetch since `epoch`.
+    fn done(&self, number: Partition, epoch: Option<u64>) -> bool {
+        let mut state = self.lock();
+        let Some(shard) = state.shards.get_mut(&number) else {
+            return true;
+        };
+        if epoch.is_some_and(|epoch| shard.epoch != epoch) {
+            return false;
         }
+        shard.fetching = false;
+        drop(state);
         self.arrived.notify_all();
+        true
     }
 
     /// Takes a GetRecords answer for shard `number` into its buffer, pinning records as due.
@@ -628,16 +668,26 @@ impl Shared {
         if state.shards[&number].epoch != cursor.epoch {
             return Taken::Moved;
         }
-        // The pinned record must come first: else retention deleted it.
+        // The pinned record must come first: else retention deleted it, and the shard's
+        // records are counted from the first pin whose record is still there (readers before
+        // it are told what they lost).
         if let Some(first) = answer.records().first()
             && let Some(pinned) = cursor.check.take()
             && *first.sequence_number() != *pinned
         {
+            let State { shards, pins, .. } = &mut *state;
+            let pin = cursor.pin.unwrap_or(cursor.from);
+            if let Some(next) = pins.forget_through(number, pin) {
+                let shard = shards.get_mut(&number).expect("a fetched shard");
+                shard.oldest = next;
+                shard.moved_to(next);
+                return Taken::Moved;
+            }
             state.gone = Some(format!(
-                "shard {} of Kinesis stream '{}' no longer holds record {pinned} (ordinal {} \
-                 and later were not all taken): the stream's retention deleted records before \
+                "shard {} of Kinesis stream '{}' no longer holds record {pinned} nor any \
+                 later one whose place Sluice knows: the stream's retention deleted them before \
                  Sluice took them. Drop the stream and create it again to start over",
-                cursor.id, self.source.stream_name, cursor.from
+                cursor.id, self.source.stream_name
             ));
             return Taken::Gone;
         }
@@ -704,6 +754,8 @@ struct Cursor {
     id: String,
     /// The ordinal the fetch was moved to.
     from: u64,
+    /// The pin the fetch started at, if it did.
+    pin: Option<u64>,
     /// The sequence number the first record must have (the fetch started at a pin).
     check: Option<Box<str>>,
     /// Records to skip before `from`.
@@ -769,7 +821,8 @@ impl Reader {
             .iter()
             .map(|(&p, shard)| {
                 let next = shard.records.next() + u64::from(shard.behind() && shard.fetching);
-                (p, Bounds { oldest: 0, next })
+                let oldest = shard.oldest;
+                (p, Bounds { oldest, next })
             })
             .collect())
     }
@@ -810,10 +863,19 @@ impl Reader {
         if let Some(gone) = &state.gone {
             return Err(PipelineError::InputGone(gone.clone()));
         }
-        // Shards the listing does not know (yet) are read as empty.
-        let positions: Positions = (limits.keys())
-            .filter(|p| state.shards.get(p).is_some_and(|s| !s.id.is_empty()))
-            .map(|p| (*p, from.get(p).copied().unwrap_or(0)))
+        // Where the reader is in each shard the listing knows (others read as empty), at its
+        // oldest record when it has no position; it reads the shards whose parents it has
+        // taken to their ends, and only those hold records for it.
+        let asked: Positions = (limits.keys())
+            .filter_map(|p| {
+                let shard = state.shards.get(p).filter(|s| s.listed)?;
+                let at = from.get(p).copied().unwrap_or(shard.oldest);
+                Some((*p, at.max(shard.oldest)))
+            })
+            .collect();
+        let positions: Positions = (asked.iter())
+            .filter(|(p, _)| parents_taken(&state.shards, **p, &asked))
+            .map(|(&p, &at)| (p, at))
             .collect();
         state.readers.reads_from(self.id, positions.clone());
         let others = state.readers.lowest(Some(self.id));
@@ -829,15 +891,16 @@ impl Reader {
                 shared.fetch_from(&mut state, p, at);
             }
         }
+        // Records come in the background: while none is buffered past any position but a
+        // shard is behind, wait for them a little.
         let deadline = Instant::now() + READ_WAIT;
         loop {
-            let waiting = !positions.is_empty()
-                && positions.iter().all(|(p, &at)| {
-                    let shard = &state.shards[p];
-                    shard.records.next() <= at && shard.behind() && shard.fetching
-                });
+            let shards = &state.shards;
+            let nothing_buffered =
+                (positions.iter()).all(|(p, &at)| shards[p].records.next() <= at);
+            let coming = (positions.keys()).any(|p| shards[p].behind() && shards[p].fetching);
             let now = Instant::now();
-            if !waiting || now >= deadline || state.gone.is_some() {
+            if !(nothing_buffered && coming) || now >= deadline || state.gone.is_some() {
                 break;
             }
             state = (shared.arrived)
@@ -848,19 +911,21 @@ impl Reader {
         let mut reads = BTreeMap::new();
         for (&p, &limit) in limits {
             let Some(&at) = positions.get(&p) else {
-                reads.insert(p, Fetched::nothing(from.get(&p).copied().unwrap_or(0)));
+                let at = asked.get(&p).or(from.get(&p)).copied().unwrap_or(0);
+                reads.insert(p, Fetched::nothing(at));
                 continue;
             };
-            let readable = parents_taken(&state.shards, p, &positions);
             let shard = &state.shards[&p];
-            let (records, buffered) = if readable && shard.records.holds(at) {
-                shard.records.take(at, limit)
-            } else {
-                (Vec::new(), false)
+            let (records, buffered) = match shard.records.holds(at) {
+                true => shard.records.take(at, limit),
+                false => (Vec::new(), false),
             };
             let next = records.last().map_or(at, |last| last.ordinal + 1);
-            let more = readable && (buffered || shard.behind());
-            let lost = None;
+            let more = buffered || shard.behind();
+            // A position before the shard's oldest record: retention took what lay between.
+            let lost = (from.get(&p))
+                .filter(|&&asked| asked < at)
+                .map(|&asked| (asked, at - 1));
             reads.insert(
                 p,
                 Fetched {
@@ -919,14 +984,127 @@ mod tests {
             .unwrap()
             .write_all(b"0 20000 4959")
             .unwrap();
-        let pins = Pins::load(path).unwrap();
-        assert_eq!(pins.at_or_before(0, 9_999), Some((0, long)));
+        let pins = Pins::load(path.clone()).unwrap();
+        assert_eq!(pins.at_or_before(0, 9_999), Some((0, long.into())));
         assert_eq!(pins.at_or_before(0, 10_000).unwrap().0, 10_000);
         // The torn line is not a pin (its digits are a sequence number's first ones).
         assert_eq!(pins.at_or_before(0, 25_000).unwrap().0, 10_000);
-        assert_eq!(pins.at_or_before(2, 5), Some((0, "7")));
+        assert_eq!(pins.at_or_before(2, 5), Some((0, "7".into())));
         assert_eq!(pins.at_or_before(1, 5), None);
         assert_eq!(pins.last(2), Some(0));
+        // The torn line was cut off: the next pin is a line of its own.
+        let mut pins = pins;
+        pins.pin(2, 7, "8").unwrap();
+        let mut pins = Pins::load(path).unwrap();
+        assert_eq!(pins.at_or_before(2, 9), Some((7, "8".into())));
+        // Pins whose records retention took are forgotten; the first left is where the shard's
+        // known records start.
+        assert_eq!(pins.forget_through(0, 0), Some(10_000));
+        assert_eq!(pins.at_or_before(0, 9_999), None);
+        assert_eq!(pins.forget_through(0, 10_000), None);
+    }
+
+    fn answer(sequences: &[&str]) -> GetRecordsOutput {
+        let records = sequences.iter().map(|&sequence| {
+            aws_sdk_kinesis::types::Record::builder()
+                .sequence_number(sequence)
+                .partition_key("k")
+                .data(aws_sdk_kinesis::primitives::Blob::new(b"{}".to_vec()))
+                .build()
+                .unwrap()
+        });
+        GetRecordsOutput::builder()
+            .set_records(Some(records.collect()))
+            .next_shard_iterator("more")
+            .millis_behind_latest(0)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pinned_record_retention_deleted_moves_the_shard_to_the_next_pin_and_only_then_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut pins = Pins::load(dir.path().join("kinesis.pins")).unwrap();
+        pins.pin(0, 0, "100").unwrap();
+        pins.pin(0, 10_000, "20100").unwrap();
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let source = KinesisStream {
+            stream_name: "s".into(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            start: Start::Earliest,
+            started_ms: None,
+            access_key_id_env: None,
+            secret_access_key_env: None,
+            session_token_env: None,
+        };
+        let shared = Shared::new("s", &source, Client::from_conf(config), pins);
+        // A reader asks for ordinal 3: the fetch is moved there.
+        let mut shard = Shard::default();
+        shard.moved_to(3);
+        shared.lock().shards.insert(0, shard);
+        let cursor = |from: u64, pin: u64, check: &str| Cursor {
+            epoch: 1,
+            id: "shardId-000000000000".into(),
+            from,
+            pin: Some(pin),
+            check: Some(check.into()),
+            skip: from - pin,
+        };
+        // Read from ordinal 3, at pin 0: the pinned record is there; ordinals count from it.
+        let taken = shared.take(
+            0,
+            &mut cursor(3, 0, "100"),
+            &answer(&["100", "101", "102", "103"]),
+        );
+        assert!(matches!(taken, Taken::Buffered { .. }));
+        assert_eq!(
+            shared.lock().shards[&0].records.span(0).unwrap().0.ordinal,
+            3
+        );
+        // Ordinal 3's record was pinned as it came (the shard's first since the start).
+        assert_eq!(
+            shared.lock().pins.at_or_before(0, 9_999),
+            Some((3, "103".into()))
+        );
+        // Pins 0 and 3's records are gone: the shard's known records start at the next pin.
+        for (pin, check) in [(0, "100"), (3, "103")] {
+            let epoch = shared.lock().shards[&0].epoch;
+            let mut at_pin = Cursor {
+                epoch,
+                ..cursor(3, pin, check)
+            };
+            let taken = shared.take(0, &mut at_pin, &answer(&["150", "151"]));
+            assert!(matches!(taken, Taken::Moved));
+        }
+        let state = shared.lock();
+        assert_eq!(
+            (state.shards[&0].oldest, state.shards[&0].records.next()),
+            (10_000, 10_000)
+        );
+        assert!(state.gone.is_none());
+        drop(state);
+        // And once no pin's record is left, the stream cannot be read any more.
+        let epoch = shared.lock().shards[&0].epoch;
+        let mut at_last = Cursor {
+            epoch,
+            ..cursor(10_000, 10_000, "20100")
+        };
+        assert!(matches!(
+            shared.take(0, &mut at_last, &answer(&["30000"])),
+            Taken::Gone
+        ));
+        assert!(
+            shared
+                .lock()
+                .gone
+                .as_deref()
+                .unwrap()
+                .contains("retention deleted")
+        );
     }
 
     #[test]
