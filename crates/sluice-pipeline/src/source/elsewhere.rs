@@ -99,7 +99,8 @@ impl LastError {
     }
 }
 
-/// A record of a partition elsewhere: its position, and the bytes it holds.
+/// A record of a partition elsewhere: its position, and the bytes it holds in memory (its
+/// data and what it keeps beside: small records take more beside their data than in it).
 pub(crate) trait Positioned {
     fn position(&self) -> u64;
     fn size(&self) -> usize;

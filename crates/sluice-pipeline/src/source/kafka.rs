@@ -352,7 +352,7 @@ impl Positioned for Record {
     }
 
     fn size(&self) -> usize {
-        self.payload.len()
+        std::mem::size_of::<Self>() + self.payload.len() + self.key.as_ref().map_or(0, |k| k.len())
     }
 }
 

@@ -90,7 +90,7 @@ impl Positioned for Record {
     }
 
     fn size(&self) -> usize {
-        self.data.len()
+        std::mem::size_of::<Self>() + self.data.len() + self.sequence.len() + self.key.len()
     }
 }
 
