@@ -52,6 +52,21 @@ sql() {
   curl -sf "$URL/v1/sql" -d "$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$1")" >/dev/null
 }
 
+# print_medians [RATIO_PY]: the median of every figure of the runs in $RESULTS (a JSON object a
+# line), a line each; then RATIO_PY, a Python expression of `median` (the figures by name), is
+# printed if given.
+print_medians() {
+  python3 - "$RESULTS" "${1:-}" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+for k, v in median.items():
+    print(f"{k:26} {v:>12,.2f}" if isinstance(v, float) and v < 100 else f"{k:26} {v:>12,.0f}")
+if sys.argv[2]:
+    print(eval("(" + sys.argv[2] + ")"))
+PY
+}
+
 # bench_venv: VENV, a Python environment holding bench/requirements.txt (DuckDB, Selenium, …).
 bench_venv() {
   VENV=${SLUICE_BENCH_VENV:-$HOME/.cache/sluice-bench-venv}

@@ -103,13 +103,9 @@ PY
 done
 
 echo "== medians of $RUNS runs, $RECORDS records (W1 and one flush event a partition)"
-python3 - "$RESULTS" <<'PY'
-import json, statistics, sys
-runs = [json.loads(line) for line in open(sys.argv[1])]
-median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-for k, v in median.items():
-    print(f"{k:26} {v:>12,.2f}" if isinstance(v, float) and v < 100 else f"{k:26} {v:>12,.0f}")
-print(f"Kafka → raw table: {median['kafka_raw_per_s'] / median['librdkafka_ceiling_per_s']:.0%} of the broker's fetch "
-      f"ceiling through librdkafka ({median['kafka_raw_per_s'] / median['python_ceiling_per_s']:.0%} of Python's); "
-      f"{median['kafka_raw_per_s'] / median['log_raw_per_s']:.2f}× Sluice's own log (HTTP ingest included)")
+print_medians "$(cat <<'PY'
+f"Kafka → raw table: {median['kafka_raw_per_s'] / median['librdkafka_ceiling_per_s']:.0%} of the broker's fetch "
+f"ceiling through librdkafka ({median['kafka_raw_per_s'] / median['python_ceiling_per_s']:.0%} of Python's); "
+f"{median['kafka_raw_per_s'] / median['log_raw_per_s']:.2f}× Sluice's own log (HTTP ingest included)"
 PY
+)"

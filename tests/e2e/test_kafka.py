@@ -12,12 +12,11 @@ import random
 import threading
 import time
 
-import duckdb
 import pytest
 from deltalake import DeltaTable
 
 import conftest
-from test_views import SENTINELS, START, TICKS_1M, stamp, tick
+from test_views import SENTINELS, START, TICKS_1M, duckdb_ticks_1m, stamp, tick, ticks_1m_once_complete
 
 wait_for = functools.partial(conftest.wait_for, timeout=120.0)
 PARTITIONS = 4
@@ -107,29 +106,8 @@ def test_ticks_1m_over_a_kafka_topic_is_exact_after_kill_9(server, tansu, topic,
     # The view equals DuckDB's windows over the events produced.
     events = tmp_path / "produced.ndjson"
     events.write_bytes(b"\n".join(v for v in produced.records.values()) + b"\n")
-    expected = {
-        (ticker, window_start): (trades, volume, min_price, max_price, close)
-        for ticker, window_start, trades, volume, min_price, max_price, close in duckdb.sql(
-            f"""SELECT ticker, time_bucket(INTERVAL 1 minute, ts) AS window_start, count(*),
-                       sum(volume), min(price), max(price), arg_max(price, ts)
-                FROM read_json('{events}', columns = {{ticker: 'VARCHAR', price: 'DOUBLE',
-                     volume: 'BIGINT', ts: 'TIMESTAMP'}})
-                WHERE ticker NOT LIKE 'ZZ%' GROUP BY ALL"""
-        ).fetchall()
-    }
-
-    def view_complete():
-        rows = [r for r in table(server, "ticks_1m") if not r["ticker"].startswith("ZZ")]
-        return rows if len(rows) >= len(expected) else None
-
-    view = wait_for(view_complete, "ticks_1m to emit every real window")
-    keys = [(r["ticker"], r["window_start"]) for r in view]
-    assert len(keys) == len(set(keys)), "a (ticker, window_start) appears twice"
-    got = {
-        (r["ticker"], r["window_start"]): (r["trades"], r["volume"], r["min_price"], r["max_price"], r["close"])
-        for r in view
-    }
-    assert got == expected
+    expected = duckdb_ticks_1m(events)
+    assert ticks_1m_once_complete(server, len(expected)) == expected
 
     # The Sluice doors refuse the stream's records and say where they go.
     status, _, answer = server.ingest("ticks", b'{"ticker":"X"}\n')

@@ -13,12 +13,11 @@ import threading
 import time
 import uuid
 
-import duckdb
 import pytest
 from deltalake import DeltaTable
 
 import conftest
-from test_views import SENTINELS, START, TICKS_1M, stamp, tick
+from test_views import SENTINELS, START, TICKS_1M, duckdb_ticks_1m, stamp, tick, ticks_1m_once_complete
 
 wait_for = functools.partial(conftest.wait_for, timeout=120.0)
 TICK_COLUMNS = "ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, ts TIMESTAMP NOT NULL"
@@ -121,29 +120,8 @@ def test_ticks_1m_over_another_sluices_kinesis_door_is_exact_after_kill_9(server
     # The view equals DuckDB's windows over the events produced.
     events = tmp_path / "produced.ndjson"
     events.write_bytes(b"\n".join(produced.values()) + b"\n")
-    expected = {
-        (ticker, window_start): (trades, volume, min_price, max_price, close)
-        for ticker, window_start, trades, volume, min_price, max_price, close in duckdb.sql(
-            f"""SELECT ticker, time_bucket(INTERVAL 1 minute, ts) AS window_start, count(*),
-                       sum(volume), min(price), max(price), arg_max(price, ts)
-                FROM read_json('{events}', columns = {{ticker: 'VARCHAR', price: 'DOUBLE',
-                     volume: 'BIGINT', ts: 'TIMESTAMP'}})
-                WHERE ticker NOT LIKE 'ZZ%' GROUP BY ALL"""
-        ).fetchall()
-    }
-
-    def view_complete():
-        rows = [r for r in table(reader, "ticks_1m") if not r["ticker"].startswith("ZZ")]
-        return rows if len(rows) >= len(expected) else None
-
-    view = wait_for(view_complete, "ticks_1m to emit every real window")
-    keys = [(r["ticker"], r["window_start"]) for r in view]
-    assert len(keys) == len(set(keys)), "a (ticker, window_start) appears twice"
-    got = {
-        (r["ticker"], r["window_start"]): (r["trades"], r["volume"], r["min_price"], r["max_price"], r["close"])
-        for r in view
-    }
-    assert got == expected
+    expected = duckdb_ticks_1m(events)
+    assert ticks_1m_once_complete(reader, len(expected)) == expected
 
     # The reader's doors refuse the stream's records and say where they go; its status says
     # where the records come from and how far behind each shard is, and never the secret.

@@ -113,6 +113,40 @@ def expected_windows(raw_rows):
     return out
 
 
+def duckdb_ticks_1m(events) -> dict:
+    """ticks_1m as DuckDB computes it over the W1 events of NDJSON file `events`, the sentinels
+    left out: (ticker, window_start) → (trades, volume, min_price, max_price, close)."""
+    import duckdb
+
+    return {
+        (ticker, window_start): (trades, volume, min_price, max_price, close)
+        for ticker, window_start, trades, volume, min_price, max_price, close in duckdb.sql(
+            f"""SELECT ticker, time_bucket(INTERVAL 1 minute, ts) AS window_start, count(*),
+                       sum(volume), min(price), max(price), arg_max(price, ts)
+                FROM read_json('{events}', columns = {{ticker: 'VARCHAR', price: 'DOUBLE',
+                     volume: 'BIGINT', ts: 'TIMESTAMP'}})
+                WHERE ticker NOT LIKE 'ZZ%' GROUP BY ALL"""
+        ).fetchall()
+    }
+
+
+def ticks_1m_once_complete(server, windows: int) -> dict:
+    """Waits until the view ticks_1m holds `windows` real windows (the sentinels' left out),
+    checks that none appears twice, and returns them as `duckdb_ticks_1m` does."""
+
+    def view_complete():
+        rows = [r for r in table(server, "ticks_1m") if not r["ticker"].startswith("ZZ")]
+        return rows if len(rows) >= windows else None
+
+    view = wait_for(view_complete, "ticks_1m to emit every real window")
+    keys = [(r["ticker"], r["window_start"]) for r in view]
+    assert len(keys) == len(set(keys)), "a (ticker, window_start) appears twice"
+    return {
+        (r["ticker"], r["window_start"]): (r["trades"], r["volume"], r["min_price"], r["max_price"], r["close"])
+        for r in view
+    }
+
+
 def test_ticks_1m_and_latest_price_are_exact_after_kill_9(server):
     server.sql(TICKS)
     server.sql(TICKS_1M)

@@ -170,8 +170,42 @@ impl<R: Positioned> Buffer<R> {
         self.start = self.start.max(position.min(self.next));
     }
 
+    /// Whether a fetch into it serves a reader at `at` where it is: `at` is in it, or past its
+    /// end while another reader (the lowest of the others at `others`) still needs what lies
+    /// between, so that the buffer gets there. Else the fetch is to be moved to `at`.
+    pub(crate) fn serves(&self, at: u64, others: Option<u64>) -> bool {
+        self.holds(at) || (at > self.next && others.is_some_and(|o| o <= self.next))
+    }
+
+    /// What a reader at `at` takes (at most `limit` records, none when `readable` is false or
+    /// `at` is not in the buffer), having asked from `asked` (positions before `at` it asked for
+    /// are lost to it): more is buffered past them, or `behind` says the source holds more past
+    /// the position after them.
+    pub(crate) fn read(
+        &self,
+        asked: Option<u64>,
+        at: u64,
+        limit: usize,
+        readable: bool,
+        behind: impl FnOnce(u64) -> bool,
+    ) -> super::Fetched<R> {
+        let (records, buffered) = match readable && self.holds(at) {
+            true => self.take(at, limit),
+            false => (Vec::new(), false),
+        };
+        let next = records.last().map_or(at, |last| last.position() + 1);
+        super::Fetched {
+            more: buffered || behind(next),
+            lost: asked
+                .filter(|&asked| asked < at)
+                .map(|asked| (asked, at - 1)),
+            records,
+            next,
+        }
+    }
+
     /// From `at`, at most `limit` records, and whether more is buffered past them.
-    pub(crate) fn take(&self, at: u64, limit: usize) -> (Vec<Arc<R>>, bool) {
+    fn take(&self, at: u64, limit: usize) -> (Vec<Arc<R>>, bool) {
         let first = self.records.partition_point(|r| r.position() < at);
         let records: Vec<Arc<R>> = (self.records.iter().skip(first).take(limit))
             .cloned()
@@ -224,6 +258,24 @@ mod tests {
         let (records, more) = buffer.take(18, 5);
         assert_eq!((records.len(), more), (2, false));
         assert_eq!(buffer.span(15).map(|(a, b)| (a.0, b.0)), Some((15, 19)));
+        // A reader past the end is served while another reader still needs the buffer to grow.
+        assert!(buffer.serves(20, None) && buffer.serves(25, Some(18)));
+        assert!(
+            !buffer.serves(25, None) && !buffer.serves(25, Some(21)) && !buffer.serves(5, None)
+        );
+        // A read says what it took, whether there is more, and what it asked for and lost.
+        let read = buffer.read(Some(8), 12, 3, true, |_| false);
+        assert_eq!(
+            (read.records.len(), read.next, read.more, read.lost),
+            (3, 15, true, Some((8, 11)))
+        );
+        let read = buffer.read(None, 18, 5, true, |next| next < 30);
+        assert_eq!(
+            (read.records.len(), read.next, read.more, read.lost),
+            (2, 20, true, None)
+        );
+        let read = buffer.read(Some(12), 12, 5, false, |_| false);
+        assert_eq!((read.records.len(), read.next, read.more), (0, 12, false));
         buffer.trim(15);
         assert_eq!(buffer.bytes(), 500);
         assert!(!buffer.holds(14) && buffer.holds(15));

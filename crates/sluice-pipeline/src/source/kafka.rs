@@ -706,12 +706,7 @@ impl Reader {
         for &p in limits.keys() {
             let at = positions[&p];
             let buffer = state.partitions.entry(p).or_default();
-            let covered = buffer.assigned && buffer.records.holds(at);
-            // Another reader still needs what lies between: the buffer gets here.
-            let end = buffer.records.next();
-            let approaching =
-                buffer.assigned && at > end && others.get(&p).is_some_and(|&o| o <= end);
-            if !covered && !approaching {
+            if !(buffer.assigned && buffer.records.serves(at, others.get(&p).copied())) {
                 shared.seek(&mut state, p, at)?;
             }
         }
@@ -745,32 +740,13 @@ impl Reader {
         for (&p, &limit) in limits {
             let at = positions[&p];
             let partition_end = end(&state, &p);
-            let buffer = state
-                .partitions
-                .get_mut(&p)
-                .expect("a buffer per partition read");
-            let covered = buffer.assigned && buffer.records.holds(at);
-            let (records, buffered) = if covered {
-                buffer.records.take(at, limit)
-            } else {
-                (Vec::new(), false)
-            };
-            let next = records.last().map_or(at, |last| last.offset + 1);
+            let buffer = (state.partitions.get(&p)).expect("a buffer per partition read");
             // More is buffered, or the broker holds more: the runtime reads again at once.
-            let more = buffered || next < partition_end;
-            let lost = from
-                .get(&p)
-                .filter(|&&asked| asked < at)
-                .map(|&asked| (asked, at - 1));
-            reads.insert(
-                p,
-                Fetched {
-                    records,
-                    next,
-                    more,
-                    lost,
-                },
-            );
+            let read =
+                (buffer.records).read(from.get(&p).copied(), at, limit, buffer.assigned, |next| {
+                    next < partition_end
+                });
+            reads.insert(p, read);
         }
         // What no live reader needs any more goes, and a full partition fetches again.
         let lowest = state.readers.lowest(None);

@@ -881,13 +881,9 @@ impl Reader {
         let others = state.readers.lowest(Some(self.id));
         for (&p, &at) in &positions {
             let shard = state.shards.entry(p).or_default();
-            let covered = shard.fetching && shard.records.holds(at);
-            // Another reader still needs what lies between: the buffer gets here.
-            let end = shard.records.next();
-            let approaching =
-                shard.fetching && at > end && others.get(&p).is_some_and(|&o| o <= end);
+            let serves = shard.fetching && shard.records.serves(at, others.get(&p).copied());
             let done = shard.ended && shard.records.holds(at);
-            if !covered && !approaching && !done {
+            if !serves && !done {
                 shared.fetch_from(&mut state, p, at);
             }
         }
@@ -915,26 +911,11 @@ impl Reader {
                 reads.insert(p, Fetched::nothing(at));
                 continue;
             };
-            let shard = &state.shards[&p];
-            let (records, buffered) = match shard.records.holds(at) {
-                true => shard.records.take(at, limit),
-                false => (Vec::new(), false),
-            };
-            let next = records.last().map_or(at, |last| last.ordinal + 1);
-            let more = buffered || shard.behind();
             // A position before the shard's oldest record: retention took what lay between.
-            let lost = (from.get(&p))
-                .filter(|&&asked| asked < at)
-                .map(|&asked| (asked, at - 1));
-            reads.insert(
-                p,
-                Fetched {
-                    records,
-                    next,
-                    more,
-                    lost,
-                },
-            );
+            let shard = &state.shards[&p];
+            let asked = from.get(&p).copied();
+            let read = (shard.records).read(asked, at, limit, true, |_| shard.behind());
+            reads.insert(p, read);
         }
         let lowest = state.readers.lowest(None);
         for (p, shard) in state.shards.iter_mut() {
