@@ -52,6 +52,38 @@ sql() {
   curl -sf "$URL/v1/sql" -d "$(python3 -c 'import json,sys; print(json.dumps({"sql": sys.argv[1]}))' "$1")" >/dev/null
 }
 
+# cpu_s: the server's CPU seconds so far.
+cpu_s() { awk '{printf "%.2f", ($14 + $15) / '"$(getconf CLK_TCK)"'}' /proc/$SERVER/stat; }
+
+# feed_log: the events and flush events a script wrote ($WORK/events.ndjson, flush.ndjson) into
+# stream `ticks` of the server, through its HTTP door (`sluice produce`, keyed by ticker).
+feed_log() {
+  cat "$WORK/events.ndjson" "$WORK/flush.ndjson" |
+    "$SLUICE" produce ticks --server $URL --key ticker --quiet --concurrency 1
+}
+
+# time_stream CREATE [FEED]: on a fresh server, creates stream `ticks` by CREATE and runs the
+# command FEED (which sends it its records), if given; times until the raw-table pipeline has
+# written $RECORDS records (from FEED, else from CREATE), then creates ticks_1m ($TICKS_1M) and
+# times until it holds $WINDOWS windows. Sets RAW_S, RAW_CPU, RAW_RSS, VIEW_S, VIEW_CPU, VIEW_RSS
+# (seconds, the server's CPU seconds, its peak RSS in MiB). Needs PY, bench/sources_helper.py.
+time_stream() {
+  local cpu0 t0
+  start_server serve
+  [ -z "${2:-}" ] || sql "$1"
+  cpu0=$(cpu_s); t0=$(date +%s.%N)
+  if [ -z "${2:-}" ]; then sql "$1"; else "$2"; fi
+  $PY wait_raw $URL ticks "$RECORDS" "$TIMEOUT" >/dev/null
+  RAW_S=$(python3 -c "print(round($(date +%s.%N) - $t0, 3))")
+  RAW_CPU=$(python3 -c "print($(cpu_s) - $cpu0)")
+  RAW_RSS=$(peak_rss)
+  cpu0=$(cpu_s)
+  VIEW_S=$($PY timed_view $URL "$TICKS_1M" ticks_1m "$WINDOWS" "$TIMEOUT")
+  VIEW_CPU=$(python3 -c "print($(cpu_s) - $cpu0)")
+  VIEW_RSS=$(peak_rss)
+  stop_server
+}
+
 # print_medians [RATIO_PY]: the median of every figure of the runs in $RESULTS (a JSON object a
 # line), a line each; then RATIO_PY, a Python expression of `median` (the figures by name), is
 # printed if given.

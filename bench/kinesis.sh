@@ -51,32 +51,12 @@ TICKS_1M=$($PY views_rs TICKS_1M)
 COLUMNS="ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL"
 export SOURCE_KEY_ID=bench SOURCE_SECRET=bench
 
-# cpu_s: the server's CPU seconds so far.
-cpu_s() { awk '{printf "%.2f", ($14 + $15) / '"$(getconf CLK_TCK)"'}' /proc/$SERVER/stat; }
-
 for run in $(seq "$RUNS"); do
   echo "== run $run of $RUNS"
-  start_server serve
-  cpu0=$(cpu_s); t0=$(date +%s.%N)
-  sql "CREATE STREAM ticks ($COLUMNS) WITH (connector = 'kinesis', stream_name = 'ticks_in', region = 'us-east-1', endpoint = '$SOURCE_URL', access_key_id_env = 'SOURCE_KEY_ID', secret_access_key_env = 'SOURCE_SECRET', event_time = 'ts', watermark = '5 seconds')"
-  $PY wait_raw $URL ticks "$RECORDS" "$TIMEOUT" >/dev/null
-  raw_s=$(python3 -c "print(round($(date +%s.%N) - $t0, 3))")
-  raw_cpu=$(python3 -c "print($(cpu_s) - $cpu0)")
-  raw_rss=$(peak_rss)
-  cpu0=$(cpu_s)
-  view_s=$($PY timed_view $URL "$TICKS_1M" ticks_1m "$WINDOWS" "$TIMEOUT")
-  view_cpu=$(python3 -c "print($(cpu_s) - $cpu0)")
-  stop_server
-
-  start_server serve
-  sql "CREATE STREAM ticks ($COLUMNS) WITH (shards = 4, event_time = 'ts', watermark = '5 seconds')"
-  cpu0=$(cpu_s); t0=$(date +%s.%N)
-  cat "$WORK/events.ndjson" "$WORK/flush.ndjson" |
-    "$SLUICE" produce ticks --server $URL --key ticker --quiet --concurrency 1
-  $PY wait_raw $URL ticks "$RECORDS" "$TIMEOUT" >/dev/null
-  log_s=$(python3 -c "print(round($(date +%s.%N) - $t0, 3))")
-  log_cpu=$(python3 -c "print($(cpu_s) - $cpu0)")
-  stop_server
+  time_stream "CREATE STREAM ticks ($COLUMNS) WITH (connector = 'kinesis', stream_name = 'ticks_in', region = 'us-east-1', endpoint = '$SOURCE_URL', access_key_id_env = 'SOURCE_KEY_ID', secret_access_key_env = 'SOURCE_SECRET', event_time = 'ts', watermark = '5 seconds')"
+  raw_s=$RAW_S raw_cpu=$RAW_CPU raw_rss=$RAW_RSS view_s=$VIEW_S view_cpu=$VIEW_CPU
+  time_stream "CREATE STREAM ticks ($COLUMNS) WITH (shards = 4, event_time = 'ts', watermark = '5 seconds')" feed_log
+  log_s=$RAW_S log_cpu=$RAW_CPU
 
   python3 - "$RECORDS" "$raw_s" "$raw_cpu" "$raw_rss" "$view_s" "$view_cpu" "$log_s" "$log_cpu" \
     >>"$RESULTS" <<'PY'
