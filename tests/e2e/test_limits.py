@@ -54,6 +54,17 @@ def test_connections_past_the_limit_are_refused_clearly(limited):
         status, _, body = limited.get("/v1/streams")
         assert (status, body["code"]) == (503, "too_many_connections"), body
         assert "limits.max_connections" in body["error"]
+        # A client that writes its request after the answer has been sent still reads the
+        # answer: the server reads what it sends before closing, rather than resetting it.
+        with socket.create_connection(("127.0.0.1", limited.port), timeout=5) as late:
+            time.sleep(0.3)
+            late.sendall(b"POST /v1/streams/s/records HTTP/1.1\r\nHost: x\r\ncontent-length: 400\r\n\r\n")
+            time.sleep(0.3)
+            late.sendall(b"x" * 400)
+            answer = b""
+            while chunk := late.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503") and b"too_many_connections" in answer, answer
     finally:
         for s in held:
             s.close()

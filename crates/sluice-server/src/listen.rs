@@ -43,6 +43,11 @@ use crate::ServerError;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long, and how many bytes, a refused connection is read after its answer (see `linger`).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: u64 = 1 << 20;
+
 /// How often an HTTP/2 connection is pinged, and how long the answer may take: a peer gone
 /// without closing its connection is found out.
 const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
@@ -255,9 +260,22 @@ async fn refuse_http(mut tcp: TcpStream, tls: bool, max: usize) {
     );
     let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         tcp.write_all(response.as_bytes()).await?;
-        tcp.shutdown().await
+        tcp.shutdown().await?;
+        linger(&mut tcp).await
     })
     .await;
+}
+
+/// Reads and discards what the client still sends (its request, sent before it saw the answer)
+/// until it closes, for at most [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread
+/// bytes resets the connection, and the client would see a broken pipe instead of the answer.
+async fn linger(tcp: &mut TcpStream) -> std::io::Result<()> {
+    let mut sink = tokio::io::sink();
+    let mut unread = (&mut *tcp).take(LINGER_BYTES);
+    tokio::time::timeout(LINGER, tokio::io::copy(&mut unread, &mut sink))
+        .await
+        .map_err(std::io::Error::from)?
+        .map(drop)
 }
 
 /// Refuses a PostgreSQL connection past the limit as PostgreSQL does: a FATAL 53300, sent after
