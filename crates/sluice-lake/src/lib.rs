@@ -44,7 +44,7 @@ mod table;
 pub use deltalake::DeltaTableError;
 pub use documents::Documents;
 pub use error::{Error, Result, class_of_delta};
-pub use table::{Compaction, LakeTable, TableStats};
+pub use table::{Compaction, LakeTable, TableStats, Upsert};
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;

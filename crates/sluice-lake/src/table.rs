@@ -51,6 +51,33 @@ pub struct TableStats {
     pub rows: u64,
 }
 
+/// How [`LakeTable::upsert`] applies its rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Upsert<'a> {
+    /// The columns that name a row.
+    pub keys: &'a [String],
+    /// The rows' boolean column flagging a row that deletes its key's.
+    pub delete: &'a str,
+    /// A column ordering a key's rows: a row whose value is below the table's row's changes
+    /// nothing (a late change). `None`: every row applies.
+    pub newer: Option<&'a str>,
+    /// The rows' text column listing, as a JSON array, the columns a row leaves as the table
+    /// has them (values its source did not send). `None`: a row sets every column.
+    pub kept: Option<&'a str>,
+}
+
+impl<'a> Upsert<'a> {
+    /// Every row applies, and sets every column.
+    pub fn new(keys: &'a [String], delete: &'a str) -> Self {
+        Self {
+            keys,
+            delete,
+            newer: None,
+            kept: None,
+        }
+    }
+}
+
 /// One Delta table of the lake.
 #[derive(Debug, Clone)]
 pub struct LakeTable {
@@ -234,25 +261,31 @@ impl LakeTable {
         self.caught_up(before).await
     }
 
-    /// Upserts `rows` by the columns `keys`, recording `positions`, in one commit (Delta
-    /// MERGE): a row whose key the table holds replaces that row, the others are inserted. The
-    /// rows carry one more column, the boolean `delete`: a row flagged true deletes its key's
-    /// row instead. A key compares equal to the same key, NULL to NULL.
+    /// Upserts `rows` as `how` says, recording `positions`, in one commit (Delta MERGE): a row
+    /// whose key the table holds replaces that row, the others are inserted; a row flagged as a
+    /// delete deletes its key's row instead. A key compares equal to the same key, NULL to NULL.
+    /// At most one row a key.
     pub async fn upsert(
         &mut self,
         rows: Vec<RecordBatch>,
-        keys: &[String],
-        delete: &str,
+        how: &Upsert<'_>,
         positions: Vec<(String, i64)>,
     ) -> Result<()> {
         use deltalake::datafusion::common::Column;
-        use deltalake::datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not};
+        use deltalake::datafusion::logical_expr::expr::Like;
+        use deltalake::datafusion::logical_expr::{Expr, Operator, binary_expr, lit, not, when};
         use deltalake::datafusion::prelude::SessionContext;
 
         let rows = self.conformed(rows.into_iter().filter(|b| b.num_rows() > 0))?;
         if rows.is_empty() {
             return self.append(Vec::new(), positions).await;
         }
+        let Upsert {
+            keys,
+            delete,
+            newer,
+            kept,
+        } = *how;
         let source = |name: &str| Expr::Column(Column::new(Some("source"), name));
         let target = |name: &str| Expr::Column(Column::new(Some("target"), name));
         let predicate = keys
@@ -269,6 +302,11 @@ impl LakeTable {
             .map(|f| f.name().to_string())
             .collect();
         let values: Vec<&String> = columns.iter().filter(|c| !keys.contains(c)).collect();
+        // A matched row applies only if it is not older than the table's.
+        let matched = |condition: Expr| match newer {
+            Some(newer) => condition.and(binary_expr(source(newer), Operator::GtEq, target(newer))),
+            None => condition,
+        };
         let frame = SessionContext::new()
             .read_batches(rows)
             .map_err(|e| self.error(e.into()))?;
@@ -285,14 +323,37 @@ impl LakeTable {
             .with_commit_properties(
                 CommitProperties::default().with_application_transactions(transactions),
             )
-            .when_matched_delete(|d| d.predicate(source(delete)))
+            .when_matched_delete(|d| d.predicate(matched(source(delete))))
             .map_err(|e| self.error(e))?;
         if !values.is_empty() {
+            // A column the row lists as kept keeps the table's value.
+            let value = |c: &str| match kept {
+                None => source(c),
+                Some(kept) => {
+                    let quoted = serde_json::Value::from(c).to_string();
+                    let escaped = (quoted.replace('\\', "\\\\"))
+                        .replace('%', "\\%")
+                        .replace('_', "\\_");
+                    let pattern = lit(format!("%{escaped}%"));
+                    let listed = Expr::Like(Like::new(
+                        false,
+                        Box::new(source(kept)),
+                        Box::new(pattern),
+                        Some('\\'),
+                        false,
+                    ));
+                    when(listed, target(c))
+                        .otherwise(source(c))
+                        .expect("a CASE with one branch and an ELSE")
+                }
+            };
             merge = merge
                 .when_matched_update(|update| {
                     values
                         .iter()
-                        .fold(update, |u, c| u.update(c.as_str(), source(c)))
+                        .fold(update.predicate(matched(not(source(delete)))), |u, c| {
+                            u.update(c.as_str(), value(c))
+                        })
                 })
                 .map_err(|e| self.error(e))?;
         }

@@ -89,12 +89,20 @@ async fn rows_that_do_not_fit_the_table_are_the_users_mistake() {
     )
     .unwrap();
     let upserted = ticks
-        .upsert(vec![text_change], &["k".into()], "deleted", Vec::new())
+        .upsert(
+            vec![text_change],
+            &Upsert::new(&["k".into()], "deleted"),
+            Vec::new(),
+        )
         .await;
     assert_class(upserted, Class::InvalidData, "invalid_data");
     let twice = changes(&[(Some(1), "b", false), (Some(1), "c", false)]);
     let upserted = ticks
-        .upsert(vec![twice], &["k".into()], "deleted", Vec::new())
+        .upsert(
+            vec![twice],
+            &Upsert::new(&["k".into()], "deleted"),
+            Vec::new(),
+        )
         .await;
     assert_class(upserted, Class::InvalidData, "invalid_data");
 

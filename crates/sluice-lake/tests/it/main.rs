@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
-use sluice_lake::{Lake, LakeTable};
+use sluice_lake::{Lake, LakeTable, Upsert};
 
 mod change_feed;
 mod documents;

@@ -165,8 +165,7 @@ async fn rows_are_written_with_the_metadata_of_the_tables_fields() {
                 (Some(1), "2", false),
                 (Some(2), "2", false),
             ]))],
-            &["k".into()],
-            "deleted",
+            &Upsert::new(&["k".into()], "deleted"),
             vec![],
         )
         .await

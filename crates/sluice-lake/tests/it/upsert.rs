@@ -5,7 +5,11 @@ use super::*;
 /// Upserts `rows` into `table` by the key `k`, without positions.
 async fn upsert(table: &mut LakeTable, rows: &[(Option<i64>, &str, bool)]) {
     table
-        .upsert(vec![changes(rows)], &["k".into()], "deleted", Vec::new())
+        .upsert(
+            vec![changes(rows)],
+            &Upsert::new(&["k".into()], "deleted"),
+            Vec::new(),
+        )
         .await
         .unwrap();
 }
@@ -71,8 +75,7 @@ async fn every_key_column_must_match() {
     latest
         .upsert(
             vec![changes(&[(Some(1), "a", false), (Some(1), "b", false)])],
-            &both,
-            "deleted",
+            &Upsert::new(&both, "deleted"),
             Vec::new(),
         )
         .await
@@ -80,8 +83,7 @@ async fn every_key_column_must_match() {
     latest
         .upsert(
             vec![changes(&[(Some(1), "a", true), (Some(2), "a", false)])],
-            &both,
-            "deleted",
+            &Upsert::new(&both, "deleted"),
             Vec::new(),
         )
         .await
@@ -96,8 +98,7 @@ async fn an_upsert_records_its_positions_in_its_commit() {
     latest
         .upsert(
             vec![changes(&[(Some(1), "a", false)])],
-            &["k".into()],
-            "deleted",
+            &Upsert::new(&["k".into()], "deleted"),
             positions(&[("shard-0", 4)]),
         )
         .await
@@ -112,8 +113,7 @@ async fn an_upsert_records_its_positions_in_its_commit() {
     latest
         .upsert(
             Vec::new(),
-            &["k".into()],
-            "deleted",
+            &Upsert::new(&["k".into()], "deleted"),
             positions(&[("shard-0", 6)]),
         )
         .await

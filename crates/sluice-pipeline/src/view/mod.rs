@@ -301,7 +301,11 @@ impl ViewPipeline {
         match &self.plan.shape {
             Shape::Updating { keys, .. } => {
                 self.table
-                    .upsert(rows, keys, upsert::DELETE, versions)
+                    .upsert(
+                        rows,
+                        &sluice_lake::Upsert::new(keys, upsert::DELETE),
+                        versions,
+                    )
                     .await?;
             }
             _ => self.table.append(rows, versions).await?,
