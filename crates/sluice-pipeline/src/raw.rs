@@ -12,6 +12,10 @@
 //! nothing and loses nothing. Records retention deleted before the pipeline took them are a
 //! row of the errors table naming the lost range (rule 6).
 //!
+//! A change stream (`format = 'dynamodb' | 'debezium'`) has three tables: its rows are its
+//! history, `<stream>_changes` (repeats dropped: [`Repeats`]), and a third table, the mirror,
+//! `<stream>`, merges the newest change of each key ([`Mirror`]), with positions of its own.
+//!
 //! Upkeep: one data file a commit adds up, so every `compact_every` commits the runtime
 //! compacts the tables (Delta OPTIMIZE) between two rounds. Delta's post-commit hook
 //! checkpoints the transaction log every 100 versions.
@@ -20,6 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use sluice_lake::{Lake, LakeTable};
 
@@ -27,11 +32,12 @@ use crate::decode::error_schema;
 use crate::exactly_once::{
     self, Partition, Positions, Writer, advanced, committed, new_gaps, past,
 };
+use crate::mirror::{Mirror, Repeats, changes_table};
 use crate::runtime::{Cadence, Kind, Pipeline, Round};
 use crate::source::{
     Bounds, Gap, Limits, SharedSource, Source, SourceRead, StreamSource, pending, shares,
 };
-use crate::{Result, errors_table};
+use crate::{PipelineError, Result, errors_table};
 
 /// How a raw-table pipeline runs.
 #[derive(Debug, Clone)]
@@ -75,6 +81,8 @@ pub struct RawPipeline {
     errors: LakeTable,
     row_positions: Positions,
     error_positions: Positions,
+    /// A change stream's mirror, and the history's memory of its events.
+    change: Option<(Mirror, Repeats)>,
 }
 
 impl RawPipeline {
@@ -89,9 +97,20 @@ impl RawPipeline {
             .iter()
             .map(|p| p.name.clone())
             .collect();
-        let rows =
-            exactly_once::own_table(lake, &name, source.schema(), &partition_by, writer, &[])
-                .await?;
+        let is_change = source.definition().format.is_change();
+        let rows_name = match is_change {
+            true => changes_table(&name),
+            false => name.clone(),
+        };
+        let rows = exactly_once::own_table(
+            lake,
+            &rows_name,
+            source.schema(),
+            &partition_by,
+            writer,
+            &[],
+        )
+        .await?;
         let errors = exactly_once::own_table(
             lake,
             &errors_table(&name),
@@ -103,7 +122,17 @@ impl RawPipeline {
         .await?;
         let partitions: Vec<Partition> = source.bounds().await?.into_keys().collect();
         let row_positions = committed(&rows, partitions.iter().copied()).await?;
-        let error_positions = committed(&errors, partitions).await?;
+        let error_positions = committed(&errors, partitions.iter().copied()).await?;
+        let change = match is_change {
+            true => {
+                let history = (&rows, source.schema());
+                let definition = source.definition();
+                let mirror =
+                    Mirror::open(lake, &name, definition, history, &partitions, writer).await?;
+                Some((mirror, Repeats::of(&rows).await?))
+            }
+            false => None,
+        };
         Ok(RawPipeline {
             source: Arc::new(source),
             config,
@@ -111,10 +140,11 @@ impl RawPipeline {
             errors,
             row_positions,
             error_positions,
+            change,
         })
     }
 
-    /// The stream's table of rows.
+    /// The stream's table of rows (a change stream's history).
     pub fn rows_table(&self) -> &LakeTable {
         &self.rows
     }
@@ -131,7 +161,11 @@ impl Pipeline for RawPipeline {
     }
 
     fn next_read(&self) -> Positions {
-        exactly_once::lowest(&self.row_positions, &self.error_positions)
+        let tables = exactly_once::lowest(&self.row_positions, &self.error_positions);
+        match &self.change {
+            Some((mirror, _)) => exactly_once::lowest(&tables, mirror.positions()),
+            None => tables,
+        }
     }
 
     fn limits(&self, from: &Positions, bounds: &BTreeMap<Partition, Bounds>) -> Limits {
@@ -144,11 +178,19 @@ impl Pipeline for RawPipeline {
         let mut rows = Vec::with_capacity(read.parts.len());
         let mut errors = vec![past(&read.gap_rows(now_ms)?, &self.error_positions)?];
         for part in &read.parts {
-            rows.push(past(&part.rows, &self.row_positions)?);
+            let new = past(&part.rows, &self.row_positions)?;
+            rows.push(match &self.change {
+                Some((_, repeats)) => repeats.first_seen(&new)?,
+                None => new,
+            });
             errors.push(past(&part.errors, &self.error_positions)?);
         }
         let row_next = advanced(&self.row_positions, &read.next());
         let error_next = advanced(&self.error_positions, &read.next());
+        let mirror_next = self.change.as_ref().and_then(|(mirror, _)| {
+            let next = advanced(mirror.positions(), &read.next());
+            (next != *mirror.positions()).then_some(next)
+        });
         let gaps: Vec<Gap> = new_gaps(&read, &self.error_positions).collect();
         if !gaps.is_empty() {
             tracing::warn!(
@@ -164,23 +206,33 @@ impl Pipeline for RawPipeline {
             lost: gaps.iter().map(Gap::records).sum(),
             gap: gaps.last().copied(),
             backlog: read.backlog,
-            committed: row_next != self.row_positions || error_next != self.error_positions,
+            committed: row_next != self.row_positions
+                || error_next != self.error_positions
+                || mirror_next.is_some(),
         };
-        // The two tables commit at once: each records its own positions, so either may land
-        // without the other (as after a crash between them).
+        // The tables commit at once: each records its own positions, so any may land without
+        // the others (as after a crash between them).
         let (rows_table, errors_table) = (&mut self.rows, &mut self.errors);
         let (rows_moved, errors_moved) = (
             row_next != self.row_positions,
             error_next != self.error_positions,
         );
-        let (rows_committed, errors_committed) = tokio::join!(
+        let read_rows: Vec<RecordBatch> = read.parts.iter().map(|p| p.rows.clone()).collect();
+        let history = rows.clone();
+        let (mirror, repeats) = match &mut self.change {
+            Some((mirror, repeats)) => (Some(mirror), Some(repeats)),
+            None => (None, None),
+        };
+        let (rows_committed, errors_committed, mirror_committed) = tokio::join!(
             async {
+                // Tests fail the commit of the rows here, as a crash before it would.
+                fail::fail_point!("raw::rows", |_| Err(PipelineError::Unavailable(
+                    "injected failure of the rows' commit".into()
+                )));
                 match rows_moved {
-                    true => {
-                        rows_table
-                            .append(rows, exactly_once::versions(&row_next, None))
-                            .await
-                    }
+                    true => Ok(rows_table
+                        .append(rows, exactly_once::versions(&row_next, None))
+                        .await?),
                     false => Ok(()),
                 }
             },
@@ -194,15 +246,25 @@ impl Pipeline for RawPipeline {
                     false => Ok(()),
                 }
             },
+            async {
+                match (mirror, mirror_next) {
+                    (Some(mirror), Some(next)) => mirror.apply(&read_rows, next).await.map(drop),
+                    _ => Ok(()),
+                }
+            },
         );
         if rows_committed.is_ok() {
             self.row_positions = row_next;
+            if let Some(repeats) = repeats {
+                history.iter().try_for_each(|b| repeats.remember(b))?;
+            }
         }
         if errors_committed.is_ok() {
             self.error_positions = error_next;
         }
         rows_committed?;
         errors_committed?;
+        mirror_committed?;
         tracing::debug!(
             stream = self.source.name(),
             records = round.records,
@@ -215,16 +277,23 @@ impl Pipeline for RawPipeline {
     async fn compact(&mut self) -> Result<()> {
         self.rows.compact().await?;
         self.errors.compact().await?;
+        if let Some((mirror, _)) = &mut self.change {
+            mirror.compact().await?;
+        }
         Ok(())
     }
 }
 
-/// Drops the tables of the stream `stream_id` named `stream`: only those it made, so that a
-/// user's table of the same name stays.
+/// Drops the tables of the stream `stream_id` named `stream` (a change stream's history too):
+/// only those it made, so that a user's table of the same name stays.
 pub async fn drop_tables(lake: &Lake, stream: &str, stream_id: u64) -> Result<()> {
     exactly_once::drop_owned(
         lake,
-        &[stream.to_string(), errors_table(stream)],
+        &[
+            stream.to_string(),
+            errors_table(stream),
+            changes_table(stream),
+        ],
         Writer::Stream(stream_id),
     )
     .await

@@ -38,7 +38,7 @@ use sluice_error::{Class, Classify, Position};
 use sluice_lake::{Lake, Version};
 use sluice_log::Log;
 use sluice_pipeline::fresh::{Side, Tails};
-use sluice_sql::AsOf;
+use sluice_sql::{AsOf, StreamDefinition};
 use sqlparser::ast::{ObjectType, Statement};
 
 mod write;
@@ -307,10 +307,12 @@ fn compacted(batch: RecordBatch) -> Result<RecordBatch> {
 }
 
 impl QueryEngine {
-    /// The stream whose table (rows or errors) is named `table`, if any.
+    /// The stream whose table (rows or errors) is named `table`, if any. A change stream's
+    /// mirror is not its rows: its table is what its pipeline committed, no log tail.
     fn stream_of(&self, table: &str) -> Option<(String, Side)> {
-        if self.log.stream(table).is_ok() {
-            return Some((table.to_string(), Side::Rows));
+        if let Ok(stream) = self.log.stream(table) {
+            let definition = StreamDefinition::from_log(&stream.meta().definition);
+            return (!definition.format.is_change()).then(|| (table.to_string(), Side::Rows));
         }
         let stream = sluice_pipeline::errors_table_of(table)?;
         self.log.stream(stream).ok()?;

@@ -25,6 +25,22 @@ pub enum Format {
     Csv,
     /// The record as one `data` text column.
     Text,
+    /// A change of a DynamoDB item: a DynamoDB Streams record (as EventBridge Pipes or Lambda
+    /// deliver it) or a Kinesis Data Streams for DynamoDB record, told apart per record. The
+    /// stream's table mirrors the DynamoDB table (see [`StreamDefinition::primary_key`]).
+    #[serde(rename = "dynamodb")]
+    DynamoDb,
+    /// A change of a database row in Debezium's JSON envelope (with or without its schema
+    /// wrapper). The stream's table mirrors the database table.
+    Debezium,
+}
+
+impl Format {
+    /// Whether records are changes of a table elsewhere: the stream's table mirrors it, and
+    /// `<stream>_changes` keeps every change.
+    pub fn is_change(self) -> bool {
+        matches!(self, Format::DynamoDb | Format::Debezium)
+    }
 }
 
 impl fmt::Display for Format {
@@ -33,6 +49,8 @@ impl fmt::Display for Format {
             Format::Json => "json",
             Format::Csv => "csv",
             Format::Text => "text",
+            Format::DynamoDb => "dynamodb",
+            Format::Debezium => "debezium",
         })
     }
 }
@@ -179,6 +197,14 @@ pub struct StreamDefinition {
     /// Where its records come from when not from Sluice's own doors (a Kafka topic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<Connector>,
+    /// A change stream's key (`primary_key`): the declared columns that name a row of the
+    /// table it mirrors. Empty for any other stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub primary_key: Vec<String>,
+    /// A DynamoDB change stream's `version_attribute`: the declared column whose value orders
+    /// the changes of an item (newest wins), where the change time is too coarse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_attribute: Option<String>,
 }
 
 impl StreamDefinition {
@@ -240,8 +266,8 @@ pub struct CreateStream {
 
 pub const DEFAULT_SHARDS: u32 = 4;
 pub const DEFAULT_RETENTION_MS: u64 = 24 * 3600 * 1000;
-const OPTIONS: &str =
-    "shards, format, event_time, watermark, partition_by, retention, retention_bytes";
+const OPTIONS: &str = "shards, format, event_time, watermark, partition_by, retention, \
+                       retention_bytes, primary_key, version_attribute";
 
 pub(crate) fn parse_stream_name(parser: &mut Parser) -> Result<String> {
     let at = parser.peek_token().span.start;
@@ -325,6 +351,15 @@ pub(crate) fn parse_create_stream(parser: &mut Parser) -> Result<CreateStream> {
     create.definition.partition_by = (create.definition.partition_by.iter())
         .map(|p| named(p, &create.definition.columns))
         .collect();
+    // Key and version columns as they were declared.
+    let declared = |name: &String| {
+        (create.definition.columns.iter())
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+            .map_or_else(|| name.clone(), |c| c.name.clone())
+    };
+    create.definition.primary_key = create.definition.primary_key.iter().map(declared).collect();
+    create.definition.version_attribute =
+        create.definition.version_attribute.as_ref().map(declared);
     validate(&create, name_at)?;
     Ok(create)
 }
@@ -424,15 +459,29 @@ fn apply_option(create: &mut CreateStream, key: &ast::Ident, value: &Expr) -> Re
                 "json" => Format::Json,
                 "csv" => Format::Csv,
                 "text" => Format::Text,
+                "dynamodb" => Format::DynamoDb,
+                "debezium" => Format::Debezium,
                 other => {
                     return Err(SqlError::at(
-                        format!("unknown format '{other}': use 'json', 'csv' or 'text'"),
+                        format!(
+                            "unknown format '{other}': use 'json', 'csv', 'text', 'dynamodb' or \
+                             'debezium'"
+                        ),
                         at,
                     ));
                 }
             };
         }
         "event_time" => create.definition.event_time = Some(string(value, &name, at)?),
+        "primary_key" => {
+            create.definition.primary_key = string(value, &name, at)?
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .collect()
+        }
+        "version_attribute" => {
+            create.definition.version_attribute = Some(string(value, &name, at)?.trim().to_string())
+        }
         "partition_by" => {
             create.definition.partition_by = partitions(&string(value, &name, at)?, at)?
         }
@@ -487,10 +536,12 @@ fn validate(create: &CreateStream, at: Location) -> Result<()> {
     }
     if let Some(c) = def.columns.iter().find(|c| c.data_type == ColumnType::Json)
         && def.format != Format::Json
+        && !def.format.is_change()
     {
         return Err(SqlError::at(
             format!(
-                "column '{}' is JSON, which only a stream of format 'json' has",
+                "column '{}' is JSON, which only streams of format 'json', 'dynamodb' and \
+                 'debezium' have",
                 c.name
             ),
             at,
@@ -529,7 +580,117 @@ fn validate(create: &CreateStream, at: Location) -> Result<()> {
     if def.watermark_ms.is_some() && def.event_time.is_none() {
         return Err(SqlError::at("a watermark needs an event_time column", at));
     }
-    validate_partitions(&create.definition, at)
+    validate_partitions(&create.definition, at)?;
+    validate_change(&create.definition, at)
+}
+
+/// Checks a change stream's options (and that no other stream has them); names its key
+/// columns as they were declared.
+fn validate_change(def: &StreamDefinition, at: Location) -> Result<()> {
+    let format = def.format;
+    if !format.is_change() {
+        return match (def.primary_key.is_empty(), &def.version_attribute) {
+            (true, None) => Ok(()),
+            (false, _) => Err(SqlError::at(
+                format!(
+                    "primary_key is for change streams (format 'dynamodb' or 'debezium'), not \
+                     format '{format}'"
+                ),
+                at,
+            )),
+            (true, Some(_)) => Err(SqlError::at(
+                "version_attribute is for streams of format 'dynamodb'",
+                at,
+            )),
+        };
+    }
+    if def.columns.is_empty() {
+        return Err(SqlError::at(
+            format!("format '{format}' needs a column list: the columns of the table it mirrors"),
+            at,
+        ));
+    }
+    if def.primary_key.is_empty() {
+        return Err(SqlError::at(
+            format!(
+                "format '{format}' needs primary_key = 'column[, column…]': the key of the table \
+                 it mirrors"
+            ),
+            at,
+        ));
+    }
+    let declared = |name: &str| {
+        def.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+    };
+    for key in &def.primary_key {
+        match declared(key) {
+            None => {
+                return Err(SqlError::at(
+                    format!("primary_key names no declared column: '{key}'"),
+                    at,
+                ));
+            }
+            Some(c) if c.data_type == ColumnType::Json => {
+                return Err(SqlError::at(
+                    format!(
+                        "primary_key column '{}' is JSON, which cannot be a key",
+                        c.name
+                    ),
+                    at,
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(p) = def.partition_by.iter().find(|p| {
+        !def.primary_key
+            .iter()
+            .any(|k| k.eq_ignore_ascii_case(&p.source))
+    }) {
+        return Err(SqlError::at(
+            format!(
+                "a change stream is partitioned by its key columns only (a row never moves \
+                 between partitions), and '{}' is not one",
+                p.source
+            ),
+            at,
+        ));
+    }
+    match (&def.version_attribute, format) {
+        (None, _) => Ok(()),
+        (Some(_), Format::Debezium) => Err(SqlError::at(
+            "version_attribute is for streams of format 'dynamodb' (Debezium's changes are \
+             ordered by their source positions)",
+            at,
+        )),
+        (Some(v), _) => match declared(v) {
+            Some(c)
+                if matches!(
+                    c.data_type,
+                    ColumnType::SmallInt
+                        | ColumnType::Int
+                        | ColumnType::BigInt
+                        | ColumnType::Decimal { scale: 0, .. }
+                ) =>
+            {
+                Ok(())
+            }
+            Some(c) => Err(SqlError::at(
+                format!(
+                    "version_attribute column '{}' is {}: it must be a whole number (INT, BIGINT \
+                     or DECIMAL(p, 0))",
+                    c.name, c.data_type
+                ),
+                at,
+            )),
+            None => Err(SqlError::at(
+                format!("version_attribute names no declared column: '{v}'"),
+                at,
+            )),
+        },
+    }
 }
 
 /// Parses `partition_by`: a comma-separated list of declared columns and `date(col)` /

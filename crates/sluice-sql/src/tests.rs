@@ -140,6 +140,22 @@ fn partitions_by_columns_and_derived_values() {
 }
 
 #[test]
+fn a_change_stream_names_its_key_and_version_columns_as_declared() {
+    let Statement::CreateStream(c) = one(
+        "CREATE STREAM orders (Tenant TEXT, id BIGINT, v BIGINT, status TEXT) WITH (format = 'DynamoDB', \
+         primary_key = 'tenant, ID', version_attribute = 'V', partition_by = 'tenant')",
+    ) else {
+        panic!()
+    };
+    let d = &c.definition;
+    assert_eq!(d.format, Format::DynamoDb);
+    assert!(d.format.is_change());
+    assert_eq!(d.primary_key, ["Tenant", "id"]);
+    assert_eq!(d.version_attribute.as_deref(), Some("v"));
+    assert_eq!(StreamDefinition::from_log(&d.to_log()), *d);
+}
+
+#[test]
 fn defaults_and_other_forms() {
     let Statement::CreateStream(c) = one("create stream if not exists raw") else {
         panic!()
@@ -246,7 +262,35 @@ fn errors_name_the_problem_and_where() {
         ("CREATE STREAM t (a BLOB)", "unsupported type"),
         (
             "CREATE STREAM t (a JSON) WITH (format = 'csv')",
-            "column 'a' is JSON, which only a stream of format 'json' has",
+            "column 'a' is JSON, which only streams of format 'json', 'dynamodb' and 'debezium' have",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (format = 'dynamodb')",
+            "format 'dynamodb' needs primary_key",
+        ),
+        (
+            "CREATE STREAM t WITH (format = 'debezium', primary_key = 'a')",
+            "format 'debezium' needs a column list",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (format = 'debezium', primary_key = 'b')",
+            "primary_key names no declared column: 'b'",
+        ),
+        (
+            "CREATE STREAM t (a INT) WITH (primary_key = 'a')",
+            "primary_key is for change streams (format 'dynamodb' or 'debezium'), not format 'json'",
+        ),
+        (
+            "CREATE STREAM t (a INT, v TEXT) WITH (format = 'dynamodb', primary_key = 'a', version_attribute = 'v')",
+            "version_attribute column 'v' is TEXT: it must be a whole number",
+        ),
+        (
+            "CREATE STREAM t (a INT, v INT) WITH (format = 'debezium', primary_key = 'a', version_attribute = 'v')",
+            "version_attribute is for streams of format 'dynamodb'",
+        ),
+        (
+            "CREATE STREAM t (a INT, b TEXT) WITH (format = 'debezium', primary_key = 'a', partition_by = 'b')",
+            "partitioned by its key columns only",
         ),
         (
             "CREATE STREAM t (a JSON) WITH (partition_by = 'a')",

@@ -6,6 +6,7 @@
 //! | `csv` (columns required) | the declared columns, one CSV row a record (no header), typed by arrow-csv |
 //! | `json` without columns | `data`: the record's JSON text (it must be JSON) |
 //! | `text` | `data`: the record as text (it must be UTF-8) |
+//! | `dynamodb`, `debezium` | the declared columns of the row changed, then [`change_fields`]: `_op`, `_version`, `_source_pos`, `_source_ts`, `_event_id`, `_before`, `_unchanged` (see [`change`]) |
 //!
 //! Every raw table also has `_shard`, `_seq` and `_ingested_at` (when the log made the record
 //! durable, or Sluice read it from Kafka or Kinesis); a Kafka stream's also `_key` and
@@ -16,6 +17,7 @@
 //! and the same three columns, so that `good rows + error rows = records` can be checked and any
 //! error traced to its record in the log.
 
+pub mod change;
 mod json;
 
 use std::sync::Arc;
@@ -51,6 +53,34 @@ pub const KINESIS_SEQ: &str = "_kinesis_seq";
 pub const KINESIS_TS: &str = "_kinesis_ts";
 /// The one column of a stream without declared columns.
 pub const DATA: &str = "data";
+/// A change's operation: `c`, `u`, `d` or `r` (see [`change::Op`]).
+pub const OP: &str = "_op";
+/// What orders the changes of one key: the newest wins.
+pub const VERSION: &str = "_version";
+/// When the source made a change.
+pub const SOURCE_TS: &str = "_source_ts";
+/// The columns a change did not send (a JSON array of names), left as the mirror has them.
+pub const UNCHANGED: &str = "_unchanged";
+/// What identifies a repeat of a change.
+pub const EVENT_ID: &str = "_event_id";
+
+/// The type of `_version`: 38 digits hold a DynamoDB sequence number and any LSN.
+pub fn version_type() -> DataType {
+    DataType::Decimal128(38, 0)
+}
+
+/// The columns a change stream's rows have after the declared ones.
+pub fn change_fields() -> [Field; 7] {
+    [
+        Field::new(OP, DataType::Utf8, false),
+        Field::new(VERSION, version_type(), false),
+        Field::new("_source_pos", DataType::Utf8, true),
+        Field::new(SOURCE_TS, instant(), true),
+        Field::new(EVENT_ID, DataType::Utf8, true),
+        column_field("_before", ColumnType::Json, true),
+        column_field(UNCHANGED, ColumnType::Json, true),
+    ]
+}
 
 /// The Arrow type a declared column is stored as.
 pub fn arrow_type(t: ColumnType) -> DataType {
@@ -203,6 +233,8 @@ enum Typed {
     Json(json::JsonColumns),
     /// One CSV row a record, decoded by arrow-csv (its message is the reason).
     Csv,
+    /// Changes of rows, read into images typed as JSON records are.
+    Change(change::ChangeReader, json::JsonColumns),
 }
 
 impl Decoder {
@@ -210,16 +242,25 @@ impl Decoder {
     /// (CSV without columns, text with them).
     pub fn new(definition: &StreamDefinition) -> Result<Self> {
         let typed = !definition.columns.is_empty();
+        // A change's image has its key; any other column may be absent (a delete's).
+        let declared: Vec<sluice_sql::Column> = match definition.format.is_change() {
+            true => (definition.columns.iter())
+                .map(|c| sluice_sql::Column {
+                    nullable: !definition.primary_key.contains(&c.name),
+                    ..c.clone()
+                })
+                .collect(),
+            false => definition.columns.clone(),
+        };
         let data_fields: Vec<Field> = match (definition.format, typed) {
-            (Format::Json | Format::Csv, true) => definition
-                .columns
+            (Format::Json | Format::Csv | Format::DynamoDb | Format::Debezium, true) => declared
                 .iter()
                 .map(|c| column_field(&c.name, c.data_type, c.nullable))
                 .collect(),
             (Format::Json, false) => vec![column_field(DATA, ColumnType::Json, false)],
             (Format::Text, false) => vec![column_field(DATA, ColumnType::Text, false)],
             // The SQL dialect refuses both at CREATE STREAM.
-            (Format::Csv, false) | (Format::Text, true) => {
+            (Format::Csv | Format::DynamoDb | Format::Debezium, false) | (Format::Text, true) => {
                 return Err(PipelineError::Unsupported(format!(
                     "format '{}' {} columns",
                     definition.format,
@@ -231,11 +272,18 @@ impl Decoder {
             let schema = Arc::new(Schema::new(data_fields.clone()));
             let typed = match definition.format {
                 Format::Csv => Typed::Csv,
+                Format::DynamoDb | Format::Debezium => Typed::Change(
+                    change::ChangeReader::new(definition),
+                    json::JsonColumns::new(&declared),
+                ),
                 _ => Typed::Json(json::JsonColumns::new(&definition.columns)),
             };
             (schema, typed)
         });
         let mut fields = data_fields;
+        if definition.format.is_change() {
+            fields.extend(change_fields());
+        }
         fields.extend(meta_fields());
         let origin = definition.connector.as_ref().map(|c| match c {
             Connector::Kafka(_) => OriginColumns::Kafka,
@@ -366,6 +414,20 @@ impl Decoder {
                     .collect();
                 columns.decode(fitting.into_iter(), &mut good, &mut errors)
             }
+            Some((_, Typed::Change(reader, columns))) => {
+                let mut changes = Vec::with_capacity(records.len());
+                for (i, r) in records.iter().enumerate().filter(|(i, _)| fits(i)) {
+                    match reader.read(r.data) {
+                        Ok(Some(change)) => changes.push((i, change)),
+                        Ok(None) => {}
+                        Err(reason) => errors.push((i, reason)),
+                    }
+                }
+                let images = changes.iter().map(|(i, c)| (*i, c.image.as_slice()));
+                let mut data = columns.decode(images, &mut good, &mut errors);
+                data.extend(change_columns(&changes, &good)?);
+                data
+            }
             Some((schema, Typed::Csv)) => {
                 good.extend((0..records.len()).filter(fits));
                 decode_csv(schema, records, &mut good, &mut errors)?
@@ -424,6 +486,47 @@ impl Decoder {
         }
         Ok(text)
     }
+}
+
+/// The [`change_fields`] of the changes whose records are at `good` (a subsequence of
+/// `changes`' records, in order).
+fn change_columns(
+    changes: &[(usize, change::Change)],
+    good: &[usize],
+) -> Result<Vec<ArrayRef>, ArrowError> {
+    let mut at = changes.iter().peekable();
+    let kept: Vec<&change::Change> = good
+        .iter()
+        .filter_map(|&i| {
+            while at.next_if(|(j, _)| *j < i).is_some() {}
+            at.next_if(|(j, _)| *j == i).map(|(_, c)| c)
+        })
+        .collect();
+    let unchanged = |c: &change::Change| {
+        (!c.unchanged.is_empty()).then(|| serde_json::Value::from(c.unchanged.clone()).to_string())
+    };
+    let versions = arrow::array::Decimal128Array::from_iter_values(kept.iter().map(|c| c.version))
+        .with_precision_and_scale(38, 0)?;
+    Ok(vec![
+        Arc::new(StringArray::from_iter_values(
+            kept.iter().map(|c| c.op.code()),
+        )),
+        Arc::new(versions),
+        Arc::new(StringArray::from_iter(
+            kept.iter().map(|c| c.source_pos.as_deref()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(kept.iter().map(|c| c.source_ts))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter(
+            kept.iter().map(|c| c.event_id.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter(
+            kept.iter().map(|c| c.before.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter(kept.iter().map(|c| unchanged(c)))),
+    ])
 }
 
 /// Decodes the CSV records at `good` in one pass. Should that fail, decodes them one by one

@@ -470,3 +470,168 @@ fn a_record_over_the_limit_is_an_error_row_in_every_format() {
         );
     }
 }
+
+/// The rows' `column` as text (nulls as "∅"), for comparing whole columns at once.
+fn texts(rows: &RecordBatch, column: &str) -> Vec<String> {
+    let column = cast(rows.column_by_name(column).unwrap(), &DataType::Utf8).unwrap();
+    let column = column.as_string::<i32>();
+    (0..column.len())
+        .map(|i| match column.is_valid(i) {
+            true => column.value(i).to_string(),
+            false => "∅".to_string(),
+        })
+        .collect()
+}
+
+const ORDERS: &str = "CREATE STREAM orders (order_id TEXT NOT NULL, qty BIGINT, price DECIMAL(10, 2), \
+     paid BOOLEAN, tags TEXT, lines JSON, v BIGINT) WITH (format = 'dynamodb', primary_key = 'order_id')";
+
+#[test]
+fn dynamodb_records_of_both_shapes_become_changes_of_typed_rows() {
+    let decoder = Decoder::new(&definition(ORDERS)).unwrap();
+    let input = records(&[
+        // A DynamoDB Streams record (Pipes): the sequence number orders it.
+        r#"{"eventID":"e1","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1693997155.0,"Keys":{"order_id":{"S":"o1"}},"NewImage":{"order_id":{"S":"o1"},"qty":{"N":"3"},"price":{"N":"9.99"},"paid":{"BOOL":false},"tags":{"SS":["a","b"]},"lines":{"L":[{"M":{"sku":{"S":"x"},"n":{"N":"2"}}}]},"extra":{"NULL":true}},"SequenceNumber":"111000000000000000001"}}"#,
+        // Kinesis Data Streams for DynamoDB: no sequence number; the creation time in ms.
+        r#"{"eventID":"e2","eventName":"REMOVE","recordFormat":"application/json","tableName":"orders","dynamodb":{"ApproximateCreationDateTime":1720740233012,"Keys":{"order_id":{"S":"o2"}},"OldImage":{"order_id":{"S":"o2"},"qty":{"N":"1"}}}}"#,
+        r#"{"eventID":"e3","eventName":"MODIFY","dynamodb":{"Keys":{"order_id":{"S":"o1"}},"NewImage":{"order_id":{"S":"o1"},"qty":{"N":"x"}},"SequenceNumber":"2"}}"#,
+        r#"{"eventID":"e4","eventName":"INSERT","dynamodb":{"Keys":{"order_id":{"S":"o4"}},"SequenceNumber":"3"}}"#,
+        r#"{"eventID":"e5","eventName":"TRUNCATE","dynamodb":{}}"#,
+        r#"{"eventID":"e6","eventName":"INSERT","dynamodb":{"Keys":{"order_id":{"S":"o6"}},"NewImage":{"qty":{"N":"1"}},"SequenceNumber":"4"}}"#,
+        r#"{"eventID":"e7","eventName":"INSERT","dynamodb":{"Keys":{"order_id":{"S":"o7"}},"NewImage":{"order_id":{"S":"o7"},"qty":{"S":"many"}},"SequenceNumber":"5"}}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!(texts(&d.rows, "order_id"), ["o1", "o2", "o6"]);
+    assert_eq!(texts(&d.rows, OP), ["c", "d", "c"]);
+    assert_eq!(texts(&d.rows, "qty"), ["3", "1", "1"]);
+    assert_eq!(texts(&d.rows, "price"), ["9.99", "∅", "∅"]);
+    assert_eq!(texts(&d.rows, "tags"), [r#"["a","b"]"#, "∅", "∅"]);
+    assert_eq!(
+        texts(&d.rows, "lines"),
+        [r#"[{"n":2,"sku":"x"}]"#, "∅", "∅"]
+    );
+    assert_eq!(
+        texts(&d.rows, VERSION),
+        ["111000000000000000001", "1720740233012000", "4"]
+    );
+    assert_eq!(
+        texts(&d.rows, "_source_pos"),
+        ["111000000000000000001", "∅", "4"]
+    );
+    assert_eq!(
+        texts(&d.rows, SOURCE_TS),
+        ["2023-09-06T10:45:55Z", "2024-07-11T23:23:53.012Z", "∅"]
+    );
+    assert_eq!(texts(&d.rows, EVENT_ID), ["e1", "e2", "e6"]);
+    assert_eq!(
+        texts(&d.rows, "_before"),
+        ["∅", r#"{"order_id":"o2","qty":1}"#, "∅"]
+    );
+    assert_eq!(
+        reasons(&d),
+        [
+            (102, "attribute 'qty': N 'x' is not a number".to_string()),
+            (
+                103,
+                "no dynamodb.NewImage: the table's stream must carry new images (StreamViewType \
+                 NEW_IMAGE or NEW_AND_OLD_IMAGES)"
+                    .to_string()
+            ),
+            (
+                104,
+                "eventName 'TRUNCATE': expected INSERT, MODIFY or REMOVE".to_string()
+            ),
+            (
+                106,
+                "field 'qty': expected a whole number, found a string".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_version_attribute_orders_dynamodb_changes() {
+    let decoder = Decoder::new(&definition(&ORDERS.replace(
+        "primary_key = 'order_id'",
+        "primary_key = 'order_id', version_attribute = 'v'",
+    )))
+    .unwrap();
+    let input = records(&[
+        r#"{"eventID":"e1","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1720740233012,"Keys":{"order_id":{"S":"o1"}},"NewImage":{"order_id":{"S":"o1"},"v":{"N":"7"}}}}"#,
+        r#"{"eventID":"e2","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1720740233012,"Keys":{"order_id":{"S":"o2"}},"NewImage":{"order_id":{"S":"o2"}}}}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!(texts(&d.rows, VERSION), ["7"]);
+    assert_eq!(
+        reasons(&d),
+        [(
+            101,
+            "version attribute 'v' is missing from the item".to_string()
+        )]
+    );
+}
+
+#[test]
+fn debezium_envelopes_become_changes_and_tombstones_nothing() {
+    let decoder = Decoder::new(&definition(
+        "CREATE STREAM customers (id INT NOT NULL, name TEXT NOT NULL, bio TEXT, born DATE, \
+         seen TIMESTAMP, balance DECIMAL(10, 2), doc JSON) WITH (format = 'debezium', primary_key = 'id')",
+    ))
+    .unwrap();
+    let input = records(&[
+        r#"{"before":null,"after":{"id":1,"name":"Anne","born":18000,"seen":1465584025523000,"balance":"12.50","doc":"{\"a\":1}"},"op":"r","source":{"lsn":100,"ts_ms":1559033904863,"snapshot":"true"}}"#,
+        r#"{"before":{"id":1},"after":{"id":1,"name":"Anne Marie","bio":"__debezium_unavailable_value"},"op":"u","source":{"lsn":300,"ts_ms":1559033905000}}"#,
+        "null",
+        "",
+        r#"{"before":{"id":1},"after":null,"op":"d","source":{"connector":"mysql","file":"mysql-bin.000003","pos":154,"row":1,"ts_ms":1559033906000}}"#,
+        r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","fields":[{"type":"bytes","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"},"field":"balance"},{"type":"int64","name":"io.debezium.time.Timestamp","field":"seen"}]}]},"payload":{"after":{"id":3,"name":"Cy","balance":"MDk=","seen":1465584025523},"op":"c","ts_ms":1559033907000}}"#,
+        r#"{"schema":{},"payload":null}"#,
+        r#"{"after":{"id":4,"name":"D"},"source":{"lsn":600}}"#,
+        r#"{"after":{"id":5},"op":"c","source":{"lsn":700}}"#,
+        r#"{"before":{"id":6},"op":"t","source":{"lsn":800}}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!(texts(&d.rows, "id"), ["1", "1", "1", "3"]);
+    assert_eq!(texts(&d.rows, OP), ["r", "u", "d", "c"]);
+    assert_eq!(texts(&d.rows, "name"), ["Anne", "Anne Marie", "∅", "Cy"]);
+    assert_eq!(texts(&d.rows, "born"), ["2019-04-14", "∅", "∅", "∅"]);
+    assert_eq!(
+        texts(&d.rows, "seen"),
+        [
+            "2016-06-10T18:40:25.523",
+            "∅",
+            "∅",
+            "2016-06-10T18:40:25.523"
+        ]
+    );
+    assert_eq!(texts(&d.rows, "balance"), ["12.50", "∅", "∅", "123.45"]);
+    assert_eq!(texts(&d.rows, "doc"), [r#"{"a":1}"#, "∅", "∅", "∅"]);
+    assert_eq!(texts(&d.rows, UNCHANGED), ["∅", r#"["bio"]"#, "∅", "∅"]);
+    assert_eq!(
+        texts(&d.rows, VERSION),
+        ["100", "300", "300000001540001", "1559033907000000"]
+    );
+    assert_eq!(
+        texts(&d.rows, "_source_pos"),
+        ["100", "300", "mysql-bin.000003:154:1", "∅"]
+    );
+    assert_eq!(
+        texts(&d.rows, EVENT_ID),
+        ["∅", "300", "mysql-bin.000003:154:1", "∅"]
+    );
+    assert_eq!(texts(&d.rows, "_before"), ["∅", r#"{"id":1}"#, "∅", "∅"]);
+    assert_eq!(
+        reasons(&d),
+        [
+            (107, "no op: not a Debezium change event".to_string()),
+            (
+                108,
+                "field 'name' is missing or null, and it is NOT NULL".to_string()
+            ),
+            (
+                109,
+                "a truncate ('t'): not applied to the mirror, which keeps its rows".to_string()
+            ),
+        ]
+    );
+}

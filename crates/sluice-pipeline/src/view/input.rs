@@ -225,6 +225,14 @@ fn input(
 ) -> DfResult<Option<(Input, SchemaRef)>> {
     if let Ok(stream) = log.stream(name) {
         let definition = StreamDefinition::from_log(&stream.meta().definition);
+        if definition.format.is_change() {
+            return Err(DataFusionError::Plan(format!(
+                "stream '{name}' is a change stream (format '{}'): a view cannot read it yet; \
+                 query its mirror ({name}) or its history ({}) directly",
+                definition.format,
+                crate::changes_table(name)
+            )));
+        }
         let decoder =
             Decoder::new(&definition).map_err(|e| DataFusionError::Plan(e.to_string()))?;
         return Ok(Some((

@@ -15,6 +15,7 @@ use sluice_pipeline::raw::drop_tables;
 use sluice_pipeline::source::StreamSource;
 use sluice_pipeline::{Pipeline, RawConfig, RawPipeline, errors_table};
 
+mod changes;
 #[cfg(feature = "kafka")]
 mod kafka;
 mod plans;

@@ -1,0 +1,434 @@
+//! A change stream's tables beyond its history: the mirror, `<stream>`, holding the current
+//! row of every key of the table the changes come from; and the memory of the changes already
+//! kept in the history, `<stream>_changes`, so that a repeat is kept once.
+//!
+//! ```text
+//!  changes of a round ──► newest per key (by _version, then the log) ──► MERGE into <stream>
+//!                         (values a change did not send: from the key's previous change)
+//! ```
+//!
+//! **Newest wins.** A key's row is the change of highest `_version` (equal versions: the later
+//! in the stream). The MERGE applies a change only if its version is not below the row's
+//! (`Upsert::newer`), so a late change (a source that reorders, a repeat) changes nothing; a
+//! delete leaves no row to compare with, so the mirror remembers each delete it saw for
+//! [`DELETES_KEPT`] (by ingestion time) and drops a change older than its key's delete.
+//!
+//! **Exactly once**, as `exactly_once` says: the mirror records its positions in the commit
+//! of its MERGE and takes only the rows past them. Its memory of deletes is knowledge, not
+//! state: it is learnt from every row a round reads (also those the mirror already has), and
+//! on start from the history's deletes, so a change it holds from a round the mirror has not
+//! yet taken can only be newer than the mirror, never wrong. The history drops repeats by
+//! `_event_id` among the events of the last [`REPEATS_KEPT`] it holds (learnt on start from
+//! the history itself, and after each of its commits).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{cast, concat_batches, filter_record_batch, take};
+use arrow::datatypes::{
+    DataType, Decimal128Type, Field, Int32Type, Int64Type, Schema, SchemaRef,
+    TimestampMicrosecondType,
+};
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::prelude::SessionContext;
+use sluice_lake::{Lake, LakeTable, Upsert};
+use sluice_sql::{StreamDefinition, Transform};
+
+use crate::decode::{EVENT_ID, INGESTED_AT, OP, SEQ, SHARD, SOURCE_TS, UNCHANGED, VERSION};
+use crate::exactly_once::{self, Partition, Positions, Writer, committed, past};
+use crate::{PipelineError, Result};
+
+/// How long the mirror remembers a delete, in ingestion time: a change of the key older than
+/// the delete and arriving within it changes nothing.
+pub const DELETES_KEPT: Duration = Duration::from_secs(24 * 3600);
+/// How long the history remembers the events it holds, in ingestion time: a repeat arriving
+/// within it is dropped.
+pub const REPEATS_KEPT: Duration = Duration::from_secs(15 * 60);
+
+/// The flag column of the mirror's upsert rows.
+const DELETE: &str = "_delete";
+
+/// The name of a change stream's history table.
+pub fn changes_table(stream: &str) -> String {
+    format!("{stream}_changes")
+}
+
+/// The mirror of a change stream.
+pub struct Mirror {
+    table: LakeTable,
+    positions: Positions,
+    /// The MERGE's key: the primary key, and the partition columns derived from it (so that
+    /// the MERGE reads only the partitions of the keys it changes).
+    keys: Vec<String>,
+    converter: RowConverter,
+    /// The mirror's columns, as indexes into the history's.
+    columns: Vec<usize>,
+    schema: SchemaRef,
+    /// Per key, the newest delete seen, and when it was ingested (µs).
+    deleted: HashMap<OwnedRow, (i128, i64)>,
+    /// The latest ingestion time seen (µs): what `deleted` is pruned by.
+    now: i64,
+}
+
+impl Mirror {
+    /// Opens (or creates) the mirror `name` of a change stream of `definition` read from
+    /// `partitions`, whose history is `history` (of `history_schema`), and learns the deletes
+    /// the history holds.
+    pub async fn open(
+        lake: &Lake,
+        name: &str,
+        definition: &StreamDefinition,
+        (history, history_schema): (&LakeTable, &SchemaRef),
+        partitions: &[Partition],
+        writer: Writer,
+    ) -> Result<Mirror> {
+        let mut names: Vec<&str> = definition.columns.iter().map(|c| c.name.as_str()).collect();
+        names.extend([VERSION, SOURCE_TS]);
+        let derived = (definition.partition_by.iter())
+            .filter(|p| p.transform != Transform::Identity)
+            .map(|p| p.name.as_str());
+        names.extend(derived.clone());
+        let columns = (names.iter())
+            .map(|n| history_schema.index_of(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let schema = Arc::new(history_schema.project(&columns)?);
+        let partition_by: Vec<String> = definition
+            .partition_by
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let table =
+            exactly_once::own_table(lake, name, &schema, &partition_by, writer, &[]).await?;
+        let keys: Vec<String> = (definition.primary_key.iter().map(String::as_str))
+            .chain(derived)
+            .map(String::from)
+            .collect();
+        let key_fields = (keys.iter())
+            .map(|k| {
+                Ok(SortField::new(
+                    schema.field_with_name(k)?.data_type().clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let positions = committed(&table, partitions.iter().copied()).await?;
+        let mut mirror = Mirror {
+            table,
+            positions,
+            converter: RowConverter::new(key_fields)?,
+            keys,
+            columns,
+            schema,
+            deleted: HashMap::new(),
+            now: 0,
+        };
+        let since = chrono::Utc::now().timestamp_micros() - DELETES_KEPT.as_micros() as i64;
+        let key_list = mirror.key_list();
+        let deletes = query(
+            history,
+            &format!(
+                "SELECT {key_list}, {VERSION}, {INGESTED_AT} FROM t \
+                 WHERE {OP} = 'd' AND {INGESTED_AT} >= to_timestamp_micros({since})"
+            ),
+        )
+        .await?;
+        for batch in deletes {
+            mirror.learn_deletes(&batch)?;
+        }
+        Ok(mirror)
+    }
+
+    /// The table.
+    pub fn table(&self) -> &LakeTable {
+        &self.table
+    }
+
+    /// The positions its last commit recorded.
+    pub fn positions(&self) -> &Positions {
+        &self.positions
+    }
+
+    /// Applies the changes among `read` (every row of a round, in the history's schema) past
+    /// the mirror's positions, recording `next`, in one commit. The rows it merged.
+    pub async fn apply(&mut self, read: &[RecordBatch], next: Positions) -> Result<usize> {
+        let rows = match read.first() {
+            Some(first) => concat_batches(&first.schema(), read)?,
+            None => RecordBatch::new_empty(self.schema.clone()),
+        };
+        if rows.num_rows() > 0 {
+            self.learn_deletes(&rows)?;
+        }
+        let changes = match rows.num_rows() {
+            0 => Vec::new(),
+            _ => {
+                let rows = past(&rows, &self.positions)?;
+                let held = match text(&rows, UNCHANGED)?.null_count() < rows.num_rows() {
+                    true => self.versions_held(&rows).await?,
+                    false => HashMap::new(),
+                };
+                vec![self.newest(&rows, &held)?]
+            }
+        };
+        let merged = changes.iter().map(RecordBatch::num_rows).sum();
+        let kept = (changes.iter()).any(|b| {
+            b.column_by_name(UNCHANGED)
+                .is_some_and(|c| c.null_count() < c.len())
+        });
+        let how = Upsert {
+            kept: kept.then_some(UNCHANGED),
+            newer: Some(VERSION),
+            ..Upsert::new(&self.keys, DELETE)
+        };
+        let versions = exactly_once::versions(&next, None);
+        // Tests fail the MERGE here, as a crash before it would.
+        fail::fail_point!("mirror::merge", |_| Err(PipelineError::Unavailable(
+            "injected failure of the mirror's MERGE".into()
+        )));
+        self.table.upsert(changes, &how, versions).await?;
+        self.positions = next;
+        Ok(merged)
+    }
+
+    /// Compacts the table's small files.
+    pub async fn compact(&mut self) -> Result<()> {
+        self.table.compact().await?;
+        Ok(())
+    }
+
+    /// The keys' columns as SQL names them.
+    fn key_list(&self) -> String {
+        (self.keys.iter())
+            .map(|k| format!("\"{}\"", k.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The `_version` of the mirror's row of each key of `rows` it holds. (A scan of the
+    /// mirror's keys: only for rounds with values a change did not send, which need it.)
+    async fn versions_held(&self, rows: &RecordBatch) -> Result<HashMap<OwnedRow, i128>> {
+        let wanted = self.converter.convert_columns(&self.key_arrays(rows)?)?;
+        let wanted: HashSet<OwnedRow> = wanted.iter().map(|r| r.owned()).collect();
+        let held = query(
+            &self.table,
+            &format!("SELECT {}, {VERSION} FROM t", self.key_list()),
+        )
+        .await?;
+        let mut versions = HashMap::new();
+        for batch in &held {
+            let keys = self.converter.convert_columns(&self.key_arrays(batch)?)?;
+            let version = column(batch, VERSION)?.as_primitive::<Decimal128Type>();
+            for (i, key) in keys.iter().enumerate() {
+                let key = key.owned();
+                if wanted.contains(&key) {
+                    versions.insert(key, version.value(i));
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Remembers the deletes among `rows` (with the key columns, `_version` and
+    /// `_ingested_at`), and forgets those past [`DELETES_KEPT`].
+    fn learn_deletes(&mut self, rows: &RecordBatch) -> Result<()> {
+        let deletes = match rows.column_by_name(OP) {
+            Some(op) => {
+                let is_delete: BooleanArray = op
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|o| Some(o == Some("d")))
+                    .collect();
+                filter_record_batch(rows, &is_delete)?
+            }
+            None => rows.clone(),
+        };
+        let keys = self
+            .converter
+            .convert_columns(&self.key_arrays(&deletes)?)?;
+        let versions = column(&deletes, VERSION)?.as_primitive::<Decimal128Type>();
+        let ingested = column(&deletes, INGESTED_AT)?.as_primitive::<TimestampMicrosecondType>();
+        for i in 0..deletes.num_rows() {
+            let (version, at) = (versions.value(i), ingested.value(i));
+            self.now = self.now.max(at);
+            let seen = self
+                .deleted
+                .entry(keys.row(i).owned())
+                .or_insert((version, at));
+            *seen = (seen.0.max(version), seen.1.max(at));
+        }
+        let oldest = self.now - DELETES_KEPT.as_micros() as i64;
+        self.deleted.retain(|_, (_, at)| *at >= oldest);
+        Ok(())
+    }
+
+    /// The key columns of `rows`, as the mirror types them (a query may give views of text).
+    fn key_arrays(&self, rows: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        (self.keys.iter())
+            .map(|k| {
+                let own = self.schema.field_with_name(k)?.data_type();
+                Ok(cast(column(rows, k)?, own)?)
+            })
+            .collect()
+    }
+
+    /// The newest change of each key of `rows`, as the mirror's upsert rows: the mirror's
+    /// columns, the [`DELETE`] flag and what stays [`UNCHANGED`]. A value the newest change did
+    /// not send comes from the key's latest earlier change in `rows` that did and is newer
+    /// than the mirror's row (`held`: a repeat of a change the mirror has taken is not; none
+    /// past a delete); one none sent stays listed, for the MERGE to keep the mirror's. A
+    /// change older than its key's latest delete is no row.
+    fn newest(&self, rows: &RecordBatch, held: &HashMap<OwnedRow, i128>) -> Result<RecordBatch> {
+        let keys = self.converter.convert_columns(&self.key_arrays(rows)?)?;
+        let version = column(rows, VERSION)?.as_primitive::<Decimal128Type>();
+        let shard = column(rows, SHARD)?.as_primitive::<Int32Type>();
+        let seq = column(rows, SEQ)?.as_primitive::<Int64Type>();
+        let op = text(rows, OP)?;
+        let unchanged = text(rows, UNCHANGED)?;
+        let listed = |i: usize| -> HashSet<String> {
+            match unchanged.is_valid(i) {
+                true => serde_json::from_str(unchanged.value(i)).unwrap_or_default(),
+                false => HashSet::new(),
+            }
+        };
+        let mut order: Vec<usize> = (0..rows.num_rows()).collect();
+        order.sort_by(|&a, &b| {
+            (keys.row(a).cmp(&keys.row(b)))
+                .then(version.value(a).cmp(&version.value(b)))
+                .then(shard.value(a).cmp(&shard.value(b)))
+                .then(seq.value(a).cmp(&seq.value(b)))
+        });
+        let names: Vec<&String> = self.schema.fields().iter().map(|f| f.name()).collect();
+        let mut takes: Vec<Vec<u32>> = vec![Vec::new(); self.columns.len()];
+        let (mut deletes, mut missing) = (Vec::new(), Vec::new());
+        for group in order.chunk_by(|&a, &b| keys.row(a) == keys.row(b)) {
+            let (&newest, earlier) = group.split_last().expect("a group has a row");
+            let delete = op.value(newest) == "d";
+            let deleted_after = self
+                .deleted
+                .get(&keys.row(newest).owned())
+                .is_some_and(|&(v, _)| v > version.value(newest));
+            if !delete && deleted_after {
+                continue;
+            }
+            let mut left = listed(newest);
+            let newer_than_held =
+                |r: usize| (held.get(&keys.row(r).owned())).is_none_or(|&v| version.value(r) > v);
+            for (c, name) in names.iter().enumerate() {
+                let mut from = newest;
+                if left.contains(*name) {
+                    let sent = earlier
+                        .iter()
+                        .rev()
+                        .take_while(|&&r| op.value(r) != "d" && newer_than_held(r))
+                        .find(|&&r| !listed(r).contains(*name));
+                    if let Some(&r) = sent {
+                        from = r;
+                        left.remove(*name);
+                    }
+                }
+                takes[c].push(from as u32);
+            }
+            deletes.push(Some(delete));
+            missing.push((!left.is_empty()).then(|| {
+                let mut left: Vec<String> = left.into_iter().collect();
+                left.sort();
+                serde_json::Value::from(left).to_string()
+            }));
+        }
+        let mut columns = (self.columns.iter().zip(takes))
+            .map(|(&c, at)| Ok(take(rows.column(c), &UInt32Array::from(at), None)?))
+            .collect::<Result<Vec<ArrayRef>>>()?;
+        columns.push(Arc::new(BooleanArray::from(deletes)));
+        columns.push(Arc::new(StringArray::from(missing)));
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(DELETE, DataType::Boolean, false));
+        fields.push(Field::new(UNCHANGED, DataType::Utf8, true));
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+}
+
+/// The history's memory of the events it holds: a change whose `_event_id` it holds is a
+/// repeat.
+#[derive(Default)]
+pub struct Repeats {
+    /// Per event, when it was ingested (µs).
+    seen: HashMap<String, i64>,
+    now: i64,
+}
+
+impl Repeats {
+    /// The events `history` holds, of the last [`REPEATS_KEPT`].
+    pub async fn of(history: &LakeTable) -> Result<Repeats> {
+        let since = chrono::Utc::now().timestamp_micros() - REPEATS_KEPT.as_micros() as i64;
+        let held = query(
+            history,
+            &format!(
+                "SELECT {EVENT_ID}, {INGESTED_AT} FROM t \
+                 WHERE {EVENT_ID} IS NOT NULL AND {INGESTED_AT} >= to_timestamp_micros({since})"
+            ),
+        )
+        .await?;
+        let mut repeats = Repeats::default();
+        for batch in &held {
+            repeats.remember(batch)?;
+        }
+        Ok(repeats)
+    }
+
+    /// `rows` without the repeats: of events held, or met earlier in `rows`.
+    pub fn first_seen(&self, rows: &RecordBatch) -> Result<RecordBatch> {
+        let ids = text(rows, EVENT_ID)?;
+        if ids.null_count() == ids.len() {
+            return Ok(rows.clone());
+        }
+        let mut met = HashSet::new();
+        let keep: BooleanArray = ids
+            .iter()
+            .map(|id| Some(id.is_none_or(|id| !self.seen.contains_key(id) && met.insert(id))))
+            .collect();
+        Ok(filter_record_batch(rows, &keep)?)
+    }
+
+    /// Remembers the events of `rows` (committed to the history), and forgets those past
+    /// [`REPEATS_KEPT`].
+    pub fn remember(&mut self, rows: &RecordBatch) -> Result<()> {
+        let ids = text(rows, EVENT_ID)?;
+        let ingested = column(rows, INGESTED_AT)?.as_primitive::<TimestampMicrosecondType>();
+        for (id, at) in ids.iter().zip(ingested.iter()) {
+            if let (Some(id), Some(at)) = (id, at) {
+                self.now = self.now.max(at);
+                self.seen.insert(id.to_string(), at);
+            }
+        }
+        let oldest = self.now - REPEATS_KEPT.as_micros() as i64;
+        self.seen.retain(|_, at| *at >= oldest);
+        Ok(())
+    }
+}
+
+/// The rows `sql` selects from `table` (named `t` in it).
+async fn query(table: &LakeTable, sql: &str) -> Result<Vec<RecordBatch>> {
+    let ctx = SessionContext::new();
+    ctx.register_table("t", table.delta().table_provider().await?)?;
+    Ok(ctx.sql(sql).await?.collect().await?)
+}
+
+/// Column `name` of `rows` as text (a query may give a view of text).
+fn text(rows: &RecordBatch, name: &str) -> Result<StringArray> {
+    Ok(cast(column(rows, name)?, &DataType::Utf8)?
+        .as_string::<i32>()
+        .clone())
+}
+
+fn column<'a>(rows: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    rows.column_by_name(name)
+        .ok_or_else(|| PipelineError::Internal(format!("change rows lack {name}")))
+}
