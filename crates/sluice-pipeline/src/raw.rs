@@ -230,9 +230,10 @@ impl Pipeline for RawPipeline {
                     "injected failure of the rows' commit".into()
                 )));
                 match rows_moved {
-                    true => Ok(rows_table
+                    true => rows_table
                         .append(rows, exactly_once::versions(&row_next, None))
-                        .await?),
+                        .await
+                        .map_err(PipelineError::from),
                     false => Ok(()),
                 }
             },

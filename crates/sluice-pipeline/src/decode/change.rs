@@ -348,10 +348,7 @@ impl ChangeReader {
         Ok(Some(Change {
             op,
             image: self.object(&image),
-            before: match op {
-                Op::Update => envelope.before.as_ref().map(plain_row),
-                _ => None,
-            },
+            before: envelope.before.as_ref().map(plain_row),
             version,
             event_id: source_pos.clone().filter(|_| op != Op::Read),
             source_pos,

@@ -619,7 +619,10 @@ fn debezium_envelopes_become_changes_and_tombstones_nothing() {
         texts(&d.rows, EVENT_ID),
         ["∅", "300", "mysql-bin.000003:154:1", "∅"]
     );
-    assert_eq!(texts(&d.rows, "_before"), ["∅", r#"{"id":1}"#, "∅", "∅"]);
+    assert_eq!(
+        texts(&d.rows, "_before"),
+        ["∅", r#"{"id":1}"#, r#"{"id":1}"#, "∅"]
+    );
     assert_eq!(
         reasons(&d),
         [
