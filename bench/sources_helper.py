@@ -1,6 +1,8 @@
-"""bench/kafka.sh's and bench/kinesis.sh's helper: Tansu, a topic filled, the broker's fetch
-ceiling, what W1 makes, and waits."""
-import json, re, subprocess, sys, time, urllib.request
+"""bench/kafka.sh's, bench/kinesis.sh's and bench/cdc.sh's helper: Tansu, a topic filled, the broker's fetch
+ceiling, what W1 makes, DynamoDB change records, and waits."""
+import json
+import random
+import re, subprocess, sys, time, urllib.request
 from pathlib import Path
 
 
@@ -155,6 +157,65 @@ def timed_view(url, create, view, windows, timeout):
             return
         time.sleep(0.05)
     sys.exit(f"{view} did not hold {windows} windows in {timeout} s")
+
+
+def dynamodb_changes(path, changes, keys):
+    """Writes CHANGES DynamoDB Streams records (as EventBridge Pipes forwards them) of KEYS items
+    to PATH, seeded: an item absent is inserted, one present is removed (one time in five) or
+    modified. Prints what the mirror must hold: {"alive": items, "qty": their qty summed}."""
+    rng = random.Random(17)
+    table = {}
+    statuses = ["new", "paid", "packed", "shipped", "returned"]
+    with open(path, "w") as out:
+        for i in range(int(changes)):
+            key = f"order-{rng.randrange(int(keys)):07d}"
+            item = {"order_id": {"S": key}, "status": {"S": rng.choice(statuses)},
+                    "qty": {"N": str(rng.randrange(1, 100))},
+                    "price": {"N": f"{rng.randrange(100, 100000) / 100:.2f}"}}
+            old = table.get(key)
+            if old is None:
+                name, new = "INSERT", item
+            elif rng.random() < 0.2:
+                name, new = "REMOVE", None
+            else:
+                name, new = "MODIFY", item
+            change = {"ApproximateCreationDateTime": 1764979200 + i // 1000,
+                      "Keys": {"order_id": {"S": key}}, "SequenceNumber": str(10**20 + i),
+                      "SizeBytes": 120, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+            if new is not None:
+                change["NewImage"] = new
+                table[key] = new
+            else:
+                del table[key]
+            if old is not None:
+                change["OldImage"] = old
+            record = {"eventID": f"e{i}", "eventName": name, "eventVersion": "1.1",
+                      "eventSource": "aws:dynamodb", "awsRegion": "us-east-1", "dynamodb": change}
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    print(json.dumps({"alive": len(table), "qty": sum(int(v["qty"]["N"]) for v in table.values())}))
+
+
+def wait_count(url, table, rows, timeout):
+    """Waits until TABLE holds ROWS rows; prints the seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < float(timeout):
+        if sql(url, f"SELECT count(*) FROM {table}")["rows"][0][0] >= int(rows):
+            print(round(time.monotonic() - started, 3))
+            return
+        time.sleep(0.1)
+    sys.exit(f"{table} did not hold {rows} rows in {timeout} s")
+
+
+def wait_mirror(url, table, alive, qty, timeout):
+    """Waits until TABLE holds ALIVE rows whose qty sums to QTY; prints the seconds."""
+    started = time.monotonic()
+    while time.monotonic() - started < float(timeout):
+        rows = sql(url, f"SELECT count(*), sum(qty) FROM {table}")["rows"]
+        if rows and rows[0][0] == int(alive) and rows[0][1] == int(qty):
+            print(round(time.monotonic() - started, 3))
+            return
+        time.sleep(0.1)
+    sys.exit(f"{table} did not hold {alive} rows of qty {qty} in {timeout} s: {rows}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 //! Pipelines: what happens to records between a source and the lake.
 //!
 //! ```text
-//!  source (a stream's shards; an append-only view; next: Kafka, Kinesis, change data)
+//!  source (a stream's shards — its own log's, a Kafka topic's, a Kinesis stream's; an
+//!          append-only view)
 //!    │ partitions, read and decoded apart                      source/
 //!    ▼
 //!  pipeline ── raw: rows ─► <stream>, bad records ─► <stream>_errors      raw.rs
+//!           │  (a change stream: changes ─► <stream>_changes, newest a key ─► <stream>  mirror.rs)
 //!           └─ view: the query, cut into partition-local and combined parts ─► <view>   view/
 //!    │ one commit a table a round, with the positions of record          exactly_once.rs
 //!    ▼

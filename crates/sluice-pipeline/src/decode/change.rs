@@ -8,7 +8,7 @@
 //! | operation | `eventName` INSERT / MODIFY / REMOVE | the same | `op` c / u / d / r |
 //! | image | `NewImage`; `OldImage` (or `Keys`) of a REMOVE | the same | `after`; `before` of a `d` |
 //! | `_version` | `SequenceNumber` | `ApproximateCreationDateTime` in µs | `source.lsn`; MySQL's binlog file, position and row; else `source.ts_ms` in µs |
-//! | `_event_id` | `eventID` | `eventID` | the source position (not of snapshot reads) |
+//! | `_event_id` | `eventID` | `eventID` | the source position and the op (not of snapshot reads) |
 //!
 //! A `version_attribute` replaces DynamoDB's version. Versions order the changes of one key
 //! (newest wins) and must fit 38 digits. A Debezium tombstone (a null record) is no change: it
@@ -350,7 +350,10 @@ impl ChangeReader {
             image: self.object(&image),
             before: envelope.before.as_ref().map(plain_row),
             version,
-            event_id: source_pos.clone().filter(|_| op != Op::Read),
+            // A key's change is a delete and an insert at one position: told apart by the op.
+            event_id: (source_pos.as_ref())
+                .filter(|_| op != Op::Read)
+                .map(|pos| format!("{pos}/{}", op.code())),
             source_pos,
             source_ts,
             unchanged,

@@ -617,7 +617,7 @@ fn debezium_envelopes_become_changes_and_tombstones_nothing() {
     );
     assert_eq!(
         texts(&d.rows, EVENT_ID),
-        ["∅", "300", "mysql-bin.000003:154:1", "∅"]
+        ["∅", "300/u", "mysql-bin.000003:154:1/d", "∅"]
     );
     assert_eq!(
         texts(&d.rows, "_before"),
