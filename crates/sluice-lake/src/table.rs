@@ -437,6 +437,21 @@ impl LakeTable {
         Ok(stats)
     }
 
+    /// Deletes the rows `predicate` (SQL over the table's columns) selects, in one commit (Delta
+    /// DELETE), recording no position.
+    pub async fn delete(&mut self, predicate: &str) -> Result<()> {
+        let before = self.version();
+        let (table, _) = self
+            .table
+            .clone()
+            .delete()
+            .with_predicate(predicate.to_string())
+            .await
+            .map_err(|e| self.error(e))?;
+        self.table = table;
+        self.caught_up(before).await
+    }
+
     /// Rewrites the table's small files into fewer, larger ones (Delta OPTIMIZE, bin-packing) in
     /// one commit that changes no row and keeps every recorded position. Readers of older
     /// versions keep their files until they are vacuumed.

@@ -11,7 +11,11 @@
 //! in the stream). The MERGE applies a change only if its version is not below the row's
 //! (`Upsert::newer`), so a late change (a source that reorders, a repeat) changes nothing; a
 //! delete leaves no row to compare with, so the mirror remembers each delete it saw for
-//! [`DELETES_KEPT`] (by ingestion time) and drops a change older than its key's delete.
+//! [`DELETES_KEPT`] (by ingestion time) and drops a change older than its key's delete. A
+//! truncate (`t`, a change of no key) deletes every row older than it, in a Delta DELETE before
+//! the round's MERGE, and the mirror remembers the newest truncate for good: a change older than
+//! it changes nothing. (A crash between the two commits repeats the round: the DELETE again
+//! deletes nothing newer than the truncate.)
 //!
 //! **Exactly once**, as `exactly_once` says: the mirror records its positions in the commit
 //! of its MERGE and takes only the rows past them. Its memory of deletes is knowledge, not
@@ -70,6 +74,8 @@ pub struct Mirror {
     deleted: HashMap<OwnedRow, (i128, i64)>,
     /// The latest ingestion time seen (µs): what `deleted` is pruned by.
     now: i64,
+    /// The version of the newest truncate seen: every change below it is erased.
+    truncated: Option<i128>,
 }
 
 impl Mirror {
@@ -122,7 +128,17 @@ impl Mirror {
             schema,
             deleted: HashMap::new(),
             now: 0,
+            truncated: None,
         };
+        let truncates = query(
+            history,
+            &format!("SELECT max({VERSION}) AS {VERSION} FROM t WHERE {OP} = 't'"),
+        )
+        .await?;
+        for batch in &truncates {
+            let versions = column(batch, VERSION)?.as_primitive::<Decimal128Type>();
+            mirror.truncated = versions.iter().flatten().max().max(mirror.truncated);
+        }
         let since = chrono::Utc::now().timestamp_micros() - DELETES_KEPT.as_micros() as i64;
         let key_list = mirror.key_list();
         let deletes = query(
@@ -163,6 +179,15 @@ impl Mirror {
             0 => Vec::new(),
             _ => {
                 let rows = past(&rows, &self.positions)?;
+                if let Some(truncated) = self.truncated
+                    && text(&rows, OP)?.iter().any(|op| op == Some("t"))
+                {
+                    self.table
+                        .delete(&format!(
+                            "{VERSION} < CAST('{truncated}' AS DECIMAL(38, 0))"
+                        ))
+                        .await?;
+                }
                 let held = match text(&rows, UNCHANGED)?.null_count() < rows.num_rows() {
                     true => self.versions_held(&rows).await?,
                     false => HashMap::new(),
@@ -229,15 +254,17 @@ impl Mirror {
     }
 
     /// Remembers the deletes among `rows` (with the key columns, `_version` and
-    /// `_ingested_at`), and forgets those past [`DELETES_KEPT`].
+    /// `_ingested_at`, and `_op` unless all are deletes) and the newest truncate, and forgets
+    /// deletes past [`DELETES_KEPT`].
     fn learn_deletes(&mut self, rows: &RecordBatch) -> Result<()> {
         let deletes = match rows.column_by_name(OP) {
-            Some(op) => {
-                let is_delete: BooleanArray = op
-                    .as_string::<i32>()
-                    .iter()
-                    .map(|o| Some(o == Some("d")))
-                    .collect();
+            Some(_) => {
+                let op = text(rows, OP)?;
+                let versions = column(rows, VERSION)?.as_primitive::<Decimal128Type>();
+                let truncates = (op.iter().zip(versions.iter()))
+                    .filter_map(|(op, v)| v.filter(|_| op == Some("t")));
+                self.truncated = truncates.max().max(self.truncated);
+                let is_delete: BooleanArray = op.iter().map(|o| Some(o == Some("d"))).collect();
                 filter_record_batch(rows, &is_delete)?
             }
             None => rows.clone(),
@@ -276,7 +303,8 @@ impl Mirror {
     /// not send comes from the key's latest earlier change in `rows` that did and is newer
     /// than the mirror's row (`held`: a repeat of a change the mirror has taken is not; none
     /// past a delete); one none sent stays listed, for the MERGE to keep the mirror's. A
-    /// change older than its key's latest delete is no row.
+    /// change older than its key's latest delete, or than the latest truncate, is no row (nor is
+    /// a truncate: `apply` has done its work).
     fn newest(&self, rows: &RecordBatch, held: &HashMap<OwnedRow, i128>) -> Result<RecordBatch> {
         let keys = self.converter.convert_columns(&self.key_arrays(rows)?)?;
         let version = column(rows, VERSION)?.as_primitive::<Decimal128Type>();
@@ -300,6 +328,9 @@ impl Mirror {
         let names: Vec<&String> = self.schema.fields().iter().map(|f| f.name()).collect();
         let mut takes: Vec<Vec<u32>> = vec![Vec::new(); self.columns.len()];
         let (mut deletes, mut missing) = (Vec::new(), Vec::new());
+        let erased =
+            |r: usize| op.value(r) == "t" || self.truncated.is_some_and(|t| version.value(r) < t);
+        order.retain(|&r| !erased(r));
         for group in order.chunk_by(|&a, &b| keys.row(a) == keys.row(b)) {
             let (&newest, earlier) = group.split_last().expect("a group has a row");
             let delete = op.value(newest) == "d";

@@ -5,7 +5,7 @@
 //! | | DynamoDB Streams record (Pipes, Lambda) | Kinesis Data Streams for DynamoDB | Debezium envelope |
 //! | --- | --- | --- | --- |
 //! | told by | `dynamodb.SequenceNumber` | no `SequenceNumber` | `op` (in `payload` with the schema wrapper) |
-//! | operation | `eventName` INSERT / MODIFY / REMOVE | the same | `op` c / u / d / r |
+//! | operation | `eventName` INSERT / MODIFY / REMOVE | the same | `op` c / u / d / r / t |
 //! | image | `NewImage`; `OldImage` (or `Keys`) of a REMOVE | the same | `after`; `before` of a `d` |
 //! | `_version` | `SequenceNumber` | `ApproximateCreationDateTime` in µs | `source.lsn`; MySQL's binlog file, position and row; else `source.ts_ms` in µs |
 //! | `_event_id` | `eventID` | `eventID` | the source position and the op (not of snapshot reads) |
@@ -42,6 +42,8 @@ pub enum Op {
     Delete,
     /// Read by a snapshot of the table (`r`).
     Read,
+    /// Every row of the table deleted (`t`): a change of no key.
+    Truncate,
 }
 
 impl Op {
@@ -52,6 +54,7 @@ impl Op {
             Op::Update => "u",
             Op::Delete => "d",
             Op::Read => "r",
+            Op::Truncate => "t",
         }
     }
 }
@@ -125,6 +128,9 @@ impl ChangeReader {
 
     /// Checks the image's key (present, not null) and, but for a delete, its NOT NULL columns.
     fn check(&self, op: Op, image: &[Option<String>], unchanged: &[String]) -> Result<(), String> {
+        if op == Op::Truncate {
+            return Ok(());
+        }
         for &k in &self.keys {
             if image[k].as_deref().is_none_or(|v| v == "null") {
                 return Err(format!(
@@ -274,19 +280,17 @@ impl ChangeReader {
             Some("u") => Op::Update,
             Some("d") => Op::Delete,
             Some("r") => Op::Read,
-            Some("t") => {
-                return Err(
-                    "a truncate ('t'): not applied to the mirror, which keeps its rows".into(),
-                );
-            }
+            Some("t") => Op::Truncate,
             Some("m") => {
                 return Err("a logical decoding message ('m'), not a change of a row".into());
             }
             Some(other) => return Err(format!("op '{other}': expected c, u, d or r")),
             None => return Err("no op: not a Debezium change event".into()),
         };
+        let none = HashMap::new();
         let row = match op {
             Op::Delete => envelope.before.as_ref(),
+            Op::Truncate => Some(&none),
             _ => envelope.after.as_ref(),
         };
         let row = row.ok_or_else(|| {

@@ -53,7 +53,7 @@ pub const KINESIS_SEQ: &str = "_kinesis_seq";
 pub const KINESIS_TS: &str = "_kinesis_ts";
 /// The one column of a stream without declared columns.
 pub const DATA: &str = "data";
-/// A change's operation: `c`, `u`, `d` or `r` (see [`change::Op`]).
+/// A change's operation: `c`, `u`, `d`, `r` or `t` (see [`change::Op`]).
 pub const OP: &str = "_op";
 /// What orders the changes of one key: the newest wins.
 pub const VERSION: &str = "_version";
@@ -242,11 +242,12 @@ impl Decoder {
     /// (CSV without columns, text with them).
     pub fn new(definition: &StreamDefinition) -> Result<Self> {
         let typed = !definition.columns.is_empty();
-        // A change's image has its key; any other column may be absent (a delete's).
+        // What a change must have (its key; all NOT NULL columns but for a delete; nothing for a
+        // truncate) is `change`'s to check: any column may be absent.
         let declared: Vec<sluice_sql::Column> = match definition.format.is_change() {
             true => (definition.columns.iter())
                 .map(|c| sluice_sql::Column {
-                    nullable: !definition.primary_key.contains(&c.name),
+                    nullable: true,
                     ..c.clone()
                 })
                 .collect(),

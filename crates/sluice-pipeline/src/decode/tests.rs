@@ -588,40 +588,50 @@ fn debezium_envelopes_become_changes_and_tombstones_nothing() {
         r#"{"schema":{},"payload":null}"#,
         r#"{"after":{"id":4,"name":"D"},"source":{"lsn":600}}"#,
         r#"{"after":{"id":5},"op":"c","source":{"lsn":700}}"#,
-        r#"{"before":{"id":6},"op":"t","source":{"lsn":800}}"#,
+        r#"{"op":"t","source":{"lsn":800,"ts_ms":1559033908000}}"#,
     ]);
     let d = decoder.decode(&input).unwrap();
-    assert_eq!(texts(&d.rows, "id"), ["1", "1", "1", "3"]);
-    assert_eq!(texts(&d.rows, OP), ["r", "u", "d", "c"]);
-    assert_eq!(texts(&d.rows, "name"), ["Anne", "Anne Marie", "∅", "Cy"]);
-    assert_eq!(texts(&d.rows, "born"), ["2019-04-14", "∅", "∅", "∅"]);
+    assert_eq!(texts(&d.rows, "id"), ["1", "1", "1", "3", "∅"]);
+    assert_eq!(texts(&d.rows, OP), ["r", "u", "d", "c", "t"]);
+    assert_eq!(
+        texts(&d.rows, "name"),
+        ["Anne", "Anne Marie", "∅", "Cy", "∅"]
+    );
+    assert_eq!(texts(&d.rows, "born"), ["2019-04-14", "∅", "∅", "∅", "∅"]);
     assert_eq!(
         texts(&d.rows, "seen"),
         [
             "2016-06-10T18:40:25.523",
             "∅",
             "∅",
-            "2016-06-10T18:40:25.523"
+            "2016-06-10T18:40:25.523",
+            "∅"
         ]
     );
-    assert_eq!(texts(&d.rows, "balance"), ["12.50", "∅", "∅", "123.45"]);
-    assert_eq!(texts(&d.rows, "doc"), [r#"{"a":1}"#, "∅", "∅", "∅"]);
-    assert_eq!(texts(&d.rows, UNCHANGED), ["∅", r#"["bio"]"#, "∅", "∅"]);
+    assert_eq!(
+        texts(&d.rows, "balance"),
+        ["12.50", "∅", "∅", "123.45", "∅"]
+    );
+    assert_eq!(texts(&d.rows, "doc"), [r#"{"a":1}"#, "∅", "∅", "∅", "∅"]);
+    assert_eq!(
+        texts(&d.rows, UNCHANGED),
+        ["∅", r#"["bio"]"#, "∅", "∅", "∅"]
+    );
     assert_eq!(
         texts(&d.rows, VERSION),
-        ["100", "300", "300000001540001", "1559033907000000"]
+        ["100", "300", "300000001540001", "1559033907000000", "800"]
     );
     assert_eq!(
         texts(&d.rows, "_source_pos"),
-        ["100", "300", "mysql-bin.000003:154:1", "∅"]
+        ["100", "300", "mysql-bin.000003:154:1", "∅", "800"]
     );
     assert_eq!(
         texts(&d.rows, EVENT_ID),
-        ["∅", "300/u", "mysql-bin.000003:154:1/d", "∅"]
+        ["∅", "300/u", "mysql-bin.000003:154:1/d", "∅", "800/t"]
     );
     assert_eq!(
         texts(&d.rows, "_before"),
-        ["∅", r#"{"id":1}"#, r#"{"id":1}"#, "∅"]
+        ["∅", r#"{"id":1}"#, r#"{"id":1}"#, "∅", "∅"]
     );
     assert_eq!(
         reasons(&d),
@@ -630,10 +640,6 @@ fn debezium_envelopes_become_changes_and_tombstones_nothing() {
             (
                 108,
                 "field 'name' is missing or null, and it is NOT NULL".to_string()
-            ),
-            (
-                109,
-                "a truncate ('t'): not applied to the mirror, which keeps its rows".to_string()
             ),
         ]
     );

@@ -159,6 +159,20 @@ async fn the_mirror_is_the_newest_change_of_each_key_and_the_history_every_chang
     let errors = lake.open(&errors_table("ticks")).await.unwrap();
     assert_eq!(count(&errors, "SELECT count(*) FROM t").await, 0);
 
+    // A truncate empties the mirror; a late change older than it changes nothing, a newer one
+    // is the mirror's one row.
+    let truncate = r#"{"op":"t","source":{"lsn":5000}}"#.to_string();
+    let after = [
+        (0, truncate),
+        (1, event("c", "late", Some((1, Some("x"))), 4000)),
+        (1, event("c", "new", Some((2, Some("y"))), 6000)),
+    ];
+    append_events(&s, &after).await;
+    catch_up(&log, &lake, raw(&log, &lake, config()).await.unwrap()).await;
+    let only_new = Table::from([("new".to_string(), (2, "y".to_string()))]);
+    assert_eq!(mirror(&lake).await, only_new);
+    assert_eq!(count(&history, "SELECT count(*) FROM t").await, 603);
+
     // Opened again, it has nothing to do, and drops all three tables with the stream.
     let mut pipeline = raw(&log, &lake, config()).await.unwrap();
     assert!(!pipeline.round().await.unwrap().committed);
