@@ -263,8 +263,8 @@ impl LakeTable {
 
     /// Upserts `rows` as `how` says, recording `positions`, in one commit (Delta MERGE): a row
     /// whose key the table holds replaces that row, the others are inserted; a row flagged as a
-    /// delete deletes its key's row instead. A key compares equal to the same key, NULL to NULL.
-    /// At most one row a key.
+    /// delete deletes its key's row instead. A key compares equal to the same key, NULL to NULL
+    /// (in a column that may hold NULL). At most one row a key.
     pub async fn upsert(
         &mut self,
         rows: Vec<RecordBatch>,
@@ -288,9 +288,19 @@ impl LakeTable {
         } = *how;
         let source = |name: &str| Expr::Column(Column::new(Some("source"), name));
         let target = |name: &str| Expr::Column(Column::new(Some("target"), name));
+        // A key column that holds no null compares with `=` (which delta-rs uses to skip the
+        // files without the keys); one that may, NULL equal to NULL.
+        let schema = self.arrow_schema()?;
+        let nullable = |k: &str| schema.field_with_name(k).map_or(true, |f| f.is_nullable());
         let predicate = keys
             .iter()
-            .map(|k| binary_expr(target(k), Operator::IsNotDistinctFrom, source(k)))
+            .map(|k| {
+                let equal = match nullable(k) {
+                    true => Operator::IsNotDistinctFrom,
+                    false => Operator::Eq,
+                };
+                binary_expr(target(k), equal, source(k))
+            })
             .reduce(Expr::and)
             .unwrap_or(lit(true));
         let columns: Vec<String> = self

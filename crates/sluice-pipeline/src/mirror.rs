@@ -99,7 +99,19 @@ impl Mirror {
         let columns = (names.iter())
             .map(|n| history_schema.index_of(n))
             .collect::<Result<Vec<_>, _>>()?;
-        let schema = Arc::new(history_schema.project(&columns)?);
+        let keys: Vec<String> = (definition.primary_key.iter().map(String::as_str))
+            .chain(derived)
+            .map(String::from)
+            .collect();
+        // A mirror's key is never null (a change without one is an error row): the MERGE
+        // matches keys with `=`, which lets delta-rs skip the files without them.
+        let fields: Vec<Field> = (history_schema.project(&columns)?.fields().iter())
+            .map(|f| {
+                let key = keys.contains(f.name());
+                f.as_ref().clone().with_nullable(f.is_nullable() && !key)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
         let partition_by: Vec<String> = definition
             .partition_by
             .iter()
@@ -107,10 +119,6 @@ impl Mirror {
             .collect();
         let table =
             exactly_once::own_table(lake, name, &schema, &partition_by, writer, &[]).await?;
-        let keys: Vec<String> = (definition.primary_key.iter().map(String::as_str))
-            .chain(derived)
-            .map(String::from)
-            .collect();
         let key_fields = (keys.iter())
             .map(|k| {
                 Ok(SortField::new(
@@ -139,13 +147,14 @@ impl Mirror {
             let versions = column(batch, VERSION)?.as_primitive::<Decimal128Type>();
             mirror.truncated = versions.iter().flatten().max().max(mirror.truncated);
         }
-        let since = chrono::Utc::now().timestamp_micros() - DELETES_KEPT.as_micros() as i64;
         let key_list = mirror.key_list();
         let deletes = query(
             history,
             &format!(
                 "SELECT {key_list}, {VERSION}, {INGESTED_AT} FROM t \
-                 WHERE {OP} = 'd' AND {INGESTED_AT} >= to_timestamp_micros({since})"
+                 WHERE {OP} = 'd' AND {INGESTED_AT} >= \
+                 (SELECT max({INGESTED_AT}) FROM t) - INTERVAL '{} seconds'",
+                DELETES_KEPT.as_secs()
             ),
         )
         .await?;
@@ -232,13 +241,31 @@ impl Mirror {
     /// The `_version` of the mirror's row of each key of `rows` it holds. (A scan of the
     /// mirror's keys: only for rounds with values a change did not send, which need it.)
     async fn versions_held(&self, rows: &RecordBatch) -> Result<HashMap<OwnedRow, i128>> {
-        let wanted = self.converter.convert_columns(&self.key_arrays(rows)?)?;
+        use datafusion::common::{Column, ScalarValue};
+        use datafusion::logical_expr::Expr;
+        let key_arrays = self.key_arrays(rows)?;
+        let wanted = self.converter.convert_columns(&key_arrays)?;
         let wanted: HashSet<OwnedRow> = wanted.iter().map(|r| r.owned()).collect();
-        let held = query(
-            &self.table,
-            &format!("SELECT {}, {VERSION} FROM t", self.key_list()),
-        )
-        .await?;
+        // Only the rows of those keys' values (a superset of the keys, for a composite key).
+        let mut only = Vec::new();
+        for (key, values) in self.keys.iter().zip(&key_arrays) {
+            let mut list = Vec::new();
+            let mut met = HashSet::new();
+            for i in 0..values.len() {
+                let value = ScalarValue::try_from_array(values, i)?;
+                if met.insert(value.clone()) {
+                    list.push(Expr::Literal(value, None));
+                }
+            }
+            only.push(Expr::Column(Column::new_unqualified(key)).in_list(list, false));
+        }
+        let mut columns: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+        columns.push(VERSION);
+        let frame = SessionContext::new()
+            .read_table(self.table.delta().table_provider().await?)?
+            .filter(only.into_iter().reduce(Expr::and).expect("a key"))?
+            .select_columns(&columns)?;
+        let held = frame.collect().await?;
         let mut versions = HashMap::new();
         for batch in &held {
             let keys = self.converter.convert_columns(&self.key_arrays(batch)?)?;
@@ -318,10 +345,13 @@ impl Mirror {
                 false => HashSet::new(),
             }
         };
+        // At equal versions a delete is the newer (a DynamoDB REMOVE carries the version of
+        // the write it deletes); else the later in its shard.
         let mut order: Vec<usize> = (0..rows.num_rows()).collect();
         order.sort_by(|&a, &b| {
             (keys.row(a).cmp(&keys.row(b)))
                 .then(version.value(a).cmp(&version.value(b)))
+                .then((op.value(a) == "d").cmp(&(op.value(b) == "d")))
                 .then(shard.value(a).cmp(&shard.value(b)))
                 .then(seq.value(a).cmp(&seq.value(b)))
         });
@@ -337,7 +367,7 @@ impl Mirror {
             let deleted_after = self
                 .deleted
                 .get(&keys.row(newest).owned())
-                .is_some_and(|&(v, _)| v > version.value(newest));
+                .is_some_and(|&(v, _)| v >= version.value(newest));
             if !delete && deleted_after {
                 continue;
             }
@@ -386,24 +416,27 @@ impl Mirror {
     }
 }
 
-/// The history's memory of the events it holds: a change whose `_event_id` it holds is a
-/// repeat.
+/// The memory of the events the history holds, and where each came first: a change whose
+/// `_event_id` came first at another place in the stream is a repeat, kept by neither the
+/// history nor the mirror. (The record that came first is no repeat when read again, as after
+/// a crash: the tables' own positions say whether they have it.)
 #[derive(Default)]
 pub struct Repeats {
-    /// Per event, when it was ingested (µs).
-    seen: HashMap<String, i64>,
+    /// Per event, where it came first (shard, sequence number) and when it was ingested (µs).
+    seen: HashMap<String, (i32, i64, i64)>,
     now: i64,
 }
 
 impl Repeats {
-    /// The events `history` holds, of the last [`REPEATS_KEPT`].
+    /// The events `history` holds of its last [`REPEATS_KEPT`] (by ingestion time).
     pub async fn of(history: &LakeTable) -> Result<Repeats> {
-        let since = chrono::Utc::now().timestamp_micros() - REPEATS_KEPT.as_micros() as i64;
         let held = query(
             history,
             &format!(
-                "SELECT {EVENT_ID}, {INGESTED_AT} FROM t \
-                 WHERE {EVENT_ID} IS NOT NULL AND {INGESTED_AT} >= to_timestamp_micros({since})"
+                "SELECT {EVENT_ID}, {SHARD}, {SEQ}, {INGESTED_AT} FROM t \
+                 WHERE {EVENT_ID} IS NOT NULL AND {INGESTED_AT} >= \
+                 (SELECT max({INGESTED_AT}) FROM t) - INTERVAL '{} seconds'",
+                REPEATS_KEPT.as_secs()
             ),
         )
         .await?;
@@ -414,33 +447,56 @@ impl Repeats {
         Ok(repeats)
     }
 
-    /// `rows` without the repeats: of events held, or met earlier in `rows`.
-    pub fn first_seen(&self, rows: &RecordBatch) -> Result<RecordBatch> {
-        let ids = text(rows, EVENT_ID)?;
-        if ids.null_count() == ids.len() {
-            return Ok(rows.clone());
-        }
-        let mut met = HashSet::new();
-        let keep: BooleanArray = ids
+    /// `parts` (a round's rows, in the history's schema) without the repeats: of events that
+    /// came first elsewhere, before or earlier in `parts`.
+    pub fn firsts(&self, parts: &[RecordBatch]) -> Result<Vec<RecordBatch>> {
+        let mut met: HashMap<String, (i32, i64)> = HashMap::new();
+        parts
             .iter()
-            .map(|id| Some(id.is_none_or(|id| !self.seen.contains_key(id) && met.insert(id))))
-            .collect();
-        Ok(filter_record_batch(rows, &keep)?)
+            .map(|rows| {
+                let ids = text(rows, EVENT_ID)?;
+                if ids.null_count() == ids.len() {
+                    return Ok(rows.clone());
+                }
+                let shard = column(rows, SHARD)?.as_primitive::<Int32Type>();
+                let seq = column(rows, SEQ)?.as_primitive::<Int64Type>();
+                let keep: BooleanArray = (0..rows.num_rows())
+                    .map(|i| {
+                        let here = (shard.value(i), seq.value(i));
+                        Some(match ids.is_valid(i) {
+                            false => true,
+                            true => match self.seen.get(ids.value(i)) {
+                                Some(&(s, q, _)) => (s, q) == here,
+                                None => {
+                                    *met.entry(ids.value(i).to_string()).or_insert(here) == here
+                                }
+                            },
+                        })
+                    })
+                    .collect();
+                Ok(filter_record_batch(rows, &keep)?)
+            })
+            .collect()
     }
 
     /// Remembers the events of `rows` (committed to the history), and forgets those past
     /// [`REPEATS_KEPT`].
     pub fn remember(&mut self, rows: &RecordBatch) -> Result<()> {
         let ids = text(rows, EVENT_ID)?;
+        let shard = cast(column(rows, SHARD)?, &DataType::Int32)?;
+        let shard = shard.as_primitive::<Int32Type>();
+        let seq = cast(column(rows, SEQ)?, &DataType::Int64)?;
+        let seq = seq.as_primitive::<Int64Type>();
         let ingested = column(rows, INGESTED_AT)?.as_primitive::<TimestampMicrosecondType>();
-        for (id, at) in ids.iter().zip(ingested.iter()) {
-            if let (Some(id), Some(at)) = (id, at) {
-                self.now = self.now.max(at);
-                self.seen.insert(id.to_string(), at);
-            }
+        for i in (0..rows.num_rows()).filter(|&i| ids.is_valid(i)) {
+            let at = ingested.value(i);
+            self.now = self.now.max(at);
+            self.seen
+                .entry(ids.value(i).to_string())
+                .or_insert((shard.value(i), seq.value(i), at));
         }
         let oldest = self.now - REPEATS_KEPT.as_micros() as i64;
-        self.seen.retain(|_, at| *at >= oldest);
+        self.seen.retain(|_, (_, _, at)| *at >= oldest);
         Ok(())
     }
 }

@@ -177,12 +177,14 @@ impl Pipeline for RawPipeline {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut rows = Vec::with_capacity(read.parts.len());
         let mut errors = vec![past(&read.gap_rows(now_ms)?, &self.error_positions)?];
-        for part in &read.parts {
-            let new = past(&part.rows, &self.row_positions)?;
-            rows.push(match &self.change {
-                Some((_, repeats)) => repeats.first_seen(&new)?,
-                None => new,
-            });
+        // A change stream's repeats are neither the history's nor the mirror's.
+        let read_rows: Vec<RecordBatch> = read.parts.iter().map(|p| p.rows.clone()).collect();
+        let read_rows = match &self.change {
+            Some((_, repeats)) => repeats.firsts(&read_rows)?,
+            None => read_rows,
+        };
+        for (part, part_rows) in read.parts.iter().zip(&read_rows) {
+            rows.push(past(part_rows, &self.row_positions)?);
             errors.push(past(&part.errors, &self.error_positions)?);
         }
         let row_next = advanced(&self.row_positions, &read.next());
@@ -217,7 +219,6 @@ impl Pipeline for RawPipeline {
             row_next != self.row_positions,
             error_next != self.error_positions,
         );
-        let read_rows: Vec<RecordBatch> = read.parts.iter().map(|p| p.rows.clone()).collect();
         let history = rows.clone();
         let (mirror, repeats) = match &mut self.change {
             Some((mirror, repeats)) => (Some(mirror), Some(repeats)),

@@ -619,6 +619,34 @@ fn validate_change(def: &StreamDefinition, at: Location) -> Result<()> {
             at,
         ));
     }
+    // The columns a change stream's tables add (and the mirror's upsert flag).
+    const OWN: [&str; 15] = [
+        "_op",
+        "_version",
+        "_source_pos",
+        "_source_ts",
+        "_event_id",
+        "_before",
+        "_unchanged",
+        "_delete",
+        "_shard",
+        "_seq",
+        "_ingested_at",
+        "_key",
+        "_kafka_ts",
+        "_kinesis_seq",
+        "_kinesis_ts",
+    ];
+    let own = |c: &&Column| OWN.iter().any(|o| c.name.eq_ignore_ascii_case(o));
+    if let Some(c) = def.columns.iter().find(own) {
+        return Err(SqlError::at(
+            format!(
+                "column '{}' is one a change stream's tables add: name it otherwise",
+                c.name
+            ),
+            at,
+        ));
+    }
     let declared = |name: &str| {
         def.columns
             .iter()

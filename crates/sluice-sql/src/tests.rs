@@ -289,6 +289,10 @@ fn errors_name_the_problem_and_where() {
             "version_attribute is for streams of format 'dynamodb'",
         ),
         (
+            "CREATE STREAM t (a INT, _version INT) WITH (format = 'debezium', primary_key = 'a')",
+            "column '_version' is one a change stream's tables add",
+        ),
+        (
             "CREATE STREAM t (a INT, b TEXT) WITH (format = 'debezium', primary_key = 'a', partition_by = 'b')",
             "partitioned by its key columns only",
         ),

@@ -18,8 +18,8 @@
 //! DynamoDB's typed values become JSON: `S` and `B` strings, `N` numbers as written, `BOOL`,
 //! `NULL`, `M` objects, `L` and sets arrays (as JSON text in a `TEXT` column). Debezium's values
 //! are taken as written, except what its converters encode: numbers of timestamp and date
-//! columns (by the schema's logical type when the wrapper has one; microseconds and days
-//! without), `Decimal` bytes, JSON held in a string, and `__debezium_unavailable_value` (a
+//! columns (by the schema's logical type when the wrapper has one; without, days, and
+//! milliseconds, microseconds or nanoseconds told by size), `Decimal` bytes, JSON held in a string, and `__debezium_unavailable_value` (a
 //! value the source did not send: listed in `_unchanged`, so that the mirror keeps its own).
 
 use std::collections::HashMap;
@@ -156,6 +156,14 @@ impl ChangeReader {
         Ok(())
     }
 
+    /// The key's values, as JSON, comma-separated.
+    fn key_text(&self, image: &[Option<String>]) -> String {
+        (self.keys.iter())
+            .map(|&k| image[k].as_deref().unwrap_or("null"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The JSON object of the values found.
     fn object(&self, image: &[Option<String>]) -> Vec<u8> {
         let mut out = String::from("{");
@@ -225,7 +233,14 @@ impl ChangeReader {
                 image[v]
                     .as_deref()
                     .filter(|v| *v != "null")
-                    .ok_or_else(|| format!("version attribute '{name}' is missing from the item"))
+                    .ok_or_else(|| match op {
+                        // A REMOVE has it only in its old image.
+                        Op::Delete => format!(
+                            "version attribute '{name}' is missing from the removed item: the \
+                             table's stream must carry old images (NEW_AND_OLD_IMAGES)"
+                        ),
+                        _ => format!("version attribute '{name}' is missing from the item"),
+                    })
                     .and_then(|v| {
                         v.parse::<i128>().map_err(|_| {
                             format!("version attribute '{name}': {v} is not a whole number")
@@ -354,10 +369,11 @@ impl ChangeReader {
             image: self.object(&image),
             before: envelope.before.as_ref().map(plain_row),
             version,
-            // A key's change is a delete and an insert at one position: told apart by the op.
+            // Changes share a position (a key's change: a delete and an insert; the rows of a
+            // multi-row insert): told apart by the op and the key.
             event_id: (source_pos.as_ref())
                 .filter(|_| op != Op::Read)
-                .map(|pos| format!("{pos}/{}", op.code())),
+                .map(|pos| format!("{pos}/{}/{}", op.code(), self.key_text(&image))),
             source_pos,
             source_ts,
             unchanged,
@@ -468,11 +484,17 @@ fn debezium_value(raw: &str, t: ColumnType, encoded: Option<&FieldType>) -> Resu
             let n: i64 = raw
                 .parse()
                 .map_err(|_| format!("{raw} is not a whole number of time units"))?;
+            // Without the schema, told by size: Debezium's default precision mode writes
+            // milliseconds for up to 3 fractional digits (MySQL DATETIME, PostgreSQL
+            // timestamp(3)), microseconds beyond. Microseconds before 1973 read as milliseconds.
             let micros = match logical {
                 "io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp" => {
                     n.saturating_mul(1000)
                 }
+                "io.debezium.time.MicroTimestamp" => n,
                 "io.debezium.time.NanoTimestamp" => n / 1000,
+                _ if n.unsigned_abs() < 100_000_000_000_000 => n.saturating_mul(1000),
+                _ if n.unsigned_abs() >= 100_000_000_000_000_000 => n / 1000,
                 _ => n,
             };
             let time = DateTime::from_timestamp_micros(micros)

@@ -559,15 +559,27 @@ fn a_version_attribute_orders_dynamodb_changes() {
     let input = records(&[
         r#"{"eventID":"e1","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1720740233012,"Keys":{"order_id":{"S":"o1"}},"NewImage":{"order_id":{"S":"o1"},"v":{"N":"7"}}}}"#,
         r#"{"eventID":"e2","eventName":"INSERT","dynamodb":{"ApproximateCreationDateTime":1720740233012,"Keys":{"order_id":{"S":"o2"}},"NewImage":{"order_id":{"S":"o2"}}}}"#,
+        // A REMOVE has the version in its old image, the version of the write it deletes.
+        r#"{"eventID":"e3","eventName":"REMOVE","dynamodb":{"Keys":{"order_id":{"S":"o1"}},"OldImage":{"order_id":{"S":"o1"},"v":{"N":"7"}}}}"#,
+        r#"{"eventID":"e4","eventName":"REMOVE","dynamodb":{"Keys":{"order_id":{"S":"o1"}}}}"#,
     ]);
     let d = decoder.decode(&input).unwrap();
-    assert_eq!(texts(&d.rows, VERSION), ["7"]);
+    assert_eq!(texts(&d.rows, VERSION), ["7", "7"]);
+    assert_eq!(texts(&d.rows, OP), ["c", "d"]);
     assert_eq!(
         reasons(&d),
-        [(
-            101,
-            "version attribute 'v' is missing from the item".to_string()
-        )]
+        [
+            (
+                101,
+                "version attribute 'v' is missing from the item".to_string()
+            ),
+            (
+                103,
+                "version attribute 'v' is missing from the removed item: the table's stream \
+                 must carry old images (NEW_AND_OLD_IMAGES)"
+                    .to_string()
+            )
+        ]
     );
 }
 
@@ -627,7 +639,13 @@ fn debezium_envelopes_become_changes_and_tombstones_nothing() {
     );
     assert_eq!(
         texts(&d.rows, EVENT_ID),
-        ["∅", "300/u", "mysql-bin.000003:154:1/d", "∅", "800/t"]
+        [
+            "∅",
+            "300/u/1",
+            "mysql-bin.000003:154:1/d/1",
+            "∅",
+            "800/t/null"
+        ]
     );
     assert_eq!(
         texts(&d.rows, "_before"),
@@ -643,4 +661,19 @@ fn debezium_envelopes_become_changes_and_tombstones_nothing() {
             ),
         ]
     );
+}
+
+#[test]
+fn debezium_changes_at_one_position_are_told_apart_by_their_keys() {
+    // The rows of one multi-row insert (a COPY) share the LSN of its WAL record.
+    let decoder = Decoder::new(&definition(
+        "CREATE STREAM t (id INT NOT NULL, v TEXT) WITH (format = 'debezium', primary_key = 'id')",
+    ))
+    .unwrap();
+    let input = records(&[
+        r#"{"op":"c","after":{"id":1,"v":"a"},"source":{"lsn":900}}"#,
+        r#"{"op":"c","after":{"id":2,"v":"b"},"source":{"lsn":900}}"#,
+    ]);
+    let d = decoder.decode(&input).unwrap();
+    assert_eq!(texts(&d.rows, EVENT_ID), ["900/c/1", "900/c/2"]);
 }

@@ -144,8 +144,11 @@ async fn the_mirror_is_the_newest_change_of_each_key_and_the_history_every_chang
     fail::cfg("mirror::merge", "off").unwrap();
     fail::cfg("raw::rows", "1*return").unwrap();
     append_events(&s, &events[300..]).await;
-    // Repeats of earlier events, late: old versions, some of keys deleted since.
-    let repeats: Vec<(u32, String)> = events.iter().step_by(7).cloned().collect();
+    // Repeats of earlier events, late: old versions, some of keys deleted since; every other
+    // one in the other shard (a request sent again goes where the next one would).
+    let repeats: Vec<(u32, String)> = (events.iter().step_by(7).enumerate())
+        .map(|(i, (shard, record))| ((shard + i as u32) % 2, record.clone()))
+        .collect();
     append_events(&s, &repeats).await;
     catch_up(&log, &lake, raw(&log, &lake, config()).await.unwrap()).await;
 
