@@ -4,6 +4,7 @@
 //!  POST /v1/streams/{stream}/records   NDJSON or a JSON array  ─┐
 //!  POST /  (X-Amz-Target: Kinesis_20131202.*)  Kinesis JSON 1.1  ─┼─► sluice_log::Stream::append
 //!  POST /  (X-Amz-Target: Firehose_20150804.*) Firehose JSON 1.1 ─┘
+//!  a PostgreSQL slot (CREATE SOURCE … FROM POSTGRES)  ─────────────► its tables' change streams
 //! ```
 //!
 //! The doors answer only once every record they accepted is durable, and refuse a request
@@ -18,6 +19,8 @@
 mod error;
 pub mod http;
 pub mod kinesis;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 pub use error::IngestError;
 

@@ -244,6 +244,12 @@ impl Stream {
                 source_of_records: elsewhere.clone(),
             });
         }
+        self.append_from_elsewhere(batches).await
+    }
+
+    /// [`Stream::append`] for the reader of where a stream's records come from (a database's
+    /// changes: the log keeps them), which the doors refuse.
+    pub async fn append_from_elsewhere(&self, batches: ShardBatches) -> Result<Vec<ShardAppend>> {
         let started = Instant::now();
         let sealed: Vec<(u32, SealedBatch)> = batches
             .shards

@@ -269,6 +269,12 @@ impl Pipelines {
             .filter(|s| s.kind == Some(Kind::Raw))
     }
 
+    /// Where stream `stream`'s tables have all taken its shard 0 to, at its pipeline's last
+    /// round (a source with one shard a stream acknowledges its own source as far).
+    pub fn taken(&self, stream: &str) -> Option<u64> {
+        self.stream_status(stream)?.taken.get(&0).copied()
+    }
+
     /// Every view's status, by name.
     pub fn view_statuses(&self) -> Vec<PipelineStatus> {
         self.catalog

@@ -86,6 +86,10 @@ pub enum ServerError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A PostgreSQL source cannot be created, dropped or read.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Source(#[from] sluice_ingest::postgres::SourceError),
     /// A bug in Sluice (a task that panicked, a state that cannot be).
     #[error("internal error: {0}")]
     Internal(String),
@@ -110,6 +114,8 @@ impl Classify for ServerError {
             ServerError::DashboardExists(_) | ServerError::DashboardChanged { .. } => Class::Exists,
             ServerError::DashboardDeclared(_) => Class::Forbidden,
             ServerError::Bind { .. } => Class::Unavailable,
+            #[cfg(feature = "postgres")]
+            ServerError::Source(e) => e.class(),
             ServerError::Internal(_) => Class::Internal,
         }
     }
@@ -133,6 +139,8 @@ impl Classify for ServerError {
             ServerError::DashboardChanged { .. } => "dashboard_changed",
             ServerError::DashboardDeclared(_) => "dashboard_declared",
             ServerError::Bind { .. } => "cannot_listen",
+            #[cfg(feature = "postgres")]
+            ServerError::Source(e) => e.code(),
             ServerError::Internal(_) => "internal",
         }
     }

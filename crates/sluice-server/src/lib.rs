@@ -31,6 +31,7 @@ mod output;
 pub mod pg;
 pub mod policy;
 mod router;
+mod sources;
 pub mod sql;
 pub mod status;
 mod upkeep;
@@ -76,6 +77,8 @@ pub struct Server {
     pub pg_addr: SocketAddr,
     /// The server's log, for what appends to it directly (the demo's feeds).
     pub log: Arc<Log>,
+    #[cfg(feature = "postgres")]
+    sources: Arc<sluice_ingest::postgres::Sources>,
     pipelines: Arc<Pipelines>,
     stop: watch::Sender<bool>,
     serving: JoinHandle<()>,
@@ -143,6 +146,17 @@ impl Server {
         })
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))??;
+        // A source is acknowledged as far as its tables' pipelines have taken its streams.
+        #[cfg(feature = "postgres")]
+        let sources = {
+            let pipelines = pipelines.clone();
+            sluice_ingest::postgres::Sources::open(
+                config.data_dir.join("sources"),
+                log.clone(),
+                Arc::new(move |stream| pipelines.taken(stream)),
+            )
+            .map_err(|e| ServerError::Internal(format!("cannot open the sources: {e}")))?
+        };
         let (stop, stopped) = watch::channel(false);
         let state = AppState {
             log: log.clone(),
@@ -156,6 +170,8 @@ impl Server {
             users: config.users.clone().map(Arc::new),
             limits: config.limits.clone(),
             dashboard_edits: Arc::default(),
+            #[cfg(feature = "postgres")]
+            sources: sources.clone(),
         };
         let rates = state.rates.clone();
         let tls = |alpn: &[&[u8]]| {
@@ -201,6 +217,8 @@ impl Server {
             http_addr,
             pg_addr,
             log,
+            #[cfg(feature = "postgres")]
+            sources,
             pipelines,
             stop,
             serving,
@@ -228,6 +246,8 @@ impl Server {
                 let _ = serving.await;
             }
         }
+        #[cfg(feature = "postgres")]
+        self.sources.stop_all();
         self.pipelines.stop_all().await;
         drop(self.pipelines);
         // The last handle: dropping it stops the shard writers once their queues are empty.

@@ -31,9 +31,10 @@ pub enum Access {
 /// What `statement` does, if it may run at all.
 pub fn access(statement: &Statement) -> Result<Access, ServerError> {
     match statement {
-        Statement::ShowStreams | Statement::ShowViews | Statement::Describe { .. } => {
-            Ok(Access::Read)
-        }
+        Statement::ShowStreams
+        | Statement::ShowViews
+        | Statement::ShowSources
+        | Statement::Describe { .. } => Ok(Access::Read),
         Statement::Sql(sql) => sql_access(sql),
         other => Ok(Access::Write(other.tag().to_string())),
     }

@@ -56,6 +56,9 @@ pub struct AppState {
     /// Held while a saved dashboard is changed: one change at a time, each checked against
     /// what it replaces (see [`dashboard::saved`]).
     pub dashboard_edits: Arc<tokio::sync::Mutex<()>>,
+    /// The PostgreSQL sources, each read into its tables' change streams.
+    #[cfg(feature = "postgres")]
+    pub sources: Arc<sluice_ingest::postgres::Sources>,
 }
 
 /// The whole HTTP API; `ingest` is the doors' (its limits and request memory).

@@ -102,6 +102,11 @@ pub async fn answer(
             return QueryResult::default().to_arrow();
         }
         Statement::ShowViews => return show_views(&state.pipelines).to_arrow(),
+        statement @ (Statement::CreateSource(_)
+        | Statement::DropSource { .. }
+        | Statement::ShowSources) => {
+            return crate::sources::answer(state, statement).await?.to_arrow();
+        }
         Statement::Sql(statement) => {
             let timeout = state.limits.query_timeout;
             return tokio::time::timeout(timeout, run_query(query, *statement))
@@ -248,7 +253,10 @@ pub fn execute(
         | Statement::Vacuum { .. }
         | Statement::CreateView(_)
         | Statement::DropView { .. }
-        | Statement::ShowViews) => {
+        | Statement::ShowViews
+        | Statement::CreateSource(_)
+        | Statement::DropSource { .. }
+        | Statement::ShowSources) => {
             let what = match &statement {
                 Statement::Sql(sql) => policy::kind(sql),
                 other => other.tag().to_string(),

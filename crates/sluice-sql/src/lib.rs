@@ -13,6 +13,10 @@
 //! CREATE MATERIALIZED VIEW [IF NOT EXISTS] ticks_1m [PARTITIONED BY (day)] AS SELECT …;
 //! DROP MATERIALIZED VIEW [IF EXISTS] ticks_1m;
 //! SHOW MATERIALIZED VIEWS;
+//! CREATE SOURCE [IF NOT EXISTS] shop FROM POSTGRES 'postgres://repl@db/shop'
+//!   PUBLICATION 'sluice' TABLES (public.orders, public.customers) [WITH (…)];
+//! DROP SOURCE [IF EXISTS] shop;
+//! SHOW SOURCES;
 //! ```
 //!
 //! Queries may read earlier versions of lake tables: `FROM t VERSION AS OF 3`,
@@ -24,11 +28,13 @@
 
 pub mod as_of;
 mod connector;
+mod source;
 mod stream;
 mod view;
 
 pub use as_of::AsOf;
 pub use connector::{Connector, KafkaTopic, KinesisStream, Start};
+pub use source::{CreateSource, PostgresSource, SourceTable};
 pub use view::{CreateView, ViewDefinition};
 
 pub use stream::{
@@ -65,6 +71,18 @@ pub enum Statement {
     },
     /// `SHOW MATERIALIZED VIEWS`: every view, what it reads and how far it is.
     ShowViews,
+    /// `CREATE SOURCE … FROM POSTGRES`: a database whose tables are mirrored.
+    CreateSource(CreateSource),
+    /// `DROP SOURCE [IF EXISTS] s`: stops reading it, drops its replication slot and its
+    /// tables' streams.
+    DropSource {
+        /// The source to drop.
+        name: String,
+        /// `IF EXISTS`: a missing source is no error.
+        if_exists: bool,
+    },
+    /// `SHOW SOURCES`: every source, its tables, and how far each has read.
+    ShowSources,
     /// `DESCRIBE s` (or `DESC s`): the columns of a stream, view or table.
     Describe {
         /// The stream, view or table described.
@@ -100,6 +118,9 @@ impl Statement {
             Statement::CreateView(_) => "CREATE MATERIALIZED VIEW",
             Statement::DropView { .. } => "DROP MATERIALIZED VIEW",
             Statement::ShowViews => "SHOW MATERIALIZED VIEWS",
+            Statement::CreateSource(_) => "CREATE SOURCE",
+            Statement::DropSource { .. } => "DROP SOURCE",
+            Statement::ShowSources => "SHOW SOURCES",
             Statement::Describe { .. } => "DESCRIBE",
             Statement::Optimize { .. } => "OPTIMIZE",
             Statement::Vacuum { .. } => "VACUUM",
@@ -350,8 +371,11 @@ pub fn is_dialect(sql: &str) -> bool {
         || parser.parse_keywords(&[Keyword::DROP, Keyword::STREAM])
         || parser.parse_keywords(&[Keyword::CREATE, Keyword::MATERIALIZED, Keyword::VIEW])
         || parser.parse_keywords(&[Keyword::DROP, Keyword::MATERIALIZED, Keyword::VIEW])
+        || parser.parse_keywords(&[Keyword::CREATE, Keyword::SOURCE])
+        || parser.parse_keywords(&[Keyword::DROP, Keyword::SOURCE])
         || (parser.parse_keyword(Keyword::SHOW)
             && (parse_word(&mut parser, "STREAMS")
+                || parse_word(&mut parser, "SOURCES")
                 || (parser.parse_keyword(Keyword::MATERIALIZED)
                     && parse_word(&mut parser, "VIEWS"))))
         || parser
@@ -379,9 +403,20 @@ fn parse_statement(parser: &mut Parser) -> Result<Statement> {
         let name = stream::parse_stream_name(parser)?;
         return Ok(Statement::DropView { name, if_exists });
     }
+    if parser.parse_keywords(&[Keyword::CREATE, Keyword::SOURCE]) {
+        return source::parse_create_source(parser).map(Statement::CreateSource);
+    }
+    if parser.parse_keywords(&[Keyword::DROP, Keyword::SOURCE]) {
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let name = stream::parse_stream_name(parser)?;
+        return Ok(Statement::DropSource { name, if_exists });
+    }
     if parser.parse_keyword(Keyword::SHOW) {
         if parse_word(parser, "STREAMS") {
             return Ok(Statement::ShowStreams);
+        }
+        if parse_word(parser, "SOURCES") {
+            return Ok(Statement::ShowSources);
         }
         if parser.parse_keyword(Keyword::MATERIALIZED) {
             if parse_word(parser, "VIEWS") {

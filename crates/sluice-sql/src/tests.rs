@@ -804,3 +804,84 @@ fn a_kinesis_stream_keeps_where_its_records_are_and_names_its_credentials() {
         assert!(!e.contains("hunter2"), "{e}");
     }
 }
+
+#[test]
+fn a_postgres_source_names_its_tables_after_the_database_s() {
+    let Statement::CreateSource(c) = one(
+        "CREATE SOURCE Shop FROM POSTGRES 'postgres://repl@db:5432/shop?sslmode=require' \
+         PUBLICATION 'sluice' TABLES (public.orders, customers, sales.orders, sales.items AS lines) \
+         WITH (password_env = 'SHOP_PASSWORD', snapshot = 'none')",
+    ) else {
+        panic!()
+    };
+    assert_eq!(c.name, "Shop");
+    let s = &c.definition;
+    assert_eq!(s.url, "postgres://repl@db:5432/shop?sslmode=require");
+    assert_eq!(s.publication, "sluice");
+    let names: Vec<(String, String)> = s
+        .tables
+        .iter()
+        .map(|t| (t.qualified(), t.name.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("public.orders".to_string(), "orders".to_string()),
+            ("public.customers".to_string(), "customers".to_string()),
+            ("sales.orders".to_string(), "sales_orders".to_string()),
+            ("sales.items".to_string(), "lines".to_string()),
+        ]
+    );
+    assert_eq!(s.slot, "sluice_shop");
+    assert_eq!(s.password_env.as_deref(), Some("SHOP_PASSWORD"));
+    assert!(!s.snapshot);
+    assert!(matches!(
+        one("DROP SOURCE IF EXISTS shop"),
+        Statement::DropSource {
+            if_exists: true,
+            ..
+        }
+    ));
+    assert!(matches!(one("SHOW SOURCES"), Statement::ShowSources));
+    assert!(crate::is_dialect(
+        "create source s from postgres 'postgres://h/d' publication 'p' tables (t)"
+    ));
+}
+
+#[test]
+fn a_postgres_source_is_refused_clearly() {
+    for (sql, message) in [
+        (
+            "CREATE SOURCE s FROM POSTGRES 'postgres://u:secret@h/d' PUBLICATION 'p' TABLES (t)",
+            "the connection string holds a password",
+        ),
+        (
+            "CREATE SOURCE s FROM POSTGRES 'postgres://u@h/d?password=x' PUBLICATION 'p' TABLES (t)",
+            "the connection string holds a password",
+        ),
+        (
+            "CREATE SOURCE s FROM POSTGRES 'mysql://h/d' PUBLICATION 'p' TABLES (t)",
+            "expected a connection string 'postgres://",
+        ),
+        (
+            "CREATE SOURCE s FROM POSTGRES 'postgres://h/d' PUBLICATION 'p' TABLES (a.t, t AS a_t)",
+            "two tables would be named 'a_t'",
+        ),
+        (
+            "CREATE SOURCE s FROM POSTGRES 'postgres://h/d' PUBLICATION 'p' TABLES (t) WITH (slot = 'Bad-Slot')",
+            "slot 'Bad-Slot'",
+        ),
+        (
+            "CREATE SOURCE s FROM POSTGRES 'postgres://h/d' PUBLICATION 'p' TABLES (t) WITH (snapshot = 'later')",
+            "snapshot 'later': use 'initial' or 'none'",
+        ),
+        ("CREATE SOURCE s FROM MYSQL 'x'", "expected FROM POSTGRES"),
+        (
+            "CREATE SOURCE s FROM POSTGRES 'postgres://h/d' TABLES (t)",
+            "expected PUBLICATION 'name'",
+        ),
+    ] {
+        let error = crate::parse(sql).unwrap_err();
+        assert!(error.message.contains(message), "{sql}: {}", error.message);
+    }
+}

@@ -182,8 +182,11 @@ pub(crate) async fn run(
         let next = pipeline.next_read();
         monitor.round(
             &round,
-            pending(&bounds, &next),
-            source.time_lag(&next),
+            status::Progress {
+                lag: pending(&bounds, &next),
+                lag_ms: source.time_lag(&next),
+                taken: next,
+            },
             pipeline.watermark(),
             clock.now_ms(),
             started.elapsed(),

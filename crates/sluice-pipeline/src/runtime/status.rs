@@ -69,6 +69,16 @@ pub enum State {
     Stopped,
 }
 
+/// Where a pipeline is in its input after a round, per partition.
+pub(crate) struct Progress {
+    /// The position its tables have all committed every record before.
+    pub taken: BTreeMap<Partition, u64>,
+    /// Records past it.
+    pub lag: BTreeMap<Partition, u64>,
+    /// How far the record at it is behind the newest, in time, where the source knows.
+    pub lag_ms: BTreeMap<Partition, u64>,
+}
+
 /// A pipeline's status.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineStatus {
@@ -86,6 +96,10 @@ pub struct PipelineStatus {
     pub input_lag: u64,
     /// The same, per partition of its input (a stream's shards, a Kafka topic's partitions).
     pub partition_lag: BTreeMap<Partition, u64>,
+    /// Per partition, the position its tables have all committed every record before, at its
+    /// last round (what a source elsewhere may acknowledge).
+    #[serde(skip)]
+    pub taken: BTreeMap<Partition, u64>,
     /// Per partition, how far the record at its position is behind the newest one, in ms of
     /// the records' own times, where the source knows them (a Kafka topic's timestamps).
     pub partition_lag_ms: BTreeMap<Partition, u64>,
@@ -173,6 +187,7 @@ impl Monitor {
                 state: State::Starting,
                 input_lag: 0,
                 partition_lag: BTreeMap::new(),
+                taken: BTreeMap::new(),
                 partition_lag_ms: BTreeMap::new(),
                 watermark: None,
                 last_round_ms: None,
@@ -197,17 +212,21 @@ impl Monitor {
         self.status.lock().expect("status lock")
     }
 
-    /// Notes a round done: what it wrote, the input's lag and the watermark after it, at
-    /// wall-clock time `now_ms`, `took` from read to commit.
+    /// Notes a round done: what it wrote, where it is in its input and the watermark after
+    /// it, at wall-clock time `now_ms`, `took` from read to commit.
     pub(crate) fn round(
         &self,
         round: &Round,
-        partition_lag: BTreeMap<Partition, u64>,
-        partition_lag_ms: BTreeMap<Partition, u64>,
+        progress: Progress,
         watermark: Option<Micros>,
         now_ms: u64,
         took: Duration,
     ) {
+        let Progress {
+            taken,
+            lag: partition_lag,
+            lag_ms: partition_lag_ms,
+        } = progress;
         let input_lag = partition_lag.values().sum();
         let name = self.lock().name.clone();
         for (&partition, &lag) in &partition_lag {
@@ -229,6 +248,7 @@ impl Monitor {
         status.last_error = None;
         status.input_lag = input_lag;
         status.partition_lag = partition_lag;
+        status.taken = taken;
         status.partition_lag_ms = partition_lag_ms;
         status.rows_out += round.rows as u64;
         status.errors_out += round.errors as u64;

@@ -43,7 +43,16 @@ fn app_with(
         Arc::new(sluice_pipeline::view::SystemClock),
     )
     .unwrap();
+    #[cfg(feature = "postgres")]
+    let sources = sluice_ingest::postgres::Sources::open(
+        dir.join("sources"),
+        log.clone(),
+        Arc::new(|_| None),
+    )
+    .unwrap();
     let state = AppState {
+        #[cfg(feature = "postgres")]
+        sources,
         log: log.clone(),
         query: sluice_query::QueryEngine::new(lake.clone(), log.clone()),
         pipelines,

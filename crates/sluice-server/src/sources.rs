@@ -1,0 +1,80 @@
+//! `CREATE SOURCE`, `DROP SOURCE` and `SHOW SOURCES` for every SQL door: PostgreSQL sources
+//! (`sluice_ingest::postgres`), in a build with the cargo feature `postgres`.
+
+use datafusion::arrow::datatypes::DataType;
+use serde_json::json;
+use sluice_sql::Statement;
+
+use crate::ServerError;
+use crate::router::AppState;
+use crate::sql::QueryResult;
+
+/// Runs a source statement.
+pub async fn answer(state: &AppState, statement: Statement) -> Result<QueryResult, ServerError> {
+    #[cfg(feature = "postgres")]
+    {
+        let sources = &state.sources;
+        let answer = match statement {
+            Statement::CreateSource(create) => {
+                let tables = state.lake.table_names();
+                let taken = |name: &str| {
+                    tables
+                        .iter()
+                        .any(|t| t == name)
+                        .then(|| "a table of the lake has that name".to_string())
+                };
+                sources.create_source(create, taken).await?;
+                QueryResult::default()
+            }
+            Statement::DropSource { name, if_exists } => {
+                let dropped = sources.drop_source(&name, if_exists).await?;
+                QueryResult {
+                    columns: Vec::from([("dropped", DataType::Utf8)]),
+                    rows: dropped.into_iter().map(|d| vec![json!(d)]).collect(),
+                }
+            }
+            _ => show(sources),
+        };
+        // The tables' streams come and go: their pipelines with them, before the answer.
+        state.pipelines.reconcile().await;
+        Ok(answer)
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = state;
+        Err(ServerError::Unsupported(format!(
+            "{}: this build of Sluice has no PostgreSQL sources (cargo feature postgres)",
+            statement.tag()
+        )))
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn show(sources: &sluice_ingest::postgres::Sources) -> QueryResult {
+    let rows = sources
+        .list()
+        .into_iter()
+        .map(|s| {
+            let tables: Vec<String> = (s.tables.iter())
+                .map(|(table, stream)| format!("{table} → {stream}"))
+                .collect();
+            vec![
+                json!(s.name),
+                json!(tables.join(", ")),
+                json!(s.slot),
+                json!(s.state),
+                json!(s.last_error),
+            ]
+        })
+        .collect();
+    QueryResult {
+        columns: Vec::from([
+            ("name", DataType::Utf8),
+            ("tables", DataType::Utf8),
+            ("slot", DataType::Utf8),
+            ("state", DataType::Utf8),
+            ("last_error", DataType::Utf8),
+        ]),
+        rows,
+    }
+}
