@@ -273,9 +273,37 @@ pub const MAX_SUBSCRIPT_DEPTH: usize = 2;
 /// four names and a field or two.
 pub const MAX_DOTTED_NAMES: usize = 10;
 
+/// Whether `token` is an arithmetic, bitwise or pattern operator: after one, `NOT` is refused
+/// (see [`check_text`]).
+fn is_operator(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::Caret
+            | Token::Ampersand
+            | Token::Pipe
+            | Token::StringConcat
+            | Token::Tilde
+            | Token::TildeAsterisk
+            | Token::ExclamationMarkTilde
+            | Token::ExclamationMarkTildeAsterisk
+            | Token::DoubleTilde
+            | Token::DoubleTildeAsterisk
+            | Token::ExclamationMarkDoubleTilde
+            | Token::ExclamationMarkDoubleTildeAsterisk
+    )
+}
+
 /// Refuses, before any parser sees it, SQL text that is too large, that nests subscripts
-/// deeper than [`MAX_SUBSCRIPT_DEPTH`] or that chains more than [`MAX_DOTTED_NAMES`] names; what
-/// does not tokenize is the parser's to report. Every door calls it (through [`parse`], or
+/// deeper than [`MAX_SUBSCRIPT_DEPTH`], that chains more than [`MAX_DOTTED_NAMES`] names, or
+/// that puts `NOT` right after an arithmetic, bitwise or pattern operator (`a - NOT b`,
+/// `a ~ NOT b`: sqlparser backtracks over each such `NOT`, so that a hundred bytes of them took
+/// seconds and four hundred minutes — a fuzzer found it; written `a - (NOT b)` it parses at
+/// once); what does not tokenize is the parser's to report. Every door calls it (through [`parse`], or
 /// itself before its own parser).
 pub fn check_text(sql: &str) -> Result<()> {
     if sql.len() > MAX_SQL_BYTES {
@@ -292,7 +320,20 @@ pub fn check_text(sql: &str) -> Result<()> {
     let mut depth = 0usize;
     // The names of the dotted chain the last tokens make, and whether a period ends it.
     let (mut names, mut after_period) = (0usize, false);
+    let mut previous: Option<&Token> = None;
     for token in &tokens {
+        if let Token::Word(w) = &token.token
+            && w.keyword == Keyword::NOT
+            && previous.is_some_and(is_operator)
+        {
+            return Err(SqlError::at(
+                "NOT right after an operator is not supported: parenthesize it, as in a - (NOT b)",
+                token.span.start,
+            ));
+        }
+        if !matches!(token.token, Token::Whitespace(_)) {
+            previous = Some(&token.token);
+        }
         match &token.token {
             Token::Whitespace(_) => {}
             Token::Period => after_period = true,

@@ -641,6 +641,26 @@ fn chains_of_more_names_than_the_parser_can_take_in_time_are_refused_at_once() {
 }
 
 #[test]
+fn not_right_after_an_operator_is_refused_at_once() {
+    // Found by the fuzzer: sqlparser backtracks over each `NOT` after `-` or `~`, so that 444
+    // bytes of `L-NOT~NOT~R-NOT~…` kept it busy for over a minute.
+    let started = std::time::Instant::now();
+    let found =
+        include_str!("../../../fuzz/corpus/sql_parse/found-by-fuzzing-not-after-operators.sql");
+    let e = parse(found).unwrap_err();
+    assert!(e.message.contains("NOT right after an operator"), "{e}");
+    let e = parse("SELECT a - NOT b FROM t").unwrap_err();
+    assert_eq!((e.line, e.column), (Some(1), Some(12)), "at the NOT: {e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    for sql in [
+        "SELECT a - (NOT b), NOT a ~ b, a NOT LIKE 'x', NOT NOT a FROM t",
+        "SELECT * FROM t WHERE a = 1 AND NOT b OR NOT c",
+    ] {
+        parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+#[test]
 fn a_kafka_stream_keeps_where_its_records_are_and_never_a_secret() {
     let Statement::CreateStream(c) =
         one("CREATE STREAM clicks (user_id TEXT, ts TIMESTAMP NOT NULL)
