@@ -132,31 +132,33 @@ def sql(url, statement):
         return json.loads(r.read())
 
 
+def until(what, done, timeout, every=0.05):
+    """Waits until DONE() is true; prints the seconds since this call, or exits after TIMEOUT
+    saying WHAT it waited for."""
+    started = time.monotonic()
+    while time.monotonic() - started < float(timeout):
+        if done():
+            print(round(time.monotonic() - started, 3))
+            return
+        time.sleep(every)
+    sys.exit(f"waited {timeout} s for {what}")
+
+
 def wait_raw(url, stream, records, timeout):
     """Waits until the stream's raw-table pipeline has written RECORDS rows and error rows;
     prints the seconds since this call."""
-    started = time.monotonic()
-    while time.monotonic() - started < float(timeout):
-        for s in get(f"{url}/v1/streams")["streams"]:
-            p = s["name"] == stream and s.get("pipeline")
-            if p and p["rows_out"] + p["errors_out"] >= int(records):
-                print(round(time.monotonic() - started, 3))
-                return
-        time.sleep(0.05)
-    sys.exit(f"the raw table of {stream} did not take {records} records in {timeout} s")
+    def done():
+        pipelines = [s.get("pipeline") for s in get(f"{url}/v1/streams")["streams"] if s["name"] == stream]
+        return any(p and p["rows_out"] + p["errors_out"] >= int(records) for p in pipelines)
+    until(f"the raw table of {stream} to take {records} records", done, timeout)
 
 
 def timed_view(url, create, view, windows, timeout):
     """Creates the view and waits until it holds WINDOWS real windows; prints the seconds."""
-    started = time.monotonic()
     sql(url, create)
-    while time.monotonic() - started < float(timeout):
-        rows = sql(url, f"SELECT count(*) FROM {view} WHERE ticker NOT LIKE '__FLUSH__%'")["rows"]
-        if rows[0][0] >= int(windows):
-            print(round(time.monotonic() - started, 3))
-            return
-        time.sleep(0.05)
-    sys.exit(f"{view} did not hold {windows} windows in {timeout} s")
+    until(f"{view} to hold {windows} windows", lambda: sql(
+        url, f"SELECT count(*) FROM {view} WHERE ticker NOT LIKE '__FLUSH__%'")["rows"][0][0] >= int(windows),
+        timeout)
 
 
 def dynamodb_changes(path, changes, keys):
@@ -197,25 +199,15 @@ def dynamodb_changes(path, changes, keys):
 
 def wait_count(url, table, rows, timeout):
     """Waits until TABLE holds ROWS rows; prints the seconds."""
-    started = time.monotonic()
-    while time.monotonic() - started < float(timeout):
-        if sql(url, f"SELECT count(*) FROM {table}")["rows"][0][0] >= int(rows):
-            print(round(time.monotonic() - started, 3))
-            return
-        time.sleep(0.1)
-    sys.exit(f"{table} did not hold {rows} rows in {timeout} s")
+    until(f"{table} to hold {rows} rows",
+          lambda: sql(url, f"SELECT count(*) FROM {table}")["rows"][0][0] >= int(rows), timeout, every=0.1)
 
 
 def wait_mirror(url, table, alive, qty, timeout):
     """Waits until TABLE holds ALIVE rows whose qty sums to QTY; prints the seconds."""
-    started = time.monotonic()
-    while time.monotonic() - started < float(timeout):
-        rows = sql(url, f"SELECT count(*), sum(qty) FROM {table}")["rows"]
-        if rows and rows[0][0] == int(alive) and rows[0][1] == int(qty):
-            print(round(time.monotonic() - started, 3))
-            return
-        time.sleep(0.1)
-    sys.exit(f"{table} did not hold {alive} rows of qty {qty} in {timeout} s: {rows}")
+    until(f"{table} to hold {alive} rows of qty {qty}",
+          lambda: sql(url, f"SELECT count(*), sum(qty) FROM {table}")["rows"] == [[int(alive), int(qty)]],
+          timeout, every=0.1)
 
 
 if __name__ == "__main__":
