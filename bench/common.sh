@@ -30,6 +30,12 @@ trap 'if [ -n "$SERVER" ]; then kill $SERVER 2>/dev/null || true; fi; rm -rf "$W
 # (SERVER holds its pid), with ARGS; returns once it listens.
 start_server() {
   rm -rf "$WORK/data"
+  resume_server "$@"
+}
+
+# resume_server serve|demo [ARGS…]: start_server on the data folder as it was left.
+resume_server() {
+  : >"$WORK/server.out"  # emptied before the wait below reads it
   "$SLUICE" "$1" --data-dir "$WORK/data" --http 127.0.0.1:$PORT --pg 127.0.0.1:0 "${@:2}" \
     >"$WORK/server.out" 2>"$WORK/server.err" &
   SERVER=$!

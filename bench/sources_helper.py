@@ -1,5 +1,6 @@
-"""bench/kafka.sh's, bench/kinesis.sh's and bench/cdc.sh's helper: Tansu, a topic filled, the broker's fetch
-ceiling, what W1 makes, DynamoDB change records, and waits."""
+"""bench/kafka.sh's, bench/kinesis.sh's and bench/cdc.sh's helper: Tansu, a topic filled, the
+broker's fetch ceiling, what W1 makes, DynamoDB change records, and waits (which
+bench/postgres_helper.py shares)."""
 import json
 import random
 import re, subprocess, sys, time, urllib.request
@@ -133,13 +134,12 @@ def sql(url, statement):
 
 
 def until(what, done, timeout, every=0.05):
-    """Waits until DONE() is true; prints the seconds since this call, or exits after TIMEOUT
+    """Waits until DONE() is true; returns the seconds since this call, or exits after TIMEOUT
     saying WHAT it waited for."""
     started = time.monotonic()
     while time.monotonic() - started < float(timeout):
         if done():
-            print(round(time.monotonic() - started, 3))
-            return
+            return round(time.monotonic() - started, 3)
         time.sleep(every)
     sys.exit(f"waited {timeout} s for {what}")
 
@@ -150,15 +150,15 @@ def wait_raw(url, stream, records, timeout):
     def done():
         pipelines = [s.get("pipeline") for s in get(f"{url}/v1/streams")["streams"] if s["name"] == stream]
         return any(p and p["rows_out"] + p["errors_out"] >= int(records) for p in pipelines)
-    until(f"the raw table of {stream} to take {records} records", done, timeout)
+    print(until(f"the raw table of {stream} to take {records} records", done, timeout))
 
 
 def timed_view(url, create, view, windows, timeout):
     """Creates the view and waits until it holds WINDOWS real windows; prints the seconds."""
     sql(url, create)
-    until(f"{view} to hold {windows} windows", lambda: sql(
+    print(until(f"{view} to hold {windows} windows", lambda: sql(
         url, f"SELECT count(*) FROM {view} WHERE ticker NOT LIKE '__FLUSH__%'")["rows"][0][0] >= int(windows),
-        timeout)
+        timeout))
 
 
 def dynamodb_changes(path, changes, keys):
@@ -199,15 +199,15 @@ def dynamodb_changes(path, changes, keys):
 
 def wait_count(url, table, rows, timeout):
     """Waits until TABLE holds ROWS rows; prints the seconds."""
-    until(f"{table} to hold {rows} rows",
-          lambda: sql(url, f"SELECT count(*) FROM {table}")["rows"][0][0] >= int(rows), timeout, every=0.1)
+    print(until(f"{table} to hold {rows} rows",
+                lambda: sql(url, f"SELECT count(*) FROM {table}")["rows"][0][0] >= int(rows), timeout, every=0.1))
 
 
 def wait_mirror(url, table, alive, qty, timeout):
     """Waits until TABLE holds ALIVE rows whose qty sums to QTY; prints the seconds."""
-    until(f"{table} to hold {alive} rows of qty {qty}",
-          lambda: sql(url, f"SELECT count(*), sum(qty) FROM {table}")["rows"] == [[int(alive), int(qty)]],
-          timeout, every=0.1)
+    print(until(f"{table} to hold {alive} rows of qty {qty}",
+                lambda: sql(url, f"SELECT count(*), sum(qty) FROM {table}")["rows"] == [[int(alive), int(qty)]],
+                timeout, every=0.1))
 
 
 if __name__ == "__main__":
