@@ -168,7 +168,7 @@ def same(server, pg: Postgres, table: str) -> bool:
         for column, value in row.items():
             if column in ("price", "at"):
                 continue
-            if got[key][column] != value:
+            if column not in got[key] or got[key][column] != value:
                 return False
     return True
 
@@ -217,10 +217,13 @@ def test_a_postgres_source_mirrors_its_tables_through_snapshot_kill_9_and_restar
     with postgres.connect() as c:
         c.execute("INSERT INTO logs SELECT 'x' FROM generate_series(1, 1000)")
     wait_for(lambda: lag(postgres) < 4096, "the slot's lag back to zero", timeout=60)
-    wait_for(lambda: server.sql("SHOW SOURCES")["rows"][0][3] == "reading", "the source reading again")
+    wait_for(lambda: all(r[4] == "reading" and r[5] == 0 for r in server.sql("SHOW SOURCES")["rows"]),
+             "the source reading again, nothing behind")
     shown = server.sql("SHOW SOURCES")
-    assert shown["rows"][0][:3] == ["shop", "public.orders → orders, public.customers → customers",
-                                    "sluice_shop"], shown
+    assert [c["name"] for c in shown["columns"]] == ["source", "table", "stream", "slot", "state", "behind",
+                                                     "last_error"], shown
+    assert [r[:4] for r in shown["rows"]] == [["shop", "public.orders", "orders", "sluice_shop"],
+                                              ["shop", "public.customers", "customers", "sluice_shop"]], shown
 
     dropped = server.sql("DROP SOURCE shop")
     assert ["replication slot sluice_shop"] in dropped["rows"], dropped
@@ -251,4 +254,44 @@ def test_a_source_is_refused_clearly(server, postgres):
     create_source(server, postgres)
     status, _, answer = server.ingest("orders", b'{"op":"c"}\n')
     assert status >= 400 and "PostgreSQL source 'shop'" in str(answer), answer
+    server.sql("DROP SOURCE shop")
+
+
+def test_a_column_added_reaches_the_mirror_and_other_schema_changes_stop_their_table(server, postgres):
+    """A nullable column added to a table is added to its mirror and history (across kill -9);
+    a column changing type stops that table with the reason in SHOW SOURCES while the other goes
+    on; a source's table is dropped with the source, not alone."""
+    with postgres.connect() as c:
+        c.execute(SCHEMA)
+    Workload(postgres, seed=5).run(steps=300)
+    create_source(server, postgres)
+    converge(server, postgres, "the snapshot")
+
+    with postgres.connect() as c:
+        c.execute("ALTER TABLE orders ADD COLUMN coupon text")
+        c.execute("UPDATE orders SET coupon = 'SPRING' WHERE id % 3 = 0")
+    converge(server, postgres, "the mirror to have the new column")
+    server.kill9()
+    server.restart()
+    with postgres.connect() as c:
+        c.execute("INSERT INTO orders (id, status, coupon) VALUES (1000, 'new', 'FALL')")
+    converge(server, postgres, "the mirror after a kill -9")
+    coupons = server.sql("SELECT count(*) FROM orders_changes WHERE coupon IS NOT NULL")["rows"][0][0]
+    assert coupons == postgres.value("SELECT count(*) FROM orders WHERE coupon IS NOT NULL"), coupons
+
+    with postgres.connect() as c:
+        c.execute("ALTER TABLE customers ALTER COLUMN vip TYPE int USING 0")
+        c.execute("INSERT INTO customers VALUES (5000, 'late', 1)")
+        c.execute("INSERT INTO orders (id, status) VALUES (1001, 'after')")
+
+    def customers():
+        return next(r for r in server.sql("SHOW SOURCES")["rows"] if r[1] == "public.customers")
+
+    wait_for(lambda: customers()[4] == "stopped", "customers stopped")
+    assert "column vip is INT, was BOOLEAN" in customers()[6], customers()
+    wait_for(lambda: same(server, postgres, "orders"), "orders going on")
+    assert 5000 not in mirror(server, "customers", "id")
+
+    status, answer = server.sql_status("DROP STREAM orders")
+    assert status >= 400 and "DROP SOURCE shop" in answer["error"], answer
     server.sql("DROP SOURCE shop")

@@ -66,6 +66,15 @@ pub enum Error {
     /// a dropped table's files).
     #[error("the lake's store: {0}")]
     Store(#[from] object_store::Error),
+    /// A table lacks a column it should have, and a column added to a table must be nullable
+    /// (its rows so far have no value in it).
+    #[error("table '{table}' lacks column {column}, which cannot be added: it is NOT NULL")]
+    RequiredColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
     /// delta-rs failed on an operation of one table.
     #[error("table '{table}': {source}")]
     Delta {
@@ -101,6 +110,7 @@ impl Error {
             // mend, and the same request succeeds once it is.
             Error::Io { .. } => UNAVAILABLE,
             Error::Store(source) => class_of_store(source),
+            Error::RequiredColumn { .. } => INVALID_DATA,
             Error::Delta { source, .. } => class_of_delta(source),
         }
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::Transaction;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -445,6 +446,37 @@ impl LakeTable {
             stats.rows += file.num_records().unwrap_or(0) as u64;
         }
         Ok(stats)
+    }
+
+    /// Adds to the table the columns of `schema` it lacks, which must be nullable (its rows so
+    /// far hold null in them), in one commit that changes no row and records no position.
+    /// Nothing to add: no commit.
+    pub async fn add_columns(&mut self, schema: &Schema) -> Result<()> {
+        let have = self.arrow_schema()?;
+        let missing: Vec<&Field> = (schema.fields().iter())
+            .filter(|f| have.field_with_name(f.name()).is_err())
+            .map(AsRef::as_ref)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if let Some(required) = missing.iter().find(|f| !f.is_nullable()) {
+            return Err(Error::RequiredColumn {
+                table: self.name.clone(),
+                column: required.name().clone(),
+            });
+        }
+        let added: deltalake::kernel::StructType =
+            (&Schema::new(missing.into_iter().cloned().collect::<Vec<_>>()))
+                .try_into_kernel()
+                .map_err(|e| self.error(e.into()))?;
+        let added: Vec<_> = added.fields().cloned().collect();
+        let before = self.version();
+        self.table = (self.table.clone().add_columns())
+            .with_fields(added)
+            .await
+            .map_err(|e| self.error(e))?;
+        self.caught_up(before).await
     }
 
     /// Deletes the rows `predicate` (SQL over the table's columns) selects, in one commit (Delta

@@ -285,11 +285,11 @@ pub struct Log {
     /// Serializes stream creation and deletion.
     ddl: Mutex<()>,
     /// Who else must agree before a stream is dropped (see [`Log::guard_drops`]).
-    drop_guard: RwLock<Option<DropGuard>>,
+    drop_guards: RwLock<Vec<DropGuard>>,
 }
 
 /// Says whether a stream may be dropped: `Some(reason)` when something depends on it (views
-/// read it). Called under the log's DDL lock.
+/// read it, a source writes it). Called under the log's DDL lock.
 pub type DropGuard = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl Log {
@@ -325,14 +325,15 @@ impl Log {
             inflight,
             streams: RwLock::new(streams),
             ddl: Mutex::new(()),
-            drop_guard: RwLock::default(),
+            drop_guards: RwLock::default(),
         })
     }
 
-    /// Makes every drop of a stream, through whichever door, ask `guard` first: one rule for
-    /// SQL's `DROP STREAM` and the Kinesis API's `DeleteStream` alike.
+    /// Makes every drop of a stream, through whichever door, ask `guard` first (and every
+    /// guard given before): one rule for SQL's `DROP STREAM` and the Kinesis API's
+    /// `DeleteStream` alike.
     pub fn guard_drops(&self, guard: DropGuard) {
-        *self.drop_guard.write().expect("guard lock") = Some(guard);
+        self.drop_guards.write().expect("guard lock").push(guard);
     }
 
     /// Stream `name` if it is still incarnation `id`, asked under the DDL lock: a drop in
@@ -409,7 +410,7 @@ impl Log {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
         std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        write_meta(&tmp, &meta)?;
+        write_meta(&tmp.join("stream.json"), &meta)?;
         for shard in 0..meta.shards {
             let shard_dir = tmp.join(shard_dir_name(shard));
             std::fs::create_dir(&shard_dir).map_err(|e| Error::io(&shard_dir, e))?;
@@ -426,12 +427,40 @@ impl Log {
         Ok(stream)
     }
 
+    /// Replaces stream `name`'s definition (its owner's: the SQL layer's columns), durably, if
+    /// it is still incarnation `id`.
+    pub fn redefine_stream(
+        &self,
+        name: &str,
+        id: u64,
+        definition: serde_json::Value,
+    ) -> Result<()> {
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        let stream = self
+            .stream(name)
+            .ok()
+            .filter(|s| s.id() == id)
+            .ok_or_else(|| Error::StreamNotFound(name.to_string()))?;
+        let meta = StreamMeta {
+            definition: definition.clone(),
+            ..stream.meta()
+        };
+        let dir = self.root.join("streams").join(name);
+        let temporary = dir.join("stream.json.new");
+        write_meta(&temporary, &meta)?;
+        let path = dir.join("stream.json");
+        std::fs::rename(&temporary, &path).map_err(|e| Error::io(&path, e))?;
+        segment::sync_dir(&dir)?;
+        stream.set_definition(definition);
+        Ok(())
+    }
+
     /// Drops a stream and its records. Appends still queued finish first.
     pub fn drop_stream(&self, name: &str) -> Result<()> {
         let _ddl = self.ddl.lock().expect("ddl lock");
         self.stream(name)?;
-        let guard = self.drop_guard.read().expect("guard lock").clone();
-        if let Some(reason) = guard.and_then(|guard| guard(name)) {
+        let guards = self.drop_guards.read().expect("guard lock").clone();
+        if let Some(reason) = guards.iter().find_map(|guard| guard(name)) {
             return Err(Error::InUse {
                 stream: name.to_string(),
                 reason,
@@ -513,8 +542,9 @@ fn read_meta(dir: &Path) -> Result<StreamMeta> {
     })
 }
 
-fn write_meta(dir: &Path, meta: &StreamMeta) -> Result<()> {
-    let path = dir.join("stream.json");
+/// Writes `meta` to `path`, synced.
+fn write_meta(path: &Path, meta: &StreamMeta) -> Result<()> {
+    let path = path.to_path_buf();
     let bytes = serde_json::to_vec_pretty(meta).map_err(|e| Error::Internal(e.to_string()))?;
     std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
     std::fs::File::open(&path)

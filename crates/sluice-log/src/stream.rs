@@ -111,6 +111,8 @@ pub fn hash_key(partition_key: &[u8]) -> u128 {
 /// the rest of the log.
 pub struct Stream {
     meta: StreamMeta,
+    /// The owner's definition as it is now (`meta.definition` is the one it was opened with).
+    definition: std::sync::RwLock<serde_json::Value>,
     shards: Vec<Shard>,
     inflight: Arc<Semaphore>,
     backpressure_wait: Duration,
@@ -176,6 +178,7 @@ impl Stream {
     ) -> Self {
         let metrics = StreamMetrics::new(&meta.name);
         Self {
+            definition: std::sync::RwLock::new(meta.definition.clone()),
             meta,
             shards,
             inflight,
@@ -190,8 +193,22 @@ impl Stream {
     }
 
     /// What the stream is, as `stream.json` holds it.
-    pub fn meta(&self) -> &StreamMeta {
-        &self.meta
+    pub fn meta(&self) -> StreamMeta {
+        StreamMeta {
+            definition: self.definition.read().expect("definition lock").clone(),
+            ..self.meta.clone()
+        }
+    }
+
+    /// Distinguishes this stream from an earlier one of the same name.
+    pub fn id(&self) -> u64 {
+        self.meta.id
+    }
+
+    /// Replaces the owner's definition in memory, once `stream.json` holds it
+    /// ([`crate::Log::redefine_stream`]).
+    pub(crate) fn set_definition(&self, definition: serde_json::Value) {
+        *self.definition.write().expect("definition lock") = definition;
     }
 
     /// The stream's shards, in id order.

@@ -275,6 +275,17 @@ impl Pipelines {
         self.stream_status(stream)?.taken.get(&0).copied()
     }
 
+    /// Stops stream `name`'s pipeline and starts it again: it reads the stream's definition
+    /// anew (a column added to it, which its tables get first). Returns once it runs.
+    pub async fn reopen(&self, name: &str) {
+        let key = (self.supervisor.keys().into_iter())
+            .find(|(n, w)| n == name && matches!(w, Writer::Stream(_)));
+        if let Some(key) = key {
+            self.supervisor.stop(&key).await;
+        }
+        self.reconcile().await;
+    }
+
     /// Every view's status, by name.
     pub fn view_statuses(&self) -> Vec<PipelineStatus> {
         self.catalog

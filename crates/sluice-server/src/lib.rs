@@ -149,11 +149,10 @@ impl Server {
         // A source is acknowledged as far as its tables' pipelines have taken its streams.
         #[cfg(feature = "postgres")]
         let sources = {
-            let pipelines = pipelines.clone();
             sluice_ingest::postgres::Sources::open(
                 config.data_dir.join("sources"),
                 log.clone(),
-                Arc::new(move |stream| pipelines.taken(stream)),
+                Arc::new(sources::Downstream(pipelines.clone())),
             )
             .map_err(|e| ServerError::Internal(format!("cannot open the sources: {e}")))?
         };

@@ -54,27 +54,44 @@ fn show(sources: &sluice_ingest::postgres::Sources) -> QueryResult {
     let rows = sources
         .list()
         .into_iter()
-        .map(|s| {
-            let tables: Vec<String> = (s.tables.iter())
-                .map(|(table, stream)| format!("{table} → {stream}"))
-                .collect();
+        .map(|t| {
             vec![
-                json!(s.name),
-                json!(tables.join(", ")),
-                json!(s.slot),
-                json!(s.state),
-                json!(s.last_error),
+                json!(t.source),
+                json!(t.table),
+                json!(t.stream),
+                json!(t.slot),
+                json!(t.state),
+                json!(t.behind),
+                json!(t.last_error),
             ]
         })
         .collect();
     QueryResult {
         columns: Vec::from([
-            ("name", DataType::Utf8),
-            ("tables", DataType::Utf8),
+            ("source", DataType::Utf8),
+            ("table", DataType::Utf8),
+            ("stream", DataType::Utf8),
             ("slot", DataType::Utf8),
             ("state", DataType::Utf8),
+            ("behind", DataType::UInt64),
             ("last_error", DataType::Utf8),
         ]),
         rows,
+    }
+}
+
+/// The pipelines, as a source sees them: how far they have taken its streams, and a stream's
+/// pipeline started again when a column is added to it.
+#[cfg(feature = "postgres")]
+pub struct Downstream(pub std::sync::Arc<sluice_pipeline::Pipelines>);
+
+#[cfg(feature = "postgres")]
+impl sluice_ingest::postgres::Downstream for Downstream {
+    fn taken(&self, stream: &str) -> Option<u64> {
+        self.0.taken(stream)
+    }
+
+    fn reopen<'a>(&'a self, stream: &'a str) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(self.0.reopen(stream))
     }
 }

@@ -24,9 +24,14 @@
 //!   every transaction whose `end_lsn` the table streams' last records already carry
 //!   (`source.end_lsn`); a change that does get in twice is a repeat the history and the mirror
 //!   drop by its event id (`lsn/op/key`).
-//! - **Stops, never skips.** An invalidated or missing slot and a table whose columns changed
-//!   stop the source with the reason in its status; a table without a primary key (or outside
-//!   the publication) is refused at `CREATE SOURCE`.
+//! - **Columns added, or the table stops.** A nullable column added without a default (the
+//!   table's rows so far hold null in it) is added to the table's stream, and its pipeline
+//!   adds it to the lake's tables before the first change that has it is appended. Any other
+//!   change of a table's columns stops that table (kept in `stopped.json`, shown by
+//!   `SHOW SOURCES`), after every change before it; the other tables go on.
+//! - **Stops, never skips.** An invalidated or missing slot stops the source with the reason
+//!   in its status; a table without a primary key (or outside the publication) is refused at
+//!   `CREATE SOURCE`. A source's streams are dropped with it, never alone.
 
 mod reader;
 mod tables;
@@ -45,9 +50,16 @@ use serde::{Deserialize, Serialize};
 use sluice_log::{Log, Retention, StreamOptions};
 use sluice_sql::{CreateSource, PostgresSource, StreamDefinition};
 
-/// How far the lake has taken a stream: the sequence number its pipeline has taken every record
-/// before, in every table (`None` before it has taken any).
-pub type Taken = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+/// What a source needs of the pipelines that take its tables' streams to the lake.
+pub trait Downstream: Send + Sync {
+    /// How far the lake has taken `stream`: the sequence number its pipeline has taken every
+    /// record before, in every table (`None` before it has taken any).
+    fn taken(&self, stream: &str) -> Option<u64>;
+
+    /// Starts `stream`'s pipeline again, to read its definition anew (a column was added to
+    /// it); returns once it runs.
+    fn reopen<'a>(&'a self, stream: &'a str) -> futures::future::BoxFuture<'a, ()>;
+}
 
 /// Why a source cannot be created, dropped or read.
 #[derive(Debug, thiserror::Error)]
@@ -92,17 +104,21 @@ struct Stored {
     definition: PostgresSource,
 }
 
-/// What `SHOW SOURCES` says of a source.
+/// What `SHOW SOURCES` says of a source's table.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SourceStatus {
+pub struct TableStatus {
     /// The source's name.
-    pub name: String,
-    /// Its tables, as `schema.table → stream`.
-    pub tables: Vec<(String, String)>,
-    /// Its replication slot.
+    pub source: String,
+    /// The table, as `schema.table`.
+    pub table: String,
+    /// Its stream (and mirror).
+    pub stream: String,
+    /// The source's replication slot.
     pub slot: String,
     /// `reading`, or `retrying` after an error, or `stopped` on one that needs a person.
     pub state: &'static str,
+    /// Changes in its stream that the lake has not taken yet.
+    pub behind: u64,
     /// The last error, while it lasts.
     pub last_error: Option<String>,
 }
@@ -111,7 +127,7 @@ pub struct SourceStatus {
 pub struct Sources {
     dir: PathBuf,
     log: Arc<Log>,
-    taken: Taken,
+    downstream: Arc<dyn Downstream>,
     running: Mutex<BTreeMap<String, Running>>,
 }
 
@@ -119,21 +135,41 @@ struct Running {
     stored: Stored,
     stop: CancellationToken,
     state: Arc<Mutex<(&'static str, Option<String>)>>,
+    /// Its tables stopped, and why ([`Reader::stopped`]).
+    stopped: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 /// How long a reader waits after a failure before it connects again.
 const RETRY: Duration = Duration::from_secs(2);
 
 impl Sources {
-    /// The sources kept in `dir`, each started reading into `log`'s streams.
-    pub fn open(dir: PathBuf, log: Arc<Log>, taken: Taken) -> Result<Arc<Sources>, SourceError> {
+    /// The sources kept in `dir`, each started reading into `log`'s streams. From now on the
+    /// log refuses to drop a source's stream (`DROP SOURCE` drops them).
+    pub fn open(
+        dir: PathBuf,
+        log: Arc<Log>,
+        downstream: Arc<dyn Downstream>,
+    ) -> Result<Arc<Sources>, SourceError> {
         std::fs::create_dir_all(&dir)?;
         let sources = Arc::new(Sources {
             dir,
-            log,
-            taken,
+            log: log.clone(),
+            downstream,
             running: Mutex::new(BTreeMap::new()),
         });
+        let weak = Arc::downgrade(&sources);
+        log.guard_drops(Arc::new(move |stream| {
+            let sources = weak.upgrade()?;
+            let running = sources.running.lock().expect("sources");
+            let (name, table) = running.values().find_map(|r| {
+                let tables = r.stored.definition.tables.iter();
+                let table = tables.into_iter().find(|t| t.name == stream)?;
+                Some((r.stored.name.clone(), table.qualified()))
+            })?;
+            Some(format!(
+                "it is table {table} of PostgreSQL source '{name}': DROP SOURCE {name} drops it"
+            ))
+        }));
         for entry in std::fs::read_dir(&sources.dir)? {
             let file = entry?.path().join("source.json");
             if let Ok(bytes) = std::fs::read(&file) {
@@ -227,11 +263,12 @@ impl Sources {
     fn start(&self, stored: Stored) {
         let stop = CancellationToken::new();
         let state = Arc::new(Mutex::new(("reading", None)));
-        let reader = self.reader(&stored);
-        let (taken, task_stop, task_state) = (self.taken.clone(), stop.clone(), state.clone());
-        let name = stored.name.clone();
+        let stopped = Arc::new(Mutex::new(BTreeMap::new()));
+        let reader = self.reader(&stored, stopped.clone());
+        let (downstream, task_stop) = (self.downstream.clone(), stop.clone());
+        let (name, task_state) = (stored.name.clone(), state.clone());
         tokio::spawn(async move {
-            let reader = match reader {
+            let mut reader = match reader {
                 Ok(reader) => reader,
                 Err(e) => {
                     *task_state.lock().expect("state") = ("stopped", Some(e.to_string()));
@@ -240,7 +277,7 @@ impl Sources {
             };
             while !task_stop.is_cancelled() {
                 *task_state.lock().expect("state") = ("reading", None);
-                let result = reader.run(taken.clone(), &task_stop).await;
+                let result = reader.run(downstream.clone(), &task_stop).await;
                 let Err(e) = result else { continue };
                 tracing::warn!(source = name, error = %e, "a PostgreSQL source failed");
                 let stopped = matches!(
@@ -248,7 +285,6 @@ impl Sources {
                     ReaderError::SlotExists(_)
                         | ReaderError::SlotGone(_)
                         | ReaderError::SlotLost(_)
-                        | ReaderError::SchemaChanged { .. }
                 );
                 *task_state.lock().expect("state") = (
                     if stopped { "stopped" } else { "retrying" },
@@ -267,12 +303,18 @@ impl Sources {
             stored,
             stop,
             state,
+            stopped,
         };
         (self.running.lock().expect("sources")).insert(running.stored.name.clone(), running);
     }
 
-    /// The reader of `stored`, its tables' streams as the log holds them.
-    fn reader(&self, stored: &Stored) -> Result<Reader, SourceError> {
+    /// The reader of `stored`, its tables' streams as the log holds them, keeping the tables
+    /// it stops in `stopped`.
+    fn reader(
+        &self,
+        stored: &Stored,
+        stopped: Arc<Mutex<BTreeMap<String, String>>>,
+    ) -> Result<Reader, SourceError> {
         let source = &stored.definition;
         let mut tables = std::collections::HashMap::new();
         for table in &source.tables {
@@ -293,6 +335,8 @@ impl Sources {
             dir: self.dir.join(&stored.name),
             snapshot: source.snapshot,
             heartbeat: HEARTBEAT,
+            log: self.log.clone(),
+            stopped,
         })
     }
 
@@ -349,22 +393,36 @@ impl Sources {
         Ok(dropped)
     }
 
-    /// Every source and how its reading goes.
-    pub fn list(&self) -> Vec<SourceStatus> {
-        (self.running.lock().expect("sources").values())
-            .map(|r| {
-                let (state, last_error) = r.state.lock().expect("state").clone();
-                SourceStatus {
-                    name: r.stored.name.clone(),
-                    tables: (r.stored.definition.tables.iter())
-                        .map(|t| (t.qualified(), t.name.clone()))
-                        .collect(),
+    /// Every source's tables and how their reading goes.
+    pub fn list(&self) -> Vec<TableStatus> {
+        let running = self.running.lock().expect("sources");
+        let mut tables = Vec::new();
+        for r in running.values() {
+            let (state, last_error) = r.state.lock().expect("state").clone();
+            let stopped = r.stopped.lock().expect("stopped");
+            for table in &r.stored.definition.tables {
+                let behind = self.log.stream(&table.name).map_or(0, |stream| {
+                    let (start, end) = stream.shards()[0].bounds();
+                    let taken = self.downstream.taken(&table.name).unwrap_or(start);
+                    end.saturating_sub(taken.max(start))
+                });
+                let table_stopped = stopped.get(&table.qualified());
+                tables.push(TableStatus {
+                    source: r.stored.name.clone(),
+                    table: table.qualified(),
+                    stream: table.name.clone(),
                     slot: r.stored.definition.slot.clone(),
-                    state,
-                    last_error,
-                }
-            })
-            .collect()
+                    state: if table_stopped.is_some() {
+                        "stopped"
+                    } else {
+                        state
+                    },
+                    behind,
+                    last_error: table_stopped.cloned().or_else(|| last_error.clone()),
+                });
+            }
+        }
+        tables
     }
 
     /// Stops every reader.

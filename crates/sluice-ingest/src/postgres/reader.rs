@@ -1,19 +1,26 @@
 //! The reader of one source's replication slot: the tables' snapshot, then their changes, each
 //! transaction appended to the tables' streams whole, and the slot acknowledged as far as the
 //! caller says the lake has taken (see the module above for the invariants).
+//!
+//! Two tasks: one receives the slot's events (and answers PostgreSQL's keepalives), the other
+//! turns them into records and appends them. The second appends what it has each time it has
+//! caught up with the first, so that a busy database's transactions go to the log many at a
+//! time (one durable append a table for all of them) and a quiet one's at once.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pg_walstream::{
     CancellationToken, ChangeEvent, EventType, LogicalReplicationStream, ReplicationStreamConfig,
     RowData, SnapshotOutcome,
 };
-use sluice_log::Stream;
-use sluice_sql::ColumnType;
+use sluice_log::{Log, Stream};
+use sluice_sql::{Column, ColumnType, StreamDefinition};
+use tokio::sync::mpsc;
 
+use super::Downstream;
 use super::values::{column_type, envelope, row_object};
 
 /// What went wrong reading a source.
@@ -41,10 +48,11 @@ pub enum ReaderError {
          the source and create it again (a new snapshot)"
     )]
     SlotLost(String),
-    /// A table read changed its columns in the database.
+    /// A table read changed its columns in the database, other than by a nullable column
+    /// added without a default: the table stops (the source's other tables go on).
     #[error(
-        "table {table} changed in the database ({change}): its source stops here, nothing \
-         skipped; drop the source and create it again (a new snapshot) to read it as it is"
+        "table {table} changed in the database ({change}): it stops here, the changes before \
+         are all in; drop the source and create it again (a new snapshot) to read it as it is"
     )]
     SchemaChanged {
         /// `schema.table`.
@@ -84,6 +92,12 @@ pub struct Reader {
     pub snapshot: bool,
     /// How often a heartbeat is written ([`HEARTBEAT`]).
     pub heartbeat: Duration,
+    /// The log holding the tables' streams (a column added to a table is added to its
+    /// stream's definition there).
+    pub log: Arc<Log>,
+    /// The tables stopped, and why (a [`ReaderError::SchemaChanged`]), by `schema.table`: kept
+    /// in `stopped.json` in `dir`, read by whoever shows the source's status.
+    pub stopped: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
 /// What may be acknowledged: the transactions read, oldest first (where each ends, and the last
@@ -105,7 +119,7 @@ struct Acks {
 async fn acknowledge(
     acks: Arc<std::sync::Mutex<Acks>>,
     feedback: Arc<pg_walstream::SharedLsnFeedback>,
-    taken: super::Taken,
+    downstream: Arc<dyn Downstream>,
     stop: CancellationToken,
 ) {
     loop {
@@ -116,7 +130,9 @@ async fn acknowledge(
         let mut acks = acks.lock().expect("acks");
         let mut ack = None;
         while let Some((end, ends)) = acks.waiting.front() {
-            if !(ends.iter()).all(|(s, last)| taken(s).is_some_and(|t| t > *last)) {
+            let taken =
+                |stream: &str, last: u64| downstream.taken(stream).is_some_and(|t| t > last);
+            if !(ends.iter()).all(|(stream, last)| taken(stream, *last)) {
                 break;
             }
             ack = Some(*end);
@@ -140,6 +156,12 @@ struct Pending {
 
 /// Most changes of one table held before they are appended, while a snapshot is copied.
 const SNAPSHOT_BATCH: usize = 10_000;
+
+/// Most changes received and not yet appended, while transactions come faster than appends.
+const APPEND_AT_MOST: usize = 10_000;
+
+/// Most events received ahead of the appends.
+const EVENTS_AHEAD: usize = 20_000;
 
 /// How often the slot is told how far the lake has taken it.
 const ACK_EVERY: Duration = Duration::from_secs(1);
@@ -251,70 +273,111 @@ impl Reader {
         Ok(last)
     }
 
-    /// Where the tables' streams end: the furthest `end_lsn` their records carry (a
-    /// transaction at or before it is in the log already), and each stream's last sequence
-    /// number.
-    fn appended(&self) -> Result<(u64, Vec<(String, u64)>), ReaderError> {
-        let mut furthest = 0;
-        let mut ends = Vec::new();
-        for out in self.tables.values() {
+    /// Where each table's stream ends: the `end_lsn` its last record carries (a transaction
+    /// ending at or before it is in that stream already), and its last sequence number.
+    fn appended(&self) -> Result<HashMap<String, (u64, u64)>, ReaderError> {
+        let mut appended = HashMap::new();
+        for (table, out) in &self.tables {
             let shard = &out.stream.shards()[0];
             let (start, end) = shard.bounds();
             if end == start {
                 continue;
             }
-            ends.push((out.stream.name().to_string(), end - 1));
             for record in shard.read(end - 1, 1, usize::MAX)?.records {
                 let record: serde_json::Value =
                     serde_json::from_slice(&record.data).unwrap_or_default();
-                furthest = furthest.max(record["source"]["end_lsn"].as_u64().unwrap_or(0));
+                let end_lsn = record["source"]["end_lsn"].as_u64().unwrap_or(0);
+                appended.insert(table.clone(), (end_lsn, end - 1));
             }
         }
-        Ok((furthest, ends))
+        Ok(appended)
     }
 
     /// Reads the slot until `stop`: every transaction's changes appended to their tables'
-    /// streams whole (but those the streams hold already: a restart resumes where the slot was
+    /// streams whole (but those a stream holds already: a restart resumes where the slot was
     /// acknowledged), and the slot acknowledged as far as the lake has taken them
     /// ([`acknowledge`]).
     pub async fn run(
-        &self,
-        taken: super::Taken,
+        &mut self,
+        downstream: Arc<dyn Downstream>,
         stop: &CancellationToken,
     ) -> Result<(), ReaderError> {
-        let mut stream = self.open().await?;
+        let kept = self.read_stopped()?;
+        self.stopped.lock().expect("stopped").extend(kept);
+        let stream = self.open().await?;
+        let done = stop.child_token();
         let feedback = stream.shared_lsn_feedback.clone();
-        let heartbeat = tokio::spawn(heartbeats(
-            self.conninfo.clone(),
-            self.heartbeat,
-            stop.clone(),
-        ));
-        // Transactions in the log the lake may not have: where each ends, and the last record
-        // of each stream it wrote to.
-        let (appended, ends) = self.appended()?;
-        let acks = Arc::new(std::sync::Mutex::new(Acks::default()));
-        if !ends.is_empty() {
+        let appended = self.appended()?;
+        let acks = Arc::new(Mutex::new(Acks::default()));
+        if let Some(furthest) = appended.values().map(|(end, _)| *end).max() {
+            let ends = (appended.iter())
+                .map(|(table, (_, last))| (self.tables[table].stream.name().to_string(), *last))
+                .collect();
             acks.lock()
                 .expect("acks")
                 .waiting
-                .push_back((appended, ends));
+                .push_back((furthest, ends));
         }
-        let acker = tokio::spawn(acknowledge(
-            acks.clone(),
-            feedback.clone(),
-            taken,
-            stop.clone(),
-        ));
+        let (events_in, events) = mpsc::channel(EVENTS_AHEAD);
+        let tasks = [
+            tokio::spawn(heartbeats(
+                self.conninfo.clone(),
+                self.heartbeat,
+                done.clone(),
+            )),
+            tokio::spawn(acknowledge(
+                acks.clone(),
+                feedback,
+                downstream.clone(),
+                done.clone(),
+            )),
+        ];
+        let receiver = tokio::spawn(receive(stream, events_in, done.clone()));
+        let followed = self.follow(events, appended, &acks, &*downstream).await;
+        done.cancel();
+        for task in tasks {
+            task.abort();
+        }
+        let received = receiver
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        followed.and(received)
+    }
+
+    /// Turns the received events into records, appending each table's once the events ahead
+    /// are all taken in (or [`APPEND_AT_MOST`] wait), until the receiver stops.
+    async fn follow(
+        &mut self,
+        mut events: mpsc::Receiver<ChangeEvent>,
+        appended: HashMap<String, (u64, u64)>,
+        acks: &Mutex<Acks>,
+        downstream: &dyn Downstream,
+    ) -> Result<(), ReaderError> {
         let mut transaction: Vec<Pending> = Vec::new();
         let mut committed_at = 0i64;
-        let mut last_ack = std::time::Instant::now();
-        while !stop.is_cancelled() {
-            let ChangeEvent {
+        let mut batch = Batch::default();
+        loop {
+            let event = match batch.end {
+                None => events.recv().await,
+                Some(_) if batch.records < APPEND_AT_MOST => match events.try_recv() {
+                    Ok(event) => Some(event),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.append_batch(&mut batch, acks).await?;
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                },
+                Some(_) => {
+                    self.append_batch(&mut batch, acks).await?;
+                    continue;
+                }
+            };
+            let Some(ChangeEvent {
                 event_type, lsn, ..
-            } = match stream.next_event(stop).await {
-                Ok(event) => event,
-                Err(_) if stop.is_cancelled() => break,
-                Err(e) => return Err(e.into()),
+            }) = event
+            else {
+                // The receiver stopped: what it gave is appended, the rest it sends again.
+                return self.append_batch(&mut batch, acks).await;
             };
             let lsn = lsn.0;
             match event_type {
@@ -368,10 +431,7 @@ impl Reader {
                     lsn,
                 ),
                 EventType::Truncate { tables, .. } => {
-                    for name in tables
-                        .iter()
-                        .filter(|n| self.tables.contains_key(n.as_ref()))
-                    {
+                    for name in tables.iter().filter(|n| self.reads(n)) {
                         transaction.push(Pending {
                             table: name.to_string(),
                             op: "t",
@@ -388,47 +448,153 @@ impl Reader {
                     ..
                 } => {
                     let name = format!("{namespace}.{relation_name}");
-                    if let Some(out) = self.tables.get(&name) {
+                    if self.reads(&name) {
                         let now: Vec<(String, ColumnType)> = (columns.iter())
                             .map(|c| (c.name.to_string(), column_type(c.type_id, c.type_modifier)))
                             .collect();
-                        if now != out.columns {
-                            return Err(ReaderError::SchemaChanged {
-                                table: name,
-                                change: describe_change(&out.columns, &now),
-                            });
+                        if now != self.tables[&name].columns {
+                            // The transactions before are read as the table was.
+                            self.append_batch(&mut batch, acks).await?;
+                            self.changed(&name, now, downstream).await?;
                         }
                     }
                 }
                 EventType::Commit { end_lsn, .. } => {
-                    if end_lsn.0 <= appended {
-                        transaction.clear();
-                        continue;
-                    }
-                    let mut by_table: HashMap<String, Vec<String>> = HashMap::new();
                     for p in transaction.drain(..) {
+                        if appended
+                            .get(&p.table)
+                            .is_some_and(|(end, _)| end_lsn.0 <= *end)
+                        {
+                            continue;
+                        }
                         let (before, after) = (p.before.as_deref(), p.after.as_deref());
                         let record = envelope(p.op, before, after, p.lsn, committed_at, end_lsn.0);
-                        by_table.entry(p.table).or_default().push(record);
+                        batch.tables.entry(p.table).or_default().push(record);
+                        batch.records += 1;
                     }
-                    let mut ends = Vec::new();
-                    for (name, records) in by_table {
-                        if let Some(last) = self.append(&name, records).await? {
-                            ends.push((self.tables[&name].stream.name().to_string(), last));
-                        }
-                    }
-                    (acks.lock().expect("acks").waiting).push_back((end_lsn.0, ends));
+                    batch.end = Some(end_lsn.0);
                 }
                 _ => {}
             }
-            if last_ack.elapsed() >= ACK_EVERY {
-                stream.send_feedback().await?;
-                last_ack = std::time::Instant::now();
+        }
+    }
+
+    /// Appends the batch's records, a table at a time, and hands its end to [`acknowledge`].
+    async fn append_batch(&self, batch: &mut Batch, acks: &Mutex<Acks>) -> Result<(), ReaderError> {
+        let Some(end) = batch.end.take() else {
+            return Ok(());
+        };
+        let mut ends = Vec::new();
+        for (name, records) in std::mem::take(&mut batch.tables) {
+            if let Some(last) = self.append(&name, records).await? {
+                ends.push((self.tables[&name].stream.name().to_string(), last));
             }
         }
-        heartbeat.abort();
-        acker.abort();
+        batch.records = 0;
+        acks.lock().expect("acks").waiting.push_back((end, ends));
         Ok(())
+    }
+
+    /// Whether table `name` is read: one of the source's, and not stopped.
+    fn reads(&self, name: &str) -> bool {
+        self.tables.contains_key(name) && !self.stopped.lock().expect("stopped").contains_key(name)
+    }
+
+    /// Table `name`'s columns are `now` in the database, no longer as its stream has them. A
+    /// nullable column added without a default (its rows so far hold null in it, as the
+    /// mirror's do) is added to the stream, and its pipeline started again to add it to its
+    /// tables; any other change stops the table.
+    async fn changed(
+        &mut self,
+        name: &str,
+        now: Vec<(String, ColumnType)>,
+        downstream: &dyn Downstream,
+    ) -> Result<(), ReaderError> {
+        let was = &self.tables[name].columns;
+        let unfit = match now.len() > was.len() && now[..was.len()] == was[..] {
+            true => self.unfit_added(name, &now[was.len()..]).await?,
+            false => Some(describe_change(was, &now)),
+        };
+        if let Some(change) = unfit {
+            let reason = ReaderError::SchemaChanged {
+                table: name.to_string(),
+                change,
+            };
+            tracing::warn!(table = name, error = %reason, "a PostgreSQL source's table stops");
+            let mut stopped = self.stopped.lock().expect("stopped").clone();
+            stopped.insert(name.to_string(), reason.to_string());
+            let json = serde_json::to_vec_pretty(&stopped).map_err(std::io::Error::other)?;
+            write_synced(&self.dir.join("stopped.json"), &json)?;
+            *self.stopped.lock().expect("stopped") = stopped;
+            return Ok(());
+        }
+        let out = &self.tables[name];
+        let mut definition = StreamDefinition::from_log(&out.stream.meta().definition);
+        let added = now[out.columns.len()..]
+            .iter()
+            .map(|(column, data_type)| Column {
+                name: column.clone(),
+                data_type: *data_type,
+                nullable: true,
+            });
+        definition.columns.extend(added);
+        let stream = out.stream.name().to_string();
+        self.log
+            .redefine_stream(&stream, out.stream.id(), definition.to_log())?;
+        tracing::info!(
+            table = name,
+            stream,
+            "a PostgreSQL source's table has new columns"
+        );
+        downstream.reopen(&stream).await;
+        self.tables.get_mut(name).expect("a table read").columns = now;
+        Ok(())
+    }
+
+    /// Why the columns `added` to table `name` cannot be taken as they come, if they cannot:
+    /// one is `NOT NULL` or has a default, so that the table's rows so far hold values in it
+    /// that no change sends.
+    async fn unfit_added(
+        &self,
+        name: &str,
+        added: &[(String, ColumnType)],
+    ) -> Result<Option<String>, ReaderError> {
+        let (schema, table) = name.split_once('.').expect("schema.table");
+        let names: Vec<String> = added.iter().map(|(n, _)| super::literal(n)).collect();
+        let sql = format!(
+            "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = {} AND c.relname = {} AND a.attname IN ({}) \
+             AND (a.attnotnull OR a.atthasdef OR a.atthasmissing)",
+            super::literal(schema),
+            super::literal(table),
+            names.join(", ")
+        );
+        let plain = plain(&self.conninfo);
+        let unfit = tokio::task::spawn_blocking(move || {
+            let mut connection = pg_walstream::PgReplicationConnection::connect(&plain)?;
+            Ok::<_, ReaderError>(
+                super::query(&mut connection, &sql).map_err(std::io::Error::other)?,
+            )
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok((!unfit.is_empty()).then(|| {
+            let columns: Vec<&str> = unfit.iter().map(|row| row[0].as_str()).collect();
+            format!(
+                "column {} added NOT NULL or with a default",
+                columns.join(", ")
+            )
+        }))
+    }
+
+    /// The tables stopped before, as `stopped.json` keeps them.
+    fn read_stopped(&self) -> Result<BTreeMap<String, String>, ReaderError> {
+        match std::fs::read(self.dir.join("stopped.json")) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_err(std::io::Error::other)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Adds a change of a table read to the open transaction (its commit time and end are
@@ -445,9 +611,10 @@ impl Reader {
         lsn: u64,
     ) {
         let name = format!("{schema}.{table}");
-        let Some(out) = self.tables.get(&name) else {
+        if !self.reads(&name) {
             return;
-        };
+        }
+        let out = &self.tables[&name];
         transaction.push(Pending {
             before: before.map(|row| row_of(out, row)),
             after: after.map(|row| row_of(out, row)),
@@ -455,6 +622,39 @@ impl Reader {
             op,
             lsn,
         });
+    }
+}
+
+/// The transactions received and not yet appended: each table's records, how many in all, and
+/// where the last ends (`None`: nothing since the last append).
+#[derive(Default)]
+struct Batch {
+    tables: HashMap<String, Vec<String>>,
+    records: usize,
+    end: Option<u64>,
+}
+
+/// Receives the slot's events into `events` until `stop` or an error, telling PostgreSQL every
+/// [`ACK_EVERY`] how far the slot may be acknowledged ([`acknowledge`] says).
+async fn receive(
+    mut stream: LogicalReplicationStream,
+    events: mpsc::Sender<ChangeEvent>,
+    stop: CancellationToken,
+) -> Result<(), ReaderError> {
+    let mut last_feedback = std::time::Instant::now();
+    loop {
+        let event = match stream.next_event(&stop).await {
+            Ok(event) => event,
+            Err(_) if stop.is_cancelled() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if events.send(event).await.is_err() {
+            return Ok(()); // the reader stopped
+        }
+        if last_feedback.elapsed() >= ACK_EVERY {
+            stream.send_feedback().await?;
+            last_feedback = std::time::Instant::now();
+        }
     }
 }
 

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use pg_walstream::CancellationToken;
-use sluice_ingest::postgres::{Reader, TableOut};
+use sluice_ingest::postgres::{Downstream, Reader, TableOut};
 use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
 use sluice_sql::ColumnType;
 
@@ -144,6 +145,25 @@ fn stream(log: &Log, name: &str) -> Arc<Stream> {
     .unwrap()
 }
 
+/// The pipelines, as a reader sees them: they have taken everything (`all`) or nothing, and
+/// the streams whose pipelines were started again are noted.
+#[derive(Default)]
+struct Lake {
+    all: bool,
+    reopened: Mutex<Vec<String>>,
+}
+
+impl Downstream for Lake {
+    fn taken(&self, _: &str) -> Option<u64> {
+        self.all.then_some(u64::MAX)
+    }
+
+    fn reopen<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, ()> {
+        self.reopened.lock().unwrap().push(stream.to_string());
+        Box::pin(async {})
+    }
+}
+
 /// The records of the stream's one shard, as JSON.
 fn records(stream: &Stream) -> Vec<serde_json::Value> {
     let shard = &stream.shards()[0];
@@ -181,7 +201,7 @@ async fn a_snapshot_then_every_change_lands_in_the_tables_streams() {
          '2026-01-05 14:30:00+00' FROM generate_series(1, 100) i; \
          CREATE PUBLICATION sluice FOR TABLE orders;",
     );
-    let log = Log::open(dir.path().join("log"), LogConfig::default()).unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
     let orders = stream(&log, "orders");
     let columns = [
         ("id", ColumnType::Int),
@@ -204,15 +224,20 @@ async fn a_snapshot_then_every_change_lands_in_the_tables_streams() {
         dir: dir.path().to_path_buf(),
         snapshot: true,
         heartbeat: Duration::from_millis(300),
+        log: log.clone(),
+        stopped: Arc::default(),
     };
     // The lake takes nothing (or, with `all`, everything): the slot is never acknowledged
     // past the snapshot (or is, as far as PostgreSQL has sent).
-    let start = |reader: Reader, all: bool| {
+    let start = |mut reader: Reader, all: bool| {
         let stop = CancellationToken::new();
         let task = {
             let stop = stop.clone();
-            let taken: sluice_ingest::postgres::Taken = Arc::new(move |_| all.then_some(u64::MAX));
-            tokio::spawn(async move { reader.run(taken, &stop).await })
+            let lake = Arc::new(Lake {
+                all,
+                ..Lake::default()
+            });
+            tokio::spawn(async move { reader.run(lake, &stop).await })
         };
         (stop, task)
     };
@@ -372,8 +397,12 @@ async fn a_source_is_created_read_and_dropped_with_its_slot() {
          CREATE PUBLICATION sluice FOR TABLE orders, customers;",
     );
     let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
-    let sources =
-        Sources::open(dir.path().join("sources"), log.clone(), Arc::new(|_| None)).unwrap();
+    let sources = Sources::open(
+        dir.path().join("sources"),
+        log.clone(),
+        Arc::new(Lake::default()),
+    )
+    .unwrap();
     let create = |sql: &str| match sluice_sql::parse(sql).unwrap().remove(0) {
         Statement::CreateSource(c) => c,
         other => panic!("{other:?}"),
@@ -411,7 +440,18 @@ async fn a_source_is_created_read_and_dropped_with_its_slot() {
     let mut batch = orders.batches();
     batch.push(0, b"", b"{}").unwrap();
     assert!(orders.append(batch).await.is_err());
-    assert_eq!(sources.list()[0].state, "reading");
+    let shown = sources.list();
+    assert_eq!(
+        (shown[0].table.as_str(), shown[0].state, shown[0].behind),
+        ("public.orders", "reading", 3),
+        "nothing taken by the lake: every record behind"
+    );
+    // Only DROP SOURCE drops its streams.
+    let refused = log.drop_stream("orders").unwrap_err().to_string();
+    assert!(
+        refused.contains("table public.orders of PostgreSQL source 'shop'"),
+        "{refused}"
+    );
 
     let dropped = sources.drop_source("shop", false).await.unwrap();
     assert_eq!(
@@ -432,60 +472,118 @@ async fn a_source_is_created_read_and_dropped_with_its_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_schema_change_or_a_slot_gone_stops_the_reader_with_the_reason() {
+async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_the_reader() {
     use sluice_ingest::postgres::ReaderError;
 
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start(dir.path());
     pg.sql(
         "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'); \
-         CREATE PUBLICATION p FOR TABLE t;",
+         CREATE TABLE u (id int PRIMARY KEY, w text); INSERT INTO u VALUES (1, 'a'); \
+         CREATE PUBLICATION p FOR TABLE t, u;",
     );
-    let log = Log::open(dir.path().join("log"), LogConfig::default()).unwrap();
-    let t = stream(&log, "t");
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let (t, u) = (stream(&log, "t"), stream(&log, "u"));
+    let out = |stream: &Arc<Stream>, column: &str| TableOut {
+        stream: stream.clone(),
+        columns: vec![
+            ("id".into(), ColumnType::Int),
+            (column.into(), ColumnType::Text),
+        ],
+    };
     let reader = || Reader {
         conninfo: format!("{}?replication=database", pg.url()),
         slot: "s".into(),
         publication: "p".into(),
-        tables: HashMap::from([(
-            "public.t".to_string(),
-            TableOut {
-                stream: t.clone(),
-                columns: vec![
-                    ("id".into(), ColumnType::Int),
-                    ("v".into(), ColumnType::Text),
-                ],
-            },
-        )]),
+        tables: HashMap::from([
+            ("public.t".to_string(), out(&t, "v")),
+            ("public.u".to_string(), out(&u, "w")),
+        ]),
         dir: dir.path().to_path_buf(),
         snapshot: true,
         heartbeat: Duration::from_secs(1),
+        log: log.clone(),
+        stopped: Arc::default(),
     };
-    let none: sluice_ingest::postgres::Taken = Arc::new(|_| None);
+    let lake = Arc::new(Lake::default());
     let stop = CancellationToken::new();
+    let mut first = reader();
+    let stopped = first.stopped.clone();
     let run = {
-        let (reader, none, stop) = (reader(), none.clone(), stop.clone());
-        tokio::spawn(async move { reader.run(none, &stop).await })
+        let (lake, stop) = (lake.clone(), stop.clone());
+        tokio::spawn(async move { first.run(lake, &stop).await })
     };
-    until("the snapshot", || records(&t).len() == 2).await;
-    pg.sql("ALTER TABLE t ALTER COLUMN v TYPE int USING 0; INSERT INTO t VALUES (2, 5);");
-    match tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        Err(ReaderError::SchemaChanged { table, change }) => {
-            assert_eq!(
-                (table.as_str(), change.as_str()),
-                ("public.t", "column v is INT, was TEXT")
-            )
-        }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(records(&t).len(), 2, "nothing of the changed table taken");
+    until("the snapshot", || {
+        records(&t).len() == 2 && records(&u).len() == 2
+    })
+    .await;
+
+    // A nullable column without a default: the stream has it, its pipeline was started again
+    // before the first change that has it was appended.
+    pg.sql("ALTER TABLE t ADD COLUMN extra text; INSERT INTO t VALUES (2, 'b', 'x');");
+    until("the insert with the new column", || records(&t).len() == 3).await;
+    assert_eq!(records(&t)[2]["after"]["extra"], "x");
+    let definition = sluice_sql::StreamDefinition::from_log(&t.meta().definition);
+    let added = definition.columns.last().unwrap();
+    assert_eq!(
+        (added.name.as_str(), added.data_type, added.nullable),
+        ("extra", ColumnType::Text, true)
+    );
+    assert_eq!(*lake.reopened.lock().unwrap(), ["t"]);
+
+    // A column with a default (the rows so far hold it, and no change says so) stops t, after
+    // everything before; u goes on.
+    pg.sql(
+        "INSERT INTO t VALUES (3, 'c', 'y'); ALTER TABLE t ADD COLUMN d int DEFAULT 7; \
+         INSERT INTO t VALUES (4, 'd', 'z'); INSERT INTO u VALUES (2, 'b');",
+    );
+    until("u's insert", || records(&u).len() == 3).await;
+    until("t stopped", || {
+        stopped.lock().unwrap().contains_key("public.t")
+    })
+    .await;
+    assert_eq!(
+        records(&t).len(),
+        4,
+        "t's insert before the change, not after"
+    );
+    let reason = stopped.lock().unwrap()["public.t"].clone();
+    assert!(
+        reason.contains("column d added NOT NULL or with a default"),
+        "{reason}"
+    );
+
+    // A type changed stops u too; the reader reads on.
+    pg.sql("ALTER TABLE u ALTER COLUMN w TYPE int USING 0; INSERT INTO u VALUES (3, 5);");
+    until("u stopped", || {
+        stopped.lock().unwrap().contains_key("public.u")
+    })
+    .await;
+    assert!(stopped.lock().unwrap()["public.u"].contains("column w is INT, was TEXT"));
+    assert_eq!(records(&u).len(), 3);
+    assert!(!run.is_finished());
+    stop.cancel();
+    run.await.unwrap().unwrap();
+
+    // Started again, the stopped tables stay stopped.
+    let (stop, mut again) = (CancellationToken::new(), reader());
+    let kept = again.stopped.clone();
+    let run = {
+        let (lake, stop) = (lake.clone(), stop.clone());
+        tokio::spawn(async move { again.run(lake, &stop).await })
+    };
+    pg.sql("INSERT INTO t VALUES (5, 'e', 'w', 1); INSERT INTO u VALUES (4, 6);");
+    until("the stopped tables read back", || {
+        kept.lock().unwrap().len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!((records(&t).len(), records(&u).len()), (4, 3));
+    stop.cancel();
+    run.await.unwrap().unwrap();
 
     pg.sql("SELECT pg_drop_replication_slot('s');");
-    match reader().run(none, &stop).await {
+    match reader().run(lake, &CancellationToken::new()).await {
         Err(ReaderError::SlotGone(slot)) => assert_eq!(slot, "s"),
         other => panic!("{other:?}"),
     }

@@ -62,7 +62,7 @@ async fn a_table_created_again_under_a_dropped_name_starts_afresh() {
 }
 
 #[tokio::test]
-async fn open_or_create_opens_an_existing_table() {
+async fn open_or_create_opens_an_existing_table_adding_the_nullable_columns_it_lacks() {
     let t = TestLake::new();
     let mut ticks = table(&t.lake, "ticks").await;
     ticks
@@ -70,17 +70,32 @@ async fn open_or_create_opens_an_existing_table() {
         .await
         .unwrap();
 
-    // Other columns asked for change nothing: the table is opened as it is.
-    let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Boolean, true)]));
+    // Columns it lacks are added if nullable (a stream's column added since), in a commit of
+    // their own that changes no row and no position; a required one is refused.
+    let wider = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, true),
+        Field::new("v", DataType::Utf8, true),
+        Field::new("x", DataType::Boolean, true),
+    ]));
     let opened = t
         .lake
-        .open_or_create("ticks", &other, &[], &[])
+        .open_or_create("ticks", &wider, &[], &[])
         .await
         .unwrap();
-    assert_eq!(opened.version(), Some(1));
+    assert_eq!(opened.version(), Some(2));
     assert_eq!(count(&opened).await, 3);
     assert_eq!(opened.position("shard-0").await.unwrap(), Some(3));
-    assert_eq!(opened.arrow_schema().unwrap().fields().len(), 2);
+    assert_eq!(opened.arrow_schema().unwrap().fields().len(), 3);
+    let nulls = query(&opened, "SELECT count(*) FROM t WHERE x IS NULL").await;
+    assert_eq!(nulls[0].column(0).as_primitive::<Int64Type>().value(0), 3);
+    let again = t.lake.open_or_create("ticks", &wider, &[], &[]).await;
+    assert_eq!(again.unwrap().version(), Some(2), "nothing more to add");
+    let required = Arc::new(Schema::new(vec![Field::new("y", DataType::Int64, false)]));
+    let refused = t.lake.open_or_create("ticks", &required, &[], &[]).await;
+    assert!(
+        matches!(refused, Err(Error::RequiredColumn { ref column, .. }) if column == "y"),
+        "{refused:?}"
+    );
     assert_eq!(t.lake.table_names(), vec!["ticks"]);
 }
 

@@ -226,7 +226,7 @@ fn streams_survive_restarts_and_drops_are_complete() {
     let names: Vec<_> = log.streams().iter().map(|s| s.name().to_string()).collect();
     assert_eq!(names, ["ticks"]);
     let s = log.stream("ticks").unwrap();
-    assert_eq!(s.meta(), &meta);
+    assert_eq!(s.meta(), meta);
     let shard = s.shard(s.shard_for_key(b"AAPL")).unwrap();
     assert_eq!(read_all(shard).len(), 1);
     assert!(!dir.path().join("streams/gone").exists());

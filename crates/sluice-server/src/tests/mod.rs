@@ -47,7 +47,7 @@ fn app_with(
     let sources = sluice_ingest::postgres::Sources::open(
         dir.join("sources"),
         log.clone(),
-        Arc::new(|_| None),
+        Arc::new(crate::sources::Downstream(pipelines.clone())),
     )
     .unwrap();
     let state = AppState {
