@@ -71,10 +71,13 @@ def wait_mirror(sluice, url, timeout):
 
 
 def retained(url):
-    """The WAL the slot holds back, in bytes (the slot's restart_lsn to the current position)."""
+    """The WAL the slot holds back (from its restart_lsn, which PostgreSQL moves at its own pace
+    behind the acknowledgements) and the WAL not yet acknowledged (from confirmed_flush_lsn) to
+    the current position, in bytes."""
     with psycopg.connect(url, autocommit=True) as c:
-        return c.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-                         "FROM pg_replication_slots").fetchone()[0]
+        return c.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+                         "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+                         "FROM pg_replication_slots").fetchone()
 
 
 def pgbench(url, seconds):
@@ -95,7 +98,7 @@ def live(sluice, url, seconds, timeout):
     row 1 updated, and the time from its commit until the mirror shows it; and the slot's retained
     WAL each second. Then waits until the mirror holds the source's rows. Prints JSON: pgbench's
     transactions a second, the seconds the mirror was behind at its end, the probes' p50/p99, the
-    retained WAL's median and peak in MiB."""
+    retained WAL's median and peak and the unacknowledged WAL's median in MiB."""
     done = threading.Event()
     latencies, wal = [], []
 
@@ -116,7 +119,7 @@ def live(sluice, url, seconds, timeout):
 
     def sample():
         while not done.wait(1.0):
-            wal.append(retained(url) / 2**20)
+            wal.append([b / 2**20 for b in retained(url)])
 
     threads = [threading.Thread(target=probe), threading.Thread(target=sample)]
     for t in threads:
@@ -135,15 +138,18 @@ def live(sluice, url, seconds, timeout):
         "visible_p50_s": statistics.median(latencies),
         "visible_p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
         "probes": len(latencies),
-        "wal_retained_median_mib": statistics.median(wal),
-        "wal_retained_peak_mib": max(wal),
+        "wal_retained_median_mib": statistics.median(w[0] for w in wal),
+        "wal_retained_peak_mib": max(w[0] for w in wal),
+        "unacknowledged_median_mib": statistics.median(w[1] for w in wal),
     }))
 
 
 def idle_retained(url, seconds):
-    """Waits SECONDS with the database idle; prints the retained WAL then, in KiB."""
+    """Waits SECONDS with the database idle; prints the retained and the unacknowledged WAL
+    then, in KiB, as JSON."""
     time.sleep(float(seconds))
-    print(retained(url) / 1024)
+    held, unacknowledged = retained(url)
+    print(json.dumps({"idle_wal_retained_kib": held / 1024, "idle_unacknowledged_kib": unacknowledged / 1024}))
 
 
 if __name__ == "__main__":

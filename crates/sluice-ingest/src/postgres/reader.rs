@@ -60,6 +60,9 @@ pub enum ReaderError {
         /// What changed.
         change: String,
     },
+    /// A heartbeat failed: the database is going away (a fast shutdown), or cannot be reached.
+    #[error("PostgreSQL: a heartbeat failed ({0}): connecting again")]
+    Heartbeat(String),
     /// The slot is there but holds no snapshot for Sluice to start from.
     #[error(
         "replication slot '{0}' exists already: Sluice copies the tables when it creates the \
@@ -112,10 +115,11 @@ struct Acks {
 /// reader is doing) past the transactions whose every stream the lake has taken past their
 /// records. A transaction of no table read (a heartbeat's) waits for nothing.
 ///
-/// Open: PostgreSQL's fast shutdown waits for the slot to be acknowledged to the end of what
-/// it sent, past the last transaction (its shutdown checkpoint); the library keeps that
-/// position to itself while it waits for the next event, so a fast shutdown waits until this
-/// reader disconnects.
+/// PostgreSQL's fast shutdown waits for the slot to be acknowledged to the end of what it
+/// sent, past the last transaction (its shutdown checkpoint). The library keeps that position
+/// to itself while it waits for the next event, so the reader cannot acknowledge it: the
+/// shutdown waits until the reader disconnects, which the next heartbeat's failure makes it do
+/// ([`heartbeats`]).
 async fn acknowledge(
     acks: Arc<std::sync::Mutex<Acks>>,
     feedback: Arc<pg_walstream::SharedLsnFeedback>,
@@ -319,29 +323,22 @@ impl Reader {
                 .push_back((furthest, ends));
         }
         let (events_in, events) = mpsc::channel(EVENTS_AHEAD);
-        let tasks = [
-            tokio::spawn(heartbeats(
-                self.conninfo.clone(),
-                self.heartbeat,
-                done.clone(),
-            )),
-            tokio::spawn(acknowledge(
-                acks.clone(),
-                feedback,
-                downstream.clone(),
-                done.clone(),
-            )),
-        ];
+        let (conninfo, every) = (self.conninfo.clone(), self.heartbeat);
+        let beating = tokio::spawn(heartbeats(conninfo, every, done.clone()));
+        let acker = tokio::spawn(acknowledge(
+            acks.clone(),
+            feedback,
+            downstream.clone(),
+            done.clone(),
+        ));
         let receiver = tokio::spawn(receive(stream, events_in, done.clone()));
         let followed = self.follow(events, appended, &acks, &*downstream).await;
         done.cancel();
-        for task in tasks {
-            task.abort();
-        }
-        let received = receiver
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        followed.and(received)
+        acker.abort();
+        let joined = |e: tokio::task::JoinError| std::io::Error::other(e.to_string());
+        let received = receiver.await.map_err(joined)?;
+        let beaten = beating.await.map_err(joined)?;
+        followed.and(received).and(beaten)
     }
 
     /// Turns the received events into records, appending each table's once the events ahead
@@ -659,13 +656,21 @@ async fn receive(
 }
 
 /// Writes a heartbeat every `every` until `stop`, on a connection of its own (the replication
-/// one only replicates). A failed one is logged; the next connects again.
-async fn heartbeats(conninfo: String, every: Duration, stop: CancellationToken) {
+/// one only replicates). A heartbeat that fails ends it, and cancels `stop`: the reader
+/// disconnects and connects again. That is also how a fast shutdown of PostgreSQL gets past
+/// the reader: it ends the other sessions first (this one), then waits for the slot to be
+/// acknowledged to the end of what was sent, which the reader cannot do (see [`acknowledge`])
+/// but disconnecting ends.
+async fn heartbeats(
+    conninfo: String,
+    every: Duration,
+    stop: CancellationToken,
+) -> Result<(), ReaderError> {
     let plain = plain(&conninfo);
     let mut connection = None;
     loop {
         tokio::select! {
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(every) => {}
         }
         let (plain, mut held) = (plain.clone(), connection.take());
@@ -674,14 +679,19 @@ async fn heartbeats(conninfo: String, every: Duration, stop: CancellationToken) 
                 Some(c) => c,
                 None => pg_walstream::PgReplicationConnection::connect(&plain)?,
             };
-            c.exec("SELECT pg_logical_emit_message(true, 'sluice_heartbeat', '')")?;
-            Ok::<_, pg_walstream::ReplicationError>(c)
+            let sql = "SELECT pg_logical_emit_message(true, 'sluice_heartbeat', '')";
+            super::query(&mut c, sql).map_err(std::io::Error::other)?;
+            Ok::<_, ReaderError>(c)
         })
-        .await;
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         match beat {
-            Ok(Ok(c)) => connection = Some(c),
-            Ok(Err(e)) => tracing::warn!(error = %e, "a PostgreSQL source's heartbeat failed"),
-            Err(e) => tracing::warn!(error = %e, "a PostgreSQL source's heartbeat panicked"),
+            Ok(c) => connection = Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "a PostgreSQL source's heartbeat failed: reconnecting");
+                stop.cancel();
+                return Err(ReaderError::Heartbeat(e.to_string()));
+            }
         }
     }
 }
