@@ -206,10 +206,8 @@ impl Lake {
     }
 
     /// Opens table `name`, creating it with `schema` if it does not exist, partitioned by the
-    /// columns `partition_by` (Hive-style folders, outermost first); an existing table gets the
-    /// nullable columns of `schema` it lacks ([`LakeTable::add_columns`]: a stream's column
-    /// added since). `properties` go into a new table's configuration (see
-    /// [`LakeTable::property`]).
+    /// columns `partition_by` (Hive-style folders, outermost first).
+    /// `properties` go into a new table's configuration (see [`LakeTable::property`]).
     pub async fn open_or_create(
         &self,
         name: &str,
@@ -226,11 +224,7 @@ impl Lake {
         if self.has(name) {
             match self.open(name).await {
                 Err(Error::TableNotFound(_)) => {}
-                Ok(mut table) => {
-                    table.add_columns(schema).await?;
-                    return Ok(table);
-                }
-                Err(e) => return Err(e),
+                opened => return opened,
             }
         }
         let fields: StructType = schema

@@ -343,7 +343,7 @@ impl Log {
         let _ddl = self.ddl.lock().expect("ddl lock");
         self.stream(name)
             .ok()
-            .filter(|s| s.meta().id == id)
+            .filter(|s| s.id() == id)
             .ok_or_else(|| Error::StreamNotFound(name.to_string()))
     }
 
@@ -480,7 +480,7 @@ impl Log {
         let dir = self.root.join("streams").join(name);
         let trash = self.root.join("trash");
         std::fs::create_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
-        let doomed = trash.join(format!("{name}-{}", stream.meta().id));
+        let doomed = trash.join(format!("{name}-{}", stream.id()));
         std::fs::rename(&dir, &doomed).map_err(|e| Error::io(&dir, e))?;
         segment::sync_dir(&self.root.join("streams"))?;
         std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))

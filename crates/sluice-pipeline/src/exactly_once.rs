@@ -187,9 +187,10 @@ pub fn writer(table: &LakeTable) -> Option<Writer> {
         .or_else(|| id(VIEW_OWNER).map(Writer::View))
 }
 
-/// Opens or creates table `name` for `writer` (`more` properties go into a new table too). A
-/// table an earlier incarnation of the pipeline left (a crash before its tables were dropped)
-/// is dropped and made anew; a table no pipeline made (`CREATE TABLE … AS`) is the user's, and
+/// Opens or creates table `name` for `writer` (`more` properties go into a new table too),
+/// adding the nullable columns of `schema` it lacks (a stream's column added since). A table
+/// an earlier incarnation of the pipeline left (a crash before its tables were dropped) is
+/// dropped and made anew; a table no pipeline made (`CREATE TABLE … AS`) is the user's, and
 /// refused.
 pub(crate) async fn own_table(
     lake: &Lake,
@@ -203,11 +204,14 @@ pub(crate) async fn own_table(
     let id = id.to_string();
     let mut properties = vec![(key, id.as_str())];
     properties.extend_from_slice(more);
-    let table = lake
+    let mut table = lake
         .open_or_create(name, schema, partition_by, &properties)
         .await?;
     match table.property(key) {
-        Some(owner) if owner == id => Ok(table),
+        Some(owner) if owner == id => {
+            table.add_columns(schema).await?;
+            Ok(table)
+        }
         Some(_) => {
             lake.drop_table(name).await?;
             Ok(lake

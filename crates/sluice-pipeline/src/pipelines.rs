@@ -86,11 +86,16 @@ impl Pipelines {
     /// tables) those of streams that are gone.
     pub async fn reconcile(&self) {
         let _ddl = self.ddl.lock().await;
+        self.reconcile_locked().await;
+    }
+
+    /// [`Pipelines::reconcile`], the DDL lock held.
+    async fn reconcile_locked(&self) {
         let mut wanted: Vec<(String, Writer)> = self
             .log
             .streams()
             .iter()
-            .map(|s| (s.name().to_string(), Writer::Stream(s.meta().id)))
+            .map(|s| (s.name().to_string(), Writer::Stream(s.id())))
             .collect();
         wanted.extend(
             self.catalog
@@ -278,12 +283,15 @@ impl Pipelines {
     /// Stops stream `name`'s pipeline and starts it again: it reads the stream's definition
     /// anew (a column added to it, which its tables get first). Returns once it runs.
     pub async fn reopen(&self, name: &str) {
+        // Under the DDL lock: a pipeline opened meanwhile (at start-up) with the definition
+        // before is stopped here, or not yet opened.
+        let _ddl = self.ddl.lock().await;
         let key = (self.supervisor.keys().into_iter())
             .find(|(n, w)| n == name && matches!(w, Writer::Stream(_)));
         if let Some(key) = key {
             self.supervisor.stop(&key).await;
         }
-        self.reconcile().await;
+        self.reconcile_locked().await;
     }
 
     /// Every view's status, by name.

@@ -45,14 +45,10 @@ impl StreamRates {
         let now = Instant::now();
         let mut sampled = self.streams.lock().expect("rates lock");
         let streams = log.streams();
-        sampled.retain(|name, s| {
-            streams
-                .iter()
-                .any(|t| t.name() == name && t.meta().id == s.id)
-        });
+        sampled.retain(|name, s| streams.iter().any(|t| t.name() == name && t.id() == s.id));
         for stream in streams {
             let appended: u64 = stream.shards().iter().map(|s| s.bounds().1).sum();
-            let id = stream.meta().id;
+            let id = stream.id();
             match sampled.get_mut(stream.name()) {
                 // Too soon after the last sample to say anything of a rate.
                 Some(s) if now.duration_since(s.at) < MIN_SAMPLE_GAP => {}

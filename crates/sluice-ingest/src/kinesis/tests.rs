@@ -188,7 +188,7 @@ async fn oversized_and_forged_requests_are_refused_cheaply() {
     let stream = f.log.stream("ticks").unwrap();
     let forged = super::ShardIterator {
         stream: "ticks".into(),
-        stream_id: stream.meta().id,
+        stream_id: stream.id(),
         shard: 99,
         seq: 0,
         issued_ms: i64::MIN,

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  slot (pgoutput) ─► Begin … Insert/Update/Delete/Truncate … Commit{end_lsn}
-//!     ─► one append a table a transaction (its stream: 1 shard)   source.lsn = the change's LSN
+//!     ─► each table's changes of the transactions received, appended together (its stream:
+//!        1 shard)                                                 source.lsn = the change's LSN
 //!     ─► the slot is told end_lsn once every table's pipeline has committed past those records
 //! ```
 //!
@@ -20,10 +21,11 @@
 //!   `end_lsn` only once each table's pipeline has committed past that transaction's records
 //!   (the pipelines' positions); a `pg_logical_emit_message` heartbeat every 10 s is a
 //!   transaction of no table, acknowledged at once, which moves an idle database's slot along.
-//! - **Nothing twice in the log.** A restart resumes at the slot's confirmed position and skips
-//!   every transaction whose `end_lsn` the table streams' last records already carry
-//!   (`source.end_lsn`); a change that does get in twice is a repeat the history and the mirror
-//!   drop by its event id (`lsn/op/key`).
+//! - **Nothing twice in the log.** A restart resumes at the slot's confirmed position and skips,
+//!   table by table, every transaction whose `end_lsn` that table's stream's last record
+//!   already carries (`source.end_lsn`); a change that does get in twice is a repeat the
+//!   history and the mirror drop by its event id (`lsn/op/key`). Transactions sent again from
+//!   before a column was added are read with null in it.
 //! - **Columns added, or the table stops.** A nullable column added without a default (the
 //!   table's rows so far hold null in it) is added to the table's stream, and its pipeline
 //!   adds it to the lake's tables before the first change that has it is appended. Any other

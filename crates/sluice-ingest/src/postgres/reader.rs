@@ -48,20 +48,11 @@ pub enum ReaderError {
          the source and create it again (a new snapshot)"
     )]
     SlotLost(String),
-    /// A table read changed its columns in the database, other than by a nullable column
-    /// added without a default: the table stops (the source's other tables go on).
+    /// A heartbeat failed and the database takes no session: it is going away (a fast
+    /// shutdown), or cannot be reached.
     #[error(
-        "table {table} changed in the database ({change}): it stops here, the changes before \
-         are all in; drop the source and create it again (a new snapshot) to read it as it is"
+        "PostgreSQL: a heartbeat failed and the database takes no session ({0}): connecting again"
     )]
-    SchemaChanged {
-        /// `schema.table`.
-        table: String,
-        /// What changed.
-        change: String,
-    },
-    /// A heartbeat failed: the database is going away (a fast shutdown), or cannot be reached.
-    #[error("PostgreSQL: a heartbeat failed ({0}): connecting again")]
     Heartbeat(String),
     /// The slot is there but holds no snapshot for Sluice to start from.
     #[error(
@@ -98,13 +89,14 @@ pub struct Reader {
     /// The log holding the tables' streams (a column added to a table is added to its
     /// stream's definition there).
     pub log: Arc<Log>,
-    /// The tables stopped, and why (a [`ReaderError::SchemaChanged`]), by `schema.table`: kept
-    /// in `stopped.json` in `dir`, read by whoever shows the source's status.
+    /// The tables stopped, and why ([`schema_changed`]), by `schema.table`: kept in
+    /// `stopped.json` in `dir` once every change before the stop is in the log, read by
+    /// whoever shows the source's status.
     pub stopped: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
-/// What may be acknowledged: the transactions read, oldest first (where each ends, and the last
-/// record of each stream it wrote to).
+/// What may be acknowledged: the batches of transactions appended, oldest first (where the
+/// last ends, and the last record of each stream the batch wrote to).
 #[derive(Default)]
 struct Acks {
     waiting: VecDeque<(u64, Vec<(String, u64)>)>,
@@ -237,7 +229,7 @@ impl Reader {
                         let Some((key, out)) = self.tables.get_key_value(&name) else {
                             continue;
                         };
-                        let after = row_of(out, &row.data);
+                        let after = row_of(out, out.columns.len(), &row.data);
                         let batch = pending.entry(key).or_default();
                         batch.push(envelope("r", None, Some(&after), at, now, at));
                         if batch.len() >= SNAPSHOT_BATCH {
@@ -306,21 +298,20 @@ impl Reader {
         downstream: Arc<dyn Downstream>,
         stop: &CancellationToken,
     ) -> Result<(), ReaderError> {
-        let kept = self.read_stopped()?;
-        self.stopped.lock().expect("stopped").extend(kept);
+        // Stops not kept (their transaction was not appended) are found again.
+        *self.stopped.lock().expect("stopped") = self.read_stopped()?;
         let stream = self.open().await?;
         let done = stop.child_token();
         let feedback = stream.shared_lsn_feedback.clone();
         let appended = self.appended()?;
         let acks = Arc::new(Mutex::new(Acks::default()));
-        if let Some(furthest) = appended.values().map(|(end, _)| *end).max() {
+        // What the log holds may not be in the lake: nothing is acknowledged before it is, nor
+        // past the table that got least far (a crash between two tables' appends).
+        if let Some(least) = appended.values().map(|(end, _)| *end).min() {
             let ends = (appended.iter())
                 .map(|(table, (_, last))| (self.tables[table].stream.name().to_string(), *last))
                 .collect();
-            acks.lock()
-                .expect("acks")
-                .waiting
-                .push_back((furthest, ends));
+            acks.lock().expect("acks").waiting.push_back((least, ends));
         }
         let (events_in, events) = mpsc::channel(EVENTS_AHEAD);
         let (conninfo, every) = (self.conninfo.clone(), self.heartbeat);
@@ -337,7 +328,14 @@ impl Reader {
         acker.abort();
         let joined = |e: tokio::task::JoinError| std::io::Error::other(e.to_string());
         let received = receiver.await.map_err(joined)?;
-        let beaten = beating.await.map_err(joined)?;
+        // A heartbeat that ended the run says why; one still waiting for its database is left.
+        let beaten = match beating.is_finished() {
+            true => beating.await.map_err(joined)?,
+            false => {
+                beating.abort();
+                Ok(())
+            }
+        };
         followed.and(received).and(beaten)
     }
 
@@ -353,6 +351,11 @@ impl Reader {
         let mut transaction: Vec<Pending> = Vec::new();
         let mut committed_at = 0i64;
         let mut batch = Batch::default();
+        // Tables whose transactions come described with fewer columns than their streams have
+        // (sent again from before a column was added): how many.
+        let mut older: HashMap<String, usize> = HashMap::new();
+        // Tables stopped in the open transaction: kept once it is appended.
+        let mut stopping: Vec<String> = Vec::new();
         loop {
             let event = match batch.end {
                 None => events.recv().await,
@@ -389,44 +392,29 @@ impl Reader {
                     table,
                     data,
                     ..
-                } => self.change(
-                    &mut transaction,
-                    &schema,
-                    &table,
-                    "c",
-                    None,
-                    Some(&data),
-                    lsn,
-                ),
+                } => {
+                    let change = ("c", None, Some(&data));
+                    self.change(&mut transaction, &older, &schema, &table, change, lsn)
+                }
                 EventType::Update {
                     schema,
                     table,
                     old_data,
                     new_data,
                     ..
-                } => self.change(
-                    &mut transaction,
-                    &schema,
-                    &table,
-                    "u",
-                    old_data.as_ref(),
-                    Some(&new_data),
-                    lsn,
-                ),
+                } => {
+                    let change = ("u", old_data.as_ref(), Some(&new_data));
+                    self.change(&mut transaction, &older, &schema, &table, change, lsn)
+                }
                 EventType::Delete {
                     schema,
                     table,
                     old_data,
                     ..
-                } => self.change(
-                    &mut transaction,
-                    &schema,
-                    &table,
-                    "d",
-                    Some(&old_data),
-                    None,
-                    lsn,
-                ),
+                } => {
+                    let change = ("d", Some(&old_data), None);
+                    self.change(&mut transaction, &older, &schema, &table, change, lsn)
+                }
                 EventType::Truncate { tables, .. } => {
                     for name in tables.iter().filter(|n| self.reads(n)) {
                         transaction.push(Pending {
@@ -449,10 +437,16 @@ impl Reader {
                         let now: Vec<(String, ColumnType)> = (columns.iter())
                             .map(|c| (c.name.to_string(), column_type(c.type_id, c.type_modifier)))
                             .collect();
-                        if now != self.tables[&name].columns {
+                        let columns = &self.tables[&name].columns;
+                        older.remove(&name);
+                        if now.len() < columns.len() && columns[..now.len()] == now[..] {
+                            older.insert(name, now.len());
+                        } else if now != *columns {
                             // The transactions before are read as the table was.
                             self.append_batch(&mut batch, acks).await?;
-                            self.changed(&name, now, downstream).await?;
+                            if !self.changed(&name, now, downstream).await? {
+                                stopping.push(name);
+                            }
                         }
                     }
                 }
@@ -470,6 +464,7 @@ impl Reader {
                         batch.records += 1;
                     }
                     batch.end = Some(end_lsn.0);
+                    batch.stops.append(&mut stopping);
                 }
                 _ => {}
             }
@@ -489,6 +484,11 @@ impl Reader {
         }
         batch.records = 0;
         acks.lock().expect("acks").waiting.push_back((end, ends));
+        if !std::mem::take(&mut batch.stops).is_empty() {
+            let stopped = self.stopped.lock().expect("stopped").clone();
+            let json = serde_json::to_vec_pretty(&stopped).map_err(std::io::Error::other)?;
+            write_synced(&self.dir.join("stopped.json"), &json)?;
+        }
         Ok(())
     }
 
@@ -500,30 +500,28 @@ impl Reader {
     /// Table `name`'s columns are `now` in the database, no longer as its stream has them. A
     /// nullable column added without a default (its rows so far hold null in it, as the
     /// mirror's do) is added to the stream, and its pipeline started again to add it to its
-    /// tables; any other change stops the table.
+    /// tables; any other change stops the table (in memory: the caller keeps the stop once the
+    /// transaction is appended). Whether the table is read on.
     async fn changed(
         &mut self,
         name: &str,
         now: Vec<(String, ColumnType)>,
         downstream: &dyn Downstream,
-    ) -> Result<(), ReaderError> {
+    ) -> Result<bool, ReaderError> {
         let was = &self.tables[name].columns;
         let unfit = match now.len() > was.len() && now[..was.len()] == was[..] {
             true => self.unfit_added(name, &now[was.len()..]).await?,
             false => Some(describe_change(was, &now)),
         };
         if let Some(change) = unfit {
-            let reason = ReaderError::SchemaChanged {
-                table: name.to_string(),
-                change,
-            };
-            tracing::warn!(table = name, error = %reason, "a PostgreSQL source's table stops");
-            let mut stopped = self.stopped.lock().expect("stopped").clone();
-            stopped.insert(name.to_string(), reason.to_string());
-            let json = serde_json::to_vec_pretty(&stopped).map_err(std::io::Error::other)?;
-            write_synced(&self.dir.join("stopped.json"), &json)?;
-            *self.stopped.lock().expect("stopped") = stopped;
-            return Ok(());
+            let reason = schema_changed(name, &change);
+            tracing::warn!(
+                table = name,
+                error = reason,
+                "a PostgreSQL source's table stops"
+            );
+            (self.stopped.lock().expect("stopped")).insert(name.to_string(), reason);
+            return Ok(false);
         }
         let out = &self.tables[name];
         let mut definition = StreamDefinition::from_log(&out.stream.meta().definition);
@@ -545,7 +543,7 @@ impl Reader {
         );
         downstream.reopen(&stream).await;
         self.tables.get_mut(name).expect("a table read").columns = now;
-        Ok(())
+        Ok(true)
     }
 
     /// Why the columns `added` to table `name` cannot be taken as they come, if they cannot:
@@ -594,17 +592,16 @@ impl Reader {
         }
     }
 
-    /// Adds a change of a table read to the open transaction (its commit time and end are
-    /// filled in at its commit).
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a change (`op`, the row before, the row after) of a table read to the open
+    /// transaction (its commit time and end are filled in at its commit). A table described
+    /// with fewer columns than its stream has (`older`) has null in the others.
     fn change(
         &self,
         transaction: &mut Vec<Pending>,
+        older: &HashMap<String, usize>,
         schema: &str,
         table: &str,
-        op: &'static str,
-        before: Option<&RowData>,
-        after: Option<&RowData>,
+        (op, before, after): (&'static str, Option<&RowData>, Option<&RowData>),
         lsn: u64,
     ) {
         let name = format!("{schema}.{table}");
@@ -612,9 +609,10 @@ impl Reader {
             return;
         }
         let out = &self.tables[&name];
+        let known = older.get(&name).copied().unwrap_or(out.columns.len());
         transaction.push(Pending {
-            before: before.map(|row| row_of(out, row)),
-            after: after.map(|row| row_of(out, row)),
+            before: before.map(|row| row_of(out, known, row)),
+            after: after.map(|row| row_of(out, known, row)),
             table: name,
             op,
             lsn,
@@ -622,13 +620,15 @@ impl Reader {
     }
 }
 
-/// The transactions received and not yet appended: each table's records, how many in all, and
-/// where the last ends (`None`: nothing since the last append).
+/// The transactions received and not yet appended: each table's records, how many in all,
+/// where the last ends (`None`: nothing since the last append), and the tables they stopped.
 #[derive(Default)]
 struct Batch {
     tables: HashMap<String, Vec<String>>,
     records: usize,
     end: Option<u64>,
+    /// Tables stopped in its transactions: kept once it is appended.
+    stops: Vec<String>,
 }
 
 /// Receives the slot's events into `events` until `stop` or an error, telling PostgreSQL every
@@ -656,11 +656,12 @@ async fn receive(
 }
 
 /// Writes a heartbeat every `every` until `stop`, on a connection of its own (the replication
-/// one only replicates). A heartbeat that fails ends it, and cancels `stop`: the reader
-/// disconnects and connects again. That is also how a fast shutdown of PostgreSQL gets past
-/// the reader: it ends the other sessions first (this one), then waits for the slot to be
-/// acknowledged to the end of what was sent, which the reader cannot do (see [`acknowledge`])
-/// but disconnecting ends.
+/// one only replicates). When one fails and the database then takes no new session either, it
+/// ends, cancelling `stop`: the reader disconnects and connects again. That is how a fast
+/// shutdown of PostgreSQL gets past the reader: it ends the other sessions first (this one)
+/// and takes no new ones, then waits for the slot to be acknowledged to the end of what was
+/// sent, which the reader cannot do (see [`acknowledge`]) but disconnecting ends. A heartbeat
+/// refused by a database that does take sessions (a standby) is logged, and the next tried.
 async fn heartbeats(
     conninfo: String,
     every: Duration,
@@ -673,14 +674,20 @@ async fn heartbeats(
             () = stop.cancelled() => return Ok(()),
             () = tokio::time::sleep(every) => {}
         }
-        let (plain, mut held) = (plain.clone(), connection.take());
+        let (plain, held) = (plain.clone(), connection.take());
         let beat = tokio::task::spawn_blocking(move || {
-            let mut c = match held.take() {
+            let connect = || pg_walstream::PgReplicationConnection::connect(&plain);
+            let mut c = match held {
                 Some(c) => c,
-                None => pg_walstream::PgReplicationConnection::connect(&plain)?,
+                None => connect()?,
             };
             let sql = "SELECT pg_logical_emit_message(true, 'sluice_heartbeat', '')";
-            super::query(&mut c, sql).map_err(std::io::Error::other)?;
+            if let Err(e) = super::query(&mut c, sql) {
+                let mut fresh = connect()?;
+                super::query(&mut fresh, "SELECT 1").map_err(std::io::Error::other)?;
+                tracing::warn!(error = %e, "a PostgreSQL source's heartbeat failed");
+                return Ok(fresh);
+            }
             Ok::<_, ReaderError>(c)
         })
         .await
@@ -688,7 +695,7 @@ async fn heartbeats(
         match beat {
             Ok(c) => connection = Some(c),
             Err(e) => {
-                tracing::warn!(error = %e, "a PostgreSQL source's heartbeat failed: reconnecting");
+                tracing::warn!(error = %e, "a PostgreSQL source's database takes no session: reconnecting");
                 stop.cancel();
                 return Err(ReaderError::Heartbeat(e.to_string()));
             }
@@ -725,14 +732,28 @@ fn plain(conninfo: &str) -> String {
         .replace("&replication=database", "")
 }
 
-/// A row as its table's Debezium row object: a column the row lacks is unchanged.
-fn row_of(out: &TableOut, row: &RowData) -> String {
+/// A row as its table's Debezium row object: a column the row lacks is unchanged, but for the
+/// columns past the first `known` (added after the row was written), which are null.
+fn row_of(out: &TableOut, known: usize, row: &RowData) -> String {
+    let added = &out.columns[known..];
     row_object(&out.columns, |name| {
+        if added.iter().any(|(n, _)| n == name) {
+            return Some(None);
+        }
         row.get(name).map(|value| match value {
             pg_walstream::ColumnValue::Null => None,
             value => value.as_str(),
         })
     })
+}
+
+/// Why table `name` stopped: its columns changed (`change`) other than by a nullable column
+/// added without a default.
+fn schema_changed(name: &str, change: &str) -> String {
+    format!(
+        "table {name} changed in the database ({change}): it stopped there, every change before \
+         is in; drop the source and create it again (a new snapshot) to read it as it is"
+    )
 }
 
 /// Writes `bytes` to `path` through a temporary file, synced, then renamed.

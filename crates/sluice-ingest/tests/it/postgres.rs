@@ -484,12 +484,18 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     );
     let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
     let (t, u) = (stream(&log, "t"), stream(&log, "u"));
-    let out = |stream: &Arc<Stream>, column: &str| TableOut {
-        stream: stream.clone(),
-        columns: vec![
+    // As a source makes them: the stream's columns (here, the table's two and those added).
+    let out = |stream: &Arc<Stream>, column: &str| {
+        let added = sluice_sql::StreamDefinition::from_log(&stream.meta().definition).columns;
+        let mut columns = vec![
             ("id".into(), ColumnType::Int),
             (column.into(), ColumnType::Text),
-        ],
+        ];
+        columns.extend(added.into_iter().map(|c| (c.name, c.data_type)));
+        TableOut {
+            stream: stream.clone(),
+            columns,
+        }
     };
     let reader = || Reader {
         conninfo: format!("{}?replication=database", pg.url()),
@@ -508,7 +514,6 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     let lake = Arc::new(Lake::default());
     let stop = CancellationToken::new();
     let mut first = reader();
-    let stopped = first.stopped.clone();
     let run = {
         let (lake, stop) = (lake.clone(), stop.clone());
         tokio::spawn(async move { first.run(lake, &stop).await })
@@ -520,9 +525,10 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
 
     // A nullable column without a default: the stream has it, its pipeline was started again
     // before the first change that has it was appended.
+    pg.sql("INSERT INTO t VALUES (9, 'before');");
     pg.sql("ALTER TABLE t ADD COLUMN extra text; INSERT INTO t VALUES (2, 'b', 'x');");
-    until("the insert with the new column", || records(&t).len() == 3).await;
-    assert_eq!(records(&t)[2]["after"]["extra"], "x");
+    until("the insert with the new column", || records(&t).len() == 4).await;
+    assert_eq!(records(&t)[3]["after"]["extra"], "x");
     let definition = sluice_sql::StreamDefinition::from_log(&t.meta().definition);
     let added = definition.columns.last().unwrap();
     assert_eq!(
@@ -531,11 +537,25 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     );
     assert_eq!(*lake.reopened.lock().unwrap(), ["t"]);
 
+    // Started again (nothing acknowledged), PostgreSQL sends the transactions from before the
+    // column was added as the table was then: t is read on, and nothing is appended twice.
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let (stop, mut second) = (CancellationToken::new(), reader());
+    let stopped = second.stopped.clone();
+    let run = {
+        let (lake, stop) = (lake.clone(), stop.clone());
+        tokio::spawn(async move { second.run(lake, &stop).await })
+    };
+    pg.sql("INSERT INTO t VALUES (10, 'again', 'y');");
+    until("the insert after the restart", || records(&t).len() == 5).await;
+    assert!(stopped.lock().unwrap().is_empty());
+
     // A column with a default (the rows so far hold it, and no change says so) stops t, after
     // everything before; u goes on.
     pg.sql(
-        "INSERT INTO t VALUES (3, 'c', 'y'); ALTER TABLE t ADD COLUMN d int DEFAULT 7; \
-         INSERT INTO t VALUES (4, 'd', 'z'); INSERT INTO u VALUES (2, 'b');",
+        "BEGIN; INSERT INTO t VALUES (3, 'c', 'y'); ALTER TABLE t ADD COLUMN d int DEFAULT 7; \
+         INSERT INTO t VALUES (4, 'd', 'z'); COMMIT; INSERT INTO u VALUES (2, 'b');",
     );
     until("u's insert", || records(&u).len() == 3).await;
     until("t stopped", || {
@@ -544,8 +564,8 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     .await;
     assert_eq!(
         records(&t).len(),
-        4,
-        "t's insert before the change, not after"
+        6,
+        "t's insert before the change, in its transaction, not the one after"
     );
     let reason = stopped.lock().unwrap()["public.t"].clone();
     assert!(
@@ -578,7 +598,7 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!((records(&t).len(), records(&u).len()), (4, 3));
+    assert_eq!((records(&t).len(), records(&u).len()), (6, 3));
     stop.cancel();
     run.await.unwrap().unwrap();
 

@@ -62,7 +62,7 @@ async fn a_table_created_again_under_a_dropped_name_starts_afresh() {
 }
 
 #[tokio::test]
-async fn open_or_create_opens_an_existing_table_adding_the_nullable_columns_it_lacks() {
+async fn open_or_create_opens_an_existing_table() {
     let t = TestLake::new();
     let mut ticks = table(&t.lake, "ticks").await;
     ticks
@@ -70,33 +70,51 @@ async fn open_or_create_opens_an_existing_table_adding_the_nullable_columns_it_l
         .await
         .unwrap();
 
-    // Columns it lacks are added if nullable (a stream's column added since), in a commit of
-    // their own that changes no row and no position; a required one is refused.
-    let wider = Arc::new(Schema::new(vec![
+    // Other columns asked for change nothing: the table is opened as it is.
+    let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Boolean, true)]));
+    let opened = t
+        .lake
+        .open_or_create("ticks", &other, &[], &[])
+        .await
+        .unwrap();
+    assert_eq!(opened.version(), Some(1));
+    assert_eq!(count(&opened).await, 3);
+    assert_eq!(opened.position("shard-0").await.unwrap(), Some(3));
+    assert_eq!(opened.arrow_schema().unwrap().fields().len(), 2);
+    assert_eq!(t.lake.table_names(), vec!["ticks"]);
+}
+
+#[tokio::test]
+async fn columns_a_table_lacks_are_added_if_nullable_changing_no_row_or_position() {
+    let t = TestLake::new();
+    let mut ticks = table(&t.lake, "ticks").await;
+    ticks
+        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
+        .await
+        .unwrap();
+
+    let wider = Schema::new(vec![
         Field::new("k", DataType::Int64, true),
         Field::new("v", DataType::Utf8, true),
         Field::new("x", DataType::Boolean, true),
-    ]));
-    let opened = t
-        .lake
-        .open_or_create("ticks", &wider, &[], &[])
-        .await
-        .unwrap();
+    ]);
+    ticks.add_columns(&wider).await.unwrap();
+    let opened = t.lake.open("ticks").await.unwrap();
     assert_eq!(opened.version(), Some(2));
     assert_eq!(count(&opened).await, 3);
     assert_eq!(opened.position("shard-0").await.unwrap(), Some(3));
     assert_eq!(opened.arrow_schema().unwrap().fields().len(), 3);
     let nulls = query(&opened, "SELECT count(*) FROM t WHERE x IS NULL").await;
     assert_eq!(nulls[0].column(0).as_primitive::<Int64Type>().value(0), 3);
-    let again = t.lake.open_or_create("ticks", &wider, &[], &[]).await;
-    assert_eq!(again.unwrap().version(), Some(2), "nothing more to add");
-    let required = Arc::new(Schema::new(vec![Field::new("y", DataType::Int64, false)]));
-    let refused = t.lake.open_or_create("ticks", &required, &[], &[]).await;
+    ticks.add_columns(&wider).await.unwrap();
+    assert_eq!(ticks.version(), Some(2), "nothing more to add, no commit");
+
+    let required = Schema::new(vec![Field::new("y", DataType::Int64, false)]);
+    let refused = ticks.add_columns(&required).await;
     assert!(
         matches!(refused, Err(Error::RequiredColumn { ref column, .. }) if column == "y"),
         "{refused:?}"
     );
-    assert_eq!(t.lake.table_names(), vec!["ticks"]);
 }
 
 #[tokio::test]

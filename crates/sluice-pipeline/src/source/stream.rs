@@ -55,17 +55,12 @@ impl StreamSource {
             None => Records::Log,
             #[cfg(feature = "kafka")]
             Some(sluice_sql::Connector::Kafka(topic)) => Records::Kafka(Arc::new(
-                super::kafka::Topic::reader(name, stream.meta().id, topic)?,
+                super::kafka::Topic::reader(name, stream.id(), topic)?,
             )),
             #[cfg(feature = "kinesis")]
-            Some(sluice_sql::Connector::Kinesis(source)) => {
-                Records::Kinesis(Arc::new(super::kinesis::Kinesis::reader(
-                    name,
-                    stream.meta().id,
-                    source,
-                    &log.stream_dir(name),
-                )?))
-            }
+            Some(sluice_sql::Connector::Kinesis(source)) => Records::Kinesis(Arc::new(
+                super::kinesis::Kinesis::reader(name, stream.id(), source, &log.stream_dir(name))?,
+            )),
             #[allow(unreachable_patterns)]
             Some(connector) => return Err(super::not_built(name, connector)),
         };
@@ -96,7 +91,7 @@ impl StreamSource {
     /// Refuses a stream that is no longer the log's (dropped, or created again).
     fn current(&self) -> Result<()> {
         match self.log.stream(self.stream.name()) {
-            Ok(now) if now.meta().id == self.stream.meta().id => Ok(()),
+            Ok(now) if now.id() == self.stream.id() => Ok(()),
             _ => Err(PipelineError::InputGone(format!(
                 "stream '{}' was dropped",
                 self.stream.name()
@@ -220,7 +215,7 @@ impl Source for StreamSource {
     }
 
     fn id(&self) -> u64 {
-        self.stream.meta().id
+        self.stream.id()
     }
 
     fn schema(&self) -> &SchemaRef {

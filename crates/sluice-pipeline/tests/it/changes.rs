@@ -179,7 +179,7 @@ async fn the_mirror_is_the_newest_change_of_each_key_and_the_history_every_chang
     // Opened again, it has nothing to do, and drops all three tables with the stream.
     let mut pipeline = raw(&log, &lake, config()).await.unwrap();
     assert!(!pipeline.round().await.unwrap().committed);
-    drop_tables(&lake, "ticks", s.meta().id).await.unwrap();
+    drop_tables(&lake, "ticks", s.id()).await.unwrap();
     assert!(lake.table_names().is_empty(), "{:?}", lake.table_names());
     scenario.teardown();
 }

@@ -299,7 +299,7 @@ async fn a_stream_takes_only_its_own_tables() {
         "{:?}",
         refused.err()
     );
-    drop_tables(&lake, "ticks", s.meta().id).await.unwrap();
+    drop_tables(&lake, "ticks", s.id()).await.unwrap();
     assert!(lake.open("ticks").await.is_ok(), "the user's table stays");
     lake.drop_table("ticks").await.unwrap();
 
@@ -322,8 +322,8 @@ async fn a_stream_takes_only_its_own_tables() {
     );
 
     // Dropping the old incarnation's tables now drops nothing; the new one's, both.
-    drop_tables(&lake, "ticks", s.meta().id).await.unwrap();
+    drop_tables(&lake, "ticks", s.id()).await.unwrap();
     assert!(lake.open("ticks").await.is_ok());
-    drop_tables(&lake, "ticks", again.meta().id).await.unwrap();
+    drop_tables(&lake, "ticks", again.id()).await.unwrap();
     assert!(lake.table_names().is_empty(), "{:?}", lake.table_names());
 }

@@ -296,7 +296,7 @@ pub(crate) async fn get_shard_iterator(context: &Context, input: GetShardIterato
     };
     let iterator = ShardIterator {
         stream: stream.name().to_string(),
-        stream_id: stream.meta().id,
+        stream_id: stream.id(),
         shard,
         seq,
         issued_ms: chrono::Utc::now().timestamp_millis(),
@@ -356,7 +356,7 @@ pub(crate) async fn get_records(
         )));
     }
     let stream = context.ingest.log.stream(&iterator.stream)?;
-    if stream.meta().id != iterator.stream_id {
+    if stream.id() != iterator.stream_id {
         return Err(KinesisError::expired_iterator(format!(
             "Stream {} was deleted and created again since the iterator was issued",
             iterator.stream
