@@ -296,4 +296,15 @@ def test_a_column_added_reaches_the_mirror_and_other_schema_changes_stop_their_t
 
     status, answer = server.sql_status("DROP STREAM orders")
     assert status >= 400 and "DROP SOURCE shop" in answer["error"], answer
-    server.sql("DROP SOURCE shop")
+
+    # A slot that cannot be dropped (the database down) drops nothing: the source reads on.
+    postgres.stop("immediate")
+    status, answer = server.sql_status("DROP SOURCE shop")
+    assert status >= 400 and "PostgreSQL" in answer["error"], answer
+    assert len(server.sql("SHOW SOURCES")["rows"]) == 2
+    postgres.start()
+    with postgres.connect() as c:
+        c.execute("INSERT INTO orders (id, status) VALUES (1002, 'back')")
+    wait_for(lambda: same(server, postgres, "orders"), "orders read on")
+    dropped = server.sql("DROP SOURCE shop")["rows"]
+    assert ["replication slot sluice_shop"] in dropped and ["stream orders"] in dropped, dropped

@@ -343,7 +343,9 @@ impl Sources {
     }
 
     /// `DROP SOURCE`: stops reading it, drops its replication slot (a slot left behind holds
-    /// WAL for ever) and its tables' streams. What it dropped, for the answer.
+    /// WAL for ever) and its tables' streams. What it dropped, for the answer. A slot that
+    /// cannot be dropped (the database unreachable, the slot still in use) drops nothing: the
+    /// source reads on, and the error says why.
     pub async fn drop_source(
         &self,
         name: &str,
@@ -357,29 +359,14 @@ impl Sources {
         };
         running.stop.cancel();
         let source = running.stored.definition.clone();
-        let plain = conninfo(&source)?;
-        let slot = source.slot.clone();
-        let dropped_slot = tokio::task::spawn_blocking(move || {
-            let mut connection = PgReplicationConnection::connect(&plain)?;
-            let sql = format!(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                 WHERE slot_name = {}",
-                literal(&slot)
-            );
-            // The reader's connection may hold the slot a moment longer.
-            for _ in 0..50 {
-                match query(&mut connection, &sql) {
-                    Ok(rows) => return Ok(!rows.is_empty()),
-                    Err(TableError::Refused { message, .. }) if message.contains("is active") => {
-                        std::thread::sleep(Duration::from_millis(100))
-                    }
-                    Err(e) => return Err(SourceError::from(e)),
-                }
+        let dropped_slot = match drop_slot(&source).await {
+            Ok(dropped) => dropped,
+            Err(e) => {
+                // Nothing dropped: the source reads on.
+                self.start(running.stored);
+                return Err(e);
             }
-            Ok::<_, SourceError>(false)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        };
         let mut dropped = Vec::new();
         if dropped_slot {
             dropped.push(format!("replication slot {}", source.slot));
@@ -433,6 +420,36 @@ impl Sources {
             running.stop.cancel();
         }
     }
+}
+
+/// Drops `source`'s replication slot; whether it was there.
+async fn drop_slot(source: &PostgresSource) -> Result<bool, SourceError> {
+    let plain = conninfo(source)?;
+    let slot = source.slot.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut connection = PgReplicationConnection::connect(&plain)?;
+        let sql = format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = {}",
+            literal(&slot)
+        );
+        // The reader's connection may hold the slot a moment longer.
+        let mut tries = 0;
+        loop {
+            match query(&mut connection, &sql) {
+                Ok(rows) => return Ok(!rows.is_empty()),
+                Err(TableError::Refused { message, .. })
+                    if message.contains("is active") && tries < 50 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => return Err(SourceError::from(e)),
+            }
+        }
+    })
+    .await
+    .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 /// The source's connection string with its password, from its variable.

@@ -577,7 +577,8 @@ impl Reader {
         Ok((!unfit.is_empty()).then(|| {
             let columns: Vec<&str> = unfit.iter().map(|row| row[0].as_str()).collect();
             format!(
-                "column {} added NOT NULL or with a default",
+                "column {} added, NOT NULL or with a default now: the rows before may hold \
+                 values no change sent",
                 columns.join(", ")
             )
         }))

@@ -569,7 +569,7 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     );
     let reason = stopped.lock().unwrap()["public.t"].clone();
     assert!(
-        reason.contains("column d added NOT NULL or with a default"),
+        reason.contains("column d added, NOT NULL or with a default now"),
         "{reason}"
     );
 
