@@ -1,6 +1,7 @@
 //! What a source's tables are in the database: their columns, types and primary keys, read from
 //! PostgreSQL's catalog when the source is created, and checked (each table must be in the
-//! publication and have a primary key: the mirror names its rows by it).
+//! publication and have a primary key, which its updates and deletes send — replica identity
+//! `DEFAULT` or `FULL`: the mirror names its rows by it).
 
 use pg_walstream::PgReplicationConnection;
 use sluice_sql::{Column, Format, PostgresSource, SourceTable, StreamDefinition};
@@ -66,7 +67,7 @@ fn describe_one(
         connection,
         &format!(
             "SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull, \
-             COALESCE(a.attnum = ANY(i.indkey), false) \
+             COALESCE(a.attnum = ANY(i.indkey), false), c.relreplident \
              FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
@@ -96,9 +97,21 @@ fn describe_one(
     let mut columns = Vec::new();
     let mut key = Vec::new();
     for row in rows {
-        let [name, type_id, modifier, not_null, in_key] = row.as_slice() else {
-            unreachable!("the query selects five columns");
+        let [name, type_id, modifier, not_null, in_key, identity] = row.as_slice() else {
+            unreachable!("the query selects six columns");
         };
+        // Updates and deletes send the old row's replica identity: the key, or every column.
+        if !matches!(identity.as_str(), "d" | "f") {
+            let identity = match identity.as_str() {
+                "n" => "NOTHING",
+                _ => "USING INDEX",
+            };
+            return Err(unfit(format!(
+                "its replica identity is {identity}, so its updates and deletes do not send its \
+                 primary key (ALTER TABLE {} REPLICA IDENTITY DEFAULT)",
+                table.qualified()
+            )));
+        }
         let type_id = type_id.parse().unwrap_or(0);
         let modifier = modifier.parse().unwrap_or(-1);
         if in_key == "t" {

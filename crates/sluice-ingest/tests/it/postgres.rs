@@ -324,7 +324,8 @@ async fn a_source_s_tables_are_declared_from_the_catalog_and_checked() {
          CREATE TABLE sales.orders (tenant text, id bigint, total numeric(12, 2) NOT NULL, \
          at timestamp, doc jsonb, PRIMARY KEY (tenant, id)); \
          CREATE TABLE logs (line text); CREATE TABLE hidden (id int PRIMARY KEY); \
-         CREATE PUBLICATION p FOR TABLE sales.orders, logs;",
+         CREATE TABLE quiet (id int PRIMARY KEY); ALTER TABLE quiet REPLICA IDENTITY NOTHING; \
+         CREATE PUBLICATION p FOR TABLE sales.orders, logs, quiet;",
     );
     let create = |tables: &str| {
         let sql = format!(
@@ -371,6 +372,7 @@ async fn a_source_s_tables_are_declared_from_the_catalog_and_checked() {
     );
     for (tables, problem) in [
         ("logs", "no primary key"),
+        ("quiet", "its replica identity is NOTHING"),
         ("hidden", "not in publication 'p'"),
         ("missing", "no such table"),
     ] {
