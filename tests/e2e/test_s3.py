@@ -13,7 +13,7 @@ from datetime import datetime
 
 from deltalake import DeltaTable
 
-from conftest import data_dir_snapshot
+from conftest import S3_BUCKET, data_dir_snapshot
 from test_lake import CLICKS, expected_outcome, gen
 
 CLICKS_COLUMNS = ["event_id", "user_id", "session_id", "event_type", "page", "device", "country", "ts", "_shard", "_seq"]
@@ -169,3 +169,45 @@ def test_drop_stream_deletes_its_tables_objects_and_no_other(s3_server, s3_lake)
     assert "k" not in tables and "k_errors" not in tables and "kk" in tables
     assert lake.keys("k") == [] and lake.keys("k_errors") == []
     assert server.sql("SELECT n FROM kk")["rows"] == [[1]]
+
+
+def test_the_s3_stand_in_lets_one_writer_create_a_key_under_concurrency(moto_s3):
+    """Delta on S3 commits by creating the next log entry with `If-None-Match: *`: of writers
+    racing for a version, exactly one must win. moto's server is the S3 stand-in of every test
+    that shares a lake between writers (and stand-ins have ignored the header before): 8
+    threads race to create each of 200 keys; each key has one winner, the others get 412."""
+    import threading
+
+    from botocore.exceptions import ClientError
+
+    prefix = f"race-{time.time_ns()}/_delta_log"
+    keys = [f"{prefix}/{n:020}.json" for n in range(200)]
+    won: Counter = Counter()
+    refused: Counter = Counter()
+    other: list = []
+    start, counting = threading.Barrier(8), threading.Lock()
+
+    def writer(w: int):
+        client = moto_s3.client()  # boto3's clients may be shared between threads
+        start.wait()
+        for key in keys:
+            try:
+                client.put_object(Bucket=S3_BUCKET, Key=key, Body=f"writer {w}".encode(), IfNoneMatch="*")
+                with counting:
+                    won[key] += 1
+            except ClientError as e:
+                code = e.response["Error"]["Code"]
+                with counting:
+                    if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                        refused[key] += 1
+                    else:
+                        other.append(code)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not other, Counter(other)
+    assert [k for k in keys if won[k] != 1] == [], {k: won[k] for k in keys if won[k] != 1}
+    assert all(refused[k] == 7 for k in keys)
