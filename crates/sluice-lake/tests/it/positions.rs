@@ -174,3 +174,50 @@ async fn positions_survive_compaction() {
     assert_eq!(reopened.position("shard-0").await.unwrap(), Some(3));
     assert_eq!(reopened.position("shard-1").await.unwrap(), Some(102));
 }
+
+#[tokio::test]
+async fn a_writer_behind_another_s_commit_of_its_positions_cannot_commit_them() {
+    // Two writers of one table (two workers; one of them has lost its partition to the other
+    // without knowing it yet), each with a handle read at the same version.
+    let t = TestLake::new();
+    let mut owner = table(&t.lake, "ticks").await;
+    let mut stale = t.reopened().open("ticks").await.unwrap();
+    owner
+        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
+        .await
+        .unwrap();
+
+    // The one behind commits the same rows and position: delta-rs finds the other's commit of
+    // the same application id between its version and the table's, and refuses it.
+    let refused = stale
+        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("Concurrent transaction"),
+        "{refused}"
+    );
+    // Its pipeline starts again, from the positions the table holds now.
+    assert_eq!(
+        sluice_error::Classify::class(&refused),
+        sluice_error::Class::Unavailable
+    );
+    let opened = t.reopened().open("ticks").await.unwrap();
+    assert_eq!(count(&opened).await, 3, "the rows once");
+    assert_eq!(opened.position("shard-0").await.unwrap(), Some(3));
+
+    // Another partition's rows are a blind append, retried past the other's commit.
+    let mut other = t.reopened().open("ticks").await.unwrap();
+    owner
+        .append(vec![keyed(3..4, "a")], positions(&[("shard-0", 4)]))
+        .await
+        .unwrap();
+    other
+        .append(vec![keyed(10..12, "b")], positions(&[("shard-1", 2)]))
+        .await
+        .unwrap();
+    let opened = t.reopened().open("ticks").await.unwrap();
+    assert_eq!(count(&opened).await, 6);
+    assert_eq!(opened.position("shard-0").await.unwrap(), Some(4));
+    assert_eq!(opened.position("shard-1").await.unwrap(), Some(2));
+}
