@@ -162,9 +162,10 @@ const EVENTS_AHEAD: usize = 20_000;
 /// How often the slot is told how far the lake has taken it.
 const ACK_EVERY: Duration = Duration::from_secs(1);
 
-/// How often, by default, a heartbeat is written to the database: a transactional logical message, which
-/// the slot sends like a transaction, so that an idle database's slot is acknowledged as far
-/// as the WAL its other databases write (else it would keep that WAL forever).
+/// How often, by default, a heartbeat is written to the database: a transactional logical
+/// message, which the slot sends like a transaction, so that an idle database's slot is
+/// acknowledged as far as the WAL its other databases write (else it would keep that WAL
+/// forever).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
 impl Reader {
@@ -444,7 +445,8 @@ impl Reader {
                         } else if now != *columns {
                             // The transactions before are read as the table was.
                             self.append_batch(&mut batch, acks).await?;
-                            if !self.changed(&name, now, downstream).await? {
+                            let table = (namespace.as_ref(), relation_name.as_ref());
+                            if !self.changed(table, now, downstream).await? {
                                 stopping.push(name);
                             }
                         }
@@ -497,20 +499,21 @@ impl Reader {
         self.tables.contains_key(name) && !self.stopped.lock().expect("stopped").contains_key(name)
     }
 
-    /// Table `name`'s columns are `now` in the database, no longer as its stream has them. A
-    /// nullable column added without a default (its rows so far hold null in it, as the
-    /// mirror's do) is added to the stream, and its pipeline started again to add it to its
-    /// tables; any other change stops the table (in memory: the caller keeps the stop once the
-    /// transaction is appended). Whether the table is read on.
+    /// Table `(schema, table)`'s columns are `now` in the database, no longer as its stream
+    /// has them. A nullable column added without a default (its rows so far hold null in it,
+    /// as the mirror's do) is added to the stream, and its pipeline started again to add it to
+    /// its tables; any other change stops the table (in memory: the caller keeps the stop once
+    /// the transaction is appended). Whether the table is read on.
     async fn changed(
         &mut self,
-        name: &str,
+        (schema, table): (&str, &str),
         now: Vec<(String, ColumnType)>,
         downstream: &dyn Downstream,
     ) -> Result<bool, ReaderError> {
+        let name = &format!("{schema}.{table}");
         let was = &self.tables[name].columns;
         let unfit = match now.len() > was.len() && now[..was.len()] == was[..] {
-            true => self.unfit_added(name, &now[was.len()..]).await?,
+            true => self.unfit_added((schema, table), &now[was.len()..]).await?,
             false => Some(describe_change(was, &now)),
         };
         if let Some(change) = unfit {
@@ -546,15 +549,14 @@ impl Reader {
         Ok(true)
     }
 
-    /// Why the columns `added` to table `name` cannot be taken as they come, if they cannot:
+    /// Why the columns `added` to `(schema, table)` cannot be taken as they come, if they cannot:
     /// one is `NOT NULL` or has a default, so that the table's rows so far hold values in it
     /// that no change sends.
     async fn unfit_added(
         &self,
-        name: &str,
+        (schema, table): (&str, &str),
         added: &[(String, ColumnType)],
     ) -> Result<Option<String>, ReaderError> {
-        let (schema, table) = name.split_once('.').expect("schema.table");
         let names: Vec<String> = added.iter().map(|(n, _)| super::literal(n)).collect();
         let sql = format!(
             "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
@@ -696,7 +698,8 @@ async fn heartbeats(
         match beat {
             Ok(c) => connection = Some(c),
             Err(e) => {
-                tracing::warn!(error = %e, "a PostgreSQL source's database takes no session: reconnecting");
+                let why = "a PostgreSQL source's database takes no session: reconnecting";
+                tracing::warn!(error = %e, "{why}");
                 stop.cancel();
                 return Err(ReaderError::Heartbeat(e.to_string()));
             }
