@@ -164,6 +164,22 @@ impl Downstream for Lake {
     }
 }
 
+/// `reader` reading in a task of its own, downstream of `lake`, until the token is cancelled.
+fn spawn(
+    mut reader: Reader,
+    lake: Arc<Lake>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), sluice_ingest::postgres::ReaderError>>,
+) {
+    let stop = CancellationToken::new();
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { reader.run(lake, &stop).await })
+    };
+    (stop, task)
+}
+
 /// The records of the stream's one shard, as JSON.
 fn records(stream: &Stream) -> Vec<serde_json::Value> {
     let shard = &stream.shards()[0];
@@ -229,17 +245,12 @@ async fn a_snapshot_then_every_change_lands_in_the_tables_streams() {
     };
     // The lake takes nothing (or, with `all`, everything): the slot is never acknowledged
     // past the snapshot (or is, as far as PostgreSQL has sent).
-    let start = |mut reader: Reader, all: bool| {
-        let stop = CancellationToken::new();
-        let task = {
-            let stop = stop.clone();
-            let lake = Arc::new(Lake {
-                all,
-                ..Lake::default()
-            });
-            tokio::spawn(async move { reader.run(lake, &stop).await })
+    let start = |reader: Reader, all: bool| {
+        let lake = Lake {
+            all,
+            ..Lake::default()
         };
-        (stop, task)
+        spawn(reader, Arc::new(lake))
     };
     let (stop, task) = start(reader(), false);
     until("the snapshot", || records(&orders).len() == 101).await;
@@ -514,12 +525,7 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
         stopped: Arc::default(),
     };
     let lake = Arc::new(Lake::default());
-    let stop = CancellationToken::new();
-    let mut first = reader();
-    let run = {
-        let (lake, stop) = (lake.clone(), stop.clone());
-        tokio::spawn(async move { first.run(lake, &stop).await })
-    };
+    let (stop, run) = spawn(reader(), lake.clone());
     until("the snapshot", || {
         records(&t).len() == 2 && records(&u).len() == 2
     })
@@ -543,12 +549,9 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     // column was added as the table was then: t is read on, and nothing is appended twice.
     stop.cancel();
     run.await.unwrap().unwrap();
-    let (stop, mut second) = (CancellationToken::new(), reader());
+    let second = reader();
     let stopped = second.stopped.clone();
-    let run = {
-        let (lake, stop) = (lake.clone(), stop.clone());
-        tokio::spawn(async move { second.run(lake, &stop).await })
-    };
+    let (stop, run) = spawn(second, lake.clone());
     pg.sql("INSERT INTO t VALUES (10, 'again', 'y');");
     until("the insert after the restart", || records(&t).len() == 5).await;
     assert!(stopped.lock().unwrap().is_empty());
@@ -588,12 +591,9 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     run.await.unwrap().unwrap();
 
     // Started again, the stopped tables stay stopped.
-    let (stop, mut again) = (CancellationToken::new(), reader());
+    let again = reader();
     let kept = again.stopped.clone();
-    let run = {
-        let (lake, stop) = (lake.clone(), stop.clone());
-        tokio::spawn(async move { again.run(lake, &stop).await })
-    };
+    let (stop, run) = spawn(again, lake.clone());
     pg.sql("INSERT INTO t VALUES (5, 'e', 'w', 1); INSERT INTO u VALUES (4, 6);");
     until("the stopped tables read back", || {
         kept.lock().unwrap().len() == 2

@@ -5,14 +5,20 @@ use sluice_lake::Error;
 
 use super::*;
 
-#[tokio::test]
-async fn a_dropped_table_loses_its_files_and_its_name() {
-    let t = TestLake::new();
-    let mut ticks = table(&t.lake, "ticks").await;
+/// Table `ticks` holding rows 0, 1 and 2, and shard-0's position 3 (version 1).
+async fn three_rows(lake: &Lake) -> LakeTable {
+    let mut ticks = table(lake, "ticks").await;
     ticks
         .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
         .await
         .unwrap();
+    ticks
+}
+
+#[tokio::test]
+async fn a_dropped_table_loses_its_files_and_its_name() {
+    let t = TestLake::new();
+    three_rows(&t.lake).await;
     table(&t.lake, "other").await;
     t.lake.open("ticks").await.unwrap();
     assert_eq!(t.lake.table_names(), vec!["other", "ticks"]);
@@ -38,11 +44,7 @@ async fn a_dropped_table_loses_its_files_and_its_name() {
 #[tokio::test]
 async fn a_table_created_again_under_a_dropped_name_starts_afresh() {
     let t = TestLake::new();
-    let mut ticks = table(&t.lake, "ticks").await;
-    ticks
-        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
-        .await
-        .unwrap();
+    let mut ticks = three_rows(&t.lake).await;
     ticks
         .append(vec![keyed(3..4, "a")], positions(&[("shard-0", 4)]))
         .await
@@ -64,11 +66,7 @@ async fn a_table_created_again_under_a_dropped_name_starts_afresh() {
 #[tokio::test]
 async fn open_or_create_opens_an_existing_table() {
     let t = TestLake::new();
-    let mut ticks = table(&t.lake, "ticks").await;
-    ticks
-        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
-        .await
-        .unwrap();
+    three_rows(&t.lake).await;
 
     // Other columns asked for change nothing: the table is opened as it is.
     let other = Arc::new(Schema::new(vec![Field::new("x", DataType::Boolean, true)]));
@@ -87,11 +85,7 @@ async fn open_or_create_opens_an_existing_table() {
 #[tokio::test]
 async fn columns_a_table_lacks_are_added_if_nullable_changing_no_row_or_position() {
     let t = TestLake::new();
-    let mut ticks = table(&t.lake, "ticks").await;
-    ticks
-        .append(vec![keyed(0..3, "a")], positions(&[("shard-0", 3)]))
-        .await
-        .unwrap();
+    let mut ticks = three_rows(&t.lake).await;
 
     let wider = Schema::new(vec![
         Field::new("k", DataType::Int64, true),
