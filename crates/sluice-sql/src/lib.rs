@@ -261,112 +261,16 @@ pub fn check_depth<V: sqlparser::ast::Visit>(statement: &V) -> Result<()> {
     }
 }
 
-/// The deepest nesting of subscripts (`a[b[c]]`) a statement may have: sqlparser's parse of
-/// compound names inside nested subscripts (and calls) takes time exponential in their depth
-/// (`x.y.z[` six deep: over a minute; three deep with calls inside, as long), so a few hundred
-/// bytes could hold a core that long.
-pub const MAX_SUBSCRIPT_DEPTH: usize = 2;
-
-/// The most names a dotted chain (`catalog.schema.table.column.field`) may have: sqlparser
-/// backtracks over a chain once per name when a subscript follows it, so that a chain of 30
-/// names before a `[` takes hours to parse (a fuzzer found it); PostgreSQL itself takes at most
-/// four names and a field or two.
-pub const MAX_DOTTED_NAMES: usize = 10;
-
-/// Whether `token` is an arithmetic, bitwise or pattern operator: after one, `NOT` is refused
-/// (see [`check_text`]).
-fn is_operator(token: &Token) -> bool {
-    matches!(
-        token,
-        Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::Caret
-            | Token::Ampersand
-            | Token::Pipe
-            | Token::StringConcat
-            | Token::Tilde
-            | Token::TildeAsterisk
-            | Token::ExclamationMarkTilde
-            | Token::ExclamationMarkTildeAsterisk
-            | Token::DoubleTilde
-            | Token::DoubleTildeAsterisk
-            | Token::ExclamationMarkDoubleTilde
-            | Token::ExclamationMarkDoubleTildeAsterisk
-    )
-}
-
-/// Refuses, before any parser sees it, SQL text that is too large, that nests subscripts
-/// deeper than [`MAX_SUBSCRIPT_DEPTH`], that chains more than [`MAX_DOTTED_NAMES`] names, or
-/// that puts `NOT` right after an arithmetic, bitwise or pattern operator (`a - NOT b`,
-/// `a ~ NOT b`: sqlparser backtracks over each such `NOT`, so that a hundred bytes of them took
-/// seconds and four hundred minutes — a fuzzer found it; written `a - (NOT b)` it parses at
-/// once); what does not tokenize is the parser's to report. Every door calls it (through [`parse`], or
-/// itself before its own parser).
+/// Refuses, before any parser sees it, SQL text longer than [`MAX_SQL_BYTES`]. Every door calls
+/// it (through [`parse`], or itself before its own parser). The parser's time is otherwise
+/// bounded by the text's length: the sqlparser built here carries upstream's fixes for the
+/// statements 0.62 took exponential time on (see `vendor/sqlparser/README.md`).
 pub fn check_text(sql: &str) -> Result<()> {
     if sql.len() > MAX_SQL_BYTES {
         return Err(SqlError::new(format!(
             "the SQL text is {} bytes, over the limit of {MAX_SQL_BYTES}",
             sql.len()
         )));
-    }
-    let Ok(tokens) =
-        sqlparser::tokenizer::Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location()
-    else {
-        return Ok(());
-    };
-    let mut depth = 0usize;
-    // The names of the dotted chain the last tokens make, and whether a period ends it.
-    let (mut names, mut after_period) = (0usize, false);
-    let mut previous: Option<&Token> = None;
-    for token in &tokens {
-        if let Token::Word(w) = &token.token
-            && w.keyword == Keyword::NOT
-            && previous.is_some_and(is_operator)
-        {
-            return Err(SqlError::at(
-                "NOT right after an operator is not supported: parenthesize it, as in a - (NOT b)",
-                token.span.start,
-            ));
-        }
-        if !matches!(token.token, Token::Whitespace(_)) {
-            previous = Some(&token.token);
-        }
-        match &token.token {
-            Token::Whitespace(_) => {}
-            Token::Period => after_period = true,
-            Token::Word(_) | Token::Placeholder(_) | Token::Number(..) => {
-                names = if after_period { names + 1 } else { 1 };
-                after_period = false;
-                if names > MAX_DOTTED_NAMES {
-                    return Err(SqlError::at(
-                        format!(
-                            "names chained by more than {MAX_DOTTED_NAMES} dots are not supported"
-                        ),
-                        token.span.start,
-                    ));
-                }
-            }
-            _ => (names, after_period) = (0, false),
-        }
-        match token.token {
-            Token::LBracket => {
-                depth += 1;
-                if depth > MAX_SUBSCRIPT_DEPTH {
-                    return Err(SqlError::at(
-                        format!(
-                            "subscripts nested more than {MAX_SUBSCRIPT_DEPTH} deep are not \
-                             supported"
-                        ),
-                        token.span.start,
-                    ));
-                }
-            }
-            Token::RBracket => depth = depth.saturating_sub(1),
-            _ => {}
-        }
     }
     Ok(())
 }

@@ -580,80 +580,64 @@ mod view_round_trip {
     }
 }
 
+/// Statements sqlparser 0.62 took time exponential in their length on (found by our fuzzer, and
+/// the shapes upstream fixed; see `vendor/sqlparser/README.md`), each grown past where 0.62 took
+/// hours, are answered at once. Parsed on a thread, so that a regression fails here instead of
+/// holding the test run.
 #[test]
-fn subscripts_nested_deeper_than_the_parser_can_take_in_time_are_refused_at_once() {
-    // Found by the fuzzer: `x.y.z[` nested six deep kept sqlparser busy for over a minute.
-    let deep = format!("SELECT S.a{}", "b.c.d[e.f.g".repeat(6));
-    let started = std::time::Instant::now();
-    let e = parse(&deep).unwrap_err();
-    assert!(e.message.contains("nested more than 2 deep"), "{e}");
-    assert_eq!((e.line, e.column), (Some(1), Some(38)), "at the third [");
-    for found in [
+fn statements_sqlparser_once_took_exponential_time_on_are_answered_at_once() {
+    let chain: Vec<String> = (0..60).map(|i| format!("n{i}")).collect();
+    let statements = [
         include_str!(
             "../../../fuzz/corpus/sql_parse/found-by-fuzzing-nested-subscripts-of-compound-names.sql"
-        ),
-        include_str!("../../../fuzz/corpus/sql_parse/found-by-fuzzing-nested-subscripts-slow.sql"),
-    ] {
-        assert!(parse(found).is_err());
-    }
-    assert!(started.elapsed() < std::time::Duration::from_secs(1));
-    for sql in [
-        "SELECT a[1][2][3][4] FROM t",
-        "SELECT a[b[1]] FROM t",
-        "SELECT '[[[[' AS text, \"[[[[\" FROM t",
-    ] {
-        parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-}
-
-#[test]
-fn chains_of_more_names_than_the_parser_can_take_in_time_are_refused_at_once() {
-    // Found by the fuzzer: sqlparser's time doubles with each name of a chain before a `[`
-    // (20 names: a second; 30: hours).
-    let chain: Vec<String> = (0..30).map(|i| format!("n{i}")).collect();
-    let e = parse(&format!("SELECT {}[1] FROM t", chain.join("."))).unwrap_err();
-    assert!(e.message.contains("more than 10 dots"), "{e}");
-    assert_eq!(
-        (e.line, e.column),
-        (Some(1), Some(38)),
-        "at the eleventh name"
-    );
-    for found in [
+        )
+        .to_string(),
+        include_str!("../../../fuzz/corpus/sql_parse/found-by-fuzzing-nested-subscripts-slow.sql")
+            .to_string(),
         include_str!(
             "../../../fuzz/corpus/sql_parse/found-by-fuzzing-dotted-names-before-a-subscript.sql"
-        ),
+        )
+        .to_string(),
         include_str!(
             "../../../fuzz/corpus/sql_parse/found-by-fuzzing-dotted-names-before-a-subscript-2.sql"
-        ),
-    ] {
-        assert!(parse(found).is_err());
-    }
-    for sql in [
-        "SELECT sluice.public.t.a FROM sluice.public.t",
-        "SELECT a . b . c, x.y[1], 1.5 . x FROM t",
-        &format!("SELECT {} FROM t", chain[..10].join(".")),
-    ] {
-        assert!(
-            !parse(sql).is_err_and(|e| e.message.contains("dots")),
-            "{sql}"
-        );
+        )
+        .to_string(),
+        include_str!("../../../fuzz/corpus/sql_parse/found-by-fuzzing-not-after-operators.sql")
+            .to_string(),
+        include_str!(
+            "../../../fuzz/corpus/sql_parse/found-by-fuzzing-compound-names-in-subscripts.sql"
+        )
+        .to_string(),
+        format!("SELECT S.a{}", "b.c.d[e.f.g".repeat(30)),
+        format!("SELECT {}[1] FROM t", chain.join(".")),
+        format!("SELECT L{} FROM t", "-NOT~R".repeat(200)),
+        format!("SELECT a{}", ".not-b".repeat(40)),
+        format!("SELECT {}", "if(current_time(".repeat(40)),
+        format!("SELECT {}{}", "CAST(CASE (".repeat(40), ")".repeat(40)),
+        format!("SELECT * FROM {}", "(((((((((SELECT @ FROM".repeat(5)),
+    ];
+    let count = statements.len();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for sql in statements {
+            let _ = parse(&sql);
+            done.send(()).unwrap();
+        }
+    });
+    for i in 0..count {
+        finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("statement {i} was not parsed within 20 s"));
     }
 }
 
+/// What the guards that stood in for the fixed parser refused is plain SQL again.
 #[test]
-fn not_right_after_an_operator_is_refused_at_once() {
-    // Found by the fuzzer: sqlparser backtracks over each `NOT` after `-` or `~`, so that 444
-    // bytes of `L-NOT~NOT~R-NOT~…` kept it busy for over a minute.
-    let started = std::time::Instant::now();
-    let found =
-        include_str!("../../../fuzz/corpus/sql_parse/found-by-fuzzing-not-after-operators.sql");
-    let e = parse(found).unwrap_err();
-    assert!(e.message.contains("NOT right after an operator"), "{e}");
-    let e = parse("SELECT a - NOT b FROM t").unwrap_err();
-    assert_eq!((e.line, e.column), (Some(1), Some(12)), "at the NOT: {e}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+fn nested_subscripts_long_names_and_not_after_an_operator_parse() {
     for sql in [
-        "SELECT a - (NOT b), NOT a ~ b, a NOT LIKE 'x', NOT NOT a FROM t",
+        "SELECT a[1][2][3][4], a[b[c[1]]] FROM t",
+        "SELECT sluice.public.t.a, a . b . c, x.y[1], 1.5 . x FROM sluice.public.t",
+        "SELECT a - NOT b, a ~ NOT b, a - (NOT b), NOT a ~ b, a NOT LIKE 'x', NOT NOT a FROM t",
         "SELECT * FROM t WHERE a = 1 AND NOT b OR NOT c",
     ] {
         parse(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
