@@ -56,10 +56,52 @@ impl AsOf {
 /// `sql` with every `VERSION AS OF n` / `TIMESTAMP AS OF '…'` after a table name turned into
 /// a versioned table name; `sql` itself when it has none.
 pub fn rewrite(sql: &str) -> Result<Cow<'_, str>> {
+    Ok(rewrite_located(sql)?.sql)
+}
+
+/// SQL text as [`rewrite`] made it, with where it rewrote the text written: a location in it
+/// (a parser's error) is told as a location in the text written.
+pub struct Rewritten<'a> {
+    /// The text rewritten.
+    pub sql: Cow<'a, str>,
+    written: &'a str,
+    /// Each rewrite: its bytes in the text written, and in the text rewritten.
+    splices: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl Rewritten<'_> {
+    /// `location` in the text rewritten as a location in the text written (a location within
+    /// a rewrite: where the rewritten clause starts).
+    pub fn written_location(&self, location: Location) -> Location {
+        if self.splices.is_empty() || location.line == 0 {
+            return location;
+        }
+        let at = Offsets::new(&self.sql).at(location);
+        let written = match self.splices.iter().rev().find(|(_, r)| r.start <= at) {
+            None => at,
+            Some((w, r)) if at < r.end => w.start,
+            Some((w, r)) => w.end + (at - r.end),
+        };
+        let before = &self.written[..written.min(self.written.len())];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location::new(
+            before.matches('\n').count() as u64 + 1,
+            before[line_start..].chars().count() as u64 + 1,
+        )
+    }
+}
+
+/// [`rewrite`], keeping where it rewrote.
+pub fn rewrite_located(sql: &str) -> Result<Rewritten<'_>> {
+    let unchanged = || Rewritten {
+        sql: Cow::Borrowed(sql),
+        written: sql,
+        splices: Vec::new(),
+    };
     let dialect = GenericDialect {};
     // What does not tokenize is the parser's to report.
     let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
-        return Ok(Cow::Borrowed(sql));
+        return Ok(unchanged());
     };
     let tokens: Vec<&TokenWithSpan> = tokens
         .iter()
@@ -67,6 +109,7 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>> {
         .collect();
     let offsets = Offsets::new(sql);
     let mut out = String::with_capacity(sql.len() + 16);
+    let mut splices = Vec::new();
     let mut copied = 0;
     let mut i = 1;
     while i + 3 < tokens.len() {
@@ -90,20 +133,27 @@ pub fn rewrite(sql: &str) -> Result<Cow<'_, str>> {
             Some(_) => table.value.clone(),
             None => table.value.to_ascii_lowercase(),
         };
-        out.push_str(&sql[copied..offsets.at(tokens[i - 1].span.start)]);
+        let start = offsets.at(tokens[i - 1].span.start);
+        out.push_str(&sql[copied..start]);
+        let rewritten_start = out.len();
         out.push_str(&quoted(&as_of.name(&name)));
         if !has_alias {
             out.push_str(" AS ");
             out.push_str(&quoted(&name));
         }
         copied = offsets.at(tokens[i + 3].span.end);
+        splices.push((start..copied, rewritten_start..out.len()));
         i += 4;
     }
     if copied == 0 {
-        return Ok(Cow::Borrowed(sql));
+        return Ok(unchanged());
     }
     out.push_str(&sql[copied..]);
-    Ok(Cow::Owned(out))
+    Ok(Rewritten {
+        sql: Cow::Owned(out),
+        written: sql,
+        splices,
+    })
 }
 
 /// `VERSION AS OF <number>` or `TIMESTAMP AS OF '<timestamp>'` at the start of `tokens`.

@@ -277,9 +277,26 @@ pub fn check_text(sql: &str) -> Result<()> {
 
 fn parse_statements(sql: &str) -> Result<Vec<Statement>> {
     check_text(sql)?;
-    let sql = as_of::rewrite(sql)?;
+    let rewritten = as_of::rewrite_located(sql)?;
+    parse_rewritten(&rewritten.sql).map_err(|e| match (e.line, e.column) {
+        (Some(line), Some(column)) => {
+            let message = e
+                .message
+                .rsplit_once(" at Line: ")
+                .map_or(&*e.message, |(m, _)| m);
+            SqlError::at(
+                message,
+                rewritten.written_location(Location::new(line, column)),
+            )
+        }
+        _ => e,
+    })
+}
+
+/// [`parse_statements`] of the text with its time travel rewritten: locations are in it.
+fn parse_rewritten(sql: &str) -> Result<Vec<Statement>> {
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect).try_with_sql(&sql)?;
+    let mut parser = Parser::new(&dialect).try_with_sql(sql)?;
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}

@@ -889,3 +889,22 @@ fn a_postgres_source_is_refused_clearly() {
         assert!(error.message.contains(message), "{sql}: {}", error.message);
     }
 }
+
+/// An error after a time-travel clause is placed in the text written, not in the text the
+/// clause was rewritten to (a quoted table name holding a line break, found by fuzzing, is
+/// written twice by the rewrite).
+#[test]
+fn errors_after_time_travel_are_located_in_the_text_written() {
+    let e = parse("SELECT * FROM t VERSION AS OF 3 WHERE a = = 1").unwrap_err();
+    assert_eq!((e.line, e.column), (Some(1), Some(43)), "{e}");
+    assert!(e.message.ends_with("at Line: 1, Column: 43"), "{e}");
+    let e = parse("SELECT *\nFROM \"a\nb\" VERSION AS OF 3\nWHERE a = = 1").unwrap_err();
+    assert_eq!((e.line, e.column), (Some(4), Some(11)), "{e}");
+    let e = parse("SELECT * FROM t VERSION AS OF 3 t2 x y").unwrap_err();
+    assert_eq!((e.line, e.column), (Some(1), Some(36)), "{e}");
+    let found = include_str!(
+        "../../../fuzz/corpus/sql_parse/found-by-fuzzing-error-line-after-time-travel.sql"
+    );
+    let e = parse(found).unwrap_err();
+    assert!(e.line.unwrap() <= found.split('\n').count() as u64, "{e}");
+}
