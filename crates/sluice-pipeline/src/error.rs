@@ -62,6 +62,11 @@ pub enum PipelineError {
     /// Something the pipeline depends on cannot be reached now (a lake table a view joins).
     #[error("{0}")]
     Unavailable(String),
+    /// The partitions the pipeline reads are no longer those it was opened with (a topic grew,
+    /// partitions moved between workers), or a table says another worker took one: it is
+    /// opened again, at once, from its tables' positions. Not a failure.
+    #[error("{0}")]
+    Reassigned(String),
     /// A bug in Sluice (a task that panicked, a state that cannot be).
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,7 +82,9 @@ impl Classify for PipelineError {
             PipelineError::InUse(_) => Class::InUse,
             PipelineError::ViewNotFound(_) | PipelineError::InputGone(_) => Class::UndefinedTable,
             PipelineError::Sql(e) => e.class(),
-            PipelineError::Io { .. } | PipelineError::Unavailable(_) => Class::Unavailable,
+            PipelineError::Io { .. }
+            | PipelineError::Unavailable(_)
+            | PipelineError::Reassigned(_) => Class::Unavailable,
             PipelineError::Log(e) => e.class(),
             PipelineError::Lake(e) => e.class(),
             PipelineError::Internal(_) => Class::Internal,
@@ -96,6 +103,7 @@ impl Classify for PipelineError {
             PipelineError::InputGone(_) => "input_gone",
             PipelineError::Sql(e) => e.code(),
             PipelineError::Io { .. } | PipelineError::Unavailable(_) => "unavailable",
+            PipelineError::Reassigned(_) => "reassigned",
             PipelineError::Log(e) => e.code(),
             PipelineError::Lake(e) => e.code(),
             PipelineError::Internal(_) => "internal",

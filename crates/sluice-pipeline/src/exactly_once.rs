@@ -28,6 +28,15 @@
 //!    older than the source's oldest record *is* a loss (retention deleted records before the
 //!    pipeline took them): the pipeline writes a row naming the lost range to its errors table,
 //!    in the commit that moves past it, and counts it (see `source::Gap`).
+//! 7. **A partition has one writer.** Workers that share a source's partitions (a Kafka
+//!    consumer group's assignment, `source::Assignment`) write the same tables, each recording
+//!    the partitions it holds. A commit records a partition's new position only if the table,
+//!    as of the version the commit is built on, still holds the position the round read from
+//!    ([`still_held`]); a commit of another writer's after that version that recorded the same
+//!    partition makes delta-rs refuse this one (`ConcurrentTransaction`). Either way the old
+//!    holder's round fails as [`PipelineError::Reassigned`] and it is opened again, from the
+//!    table's positions: nothing is written twice, whichever worker lags in learning the
+//!    group's news. A pipeline whose partitions change is opened again too (the runtime).
 
 use std::collections::BTreeMap;
 
@@ -68,6 +77,27 @@ pub async fn committed(
         }
     }
     Ok(positions)
+}
+
+/// Refuses a commit recording `to` on `table` unless the table still holds, for every
+/// partition of `to`, the position `from` says the round read it from (none: from its oldest
+/// record): else another worker took the partition since (rule 7).
+pub(crate) async fn still_held(table: &LakeTable, from: &Positions, to: &Positions) -> Result<()> {
+    for &partition in to.keys() {
+        let recorded = table
+            .position(&app_id(partition))
+            .await?
+            .map(|v| v.max(0) as u64);
+        let read_from = from.get(&partition).copied();
+        if recorded != read_from {
+            return Err(PipelineError::Reassigned(format!(
+                "partition {partition} of table '{}' is at {recorded:?}, not at {read_from:?} \
+                 where this worker read it from: another worker took it",
+                table.name()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The number of the state snapshot `table`'s last commit names (0: none).

@@ -20,7 +20,7 @@
 //! compacts the tables (Delta OPTIMIZE) between two rounds. Delta's post-commit hook
 //! checkpoints the transaction log every 100 versions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +83,8 @@ pub struct RawPipeline {
     error_positions: Positions,
     /// A change stream's mirror, and the history's memory of its events.
     change: Option<(Mirror, Repeats)>,
+    /// The source's partitions when it was opened: its positions are of these.
+    partitions: BTreeSet<Partition>,
 }
 
 impl RawPipeline {
@@ -141,6 +143,7 @@ impl RawPipeline {
             row_positions,
             error_positions,
             change,
+            partitions: partitions.into_iter().collect(),
         })
     }
 
@@ -158,6 +161,10 @@ impl Pipeline for RawPipeline {
 
     fn kind(&self) -> Kind {
         Kind::Raw
+    }
+
+    fn partitions(&self) -> Option<&BTreeSet<Partition>> {
+        Some(&self.partitions)
     }
 
     fn next_read(&self) -> Positions {
@@ -215,6 +222,7 @@ impl Pipeline for RawPipeline {
         // The tables commit at once: each records its own positions, so any may land without
         // the others (as after a crash between them).
         let (rows_table, errors_table) = (&mut self.rows, &mut self.errors);
+        let (rows_from, errors_from) = (&self.row_positions, &self.error_positions);
         let (rows_moved, errors_moved) = (
             row_next != self.row_positions,
             error_next != self.error_positions,
@@ -230,23 +238,24 @@ impl Pipeline for RawPipeline {
                 fail::fail_point!("raw::rows", |_| Err(PipelineError::Unavailable(
                     "injected failure of the rows' commit".into()
                 )));
-                match rows_moved {
-                    true => rows_table
-                        .append(rows, exactly_once::versions(&row_next, None))
-                        .await
-                        .map_err(PipelineError::from),
-                    false => Ok(()),
+                if !rows_moved {
+                    return Ok(());
                 }
+                exactly_once::still_held(rows_table, rows_from, &row_next).await?;
+                rows_table
+                    .append(rows, exactly_once::versions(&row_next, None))
+                    .await
+                    .map_err(PipelineError::from)
             },
             async {
-                match errors_moved {
-                    true => {
-                        errors_table
-                            .append(errors, exactly_once::versions(&error_next, None))
-                            .await
-                    }
-                    false => Ok(()),
+                if !errors_moved {
+                    return Ok(());
                 }
+                exactly_once::still_held(errors_table, errors_from, &error_next).await?;
+                errors_table
+                    .append(errors, exactly_once::versions(&error_next, None))
+                    .await
+                    .map_err(PipelineError::from)
             },
             async {
                 match (mirror, mirror_next) {

@@ -22,7 +22,7 @@
 mod status;
 mod supervisor;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -48,6 +48,13 @@ pub trait Pipeline: Send + 'static {
     /// The columns that name a row of its table (an updating view's group), if any.
     fn keys(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// The source's partitions it was opened with, if it must be opened again when they change
+    /// (its positions are of these: a partition that moved to this worker must be read from its
+    /// tables' position, not from its oldest record); none if it takes partitions as they come.
+    fn partitions(&self) -> Option<&BTreeSet<Partition>> {
+        None
     }
 
     /// Where its next read starts, per partition (the lowest of its tables' positions).
@@ -76,6 +83,7 @@ pub trait Pipeline: Send + 'static {
     async fn round(&mut self) -> Result<Round> {
         let source = self.source().clone();
         let bounds = source.bounds().await?;
+        unmoved(self.partitions(), &bounds)?;
         let from = self.next_read();
         let read = source.read(&from, &self.limits(&from, &bounds)).await?;
         self.process(read).await
@@ -153,6 +161,7 @@ pub(crate) async fn run(
         )));
         let source = pipeline.source().clone();
         let bounds = source.bounds().await.map_err(|e| fail(e, progressed))?;
+        unmoved(pipeline.partitions(), &bounds).map_err(|e| fail(e, progressed))?;
         let from = pipeline.next_read();
         let read = match ahead.take() {
             Some(ahead) if ahead.from == from => match ahead.read.await {
@@ -192,7 +201,8 @@ pub(crate) async fn run(
             started.elapsed(),
         );
         commits += usize::from(round.committed);
-        if commits >= cadence.compact_every {
+        // Where workers share the partitions, one compacts: the holder of partition 0.
+        if commits >= cadence.compact_every && source.housekeeper() {
             commits = 0;
             if let Err(e) = pipeline.compact().await {
                 // The tables are as they were; a handle left behind fails the next round,
@@ -203,6 +213,23 @@ pub(crate) async fn run(
         backlog = round.backlog;
     }
     Ok(())
+}
+
+/// Refuses a round of a pipeline opened with `partitions` when the source's partitions are
+/// others now: it is to be opened again.
+fn unmoved(
+    partitions: Option<&BTreeSet<Partition>>,
+    bounds: &BTreeMap<Partition, Bounds>,
+) -> Result<()> {
+    match partitions {
+        Some(opened) if !opened.iter().eq(bounds.keys()) => {
+            Err(PipelineError::Reassigned(format!(
+                "its partitions changed from {opened:?} to {:?}",
+                bounds.keys().collect::<Vec<_>>()
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// When a pipeline runs its rounds: every `interval`, a late round delaying the next rather

@@ -120,6 +120,9 @@ pub struct PipelineStatus {
     pub last_gap: Option<String>,
     /// Failed rounds and starts since the server started.
     pub failures: u64,
+    /// Times it was opened again because its partitions changed (moved between workers, a
+    /// topic grown), since the server started.
+    pub reassignments: u64,
     /// Why the last round (or start) failed, while it is failing.
     pub last_error: Option<String>,
 }
@@ -156,6 +159,7 @@ struct Metrics {
     error_rows: metrics::Counter,
     lost: metrics::Counter,
     failures: metrics::Counter,
+    reassignments: metrics::Counter,
     panics: metrics::Counter,
     lag: metrics::Gauge,
     watermark: metrics::Gauge,
@@ -172,6 +176,7 @@ impl Monitor {
             error_rows: metrics::counter!("sluice_pipeline_error_rows_total", &labels),
             lost: metrics::counter!("sluice_pipeline_lost_records_total", &labels),
             failures: metrics::counter!("sluice_pipeline_failures_total", &labels),
+            reassignments: metrics::counter!("sluice_pipeline_reassignments_total", &labels),
             panics: metrics::counter!("sluice_pipeline_panics_total", &labels),
             lag: metrics::gauge!("sluice_pipeline_input_lag_records", &labels),
             watermark: metrics::gauge!("sluice_pipeline_watermark_seconds", &labels),
@@ -197,6 +202,7 @@ impl Monitor {
                 lost: 0,
                 last_gap: None,
                 failures: 0,
+                reassignments: 0,
                 last_error: None,
             })),
             metrics: Arc::new(metrics),
@@ -286,6 +292,12 @@ impl Monitor {
         }
     }
 
+    /// Notes that the pipeline is opened again because its partitions changed.
+    pub(crate) fn reassigned(&self) {
+        self.lock().reassignments += 1;
+        self.metrics.reassignments.increment(1);
+    }
+
     /// Notes what the pipeline turned out to be, once opened.
     pub(crate) fn opened(&self, kind: Kind, keys: Vec<String>) {
         let mut status = self.lock();
@@ -325,6 +337,10 @@ pub fn describe_metrics() {
         (
             "sluice_pipeline_failures_total",
             "Rounds and starts that failed (retried after a backoff)",
+        ),
+        (
+            "sluice_pipeline_reassignments_total",
+            "Times the pipeline was opened again because its partitions changed",
         ),
         (
             "sluice_pipeline_panics_total",

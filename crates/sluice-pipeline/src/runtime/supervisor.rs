@@ -15,9 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{Cadence, Failure, MAX_BACKOFF, MIN_BACKOFF, Monitor, Pipeline, State, run};
-use crate::Result;
 use crate::exactly_once::Writer;
 use crate::view::Clock;
+use crate::{PipelineError, Result};
 
 /// Opens a pipeline, again after each failure.
 #[async_trait]
@@ -149,6 +149,19 @@ async fn supervise(
                 ));
                 match running.await {
                     Ok(Ok(())) => return,
+                    Ok(Err(Failure {
+                        error: PipelineError::Reassigned(why),
+                        ..
+                    })) => {
+                        tracing::info!(
+                            pipeline = monitor.status().name,
+                            why,
+                            "opening the pipeline again"
+                        );
+                        monitor.reassigned();
+                        backoff = MIN_BACKOFF;
+                        continue;
+                    }
                     Ok(Err(Failure { error, progressed })) => {
                         if progressed {
                             backoff = MIN_BACKOFF;

@@ -25,6 +25,8 @@ mod elsewhere;
 pub mod kafka;
 #[cfg(feature = "kinesis")]
 pub mod kinesis;
+#[cfg(feature = "kafka")]
+pub mod membership;
 mod stream;
 mod view;
 
@@ -72,6 +74,21 @@ pub trait Source: Send + Sync + 'static {
         let _ = positions;
         BTreeMap::new()
     }
+
+    /// Whether this reader of the source keeps its pipelines' tables (compacts them): the one
+    /// holding partition 0 when workers share the partitions, else always.
+    fn housekeeper(&self) -> bool {
+        true
+    }
+}
+
+/// Which of a source's partitions this worker holds, when workers share them (a Kafka consumer
+/// group's assignment: [`membership::Membership`]). A partition is held by one worker at a
+/// time; one that moves is read by its new holder from its tables' positions, and a commit of
+/// its old holder's is refused by the tables (`exactly_once`, rule 7).
+pub trait Assignment: Send + Sync + 'static {
+    /// The partitions held now; none before the first assignment.
+    fn held(&self) -> Option<std::collections::BTreeSet<Partition>>;
 }
 
 /// Readies a new stream's definition for the log: checks that its connector's records can be

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sluice_log::{Log, Stream};
 use sluice_sql::StreamDefinition;
 
-use super::{Bounds, Gap, Limits, PartRead, Source, SourceRead};
+use super::{Assignment, Bounds, Gap, Limits, PartRead, Source, SourceRead};
 use crate::decode::{Decoder, Origin, RawRecord};
 use crate::exactly_once::{Partition, Positions};
 use crate::{PipelineError, Result};
@@ -30,6 +30,8 @@ pub struct StreamSource {
     definition: Arc<StreamDefinition>,
     decoder: Arc<Decoder>,
     records: Records,
+    /// The partitions this worker holds, when workers share them; all of them otherwise.
+    assignment: Option<Arc<dyn Assignment>>,
 }
 
 /// Where a stream's records are.
@@ -70,7 +72,15 @@ impl StreamSource {
             definition: Arc::new(definition),
             decoder: Arc::new(decoder),
             records,
+            assignment: None,
         })
+    }
+
+    /// The source restricted to the partitions `assignment` holds (none before its first
+    /// assignment): what a worker sharing the stream's partitions with others reads.
+    pub fn held(mut self, assignment: Arc<dyn Assignment>) -> StreamSource {
+        self.assignment = Some(assignment);
+        self
     }
 
     /// The stream read.
@@ -159,6 +169,15 @@ impl StreamSource {
     }
 
     fn bounds_blocking(&self) -> Result<BTreeMap<Partition, Bounds>> {
+        let mut bounds = self.all_bounds()?;
+        if let Some(assignment) = &self.assignment {
+            let held = assignment.held().unwrap_or_default();
+            bounds.retain(|p, _| held.contains(p));
+        }
+        Ok(bounds)
+    }
+
+    fn all_bounds(&self) -> Result<BTreeMap<Partition, Bounds>> {
         match &self.records {
             Records::Log => Ok(self
                 .stream
@@ -246,6 +265,12 @@ impl Source for StreamSource {
             #[cfg(feature = "kinesis")]
             Records::Kinesis(reader) => reader.time_lag(positions),
         }
+    }
+
+    fn housekeeper(&self) -> bool {
+        self.assignment
+            .as_ref()
+            .is_none_or(|a| a.held().is_some_and(|held| held.contains(&0)))
     }
 
     async fn read(&self, from: &Positions, limits: &Limits) -> Result<SourceRead> {

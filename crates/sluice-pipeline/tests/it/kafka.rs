@@ -2,7 +2,7 @@
 //! the real broker of the end-to-end tests, answers ListOffsets wrongly: `start = 'latest'`, a
 //! timestamp start and broker faults are tested here).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
-use sluice_pipeline::source::{StreamSource, prepare_stream};
+use sluice_pipeline::source::membership::{Group, Membership};
+use sluice_pipeline::source::{Assignment, StreamSource, prepare_stream};
 use sluice_pipeline::{Pipeline, PipelineError, RawConfig, RawPipeline, errors_table};
 
 use super::count;
@@ -321,4 +322,136 @@ async fn a_partitions_time_lag_is_how_far_its_position_is_behind_its_newest_reco
     // Caught up: nothing behind.
     let at_end = Positions::from([(0, 50), (1, 50)]);
     assert_eq!(source.time_lag(&at_end), BTreeMap::from([(0, 0), (1, 0)]));
+}
+
+/// An assignment that says what it was told: a worker that has not heard that it lost its
+/// partitions.
+struct Fixed(BTreeSet<u32>);
+
+impl Assignment for Fixed {
+    fn held(&self) -> Option<BTreeSet<u32>> {
+        Some(self.0.clone())
+    }
+}
+
+/// A raw pipeline of stream `clicks` reading the partitions `assignment` holds.
+async fn raw_holding(
+    log: &Arc<Log>,
+    lake: &Lake,
+    assignment: Arc<dyn Assignment>,
+) -> sluice_pipeline::Result<RawPipeline> {
+    let source = StreamSource::open(log, "clicks")?.held(assignment);
+    RawPipeline::open(source, lake, RawConfig::default()).await
+}
+
+/// Runs rounds of `workers` in turn, each opened again when its partitions changed (as the
+/// runtime does), until `rows` rows are in table `clicks`.
+async fn share(log: &Arc<Log>, lake: &Lake, workers: &[Arc<Membership>], rows: i64) {
+    let mut pipelines = Vec::new();
+    for worker in workers {
+        pipelines.push(raw_holding(log, lake, worker.clone()).await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (pipeline, worker) in pipelines.iter_mut().zip(workers) {
+            match pipeline.round().await {
+                Ok(_) => {}
+                Err(PipelineError::Reassigned(_)) => {
+                    *pipeline = raw_holding(log, lake, worker.clone()).await.unwrap()
+                }
+                Err(e) => panic!("a round failed: {e}"),
+            }
+        }
+        let table = lake.open("clicks").await.unwrap();
+        if count(&table, "SELECT count(*) FROM t").await >= rows {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not take {rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `workers` hold the topic's `partitions` between them, each some, none twice.
+async fn until_shared(workers: &[&Membership], partitions: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: Vec<BTreeSet<u32>> = workers
+            .iter()
+            .map(|w| w.held().unwrap_or_default())
+            .collect();
+        let all: BTreeSet<u32> = held.iter().flatten().copied().collect();
+        let total: usize = held.iter().map(BTreeSet::len).sum();
+        if held.iter().all(|h| !h.is_empty()) && total == partitions as usize && all.len() == total
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group never shared the partitions: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_sharing_a_topic_through_a_group_write_every_record_once_as_partitions_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let kafka = Kafka::new(4);
+    kafka_stream(&log, "clicks", &kafka.brokers(), "").unwrap();
+    let group = |member: &str| Group {
+        brokers: kafka.brokers(),
+        topic: "clicks".into(),
+        group_id: "sluice-test-clicks".into(),
+        member: member.into(),
+        session_timeout: Duration::from_secs(6),
+    };
+    let first = Arc::new(Membership::join(&group("w1")).unwrap());
+    let second = Arc::new(Membership::join(&group("w2")).unwrap());
+    until_shared(&[&first, &second], 4).await;
+    let held_by_second = second.held().unwrap();
+
+    // Two workers, one lake: each writes its partitions' rows and positions.
+    kafka.produce(0, 2000, 4, 0);
+    share(&log, &lake, &[first.clone(), second.clone()], 2000).await;
+    let table = lake.open("clicks").await.unwrap();
+    assert_eq!(
+        count(&table, "SELECT count(DISTINCT (_shard, _seq)) FROM t").await,
+        2000
+    );
+
+    // The second leaves: the first takes its partitions from the lake's positions.
+    drop(second);
+    until_shared(&[&first], 4).await;
+    assert!(
+        first.rebalances() >= 2,
+        "one rebalance to share, one to take over"
+    );
+    kafka.produce(2000, 3000, 4, 0);
+    share(&log, &lake, std::slice::from_ref(&first), 3000).await;
+
+    // A worker that has not heard it lost its partitions cannot commit for them: whatever it
+    // reads, the table says another worker has them past where it read from.
+    let mut stale = raw_holding(&log, &lake, Arc::new(Fixed(held_by_second.clone())))
+        .await
+        .unwrap();
+    // The first worker moves on after the stale one opened.
+    kafka.produce(3000, 4000, 4, 0);
+    share(&log, &lake, std::slice::from_ref(&first), 4000).await;
+    let refused = stale.round().await.unwrap_err();
+    assert!(
+        matches!(refused, PipelineError::Reassigned(_))
+            || refused.to_string().contains("transaction"),
+        "{refused}"
+    );
+    let table = lake.open("clicks").await.unwrap();
+    assert_eq!(count(&table, "SELECT count(*) FROM t").await, 4000);
+    assert_eq!(
+        count(&table, "SELECT count(DISTINCT (_shard, _seq)) FROM t").await,
+        4000
+    );
 }
