@@ -119,10 +119,16 @@ impl Lake {
         let root = Url::parse(&format!("{}/", location.trim_end_matches('/')))
             .map_err(|e| invalid(&e.to_string()))?;
         let lake = Self::with_tables(root, BTreeSet::new())?;
-        let listed = lake.store.list_with_delimiter(None).await?;
+        *lake.tables.write().expect("tables lock") = lake.listed_tables().await?;
+        Ok(lake)
+    }
+
+    /// The tables the store holds now: its folders that hold a `_delta_log`.
+    async fn listed_tables(&self) -> Result<BTreeSet<String>> {
+        let listed = self.store.list_with_delimiter(None).await?;
         let mut tables = BTreeSet::new();
         for folder in listed.common_prefixes {
-            let inside = lake.store.list_with_delimiter(Some(&folder)).await?;
+            let inside = self.store.list_with_delimiter(Some(&folder)).await?;
             if inside
                 .common_prefixes
                 .iter()
@@ -132,8 +138,26 @@ impl Lake {
                 tables.insert(name.to_string());
             }
         }
-        *lake.tables.write().expect("tables lock") = tables;
-        Ok(lake)
+        Ok(tables)
+    }
+
+    /// Lists the lake's tables again: where other processes create and drop tables in it (a
+    /// cluster's workers), what they did is known from now on.
+    /// A table this process created or dropped while the store was listed is left for the
+    /// next rescan.
+    pub async fn rescan(&self) -> Result<()> {
+        let generation = |lake: &Lake| lake.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let before = generation(self);
+        let listed = self.listed_tables().await?;
+        let known: BTreeSet<String> = self.table_names().into_iter().collect();
+        if known == listed || generation(self) != before {
+            return Ok(());
+        }
+        for name in known.symmetric_difference(&listed) {
+            self.forget(name);
+        }
+        *self.tables.write().expect("tables lock") = listed;
+        Ok(())
     }
 
     /// The object store of `url` (`s3://bucket/…`, or a folder), reached as the lake reaches

@@ -139,6 +139,13 @@ pub enum Error {
         /// Which check failed.
         reason: String,
     },
+    /// The catalog the log shares with other processes will not take the stream (a cluster
+    /// takes only streams whose records are in Kafka).
+    #[error("{0}")]
+    NotShared(String),
+    /// The catalog the log shares with other processes cannot be reached: retry later.
+    #[error("the cluster's catalog: {0}")]
+    Catalog(String),
     /// A bug in Sluice (or a failure the log has no better word for).
     #[error("internal error: {0}")]
     Internal(String),
@@ -177,9 +184,11 @@ impl sluice_error::Classify for Error {
             Error::InvalidName(_) | Error::InvalidShardCount(_) => Class::InvalidValue,
             Error::RecordTooLarge { .. } | Error::KeyTooLong { .. } => Class::InvalidData,
             Error::BatchTooLarge { .. } => Class::TooLarge,
-            Error::Elsewhere { .. } => Class::Unsupported,
+            Error::Elsewhere { .. } | Error::NotShared(_) => Class::Unsupported,
             Error::Backpressure => Class::Busy,
-            Error::Io { .. } | Error::Unavailable(_) | Error::Closed => Class::Unavailable,
+            Error::Io { .. } | Error::Unavailable(_) | Error::Closed | Error::Catalog(_) => {
+                Class::Unavailable
+            }
             Error::Indeterminate(_) | Error::Corrupt { .. } | Error::Internal(_) => Class::Internal,
         }
     }
@@ -196,6 +205,8 @@ impl sluice_error::Classify for Error {
             Error::KeyTooLong { .. } => "key_too_long",
             Error::BatchTooLarge { .. } => "body_too_large",
             Error::Elsewhere { .. } => "stream_reads_elsewhere",
+            Error::NotShared(_) => "stream_not_shared",
+            Error::Catalog(_) => "catalog_unavailable",
             Error::Backpressure => "backpressure",
             Error::Io { .. } | Error::Unavailable(_) | Error::Closed => "unavailable",
             Error::Indeterminate(_) => "outcome_unknown",
@@ -286,6 +297,22 @@ pub struct Log {
     ddl: Mutex<()>,
     /// Who else must agree before a stream is dropped (see [`Log::guard_drops`]).
     drop_guards: RwLock<Vec<DropGuard>>,
+    /// The catalog shared with other processes, in cluster mode (see [`Log::share`]).
+    catalog: RwLock<Option<Arc<dyn Catalog>>>,
+}
+
+/// Where the streams are agreed with the other processes of a cluster (a catalog in the
+/// lake): a stream is created once the catalog has taken it, dropped from the catalog before
+/// it is dropped here, and [`Log::follow`] makes the log's streams the catalog's. Called under
+/// the log's DDL lock; blocking.
+pub trait Catalog: Send + Sync + 'static {
+    /// Records `meta` as the stream of its name: refused if the catalog has a stream of that
+    /// name (`StreamExists`) or does not take such streams (`NotShared`).
+    fn claim(&self, meta: &StreamMeta) -> Result<()>;
+    /// Removes stream `name` incarnation `id` (nothing if it is not there).
+    fn release(&self, name: &str, id: u64) -> Result<()>;
+    /// Every stream the catalog has.
+    fn streams(&self) -> Result<Vec<StreamMeta>>;
 }
 
 /// Says whether a stream may be dropped: `Some(reason)` when something depends on it (views
@@ -326,6 +353,7 @@ impl Log {
             streams: RwLock::new(streams),
             ddl: Mutex::new(()),
             drop_guards: RwLock::default(),
+            catalog: RwLock::default(),
         })
     }
 
@@ -334,6 +362,45 @@ impl Log {
     /// `DeleteStream` alike.
     pub fn guard_drops(&self, guard: DropGuard) {
         self.drop_guards.write().expect("guard lock").push(guard);
+    }
+
+    /// Shares the log's streams with the other processes of a cluster through `catalog`
+    /// (see [`Catalog`]); [`Log::follow`] then keeps them the catalog's.
+    pub fn share(&self, catalog: Arc<dyn Catalog>) {
+        *self.catalog.write().expect("catalog lock") = Some(catalog);
+    }
+
+    fn catalog(&self) -> Option<Arc<dyn Catalog>> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    /// Makes the log's streams the shared catalog's: creates those it lacks (with their ids),
+    /// drops those it has no more (no drop guard is asked: the stream is gone from the
+    /// cluster). Returns the names of the streams created and dropped. Blocking.
+    pub fn follow(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let Some(catalog) = self.catalog() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let _ddl = self.ddl.lock().expect("ddl lock");
+        let wanted = catalog.streams()?;
+        let (mut created, mut dropped) = (Vec::new(), Vec::new());
+        for stream in self.streams() {
+            if !wanted
+                .iter()
+                .any(|m| m.name == stream.name() && m.id == stream.id())
+            {
+                self.remove_stream(stream.name())?;
+                dropped.push(stream.name().to_string());
+            }
+        }
+        for meta in wanted {
+            if self.stream(&meta.name).is_err() {
+                let name = meta.name.clone();
+                self.make_stream(meta)?;
+                created.push(name);
+            }
+        }
+        Ok((created, dropped))
     }
 
     /// Stream `name` if it is still incarnation `id`, asked under the DDL lock: a drop in
@@ -403,6 +470,22 @@ impl Log {
             definition: options.definition,
             elsewhere: options.elsewhere,
         };
+        let Some(catalog) = self.catalog() else {
+            return self.make_stream(meta);
+        };
+        catalog.claim(&meta)?;
+        let id = meta.id;
+        self.make_stream(meta).inspect_err(|_| {
+            if let Err(e) = catalog.release(name, id) {
+                tracing::warn!(stream = name, error = %e, "cannot withdraw a stream not created");
+            }
+        })
+    }
+
+    /// Creates stream `meta.name` as `meta` says, durably. The DDL lock held.
+    fn make_stream(&self, meta: StreamMeta) -> Result<Arc<Stream>> {
+        let name = meta.name.clone();
+        let name = name.as_str();
         let streams_dir = self.root.join("streams");
         let tmp = streams_dir.join(format!(".{name}.creating"));
         let dir = streams_dir.join(name);
@@ -458,7 +541,7 @@ impl Log {
     /// Drops a stream and its records. Appends still queued finish first.
     pub fn drop_stream(&self, name: &str) -> Result<()> {
         let _ddl = self.ddl.lock().expect("ddl lock");
-        self.stream(name)?;
+        let id = self.stream(name)?.id();
         let guards = self.drop_guards.read().expect("guard lock").clone();
         if let Some(reason) = guards.iter().find_map(|guard| guard(name)) {
             return Err(Error::InUse {
@@ -466,6 +549,14 @@ impl Log {
                 reason,
             });
         }
+        if let Some(catalog) = self.catalog() {
+            catalog.release(name, id)?;
+        }
+        self.remove_stream(name)
+    }
+
+    /// Drops stream `name` here, its records with it. The DDL lock held.
+    fn remove_stream(&self, name: &str) -> Result<()> {
         let stream = self
             .streams
             .write()

@@ -3,6 +3,7 @@
 // Helpers unwrap as tests do: a test fails on a bad unwrap, with the value in its message.
 #![allow(clippy::unwrap_used)]
 
+mod catalog;
 mod faults;
 mod model;
 mod scenarios;
