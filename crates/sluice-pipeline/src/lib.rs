@@ -41,7 +41,7 @@ pub use decode::{Decoded, Decoder, RawRecord};
 pub use error::{PipelineError, Result, lake_class};
 pub use exactly_once::{Writer, writer};
 pub use mirror::changes_table;
-pub use pipelines::{Pipelines, PipelinesConfig};
+pub use pipelines::{ClusterMember, Pipelines, PipelinesConfig};
 pub use raw::{RawConfig, RawPipeline};
 pub use runtime::{Kind, Pipeline, PipelineStatus, Round};
 

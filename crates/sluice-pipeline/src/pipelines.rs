@@ -22,7 +22,7 @@ use sluice_sql::ViewDefinition;
 
 use crate::exactly_once::Writer;
 use crate::runtime::{Kind, Monitor, Open, Pipeline, PipelineStatus, Supervisor};
-use crate::source::StreamSource;
+use crate::source::{Assignment, StreamSource};
 use crate::view::input::Input;
 use crate::view::plan::ViewPlan;
 use crate::view::{Catalog, Clock, StoredView, ViewConfig, ViewPipeline};
@@ -35,6 +35,27 @@ pub struct PipelinesConfig {
     pub raw: RawConfig,
     /// The views.
     pub views: ViewConfig,
+    /// The cluster this server is a worker of, if any: then the partitions of each stream's
+    /// topic are shared among the workers through a Kafka consumer group, and views are
+    /// refused.
+    pub cluster: Option<ClusterMember>,
+}
+
+/// A worker of a cluster, as its pipelines know it.
+#[derive(Debug, Clone)]
+pub struct ClusterMember {
+    /// The cluster's name: every worker of it is started with it.
+    pub cluster: String,
+    /// This worker's name among them.
+    pub worker: String,
+}
+
+impl ClusterMember {
+    /// The consumer group through which the workers share the partitions of stream `name`
+    /// incarnation `id` (one a stream, so that each stream's partitions are spread apart).
+    pub fn group_id(&self, name: &str, id: u64) -> String {
+        format!("sluice-{}-{name}-{id:016x}", self.cluster)
+    }
 }
 
 /// Every pipeline of a server.
@@ -114,12 +135,17 @@ impl Pipelines {
         }
         for key in wanted.into_iter().filter(|k| !running.contains(k)) {
             let (opener, input): (Arc<dyn Open>, String) = match &key {
-                (name, Writer::Stream(_)) => (
+                (name, Writer::Stream(id)) => (
                     Arc::new(OpenRaw {
                         log: self.log.clone(),
                         lake: self.lake.clone(),
                         stream: name.clone(),
                         config: self.config.raw.clone(),
+                        share: self.config.cluster.as_ref().map(|member| Share {
+                            member: member.clone(),
+                            id: *id,
+                            joined: std::sync::Mutex::default(),
+                        }),
                     }),
                     name.clone(),
                 ),
@@ -169,6 +195,14 @@ impl Pipelines {
     /// starts it (backfilling what its input holds). A view that cannot start leaves nothing
     /// behind, and the caller gets the reason.
     pub async fn create_view(&self, definition: ViewDefinition) -> Result<()> {
+        if let Some(member) = &self.config.cluster {
+            return Err(PipelineError::Unsupported(format!(
+                "materialized views do not run in a cluster yet (this worker is one of cluster \
+                 '{}'): their state would have to be merged across the workers' partitions; \
+                 run views on a single Sluice",
+                member.cluster
+            )));
+        }
         let _ddl = self.ddl.lock().await;
         let name = definition.name.clone();
         if self.catalog.get(&name).is_some() {
@@ -320,12 +354,58 @@ struct OpenRaw {
     lake: Lake,
     stream: String,
     config: RawConfig,
+    /// In a cluster, this worker's share of the stream's partitions.
+    share: Option<Share>,
+}
+
+/// A worker's share of a stream's partitions: a member of the stream's consumer group, joined
+/// at the pipeline's first opening and kept (left when the pipeline stops for good).
+struct Share {
+    member: ClusterMember,
+    /// The stream's incarnation.
+    id: u64,
+    joined: std::sync::Mutex<Option<Arc<dyn Assignment>>>,
+}
+
+impl Share {
+    fn assignment(&self, stream: &StreamSource) -> Result<Arc<dyn Assignment>> {
+        let mut joined = self.joined.lock().expect("share lock");
+        if let Some(assignment) = &*joined {
+            return Ok(assignment.clone());
+        }
+        let name = stream.stream().name();
+        let assignment: Arc<dyn Assignment> = match &stream.definition().connector {
+            #[cfg(feature = "kafka")]
+            Some(sluice_sql::Connector::Kafka(topic)) => {
+                use crate::source::membership::{Group, Membership, SESSION_TIMEOUT};
+                Arc::new(Membership::join(&Group {
+                    brokers: topic.brokers.clone(),
+                    topic: topic.topic.clone(),
+                    group_id: self.member.group_id(name, self.id),
+                    member: self.member.worker.clone(),
+                    session_timeout: SESSION_TIMEOUT,
+                })?)
+            }
+            _ => {
+                return Err(PipelineError::Unsupported(format!(
+                    "stream '{name}' does not read a Kafka topic: the workers of a cluster \
+                     share only Kafka partitions"
+                )));
+            }
+        };
+        *joined = Some(assignment.clone());
+        Ok(assignment)
+    }
 }
 
 #[async_trait]
 impl Open for OpenRaw {
     async fn open(&self) -> Result<Box<dyn Pipeline>> {
-        let source = StreamSource::open(&self.log, &self.stream)?;
+        let mut source = StreamSource::open(&self.log, &self.stream)?;
+        if let Some(share) = &self.share {
+            let assignment = share.assignment(&source)?;
+            source = source.held(assignment);
+        }
         Ok(Box::new(
             RawPipeline::open(source, &self.lake, self.config.clone()).await?,
         ))

@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub views: sluice_pipeline::view::ViewConfig,
     /// Where the lake is (`s3://bucket/prefix` or a folder); `<data_dir>/lake` if `None`.
     pub lake: Option<String>,
+    /// The cluster this server is a worker of, if any (see [`crate::cluster`]).
+    pub cluster: Option<ClusterConfig>,
     /// Who may connect; `None`: anyone, which only loopback addresses allow.
     pub users: Option<sluice_auth::Users>,
     /// Connections, query time and answer size.
@@ -95,9 +97,19 @@ impl ServerConfig {
             raw: sluice_pipeline::RawConfig::default(),
             views: sluice_pipeline::view::ViewConfig::default(),
             lake: None,
+            cluster: None,
             users: None,
             limits: Limits::default(),
             tls: None,
         }
     }
+}
+
+/// A worker of a cluster: `sluice serve --cluster NAME --lake …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// The cluster's name: every worker of it is started with it and the same lake.
+    pub name: String,
+    /// This worker's name among them; `<host name>:<HTTP port>` if `None`.
+    pub worker: Option<String>,
 }

@@ -22,6 +22,7 @@
 //! pipelines finish their round, queued appends are written, then the log closes.
 
 pub mod auth;
+pub mod cluster;
 mod config;
 pub mod dashboard;
 mod error;
@@ -47,7 +48,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{Limits, ServerConfig, TlsFiles};
+pub use config::{ClusterConfig, Limits, ServerConfig, TlsFiles};
 pub use error::{HttpError, ServerError};
 pub use router::{AppState, router};
 
@@ -84,6 +85,8 @@ pub struct Server {
     serving: JoinHandle<()>,
     pg: JoinHandle<()>,
     upkeep: JoinHandle<()>,
+    /// Following the cluster's catalog, in a cluster.
+    following: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -126,6 +129,10 @@ impl Server {
             None => sluice_lake::Lake::local(config.data_dir.join("lake"))?,
         };
         keep_apart(&lake, &config.data_dir)?;
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(join_cluster(cluster, &config, http_addr, &log, &lake).await?),
+            None => None,
+        };
         let query = sluice_query::QueryEngine::new(lake.clone(), log.clone())
             .with_max_result_bytes(config.limits.max_result_bytes);
         // Before the config file's statements: from now on no stream that views read is dropped.
@@ -136,6 +143,10 @@ impl Server {
             PipelinesConfig {
                 raw: config.raw.clone(),
                 views: config.views.clone(),
+                cluster: cluster.as_ref().map(|c| sluice_pipeline::ClusterMember {
+                    cluster: c.name.clone(),
+                    worker: c.worker.clone(),
+                }),
             },
             Arc::new(SystemClock),
         )?;
@@ -171,6 +182,7 @@ impl Server {
             dashboard_edits: Arc::default(),
             #[cfg(feature = "postgres")]
             sources: sources.clone(),
+            cluster: cluster.clone(),
         };
         let rates = state.rates.clone();
         let tls = |alpn: &[&[u8]]| {
@@ -212,6 +224,14 @@ impl Server {
             metrics,
             config.retention_interval,
         ));
+        let following = cluster.map(|cluster| {
+            tokio::spawn(cluster::run(
+                cluster,
+                log.clone(),
+                pipelines.clone(),
+                state.lake.clone(),
+            ))
+        });
         Ok(Server {
             http_addr,
             pg_addr,
@@ -223,6 +243,7 @@ impl Server {
             serving,
             pg,
             upkeep,
+            following,
         })
     }
 
@@ -233,6 +254,10 @@ impl Server {
         let _ = self.stop.send(true);
         self.upkeep.abort();
         let _ = self.upkeep.await;
+        if let Some(following) = self.following {
+            following.abort();
+            let _ = following.await;
+        }
         let _ = self.pg.await;
         let mut serving = self.serving;
         match tokio::time::timeout(SHUTDOWN_GRACE, &mut serving).await {
@@ -255,6 +280,39 @@ impl Server {
             .await
             .map_err(|e| ServerError::Internal(e.to_string()))
     }
+}
+
+/// Makes this server worker of `cluster`: its log shares its streams through the catalog in
+/// the lake, and holds the catalog's streams before anything else runs.
+async fn join_cluster(
+    cluster: &ClusterConfig,
+    config: &ServerConfig,
+    http_addr: std::net::SocketAddr,
+    log: &Arc<Log>,
+    lake: &sluice_lake::Lake,
+) -> Result<cluster::Cluster, ServerError> {
+    if config.lake.is_none() {
+        return Err(ServerError::Config(format!(
+            "the workers of cluster '{}' share one lake: give it (--lake s3://bucket/prefix, or a \
+             folder they all reach)",
+            cluster.name
+        )));
+    }
+    let worker = match &cluster.worker {
+        Some(worker) => worker.clone(),
+        None => format!(
+            "{}:{}",
+            whoami::hostname().unwrap_or_else(|_| "localhost".into()),
+            http_addr.port()
+        ),
+    };
+    let joined = cluster::Cluster::new(&cluster.name, &worker, &http_addr.to_string(), lake);
+    joined.join(log)?;
+    let following = log.clone();
+    tokio::task::spawn_blocking(move || following.follow())
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
+    Ok(joined)
 }
 
 /// How long shutdown waits for requests in flight.

@@ -59,6 +59,8 @@ pub struct AppState {
     /// The PostgreSQL sources, each read into its tables' change streams.
     #[cfg(feature = "postgres")]
     pub sources: Arc<sluice_ingest::postgres::Sources>,
+    /// The cluster this server is a worker of, if any.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The whole HTTP API; `ingest` is the doors' (its limits and request memory).
@@ -74,6 +76,7 @@ pub fn router(state: AppState, ingest: Ingest) -> Router {
         .route("/v1/streams/{stream}/recent", get(status::recent_records))
         .route("/v1/views", get(status::list_views))
         .route("/v1/tables", get(status::list_tables))
+        .route("/v1/cluster", get(crate::cluster::status))
         .route("/metrics", get(render_metrics))
         .merge(dashboard::routes())
         .with_state(state)

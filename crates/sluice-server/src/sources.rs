@@ -16,6 +16,14 @@ pub async fn answer(state: &AppState, statement: Statement) -> Result<QueryResul
         let sources = &state.sources;
         let answer = match statement {
             Statement::CreateSource(create) => {
+                if let Some(cluster) = &state.cluster {
+                    return Err(ServerError::Unsupported(format!(
+                        "PostgreSQL sources do not run in a cluster yet (this worker is one of \
+                         cluster '{}'): a slot has one reader, and moving it between workers is \
+                         still to come",
+                        cluster.name
+                    )));
+                }
                 let tables = state.lake.table_names();
                 let taken = |name: &str| {
                     tables

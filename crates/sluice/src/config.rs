@@ -58,7 +58,7 @@ use anyhow::Context;
 use serde::Deserialize;
 use sluice_auth::{Role, User, Users};
 use sluice_server::dashboard::saved::Dashboard;
-use sluice_server::{ServerConfig, TlsFiles};
+use sluice_server::{ClusterConfig, ServerConfig, TlsFiles};
 
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7878";
@@ -71,6 +71,10 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     /// Where the lake is: `s3://bucket/prefix` or a folder.
     lake: Option<String>,
+    /// The cluster this server is a worker of.
+    cluster: Option<String>,
+    /// This worker's name in its cluster.
+    worker: Option<String>,
     /// The HTTP address.
     http: Option<SocketAddr>,
     /// The PostgreSQL protocol's address.
@@ -131,6 +135,8 @@ const ENV_USERS: [(&str, &str, Role); 2] = [
 pub struct Flags {
     pub data_dir: Option<PathBuf>,
     pub lake: Option<String>,
+    pub cluster: Option<String>,
+    pub worker: Option<String>,
     pub http: Option<SocketAddr>,
     pub pg: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
@@ -181,6 +187,12 @@ pub fn resolve_with_env(
     config.statements = parsed.sql;
     config.dashboards = parsed.dashboards;
     config.lake = flags.lake.or(parsed.lake);
+    let worker = flags.worker.or(parsed.worker);
+    config.cluster = match flags.cluster.or(parsed.cluster) {
+        Some(name) => Some(ClusterConfig { name, worker }),
+        None if worker.is_some() => anyhow::bail!("a worker's name needs a cluster (--cluster)"),
+        None => None,
+    };
     if let Some(interval) = parsed.commit_interval {
         config.raw.commit_interval = duration("commit_interval", &interval)?;
     }

@@ -46,6 +46,13 @@ enum Command {
         /// [default: DATA_DIR/lake]
         #[arg(long)]
         lake: Option<String>,
+        /// Be a worker of cluster NAME: every worker is started with the same name and lake;
+        /// they share the streams (Kafka topics) and split their partitions
+        #[arg(long, value_name = "NAME")]
+        cluster: Option<String>,
+        /// This worker's name in its cluster [default: HOSTNAME:HTTP_PORT]
+        #[arg(long)]
+        worker: Option<String>,
         /// The HTTP address: ingest, Kinesis API, SQL, status, metrics [default: 127.0.0.1:7878]
         #[arg(long)]
         http: Option<SocketAddr>,
@@ -91,6 +98,8 @@ fn main() -> anyhow::Result<()> {
             config,
             data_dir,
             lake,
+            cluster,
+            worker,
             http,
             pg,
             tls_cert,
@@ -100,6 +109,8 @@ fn main() -> anyhow::Result<()> {
             let flags = config::Flags {
                 data_dir,
                 lake,
+                cluster,
+                worker,
                 http,
                 pg,
                 tls_cert,

@@ -35,6 +35,7 @@ impl Fixture {
                 interval: Duration::from_millis(50),
                 ..ViewConfig::default()
             },
+            cluster: None,
         };
         let pipelines = Pipelines::open(
             log.clone(),

@@ -64,6 +64,7 @@ fn app_with(
         users: users.map(Arc::new),
         limits: crate::Limits::default(),
         dashboard_edits: Arc::default(),
+        cluster: None,
     };
     let ingest = sluice_ingest::Ingest::new(log.clone(), ingest, state.users.clone());
     (log, ingest.clone(), router(state, ingest))

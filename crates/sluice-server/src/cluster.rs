@@ -1,0 +1,312 @@
+//! Cluster mode: this server is one of several workers started the same way (`--cluster NAME`
+//! with one lake), with no leader.
+//!
+//! ```text
+//!  lake/.sluice/cluster-<name>-streams/<stream>.json   the catalog: one document a stream
+//!  lake/.sluice/cluster-<name>-workers/<worker>.json   each worker's word on itself
+//!
+//!  CREATE STREAM (any worker) ─ claim: a conditional put ─► the catalog
+//!  every second, every worker: the catalog ─► Log::follow ─► its streams (same ids)
+//!                                                            └► Pipelines: a raw pipeline a
+//!                                                               stream, sharing the topic's
+//!                                                               partitions through a group
+//! ```
+//!
+//! Responsibilities and invariants:
+//! - The catalog in the lake is the truth of which streams exist: a stream is created once a
+//!   conditional put of its document succeeded (of two workers creating one name, one is
+//!   told it exists), dropped from it before any worker drops it, and every worker makes its
+//!   log the catalog's within a second ([`follow`]), ids included: the workers' pipelines write
+//!   the same tables as one writer's partitions (`exactly_once`, rule 7).
+//! - A cluster's streams read Kafka topics: the catalog takes nothing else, and a worker's data
+//!   directory holds no records of its own (a server whose log holds some does not start as a
+//!   worker). Views and PostgreSQL sources are refused in a cluster, for now.
+//! - Each worker writes its own document every few seconds (its streams' partitions and their
+//!   lag); `GET /v1/cluster` shows them all, a worker silent for longer than
+//!   [`GONE_AFTER`] as gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use sluice_lake::Documents;
+use sluice_log::{Log, StreamMeta};
+use sluice_pipeline::Pipelines;
+use sluice_sql::{Connector, StreamDefinition};
+
+use crate::error::{HttpError, ServerError};
+use crate::router::AppState;
+
+/// How often a worker makes its streams the catalog's and lists the lake's tables.
+const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+/// How often a worker writes its own document.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// A worker whose document is older than this is shown as gone.
+pub const GONE_AFTER: Duration = Duration::from_secs(15);
+
+/// This server as a worker of a cluster.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The cluster's name.
+    pub name: String,
+    /// This worker's name.
+    pub worker: String,
+    /// The address its HTTP API answers on.
+    pub http: String,
+    streams: Documents,
+    workers: Documents,
+}
+
+impl Cluster {
+    /// Worker `worker` (its HTTP API on `http`) of cluster `name`, whose catalog is in `lake`.
+    pub fn new(name: &str, worker: &str, http: &str, lake: &sluice_lake::Lake) -> Cluster {
+        Cluster {
+            name: name.to_string(),
+            worker: worker.to_string(),
+            http: http.to_string(),
+            streams: lake.documents(&format!("cluster-{name}-streams")),
+            workers: lake.documents(&format!("cluster-{name}-workers")),
+        }
+    }
+
+    /// Joins: refuses a log that holds records of its own, then shares the log's streams
+    /// through the catalog.
+    pub fn join(&self, log: &Log) -> Result<(), ServerError> {
+        if let Some(own) = log.streams().iter().find(|s| s.meta().elsewhere.is_none()) {
+            return Err(ServerError::Config(format!(
+                "the data directory holds stream '{}', whose records are its own: a worker of \
+                 cluster '{}' keeps none (its streams read Kafka topics); give the worker a data \
+                 directory of its own",
+                own.name(),
+                self.name
+            )));
+        }
+        log.share(Arc::new(Catalog {
+            documents: self.streams.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }));
+        Ok(())
+    }
+}
+
+/// The catalog of a cluster's streams: a document a stream, in the lake.
+struct Catalog {
+    documents: Documents,
+    /// The server's runtime: the log asks the catalog from blocking threads.
+    runtime: tokio::runtime::Handle,
+}
+
+impl Catalog {
+    fn unavailable(e: impl std::fmt::Display) -> sluice_log::Error {
+        sluice_log::Error::Catalog(e.to_string())
+    }
+}
+
+impl sluice_log::Catalog for Catalog {
+    fn claim(&self, meta: &StreamMeta) -> sluice_log::Result<()> {
+        let definition = StreamDefinition::from_log(&meta.definition);
+        if !matches!(definition.connector, Some(Connector::Kafka(_))) {
+            return Err(sluice_log::Error::NotShared(format!(
+                "stream '{}' does not read a Kafka topic: the streams of a cluster do (connector \
+                 = 'kafka'), so that its workers can share their partitions",
+                meta.name
+            )));
+        }
+        let content = serde_json::to_vec(meta).map_err(Self::unavailable)?;
+        let created = self
+            .runtime
+            .block_on(self.documents.put(&meta.name, content, true))
+            .map_err(Self::unavailable)?;
+        match created {
+            true => Ok(()),
+            false => Err(sluice_log::Error::StreamExists(meta.name.clone())),
+        }
+    }
+
+    fn release(&self, name: &str, id: u64) -> sluice_log::Result<()> {
+        self.runtime.block_on(async {
+            let Some(content) = self.documents.get(name).await.map_err(Self::unavailable)? else {
+                return Ok(());
+            };
+            let meta: StreamMeta = serde_json::from_slice(&content).map_err(Self::unavailable)?;
+            if meta.id == id {
+                self.documents
+                    .delete(name)
+                    .await
+                    .map_err(Self::unavailable)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn streams(&self) -> sluice_log::Result<Vec<StreamMeta>> {
+        let listed = self
+            .runtime
+            .block_on(self.documents.list())
+            .map_err(Self::unavailable)?;
+        listed
+            .into_iter()
+            .map(|(name, content)| {
+                serde_json::from_slice(&content)
+                    .map_err(|e| Self::unavailable(format!("stream '{name}': {e}")))
+            })
+            .collect()
+    }
+}
+
+/// What a worker says of itself in its document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Worker {
+    /// Its name.
+    pub worker: String,
+    /// Its HTTP API.
+    pub http: String,
+    /// When it wrote this (ms since the Unix epoch).
+    pub reported_ms: i64,
+    /// Its streams: the partitions it holds of each, with their lag.
+    pub streams: Vec<WorkerStream>,
+    /// Whether it has been silent for longer than [`GONE_AFTER`] (set when shown).
+    #[serde(default)]
+    pub gone: bool,
+}
+
+/// A worker's share of one stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStream {
+    /// The stream.
+    pub stream: String,
+    /// Per partition it holds, the records the topic holds past its tables' positions.
+    pub partition_lag: std::collections::BTreeMap<u32, u64>,
+    /// Times its pipeline was opened again because its partitions changed.
+    pub reassignments: u64,
+    /// Why its pipeline last failed, while it is failing.
+    pub last_error: Option<String>,
+}
+
+/// Follows the catalog and reports this worker, until aborted.
+pub async fn run(
+    cluster: Cluster,
+    log: Arc<Log>,
+    pipelines: Arc<Pipelines>,
+    lake: sluice_lake::Lake,
+) {
+    let mut follow = tokio::time::interval(FOLLOW_EVERY);
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    for tick in [&mut follow, &mut report] {
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    loop {
+        tokio::select! {
+            _ = follow.tick() => {
+                let following = log.clone();
+                match tokio::task::spawn_blocking(move || following.follow()).await {
+                    Ok(Ok((created, dropped))) => {
+                        if !created.is_empty() || !dropped.is_empty() {
+                            tracing::info!(?created, ?dropped, "streams of the cluster followed");
+                            pipelines.reconcile().await;
+                        }
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot follow the cluster's catalog"),
+                    Err(e) => tracing::error!(error = %e, "following the catalog panicked"),
+                }
+                // Tables other workers created or dropped.
+                if let Err(e) = lake.rescan().await {
+                    tracing::warn!(error = %e, "cannot list the lake's tables");
+                }
+            }
+            _ = report.tick() => {
+                if let Err(e) = report_self(&cluster, &log, &pipelines).await {
+                    tracing::warn!(error = %e, "cannot write this worker's document");
+                }
+            }
+        }
+    }
+}
+
+async fn report_self(
+    cluster: &Cluster,
+    log: &Log,
+    pipelines: &Pipelines,
+) -> Result<(), ServerError> {
+    let streams = log
+        .streams()
+        .iter()
+        .filter_map(|s| pipelines.stream_status(s.name()))
+        .map(|status| WorkerStream {
+            stream: status.name,
+            partition_lag: status.partition_lag,
+            reassignments: status.reassignments,
+            last_error: status.last_error,
+        })
+        .collect();
+    let worker = Worker {
+        worker: cluster.worker.clone(),
+        http: cluster.http.clone(),
+        reported_ms: now_ms(),
+        streams,
+        gone: false,
+    };
+    let content = serde_json::to_vec(&worker).map_err(|e| ServerError::Internal(e.to_string()))?;
+    cluster
+        .workers
+        .put(&document_name(&cluster.worker), content, false)
+        .await?;
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A worker's document's name: its name with what a document's name cannot hold made `_`.
+fn document_name(worker: &str) -> String {
+    worker
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// What `GET /v1/cluster` answers.
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    /// The cluster's name.
+    pub cluster: String,
+    /// The worker that answers.
+    pub worker: String,
+    /// Every worker that wrote its document, by name.
+    pub workers: Vec<Worker>,
+}
+
+/// `GET /v1/cluster`: the workers, the partitions each holds and their lag.
+pub async fn status(State(state): State<AppState>) -> Result<Json<ClusterStatus>, HttpError> {
+    let Some(cluster) = &state.cluster else {
+        return Err(HttpError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_a_cluster",
+            "this server is not a worker of a cluster (sluice serve --cluster NAME)",
+        ));
+    };
+    let now = now_ms();
+    let mut workers: Vec<Worker> = Vec::new();
+    for (_, content) in cluster
+        .workers
+        .list()
+        .await
+        .map_err(|e| HttpError::of(&e))?
+    {
+        if let Ok(mut worker) = serde_json::from_slice::<Worker>(&content) {
+            worker.gone = now - worker.reported_ms > GONE_AFTER.as_millis() as i64;
+            workers.push(worker);
+        }
+    }
+    workers.sort_by(|a, b| a.worker.cmp(&b.worker));
+    Ok(Json(ClusterStatus {
+        cluster: cluster.name.clone(),
+        worker: cluster.worker.clone(),
+        workers,
+    }))
+}
