@@ -1,6 +1,6 @@
 """Cluster mode through the real binary: several `sluice serve --cluster` workers, one lake (a
-local folder: the concurrency of their commits is the point here; `test_s3` shows moto refuses a
-second conditional writer), one Kafka-protocol broker (Tansu 0.6.0: its consumer groups work
+local folder, where the concurrency of their commits is the point; and an S3 prefix of moto's
+server, whose conditional puts `test_s3` shows refuse a second writer), one Kafka-protocol broker (Tansu 0.6.0: its consumer groups work
 for cooperative-sticky rebalancing, not for static membership, which none of these tests uses).
 The workers share the catalog in the lake and split each stream's partitions through a consumer
 group; every record the broker acknowledged lands once while workers are killed with -9,
@@ -23,26 +23,48 @@ wait_for = functools.partial(conftest.wait_for, timeout=120.0)
 PARTITIONS = 6
 
 
+class Workers:
+    """Workers of one cluster, started on demand, all on one lake (`--lake lake`, with `env`)."""
+
+    def __init__(self, request, tmp_path, sluice_bin, lake: str, env: dict[str, str]):
+        self.request, self.tmp_path, self.sluice_bin = request, tmp_path, sluice_bin
+        self.lake, self.env = lake, env
+        self.started: list[conftest.Server] = []
+
+    def start(self, name: str) -> conftest.Server:
+        srv = conftest.Server(self.tmp_path / f"logs-{name}", self.sluice_bin)
+        srv.extra_args = ["--cluster", "c1", "--worker", name, "--lake", self.lake]
+        srv.env = self.env
+        node = self.request.node
+        node._sluice_servers = getattr(node, "_sluice_servers", []) + [srv]
+        self.started.append(srv)
+        return srv.start(self.tmp_path / f"data-{name}")
+
+    def stop(self) -> None:
+        for srv in self.started:
+            srv.stop()
+
+
 @pytest.fixture
 def workers(request, tmp_path, sluice_bin, tansu):
-    """Starts workers of one cluster on demand (`start(name)`), all on the lake in tmp_path."""
-    lake = tmp_path / "lake"
-    started: dict[str, conftest.Server] = {}
+    """Workers of one cluster on a lake in a local folder."""
     request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
-
-    def start(name: str) -> conftest.Server:
-        srv = conftest.Server(tmp_path / f"logs-{name}", sluice_bin)
-        srv.extra_args = ["--cluster", "c1", "--worker", name, "--lake", str(lake)]
-        request.node._sluice_servers = getattr(request.node, "_sluice_servers", []) + [srv]
-        started[name] = srv
-        return srv.start(tmp_path / f"data-{name}")
-
-    start.lake = lake
+    cluster = Workers(request, tmp_path, sluice_bin, str(tmp_path / "lake"), {})
     try:
-        yield start
+        yield cluster
     finally:
-        for srv in started.values():
-            srv.stop()
+        cluster.stop()
+
+
+@pytest.fixture
+def s3_workers(request, tmp_path, sluice_bin, tansu, s3_lake):
+    """Workers of one cluster on a lake in an S3 prefix of moto's server."""
+    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
+    cluster = Workers(request, tmp_path, sluice_bin, s3_lake.url, s3_lake.s3.env())
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 def streams_of(server) -> set[str]:
@@ -64,7 +86,7 @@ def held(server) -> dict[str, set[int]]:
 def test_workers_share_a_topic_and_write_every_record_once_through_kill_9_and_a_new_worker(
     workers, tansu, topic
 ):
-    w1, w2, w3 = workers("w1"), workers("w2"), workers("w3")
+    w1, w2, w3 = workers.start("w1"), workers.start("w2"), workers.start("w3")
     tansu.create_topic(topic, PARTITIONS)
     w1.sql(kafka_stream("ticks", tansu, topic, TICK_COLUMNS, ", event_time = 'ts'"))
     # A CREATE on one worker reaches the others within seconds.
@@ -84,13 +106,13 @@ def test_workers_share_a_topic_and_write_every_record_once_through_kill_9_and_a_
         time.sleep(1)
         w2.start()
         time.sleep(3)
-    w4 = workers("w4")
+    w4 = workers.start("w4")
     thread.join(timeout=300)
     assert not thread.is_alive() and not produced.failures, produced.failures
     assert len(produced.records) == total
 
     def raw_complete():
-        rows = DeltaTable(str(workers.lake / "ticks")).to_pyarrow_table(columns=["_shard", "_seq"]).to_pylist()
+        rows = DeltaTable(f"{workers.lake}/ticks").to_pyarrow_table(columns=["_shard", "_seq"]).to_pylist()
         return rows if len(rows) >= total else None
 
     raw = wait_for(raw_complete, "the raw table to hold the whole topic")
@@ -122,7 +144,42 @@ def test_workers_share_a_topic_and_write_every_record_once_through_kill_9_and_a_
     w4.sql("DROP STREAM ticks")
     for worker in (w1, w2, w3):
         wait_for(lambda: "ticks" not in streams_of(worker), "the stream gone from every worker", timeout=10)
-    wait_for(lambda: not (workers.lake / "ticks").exists(), "the stream's table deleted")
+    wait_for(lambda: not (workers.tmp_path / "lake" / "ticks").exists(), "the stream's table deleted")
+
+
+def test_workers_on_an_s3_lake_write_every_record_once_through_kill_9(s3_workers, s3_lake, tansu, topic):
+    w1, w2 = s3_workers.start("w1"), s3_workers.start("w2")
+    tansu.create_topic(topic, 4)
+    w2.sql(kafka_stream("ticks", tansu, topic, TICK_COLUMNS, ", event_time = 'ts'"))
+    wait_for(lambda: "ticks" in streams_of(w1), "the stream on both workers", timeout=10)
+    producer = tansu.producer()
+    produced = Produced()
+    total = 10_000
+    thread = threading.Thread(target=produce_ticks, args=(producer, topic, range(total), produced), daemon=True)
+    thread.start()
+    time.sleep(2)
+    w1.kill9()
+    thread.join(timeout=300)
+    assert not thread.is_alive() and not produced.failures, produced.failures
+    w1.start()
+    options = s3_lake.s3.storage_options()
+
+    def raw_complete():
+        uri = s3_lake.table_url("ticks")
+        table = DeltaTable(uri, storage_options=options).to_pyarrow_table(columns=["_shard", "_seq"])
+        rows = table.to_pylist()
+        return rows if len(rows) >= total else None
+
+    raw = wait_for(raw_complete, "the raw table on S3 to hold the whole topic")
+    positions = [(r["_shard"], r["_seq"]) for r in raw]
+    assert len(positions) == len(set(positions)), "a (partition, offset) appears twice"
+    assert set(positions) == set(produced.records)
+    for worker in (w1, w2):
+        wait_for(lambda: worker.sql("SELECT count(*) AS n FROM ticks")["rows"] == [[total]], "the count on a worker")
+    # The catalog and the workers' documents are in the lake beside the tables.
+    keys = s3_lake.keys(".sluice")
+    assert ".sluice/cluster-c1-streams/ticks.json" in keys, keys
+    assert {".sluice/cluster-c1-workers/w1.json", ".sluice/cluster-c1-workers/w2.json"} <= set(keys), keys
 
 
 def test_a_worker_refuses_to_start_without_a_shared_lake_or_with_records_of_its_own(tmp_path, sluice_bin):

@@ -39,10 +39,11 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the member's thread serves the group (rebalances are taken between two polls).
 const POLL: Duration = Duration::from_millis(100);
 
-/// A member of the consumer group that shares a topic's partitions among workers.
+/// A member of the consumer group that shares a topic's partitions among workers. Dropped, it
+/// leaves the group from its own thread (closing a consumer may wait on the brokers: never on
+/// the caller's).
 pub struct Membership {
     shared: Arc<Shared>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// What the member's thread and its holders share.
@@ -98,7 +99,7 @@ impl Membership {
             .subscribe(&[&group.topic])
             .map_err(|e| unreachable(group, e))?;
         let serving = shared.clone();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("group-{}", group.topic))
             .spawn(move || {
                 while !serving.stop.load(Ordering::Relaxed) {
@@ -110,10 +111,7 @@ impl Membership {
                 drop(consumer);
             })
             .map_err(|e| PipelineError::Internal(format!("cannot start a thread: {e}")))?;
-        Ok(Membership {
-            shared,
-            thread: Some(thread),
-        })
+        Ok(Membership { shared })
     }
 
     /// Rebalances this member took part in since it joined.
@@ -131,9 +129,6 @@ impl Assignment for Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Cluster mode through the real binary: W1 in a pre-filled Kafka topic, taken into the raw table
+# by 1, 2 and 4 workers (`sluice serve --cluster`), each confined to a CPU quota, so that two
+# cores can show what more hosts would do:
+#
+#   sluice gen ticks > file (not timed) ─► Tansu topic `ticks` (8 partitions, keyed by ticker,
+#       plus one flush event a partition), filled once, not timed
+#   per run and worker count N: N fresh workers, each in a cgroup v1 of its own capped at QUOTA
+#       CPU (cpu.cfs_quota_us), one lake folder; CREATE STREAM on the first ─► until the workers'
+#       raw-table pipelines have written every record between them     events/s, CPU-s per
+#       million events (all workers), the time until the group had given out every partition
+#
+# The broker (Tansu 0.6.0, memory storage), the pollers and the workers share the machine's 2
+# cores: the quota keeps the workers' sum under them (4 × 0.3 = 1.2 cores), so that the broker
+# is not starved. The broker's own ceiling, one bare librdkafka consumer reading the whole topic,
+# is printed beside. "events/s after the group settled" is the records taken from the moment the
+# workers' documents (GET /v1/cluster, written every 2 s) showed every partition held, over the
+# time since; the plain events/s counts from CREATE STREAM, the group's joining (a few seconds)
+# included. Prints the medians.
+#
+# Usage: bench/cluster.sh [RUNS=3]
+# Environment: CLUSTER_EVENTS (3000000); QUOTA (0.3 CPU a worker); WORKER_COUNTS ("1 2 4");
+# TIMEOUT (1800 s a step may take); common.sh's SLUICE_BENCH_PROFILE=debug to try it out, e.g.
+#   SLUICE_BENCH_PROFILE=debug CLUSTER_EVENTS=100000 bench/cluster.sh 1
+RUNS=${1:-3}
+EVENTS=${CLUSTER_EVENTS:-3000000}
+QUOTA=${QUOTA:-0.3}
+WORKER_COUNTS=${WORKER_COUNTS:-1 2 4}
+TIMEOUT=${TIMEOUT:-1800}
+PARTITIONS=8
+source "$(dirname "$0")/common.sh"
+bench_venv
+PY="$VENV/bin/python bench/sources_helper.py"
+TANSU_PORT=19193
+BROKERS=127.0.0.1:$TANSU_PORT
+CGROUP=/sys/fs/cgroup/cpu
+[ -w "$CGROUP" ] || { echo "needs a writable cgroup v1 cpu controller at $CGROUP (root)" >&2; exit 2; }
+TANSU=$($PY tansu $TANSU_PORT "$WORK/tansu.log")
+WORKERS=()
+stop_workers() {
+  for pid in "${WORKERS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${WORKERS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  WORKERS=()
+  for i in 1 2 3 4; do rmdir "$CGROUP/sluice-bench-w$i" 2>/dev/null || true; done
+}
+trap 'stop_workers; kill $TANSU 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# start_worker I: worker wI of cluster `bench` in its own capped cgroup, HTTP on PORT+I.
+start_worker() {
+  local i=$1 group="$CGROUP/sluice-bench-w$1"
+  mkdir -p "$group"
+  echo 100000 >"$group/cpu.cfs_period_us"
+  # (echo: the file refuses Python's buffered write)
+  echo "$(python3 -c "print(int($QUOTA * 100000))")" >"$group/cpu.cfs_quota_us"
+  : >"$WORK/w$i.out"
+  # The shell moves itself into the cgroup, then becomes the worker: every thread is in it.
+  sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$group" \
+    "$SLUICE" serve --cluster bench --worker "w$i" --lake "$WORK/lake" --data-dir "$WORK/data-w$i" \
+    --http 127.0.0.1:$((PORT + i)) --pg 127.0.0.1:0 >"$WORK/w$i.out" 2>"$WORK/w$i.err" &
+  WORKERS+=($!)
+  for _ in $(seq 300); do grep -q 'http listening' "$WORK/w$i.out" 2>/dev/null && break; sleep 0.1; done
+}
+
+# cpu_of PID: its CPU seconds so far.
+cpu_of() { awk '{printf "%.2f", ($14 + $15) / '"$(getconf CLK_TCK)"'}' "/proc/$1/stat"; }
+
+echo "== W1, $EVENTS events: generating, and filling the topic (not timed)"
+"$SLUICE" gen ticks --events "$EVENTS" >"$WORK/events.ndjson"
+FILLED=$($PY fill $BROKERS ticks "$WORK/events.ndjson" $PARTITIONS)
+echo "$FILLED"
+RECORDS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
+COLUMNS="ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL"
+CREATE="CREATE STREAM ticks ($COLUMNS) WITH (connector = 'kafka', brokers = '$BROKERS', topic = 'ticks', event_time = 'ts')"
+
+for run in $(seq "$RUNS"); do
+  FETCH=$("$BENCH" kafka-fetch --brokers $BROKERS --topic ticks --records "$RECORDS")
+  echo "== run $run of $RUNS; the broker's ceiling (one librdkafka consumer): $FETCH"
+  for n in $WORKER_COUNTS; do
+    rm -rf "$WORK"/lake "$WORK"/data-w*
+    for i in $(seq "$n"); do start_worker "$i"; done
+    t0=$(date +%s.%N)
+    URL=http://127.0.0.1:$((PORT + 1)) sql "$CREATE"
+    TIMES=$($VENV/bin/python - "$n" "$PORT" "$RECORDS" "$TIMEOUT" "$PARTITIONS" <<'PY'
+import json, sys, time, urllib.request
+n, port, records, timeout, partitions = map(int, sys.argv[1:])
+def get(i, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port + i}{path}", timeout=10) as r:
+        return json.load(r)
+start, settled, deadline = time.monotonic(), None, time.monotonic() + timeout
+while time.monotonic() < deadline:
+    written = 0
+    for i in range(1, n + 1):
+        for s in get(i, "/v1/streams")["streams"]:
+            if s["name"] == "ticks" and s.get("pipeline"):
+                written += s["pipeline"]["rows_out"] + s["pipeline"]["errors_out"]
+    if settled is None:
+        workers = [w for w in get(1, "/v1/cluster")["workers"] if not w["gone"]]
+        held = sorted(int(p) for w in workers for s in w["streams"] if s["stream"] == "ticks" for p in s["partition_lag"])
+        if len(workers) == n and held == list(range(partitions)):
+            settled = (time.monotonic() - start, written)
+    if written >= records:
+        settled_s, before = settled or (0.0, 0)
+        print(json.dumps({"total_s": time.monotonic() - start, "settled_s": settled_s,
+                          "after_settled": written - before, "written": written}))
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(f"the workers did not take {records} records in {timeout} s")
+PY
+)
+    cpu=0
+    for pid in "${WORKERS[@]}"; do cpu=$(python3 -c "print($cpu + $(cpu_of "$pid"))"); done
+    stop_workers
+    python3 - "$n" "$RECORDS" "$TIMES" "$cpu" "$FETCH" >>"$RESULTS" <<'PY'
+import json, sys
+n, records, times, cpu, fetch = sys.argv[1:]
+n, records, times, cpu = int(n), int(records), json.loads(times), float(cpu)
+assert times["written"] == records, f"{times['written']} rows written for {records} records"
+print(json.dumps({
+    f"w{n}_per_s": round(records / times["total_s"]),
+    # The records taken once every partition was held, over the time since.
+    f"w{n}_per_s_settled": round(times["after_settled"] / max(times["total_s"] - times["settled_s"], 1e-3)),
+    f"w{n}_settle_s": round(times["settled_s"], 1),
+    f"w{n}_cpu_s_per_m": round(cpu / (records / 1e6), 2),
+    "ceiling_per_s": round(json.loads(fetch)["records_per_s"]),
+}))
+PY
+    tail -1 "$RESULTS"
+  done
+done
+
+echo "== medians of $RUNS runs, $RECORDS records, workers capped at $QUOTA CPU each"
+python3 - "$RESULTS" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1])]
+keys = sorted({k for r in runs for k in r})
+median = {k: statistics.median(r[k] for r in runs if k in r) for k in keys}
+for k in keys:
+    print(f"{k:22} {median[k]:>12,.2f}")
+base = median.get("w1_per_s_settled")
+for n in (2, 4):
+    if base and f"w{n}_per_s_settled" in median:
+        print(f"scaling 1 → {n} workers (settled): {median[f'w{n}_per_s_settled'] / base:.2f}×")
+PY
