@@ -442,7 +442,17 @@ async fn workers_sharing_a_topic_through_a_group_write_every_record_once_as_part
     // The first worker moves on after the stale one opened.
     kafka.produce(3000, 4000, 4, 0);
     share(&log, &lake, std::slice::from_ref(&first), 4000).await;
-    let refused = stale.round().await.unwrap_err();
+    // Its reads come once the stream's consumer has gone back to where it reads from; until
+    // then its rounds take nothing, and none may commit.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        match stale.round().await {
+            Err(e) => break e,
+            Ok(round) => assert!(!round.committed, "a stale worker committed {round:?}"),
+        }
+        assert!(Instant::now() < deadline, "the stale worker never read");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         matches!(refused, PipelineError::Reassigned(_))
             || refused.to_string().contains("transaction"),
