@@ -32,7 +32,7 @@
 //!    consumer group's assignment, `source::Assignment`) write the same tables, each recording
 //!    the partitions it holds. A commit records a partition's new position only if the table,
 //!    as of the version the commit is built on, still holds the position the round read from
-//!    ([`still_held`]); a commit of another writer's after that version that recorded the same
+//!    ([`append`]); a commit of another writer's after that version that recorded the same
 //!    partition makes delta-rs refuse this one (`ConcurrentTransaction`). Either way the old
 //!    holder's round fails as [`PipelineError::Reassigned`] and it is opened again, from the
 //!    table's positions: nothing is written twice, whichever worker lags in learning the
@@ -79,10 +79,22 @@ pub async fn committed(
     Ok(positions)
 }
 
+/// Appends `batches` to `table` in one commit recording the positions `to`, of a round that read
+/// from `from`: refused if another worker took one of the partitions since (rule 7).
+pub(crate) async fn append(
+    table: &mut LakeTable,
+    batches: Vec<RecordBatch>,
+    from: &Positions,
+    to: &Positions,
+) -> Result<()> {
+    still_held(table, from, to).await?;
+    Ok(table.append(batches, versions(to, None)).await?)
+}
+
 /// Refuses a commit recording `to` on `table` unless the table still holds, for every
 /// partition of `to`, the position `from` says the round read it from (none: from its oldest
 /// record): else another worker took the partition since (rule 7).
-pub(crate) async fn still_held(table: &LakeTable, from: &Positions, to: &Positions) -> Result<()> {
+async fn still_held(table: &LakeTable, from: &Positions, to: &Positions) -> Result<()> {
     for &partition in to.keys() {
         let recorded = table
             .position(&app_id(partition))

@@ -37,7 +37,7 @@ use crate::runtime::{Cadence, Kind, Pipeline, Round};
 use crate::source::{
     Bounds, Gap, Limits, SharedSource, Source, SourceRead, StreamSource, pending, shares,
 };
-use crate::{PipelineError, Result, errors_table};
+use crate::{Result, errors_table};
 
 /// How a raw-table pipeline runs.
 #[derive(Debug, Clone)]
@@ -235,27 +235,21 @@ impl Pipeline for RawPipeline {
         let (rows_committed, errors_committed, mirror_committed) = tokio::join!(
             async {
                 // Tests fail the commit of the rows here, as a crash before it would.
-                fail::fail_point!("raw::rows", |_| Err(PipelineError::Unavailable(
+                fail::fail_point!("raw::rows", |_| Err(crate::PipelineError::Unavailable(
                     "injected failure of the rows' commit".into()
                 )));
-                if !rows_moved {
-                    return Ok(());
+                match rows_moved {
+                    true => exactly_once::append(rows_table, rows, rows_from, &row_next).await,
+                    false => Ok(()),
                 }
-                exactly_once::still_held(rows_table, rows_from, &row_next).await?;
-                rows_table
-                    .append(rows, exactly_once::versions(&row_next, None))
-                    .await
-                    .map_err(PipelineError::from)
             },
             async {
-                if !errors_moved {
-                    return Ok(());
+                match errors_moved {
+                    true => {
+                        exactly_once::append(errors_table, errors, errors_from, &error_next).await
+                    }
+                    false => Ok(()),
                 }
-                exactly_once::still_held(errors_table, errors_from, &error_next).await?;
-                errors_table
-                    .append(errors, exactly_once::versions(&error_next, None))
-                    .await
-                    .map_err(PipelineError::from)
             },
             async {
                 match (mirror, mirror_next) {
