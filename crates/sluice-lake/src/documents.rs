@@ -49,24 +49,42 @@ impl Documents {
 
     /// Every document, by name, with its content.
     pub async fn list(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut listed: Vec<_> = self.store.list(Some(&self.folder)).try_collect().await?;
-        listed.sort_by(|a, b| a.location.cmp(&b.location));
-        let mut documents = Vec::with_capacity(listed.len());
-        for object in listed {
-            let Some(name) = object
-                .location
-                .filename()
-                .and_then(|f| f.strip_suffix(SUFFIX))
-                .filter(|n| valid_table_name(n))
-            else {
-                continue;
-            };
+        let mut documents = Vec::new();
+        for (name, _) in self.tags().await? {
             // Deleted since it was listed: not there.
-            if let Some(content) = self.get(name).await? {
-                documents.push((name.to_string(), content));
+            if let Some(content) = self.get(&name).await? {
+                documents.push((name, content));
             }
         }
         Ok(documents)
+    }
+
+    /// Every document's name, sorted, with a tag that changes whenever the document is written
+    /// anew (its ETag; its time and size where the store keeps none): one listing, so that
+    /// whoever keeps copies reads only what changed.
+    pub async fn tags(&self) -> Result<Vec<(String, String)>> {
+        let listed: Vec<_> = self.store.list(Some(&self.folder)).try_collect().await?;
+        let mut tags: Vec<(String, String)> = listed
+            .into_iter()
+            .filter_map(|object| {
+                let name = object
+                    .location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(SUFFIX))
+                    .filter(|n| valid_table_name(n))?
+                    .to_string();
+                let tag = object.e_tag.unwrap_or_else(|| {
+                    format!(
+                        "{}-{}",
+                        object.last_modified.timestamp_micros(),
+                        object.size
+                    )
+                });
+                Some((name, tag))
+            })
+            .collect();
+        tags.sort();
+        Ok(tags)
     }
 
     /// Document `name`, if there is one.

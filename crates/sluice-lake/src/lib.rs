@@ -119,15 +119,21 @@ impl Lake {
         let root = Url::parse(&format!("{}/", location.trim_end_matches('/')))
             .map_err(|e| invalid(&e.to_string()))?;
         let lake = Self::with_tables(root, BTreeSet::new())?;
-        *lake.tables.write().expect("tables lock") = lake.listed_tables().await?;
+        *lake.tables.write().expect("tables lock") = lake.listed_tables(&BTreeSet::new()).await?;
         Ok(lake)
     }
 
-    /// The tables the store holds now: its folders that hold a `_delta_log`.
-    async fn listed_tables(&self) -> Result<BTreeSet<String>> {
+    /// The tables the store holds now: its folders that hold a `_delta_log`. A folder of
+    /// `known` is taken to be the table it was without looking inside (one listing, not one a
+    /// table: a cluster's workers rescan every second).
+    async fn listed_tables(&self, known: &BTreeSet<String>) -> Result<BTreeSet<String>> {
         let listed = self.store.list_with_delimiter(None).await?;
         let mut tables = BTreeSet::new();
         for folder in listed.common_prefixes {
+            if let Some(name) = folder.filename().filter(|n| known.contains(*n)) {
+                tables.insert(name.to_string());
+                continue;
+            }
             let inside = self.store.list_with_delimiter(Some(&folder)).await?;
             if inside
                 .common_prefixes
@@ -148,8 +154,8 @@ impl Lake {
     pub async fn rescan(&self) -> Result<()> {
         let generation = |lake: &Lake| lake.generation.load(std::sync::atomic::Ordering::SeqCst);
         let before = generation(self);
-        let listed = self.listed_tables().await?;
         let known: BTreeSet<String> = self.table_names().into_iter().collect();
+        let listed = self.listed_tables(&known).await?;
         if known == listed || generation(self) != before {
             return Ok(());
         }

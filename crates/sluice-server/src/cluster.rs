@@ -86,6 +86,7 @@ impl Cluster {
         log.share(Arc::new(Catalog {
             documents: self.streams.clone(),
             runtime: tokio::runtime::Handle::current(),
+            read: std::sync::Mutex::default(),
         }));
         Ok(())
     }
@@ -96,6 +97,9 @@ struct Catalog {
     documents: Documents,
     /// The server's runtime: the log asks the catalog from blocking threads.
     runtime: tokio::runtime::Handle,
+    /// The streams as last read, by name, with their documents' tags: the log follows the
+    /// catalog every second, and only a document written anew is read again.
+    read: std::sync::Mutex<std::collections::HashMap<String, (String, StreamMeta)>>,
 }
 
 impl Catalog {
@@ -142,17 +146,30 @@ impl sluice_log::Catalog for Catalog {
     }
 
     fn streams(&self) -> sluice_log::Result<Vec<StreamMeta>> {
-        let listed = self
-            .runtime
-            .block_on(self.documents.list())
-            .map_err(Self::unavailable)?;
-        listed
-            .into_iter()
-            .map(|(name, content)| {
-                serde_json::from_slice(&content)
-                    .map_err(|e| Self::unavailable(format!("stream '{name}': {e}")))
-            })
-            .collect()
+        let mut read = std::mem::take(&mut *self.read.lock().expect("catalog lock"));
+        let now = self.runtime.block_on(async {
+            let mut now = std::collections::HashMap::new();
+            for (name, tag) in self.documents.tags().await.map_err(Self::unavailable)? {
+                let meta = match read.remove(&name) {
+                    Some((was, meta)) if was == tag => meta,
+                    _ => {
+                        // Deleted since it was listed: not there.
+                        let Some(content) =
+                            self.documents.get(&name).await.map_err(Self::unavailable)?
+                        else {
+                            continue;
+                        };
+                        serde_json::from_slice(&content)
+                            .map_err(|e| Self::unavailable(format!("stream '{name}': {e}")))?
+                    }
+                };
+                now.insert(name, (tag, meta));
+            }
+            Ok::<_, sluice_log::Error>(now)
+        })?;
+        let streams = now.values().map(|(_, meta)| meta.clone()).collect();
+        *self.read.lock().expect("catalog lock") = now;
+        Ok(streams)
     }
 }
 

@@ -54,3 +54,30 @@ async fn a_document_name_is_one_file_of_its_folder() {
         assert!(boards.get(name).await.is_err(), "{name:?}");
     }
 }
+
+#[tokio::test]
+async fn a_documents_tag_changes_when_it_is_written_anew_and_only_then() {
+    let t = TestLake::new();
+    let streams = t.lake.documents("streams");
+    streams.put("clicks", b"one".to_vec(), true).await.unwrap();
+    streams.put("ticks", b"two".to_vec(), true).await.unwrap();
+    let first = streams.tags().await.unwrap();
+    let names: Vec<&str> = first.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["clicks", "ticks"]);
+    assert_eq!(
+        streams.tags().await.unwrap(),
+        first,
+        "nothing written: same tags"
+    );
+
+    // Deleted and created again (as a stream dropped and created again under its name).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    streams.delete("clicks").await.unwrap();
+    streams
+        .put("clicks", b"three, longer".to_vec(), true)
+        .await
+        .unwrap();
+    let second = streams.tags().await.unwrap();
+    assert_ne!(second[0], first[0], "clicks was written anew");
+    assert_eq!(second[1], first[1], "ticks was not");
+}

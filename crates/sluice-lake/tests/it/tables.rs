@@ -42,6 +42,23 @@ async fn a_dropped_table_loses_its_files_and_its_name() {
 }
 
 #[tokio::test]
+async fn what_another_process_sharing_the_lake_created_and_dropped_is_known_after_a_rescan() {
+    let t = TestLake::new();
+    table(&t.lake, "other").await;
+    let elsewhere = t.reopened();
+    three_rows(&elsewhere).await;
+    assert_eq!(t.lake.table_names(), vec!["other"], "not listed again yet");
+    t.lake.rescan().await.unwrap();
+    assert_eq!(t.lake.table_names(), vec!["other", "ticks"]);
+    assert_eq!(t.lake.open("ticks").await.unwrap().version(), Some(1));
+
+    elsewhere.drop_table("other").await.unwrap();
+    t.lake.rescan().await.unwrap();
+    assert_eq!(t.lake.table_names(), vec!["ticks"]);
+    assert!(t.lake.open("other").await.is_err());
+}
+
+#[tokio::test]
 async fn a_table_created_again_under_a_dropped_name_starts_afresh() {
     let t = TestLake::new();
     let mut ticks = three_rows(&t.lake).await;
