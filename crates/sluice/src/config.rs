@@ -309,8 +309,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file_and_defaults_fill_in() {
-        let dir = tempfile_dir();
-        let path = dir.join("sluice.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
         std::fs::write(
             &path,
             "data_dir = \"/from/file\"\nhttp = \"127.0.0.1:9000\"\nsql = \"SHOW STREAMS\"\n",
@@ -332,7 +332,7 @@ mod tests {
             (c.data_dir, c.http.to_string()),
             (PathBuf::from(DEFAULT_DATA_DIR), DEFAULT_HTTP.to_string())
         );
-        let sql = dir.join("streams.sql");
+        let sql = dir.path().join("streams.sql");
         std::fs::write(&sql, "CREATE STREAM a;").unwrap();
         assert_eq!(
             resolve(Some(&sql), Flags::default())
@@ -402,8 +402,8 @@ mod tests {
     #[test]
     fn users_come_from_the_file_and_the_environment_never_in_clear_for_all_to_read() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile_dir();
-        let path = dir.join("users.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
         let env = |name: &str| match name {
             "OPS_SECRET" => Some("ops-secret-0123456789".to_string()),
             "SLUICE_READER_SECRET" => Some("reader-secret-0123456789".to_string()),
@@ -446,11 +446,5 @@ mod tests {
         // No users anywhere: no authentication.
         let c = resolve_with_env(None, Flags::default(), |_| None).unwrap();
         assert!(c.users.is_none());
-    }
-
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sluice-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }
