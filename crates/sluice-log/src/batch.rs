@@ -130,6 +130,12 @@ impl SealedBatch {
         self.bytes.len()
     }
 
+    /// The batch's records, `(key, data)`, in order.
+    pub fn records(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        // Built by `BatchBuilder`: the framing adds up.
+        Records::new(&self.bytes[HEADER_LEN..]).map_while(std::result::Result::ok)
+    }
+
     /// The header as stamped.
     pub(crate) fn header(&self) -> Header {
         parse_header(self.bytes[..HEADER_LEN].try_into().expect("header"))

@@ -32,11 +32,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
 
-pub use batch::{BatchBuilder, MAX_KEY_BYTES, MAX_RECORD_BYTES};
+pub use batch::{BatchBuilder, MAX_KEY_BYTES, MAX_RECORD_BYTES, SealedBatch};
 pub use shard::{Appended, ReadResult, Record, Shard};
 pub use stream::{
-    MAX_SHARDS, Retention, ShardAppend, ShardBatches, Stream, StreamMeta, hash_key, hash_key_range,
-    validate_name,
+    Forward, MAX_SHARDS, Retention, ShardAppend, ShardBatches, Stream, StreamMeta, hash_key,
+    hash_key_range, validate_name,
 };
 
 /// The log's results: every failure is an [`Error`].
@@ -292,6 +292,8 @@ pub struct Log {
     root: PathBuf,
     config: LogConfig,
     inflight: Arc<Semaphore>,
+    /// Where appends to streams whose records are elsewhere go, once given.
+    forwarding: stream::Forwarding,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion.
     ddl: Mutex<()>,
@@ -330,6 +332,7 @@ impl Log {
             std::fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
         }
         let inflight = Arc::new(Semaphore::new(config.inflight_bytes));
+        let forwarding = stream::Forwarding::default();
         let mut streams = BTreeMap::new();
         for entry in std::fs::read_dir(&streams_dir).map_err(|e| Error::io(&streams_dir, e))? {
             let dir = entry.map_err(|e| Error::io(&streams_dir, e))?.path();
@@ -343,13 +346,14 @@ impl Log {
                 continue;
             }
             let meta = read_meta(&dir)?;
-            let stream = open_stream(&dir, meta, &config, &inflight)?;
+            let stream = open_stream(&dir, meta, &config, &inflight, &forwarding)?;
             streams.insert(name, Arc::new(stream));
         }
         Ok(Log {
             root,
             config,
             inflight,
+            forwarding,
             streams: RwLock::new(streams),
             ddl: Mutex::new(()),
             drop_guards: RwLock::default(),
@@ -368,6 +372,13 @@ impl Log {
     /// (see [`Catalog`]); [`Log::follow`] then keeps them the catalog's.
     pub fn share(&self, catalog: Arc<dyn Catalog>) {
         *self.catalog.write().expect("catalog lock") = Some(catalog);
+    }
+
+    /// Sends the doors' appends to streams whose records are elsewhere through `forward`
+    /// (each stream's Kafka topic, in a cluster), which the log refuses otherwise
+    /// ([`Error::Elsewhere`]). Given once; a second is ignored.
+    pub fn forward_appends(&self, forward: Arc<dyn Forward>) {
+        let _ = self.forwarding.set(forward);
     }
 
     fn catalog(&self) -> Option<Arc<dyn Catalog>> {
@@ -502,7 +513,13 @@ impl Log {
         segment::sync_dir(&tmp)?;
         std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
         segment::sync_dir(&streams_dir)?;
-        let stream = Arc::new(open_stream(&dir, meta, &self.config, &self.inflight)?);
+        let stream = Arc::new(open_stream(
+            &dir,
+            meta,
+            &self.config,
+            &self.inflight,
+            &self.forwarding,
+        )?);
         self.streams
             .write()
             .expect("streams lock")
@@ -568,6 +585,9 @@ impl Log {
         for shard in stream.shards() {
             shard.close();
         }
+        if let Some(forward) = self.forwarding.get() {
+            forward.forget(stream.id());
+        }
         let dir = self.root.join("streams").join(name);
         let trash = self.root.join("trash");
         std::fs::create_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
@@ -599,6 +619,7 @@ fn open_stream(
     meta: StreamMeta,
     config: &LogConfig,
     inflight: &Arc<Semaphore>,
+    forwarding: &stream::Forwarding,
 ) -> Result<Stream> {
     let label = [("stream", meta.name.clone())];
     let shard_metrics = shard::ShardMetrics {
@@ -619,6 +640,7 @@ fn open_stream(
         meta,
         shards,
         inflight.clone(),
+        forwarding.clone(),
         config.backpressure_wait,
     ))
 }

@@ -63,19 +63,58 @@ pub struct ReadResult {
     pub skipped: Option<(u64, u64)>,
 }
 
-/// Sequence numbers `first..=last` were made durable by one append.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The positions one append made durable in one shard: consecutive in the log's own shards;
+/// scattered in a partition other writers share (a Kafka topic's, see [`crate::Forward`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
-    /// Sequence number of the append's first record.
-    pub first_seq: u64,
-    /// How many records the append made durable, at least one.
-    pub count: u32,
+    first_seq: u64,
+    count: u32,
+    /// Each record's position, in the append's order, when they are not consecutive.
+    scattered: Option<Arc<[u64]>>,
 }
 
 impl Appended {
-    /// Sequence number of the append's last record.
+    /// Records `first_seq..first_seq + count`; `count` is at least one.
+    pub fn consecutive(first_seq: u64, count: u32) -> Appended {
+        debug_assert!(count > 0);
+        Appended {
+            first_seq,
+            count,
+            scattered: None,
+        }
+    }
+
+    /// Records at these positions, in the append's order (at least one, ascending).
+    pub fn scattered(seqs: Vec<u64>) -> Appended {
+        debug_assert!(!seqs.is_empty() && seqs.is_sorted());
+        Appended {
+            first_seq: seqs[0],
+            count: seqs.len() as u32,
+            scattered: Some(seqs.into()),
+        }
+    }
+
+    /// How many records the append made durable, at least one.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The position of the append's record `index` (counted from 0, below [`Self::count`]).
+    pub fn seq(&self, index: u32) -> u64 {
+        match &self.scattered {
+            Some(seqs) => seqs[index as usize],
+            None => self.first_seq + u64::from(index),
+        }
+    }
+
+    /// The position of the append's first record.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// The position of the append's last record.
     pub fn last_seq(&self) -> u64 {
-        self.first_seq + u64::from(self.count) - 1
+        self.seq(self.count - 1)
     }
 }
 
@@ -545,10 +584,7 @@ impl Writer {
         let mut pos = start_len;
         for p in group.iter_mut() {
             p.batch.stamp(next_seq, append_ms);
-            appended.push(Appended {
-                first_seq: next_seq,
-                count: p.batch.count(),
-            });
+            appended.push(Appended::consecutive(next_seq, p.batch.count()));
             headers.push((pos, p.batch.header()));
             next_seq += u64::from(p.batch.count());
             pos += p.batch.byte_len() as u64;

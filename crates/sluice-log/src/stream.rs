@@ -4,7 +4,9 @@
 //! big-endian integer, falls in one shard's hash-key range; shard `i` of `n` starts at
 //! `i * floor(2^128 / n)` and the last shard ends at `2^128 - 1`.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -107,6 +109,26 @@ pub fn hash_key(partition_key: &[u8]) -> u128 {
     u128::from_be_bytes(Md5::digest(partition_key).into())
 }
 
+/// Where the doors' appends to a stream whose records are elsewhere go, when that place takes
+/// them: the Kafka topic a cluster's stream reads, shared by every worker's doors (see
+/// [`crate::Log::forward_appends`]). The log's in-flight budget bounds them as it bounds its
+/// own shards' appends.
+pub trait Forward: Send + Sync + 'static {
+    /// Appends each batch to the partition numbered as its shard, and answers once each is
+    /// durable there: per shard, its records' positions, or why it did not take them.
+    fn append(
+        &self,
+        stream: &Stream,
+        batches: Vec<(u32, SealedBatch)>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<ShardAppend>>> + Send>>;
+
+    /// Stream incarnation `stream_id` was dropped: what was kept to append to it goes.
+    fn forget(&self, stream_id: u64);
+}
+
+/// The log's [`Forward`], once given: shared by every stream of the log.
+pub(crate) type Forwarding = Arc<OnceLock<Arc<dyn Forward>>>;
+
 /// A stream: its shards, its definition, and the in-flight budget its appends share with
 /// the rest of the log.
 pub struct Stream {
@@ -115,6 +137,7 @@ pub struct Stream {
     definition: std::sync::RwLock<serde_json::Value>,
     shards: Vec<Shard>,
     inflight: Arc<Semaphore>,
+    forwarding: Forwarding,
     backpressure_wait: Duration,
     metrics: StreamMetrics,
 }
@@ -174,6 +197,7 @@ impl Stream {
         meta: StreamMeta,
         shards: Vec<Shard>,
         inflight: Arc<Semaphore>,
+        forwarding: Forwarding,
         backpressure_wait: Duration,
     ) -> Self {
         let metrics = StreamMetrics::new(&meta.name);
@@ -182,6 +206,7 @@ impl Stream {
             meta,
             shards,
             inflight,
+            forwarding,
             backpressure_wait,
             metrics,
         }
@@ -253,20 +278,36 @@ impl Stream {
     /// Fails as a whole with [`Error::Backpressure`] (nothing written) when the log's in-flight
     /// budget stays exhausted for the backpressure wait. Otherwise each shard reports its own
     /// outcome: a shard that fails does not undo the others. A stream whose records come from
-    /// elsewhere refuses every append ([`Error::Elsewhere`]).
+    /// elsewhere sends them there when the log forwards appends ([`Forward`]), and refuses
+    /// them otherwise ([`Error::Elsewhere`]).
     pub async fn append(&self, batches: ShardBatches) -> Result<Vec<ShardAppend>> {
-        if let Some(elsewhere) = &self.meta.elsewhere {
-            return Err(Error::Elsewhere {
-                stream: self.meta.name.clone(),
-                source_of_records: elsewhere.clone(),
-            });
-        }
-        self.append_from_elsewhere(batches).await
+        let forward = match &self.meta.elsewhere {
+            None => None,
+            Some(elsewhere) => match self.forwarding.get() {
+                Some(forward) => Some(forward.clone()),
+                None => {
+                    return Err(Error::Elsewhere {
+                        stream: self.meta.name.clone(),
+                        source_of_records: elsewhere.clone(),
+                    });
+                }
+            },
+        };
+        self.write(batches, forward).await
     }
 
-    /// [`Stream::append`] for the reader of where a stream's records come from (a database's
-    /// changes: the log keeps them), which the doors refuse.
+    /// [`Stream::append`] to the log's own shards for the reader of where a stream's records
+    /// come from (a database's changes: the log keeps them), which the doors refuse.
     pub async fn append_from_elsewhere(&self, batches: ShardBatches) -> Result<Vec<ShardAppend>> {
+        self.write(batches, None).await
+    }
+
+    /// Appends to the log's shards, or through `forward`, within the in-flight budget.
+    async fn write(
+        &self,
+        batches: ShardBatches,
+        forward: Option<Arc<dyn Forward>>,
+    ) -> Result<Vec<ShardAppend>> {
         let started = Instant::now();
         let sealed: Vec<(u32, SealedBatch)> = batches
             .shards
@@ -299,19 +340,26 @@ impl Stream {
                 }
             }
         };
-        let mut waiting = Vec::with_capacity(sealed.len());
-        for (shard, batch) in sealed {
-            let part = permit
-                .split(batch.byte_len())
-                .expect("permits cover every batch");
-            waiting.push((shard, self.shards[shard as usize].append(batch, part)));
-        }
+        let outcome = match forward {
+            // The budget is held until the other place answered.
+            Some(forward) => forward.append(self, sealed).await?,
+            None => {
+                let mut waiting = Vec::with_capacity(sealed.len());
+                for (shard, batch) in sealed {
+                    let part = permit
+                        .split(batch.byte_len())
+                        .expect("permits cover every batch");
+                    waiting.push((shard, self.shards[shard as usize].append(batch, part)));
+                }
+                let mut outcome = Vec::with_capacity(waiting.len());
+                for (shard, ack) in waiting {
+                    let result = ack.await.unwrap_or(Err(Error::Closed));
+                    outcome.push(ShardAppend { shard, result });
+                }
+                outcome
+            }
+        };
         drop(permit);
-        let mut outcome = Vec::with_capacity(waiting.len());
-        for (shard, ack) in waiting {
-            let result = ack.await.unwrap_or(Err(Error::Closed));
-            outcome.push(ShardAppend { shard, result });
-        }
         if outcome.iter().all(|o| o.result.is_ok()) {
             self.metrics.records_in.increment(records);
             self.metrics.bytes_in.increment(total as u64);

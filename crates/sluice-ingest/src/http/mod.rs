@@ -103,7 +103,7 @@ fn answer(outcome: Vec<sluice_log::ShardAppend>) -> Result<Accepted, IngestError
     for part in outcome {
         match part.result {
             Ok(appended) => {
-                accepted += appended.count as usize;
+                accepted += appended.count() as usize;
                 shard_sequences.insert(part.shard.to_string(), appended.last_seq());
             }
             Err(e) => {

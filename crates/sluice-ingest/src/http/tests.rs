@@ -8,10 +8,7 @@ fn a_partly_written_request_says_what_was_stored() {
     let outcome = vec![
         ShardAppend {
             shard: 0,
-            result: Ok(Appended {
-                first_seq: 10,
-                count: 3,
-            }),
+            result: Ok(Appended::consecutive(10, 3)),
         },
         ShardAppend {
             shard: 2,

@@ -327,7 +327,7 @@ async fn put(
         .into_iter()
         .map(
             |(shard, index)| match outcome.iter().find(|o| o.shard == shard).map(|o| &o.result) {
-                Some(Ok(a)) => Ok(format!("{shard}-{}", a.first_seq + u64::from(index))),
+                Some(Ok(a)) => Ok(format!("{shard}-{}", a.seq(index))),
                 Some(Err(e)) => Err(error(e.clone())),
                 None => Err(sluice_log::Error::Internal("shard not written".into()).into()),
             },

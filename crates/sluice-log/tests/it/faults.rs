@@ -24,7 +24,7 @@ fn append(stream: &Stream, rt: &tokio::runtime::Runtime, data: &[u8]) -> Result<
         .next()
         .unwrap()
         .result
-        .map(|a| a.first_seq)
+        .map(|a| a.first_seq())
 }
 
 fn segment_bytes(dir: &std::path::Path) -> u64 {

@@ -75,7 +75,7 @@ fn append(log: &Log, shard: u32, records: &[Vec<u8>], rt: &tokio::runtime::Runti
     }
     let outcome = rt.block_on(stream.append(batches)).unwrap();
     assert_eq!(outcome.len(), 1);
-    outcome[0].result.as_ref().unwrap().first_seq
+    outcome[0].result.as_ref().unwrap().first_seq()
 }
 
 fn check(log: &Log, model: &[ModelShard]) {

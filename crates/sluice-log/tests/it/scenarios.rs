@@ -33,7 +33,7 @@ fn concurrent_producers_get_contiguous_sequence_numbers() {
                     }
                     let out = stream.append(b).await.unwrap();
                     let a = out[0].result.as_ref().unwrap();
-                    acks.push((a.first_seq, a.count, producer));
+                    acks.push((a.first_seq(), a.count(), producer));
                 }
                 acks
             }));

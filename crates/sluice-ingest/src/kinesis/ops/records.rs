@@ -101,7 +101,7 @@ pub(crate) async fn put_record(context: &Context, input: PutRecordInput) -> Outp
     })?;
     Ok(Json(json!({
         "ShardId": shard_id(record.shard),
-        "SequenceNumber": appended.first_seq.to_string(),
+        "SequenceNumber": appended.first_seq().to_string(),
         "EncryptionType": "NONE",
     })))
 }
@@ -201,7 +201,7 @@ pub(crate) async fn put_records(context: &Context, input: PutRecordsInput) -> Ou
                 match outcome.iter().find(|o| o.shard == shard).map(|o| &o.result) {
                     Some(Ok(a)) => json!({
                         "ShardId": shard_id(shard),
-                        "SequenceNumber": (a.first_seq + u64::from(index)).to_string(),
+                        "SequenceNumber": a.seq(index).to_string(),
                     }),
                     Some(Err(e)) => failed_record(&KinesisError::from(e.clone())),
                     None => failed_record(&KinesisError::from(sluice_log::Error::Internal(
