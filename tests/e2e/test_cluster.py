@@ -8,11 +8,14 @@ restarted, and join."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
+import subprocess
 import threading
 import time
 
+import duckdb
 import pytest
 from deltalake import DeltaTable
 
@@ -26,14 +29,16 @@ PARTITIONS = 6
 class Workers:
     """Workers of one cluster, started on demand, all on one lake (`--lake lake`, with `env`)."""
 
-    def __init__(self, request, tmp_path, sluice_bin, lake: str, env: dict[str, str]):
+    def __init__(self, request, tmp_path, sluice_bin, lake: str, env: dict[str, str], cluster="c1", kafka=None):
         self.request, self.tmp_path, self.sluice_bin = request, tmp_path, sluice_bin
-        self.lake, self.env = lake, env
+        self.lake, self.env, self.cluster, self.kafka = lake, env, cluster, kafka
         self.started: list[conftest.Server] = []
 
     def start(self, name: str) -> conftest.Server:
         srv = conftest.Server(self.tmp_path / f"logs-{name}", self.sluice_bin)
-        srv.extra_args = ["--cluster", "c1", "--worker", name, "--lake", self.lake]
+        srv.extra_args = ["--cluster", self.cluster, "--worker", name, "--lake", self.lake]
+        if self.kafka is not None:
+            srv.extra_args += ["--kafka", self.kafka]
         srv.env = self.env
         node = self.request.node
         node._sluice_servers = getattr(node, "_sluice_servers", []) + [srv]
@@ -50,6 +55,18 @@ def workers(request, tmp_path, sluice_bin, tansu):
     """Workers of one cluster on a lake in a local folder."""
     request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
     cluster = Workers(request, tmp_path, sluice_bin, str(tmp_path / "lake"), {})
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def topic_workers(request, tmp_path, sluice_bin, tansu, topic):
+    """Workers of a cluster of its own name on a lake in a local folder, with the broker as the
+    cluster's (`--kafka`): its streams get topics of their own."""
+    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
+    cluster = Workers(request, tmp_path, sluice_bin, str(tmp_path / "lake"), {}, cluster=topic, kafka=tansu.brokers)
     try:
         yield cluster
     finally:
@@ -197,3 +214,131 @@ def test_a_worker_refuses_to_start_without_a_shared_lake_or_with_records_of_its_
     with pytest.raises(conftest.ServerStartError):
         own.start()
     assert "whose records are its own" in own.stderr_path.read_text()
+
+
+def lines_of(sluice_bin, workload: str, events: int) -> list[bytes]:
+    out = subprocess.run([str(sluice_bin), "gen", workload, "--events", str(events), "--seed", "11"],
+                         check=True, capture_output=True, timeout=120).stdout
+    return out.splitlines()
+
+
+class Doors:
+    """Sends requests of records to the workers' HTTP doors in turn; what a door acknowledged is
+    acknowledged, what failed (a worker killed under it) is unknown: it may or may not land, and
+    is not sent again."""
+
+    def __init__(self, workers: list):
+        self.workers, self.turn = workers, 0
+        self.acked: dict[str, list[bytes]] = {}
+        self.unknown: dict[str, list[bytes]] = {}
+
+    def send(self, stream: str, lines: list[bytes], key: str | None = None, per_request: int = 400):
+        for at in range(0, len(lines), per_request):
+            batch = lines[at:at + per_request]
+            worker = self.workers[self.turn % len(self.workers)]
+            self.turn += 1
+            try:
+                status, _, body = worker.ingest(stream, b"\n".join(batch) + b"\n", key=key)
+            except OSError:
+                status, body = None, "connection failed"
+            answered = self.acked if status == 200 else self.unknown
+            answered.setdefault(stream, []).extend(batch)
+            if status not in (200, None) and worker.running:
+                assert status >= 500, (status, body)
+
+
+def multiset(rows) -> collections.Counter:
+    return collections.Counter(json.dumps(r, sort_keys=True, default=str) for r in rows)
+
+
+def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_acknowledged_record_lands_once(
+    topic_workers, tansu, sluice_bin, tmp_path
+):
+    workers = topic_workers
+    w1, w2, w3 = workers.start("w1"), workers.start("w2"), workers.start("w3")
+    # Declared without a connector: each stream gets a topic of its own, a partition a shard.
+    w1.sql("CREATE STREAM ticks (ticker TEXT NOT NULL, price DOUBLE, volume BIGINT, ts TIMESTAMP NOT NULL) "
+           "WITH (shards = 4, event_time = 'ts')")
+    w2.sql("CREATE STREAM clicks (event_id TEXT, user_id TEXT, session_id TEXT, event_type TEXT, page TEXT, "
+           "device TEXT, country TEXT, ts TIMESTAMP NOT NULL) WITH (shards = 3, event_time = 'ts')")
+    metadata = tansu.admin().list_topics(timeout=10).topics
+    assert len(metadata[f"{workers.cluster}.ticks"].partitions) == 4
+    assert len(metadata[f"{workers.cluster}.clicks"].partitions) == 3
+    for worker in (w1, w2, w3):
+        wait_for(lambda: {"ticks", "clicks"} <= streams_of(worker), "the streams on every worker", timeout=10)
+
+    ticks, clicks = lines_of(sluice_bin, "ticks", 24_000), lines_of(sluice_bin, "clicks", 12_000)
+    doors = Doors([w1, w2, w3])
+    sending = threading.Thread(target=lambda: [
+        (doors.send("ticks", ticks[at:at + 2000], key="ticker"), doors.send("clicks", clicks[at // 2:at // 2 + 1000]))
+        for at in range(0, len(ticks), 2000)
+    ], daemon=True)
+    sending.start()
+    # One worker is killed and restarted twice while records arrive through every door, and a
+    # fourth joins.
+    for _ in range(2):
+        time.sleep(1.5)
+        w2.kill9()
+        time.sleep(1)
+        w2.start()
+    w4 = workers.start("w4")
+    doors.workers.append(w4)
+    sending.join(timeout=300)
+    assert not sending.is_alive()
+    acked_ticks, acked_clicks = doors.acked["ticks"], doors.acked["clicks"]
+    assert len(acked_ticks) >= 20_000 and len(acked_clicks) >= 10_000, "most requests were acknowledged"
+
+    def rows_of(name: str, columns: list[str], least: int):
+        rows = DeltaTable(f"{workers.lake}/{name}").to_pyarrow_table(columns=columns).to_pylist()
+        return rows if len(rows) >= least else None
+
+    # Every acknowledged tick once, and nothing but what was sent: the same rows as DuckDB reads
+    # from the acknowledged records (and, of the unknown ones, those that landed).
+    (tmp_path / "acked-ticks.ndjson").write_bytes(b"\n".join(acked_ticks) + b"\n")
+    expected = duckdb.sql(
+        f"SELECT ticker, price, volume, ts FROM read_json('{tmp_path / 'acked-ticks.ndjson'}', "
+        "columns = {ticker: 'VARCHAR', price: 'DOUBLE', volume: 'BIGINT', ts: 'VARCHAR'})"
+    ).fetchall()
+    expected = multiset({"ticker": t, "price": p, "volume": v, "ts": ts} for t, p, v, ts in expected)
+    raw = wait_for(lambda: rows_of("ticks", ["ticker", "price", "volume", "ts", "_shard", "_seq"], len(acked_ticks)),
+                   "the raw table to hold every acknowledged tick")
+    landed = multiset({"ticker": r["ticker"], "price": r["price"], "volume": r["volume"],
+                       "ts": r["ts"].strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"} for r in raw)
+    assert not expected - landed, "an acknowledged tick is missing"
+    sent = multiset(json.loads(line) for line in acked_ticks + doors.unknown.get("ticks", []))
+    assert not landed - sent, "a tick landed twice, or one never sent"
+    assert len({(r["_shard"], r["_seq"]) for r in raw}) == len(raw)
+
+    # Every acknowledged click once: good ones in the raw table, malformed ones in its errors.
+    def good(line: bytes):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None
+        return record["event_id"] if isinstance(record, dict) and record.get("ts", "").startswith("2026") else None
+
+    acked_ids = [good(line) for line in acked_clicks]
+    want = {i for i in acked_ids if i is not None}
+    unknown_ids = {good(line) for line in doors.unknown.get("clicks", [])} - {None}
+    rows = wait_for(lambda: rows_of("clicks", ["event_id"], len(want)), "the raw table to hold every good click")
+    ids = [r["event_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "a click landed twice"
+    assert want <= set(ids) <= want | unknown_ids
+    errors = wait_for(lambda: rows_of("clicks_errors", ["raw"], acked_ids.count(None)),
+                      "the errors table to hold every malformed click")
+    assert len(errors) <= acked_ids.count(None) + len(doors.unknown.get("clicks", []))
+
+    # Any worker answers with the same count.
+    for worker in (w1, w2, w3, w4):
+        wait_for(lambda: worker.sql("SELECT count(*) AS n FROM ticks")["rows"] == [[len(raw)]], "the count on a worker")
+
+    # A topic of that name is someone's: a stream is not created over it unasked.
+    # Its topic is deleted with it, once every worker has closed its clients of it.
+    w3.sql("DROP STREAM clicks")
+    wait_for(lambda: f"{workers.cluster}.clicks" not in tansu.topics(), "the dropped stream's own topic deleted")
+    time.sleep(2)
+    assert all(worker.running for worker in (w1, w2, w3, w4))
+    tansu.create_topic(f"{workers.cluster}.clicks", 2)
+    status, body = w1.sql_status("CREATE STREAM clicks (event_id TEXT)")
+    assert status >= 400 and "exists" in json.dumps(body) and "connector = 'kafka'" in json.dumps(body), body
+    assert "clicks" not in streams_of(w1)

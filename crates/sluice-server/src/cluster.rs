@@ -20,7 +20,10 @@
 //!   the same tables as one writer's partitions (`exactly_once`, rule 7).
 //! - A cluster's streams read Kafka topics: the catalog takes nothing else, and a worker's data
 //!   directory holds no records of its own (a server whose log holds some does not start as a
-//!   worker). Views and PostgreSQL sources are refused in a cluster, for now.
+//!   worker). A stream declared without a connector gets a topic of its own on the cluster's
+//!   brokers (`--kafka`), and every worker's doors produce into its stream's topic
+//!   (`sluice_pipeline::source::forward_appends`): a record is acknowledged once the brokers
+//!   have it. Views and PostgreSQL sources are refused in a cluster, for now.
 //! - Each worker writes its own document every few seconds (its streams' partitions and their
 //!   lag); `GET /v1/cluster` shows them all, a worker silent for longer than
 //!   [`GONE_AFTER`] as gone.
@@ -34,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use sluice_lake::Documents;
 use sluice_log::{Log, StreamMeta};
 use sluice_pipeline::Pipelines;
+use sluice_pipeline::source::TopicHome;
 use sluice_sql::{Connector, StreamDefinition};
 
 use crate::error::{HttpError, ServerError};
@@ -43,6 +47,10 @@ use crate::router::AppState;
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// How often a worker writes its own document.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How long after its stream was dropped a topic Sluice created is deleted: by then every worker
+/// has followed the catalog and closed its clients of the topic. (A client asking for a topic
+/// just deleted gets an answer that crashes librdkafka 2.12 from Tansu, which names no topic.)
+pub const RETIRE_TOPIC_AFTER: Duration = Duration::from_secs(10);
 /// A worker whose document is older than this is shown as gone.
 pub const GONE_AFTER: Duration = Duration::from_secs(15);
 
@@ -55,24 +63,37 @@ pub struct Cluster {
     pub worker: String,
     /// The address its HTTP API answers on.
     pub http: String,
+    /// Where streams declared without a connector get their topics (`--kafka`).
+    pub home: Option<TopicHome>,
     streams: Documents,
     workers: Documents,
 }
 
 impl Cluster {
-    /// Worker `worker` (its HTTP API on `http`) of cluster `name`, whose catalog is in `lake`.
-    pub fn new(name: &str, worker: &str, http: &str, lake: &sluice_lake::Lake) -> Cluster {
+    /// Worker `worker` (its HTTP API on `http`) of cluster `name`, whose catalog is in `lake`
+    /// and whose brokers, if given, are `kafka`.
+    pub fn new(
+        name: &str,
+        worker: &str,
+        http: &str,
+        kafka: Option<&str>,
+        lake: &sluice_lake::Lake,
+    ) -> Cluster {
         Cluster {
             name: name.to_string(),
             worker: worker.to_string(),
             http: http.to_string(),
+            home: kafka.map(|brokers| TopicHome {
+                brokers: brokers.to_string(),
+                cluster: name.to_string(),
+            }),
             streams: lake.documents(&format!("cluster-{name}-streams")),
             workers: lake.documents(&format!("cluster-{name}-workers")),
         }
     }
 
     /// Joins: refuses a log that holds records of its own, then shares the log's streams
-    /// through the catalog.
+    /// through the catalog and sends the doors' records to their topics.
     pub fn join(&self, log: &Log) -> Result<(), ServerError> {
         if let Some(own) = log.streams().iter().find(|s| s.meta().elsewhere.is_none()) {
             return Err(ServerError::Config(format!(
@@ -87,7 +108,9 @@ impl Cluster {
             documents: self.streams.clone(),
             runtime: tokio::runtime::Handle::current(),
             read: std::sync::Mutex::default(),
+            brokers: self.home.is_some(),
         }));
+        log.forward_appends(sluice_pipeline::source::forward_appends()?);
         Ok(())
     }
 }
@@ -100,6 +123,8 @@ struct Catalog {
     /// The streams as last read, by name, with their documents' tags: the log follows the
     /// catalog every second, and only a document written anew is read again.
     read: std::sync::Mutex<std::collections::HashMap<String, (String, StreamMeta)>>,
+    /// Whether the cluster has brokers of its own (`--kafka`), to say so when refusing.
+    brokers: bool,
 }
 
 impl Catalog {
@@ -112,9 +137,16 @@ impl sluice_log::Catalog for Catalog {
     fn claim(&self, meta: &StreamMeta) -> sluice_log::Result<()> {
         let definition = StreamDefinition::from_log(&meta.definition);
         if !matches!(definition.connector, Some(Connector::Kafka(_))) {
+            let declare = match self.brokers {
+                true => "create it with SQL (CREATE STREAM), which gives it a topic of its own",
+                false => {
+                    "declare it with connector = 'kafka', or start the workers with --kafka \
+                     BROKERS to give streams topics of their own"
+                }
+            };
             return Err(sluice_log::Error::NotShared(format!(
-                "stream '{}' does not read a Kafka topic: the streams of a cluster do (connector \
-                 = 'kafka'), so that its workers can share their partitions",
+                "stream '{}' does not read a Kafka topic: the streams of a cluster do, so that \
+                 its workers can share their partitions; {declare}",
                 meta.name
             )));
         }

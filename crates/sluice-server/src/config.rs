@@ -112,4 +112,7 @@ pub struct ClusterConfig {
     pub name: String,
     /// This worker's name among them; `<host name>:<HTTP port>` if `None`.
     pub worker: Option<String>,
+    /// The cluster's Kafka brokers, where a stream created without a connector gets a topic of
+    /// its own; without them every stream must name its topic.
+    pub kafka: Option<String>,
 }

@@ -151,8 +151,9 @@ impl Server {
             Arc::new(SystemClock),
         )?;
         let (applying, statements) = (log.clone(), config.statements.clone());
+        let home = cluster.as_ref().and_then(|c| c.home.clone());
         let config_views = tokio::task::spawn_blocking(move || match statements {
-            Some(sql) => sql::apply_config(&applying, &sql),
+            Some(sql) => sql::apply_config(&applying, &sql, home.as_ref()),
             None => Ok(Vec::new()),
         })
         .await
@@ -306,7 +307,13 @@ async fn join_cluster(
             http_addr.port()
         ),
     };
-    let joined = cluster::Cluster::new(&cluster.name, &worker, &http_addr.to_string(), lake);
+    let joined = cluster::Cluster::new(
+        &cluster.name,
+        &worker,
+        &http_addr.to_string(),
+        cluster.kafka.as_deref(),
+        lake,
+    );
     joined.join(log)?;
     let following = log.clone();
     tokio::task::spawn_blocking(move || following.follow())

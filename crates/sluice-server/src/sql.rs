@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sluice_log::{Log, Retention, Stream, StreamOptions};
 use sluice_pipeline::PipelineError;
+use sluice_pipeline::source::TopicHome;
 use sluice_query::QueryEngine;
 use sluice_query::arrow::array::RecordBatch;
 use sluice_query::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -152,10 +153,12 @@ pub async fn answer(
         statement,
         Statement::CreateStream(_) | Statement::DropStream { .. }
     );
-    let log = log.clone();
-    let result = tokio::task::spawn_blocking(move || execute(&log, statement, Existing::Refuse))
-        .await
-        .map_err(|e| ServerError::Internal(e.to_string()))??;
+    let (log, home) = (log.clone(), topic_home(state));
+    let result = tokio::task::spawn_blocking(move || {
+        execute(&log, statement, Existing::Refuse, home.as_ref())
+    })
+    .await
+    .map_err(|e| ServerError::Internal(e.to_string()))??;
     if changes_streams {
         // A created stream's tables exist, and a dropped one's are gone, when the statement
         // returns (not at the next upkeep tick).
@@ -234,18 +237,22 @@ async fn run_query(
     Ok((output.schema, output.batches))
 }
 
-/// Runs one statement. Blocking: stream creation and deletion fsync.
+/// Where a stream declared without a connector gets a topic: the cluster's brokers, if any.
+pub fn topic_home(state: &AppState) -> Option<TopicHome> {
+    state.cluster.as_ref().and_then(|c| c.home.clone())
+}
+
+/// Runs one statement; a stream declared without a connector gets a topic in `home`, when
+/// given (a cluster's). Blocking: stream creation and deletion fsync.
 pub fn execute(
     log: &Log,
     statement: Statement,
     existing: Existing,
+    home: Option<&TopicHome>,
 ) -> Result<QueryResult, ServerError> {
     match statement {
-        Statement::CreateStream(create) => create_stream(log, create, existing),
-        Statement::DropStream { name, if_exists } => match log.drop_stream(&name) {
-            Err(sluice_log::Error::StreamNotFound(_)) if if_exists => Ok(QueryResult::default()),
-            result => result.map(|()| QueryResult::default()).map_err(Into::into),
-        },
+        Statement::CreateStream(create) => create_stream(log, create, existing, home),
+        Statement::DropStream { name, if_exists } => drop_stream(log, &name, if_exists),
         Statement::ShowStreams => Ok(show_streams(&log.streams())),
         Statement::Describe { name } => Ok(describe(&*log.stream(&name)?)),
         statement @ (Statement::Sql(_)
@@ -285,12 +292,13 @@ fn create_stream(
     log: &Log,
     mut create: CreateStream,
     existing: Existing,
+    home: Option<&TopicHome>,
 ) -> Result<QueryResult, ServerError> {
     // A stream that exists is compared as declared; a new one's connector is checked (the
-    // brokers asked) and where it starts fixed.
+    // brokers asked) and where it starts fixed, or its topic created.
     let elsewhere = match log.stream(&create.name) {
         Ok(_) => create.definition.connector.as_ref().map(|c| c.produce_to()),
-        Err(_) => sluice_pipeline::source::prepare_stream(&create.name, &mut create.definition)?,
+        Err(_) => sluice_pipeline::source::prepare_stream(&mut create, home)?,
     };
     let wanted = options(&create, elsewhere);
     match log.create_stream(&create.name, wanted.clone()) {
@@ -313,6 +321,35 @@ fn create_stream(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Drops stream `name`, then, [`crate::cluster::RETIRE_TOPIC_AFTER`] later, the topic Sluice
+/// created for it, if it did: its records go with it, as a log's own stream's do. Called on the
+/// server's runtime (a blocking thread of it).
+fn drop_stream(log: &Log, name: &str, if_exists: bool) -> Result<QueryResult, ServerError> {
+    let definition = match log.stream(name) {
+        Ok(stream) => StreamDefinition::from_log(&stream.meta().definition),
+        Err(sluice_log::Error::StreamNotFound(_)) if if_exists => {
+            return Ok(QueryResult::default());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match log.drop_stream(name) {
+        Err(sluice_log::Error::StreamNotFound(_)) if if_exists => return Ok(QueryResult::default()),
+        result => result?,
+    }
+    let name = name.to_string();
+    tokio::runtime::Handle::current().spawn(async move {
+        tokio::time::sleep(crate::cluster::RETIRE_TOPIC_AFTER).await;
+        let retired = tokio::task::spawn_blocking(move || {
+            sluice_pipeline::source::retire_stream(&name, &definition).map_err(|e| (name, e))
+        });
+        if let Ok(Err((stream, e))) = retired.await {
+            // The stream is gone; its topic stays, and a stream created under its name is told.
+            tracing::warn!(stream, error = %e, "cannot delete the dropped stream's topic");
+        }
+    });
+    Ok(QueryResult::default())
 }
 
 fn duration(ms: Option<u64>) -> Value {
@@ -395,7 +432,11 @@ fn describe(stream: &Stream) -> QueryResult {
 
 /// Applies a config file's stream statements at start-up, idempotently. Returns its
 /// `CREATE MATERIALIZED VIEW` statements, which the views apply once the lake is open.
-pub fn apply_config(log: &Log, sql: &str) -> Result<Vec<sluice_sql::CreateView>, ServerError> {
+pub fn apply_config(
+    log: &Log,
+    sql: &str,
+    home: Option<&TopicHome>,
+) -> Result<Vec<sluice_sql::CreateView>, ServerError> {
     let statements = sluice_sql::parse(sql)
         .map_err(|e| ServerError::Config(format!("in the config file: {e}")))?;
     let mut views = Vec::new();
@@ -403,7 +444,7 @@ pub fn apply_config(log: &Log, sql: &str) -> Result<Vec<sluice_sql::CreateView>,
         match statement {
             Statement::CreateView(create) => views.push(create),
             statement => {
-                execute(log, statement, Existing::SameDefinition)?;
+                execute(log, statement, Existing::SameDefinition, home)?;
             }
         }
     }

@@ -45,15 +45,17 @@ impl Connector {
         }
     }
 
-    /// The connector with where it starts as declared, not as fixed when its stream was
-    /// created (to compare a declaration with what a stream keeps).
-    pub fn as_declared(&self) -> Connector {
+    /// The connector as declared, not as fixed when its stream was created (where it starts),
+    /// to compare a declaration with what a stream keeps: none for a topic Sluice created for
+    /// a stream declared without one (in a cluster).
+    pub fn as_declared(&self) -> Option<Connector> {
         let mut declared = self.clone();
         match &mut declared {
+            Connector::Kafka(topic) if topic.owned => return None,
             Connector::Kafka(topic) => topic.starts.clear(),
             Connector::Kinesis(stream) => stream.started_ms = None,
         }
-        declared
+        Some(declared)
     }
 
     /// Where producers send this stream's records (for a door that refuses them).
@@ -90,6 +92,10 @@ pub struct KafkaTopic {
     /// not here (one added to the topic later) starts at its oldest record.
     #[serde(default)]
     pub starts: BTreeMap<u32, u64>,
+    /// Whether Sluice created the topic for its stream (a cluster's stream declared without a
+    /// connector), and so deletes it with the stream.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub owned: bool,
 }
 
 /// A Kinesis stream a stream follows.
@@ -306,6 +312,7 @@ impl ConnectorOptions {
             group_id,
             properties,
             starts: BTreeMap::new(),
+            owned: false,
         })))
     }
 }

@@ -232,8 +232,8 @@ impl StreamDefinition {
         }
         let mut kept = StreamDefinition::from_log(&kept);
         // Where a connector starts was fixed when the stream was created.
-        kept.connector = kept.connector.as_ref().map(Connector::as_declared);
-        let connector = self.connector.as_ref().map(Connector::as_declared);
+        kept.connector = kept.connector.as_ref().and_then(Connector::as_declared);
+        let connector = self.connector.as_ref().and_then(Connector::as_declared);
         kept == StreamDefinition {
             connector,
             ..self.clone()

@@ -75,6 +75,8 @@ struct ConfigFile {
     cluster: Option<String>,
     /// This worker's name in its cluster.
     worker: Option<String>,
+    /// The cluster's Kafka brokers, where streams created without a connector live.
+    kafka: Option<String>,
     /// The HTTP address.
     http: Option<SocketAddr>,
     /// The PostgreSQL protocol's address.
@@ -137,6 +139,7 @@ pub struct Flags {
     pub lake: Option<String>,
     pub cluster: Option<String>,
     pub worker: Option<String>,
+    pub kafka: Option<String>,
     pub http: Option<SocketAddr>,
     pub pg: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
@@ -188,9 +191,17 @@ pub fn resolve_with_env(
     config.dashboards = parsed.dashboards;
     config.lake = flags.lake.or(parsed.lake);
     let worker = flags.worker.or(parsed.worker);
+    let kafka = flags.kafka.or(parsed.kafka);
     config.cluster = match flags.cluster.or(parsed.cluster) {
-        Some(name) => Some(ClusterConfig { name, worker }),
+        Some(name) => Some(ClusterConfig {
+            name,
+            worker,
+            kafka,
+        }),
         None if worker.is_some() => anyhow::bail!("a worker's name needs a cluster (--cluster)"),
+        None if kafka.is_some() => anyhow::bail!(
+            "the Kafka brokers (--kafka) are a cluster's: give its name too (--cluster)"
+        ),
         None => None,
     };
     if let Some(interval) = parsed.commit_interval {

@@ -53,6 +53,10 @@ enum Command {
         /// This worker's name in its cluster [default: HOSTNAME:HTTP_PORT]
         #[arg(long)]
         worker: Option<String>,
+        /// The cluster's Kafka brokers (host:port,…): a stream created without a connector gets
+        /// a topic of its own there, which every worker's doors produce into
+        #[arg(long, value_name = "BROKERS")]
+        kafka: Option<String>,
         /// The HTTP address: ingest, Kinesis API, SQL, status, metrics [default: 127.0.0.1:7878]
         #[arg(long)]
         http: Option<SocketAddr>,
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             lake,
             cluster,
             worker,
+            kafka,
             http,
             pg,
             tls_cert,
@@ -111,6 +116,7 @@ fn main() -> anyhow::Result<()> {
                 lake,
                 cluster,
                 worker,
+                kafka,
                 http,
                 pg,
                 tls_cert,

@@ -54,7 +54,7 @@ const IDLE_POLL: Duration = Duration::from_millis(5);
 /// How often the consumer group is told the positions the lake holds.
 const COMMIT_EVERY: Duration = Duration::from_secs(5);
 /// How long broker calls made while creating a stream may take.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One record of a partition, as fetched.
 #[derive(Debug)]
@@ -88,8 +88,8 @@ impl FetchedRecord for Record {
 
 /// Checks that a new stream's topic can be read and fixes where the stream starts: per
 /// partition for `latest` and a timestamp (`starts`), so that every pipeline and restart
-/// agree. Blocking (broker calls).
-pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<()> {
+/// agree. Returns how many partitions the topic has. Blocking (broker calls).
+pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<u32> {
     let consumer: BaseConsumer<Context> = config(stream, topic)?
         .create_with_context(Context::default())
         .map_err(|e| unreachable(topic, e))?;
@@ -129,7 +129,7 @@ pub fn prepare(stream: &str, topic: &mut KafkaTopic) -> Result<()> {
             starts
         }
     };
-    Ok(())
+    Ok(partitions.len() as u32)
 }
 
 /// The offset of the first record of partition `p` whose timestamp is at or after `ms` (its
@@ -183,17 +183,35 @@ fn first_record(
     )))
 }
 
-/// The consumer settings of a stream's topic: the user's `properties` (secrets read from the
-/// environment variables they name), then Sluice's own.
+/// The consumer settings of a stream's topic: Sluice's defaults, the user's `properties`
+/// ([`client_config`]), then the settings exactly once rests on.
 fn config(stream: &str, topic: &KafkaTopic) -> Result<ClientConfig> {
-    let mut config = ClientConfig::new();
-    config
+    let mut defaults = ClientConfig::new();
+    defaults
         .set("client.id", format!("sluice-{stream}"))
         // Low latency by default: a fetch returns as soon as a record is there.
         .set("fetch.wait.max.ms", "100")
         // librdkafka's default (1 s) stalls a partition whose local queue filled for a whole
         // second, though the fetch thread drains it at once: 4.4× the throughput on W1.
         .set("fetch.queue.backoff.ms", "10");
+    let mut config = client_config(stream, topic, defaults)?;
+    config
+        .set("group.id", &topic.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "error");
+    Ok(config)
+}
+
+/// The settings of a client of a stream's topic: `defaults`, then the user's `properties`
+/// (secrets read from the environment variables they name), then the brokers.
+pub(super) fn client_config(
+    stream: &str,
+    topic: &KafkaTopic,
+    defaults: ClientConfig,
+) -> Result<ClientConfig> {
+    let mut config = defaults;
     for (key, value) in &topic.properties {
         match key.strip_suffix("_env") {
             Some(key) => {
@@ -208,13 +226,7 @@ fn config(stream: &str, topic: &KafkaTopic) -> Result<ClientConfig> {
             None => config.set(key, value),
         };
     }
-    config
-        .set("bootstrap.servers", &topic.brokers)
-        .set("group.id", &topic.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "error");
+    config.set("bootstrap.servers", &topic.brokers);
     Ok(config)
 }
 
@@ -239,7 +251,7 @@ fn partitions<C: ConsumerContext>(
     }
 }
 
-fn unreachable(topic: &KafkaTopic, e: KafkaError) -> PipelineError {
+pub(super) fn unreachable(topic: &KafkaTopic, e: KafkaError) -> PipelineError {
     PipelineError::Unavailable(format!(
         "Kafka brokers {} (topic '{}'): {e}",
         topic.brokers, topic.topic

@@ -27,6 +27,8 @@ pub mod kafka;
 pub mod kinesis;
 #[cfg(feature = "kafka")]
 pub mod membership;
+#[cfg(feature = "kafka")]
+mod produce;
 mod stream;
 mod view;
 
@@ -37,7 +39,7 @@ use arrow::array::TimestampMicrosecondArray;
 use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use sluice_sql::{Connector, StreamDefinition};
+use sluice_sql::{Connector, CreateStream, StreamDefinition};
 
 pub use self::stream::StreamSource;
 pub use self::view::UpstreamView;
@@ -91,23 +93,83 @@ pub trait Assignment: Send + Sync + 'static {
     fn held(&self) -> Option<std::collections::BTreeSet<Partition>>;
 }
 
-/// Readies a new stream's definition for the log: checks that its connector's records can be
-/// read and fixes where reading starts. Returns where its records come from, when not from
-/// the log's doors (what those doors tell producers). Blocking: it asks the brokers.
-pub fn prepare_stream(name: &str, definition: &mut StreamDefinition) -> Result<Option<String>> {
-    let Some(connector) = &mut definition.connector else {
+/// Where a cluster keeps the records of a stream declared without a connector: a topic of its
+/// own on the cluster's brokers, `<cluster>.<stream>`, created with the stream and deleted
+/// with it.
+#[derive(Debug, Clone)]
+pub struct TopicHome {
+    /// The bootstrap brokers, `host:port` separated by commas.
+    pub brokers: String,
+    /// The cluster's name.
+    pub cluster: String,
+}
+
+/// Readies a new stream for the log: a stream declared without a connector gets a topic of its
+/// own in `home`, when given; a stream of a connector has its records checked to be readable,
+/// where reading starts fixed, and (a Kafka topic's) as many shards as the topic has
+/// partitions, which the doors of a cluster produce into. Returns where its records come
+/// from, when not from the log's doors (what those doors tell producers). Blocking: it asks
+/// the brokers.
+pub fn prepare_stream(
+    create: &mut CreateStream,
+    home: Option<&TopicHome>,
+) -> Result<Option<String>> {
+    let name = create.name.as_str();
+    if create.definition.connector.is_none()
+        && let Some(home) = home
+    {
+        create.definition.connector = Some(new_topic(home, name, create.shards)?);
+    }
+    let Some(connector) = &mut create.definition.connector else {
         return Ok(None);
     };
     let elsewhere = connector.produce_to();
-    let prepared = match connector {
+    match connector {
         #[cfg(feature = "kafka")]
-        Connector::Kafka(topic) => kafka::prepare(name, topic),
+        Connector::Kafka(topic) => {
+            let partitions = kafka::prepare(name, topic)?;
+            create.shards = partitions.clamp(1, sluice_log::MAX_SHARDS);
+        }
         #[cfg(feature = "kinesis")]
-        Connector::Kinesis(stream) => kinesis::prepare(name, stream),
+        Connector::Kinesis(stream) => kinesis::prepare(name, stream)?,
         #[allow(unreachable_patterns)]
-        other => Err(not_built(name, other)),
-    };
-    prepared.map(|()| Some(elsewhere))
+        other => return Err(not_built(name, other)),
+    }
+    Ok(Some(elsewhere))
+}
+
+/// A new topic for stream `stream` in `home`, with `partitions` partitions.
+fn new_topic(home: &TopicHome, stream: &str, partitions: u32) -> Result<Connector> {
+    #[cfg(feature = "kafka")]
+    return Ok(Connector::Kafka(Box::new(produce::create_topic(
+        home, stream, partitions,
+    )?)));
+    #[cfg(not(feature = "kafka"))]
+    Err(crate::PipelineError::Unsupported(format!(
+        "stream '{stream}' would read a topic of its own on {} ({partitions} partitions): this \
+         Sluice was built without the 'kafka' feature",
+        home.brokers
+    )))
+}
+
+/// What a dropped stream leaves to clean: the topic Sluice created for it, deleted. Blocking.
+pub fn retire_stream(name: &str, definition: &StreamDefinition) -> Result<()> {
+    match &definition.connector {
+        #[cfg(feature = "kafka")]
+        Some(Connector::Kafka(topic)) => produce::delete_topic(name, topic),
+        _ => Ok(()),
+    }
+}
+
+/// Where the doors of a cluster's workers send appends to its streams: their Kafka topics.
+pub fn forward_appends() -> Result<Arc<dyn sluice_log::Forward>> {
+    #[cfg(feature = "kafka")]
+    return Ok(Arc::new(produce::Producers::default()));
+    #[cfg(not(feature = "kafka"))]
+    Err(crate::PipelineError::Unsupported(
+        "a cluster's streams are Kafka topics: this Sluice was built without the 'kafka' feature"
+            .into(),
+    ))
 }
 
 /// Why a stream of `connector` cannot be read by this build.

@@ -82,11 +82,11 @@ fn kafka_stream(
     let sluice_sql::Statement::CreateStream(mut c) = sluice_sql::parse(&create)?.remove(0) else {
         panic!("not a CREATE STREAM")
     };
-    let elsewhere = prepare_stream(name, &mut c.definition)?;
+    let elsewhere = prepare_stream(&mut c, None)?;
     Ok(log.create_stream(
         name,
         StreamOptions {
-            shards: 1,
+            shards: c.shards,
             retention: Retention::default(),
             definition: c.definition.to_log(),
             elsewhere,
@@ -464,4 +464,76 @@ async fn workers_sharing_a_topic_through_a_group_write_every_record_once_as_part
         count(&table, "SELECT count(DISTINCT (_shard, _seq)) FROM t").await,
         4000
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doors_of_a_log_that_forwards_appends_produce_into_the_topic_each_record_once_at_its_offset()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let kafka = Kafka::new(3);
+    let stream = kafka_stream(&log, "clicks", &kafka.brokers(), "").unwrap();
+    assert_eq!(stream.shards().len(), 3, "a shard a partition");
+    log.forward_appends(sluice_pipeline::source::forward_appends().unwrap());
+    // Brokers that fail some produce requests: the producer retries them, never twice.
+    kafka.cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 4],
+    );
+
+    // Two doors append at once, and another producer writes the same partitions.
+    let door = |first: i64| {
+        let stream = stream.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for request in 0..10 {
+                let mut batches = stream.batches();
+                let mut placed = Vec::new();
+                for i in 0..50 {
+                    let n = first + request * 50 + i;
+                    let key = format!("u{n}");
+                    let shard = stream.shard_for_key(key.as_bytes());
+                    let record =
+                        format!(r#"{{"user_id":"u{n}","n":{n},"ts":"2026-01-05T14:30:00Z"}}"#);
+                    let index = batches
+                        .push(shard, key.as_bytes(), record.as_bytes())
+                        .unwrap();
+                    placed.push((n, shard, index));
+                }
+                let outcome = stream.append(batches).await.unwrap();
+                for (n, shard, index) in placed {
+                    let part = outcome.iter().find(|o| o.shard == shard).unwrap();
+                    let appended = part.result.as_ref().unwrap();
+                    acked.push((n, shard, appended.seq(index)));
+                }
+            }
+            acked
+        })
+    };
+    let (first, second) = (door(10_000), door(20_000));
+    let others = kafka.produce(0, 300, 3, 0);
+    let mut acked = first.await.unwrap();
+    acked.extend(second.await.unwrap());
+    assert_eq!(acked.len(), 1000);
+
+    let mut pipeline = raw(&log, &lake, "clicks").await;
+    take(&mut pipeline, 1000 + others).await;
+    let rows = lake.open("clicks").await.unwrap();
+    assert_eq!(
+        count(&rows, "SELECT count(DISTINCT (_shard, _seq)) FROM t").await,
+        1300
+    );
+    // Each acknowledged record is at the partition and offset its door was told, with its key.
+    let told: Vec<String> = acked
+        .iter()
+        .map(|(n, shard, seq)| format!("({n}, {shard}, {seq})"))
+        .collect();
+    let sql = format!(
+        "SELECT count(*) FROM t JOIN (VALUES {}) AS told(n, shard, seq) \
+         ON t.n = told.n AND t._shard = told.shard AND t._seq = told.seq \
+         AND t._key = concat('u', told.n)",
+        told.join(", ")
+    );
+    assert_eq!(count(&rows, &sql).await, 1000);
 }
