@@ -19,11 +19,12 @@
 # included. Prints the medians.
 #
 # Usage: bench/cluster.sh [RUNS=3]
-# Environment: CLUSTER_EVENTS (3000000); QUOTA (0.3 CPU a worker); WORKER_COUNTS ("1 2 4");
+# Environment: CLUSTER_EVENTS (3000000); DOOR_EVENTS (1000000); QUOTA (0.3 CPU a worker); WORKER_COUNTS ("1 2 4");
 # TIMEOUT (1800 s a step may take); common.sh's SLUICE_BENCH_PROFILE=debug to try it out, e.g.
 #   SLUICE_BENCH_PROFILE=debug CLUSTER_EVENTS=100000 bench/cluster.sh 1
 RUNS=${1:-3}
 EVENTS=${CLUSTER_EVENTS:-3000000}
+DOOR_EVENTS=${DOOR_EVENTS:-1000000}
 QUOTA=${QUOTA:-0.3}
 WORKER_COUNTS=${WORKER_COUNTS:-1 2 4}
 TIMEOUT=${TIMEOUT:-1800}
@@ -56,6 +57,7 @@ start_worker() {
   # The shell moves itself into the cgroup, then becomes the worker: every thread is in it.
   sh -c 'echo $$ >"$1/cgroup.procs"; shift; exec "$@"' _ "$group" \
     "$SLUICE" serve --cluster bench --worker "w$i" --lake "$WORK/lake" --data-dir "$WORK/data-w$i" \
+    --kafka $BROKERS \
     --http 127.0.0.1:$((PORT + i)) --pg 127.0.0.1:0 >"$WORK/w$i.out" 2>"$WORK/w$i.err" &
   WORKERS+=($!)
   for _ in $(seq 300); do grep -q 'http listening' "$WORK/w$i.out" 2>/dev/null && break; sleep 0.1; done
@@ -126,6 +128,90 @@ print(json.dumps({
 PY
     tail -1 "$RESULTS"
   done
+
+  for n in $WORKER_COUNTS; do
+    rm -rf "$WORK"/lake "$WORK"/data-w*
+    for i in $(seq "$n"); do start_worker "$i"; done
+    # A topic of its own a run (bench.door_ticks_<run>_<n>): a dropped one is deleted later.
+    stream=door_ticks_${run}_$n
+    URL=http://127.0.0.1:$((PORT + 1)) sql "CREATE STREAM $stream ($COLUMNS) WITH (shards = $PARTITIONS, event_time = 'ts')"
+    for i in $(seq "$n"); do
+      for _ in $(seq 100); do
+        curl -sf http://127.0.0.1:$((PORT + i))/v1/streams | grep -q "\"$stream\"" && break
+        sleep 0.1
+      done
+    done
+    head -n "$DOOR_EVENTS" "$WORK/events.ndjson" | split -n "r/$n" - "$WORK/part-"
+    t0=$(date +%s.%N)
+    PRODUCERS=()
+    i=0
+    for part in "$WORK"/part-*; do
+      i=$((i + 1))
+      "$SLUICE" produce "$stream" --server http://127.0.0.1:$((PORT + i)) --key ticker --quiet <"$part" &
+      PRODUCERS+=($!)
+    done
+    for pid in "${PRODUCERS[@]}"; do wait "$pid" || { echo "a producer failed" >&2; exit 1; }; done
+    t1=$(date +%s.%N)
+    rm -f "$WORK"/part-*
+    LANDED=$($VENV/bin/python - "$n" "$PORT" "$DOOR_EVENTS" "$TIMEOUT" "$stream" <<'PY'
+import json, sys, time, urllib.request
+n, port, records, timeout = map(int, sys.argv[1:5])
+stream = sys.argv[5]
+deadline = time.monotonic() + timeout
+while time.monotonic() < deadline:
+    written = 0
+    for i in range(1, n + 1):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/v1/streams", timeout=10) as r:
+            for s in json.load(r)["streams"]:
+                if s["name"] == stream and s.get("pipeline"):
+                    written += s["pipeline"]["rows_out"] + s["pipeline"]["errors_out"]
+    if written >= records:
+        print(time.time())
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(f"the workers did not take {records} records in {timeout} s")
+PY
+)
+    cpu=0
+    for pid in "${WORKERS[@]}"; do cpu=$(python3 -c "print($cpu + $(cpu_of "$pid"))"); done
+    stop_workers
+    python3 - "$n" "$DOOR_EVENTS" "$t0" "$t1" "$LANDED" "$cpu" >>"$RESULTS" <<'PY'
+import json, sys
+n, records = int(sys.argv[1]), int(sys.argv[2])
+t0, t1, landed, cpu = map(float, sys.argv[3:])
+print(json.dumps({
+    f"doors_w{n}_acked_per_s": round(records / (t1 - t0)),
+    f"doors_w{n}_landed_per_s": round(records / (landed - t0)),
+    f"doors_w{n}_cpu_s_per_m": round(cpu / (records / 1e6), 2),
+}))
+PY
+    tail -1 "$RESULTS"
+  done
+
+  rm -rf "$WORK"/lake "$WORK"/data-w*
+  for i in 1 2 3; do start_worker "$i"; done
+  stream=failover_ticks_$run
+  URL=http://127.0.0.1:$((PORT + 1)) sql "CREATE STREAM $stream ($COLUMNS) WITH (shards = $PARTITIONS, event_time = 'ts')"
+  sleep 2
+  "$SLUICE" produce "$stream" --server http://127.0.0.1:$((PORT + 3)) --key ticker --rate 20000 --loop \
+    --quiet <"$WORK/events.ndjson" &
+  PRODUCER=$!
+  sleep 10
+  KILLED=$(curl -sf http://127.0.0.1:$((PORT + 2))/v1/cluster | python3 -c '
+import json, sys
+workers = json.load(sys.stdin)["workers"]
+print(json.dumps(sorted(int(p) for w in workers if w["worker"] == "w1" for s in w["streams"] for p in s["partition_lag"])))')
+  kill_ms=$(date +%s%3N)
+  kill -9 "${WORKERS[0]}"
+  sleep 25
+  join_ms=$(date +%s%3N)
+  start_worker 4
+  sleep 30
+  kill "$PRODUCER"; wait "$PRODUCER" 2>/dev/null || true
+  stop_workers
+  echo "partitions of the killed worker: $KILLED"
+  $PY commit_gaps "$WORK/lake/$stream" "$kill_ms" "$join_ms" "$KILLED" >>"$RESULTS"
+  tail -1 "$RESULTS"
 done
 
 echo "== medians of $RUNS runs, $RECORDS records, workers capped at $QUOTA CPU each"
@@ -140,4 +226,7 @@ base = median.get("w1_per_s_settled")
 for n in (2, 4):
     if base and f"w{n}_per_s_settled" in median:
         print(f"scaling 1 → {n} workers (settled): {median[f'w{n}_per_s_settled'] / base:.2f}×")
+    doors = median.get("doors_w1_acked_per_s")
+    if doors and f"doors_w{n}_acked_per_s" in median:
+        print(f"scaling 1 → {n} workers (doors, acknowledged): {median[f'doors_w{n}_acked_per_s'] / doors:.2f}×")
 PY

@@ -210,5 +210,40 @@ def wait_mirror(url, table, alive, qty, timeout):
                 timeout, every=0.1))
 
 
+def commit_gaps(table, kill_ms, join_ms, killed):
+    """From the Delta log of TABLE (a folder): the failover time — for the partitions KILLED (a
+    JSON list) held by the worker killed at KILL_MS, until each was committed again, the longest
+    — and the rebalance pause — the longest any partition went without a commit in the 30 s
+    after a worker joined at JOIN_MS — beside the median time between a partition's commits
+    before the kill. Prints them as JSON (seconds)."""
+    import statistics
+    kill_ms, join_ms, killed = int(kill_ms), int(join_ms), json.loads(killed)
+    commits, retries = {}, []
+    for path in sorted(Path(table, "_delta_log").glob("*.json")):
+        at, partitions = None, []
+        for line in path.read_text().splitlines():
+            action = json.loads(line)
+            if "commitInfo" in action:
+                at = action["commitInfo"]["timestamp"]
+                metrics = action["commitInfo"].get("operationMetrics") or {}
+                retries.append(int(metrics.get("num_retries", 0)))
+            elif "txn" in action and action["txn"]["appId"].startswith("shard-"):
+                partitions.append(int(action["txn"]["appId"][len("shard-"):]))
+        for p in partitions:
+            commits.setdefault(p, []).append(at)
+    for times in commits.values():
+        times.sort()
+    failover = max((min((t for t in commits.get(p, []) if t > kill_ms), default=float("inf")) - kill_ms)
+                   for p in killed)
+    steady = statistics.median(b - a for times in commits.values()
+                               for a, b in zip(times, times[1:]) if b < kill_ms)
+    pause = max((b - max(a, join_ms)) for times in commits.values() for a, b in zip(times, times[1:])
+                if b > join_ms and a < join_ms + 30_000)
+    retries.sort()
+    print(json.dumps({"failover_s": failover / 1000, "join_pause_s": pause / 1000,
+                      "commit_every_s": steady / 1000, "commit_retries_p50": retries[len(retries) // 2],
+                      "commit_retries_p99": retries[min(len(retries) - 1, len(retries) * 99 // 100)]}))
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*sys.argv[2:])
