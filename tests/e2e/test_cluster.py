@@ -227,8 +227,8 @@ class Doors:
     acknowledged, what failed (a worker killed under it) is unknown: it may or may not land, and
     is not sent again."""
 
-    def __init__(self, workers: list):
-        self.workers, self.turn = workers, 0
+    def __init__(self, workers: list, pause: float):
+        self.workers, self.turn, self.pause = workers, 0, pause
         self.acked: dict[str, list[bytes]] = {}
         self.unknown: dict[str, list[bytes]] = {}
 
@@ -245,6 +245,7 @@ class Doors:
             answered.setdefault(stream, []).extend(batch)
             if status not in (200, None) and worker.running:
                 assert status >= 500, (status, body)
+            time.sleep(self.pause)
 
 
 def multiset(rows) -> collections.Counter:
@@ -268,14 +269,16 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
         wait_for(lambda: {"ticks", "clicks"} <= streams_of(worker), "the streams on every worker", timeout=10)
 
     ticks, clicks = lines_of(sluice_bin, "ticks", 24_000), lines_of(sluice_bin, "clicks", 12_000)
-    doors = Doors([w1, w2, w3])
+    # Records arrive through every door for half a minute; once the workers commit, one of
+    # them is killed and restarted twice, and a fourth joins.
+    doors = Doors([w1, w2, w3], pause=0.3)
     sending = threading.Thread(target=lambda: [
         (doors.send("ticks", ticks[at:at + 2000], key="ticker"), doors.send("clicks", clicks[at // 2:at // 2 + 1000]))
         for at in range(0, len(ticks), 2000)
     ], daemon=True)
     sending.start()
-    # One worker is killed and restarted twice while records arrive through every door, and a
-    # fourth joins.
+    wait_for(lambda: (workers.tmp_path / "lake" / "ticks" / "_delta_log" / "00000000000000000002.json").exists(),
+             "the workers committing")
     for _ in range(2):
         time.sleep(1.5)
         w2.kill9()
@@ -331,6 +334,18 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     # Any worker answers with the same count.
     for worker in (w1, w2, w3, w4):
         wait_for(lambda: worker.sql("SELECT count(*) AS n FROM ticks")["rows"] == [[len(raw)]], "the count on a worker")
+
+    # Partitions that moved while records arrived for them (the killed worker's, and those the
+    # group moved when it came back and when a fourth joined) say how long they went without a
+    # commit: the failover, in the workers' documents and their metrics.
+    def failovers():
+        _, _, body = w3.get("/v1/cluster")
+        moved = [s["failover_ms"] for w in body["workers"] for s in w["streams"] if s.get("failover_ms") is not None]
+        return moved or None
+
+    moved = wait_for(failovers, "a worker's document saying how long partitions went without a commit")
+    assert all(0 <= ms < 120_000 for ms in moved), moved
+    assert any("sluice_pipeline_failover_seconds_count" in str(w.get("/metrics")[2]) for w in (w1, w2, w3, w4))
 
     # A topic of that name is someone's: a stream is not created over it unasked.
     # Its topic is deleted with it, once every worker has closed its clients of it.

@@ -11,7 +11,8 @@
 //!   of the commits it has read, oldest first, so that a newer commit's replaces an older one's;
 //!   past a hundred commits to catch up it reads only the newest. The cache is only a shortcut:
 //!   [`LakeTable::position`] asks the log (and its checkpoints) for any application id it does
-//!   not hold, so every answer is the log's.
+//!   not hold, so every answer is the log's. Each `txn` carries when it was written
+//!   (`lastUpdated`), read back by [`LakeTable::positions_written`].
 //! - **Maintenance changes no row and no position.** [`LakeTable::compact`] rewrites files in a
 //!   commit that changes no data (the change data feed shows none) and records no position, so
 //!   those recorded before stand; [`LakeTable::vacuum`] deletes only files the current version
@@ -86,8 +87,9 @@ pub struct LakeTable {
     table: DeltaTable,
     /// The `txn` versions (application id → version) recorded by the commits this handle has
     /// read — its latest when it was opened, and every one since — so that a position is
-    /// usually known without replaying the table's log (see [`LakeTable::position`]).
-    positions: Arc<HashMap<String, i64>>,
+    /// usually known without replaying the table's log (see [`LakeTable::position`]), with
+    /// when each was written (ms since the epoch), where the commit said.
+    positions: Arc<HashMap<String, (i64, Option<i64>)>>,
 }
 
 impl LakeTable {
@@ -135,7 +137,7 @@ impl LakeTable {
     /// when a commit this handle read recorded it (every commit of a pipeline records all its
     /// positions); else from the table's log.
     pub async fn position(&self, app_id: &str) -> Result<Option<i64>> {
-        if let Some(&version) = self.positions.get(app_id) {
+        if let Some(&(version, _)) = self.positions.get(app_id) {
             return Ok(Some(version));
         }
         let snapshot = self.table.snapshot().map_err(|e| self.error(e))?;
@@ -143,6 +145,51 @@ impl LakeTable {
             .transaction_version(self.table.log_store().as_ref(), app_id)
             .await
             .map_err(|e| self.error(e))
+    }
+
+    /// When the last commits recording applications `app_ids` were written (ms since the
+    /// epoch), of those recorded by a commit this handle read or by one of the hundred before
+    /// its version (read newest first, until each is found), and whose `txn` said when.
+    pub async fn positions_written(&self, app_ids: &[String]) -> Result<HashMap<String, i64>> {
+        const MOST_COMMITS: u64 = 100;
+        let mut written = HashMap::new();
+        let mut missing: Vec<&String> = Vec::new();
+        for app_id in app_ids {
+            match self.positions.get(app_id) {
+                Some(&(_, Some(at))) => {
+                    written.insert(app_id.clone(), at);
+                }
+                Some((_, None)) => {}
+                None => missing.push(app_id),
+            }
+        }
+        let Some(newest) = self.version() else {
+            return Ok(written);
+        };
+        let mut version = newest;
+        while !missing.is_empty() && newest - version < MOST_COMMITS {
+            let entry = self
+                .table
+                .log_store()
+                .read_commit_entry(version)
+                .await
+                .map_err(|e| self.error(e))?;
+            // A commit already cleaned up: the older ones are too.
+            let Some(entry) = entry else { break };
+            for txn in transactions(&entry) {
+                if let Some(at) = missing.iter().position(|&a| *a == txn.app_id) {
+                    let app_id = missing.swap_remove(at);
+                    if let Some(written_at) = txn.last_updated {
+                        written.insert(app_id.clone(), written_at);
+                    }
+                }
+            }
+            let Some(older) = version.checked_sub(1) else {
+                break;
+            };
+            version = older;
+        }
+        Ok(written)
     }
 
     /// A handle on `table` that knows the positions its latest commit recorded.
@@ -160,16 +207,6 @@ impl LakeTable {
 
     /// Reads the `txn` actions of the commits `versions`, oldest first.
     async fn read_positions(&mut self, versions: std::ops::RangeInclusive<u64>) -> Result<()> {
-        #[derive(serde::Deserialize)]
-        struct Action {
-            txn: Option<Txn>,
-        }
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Txn {
-            app_id: String,
-            version: i64,
-        }
         let mut positions = HashMap::clone(&self.positions);
         for version in versions {
             let entry = self
@@ -181,10 +218,8 @@ impl LakeTable {
             // A commit already cleaned up (after a checkpoint): its positions come from the
             // log when asked.
             let Some(entry) = entry else { continue };
-            for line in entry.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-                if let Ok(Action { txn: Some(txn) }) = serde_json::from_slice(line) {
-                    positions.insert(txn.app_id, txn.version);
-                }
+            for txn in transactions(&entry) {
+                positions.insert(txn.app_id, (txn.version, txn.last_updated));
             }
         }
         self.positions = Arc::new(positions);
@@ -232,7 +267,7 @@ impl LakeTable {
         }
         let transactions = positions
             .into_iter()
-            .map(|(app, version)| Transaction::new(app, version))
+            .map(|(app, version)| Transaction::new_with_last_update(app, version, now_ms()))
             .collect();
         let props = CommitProperties::default().with_application_transactions(transactions);
         if batches.is_empty() {
@@ -323,7 +358,7 @@ impl LakeTable {
             .map_err(|e| self.error(e.into()))?;
         let transactions = positions
             .into_iter()
-            .map(|(app, version)| Transaction::new(app, version))
+            .map(|(app, version)| Transaction::new_with_last_update(app, version, now_ms()))
             .collect();
         let mut merge = self
             .table
@@ -566,4 +601,31 @@ impl LakeTable {
         }
         self.read_positions(from..=now).await
     }
+}
+
+/// Now, as a `txn` records when it was written: ms since the Unix epoch.
+fn now_ms() -> Option<i64> {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.ok().map(|d| d.as_millis() as i64)
+}
+
+/// A `txn` action of a commit.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Txn {
+    app_id: String,
+    version: i64,
+    last_updated: Option<i64>,
+}
+
+/// The `txn` actions of a commit's entry in the log, in order.
+fn transactions(entry: &[u8]) -> impl Iterator<Item = Txn> + '_ {
+    #[derive(serde::Deserialize)]
+    struct Action {
+        txn: Option<Txn>,
+    }
+    entry
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|line| serde_json::from_slice::<Action>(line).ok()?.txn)
 }

@@ -79,6 +79,22 @@ pub async fn committed(
     Ok(positions)
 }
 
+/// Per partition of `partitions` whose position `table`'s recent commits recorded, when the
+/// last of them was written (ms since the epoch).
+pub(crate) async fn written(
+    table: &LakeTable,
+    partitions: impl IntoIterator<Item = Partition>,
+) -> Result<BTreeMap<Partition, i64>> {
+    let partitions: Vec<Partition> = partitions.into_iter().collect();
+    let app_ids: Vec<String> = partitions.iter().map(|&p| app_id(p)).collect();
+    let written = table.positions_written(&app_ids).await?;
+    Ok(partitions
+        .into_iter()
+        .zip(&app_ids)
+        .filter_map(|(p, app)| Some((p, *written.get(app)?)))
+        .collect())
+}
+
 /// Appends `batches` to `table` in one commit recording the positions `to`, of a round that read
 /// from `from`: refused if another worker took one of the partitions since (rule 7).
 pub(crate) async fn append(

@@ -10,7 +10,10 @@
 //! that adds its rows; a round reads from the lower of the two and gives each table only the
 //! rows at or past its own, so a crash between the two commits (or before either) repeats
 //! nothing and loses nothing. Records retention deleted before the pipeline took them are a
-//! row of the errors table naming the lost range (rule 6).
+//! row of the errors table naming the lost range (rule 6). A partition that had records waiting
+//! when the pipeline was opened (it moved here from another worker, or the server restarted)
+//! says at its first commit, soon after, how long it went without one, since the last commit
+//! of its position (`txn.lastUpdated`): the failover time of the status and metrics.
 //!
 //! A change stream (`format = 'dynamodb' | 'debezium'`) has three tables: its rows are its
 //! history, `<stream>_changes` (repeats dropped: [`Repeats`]), and a third table, the mirror,
@@ -85,7 +88,18 @@ pub struct RawPipeline {
     change: Option<(Mirror, Repeats)>,
     /// The source's partitions when it was opened: its positions are of these.
     partitions: BTreeSet<Partition>,
+    /// The partitions whose positions were committed before the pipeline was opened (by
+    /// another worker, or before a restart), with when: the first commit of each here, if it
+    /// comes within [`WAITING_READ_WITHIN`] of the opening, says how long it went without one.
+    resumed: BTreeMap<Partition, i64>,
+    /// When the pipeline was opened.
+    opened: std::time::Instant,
 }
+
+/// Records a pipeline commits within this long of its opening were waiting when it opened (a
+/// moved partition's backlog, read as soon as the stream's consumer has them); records
+/// committed later may have come after an idle spell, which is no failover.
+const WAITING_READ_WITHIN: Duration = Duration::from_secs(5);
 
 impl RawPipeline {
     /// Opens (or creates) the tables of `source`'s stream and resumes from the positions they
@@ -124,6 +138,7 @@ impl RawPipeline {
         .await?;
         let partitions: Vec<Partition> = source.bounds().await?.into_keys().collect();
         let row_positions = committed(&rows, partitions.iter().copied()).await?;
+        let resumed = exactly_once::written(&rows, partitions.iter().copied()).await?;
         let error_positions = committed(&errors, partitions.iter().copied()).await?;
         let change = match is_change {
             true => {
@@ -144,6 +159,8 @@ impl RawPipeline {
             error_positions,
             change,
             partitions: partitions.into_iter().collect(),
+            resumed,
+            opened: std::time::Instant::now(),
         })
     }
 
@@ -208,7 +225,7 @@ impl Pipeline for RawPipeline {
                 "retention deleted records before the pipeline took them"
             );
         }
-        let round = Round {
+        let mut round = Round {
             records: read.records(),
             rows: rows.iter().map(|b| b.num_rows()).sum(),
             errors: errors.iter().map(|b| b.num_rows()).sum(),
@@ -218,6 +235,7 @@ impl Pipeline for RawPipeline {
             committed: row_next != self.row_positions
                 || error_next != self.error_positions
                 || mirror_next.is_some(),
+            resumed_since_ms: None,
         };
         // The tables commit at once: each records its own positions, so any may land without
         // the others (as after a crash between them).
@@ -259,6 +277,11 @@ impl Pipeline for RawPipeline {
             },
         );
         if rows_committed.is_ok() {
+            let moved = row_next
+                .iter()
+                .filter(|(p, at)| self.row_positions.get(p) != Some(at));
+            let since = moved.filter_map(|(p, _)| self.resumed.remove(p)).min();
+            round.resumed_since_ms = since.filter(|_| self.opened.elapsed() < WAITING_READ_WITHIN);
             self.row_positions = row_next;
             if let Some(repeats) = repeats {
                 history.iter().try_for_each(|b| repeats.remember(b))?;

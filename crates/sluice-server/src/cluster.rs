@@ -230,6 +230,9 @@ pub struct WorkerStream {
     pub partition_lag: std::collections::BTreeMap<u32, u64>,
     /// Times its pipeline was opened again because its partitions changed.
     pub reassignments: u64,
+    /// How long partitions last went without a commit when they moved to it (ms).
+    #[serde(default)]
+    pub failover_ms: Option<u64>,
     /// Why its pipeline last failed, while it is failing.
     pub last_error: Option<String>,
 }
@@ -287,6 +290,7 @@ async fn report_self(
             stream: status.name,
             partition_lag: status.partition_lag,
             reassignments: status.reassignments,
+            failover_ms: status.failover_ms,
             last_error: status.last_error,
         })
         .collect();

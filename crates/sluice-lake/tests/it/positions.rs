@@ -221,3 +221,41 @@ async fn a_writer_behind_another_s_commit_of_its_positions_cannot_commit_them() 
     assert_eq!(opened.position("shard-0").await.unwrap(), Some(4));
     assert_eq!(opened.position("shard-1").await.unwrap(), Some(2));
 }
+
+#[tokio::test]
+async fn a_position_says_when_it_was_written_though_later_commits_record_others() {
+    let t = TestLake::new();
+    let mut ticks = table(&t.lake, "ticks").await;
+    let before = chrono::Utc::now().timestamp_millis();
+    ticks
+        .append(
+            vec![keyed(0..2, "a")],
+            positions(&[("shard-0", 2), ("shard-1", 2)]),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let middle = chrono::Utc::now().timestamp_millis();
+    // Another writer's commits record only its own partition.
+    for n in 0..3 {
+        ticks
+            .append(vec![keyed(n..n + 1, "b")], positions(&[("shard-1", 3 + n)]))
+            .await
+            .unwrap();
+    }
+    let after = chrono::Utc::now().timestamp_millis();
+
+    // A handle opened now read only the newest commit: the older ones are read back for it.
+    let reopened = t.reopened().open("ticks").await.unwrap();
+    let asked = ["shard-0", "shard-1", "shard-2"].map(String::from);
+    let written = reopened.positions_written(&asked).await.unwrap();
+    assert!(
+        (before..middle).contains(&written["shard-0"]),
+        "{written:?}"
+    );
+    assert!(
+        (middle..=after).contains(&written["shard-1"]),
+        "{written:?}"
+    );
+    assert!(!written.contains_key("shard-2"), "never recorded");
+}

@@ -123,6 +123,10 @@ pub struct PipelineStatus {
     /// Times it was opened again because its partitions changed (moved between workers, a
     /// topic grown), since the server started.
     pub reassignments: u64,
+    /// How long partitions with records waiting last went without a commit while they moved to
+    /// this worker (a worker killed or leaving, one joining) or the server restarted: from
+    /// their last commit before to the first here, in ms of the workers' clocks.
+    pub failover_ms: Option<u64>,
     /// Why the last round (or start) failed, while it is failing.
     pub last_error: Option<String>,
 }
@@ -144,6 +148,10 @@ pub struct Round {
     pub backlog: bool,
     /// The round committed (rows, errors or positions).
     pub committed: bool,
+    /// When the partitions this round committed for the first time since the pipeline was
+    /// opened, with records waiting then, were last committed before (ms since the epoch, the
+    /// earliest): by another worker, or by this one before it restarted.
+    pub resumed_since_ms: Option<i64>,
 }
 
 /// A pipeline's status and metrics, shared by the runtime (which updates them) and whoever
@@ -160,6 +168,7 @@ struct Metrics {
     lost: metrics::Counter,
     failures: metrics::Counter,
     reassignments: metrics::Counter,
+    failover: metrics::Histogram,
     panics: metrics::Counter,
     lag: metrics::Gauge,
     watermark: metrics::Gauge,
@@ -177,6 +186,7 @@ impl Monitor {
             lost: metrics::counter!("sluice_pipeline_lost_records_total", &labels),
             failures: metrics::counter!("sluice_pipeline_failures_total", &labels),
             reassignments: metrics::counter!("sluice_pipeline_reassignments_total", &labels),
+            failover: metrics::histogram!("sluice_pipeline_failover_seconds", &labels),
             panics: metrics::counter!("sluice_pipeline_panics_total", &labels),
             lag: metrics::gauge!("sluice_pipeline_input_lag_records", &labels),
             watermark: metrics::gauge!("sluice_pipeline_watermark_seconds", &labels),
@@ -203,6 +213,7 @@ impl Monitor {
                 last_gap: None,
                 failures: 0,
                 reassignments: 0,
+                failover_ms: None,
                 last_error: None,
             })),
             metrics: Arc::new(metrics),
@@ -270,6 +281,11 @@ impl Monitor {
             status.last_commit_ms = Some(now_ms);
             self.metrics.last_commit.set(now_ms as f64 / 1e3);
             self.metrics.round.record(took.as_secs_f64());
+        }
+        if let Some(since) = round.resumed_since_ms {
+            let failover = (now_ms as i64 - since).max(0) as u64;
+            status.failover_ms = Some(failover);
+            self.metrics.failover.record(failover as f64 / 1e3);
         }
         self.metrics.rows.increment(round.rows as u64);
         self.metrics.error_rows.increment(round.errors as u64);
@@ -376,5 +392,11 @@ pub fn describe_metrics() {
         "sluice_pipeline_round_seconds",
         metrics::Unit::Seconds,
         "Rounds that committed, from read to commit"
+    );
+    metrics::describe_histogram!(
+        "sluice_pipeline_failover_seconds",
+        metrics::Unit::Seconds,
+        "How long partitions with records waiting went without a commit while they moved to \
+         this worker or the server restarted"
     );
 }

@@ -275,6 +275,7 @@ impl ViewPipeline {
             gap: gaps.last().copied(),
             backlog: read.backlog,
             committed: false,
+            resumed_since_ms: None,
         };
         if next == self.positions && !changed && round.rows == 0 && round.errors == 0 {
             return Ok(round);

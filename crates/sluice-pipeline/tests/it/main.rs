@@ -248,6 +248,50 @@ async fn a_crash_between_the_two_commits_repeats_nothing_and_loses_nothing() {
 }
 
 #[tokio::test]
+async fn a_pipeline_opened_on_records_waiting_says_how_long_they_went_without_a_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let s = stream(&log);
+    append(&s, 0, 10, 1000).await;
+    // The first pipeline's partitions had no commit before: no failover to speak of.
+    let mut first = raw(&log, &lake, config()).await.unwrap();
+    let round = first.round().await.unwrap();
+    assert!(
+        round.committed && round.resumed_since_ms.is_none(),
+        "{round:?}"
+    );
+    let committed_ms = chrono::Utc::now().timestamp_millis();
+    drop(first);
+
+    // Opened again (a restart, a partition moved here) with records waiting: its first commit
+    // of each says when that partition was last committed, its next commits nothing.
+    append(&s, 10, 10, 1000).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut second = raw(&log, &lake, config()).await.unwrap();
+    let round = second.round().await.unwrap();
+    let since = round.resumed_since_ms.expect("the failover of a partition");
+    assert!(
+        since <= committed_ms && committed_ms - since < 5_000,
+        "{since} {committed_ms}"
+    );
+    append(&s, 20, 10, 1000).await;
+    assert_eq!(second.round().await.unwrap().resumed_since_ms, None);
+
+    // Opened again with nothing waiting: records that come seconds later (past the time a
+    // moved partition's backlog takes to be read) came after an idle spell, no failover.
+    drop(second);
+    let mut third = raw(&log, &lake, config()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5_100)).await;
+    append(&s, 30, 10, 1000).await;
+    let round = third.round().await.unwrap();
+    assert!(
+        round.committed && round.resumed_since_ms.is_none(),
+        "{round:?}"
+    );
+}
+
+#[tokio::test]
 async fn compaction_merges_the_small_files_and_changes_no_row_or_position() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
