@@ -170,7 +170,7 @@ fn open_and_check(fixture: &Fixture, expected_end: u64, page: usize, ms: i64) {
         .block_on(stream.append(batches))
         .expect("append");
     let appended = appended[0].result.as_ref().expect("append to shard 0");
-    assert_eq!((appended.first_seq, appended.count), (end, 1));
+    assert_eq!((appended.first_seq(), appended.count()), (end, 1));
     let new = shard
         .read(end, usize::MAX, usize::MAX)
         .expect("read the new record");
