@@ -168,15 +168,11 @@ impl LakeTable {
         };
         let mut version = newest;
         while !missing.is_empty() && newest - version < MOST_COMMITS {
-            let entry = self
-                .table
-                .log_store()
-                .read_commit_entry(version)
-                .await
-                .map_err(|e| self.error(e))?;
             // A commit already cleaned up: the older ones are too.
-            let Some(entry) = entry else { break };
-            for txn in transactions(&entry) {
+            let Some(transactions) = self.transactions(version).await? else {
+                break;
+            };
+            for txn in transactions {
                 if let Some(at) = missing.iter().position(|&a| *a == txn.app_id) {
                     let app_id = missing.swap_remove(at);
                     if let Some(written_at) = txn.last_updated {
@@ -205,20 +201,34 @@ impl LakeTable {
         Ok(handle)
     }
 
+    /// The `txn` actions of commit `version`, in order; none if the commit was cleaned up.
+    async fn transactions(&self, version: u64) -> Result<Option<Vec<Txn>>> {
+        #[derive(serde::Deserialize)]
+        struct Action {
+            txn: Option<Txn>,
+        }
+        let entry = self
+            .table
+            .log_store()
+            .read_commit_entry(version)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(entry.map(|entry| {
+            entry
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .filter_map(|line| serde_json::from_slice::<Action>(line).ok()?.txn)
+                .collect()
+        }))
+    }
+
     /// Reads the `txn` actions of the commits `versions`, oldest first.
     async fn read_positions(&mut self, versions: std::ops::RangeInclusive<u64>) -> Result<()> {
         let mut positions = HashMap::clone(&self.positions);
         for version in versions {
-            let entry = self
-                .table
-                .log_store()
-                .read_commit_entry(version)
-                .await
-                .map_err(|e| self.error(e))?;
             // A commit already cleaned up (after a checkpoint): its positions come from the
             // log when asked.
-            let Some(entry) = entry else { continue };
-            for txn in transactions(&entry) {
+            for txn in self.transactions(version).await?.unwrap_or_default() {
                 positions.insert(txn.app_id, (txn.version, txn.last_updated));
             }
         }
@@ -616,16 +626,4 @@ struct Txn {
     app_id: String,
     version: i64,
     last_updated: Option<i64>,
-}
-
-/// The `txn` actions of a commit's entry in the log, in order.
-fn transactions(entry: &[u8]) -> impl Iterator<Item = Txn> + '_ {
-    #[derive(serde::Deserialize)]
-    struct Action {
-        txn: Option<Txn>,
-    }
-    entry
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .filter_map(|line| serde_json::from_slice::<Action>(line).ok()?.txn)
 }
