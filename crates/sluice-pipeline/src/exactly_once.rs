@@ -316,4 +316,39 @@ mod tests {
             ]
         );
     }
+
+    /// Rule 7's first check, alone: delta-rs lets a worker's commit of one partition move its
+    /// handle past another worker's commit of another (blind appends), so only the table's
+    /// position tells it that a partition it still reads was taken.
+    #[tokio::test]
+    async fn a_worker_whose_handle_moved_past_another_s_commit_of_its_partition_cannot_commit_it() {
+        use arrow::datatypes::{DataType, Field, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::local(dir.path()).unwrap();
+        let schema = std::sync::Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)]));
+        let mut stale = own_table(&lake, "t", &schema, &[], Writer::Stream(1), &[])
+            .await
+            .unwrap();
+        let mut other = lake.open("t").await.unwrap();
+        let none = Positions::new();
+        // Another worker took partition 0 and committed it.
+        append(&mut other, vec![], &none, &Positions::from([(0, 10)]))
+            .await
+            .unwrap();
+        // The stale worker commits partition 1, which it still holds: its handle is past the
+        // other's commit now, without a conflict.
+        append(&mut stale, vec![], &none, &Positions::from([(1, 5)]))
+            .await
+            .unwrap();
+        // It still believes it holds partition 0, which it reads from its oldest record.
+        let refused = append(&mut stale, vec![], &none, &Positions::from([(0, 4)]))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, PipelineError::Reassigned(_)), "{refused}");
+        let reopened = lake.open("t").await.unwrap();
+        assert_eq!(
+            committed(&reopened, [0, 1]).await.unwrap(),
+            Positions::from([(0, 10), (1, 5)])
+        );
+    }
 }
