@@ -12,7 +12,9 @@
 //! - A door acknowledges a record only once the brokers did (acks=all, idempotent: a retry
 //!   of the producer's own never writes a record twice). A record's position is its offset,
 //!   as the stream's readers see it; the offsets of one append are in its order but need not be
-//!   consecutive (every worker's doors write the same partitions).
+//!   consecutive (every worker's doors write the same partitions). A partition that took part of
+//!   a request's records before failing answers that its outcome is unknown, never a plain
+//!   refusal, which would invite a retry that writes the part twice.
 //! - The records of a shard go to the partition of the same number, so a partition key lands
 //!   where the log's own doors would put it (its MD5, as in Kinesis). A stream of a topic has
 //!   as many shards as the topic had partitions when the stream was created
@@ -38,10 +40,12 @@ use super::kafka::{CHECK_TIMEOUT, client_config, unreachable};
 use crate::{PipelineError, Result};
 
 /// The doors' appends to streams of Kafka topics: one producer a stream, made at its first
-/// append.
+/// append, and made anew after one failed (librdkafka keeps some failures, a topic's
+/// authorization for one, until its next metadata refresh, and an idempotent producer's fatal
+/// errors for ever).
 #[derive(Default)]
 pub struct Producers {
-    by_stream: Mutex<HashMap<u64, Arc<TopicProducer>>>,
+    by_stream: Arc<Mutex<HashMap<u64, Arc<TopicProducer>>>>,
 }
 
 /// The producer of one stream's topic.
@@ -79,8 +83,26 @@ impl Forward for Producers {
         stream: &Stream,
         batches: Vec<(u32, SealedBatch)>,
     ) -> Pin<Box<dyn Future<Output = sluice_log::Result<Vec<ShardAppend>>> + Send>> {
+        let (id, by_stream) = (stream.id(), self.by_stream.clone());
         match self.producer(stream) {
-            Ok(producer) => Box::pin(async move { Ok(producer.append(batches).await) }),
+            Ok(producer) => Box::pin(async move {
+                let outcome = producer.append(batches).await;
+                let failed = outcome.iter().any(|o| {
+                    o.result
+                        .as_ref()
+                        .is_err_and(|e| !matches!(e, sluice_log::Error::Backpressure))
+                });
+                if failed {
+                    let mut by_stream = by_stream.lock().expect("producers lock");
+                    if by_stream
+                        .get(&id)
+                        .is_some_and(|p| Arc::ptr_eq(p, &producer))
+                    {
+                        by_stream.remove(&id);
+                    }
+                }
+                Ok(outcome)
+            }),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
@@ -153,6 +175,12 @@ impl TopicProducer {
             }
             let result = match failed {
                 None => Ok(Appended::scattered(offsets)),
+                // Some of the shard's records are in the topic: sent again, they would be
+                // there twice.
+                Some(e) if !offsets.is_empty() => Err(sluice_log::Error::Indeterminate(format!(
+                    "{} of the request's records for partition {shard} were written, then: {e}",
+                    offsets.len()
+                ))),
                 Some(e) => Err(e),
             };
             outcome.push(ShardAppend { shard, result });

@@ -537,3 +537,52 @@ async fn doors_of_a_log_that_forwards_appends_produce_into_the_topic_each_record
     );
     assert_eq!(count(&rows, &sql).await, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_brokers_refuse_fail_the_door_s_append_and_a_later_one_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let kafka = Kafka::new(1);
+    let stream = kafka_stream(&log, "clicks", &kafka.brokers(), "").unwrap();
+    log.forward_appends(sluice_pipeline::source::forward_appends().unwrap());
+    let append = || {
+        let mut batches = stream.batches();
+        for n in 0..10 {
+            let record = format!(r#"{{"user_id":"u{n}","n":{n},"ts":"2026-01-05T14:30:00Z"}}"#);
+            batches.push(0, b"k", record.as_bytes()).unwrap();
+        }
+        stream.append(batches)
+    };
+    kafka.cluster.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1],
+    );
+    let refused = append().await.unwrap();
+    let error = refused[0].result.as_ref().unwrap_err();
+    assert!(
+        matches!(error, sluice_log::Error::Unavailable(_))
+            && error.to_string().contains("Kafka topic 'clicks'"),
+        "{error:?}"
+    );
+    let landed = append().await.unwrap();
+    let appended = landed[0].result.as_ref().unwrap();
+    assert_eq!(appended.count(), 10);
+    assert_eq!(
+        kafka_offsets(&kafka),
+        10,
+        "the refused records are not in the topic"
+    );
+}
+
+/// The end of partition 0 of topic `clicks`: how many records it holds.
+fn kafka_offsets(kafka: &Kafka) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.brokers())
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks("clicks", 0, Duration::from_secs(10))
+        .unwrap();
+    high
+}
