@@ -50,38 +50,34 @@ class Workers:
             srv.stop()
 
 
+def started_workers(request, tmp_path, sluice_bin, tansu, lake: str, env: dict, **cluster):
+    """Workers of one cluster on `lake`, stopped after the test (a fixture's body)."""
+    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
+    workers = Workers(request, tmp_path, sluice_bin, lake, env, **cluster)
+    try:
+        yield workers
+    finally:
+        workers.stop()
+
+
 @pytest.fixture
 def workers(request, tmp_path, sluice_bin, tansu):
     """Workers of one cluster on a lake in a local folder."""
-    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
-    cluster = Workers(request, tmp_path, sluice_bin, str(tmp_path / "lake"), {})
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from started_workers(request, tmp_path, sluice_bin, tansu, str(tmp_path / "lake"), {})
 
 
 @pytest.fixture
 def topic_workers(request, tmp_path, sluice_bin, tansu, topic):
     """Workers of a cluster of its own name on a lake in a local folder, with the broker as the
     cluster's (`--kafka`): its streams get topics of their own."""
-    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
-    cluster = Workers(request, tmp_path, sluice_bin, str(tmp_path / "lake"), {}, cluster=topic, kafka=tansu.brokers)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from started_workers(request, tmp_path, sluice_bin, tansu, str(tmp_path / "lake"), {},
+                               cluster=topic, kafka=tansu.brokers)
 
 
 @pytest.fixture
 def s3_workers(request, tmp_path, sluice_bin, tansu, s3_lake):
     """Workers of one cluster on a lake in an S3 prefix of moto's server."""
-    request.node._sluice_services = getattr(request.node, "_sluice_services", []) + [("tansu", tansu)]
-    cluster = Workers(request, tmp_path, sluice_bin, s3_lake.url, s3_lake.s3.env())
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from started_workers(request, tmp_path, sluice_bin, tansu, s3_lake.url, s3_lake.s3.env())
 
 
 def streams_of(server) -> set[str]:
