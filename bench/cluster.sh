@@ -82,33 +82,7 @@ for run in $(seq "$RUNS"); do
     for i in $(seq "$n"); do start_worker "$i"; done
     t0=$(date +%s.%N)
     URL=http://127.0.0.1:$((PORT + 1)) sql "$CREATE"
-    TIMES=$($VENV/bin/python - "$n" "$PORT" "$RECORDS" "$TIMEOUT" "$PARTITIONS" <<'PY'
-import json, sys, time, urllib.request
-n, port, records, timeout, partitions = map(int, sys.argv[1:])
-def get(i, path):
-    with urllib.request.urlopen(f"http://127.0.0.1:{port + i}{path}", timeout=10) as r:
-        return json.load(r)
-start, settled, deadline = time.monotonic(), None, time.monotonic() + timeout
-while time.monotonic() < deadline:
-    written = 0
-    for i in range(1, n + 1):
-        for s in get(i, "/v1/streams")["streams"]:
-            if s["name"] == "ticks" and s.get("pipeline"):
-                written += s["pipeline"]["rows_out"] + s["pipeline"]["errors_out"]
-    if settled is None:
-        workers = [w for w in get(1, "/v1/cluster")["workers"] if not w["gone"]]
-        held = sorted(int(p) for w in workers for s in w["streams"] if s["stream"] == "ticks" for p in s["partition_lag"])
-        if len(workers) == n and held == list(range(partitions)):
-            settled = (time.monotonic() - start, written)
-    if written >= records:
-        settled_s, before = settled or (0.0, 0)
-        print(json.dumps({"total_s": time.monotonic() - start, "settled_s": settled_s,
-                          "after_settled": written - before, "written": written}))
-        sys.exit(0)
-    time.sleep(0.1)
-sys.exit(f"the workers did not take {records} records in {timeout} s")
-PY
-)
+    TIMES=$($PY workers_take "$PORT" "$n" ticks "$RECORDS" "$TIMEOUT" "$PARTITIONS")
     cpu=0
     for pid in "${WORKERS[@]}"; do cpu=$(python3 -c "print($cpu + $(cpu_of "$pid"))"); done
     stop_workers
@@ -153,25 +127,8 @@ PY
     for pid in "${PRODUCERS[@]}"; do wait "$pid" || { echo "a producer failed" >&2; exit 1; }; done
     t1=$(date +%s.%N)
     rm -f "$WORK"/part-*
-    LANDED=$($VENV/bin/python - "$n" "$PORT" "$DOOR_EVENTS" "$TIMEOUT" "$stream" <<'PY'
-import json, sys, time, urllib.request
-n, port, records, timeout = map(int, sys.argv[1:5])
-stream = sys.argv[5]
-deadline = time.monotonic() + timeout
-while time.monotonic() < deadline:
-    written = 0
-    for i in range(1, n + 1):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port + i}/v1/streams", timeout=10) as r:
-            for s in json.load(r)["streams"]:
-                if s["name"] == stream and s.get("pipeline"):
-                    written += s["pipeline"]["rows_out"] + s["pipeline"]["errors_out"]
-    if written >= records:
-        print(time.time())
-        sys.exit(0)
-    time.sleep(0.1)
-sys.exit(f"the workers did not take {records} records in {timeout} s")
-PY
-)
+    LANDED=$($PY workers_take "$PORT" "$n" "$stream" "$DOOR_EVENTS" "$TIMEOUT" "$PARTITIONS" |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["done_at"])')
     cpu=0
     for pid in "${WORKERS[@]}"; do cpu=$(python3 -c "print($cpu + $(cpu_of "$pid"))"); done
     stop_workers

@@ -153,6 +153,37 @@ def wait_raw(url, stream, records, timeout):
     print(until(f"the raw table of {stream} to take {records} records", done, timeout))
 
 
+def workers_take(port, n, stream, records, timeout, partitions):
+    """Waits until the raw-table pipelines of STREAM on workers 1..N (HTTP on PORT + i) have
+    written RECORDS rows and error rows between them; prints, as JSON, the seconds that took,
+    the seconds until the workers' documents showed the PARTITIONS held between them and the
+    records written since, and when it was done (seconds since the epoch)."""
+    n, records, partitions = int(n), int(records), int(partitions)
+    port = int(port)
+    start, settled, taken = time.monotonic(), None, 0
+
+    def written():
+        return sum(s["pipeline"]["rows_out"] + s["pipeline"]["errors_out"]
+                   for i in range(1, n + 1) for s in get(f"http://127.0.0.1:{port + i}/v1/streams")["streams"]
+                   if s["name"] == stream and s.get("pipeline"))
+
+    def done():
+        nonlocal settled, taken
+        taken = written()
+        if settled is None:
+            workers = [w for w in get(f"http://127.0.0.1:{port + 1}/v1/cluster")["workers"] if not w["gone"]]
+            held = sorted(int(p) for w in workers for s in w["streams"] if s["stream"] == stream
+                          for p in s["partition_lag"])
+            if len(workers) == n and held == list(range(partitions)):
+                settled = (time.monotonic() - start, taken)
+        return taken >= records
+
+    total = until(f"the workers to take {records} records of {stream}", done, timeout, every=0.1)
+    settled_s, before = settled or (0.0, 0)
+    print(json.dumps({"total_s": total, "settled_s": settled_s, "after_settled": taken - before,
+                      "written": taken, "done_at": time.time()}))
+
+
 def timed_view(url, create, view, windows, timeout):
     """Creates the view and waits until it holds WINDOWS real windows; prints the seconds."""
     sql(url, create)
