@@ -26,7 +26,7 @@ use sluice_gen::Workload;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig, Stream};
 use sluice_pipeline::runtime::run_one;
-use sluice_pipeline::view::{SystemClock, ViewConfig, ViewPipeline};
+use sluice_pipeline::view::{Placement, SystemClock, ViewConfig, ViewPipeline};
 use tokio::sync::watch;
 
 use crate::preload::{self, positions};
@@ -96,7 +96,7 @@ pub async fn run(options: Options) -> anyhow::Result<Value> {
             1,
             log.clone(),
             lake.clone(),
-            dir.path().join("state"),
+            Placement::local(dir.path().join("state")),
             ViewConfig::default(),
             Arc::new(SystemClock),
         )

@@ -21,6 +21,7 @@ from deltalake import DeltaTable
 
 import conftest
 from test_kafka import TICK_COLUMNS, Produced, kafka_stream, produce_ticks
+from test_views import SENTINELS, START, TICKS_1M, duckdb_ticks_1m, stamp, tick
 
 wait_for = functools.partial(conftest.wait_for, timeout=120.0)
 PARTITIONS = 6
@@ -85,6 +86,35 @@ def streams_of(server) -> set[str]:
     return {s["name"] for s in body["streams"]}
 
 
+def views_of(server) -> set[str]:
+    _, _, body = server.get("/v1/views")
+    return {v["name"] for v in body["views"]}
+
+
+def runners(server) -> dict[str, list[str]]:
+    """Per view, the live workers whose documents say they run it."""
+    _, _, body = server.get("/v1/cluster")
+    running = collections.defaultdict(list)
+    for worker in body["workers"]:
+        for view in worker.get("views", []) if not worker["gone"] else []:
+            running[view].append(worker["worker"])
+    return running
+
+
+# Grouped by every ticker of a minute together (the topic is keyed by ticker), and by country
+# (clicks have no key): each group's rows come from every partition.
+TICKS_PER_MINUTE = (
+    "CREATE MATERIALIZED VIEW ticks_per_minute AS SELECT window_start, count(*) AS trades, "
+    "sum(volume) AS volume, max(price) AS high FROM TUMBLE(ticks, ts, INTERVAL '1 minute') "
+    "GROUP BY window_start, window_end"
+)
+CLICKS_BY_COUNTRY = (
+    "CREATE MATERIALIZED VIEW clicks_by_country AS SELECT country, count(*) AS clicks, "
+    "count(DISTINCT user_id) AS users FROM clicks GROUP BY country"
+)
+VIEWS = {"ticks_1m", "ticks_per_minute", "clicks_by_country"}
+
+
 def held(server) -> dict[str, set[int]]:
     """Per live worker of the cluster, the partitions of `ticks` its document says it holds."""
     status, _, body = server.get("/v1/cluster")
@@ -146,8 +176,6 @@ def test_workers_share_a_topic_and_write_every_record_once_through_kill_9_and_a_
     wait_for(shared, "four workers holding the six partitions between them")
 
     # What a cluster cannot do yet is refused, clearly.
-    status, body = w2.sql_status("CREATE MATERIALIZED VIEW n AS SELECT count(*) AS n FROM ticks")
-    assert status >= 400 and "cluster" in json.dumps(body), body
     status, body = w3.sql_status("CREATE STREAM own (a TEXT)")
     assert status >= 400 and "Kafka topic" in json.dumps(body), body
     status, body = w1.sql_status(kafka_stream("ticks", tansu, topic, TICK_COLUMNS))
@@ -244,6 +272,15 @@ class Doors:
             time.sleep(self.pause)
 
 
+def view_rows(workers, name: str, least: int):
+    """The rows of the lake's table `name` once it holds at least `least`; none before."""
+    try:
+        rows = DeltaTable(f"{workers.lake}/{name}").to_pyarrow_table().to_pylist()
+    except Exception:  # not yet created
+        return None
+    return rows if len(rows) >= least else None
+
+
 def multiset(rows) -> collections.Counter:
     return collections.Counter(json.dumps(r, sort_keys=True, default=str) for r in rows)
 
@@ -264,7 +301,23 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     for worker in (w1, w2, w3):
         wait_for(lambda: {"ticks", "clicks"} <= streams_of(worker), "the streams on every worker", timeout=10)
 
-    ticks, clicks = lines_of(sluice_bin, "ticks", 24_000), lines_of(sluice_bin, "clicks", 12_000)
+    # Views are the cluster's: created on one worker, on every worker within seconds, each run
+    # by one worker (the holder of its stream's partition 0, reading every partition).
+    w3.sql(TICKS_1M)
+    w3.sql(TICKS_PER_MINUTE)
+    w1.sql(CLICKS_BY_COUNTRY)
+    for worker in (w1, w2, w3):
+        wait_for(lambda: VIEWS <= views_of(worker), "the views on every worker", timeout=10)
+    wait_for(lambda: VIEWS <= {v for v, ws in runners(w2).items() if len(ws) == 1}, "each view run by one worker",
+             timeout=15)
+    # A view of a view is not run in a cluster: refused, clearly.
+    status, body = w2.sql_status("CREATE MATERIALIZED VIEW m AS SELECT ticker FROM ticks_1m")
+    assert status >= 400 and "cluster" in json.dumps(body), body
+    assert "m" not in views_of(w1)
+
+    # W1 ticks 200 ms of event time apart (80 minutes of windows), W2 clicks as generated.
+    ticks = [json.dumps(tick(n)).encode() for n in range(24_000)]
+    clicks = lines_of(sluice_bin, "clicks", 12_000)
     # Records arrive through every door for half a minute; once the workers commit, one of
     # them is killed and restarted twice, and a fourth joins.
     doors = Doors([w1, w2, w3], pause=0.3)
@@ -275,15 +328,21 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     sending.start()
     wait_for(lambda: (workers.tmp_path / "lake" / "ticks" / "_delta_log" / "00000000000000000002.json").exists(),
              "the workers committing")
+    # The worker killed is the one running the views: they move, and come back exact.
     for _ in range(2):
         time.sleep(1.5)
-        w2.kill9()
+        (runner,) = wait_for(lambda: runners(w1).get("ticks_1m"), "a worker running ticks_1m")
+        killed = next(w for w in (w1, w2, w3) if w.extra_args[3] == runner)
+        killed.kill9()
         time.sleep(1)
-        w2.start()
+        killed.start()
     w4 = workers.start("w4")
     doors.workers.append(w4)
     sending.join(timeout=300)
     assert not sending.is_alive()
+    # Far past every real event, on every partition: the watermark passes every real window.
+    doors.send("ticks", [json.dumps({"ticker": t, "price": 1.0, "volume": 1, "ts": stamp(START.replace(year=2027))})
+                         .encode() for t in SENTINELS * 2], key="ticker", per_request=64)
     acked_ticks, acked_clicks = doors.acked["ticks"], doors.acked["clicks"]
     assert len(acked_ticks) >= 20_000 and len(acked_clicks) >= 10_000, "most requests were acknowledged"
 
@@ -308,6 +367,27 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     assert not landed - sent, "a tick landed twice, or one never sent"
     assert len({(r["_shard"], r["_seq"]) for r in raw}) == len(raw)
 
+    # The views equal DuckDB's recomputation from the ticks and clicks that landed (every
+    # acknowledged one, checked above), though the worker running them was killed twice.
+    landed_ticks = tmp_path / "landed-ticks.ndjson"
+    landed_ticks.write_text("".join(t + "\n" for t, n in landed.items() for _ in range(n)))
+    expected = duckdb_ticks_1m(landed_ticks)
+    windows = wait_for(lambda: view_rows(workers, "ticks_1m", len(expected)), "every window of ticks_1m")
+    got = {(r["ticker"], r["window_start"]): (r["trades"], r["volume"], r["min_price"], r["max_price"], r["close"])
+           for r in windows}
+    assert len(got) == len(windows), "a window appears twice"
+    assert got == expected
+    per_minute = duckdb.sql(
+        f"SELECT time_bucket(INTERVAL 1 minute, ts), count(*), sum(volume), max(price) FROM read_json('{landed_ticks}', "
+        "columns = {ticker: 'VARCHAR', price: 'DOUBLE', volume: 'BIGINT', ts: 'TIMESTAMP'}) "
+        "WHERE ticker NOT LIKE 'ZZ%' GROUP BY ALL"
+    ).fetchall()
+    minutes = wait_for(lambda: view_rows(workers, "ticks_per_minute", len(per_minute)), "every minute")
+    assert sorted((r["window_start"].replace(tzinfo=None), r["trades"], r["volume"], r["high"]) for r in minutes) \
+        == sorted(per_minute)
+    for name in ("ticks_1m", "ticks_per_minute"):
+        assert not view_rows(workers, f"{name}_errors", 0), f"{name} called an event late"
+
     # Every acknowledged click once: good ones in the raw table, malformed ones in its errors.
     def good(line: bytes):
         try:
@@ -326,10 +406,22 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     errors = wait_for(lambda: rows_of("clicks_errors", ["raw"], acked_ids.count(None)),
                       "the errors table to hold every malformed click")
     assert len(errors) <= acked_ids.count(None) + len(doors.unknown.get("clicks", []))
+    raw_clicks = DeltaTable(f"{workers.lake}/clicks").to_pyarrow_table(columns=["country", "user_id"])
+    by_country = {c: (n, u) for c, n, u in duckdb.sql(
+        "SELECT country, count(*), count(DISTINCT user_id) FROM raw_clicks GROUP BY ALL").fetchall()}
 
-    # Any worker answers with the same count.
+    def countries():
+        rows = view_rows(workers, "clicks_by_country", len(by_country))
+        got = {r["country"]: (r["clicks"], r["users"]) for r in rows or []}
+        return got if got == by_country else None
+
+    wait_for(countries, "clicks_by_country to equal DuckDB's counts")
+
+    # Any worker answers with the same count, and the same view rows.
     for worker in (w1, w2, w3, w4):
         wait_for(lambda: worker.sql("SELECT count(*) AS n FROM ticks")["rows"] == [[len(raw)]], "the count on a worker")
+        answer = worker.sql("SELECT count(*), sum(trades) FROM ticks_1m WHERE ticker NOT LIKE 'ZZ%'")["rows"]
+        assert answer == [[len(expected), sum(v[0] for v in expected.values())]], answer
 
     # Partitions that moved while records arrived for them (the killed worker's, and those the
     # group moved when it came back and when a fourth joined) say how long they went without a
@@ -343,8 +435,13 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     assert all(0 <= ms < 120_000 for ms in moved), moved
     assert any("sluice_pipeline_failover_seconds_count" in str(w.get("/metrics")[2]) for w in (w1, w2, w3, w4))
 
-    # A topic of that name is someone's: a stream is not created over it unasked.
+    # A view dropped on one worker is gone from all, its tables too; then its stream can go.
     # Its topic is deleted with it, once every worker has closed its clients of it.
+    # A topic of that name is someone's: a stream is not created over it unasked.
+    w2.sql("DROP MATERIALIZED VIEW clicks_by_country")
+    for worker in (w1, w3, w4):
+        wait_for(lambda: "clicks_by_country" not in views_of(worker), "the view gone from every worker", timeout=10)
+    assert not (workers.tmp_path / "lake" / "clicks_by_country").exists()
     w3.sql("DROP STREAM clicks")
     wait_for(lambda: f"{workers.cluster}.clicks" not in tansu.topics(), "the dropped stream's own topic deleted")
     time.sleep(2)

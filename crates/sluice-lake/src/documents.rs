@@ -1,8 +1,8 @@
-//! Documents Sluice keeps in the lake beside its tables: small JSON files, one per thing, in
-//! folders by kind (the saved dashboards).
+//! Documents Sluice keeps in the lake beside its tables: small files, one per thing, in folders
+//! by kind (JSON: the saved dashboards, a cluster's catalog; Arrow: a cluster's view states).
 //!
 //! ```text
-//! <root>/.sluice/<kind>/<name>.json
+//! <root>/.sluice/<kind>/<name>.<extension>
 //! ```
 //!
 //! Kept in the lake rather than the data directory so that every Sluice process sharing a lake
@@ -22,20 +22,22 @@ use crate::{Error, Result, valid_table_name};
 
 /// The folder of the lake where documents are kept.
 const FOLDER: &str = ".sluice";
-const SUFFIX: &str = ".json";
 
 /// The documents of one kind (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Documents {
     store: ObjectStoreRef,
     folder: StorePath,
+    /// What every document's file name ends with (`.json`).
+    suffix: String,
 }
 
 impl Documents {
-    pub(crate) fn new(store: ObjectStoreRef, kind: &str) -> Documents {
+    pub(crate) fn new(store: ObjectStoreRef, kind: &str, extension: &str) -> Documents {
         Documents {
             store,
             folder: StorePath::from(FOLDER).join(kind),
+            suffix: format!(".{extension}"),
         }
     }
 
@@ -44,7 +46,10 @@ impl Documents {
         if !valid_table_name(name) {
             return Err(Error::InvalidName(name.to_string()));
         }
-        Ok(self.folder.clone().join(format!("{name}{SUFFIX}").as_str()))
+        Ok(self
+            .folder
+            .clone()
+            .join(format!("{name}{}", self.suffix).as_str()))
     }
 
     /// Every document, by name, with its content.
@@ -70,7 +75,7 @@ impl Documents {
                 let name = object
                     .location
                     .filename()
-                    .and_then(|f| f.strip_suffix(SUFFIX))
+                    .and_then(|f| f.strip_suffix(self.suffix.as_str()))
                     .filter(|n| valid_table_name(n))?
                     .to_string();
                 let tag = object.e_tag.unwrap_or_else(|| {

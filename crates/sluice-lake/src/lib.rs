@@ -196,9 +196,14 @@ impl Lake {
         })
     }
 
-    /// The documents of `kind` kept in the lake beside its tables (see [`Documents`]).
+    /// The JSON documents of `kind` kept in the lake beside its tables (see [`Documents`]).
     pub fn documents(&self, kind: &str) -> Documents {
-        Documents::new(self.store.clone(), kind)
+        self.files(kind, "json")
+    }
+
+    /// The documents of `kind` in another format: files named `<name>.<extension>`.
+    pub fn files(&self, kind: &str, extension: &str) -> Documents {
+        Documents::new(self.store.clone(), kind, extension)
     }
 
     /// Where the lake is: `file:///…/` or `s3://bucket/prefix/`.

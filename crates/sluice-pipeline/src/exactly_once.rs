@@ -110,7 +110,7 @@ pub(crate) async fn append(
 /// Refuses a commit recording `to` on `table` unless the table still holds, for every
 /// partition of `to`, the position `from` says the round read it from (none: from its oldest
 /// record): else another worker took the partition since (rule 7).
-async fn still_held(table: &LakeTable, from: &Positions, to: &Positions) -> Result<()> {
+pub(crate) async fn still_held(table: &LakeTable, from: &Positions, to: &Positions) -> Result<()> {
     for &partition in to.keys() {
         let recorded = table
             .position(&app_id(partition))

@@ -57,3 +57,12 @@ pub fn errors_table_of(table: &str) -> Option<&str> {
 }
 
 const ERRORS_SUFFIX: &str = "_errors";
+
+/// Runs file work (or other blocking work) on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| PipelineError::Internal(e.to_string()))?
+}

@@ -11,9 +11,16 @@
 //! stream's name or a table's; a stream or view that views read cannot be dropped before them
 //! (the log asks [`Pipelines`] before any drop, whichever door asked for it); a view that
 //! cannot start leaves nothing behind.
+//!
+//! On a worker of a cluster the views are the cluster's (their catalog is in the lake, and
+//! [`Pipelines::follow_views`] makes this worker's the lake's): every worker opens every view,
+//! and a view runs where its input stream's partition 0 is held (`view`). A worker takes part
+//! in a stream's consumer group once (`Groups`), for the stream's raw pipeline and its views.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sluice_lake::Lake;
@@ -25,7 +32,7 @@ use crate::runtime::{Kind, Monitor, Open, Pipeline, PipelineStatus, Supervisor};
 use crate::source::{Assignment, StreamSource};
 use crate::view::input::Input;
 use crate::view::plan::ViewPlan;
-use crate::view::{Catalog, Clock, StoredView, ViewConfig, ViewPipeline};
+use crate::view::{Catalog, Clock, Placement, StoredView, ViewConfig, ViewPipeline};
 use crate::{PipelineError, RawConfig, RawPipeline, Result, errors_table};
 
 /// How a server's pipelines run.
@@ -36,8 +43,8 @@ pub struct PipelinesConfig {
     /// The views.
     pub views: ViewConfig,
     /// The cluster this server is a worker of, if any: then the partitions of each stream's
-    /// topic are shared among the workers through a Kafka consumer group, and views are
-    /// refused.
+    /// topic are shared among the workers through a Kafka consumer group, and the views are
+    /// the cluster's.
     pub cluster: Option<ClusterMember>,
 }
 
@@ -58,11 +65,18 @@ impl ClusterMember {
     }
 }
 
+/// How long a worker that drops a view waits, once the view has left the cluster's catalog,
+/// before dropping its tables: the worker running it follows the catalog within a second and
+/// stops it once its round is done.
+const LET_GO: Duration = Duration::from_secs(3);
+
 /// Every pipeline of a server.
 pub struct Pipelines {
     log: Arc<Log>,
     lake: Lake,
     catalog: Arc<Catalog>,
+    /// In a cluster, this worker's memberships of its streams' consumer groups.
+    groups: Option<Arc<Groups>>,
     config: PipelinesConfig,
     clock: Arc<dyn Clock>,
     supervisor: Supervisor,
@@ -71,7 +85,8 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    /// The pipelines of `log`'s streams and of the views kept in `views_dir`, writing to
+    /// The pipelines of `log`'s streams and of the views kept in `views_dir` (in a cluster,
+    /// the cluster's, in the lake: known after [`Pipelines::follow_views`]), writing to
     /// `lake`; none runs until [`Pipelines::reconcile`]. From now on the log refuses to drop a
     /// stream that views read.
     pub fn open(
@@ -81,7 +96,16 @@ impl Pipelines {
         config: PipelinesConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Pipelines>> {
-        let catalog = Arc::new(Catalog::open(views_dir)?);
+        let catalog = Arc::new(match &config.cluster {
+            Some(member) => Catalog::in_lake(&lake, &member.cluster),
+            None => Catalog::open(views_dir)?,
+        });
+        let groups = config.cluster.clone().map(|member| {
+            Arc::new(Groups {
+                member,
+                joined: Mutex::default(),
+            })
+        });
         let readers = catalog.clone();
         log.guard_drops(Arc::new(move |stream| {
             let views = readers.reading(stream);
@@ -96,6 +120,7 @@ impl Pipelines {
             log,
             lake,
             catalog,
+            groups,
             config,
             clock,
             supervisor: Supervisor::default(),
@@ -127,25 +152,24 @@ impl Pipelines {
         let running = self.supervisor.keys();
         for key in running.iter().filter(|k| !wanted.contains(k)) {
             self.supervisor.stop(key).await;
-            if let (name, Writer::Stream(id)) = key
-                && let Err(e) = crate::raw::drop_tables(&self.lake, name, *id).await
-            {
-                tracing::error!(stream = name, error = %e, "cannot drop the tables of a dropped stream");
+            if let (name, Writer::Stream(id)) = key {
+                if let Some(groups) = &self.groups {
+                    groups.leave(*id);
+                }
+                if let Err(e) = crate::raw::drop_tables(&self.lake, name, *id).await {
+                    tracing::error!(stream = name, error = %e, "cannot drop the tables of a dropped stream");
+                }
             }
         }
         for key in wanted.into_iter().filter(|k| !running.contains(k)) {
             let (opener, input): (Arc<dyn Open>, String) = match &key {
-                (name, Writer::Stream(id)) => (
+                (name, Writer::Stream(_)) => (
                     Arc::new(OpenRaw {
                         log: self.log.clone(),
                         lake: self.lake.clone(),
                         stream: name.clone(),
                         config: self.config.raw.clone(),
-                        share: self.config.cluster.as_ref().map(|member| Share {
-                            member: member.clone(),
-                            id: *id,
-                            joined: std::sync::Mutex::default(),
-                        }),
+                        groups: self.groups.clone(),
                     }),
                     name.clone(),
                 ),
@@ -182,7 +206,8 @@ impl Pipelines {
 
     fn view_opener(&self, view: StoredView) -> OpenView {
         OpenView {
-            state: self.catalog.state_dir(&view),
+            snapshots: self.catalog.snapshots(&view),
+            groups: self.groups.clone(),
             view,
             log: self.log.clone(),
             lake: self.lake.clone(),
@@ -195,14 +220,6 @@ impl Pipelines {
     /// starts it (backfilling what its input holds). A view that cannot start leaves nothing
     /// behind, and the caller gets the reason.
     pub async fn create_view(&self, definition: ViewDefinition) -> Result<()> {
-        if let Some(member) = &self.config.cluster {
-            return Err(PipelineError::Unsupported(format!(
-                "materialized views do not run in a cluster yet (this worker is one of cluster \
-                 '{}'): their state would have to be merged across the workers' partitions; \
-                 run views on a single Sluice",
-                member.cluster
-            )));
-        }
         let _ddl = self.ddl.lock().await;
         let name = definition.name.clone();
         if self.catalog.get(&name).is_some() {
@@ -213,21 +230,22 @@ impl Pipelines {
                 taken: format!("'{name}' is a stream"),
             });
         }
-        let tables = self.lake.table_names();
-        if let Some(table) = [name.clone(), errors_table(&name)]
-            .into_iter()
-            .find(|t| tables.contains(t))
-        {
-            return Err(PipelineError::NameTaken {
-                taken: format!("table '{table}' exists in the lake"),
-            });
+        for table in [name.clone(), errors_table(&name)] {
+            if self.table_taken(&table).await? {
+                return Err(PipelineError::NameTaken {
+                    taken: format!("table '{table}' exists in the lake"),
+                });
+            }
         }
         let plan = ViewPlan::new(&definition, &self.log, &self.lake).await?;
         let input = plan.input.source.clone();
-        let (catalog, reads) = (self.catalog.clone(), input.name().to_string());
-        let stored = tokio::task::spawn_blocking(move || catalog.create(definition, reads))
-            .await
-            .map_err(|e| PipelineError::Internal(e.to_string()))??;
+        if let (Some(_), Input::View(view)) = (&self.config.cluster, &input) {
+            return Err(crate::view::views_of_views(view));
+        }
+        let stored = self
+            .catalog
+            .create(definition, input.name().to_string())
+            .await?;
         let opener = Arc::new(self.view_opener(stored.clone()));
         let opened = match opener.open().await {
             // The drop guard knows the view now: a stream it reads cannot be dropped any more,
@@ -256,11 +274,36 @@ impl Pipelines {
             Err(e) => {
                 // Nothing of a view that cannot start stays behind.
                 let _ = crate::view::drop_tables(&self.lake, &name, stored.id).await;
-                let catalog = self.catalog.clone();
-                let _ = tokio::task::spawn_blocking(move || catalog.drop_view(&name)).await;
+                let _ = self.catalog.drop_view(&name).await;
                 Err(e)
             }
         }
+    }
+
+    /// Whether table `name` is in the lake, and not the leftover of a view no longer in the
+    /// catalog (a worker that died while dropping it): a new view takes such a table's place.
+    async fn table_taken(&self, name: &str) -> Result<bool> {
+        if !self.lake.table_names().iter().any(|t| t == name) {
+            return Ok(false);
+        }
+        Ok(match self.lake.open(name).await {
+            Ok(table) => match crate::exactly_once::writer(&table) {
+                Some(Writer::View(id)) => self.catalog.list().iter().any(|v| v.id == id),
+                _ => true,
+            },
+            Err(sluice_lake::Error::TableNotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        })
+    }
+
+    /// Makes this worker's views the cluster's (its catalog in the lake), starting those
+    /// created and stopping those dropped on other workers (nothing to do on a single Sluice).
+    pub async fn follow_views(&self) -> Result<()> {
+        let _ddl = self.ddl.lock().await;
+        if self.catalog.follow().await? {
+            self.reconcile_locked().await;
+        }
+        Ok(())
     }
 
     /// `DROP MATERIALIZED VIEW`: stops the view, drops its tables and forgets it.
@@ -279,14 +322,22 @@ impl Pipelines {
                 readers.join(", ")
             )));
         }
-        self.supervisor
-            .stop(&(name.to_string(), Writer::View(view.id)))
-            .await;
-        crate::view::drop_tables(&self.lake, name, view.id).await?;
-        let (catalog, name) = (self.catalog.clone(), name.to_string());
-        tokio::task::spawn_blocking(move || catalog.drop_view(&name))
-            .await
-            .map_err(|e| PipelineError::Internal(e.to_string()))??;
+        let key = (name.to_string(), Writer::View(view.id));
+        if self.config.cluster.is_some() {
+            // Forgotten first, so that the worker running it stops, then given time to.
+            let snapshots = self.catalog.snapshots(&view);
+            self.catalog.drop_view(name).await?;
+            self.supervisor.stop(&key).await;
+            tokio::time::sleep(LET_GO).await;
+            crate::view::drop_tables(&self.lake, name, view.id).await?;
+            snapshots.retain(u64::MAX).await?;
+        } else {
+            // Stopped and its tables dropped first: a crash before it is forgotten leaves a
+            // view that starts again.
+            self.supervisor.stop(&key).await;
+            crate::view::drop_tables(&self.lake, name, view.id).await?;
+            self.catalog.drop_view(name).await?;
+        }
         Ok(())
     }
 
@@ -342,6 +393,16 @@ impl Pipelines {
             .collect()
     }
 
+    /// The views that read their input here at their last round: on a worker of a cluster,
+    /// those it runs (the others read no partition).
+    pub fn views_run_here(&self) -> Vec<String> {
+        self.view_statuses()
+            .into_iter()
+            .filter(|status| !status.partition_lag.is_empty())
+            .map(|status| status.name)
+            .collect()
+    }
+
     /// Stops every pipeline, letting a round in progress finish.
     pub async fn stop_all(&self) {
         self.supervisor.stop_all().await;
@@ -354,23 +415,37 @@ struct OpenRaw {
     lake: Lake,
     stream: String,
     config: RawConfig,
-    /// In a cluster, this worker's share of the stream's partitions.
-    share: Option<Share>,
+    /// In a cluster, the worker's memberships: it writes the partitions it holds.
+    groups: Option<Arc<Groups>>,
 }
 
-/// A worker's share of a stream's partitions: a member of the stream's consumer group, joined
-/// at the pipeline's first opening and kept (left when the pipeline stops for good).
-struct Share {
+#[async_trait]
+impl Open for OpenRaw {
+    async fn open(&self) -> Result<Box<dyn Pipeline>> {
+        let mut source = StreamSource::open(&self.log, &self.stream)?;
+        if let Some(groups) = &self.groups {
+            let assignment = groups.assignment(&source)?;
+            source = source.held(assignment);
+        }
+        Ok(Box::new(
+            RawPipeline::open(source, &self.lake, self.config.clone()).await?,
+        ))
+    }
+}
+
+/// A worker's memberships of its streams' consumer groups, by stream incarnation: each joined
+/// when a pipeline of the stream first opens, and left when the stream is dropped.
+struct Groups {
     member: ClusterMember,
-    /// The stream's incarnation.
-    id: u64,
-    joined: std::sync::Mutex<Option<Arc<dyn Assignment>>>,
+    joined: Mutex<HashMap<u64, Arc<dyn Assignment>>>,
 }
 
-impl Share {
+impl Groups {
+    /// This worker's share of `stream`'s partitions.
     fn assignment(&self, stream: &StreamSource) -> Result<Arc<dyn Assignment>> {
-        let mut joined = self.joined.lock().expect("share lock");
-        if let Some(assignment) = &*joined {
+        let id = stream.stream().id();
+        let mut joined = self.joined.lock().expect("groups lock");
+        if let Some(assignment) = joined.get(&id) {
             return Ok(assignment.clone());
         }
         let name = stream.stream().name();
@@ -381,7 +456,7 @@ impl Share {
                 Arc::new(Membership::join(&Group {
                     brokers: topic.brokers.clone(),
                     topic: topic.topic.clone(),
-                    group_id: self.member.group_id(name, self.id),
+                    group_id: self.member.group_id(name, id),
                     member: self.member.worker.clone(),
                     session_timeout: SESSION_TIMEOUT,
                 })?)
@@ -393,29 +468,22 @@ impl Share {
                 )));
             }
         };
-        *joined = Some(assignment.clone());
+        joined.insert(id, assignment.clone());
         Ok(assignment)
     }
-}
 
-#[async_trait]
-impl Open for OpenRaw {
-    async fn open(&self) -> Result<Box<dyn Pipeline>> {
-        let mut source = StreamSource::open(&self.log, &self.stream)?;
-        if let Some(share) = &self.share {
-            let assignment = share.assignment(&source)?;
-            source = source.held(assignment);
-        }
-        Ok(Box::new(
-            RawPipeline::open(source, &self.lake, self.config.clone()).await?,
-        ))
+    /// Leaves stream incarnation `id`'s group (once its pipelines let go of it).
+    fn leave(&self, id: u64) {
+        self.joined.lock().expect("groups lock").remove(&id);
     }
 }
 
 /// Opens a view's pipeline.
 struct OpenView {
     view: StoredView,
-    state: PathBuf,
+    snapshots: crate::view::state::Snapshots,
+    /// In a cluster, the worker's memberships: the view runs where its stream's partition 0 is.
+    groups: Option<Arc<Groups>>,
     log: Arc<Log>,
     lake: Lake,
     config: ViewConfig,
@@ -425,13 +493,23 @@ struct OpenView {
 #[async_trait]
 impl Open for OpenView {
     async fn open(&self) -> Result<Box<dyn Pipeline>> {
+        let lead = match &self.groups {
+            Some(groups) => {
+                Some(groups.assignment(&StreamSource::open(&self.log, &self.view.input)?)?)
+            }
+            None => None,
+        };
+        let placement = Placement {
+            snapshots: self.snapshots.clone(),
+            lead,
+        };
         Ok(Box::new(
             ViewPipeline::open(
                 self.view.definition.clone(),
                 self.view.id,
                 self.log.clone(),
                 self.lake.clone(),
-                self.state.clone(),
+                placement,
                 self.config.clone(),
                 self.clock.clone(),
             )

@@ -3,13 +3,16 @@
 //!
 //! ```text
 //!  lake/.sluice/cluster-<name>-streams/<stream>.json   the catalog: one document a stream
+//!  lake/.sluice/cluster-<name>-views/<view>.json       … and a view (`sluice_pipeline::view`)
+//!  lake/.sluice/cluster-<name>-states/…                the views' state snapshots
 //!  lake/.sluice/cluster-<name>-workers/<worker>.json   each worker's word on itself
 //!
 //!  CREATE STREAM (any worker) ─ claim: a conditional put ─► the catalog
+//!  CREATE MATERIALIZED VIEW   ─ a conditional put ────────► the catalog
 //!  every second, every worker: the catalog ─► Log::follow ─► its streams (same ids)
-//!                                                            └► Pipelines: a raw pipeline a
-//!                                                               stream, sharing the topic's
-//!                                                               partitions through a group
+//!                                          └► Pipelines::follow_views ─► its views
+//!        Pipelines: a raw pipeline a stream, sharing the topic's partitions through a group;
+//!                   a view's pipeline, running where the stream's partition 0 is held
 //! ```
 //!
 //! Responsibilities and invariants:
@@ -23,7 +26,10 @@
 //!   worker). A stream declared without a connector gets a topic of its own on the cluster's
 //!   brokers (`--kafka`), and every worker's doors produce into its stream's topic
 //!   (`sluice_pipeline::source::forward_appends`): a record is acknowledged once the brokers
-//!   have it. Views and PostgreSQL sources are refused in a cluster, for now.
+//!   have it. PostgreSQL sources are refused in a cluster, for now.
+//! - A view is the cluster's: created or dropped on any worker, known to every worker within
+//!   a second, run by one worker at a time (the holder of its stream's partition 0, which
+//!   reads every partition), its rows in the lake for every worker's queries.
 //! - Each worker writes its own document every few seconds (its streams' partitions and their
 //!   lag); `GET /v1/cluster` shows them all, a worker silent for longer than
 //!   [`GONE_AFTER`] as gone.
@@ -216,6 +222,9 @@ pub struct Worker {
     pub reported_ms: i64,
     /// Its streams: the partitions it holds of each, with their lag.
     pub streams: Vec<WorkerStream>,
+    /// The views it runs (those whose stream's partition 0 it holds).
+    #[serde(default)]
+    pub views: Vec<String>,
     /// Whether it has been silent for longer than [`GONE_AFTER`] (set when shown).
     #[serde(default)]
     pub gone: bool,
@@ -263,6 +272,9 @@ pub async fn run(
                     Ok(Err(e)) => tracing::warn!(error = %e, "cannot follow the cluster's catalog"),
                     Err(e) => tracing::error!(error = %e, "following the catalog panicked"),
                 }
+                if let Err(e) = pipelines.follow_views().await {
+                    tracing::warn!(error = %e, "cannot follow the cluster's views");
+                }
                 // Tables other workers created or dropped.
                 if let Err(e) = lake.rescan().await {
                     tracing::warn!(error = %e, "cannot list the lake's tables");
@@ -299,6 +311,7 @@ async fn report_self(
         http: cluster.http.clone(),
         reported_ms: now_ms(),
         streams,
+        views: pipelines.views_run_here(),
         gone: false,
     };
     let content = serde_json::to_vec(&worker).map_err(|e| ServerError::Internal(e.to_string()))?;

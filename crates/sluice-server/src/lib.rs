@@ -213,6 +213,8 @@ impl Server {
             listen::Connections::new(max_connections),
             stopped,
         ));
+        // A worker of a cluster knows the cluster's views before it starts its pipelines.
+        pipelines.follow_views().await?;
         pipelines.reconcile().await;
         for create in config_views {
             sql::create_view(&state, create, sql::Existing::SameDefinition).await?;

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use sluice_log::{Log, Retention, Stream, StreamOptions};
 use sluice_pipeline::PipelineError;
 use sluice_pipeline::source::TopicHome;
+use sluice_pipeline::view::StoredView;
 use sluice_query::QueryEngine;
 use sluice_query::arrow::array::RecordBatch;
 use sluice_query::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -176,19 +177,34 @@ pub async fn create_view(
 ) -> Result<(), ServerError> {
     let name = &create.definition.name;
     if let Some(stored) = state.pipelines.view(name) {
-        return match existing {
-            Existing::Refuse if create.if_not_exists => Ok(()),
-            Existing::Refuse => Err(PipelineError::ViewExists(name.clone()).into()),
-            Existing::SameDefinition if stored.definition == create.definition => Ok(()),
-            Existing::SameDefinition => Err(ServerError::Config(format!(
-                "materialized view '{name}' exists with a different definition than the \
-                 config file gives; drop it or change the file"
-            ))),
-        };
+        return exists(&stored, &create, existing);
     }
-    match state.pipelines.create_view(create.definition).await {
+    match state.pipelines.create_view(create.definition.clone()).await {
         Err(PipelineError::ViewExists(_)) if create.if_not_exists => Ok(()),
+        // Another worker of the cluster created it a moment ago (from the same config file,
+        // started at the same time): as if it had been there.
+        Err(PipelineError::ViewExists(_)) if state.cluster.is_some() => {
+            state.pipelines.follow_views().await?;
+            match state.pipelines.view(name) {
+                Some(stored) => exists(&stored, &create, existing),
+                None => Err(PipelineError::ViewExists(name.clone()).into()),
+            }
+        }
         result => Ok(result?),
+    }
+}
+
+/// What `CREATE MATERIALIZED VIEW` `create` answers when view `stored` has its name.
+fn exists(stored: &StoredView, create: &CreateView, existing: Existing) -> Result<(), ServerError> {
+    let name = &create.definition.name;
+    match existing {
+        Existing::Refuse if create.if_not_exists => Ok(()),
+        Existing::Refuse => Err(PipelineError::ViewExists(name.clone()).into()),
+        Existing::SameDefinition if stored.definition == create.definition => Ok(()),
+        Existing::SameDefinition => Err(ServerError::Config(format!(
+            "materialized view '{name}' exists with a different definition than the config \
+             file gives; drop it or change the file"
+        ))),
     }
 }
 

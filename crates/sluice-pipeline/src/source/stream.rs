@@ -30,8 +30,35 @@ pub struct StreamSource {
     definition: Arc<StreamDefinition>,
     decoder: Arc<Decoder>,
     records: Records,
-    /// The partitions this worker holds, when workers share them; all of them otherwise.
-    assignment: Option<Arc<dyn Assignment>>,
+    /// This worker's portion of the partitions, when workers share them; all of them
+    /// otherwise.
+    portion: Option<Portion>,
+}
+
+/// A worker's portion of a stream whose partitions workers share.
+#[derive(Clone)]
+enum Portion {
+    /// The partitions the assignment holds (a raw pipeline: each partition is written by its
+    /// holder).
+    Held(Arc<dyn Assignment>),
+    /// Every partition while the assignment holds partition 0, none otherwise (a view: its
+    /// state is the whole stream's, so it runs on one worker at a time).
+    Whole(Arc<dyn Assignment>),
+}
+
+impl Portion {
+    fn assignment(&self) -> &Arc<dyn Assignment> {
+        match self {
+            Portion::Held(a) | Portion::Whole(a) => a,
+        }
+    }
+
+    /// Whether this worker holds partition 0: it keeps the tables, and runs the views.
+    fn leads(&self) -> bool {
+        self.assignment()
+            .held()
+            .is_some_and(|held| held.contains(&0))
+    }
 }
 
 /// Where a stream's records are.
@@ -72,14 +99,21 @@ impl StreamSource {
             definition: Arc::new(definition),
             decoder: Arc::new(decoder),
             records,
-            assignment: None,
+            portion: None,
         })
     }
 
     /// The source restricted to the partitions `assignment` holds (none before its first
     /// assignment): what a worker sharing the stream's partitions with others reads.
     pub fn held(mut self, assignment: Arc<dyn Assignment>) -> StreamSource {
-        self.assignment = Some(assignment);
+        self.portion = Some(Portion::Held(assignment));
+        self
+    }
+
+    /// The source whole while `assignment` holds partition 0, with no partition otherwise:
+    /// what a view reads on the workers of a cluster, one at a time.
+    pub fn led_by(mut self, assignment: Arc<dyn Assignment>) -> StreamSource {
+        self.portion = Some(Portion::Whole(assignment));
         self
     }
 
@@ -170,9 +204,13 @@ impl StreamSource {
 
     fn bounds_blocking(&self) -> Result<BTreeMap<Partition, Bounds>> {
         let mut bounds = self.all_bounds()?;
-        if let Some(assignment) = &self.assignment {
-            let held = assignment.held().unwrap_or_default();
-            bounds.retain(|p, _| held.contains(p));
+        match &self.portion {
+            Some(Portion::Held(assignment)) => {
+                let held = assignment.held().unwrap_or_default();
+                bounds.retain(|p, _| held.contains(p));
+            }
+            Some(whole @ Portion::Whole(_)) if !whole.leads() => bounds.clear(),
+            _ => {}
         }
         Ok(bounds)
     }
@@ -268,9 +306,7 @@ impl Source for StreamSource {
     }
 
     fn housekeeper(&self) -> bool {
-        self.assignment
-            .as_ref()
-            .is_none_or(|a| a.held().is_some_and(|held| held.contains(&0)))
+        self.portion.as_ref().is_none_or(Portion::leads)
     }
 
     async fn read(&self, from: &Positions, limits: &Limits) -> Result<SourceRead> {

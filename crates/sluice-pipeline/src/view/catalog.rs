@@ -1,25 +1,39 @@
-//! The views' definitions, kept in the data directory so that every view survives restarts.
+//! The views' definitions, kept so that every view survives restarts: in the data directory of a
+//! single Sluice, in the lake for the workers of a cluster.
 //!
 //! ```text
 //! <dir>/<view>/view.json   its definition: name, id, partition columns, query
 //! <dir>/<view>/state/      its state snapshots (see `state`)
 //! <dir>/.trash/            views being dropped
+//!
+//! lake/.sluice/cluster-<name>-views/<view>.json    a cluster's: its definition
+//! lake/.sluice/cluster-<name>-states/…             their state snapshots
 //! ```
 //!
-//! A view is created in a hidden folder, synced, then renamed into place, and dropped by a
-//! rename into `.trash/`: after a crash it exists whole or not at all. Its id (64 random bits,
-//! never a clock's reading, which can step back) tells its tables from those of an earlier view
-//! of the same name. The catalog reads the folder once, when it opens, and keeps the views in
-//! memory from then on (it is the folder's only writer): asking it costs no file access.
+//! In the data directory a view is created in a hidden folder, synced, then renamed into place,
+//! and dropped by a rename into `.trash/`: after a crash it exists whole or not at all. The
+//! catalog reads the folder once, when it opens, and keeps the views in memory from then on (it
+//! is the folder's only writer): asking it costs no file access.
+//!
+//! In the lake a view is created with a conditional put (of two workers creating one name, one
+//! is told it exists) and dropped by deleting its document; every worker keeps the views in
+//! memory too, and [`Catalog::follow`] makes them the lake's (reading again only documents
+//! written anew), so that a view created or dropped on one worker is on every worker within a
+//! follow.
+//!
+//! A view's id (64 random bits, never a clock's reading, which can step back) tells its tables
+//! from those of an earlier view of the same name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+use sluice_lake::{Documents, Lake};
 use sluice_sql::ViewDefinition;
 
-use crate::{PipelineError, Result};
+use super::state::Snapshots;
+use crate::{PipelineError, Result, blocking};
 
 /// A view as the catalog keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,12 +50,27 @@ pub struct StoredView {
     pub definition: ViewDefinition,
 }
 
-/// The views of a data directory.
+/// The views of a data directory, or of a cluster.
 #[derive(Debug)]
 pub struct Catalog {
-    dir: PathBuf,
-    /// Every view, by name; changed (on disk, then here) one change at a time.
+    store: Store,
+    /// Every view, by name; changed (where they are kept, then here) one change at a time.
     views: Mutex<BTreeMap<String, StoredView>>,
+}
+
+/// Where a catalog keeps its views.
+#[derive(Debug)]
+enum Store {
+    /// A single Sluice's data directory.
+    Dir(PathBuf),
+    /// A cluster's documents in the lake.
+    Lake {
+        views: Documents,
+        states: Documents,
+        /// The tag of each view's document as last read: only a document written anew is read
+        /// again.
+        tags: Mutex<HashMap<String, String>>,
+    },
 }
 
 const DEFINITION: &str = "view.json";
@@ -69,9 +98,54 @@ impl Catalog {
             views.insert(view.definition.name.clone(), view);
         }
         Ok(Catalog {
-            dir,
+            store: Store::Dir(dir),
             views: Mutex::new(views),
         })
+    }
+
+    /// The catalog of cluster `cluster`'s views, in `lake`: empty until it follows the lake.
+    pub fn in_lake(lake: &Lake, cluster: &str) -> Catalog {
+        Catalog {
+            store: Store::Lake {
+                views: lake.documents(&format!("cluster-{cluster}-views")),
+                states: lake.files(&format!("cluster-{cluster}-states"), "arrow"),
+                tags: Mutex::default(),
+            },
+            views: Mutex::default(),
+        }
+    }
+
+    /// Makes the views the lake's (a cluster's catalog; nothing to do in a data directory).
+    /// Returns whether they changed.
+    pub async fn follow(&self) -> Result<bool> {
+        let Store::Lake { views, tags, .. } = &self.store else {
+            return Ok(false);
+        };
+        let listed = views.tags().await?;
+        let known = tags.lock().expect("catalog lock").clone();
+        let mut read = Vec::new();
+        for (name, tag) in &listed {
+            if known.get(name) != Some(tag) {
+                // Deleted since it was listed: not there.
+                if let Some(content) = views.get(name).await? {
+                    let view: StoredView = serde_json::from_slice(&content).map_err(|e| {
+                        PipelineError::Internal(format!("the definition of view '{name}': {e}"))
+                    })?;
+                    read.push((tag.clone(), view));
+                }
+            }
+        }
+        let listed: HashMap<String, String> = listed.into_iter().collect();
+        let mut all = self.lock();
+        let before = all.clone();
+        all.retain(|name, _| listed.contains_key(name));
+        let mut tags = tags.lock().expect("catalog lock");
+        tags.retain(|name, _| listed.contains_key(name));
+        for (tag, view) in read {
+            tags.insert(view.definition.name.clone(), tag);
+            all.insert(view.definition.name.clone(), view);
+        }
+        Ok(*all != before)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, StoredView>> {
@@ -98,18 +172,20 @@ impl Catalog {
     }
 
     /// Where the view's state snapshots go.
-    pub fn state_dir(&self, view: &StoredView) -> PathBuf {
-        self.dir.join(&view.definition.name).join("state")
+    pub fn snapshots(&self, view: &StoredView) -> Snapshots {
+        let name = &view.definition.name;
+        match &self.store {
+            Store::Dir(dir) => Snapshots::Dir(dir.join(name).join("state")),
+            Store::Lake { states, .. } => Snapshots::in_lake(states.clone(), name, view.id),
+        }
     }
 
     /// Records a new view of `input` (a stream or a view); fails if one of that name exists.
-    pub fn create(&self, definition: ViewDefinition, input: String) -> Result<StoredView> {
-        let mut views = self.lock();
+    pub async fn create(&self, definition: ViewDefinition, input: String) -> Result<StoredView> {
         let name = definition.name.clone();
         sluice_log::validate_name(&name)
             .map_err(|_| PipelineError::Invalid(format!("invalid view name {name:?}")))?;
-        let dir = self.dir.join(&name);
-        if views.contains_key(&name) || dir.exists() {
+        if self.get(&name).is_some() {
             return Err(PipelineError::ViewExists(name));
         }
         let now = std::time::SystemTime::now()
@@ -121,39 +197,77 @@ impl Catalog {
             input,
             definition,
         };
-        let tmp = self.dir.join(format!(".{name}.creating"));
+        match &self.store {
+            Store::Dir(dir) => {
+                let (dir, stored) = (dir.clone(), view.clone());
+                blocking(move || create_in(&dir, &stored)).await?;
+            }
+            Store::Lake { views, .. } => {
+                let json = serde_json::to_vec_pretty(&view)
+                    .map_err(|e| PipelineError::Internal(e.to_string()))?;
+                if !views.put(&name, json, true).await? {
+                    return Err(PipelineError::ViewExists(name));
+                }
+            }
+        }
+        self.lock().insert(name, view.clone());
+        Ok(view)
+    }
+
+    /// Forgets view `name` and deletes its definition (in a data directory, its state too);
+    /// returns what it was.
+    pub async fn drop_view(&self, name: &str) -> Result<StoredView> {
+        let view = self
+            .get(name)
+            .ok_or_else(|| PipelineError::ViewNotFound(name.to_string()))?;
+        match &self.store {
+            Store::Dir(dir) => {
+                let (dir, gone) = (dir.clone(), view.clone());
+                blocking(move || drop_in(&dir, &gone)).await?;
+            }
+            Store::Lake { views, .. } => {
+                views.delete(name).await?;
+            }
+        }
+        self.lock().remove(name);
+        Ok(view)
+    }
+}
+
+/// Writes `view` into the catalog folder `dir`; refuses a name whose folder is there.
+fn create_in(dir: &Path, view: &StoredView) -> Result<()> {
+    let name = &view.definition.name;
+    if dir.join(name).exists() {
+        return Err(PipelineError::ViewExists(name.clone()));
+    }
+    {
+        let tmp = dir.join(format!(".{name}.creating"));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         }
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         let path = tmp.join(DEFINITION);
         let json =
-            serde_json::to_vec_pretty(&view).map_err(|e| PipelineError::Internal(e.to_string()))?;
+            serde_json::to_vec_pretty(view).map_err(|e| PipelineError::Internal(e.to_string()))?;
         std::fs::write(&path, json).map_err(|e| io(&path, e))?;
         sync(&path)?;
         sync(&tmp)?;
-        std::fs::rename(&tmp, &dir).map_err(|e| io(&dir, e))?;
-        sync(&self.dir)?;
-        views.insert(name, view.clone());
-        Ok(view)
+        let target = dir.join(name);
+        std::fs::rename(&tmp, &target).map_err(|e| io(&target, e))?;
     }
+    sync(dir)
+}
 
-    /// Forgets view `name` and deletes its folder (its state); returns what it was.
-    pub fn drop_view(&self, name: &str) -> Result<StoredView> {
-        let mut views = self.lock();
-        let view = views
-            .get(name)
-            .cloned()
-            .ok_or_else(|| PipelineError::ViewNotFound(name.to_string()))?;
-        let trash = self.dir.join(TRASH);
-        std::fs::create_dir_all(&trash).map_err(|e| io(&trash, e))?;
-        let gone = trash.join(format!("{name}-{}", view.id));
-        std::fs::rename(self.dir.join(name), &gone).map_err(|e| io(&gone, e))?;
-        views.remove(name);
-        sync(&self.dir)?;
-        std::fs::remove_dir_all(&gone).map_err(|e| io(&gone, e))?;
-        Ok(view)
-    }
+/// Deletes `view`'s folder from the catalog folder `dir`: renamed into the trash first, so
+/// that a crash leaves it whole or gone.
+fn drop_in(dir: &Path, view: &StoredView) -> Result<()> {
+    let name = &view.definition.name;
+    let trash = dir.join(TRASH);
+    std::fs::create_dir_all(&trash).map_err(|e| io(&trash, e))?;
+    let gone = trash.join(format!("{name}-{}", view.id));
+    std::fs::rename(dir.join(name), &gone).map_err(|e| io(&gone, e))?;
+    sync(dir)?;
+    std::fs::remove_dir_all(&gone).map_err(|e| io(&gone, e))
 }
 
 fn sync(path: &Path) -> Result<()> {

@@ -20,6 +20,15 @@
 //! commit recorded — positions and state together — so no window is emitted twice or missed
 //! and no key counts an event twice.
 //!
+//! **In a cluster** a view runs on one worker at a time: the one that holds partition 0 of its
+//! input stream (that stream's consumer group elects it, as it elects the worker that keeps the
+//! raw tables). It reads every partition, so its rows, its watermark (the lowest over all
+//! partitions) and its late events are those of a single Sluice; its state snapshots are in the
+//! lake. On the other workers it reads nothing until partition 0 moves to them; then it is
+//! opened again, from what its table recorded. A worker that has not yet heard that it lost
+//! partition 0 cannot commit: its commit would record positions the table has moved past
+//! (`exactly_once`, rule 7).
+//!
 //! **Late events** (older than the watermark that the previous round left) go to
 //! `<view>_errors` with the reason, committed *before* the view's commit. Lateness is judged
 //! against the committed watermark, so a round repeated after a crash between the two commits
@@ -36,7 +45,7 @@ mod upsert;
 pub mod watermark;
 pub mod window;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,7 +65,8 @@ use crate::decode;
 use crate::exactly_once::{self, Partition, Positions, Writer, advanced, committed, new_gaps};
 use crate::runtime::{Cadence, Kind, Pipeline, Round};
 use crate::source::{
-    Bounds, Gap, Limits, SharedSource, SourceRead, StreamSource, UpstreamView, pending, shares,
+    Assignment, Bounds, Gap, Limits, SharedSource, SourceRead, StreamSource, UpstreamView, pending,
+    shares,
 };
 use crate::{Result, errors_table};
 
@@ -123,8 +133,36 @@ pub async fn drop_tables(lake: &Lake, view: &str, view_id: u64) -> Result<()> {
     .await
 }
 
+/// The refusal of a view of view `input` in a cluster.
+pub fn views_of_views(input: &str) -> crate::PipelineError {
+    crate::PipelineError::Unsupported(format!(
+        "'{input}' is a materialized view: in a cluster a view reads a stream (views of views \
+         run on a single Sluice)"
+    ))
+}
+
 /// The table property saying what kind of view writes it (`stateless`, `windowed`, `updating`).
 pub const KIND: &str = "sluice.view.kind";
+
+/// Where a view runs and keeps its state.
+#[derive(Clone)]
+pub struct Placement {
+    /// Where its state snapshots are kept.
+    pub snapshots: Snapshots,
+    /// On a worker of a cluster, its input stream's assignment: the view runs while this
+    /// worker holds partition 0. None on a single Sluice.
+    pub lead: Option<Arc<dyn Assignment>>,
+}
+
+impl Placement {
+    /// A single Sluice's view, its snapshots in `dir`.
+    pub fn local(dir: std::path::PathBuf) -> Self {
+        Placement {
+            snapshots: Snapshots::Dir(dir),
+            lead: None,
+        }
+    }
+}
 
 /// One view's pipeline.
 pub struct ViewPipeline {
@@ -145,29 +183,37 @@ pub struct ViewPipeline {
     snapshot: u64,
     state: Option<State>,
     snapshots: Snapshots,
+    /// In a cluster, the partitions it was opened with (all, or none on a worker that does
+    /// not run it): it is opened again when they change.
+    opened: Option<BTreeSet<Partition>>,
 }
 
 impl ViewPipeline {
     /// Plans the view, opens (or creates) its tables and resumes from what they recorded.
-    /// `snapshots` is the folder of its state snapshots; `id` the view's, which its tables
-    /// carry.
+    /// `id` is the view's, which its tables carry.
     pub async fn open(
         definition: ViewDefinition,
         id: u64,
         log: Arc<Log>,
         lake: Lake,
-        snapshots: std::path::PathBuf,
+        placement: Placement,
         config: ViewConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let plan = ViewPlan::new(&definition, &log, &lake).await?;
-        let (source, delay_ms): (SharedSource, u64) = match &plan.input.source {
-            Input::Stream(name) => {
-                let source = StreamSource::open(&log, name)?;
+        let Placement { snapshots, lead } = placement;
+        let led = lead.is_some();
+        let (source, delay_ms): (SharedSource, u64) = match (&plan.input.source, lead) {
+            (Input::Stream(name), lead) => {
+                let mut source = StreamSource::open(&log, name)?;
                 let delay = source.definition().watermark_ms.unwrap_or(0);
+                if let Some(lead) = lead {
+                    source = source.led_by(lead);
+                }
                 (Arc::new(source), delay)
             }
-            Input::View(name) => (Arc::new(UpstreamView::open(&lake, name).await?), 0),
+            (Input::View(name), None) => (Arc::new(UpstreamView::open(&lake, name).await?), 0),
+            (Input::View(name), Some(_)) => return Err(views_of_views(name)),
         };
         let name = definition.name.clone();
         let kind = plan.kind();
@@ -210,7 +256,8 @@ impl ViewPipeline {
         let positions = committed(&table, partitions.iter().copied()).await?;
         let error_positions = committed(&errors, partitions.iter().copied()).await?;
         let snapshot = exactly_once::snapshot(&table).await?;
-        let snapshots = Snapshots::new(snapshots);
+        // A worker of a cluster that does not run the view now keeps no state.
+        let standby = led && partitions.is_empty();
         let now = clock.now_ms();
         let delay = delay_ms as Micros * 1000;
         let state = match plan.aggregation() {
@@ -220,8 +267,9 @@ impl ViewPipeline {
                     .then(|| Watermarks::new(partitions.len(), delay, now));
                 Some(match snapshot {
                     0 => State::empty(a.state_schema.clone(), watermarks),
+                    _ if standby => State::empty(a.state_schema.clone(), watermarks),
                     n => {
-                        let mut state = snapshots.read(n, &a.state_schema)?;
+                        let mut state = snapshots.read(n, &a.state_schema).await?;
                         state.watermarks =
                             state.watermarks.map(|w| w.restarted(partitions.len(), now));
                         state
@@ -229,7 +277,9 @@ impl ViewPipeline {
                 })
             }
         };
-        snapshots.retain(snapshot);
+        if !standby {
+            snapshots.retain(snapshot).await?;
+        }
         Ok(Self {
             definition,
             log,
@@ -245,6 +295,7 @@ impl ViewPipeline {
             snapshot,
             state,
             snapshots,
+            opened: led.then(|| partitions.into_iter().collect()),
         })
     }
 
@@ -280,22 +331,26 @@ impl ViewPipeline {
         if next == self.positions && !changed && round.rows == 0 && round.errors == 0 {
             return Ok(round);
         }
+        // Refused before any write if another worker ran the view since its last commit (rule
+        // 7): in a cluster, as of the table's latest version, so that a worker that has not
+        // yet heard the view moved does not write its late events either.
+        if self.opened.is_some() {
+            self.table.refresh().await?;
+        }
+        exactly_once::still_held(&self.table, &self.positions, &next).await?;
         let snapshot = match &state {
-            Some(state) => {
-                let number = self.snapshot + 1;
-                let (snapshots, state) = (self.snapshots.clone(), state.clone());
-                tokio::task::spawn_blocking(move || snapshots.write(number, &state))
-                    .await
-                    .map_err(|e| crate::PipelineError::Internal(e.to_string()))??;
-                Some(number)
-            }
+            Some(state) => Some(self.snapshots.write(self.snapshot, state).await?),
             None => None,
         };
         if late.num_rows() > 0 {
             let error_next = advanced(&self.error_positions, &read.next());
-            self.errors
-                .append(vec![late], exactly_once::versions(&error_next, None))
-                .await?;
+            exactly_once::append(
+                &mut self.errors,
+                vec![late],
+                &self.error_positions,
+                &error_next,
+            )
+            .await?;
             self.error_positions = error_next;
         }
         let versions = exactly_once::versions(&next, snapshot);
@@ -315,7 +370,10 @@ impl ViewPipeline {
         self.positions = next;
         if let Some(number) = snapshot {
             self.snapshot = number;
-            self.snapshots.retain(number);
+            // Older snapshots are no longer needed; one left behind is deleted next time.
+            if let Err(e) = self.snapshots.retain(number).await {
+                tracing::warn!(view = self.definition.name, error = %e, "cannot delete old snapshots");
+            }
         }
         self.state = state;
         Ok(round)
@@ -337,6 +395,10 @@ impl Pipeline for ViewPipeline {
             Shape::Updating { keys, .. } => keys.clone(),
             _ => Vec::new(),
         }
+    }
+
+    fn partitions(&self) -> Option<&BTreeSet<Partition>> {
+        self.opened.as_ref()
     }
 
     fn next_read(&self) -> Positions {

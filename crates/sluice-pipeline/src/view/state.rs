@@ -6,14 +6,22 @@
 //! merges into it only the groups its rows touched, so a round costs what it touched, not the
 //! whole state; a window leaves the state when it is emitted.
 //!
-//! Snapshots: before the commit that records a round, the state after it is written to
-//! `<dir>/<n>.arrow` (Arrow IPC; the watermarks in its schema's metadata), synced, then named
-//! by the commit (`txn` app id `snapshot`, version `n`). A restart loads the snapshot the last
-//! commit names, so it resumes with the state exactly as that commit left it, without reading
-//! history again; snapshots no commit names (a crash before the commit) are deleted.
+//! Snapshots: before the commit that records a round, the state after it is written as snapshot
+//! `n` (Arrow IPC; the watermarks in its schema's metadata), durably, then named by the commit
+//! (`txn` app id `snapshot`, version `n`). A restart loads the snapshot the last commit names,
+//! so it resumes with the state exactly as that commit left it, without reading history again;
+//! snapshots older than the one named are deleted.
+//!
+//! A single Sluice keeps them in its data directory (`<dir>/<n>.arrow`, synced); a cluster's
+//! workers in the lake (`.sluice/cluster-<name>-states/<view>-<id>-<n>.arrow`), where whichever
+//! worker runs the view next finds them. There a worker that has not yet heard that the view
+//! moved may write a snapshot while the new runner writes its own: a number is never written
+//! twice (its low bits are random, and it is written with a conditional put), so neither
+//! overwrites the other's, and the view's table takes only one of their commits.
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,11 +31,12 @@ use arrow::datatypes::{Schema, SchemaRef, TimestampMicrosecondType};
 use arrow::row::{RowConverter, SortField};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
+use sluice_lake::Documents;
 
 use super::plan::ViewPlan;
 use super::watermark::{Micros, Watermarks};
 use super::window::merge_sessions;
-use crate::{PipelineError, Result};
+use crate::{PipelineError, Result, blocking};
 
 /// An aggregating view's state between rounds.
 #[derive(Debug, Clone)]
@@ -122,80 +131,171 @@ pub fn close(
 
 const WATERMARKS: &str = "sluice.watermarks";
 
-/// Where a view's state snapshots are kept.
+/// How many low bits of a snapshot's number are random: the rest count the view's snapshots.
+const RANDOM_BITS: u32 = 20;
+
+/// Where a view's state snapshots are kept (see the module docs).
 #[derive(Debug, Clone)]
-pub struct Snapshots {
-    dir: PathBuf,
+pub enum Snapshots {
+    /// A folder of the data directory: `<n>.arrow`, synced.
+    Dir(PathBuf),
+    /// A cluster's folder in the lake: `<prefix>-<n>.arrow`, the prefix naming the view and
+    /// its incarnation.
+    Lake {
+        /// The cluster's snapshots.
+        files: Documents,
+        /// What this view's snapshots' names start with.
+        prefix: String,
+    },
 }
 
 impl Snapshots {
-    /// The snapshots kept in `dir`.
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
-    }
-
-    fn path(&self, number: u64) -> PathBuf {
-        self.dir.join(format!("{number:020}.arrow"))
-    }
-
-    /// Writes snapshot `number` of `state`, durably, before a commit names it.
-    pub fn write(&self, number: u64, state: &State) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
-        let mut metadata = state.groups.schema().metadata().clone();
-        if let Some(w) = &state.watermarks {
-            metadata.insert(
-                WATERMARKS.to_string(),
-                serde_json::to_string(w).map_err(|e| PipelineError::Internal(e.to_string()))?,
-            );
+    /// The snapshots of view `view` incarnation `id`, among a cluster's `files`.
+    pub fn in_lake(files: Documents, view: &str, id: u64) -> Self {
+        Snapshots::Lake {
+            files,
+            prefix: format!("{view}-{id:016x}"),
         }
-        let schema = Schema::new_with_metadata(state.groups.schema().fields().clone(), metadata);
-        let path = self.path(number);
-        let tmp = path.with_extension("tmp");
-        let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
-        let mut writer = FileWriter::try_new(file, &schema)?;
-        writer.write(&state.groups.clone().with_schema(Arc::new(schema.clone()))?)?;
-        let file = writer.into_inner()?;
-        file.sync_all().map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io(&self.dir, e))
     }
 
-    /// Reads snapshot `number`, whose groups have `schema`.
-    pub fn read(&self, number: u64, schema: &SchemaRef) -> Result<State> {
-        let path = self.path(number);
-        let file = File::open(&path).map_err(|e| io(&path, e))?;
-        let reader = FileReader::try_new(file, None)?;
-        let watermarks = match reader.schema().metadata().get(WATERMARKS) {
-            Some(json) => Some(
-                serde_json::from_str(json)
-                    .map_err(|e| PipelineError::Internal(format!("{}: {e}", path.display())))?,
-            ),
-            None => None,
-        };
-        let batches = reader.collect::<Result<Vec<_>, _>>()?;
-        let groups = concat_batches(schema, &batches).map_err(|e| {
-            PipelineError::Internal(format!(
-                "{}: the snapshot does not fit the view's state ({e}): was the view's query changed?",
-                path.display()
-            ))
-        })?;
-        Ok(State { groups, watermarks })
+    fn path(dir: &Path, number: u64) -> PathBuf {
+        dir.join(format!("{number:020}.arrow"))
     }
 
-    /// Deletes every snapshot but `keep`.
-    pub fn retain(&self, keep: u64) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        let keep = self.path(keep);
-        for entry in entries.flatten() {
-            if entry.path() != keep {
-                let _ = std::fs::remove_file(entry.path());
+    fn name(prefix: &str, number: u64) -> String {
+        format!("{prefix}-{number:020}")
+    }
+
+    /// Writes the snapshot that follows snapshot `after` (0: none), durably, before a commit
+    /// names it; returns its number.
+    pub async fn write(&self, after: u64, state: &State) -> Result<u64> {
+        let bytes = encode(state)?;
+        loop {
+            let number = ((after >> RANDOM_BITS) + 1) << RANDOM_BITS
+                | sluice_log::new_id()? & ((1 << RANDOM_BITS) - 1);
+            let written = match self {
+                Snapshots::Dir(dir) => {
+                    let (dir, bytes) = (dir.clone(), bytes.clone());
+                    blocking(move || write_synced(&dir, &Self::path(&dir, number), &bytes)).await?;
+                    true
+                }
+                Snapshots::Lake { files, prefix } => {
+                    files
+                        .put(&Self::name(prefix, number), bytes.clone(), true)
+                        .await?
+                }
+            };
+            // Taken by another writer of the view (one that has not heard it moved): another.
+            if written {
+                return Ok(number);
             }
         }
     }
+
+    /// Reads snapshot `number`, whose groups have `schema`.
+    pub async fn read(&self, number: u64, schema: &SchemaRef) -> Result<State> {
+        let (bytes, origin) = match self {
+            Snapshots::Dir(dir) => {
+                let path = Self::path(dir, number);
+                let origin = path.display().to_string();
+                (
+                    blocking(move || std::fs::read(&path).map_err(|e| io(&path, e))).await?,
+                    origin,
+                )
+            }
+            Snapshots::Lake { files, prefix } => {
+                let name = Self::name(prefix, number);
+                let bytes = files.get(&name).await?.ok_or_else(|| {
+                    PipelineError::Internal(format!("the view's snapshot {name} is missing"))
+                })?;
+                (bytes, name)
+            }
+        };
+        decode(bytes, schema, &origin)
+    }
+
+    /// Deletes the snapshots older than `keep`.
+    pub async fn retain(&self, keep: u64) -> Result<()> {
+        let older = move |name: &str| name.parse::<u64>().is_ok_and(|n| n < keep);
+        match self {
+            Snapshots::Dir(dir) => {
+                let dir = dir.clone();
+                blocking(move || {
+                    let Ok(entries) = std::fs::read_dir(&dir) else {
+                        return Ok(());
+                    };
+                    for entry in entries.flatten() {
+                        let name = entry.file_name();
+                        let name = name.to_string_lossy();
+                        let number = name.strip_suffix(".arrow").unwrap_or(&name);
+                        // A snapshot being written when the process died: unnamed.
+                        if older(number) || name.ends_with(".tmp") {
+                            let _ = std::fs::remove_file(entry.path());
+                        }
+                    }
+                    Ok(())
+                })
+                .await
+            }
+            Snapshots::Lake { files, prefix } => {
+                let start = format!("{prefix}-");
+                for (name, _) in files.tags().await? {
+                    if name.strip_prefix(&start).is_some_and(older) {
+                        files.delete(&name).await?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A state as a snapshot's bytes: Arrow IPC, the watermarks in the schema's metadata.
+fn encode(state: &State) -> Result<Vec<u8>> {
+    let mut metadata = state.groups.schema().metadata().clone();
+    if let Some(w) = &state.watermarks {
+        metadata.insert(
+            WATERMARKS.to_string(),
+            serde_json::to_string(w).map_err(|e| PipelineError::Internal(e.to_string()))?,
+        );
+    }
+    let schema = Schema::new_with_metadata(state.groups.schema().fields().clone(), metadata);
+    let mut writer = FileWriter::try_new(Vec::new(), &schema)?;
+    writer.write(&state.groups.clone().with_schema(Arc::new(schema.clone()))?)?;
+    Ok(writer.into_inner()?)
+}
+
+/// The state snapshot `origin` holds, its groups in `schema`.
+fn decode(bytes: Vec<u8>, schema: &SchemaRef, origin: &str) -> Result<State> {
+    let reader = FileReader::try_new(Cursor::new(bytes), None)?;
+    let watermarks = match reader.schema().metadata().get(WATERMARKS) {
+        Some(json) => Some(
+            serde_json::from_str(json)
+                .map_err(|e| PipelineError::Internal(format!("{origin}: {e}")))?,
+        ),
+        None => None,
+    };
+    let batches = reader.collect::<Result<Vec<_>, _>>()?;
+    let groups = concat_batches(schema, &batches).map_err(|e| {
+        PipelineError::Internal(format!(
+            "{origin}: the snapshot does not fit the view's state ({e}): was the view's query \
+             changed?"
+        ))
+    })?;
+    Ok(State { groups, watermarks })
+}
+
+/// Writes `bytes` to `path` in `dir` durably: a temporary file synced, renamed, the folder synced.
+fn write_synced(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    std::io::Write::write_all(&mut file, bytes).map_err(|e| io(&tmp, e))?;
+    file.sync_all().map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
 }
 
 fn io(path: &Path, source: std::io::Error) -> PipelineError {

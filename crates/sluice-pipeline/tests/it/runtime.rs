@@ -279,7 +279,7 @@ async fn a_view_and_a_drop_of_its_stream_at_once_never_leave_a_view_without_its_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_paused_past_retention_reports_the_exact_range_it_lost() {
     use sluice_pipeline::source::StreamSource;
-    use sluice_pipeline::view::ViewPipeline;
+    use sluice_pipeline::view::{Placement, ViewPipeline};
 
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
@@ -345,7 +345,7 @@ async fn a_pipeline_paused_past_retention_reports_the_exact_range_it_lost() {
             7,
             log.clone(),
             lake.clone(),
-            dir.path().join("state"),
+            Placement::local(dir.path().join("state")),
             ViewConfig {
                 max_records_per_round: 3,
                 ..ViewConfig::default()

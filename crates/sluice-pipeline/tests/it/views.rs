@@ -20,6 +20,7 @@
 //! `SLUICE_BLESS=1` rewrites each file's expected rows with what the view gives (then read the
 //! diff before committing it).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +29,10 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::prelude::SessionContext;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig, Retention, StreamOptions};
-use sluice_pipeline::Pipeline;
-use sluice_pipeline::view::{Clock, ViewConfig, ViewPipeline};
+use sluice_pipeline::source::Assignment;
+use sluice_pipeline::view::state::Snapshots;
+use sluice_pipeline::view::{Catalog, Clock, Placement, ViewConfig, ViewPipeline};
+use sluice_pipeline::{Pipeline, PipelineError};
 use sluice_sql::Statement;
 
 /// A clock the test moves.
@@ -213,7 +216,7 @@ async fn open(
         1,
         log.clone(),
         lake.clone(),
-        state,
+        Placement::local(state),
         config.clone(),
         clock.clone(),
     )
@@ -266,4 +269,196 @@ async fn query(lake: &Lake, sql: &str) -> String {
         }
     }
     out
+}
+
+/// Whether a worker holds partition 0 of the stream, as the test says: a worker that has not
+/// heard that it lost it still says it does.
+#[derive(Default)]
+struct Lead(std::sync::atomic::AtomicBool);
+
+impl Lead {
+    fn set(&self, leads: bool) {
+        self.0.store(leads, Ordering::SeqCst);
+    }
+}
+
+impl Assignment for Lead {
+    fn held(&self) -> Option<BTreeSet<u32>> {
+        Some(match self.0.load(Ordering::SeqCst) {
+            true => BTreeSet::from([0]),
+            false => BTreeSet::new(),
+        })
+    }
+}
+
+const WINDOWED: &str = "CREATE MATERIALIZED VIEW per_minute AS SELECT k, window_start, count(*) AS n, \
+     sum(v) AS total FROM TUMBLE(events, ts, INTERVAL '1 minute') GROUP BY k, window_start, window_end";
+
+/// Appends `n` events to `events`, `from` on: key `k<i % 5>`, one a second of event time, on
+/// shard `i % 3`.
+async fn events(log: &Log, from: u64, n: u64) {
+    let body: String = (from..from + n)
+        .map(|i| {
+            format!(
+                "{} {{\"k\":\"k{}\",\"v\":{i},\"ts\":\"2026-01-05T00:{:02}:{:02}Z\"}}\n",
+                i % 3,
+                i % 5,
+                i / 60,
+                i % 60
+            )
+        })
+        .collect();
+    append(log, "events", &body).await;
+}
+
+/// A view in a cluster runs where its stream's partition 0 is held, reading every partition:
+/// as partition 0 moves between two workers, the view resumes on the new one from the
+/// snapshot in the lake, and the old one, before it hears, cannot commit. Its rows are those
+/// of a single Sluice's view over the same stream.
+#[tokio::test]
+async fn a_view_moves_between_workers_with_its_state_and_the_one_that_has_not_heard_cannot_commit()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    log.create_stream(
+        "events",
+        StreamOptions {
+            shards: 3,
+            retention: Retention::default(),
+            definition: match parse(
+                "CREATE STREAM events (k TEXT, v BIGINT, ts TIMESTAMP NOT NULL) \
+                 WITH (shards = 3, event_time = 'ts')",
+            ) {
+                Statement::CreateStream(c) => c.definition.to_log(),
+                _ => unreachable!(),
+            },
+            elsewhere: None,
+        },
+    )
+    .unwrap();
+    let Statement::CreateView(view) = parse(WINDOWED) else {
+        unreachable!()
+    };
+    let definition = view.definition;
+    let (lake, alone) = (
+        Lake::local(dir.path().join("lake")).unwrap(),
+        Lake::local(dir.path().join("alone")).unwrap(),
+    );
+    let states = lake.files("cluster-c1-states", "arrow");
+    let clock = Arc::new(TestClock::default());
+    let worker = |lead: &Arc<Lead>| {
+        let placement = Placement {
+            snapshots: Snapshots::in_lake(states.clone(), "per_minute", 7),
+            lead: Some(lead.clone()),
+        };
+        let (definition, log, lake, clock) =
+            (definition.clone(), log.clone(), lake.clone(), clock.clone());
+        async move {
+            ViewPipeline::open(
+                definition,
+                7,
+                log,
+                lake,
+                placement,
+                ViewConfig::default(),
+                clock,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (a, b) = (Arc::new(Lead::default()), Arc::new(Lead::default()));
+    a.set(true);
+    let mut on_a = worker(&a).await;
+    let mut on_b = worker(&b).await;
+
+    events(&log, 0, 300).await;
+    assert!(on_a.round().await.unwrap().committed);
+    assert!(
+        !on_b.round().await.unwrap().committed,
+        "B does not run the view"
+    );
+
+    // Partition 0 moves to B; A has not heard yet.
+    b.set(true);
+    let moved = on_b.round().await.unwrap_err();
+    assert!(matches!(moved, PipelineError::Reassigned(_)), "{moved}");
+    on_b = worker(&b).await;
+    events(&log, 300, 300).await;
+    assert!(on_b.round().await.unwrap().committed);
+    events(&log, 600, 300).await;
+    let refused = on_a.round().await.unwrap_err();
+    assert!(matches!(refused, PipelineError::Reassigned(_)), "{refused}");
+    // A hears: it runs the view no more.
+    a.set(false);
+    assert!(on_a.round().await.is_err());
+    on_a = worker(&a).await;
+    assert!(!on_a.round().await.unwrap().committed);
+    // Past every real window, on every shard.
+    append(
+        &log,
+        "events",
+        "0 {\"k\":\"z\",\"v\":0,\"ts\":\"2027-01-01T00:00:00Z\"}\n\
+         1 {\"k\":\"z\",\"v\":0,\"ts\":\"2027-01-01T00:00:00Z\"}\n\
+         2 {\"k\":\"z\",\"v\":0,\"ts\":\"2027-01-01T00:00:00Z\"}\n",
+    )
+    .await;
+    while on_b.round().await.unwrap().backlog {}
+    on_b.round().await.unwrap();
+
+    // The same rows as one Sluice's view over the same stream.
+    let mut single = ViewPipeline::open(
+        definition.clone(),
+        8,
+        log.clone(),
+        alone.clone(),
+        Placement::local(dir.path().join("alone-state")),
+        ViewConfig::default(),
+        clock.clone(),
+    )
+    .await
+    .unwrap();
+    while single.round().await.unwrap().backlog {}
+    single.round().await.unwrap();
+    let rows = "SELECT k, window_start, n, total FROM per_minute ORDER BY k, window_start";
+    let (shared, expected) = (query(&lake, rows).await, query(&alone, rows).await);
+    assert_eq!(shared.lines().count(), 75, "{shared}");
+    assert_eq!(shared, expected);
+    // Only the snapshot the last commit names is kept (and none of the single Sluice's).
+    let kept = states.tags().await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+/// A cluster's views are in the lake: one created on a worker is on another once it follows
+/// the catalog, the same name cannot be created twice, and a drop reaches every worker.
+#[tokio::test]
+async fn a_cluster_s_views_are_created_once_and_followed_by_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let (one, two) = (Catalog::in_lake(&lake, "c1"), Catalog::in_lake(&lake, "c1"));
+    let Statement::CreateView(view) = parse(WINDOWED) else {
+        unreachable!()
+    };
+    let created = one
+        .create(view.definition.clone(), "events".into())
+        .await
+        .unwrap();
+    assert!(two.get("per_minute").is_none());
+    assert!(two.follow().await.unwrap(), "the catalog changed");
+    assert_eq!(two.get("per_minute"), Some(created.clone()));
+    assert!(!two.follow().await.unwrap(), "nothing changed since");
+    assert_eq!(two.reading("events"), vec!["per_minute".to_string()]);
+    let again = two.create(view.definition.clone(), "events".into()).await;
+    assert!(
+        matches!(again, Err(PipelineError::ViewExists(_))),
+        "{again:?}"
+    );
+    // Another cluster on the same lake has views of its own.
+    let other = Catalog::in_lake(&lake, "c2");
+    assert!(!other.follow().await.unwrap());
+    assert!(other.list().is_empty());
+
+    two.drop_view("per_minute").await.unwrap();
+    assert!(one.follow().await.unwrap());
+    assert!(one.list().is_empty());
 }
