@@ -446,6 +446,13 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     wait_for(lambda: f"{workers.cluster}.clicks" not in tansu.topics(), "the dropped stream's own topic deleted")
     time.sleep(2)
     assert all(worker.running for worker in (w1, w2, w3, w4))
+    # A stream not created (another worker claimed the name a moment before, for a topic of
+    # its own) leaves no topic of its own behind.
+    tansu.create_topic(f"{workers.cluster}-theirs", 1)
+    w1.sql(kafka_stream("theirs", tansu, f"{workers.cluster}-theirs", "a TEXT"))
+    status, body = w2.sql_status("CREATE STREAM theirs (a TEXT)")
+    assert status >= 400 and "exists" in json.dumps(body), body
+    assert f"{workers.cluster}.theirs" not in tansu.topics()
     tansu.create_topic(f"{workers.cluster}.clicks", 2)
     status, body = w1.sql_status("CREATE STREAM clicks (event_id TEXT)")
     assert status >= 400 and "exists" in json.dumps(body) and "connector = 'kafka'" in json.dumps(body), body

@@ -312,15 +312,39 @@ fn create_stream(
 ) -> Result<QueryResult, ServerError> {
     // A stream that exists is compared as declared; a new one's connector is checked (the
     // brokers asked) and where it starts fixed, or its topic created.
-    let elsewhere = match log.stream(&create.name) {
-        Ok(_) => create.definition.connector.as_ref().map(|c| c.produce_to()),
-        Err(_) => sluice_pipeline::source::prepare_stream(&mut create, home)?,
+    let (elsewhere, prepared) = match log.stream(&create.name) {
+        Ok(_) => (
+            create.definition.connector.as_ref().map(|c| c.produce_to()),
+            false,
+        ),
+        Err(_) => (
+            sluice_pipeline::source::prepare_stream(&mut create, home)?,
+            true,
+        ),
     };
     let wanted = options(&create, elsewhere);
-    match log.create_stream(&create.name, wanted.clone()) {
+    let created = log.create_stream(&create.name, wanted.clone());
+    if prepared
+        && created.is_err()
+        && let Err(e) = sluice_pipeline::source::retire_stream(&create.name, &create.definition)
+    {
+        // Nothing of a stream not created stays behind: not the topic made for it (another
+        // worker may have claimed the name a moment before, for a topic of its own).
+        tracing::warn!(stream = create.name, error = %e, "cannot delete the topic made for a stream not created");
+    }
+    match created {
         Ok(_) => Ok(QueryResult::default()),
         Err(sluice_log::Error::StreamExists(name)) => {
-            let stream = log.stream(&name)?;
+            // Another worker of the cluster may have created it a moment ago: this log learns
+            // it from the catalog.
+            let stream = match log.stream(&name) {
+                Ok(stream) => stream,
+                Err(_) => {
+                    log.follow()?;
+                    log.stream(&name)
+                        .map_err(|_| sluice_log::Error::StreamExists(name.clone()))?
+                }
+            };
             let meta = stream.meta();
             let same = meta.shards == wanted.shards
                 && meta.retention == wanted.retention

@@ -152,7 +152,8 @@ fn new_topic(home: &TopicHome, stream: &str, partitions: u32) -> Result<Connecto
     )))
 }
 
-/// What a dropped stream leaves to clean: the topic Sluice created for it, deleted. Blocking.
+/// What a stream dropped, or not created after [`prepare_stream`], leaves to clean: the topic
+/// Sluice created for it, deleted. Blocking.
 pub fn retire_stream(name: &str, definition: &StreamDefinition) -> Result<()> {
     match &definition.connector {
         #[cfg(feature = "kafka")]
