@@ -8,7 +8,9 @@
 #   per run and worker count N: N fresh workers, each in a cgroup v1 of its own capped at QUOTA
 #       CPU (cpu.cfs_quota_us), one lake folder; CREATE STREAM on the first ─► until the workers'
 #       raw-table pipelines have written every record between them     events/s, CPU-s per
-#       million events (all workers), the time until the group had given out every partition
+#       million events (all workers), the time until the group had given out every partition;
+#       then CREATE MATERIALIZED VIEW ticks_1m ─► until its table holds every window (the view
+#       runs on one worker, the holder of partition 0, reading every partition)
 #
 # The broker (Tansu 0.6.0, memory storage), the pollers and the workers share the machine's 2
 # cores: the quota keeps the workers' sum under them (4 × 0.3 = 1.2 cores), so that the broker
@@ -71,6 +73,8 @@ echo "== W1, $EVENTS events: generating, and filling the topic (not timed)"
 FILLED=$($PY fill $BROKERS ticks "$WORK/events.ndjson" $PARTITIONS)
 echo "$FILLED"
 RECORDS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')
+WINDOWS=$(echo "$FILLED" | python3 -c 'import json,sys; print(json.load(sys.stdin)["windows"])')
+TICKS_1M=$($PY views_rs TICKS_1M)
 COLUMNS="ticker TEXT NOT NULL, price DOUBLE NOT NULL, volume BIGINT NOT NULL, ts TIMESTAMP NOT NULL"
 CREATE="CREATE STREAM ticks ($COLUMNS) WITH (connector = 'kafka', brokers = '$BROKERS', topic = 'ticks', event_time = 'ts')"
 
@@ -85,13 +89,19 @@ for run in $(seq "$RUNS"); do
     TIMES=$($PY workers_take "$PORT" "$n" ticks "$RECORDS" "$TIMEOUT" "$PARTITIONS")
     cpu=0
     for pid in "${WORKERS[@]}"; do cpu=$(python3 -c "print($cpu + $(cpu_of "$pid"))"); done
+    VIEW_S=$($PY timed_view http://127.0.0.1:$((PORT + 1)) "$TICKS_1M" ticks_1m "$WINDOWS" "$TIMEOUT")
+    view_cpu=0
+    for pid in "${WORKERS[@]}"; do view_cpu=$(python3 -c "print($view_cpu + $(cpu_of "$pid"))"); done
     stop_workers
-    python3 - "$n" "$RECORDS" "$TIMES" "$cpu" "$FETCH" >>"$RESULTS" <<'PY'
+    python3 - "$n" "$RECORDS" "$TIMES" "$cpu" "$FETCH" "$VIEW_S" "$view_cpu" >>"$RESULTS" <<'PY'
 import json, sys
-n, records, times, cpu, fetch = sys.argv[1:]
+n, records, times, cpu, fetch, view_s, view_cpu = sys.argv[1:]
 n, records, times, cpu = int(n), int(records), json.loads(times), float(cpu)
+view_s, view_cpu = float(view_s), float(view_cpu) - cpu
 assert times["written"] == records, f"{times['written']} rows written for {records} records"
 print(json.dumps({
+    f"view_w{n}_per_s": round(records / view_s),
+    f"view_w{n}_cpu_s_per_m": round(view_cpu / (records / 1e6), 2),
     f"w{n}_per_s": round(records / times["total_s"]),
     # The records taken once every partition was held, over the time since.
     f"w{n}_per_s_settled": round(times["after_settled"] / max(times["total_s"] - times["settled_s"], 1e-3)),
