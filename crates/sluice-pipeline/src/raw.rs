@@ -36,7 +36,7 @@ use crate::exactly_once::{
     self, Partition, Positions, Writer, advanced, committed, new_gaps, past,
 };
 use crate::mirror::{Mirror, Repeats, changes_table};
-use crate::runtime::{Cadence, Kind, Pipeline, Round};
+use crate::runtime::{Cadence, Kind, Pipeline, Resumed, Round};
 use crate::source::{
     Bounds, Gap, Limits, SharedSource, Source, SourceRead, StreamSource, pending, shares,
 };
@@ -88,18 +88,9 @@ pub struct RawPipeline {
     change: Option<(Mirror, Repeats)>,
     /// The source's partitions when it was opened: its positions are of these.
     partitions: BTreeSet<Partition>,
-    /// The partitions whose positions were committed before the pipeline was opened (by
-    /// another worker, or before a restart), with when: the first commit of each here, if it
-    /// comes within [`WAITING_READ_WITHIN`] of the opening, says how long it went without one.
-    resumed: BTreeMap<Partition, i64>,
-    /// When the pipeline was opened.
-    opened: std::time::Instant,
+    /// How long its partitions went without a commit when it was opened.
+    resumed: Resumed,
 }
-
-/// Records a pipeline commits within this long of its opening were waiting when it opened (a
-/// moved partition's backlog, read as soon as the stream's consumer has them); records
-/// committed later may have come after an idle spell, which is no failover.
-const WAITING_READ_WITHIN: Duration = Duration::from_secs(5);
 
 impl RawPipeline {
     /// Opens (or creates) the tables of `source`'s stream and resumes from the positions they
@@ -159,8 +150,7 @@ impl RawPipeline {
             error_positions,
             change,
             partitions: partitions.into_iter().collect(),
-            resumed,
-            opened: std::time::Instant::now(),
+            resumed: Resumed::new(resumed),
         })
     }
 
@@ -277,11 +267,7 @@ impl Pipeline for RawPipeline {
             },
         );
         if rows_committed.is_ok() {
-            let moved = row_next
-                .iter()
-                .filter(|(p, at)| self.row_positions.get(p) != Some(at));
-            let since = moved.filter_map(|(p, _)| self.resumed.remove(p)).min();
-            round.resumed_since_ms = since.filter(|_| self.opened.elapsed() < WAITING_READ_WITHIN);
+            round.resumed_since_ms = self.resumed.committed(&self.row_positions, &row_next);
             self.row_positions = row_next;
             if let Some(repeats) = repeats {
                 history.iter().try_for_each(|b| repeats.remember(b))?;

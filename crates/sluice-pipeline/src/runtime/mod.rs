@@ -90,6 +90,40 @@ pub trait Pipeline: Send + 'static {
     }
 }
 
+/// How long a pipeline's partitions went without a commit when it was opened: those whose
+/// positions its table had recorded before (by another worker, or before a restart), with when.
+/// The first commit of each, if it comes within [`WAITING_READ_WITHIN`] of the opening, says
+/// how long it went without one (`Round::resumed_since_ms`: status `failover_ms`).
+#[derive(Debug)]
+pub(crate) struct Resumed {
+    written: BTreeMap<Partition, i64>,
+    opened: Instant,
+}
+
+/// Records a pipeline commits within this long of its opening were waiting when it opened (a
+/// moved partition's backlog, read as soon as the stream's consumer has them); records
+/// committed later may have come after an idle spell, which is no failover.
+const WAITING_READ_WITHIN: Duration = Duration::from_secs(5);
+
+impl Resumed {
+    /// A pipeline opened now, whose partitions' positions were last committed when `written`
+    /// says (ms since the epoch).
+    pub(crate) fn new(written: BTreeMap<Partition, i64>) -> Self {
+        Resumed {
+            written,
+            opened: Instant::now(),
+        }
+    }
+
+    /// A commit that moved positions `before` to `after` landed: when the partitions it moved
+    /// first had last been committed, if this is their first commit here and it came soon.
+    pub(crate) fn committed(&mut self, before: &Positions, after: &Positions) -> Option<i64> {
+        let moved = after.iter().filter(|(p, at)| before.get(p) != Some(at));
+        let since = moved.filter_map(|(p, _)| self.written.remove(p)).min();
+        since.filter(|_| self.opened.elapsed() < WAITING_READ_WITHIN)
+    }
+}
+
 /// How often a pipeline takes a round, and how often it compacts.
 #[derive(Debug, Clone, Copy)]
 pub struct Cadence {

@@ -25,7 +25,8 @@
 //! raw tables). It reads every partition, so its rows, its watermark (the lowest over all
 //! partitions) and its late events are those of a single Sluice; its state snapshots are in the
 //! lake. On the other workers it reads nothing until partition 0 moves to them; then it is
-//! opened again, from what its table recorded. A worker that has not yet heard that it lost
+//! opened again, from what its table recorded, and its first commit there says how long the
+//! view went without one (`failover_ms`, as a raw pipeline's). A worker that has not yet heard that it lost
 //! partition 0 cannot commit: its commit would record positions the table has moved past
 //! (`exactly_once`, rule 7).
 //!
@@ -63,7 +64,7 @@ use watermark::{Micros, Watermarks};
 
 use crate::decode;
 use crate::exactly_once::{self, Partition, Positions, Writer, advanced, committed, new_gaps};
-use crate::runtime::{Cadence, Kind, Pipeline, Round};
+use crate::runtime::{Cadence, Kind, Pipeline, Resumed, Round};
 use crate::source::{
     Assignment, Bounds, Gap, Limits, SharedSource, SourceRead, StreamSource, UpstreamView, pending,
     shares,
@@ -186,6 +187,8 @@ pub struct ViewPipeline {
     /// In a cluster, the partitions it was opened with (all, or none on a worker that does
     /// not run it): it is opened again when they change.
     opened: Option<BTreeSet<Partition>>,
+    /// How long its partitions went without a commit when it was opened.
+    resumed: Resumed,
 }
 
 impl ViewPipeline {
@@ -255,6 +258,8 @@ impl ViewPipeline {
         let partitions: Vec<Partition> = source.bounds().await?.into_keys().collect();
         let positions = committed(&table, partitions.iter().copied()).await?;
         let error_positions = committed(&errors, partitions.iter().copied()).await?;
+        let resumed =
+            Resumed::new(exactly_once::written(&table, partitions.iter().copied()).await?);
         let snapshot = exactly_once::snapshot(&table).await?;
         // A worker of a cluster that does not run the view now keeps no state.
         let standby = led && partitions.is_empty();
@@ -296,6 +301,7 @@ impl ViewPipeline {
             state,
             snapshots,
             opened: led.then(|| partitions.into_iter().collect()),
+            resumed,
         })
     }
 
@@ -367,6 +373,7 @@ impl ViewPipeline {
             _ => self.table.append(rows, versions).await?,
         }
         round.committed = true;
+        round.resumed_since_ms = self.resumed.committed(&self.positions, &next);
         self.positions = next;
         if let Some(number) = snapshot {
             self.snapshot = number;

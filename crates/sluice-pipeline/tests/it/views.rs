@@ -385,7 +385,10 @@ async fn a_view_moves_between_workers_with_its_state_and_the_one_that_has_not_he
     assert!(matches!(moved, PipelineError::Reassigned(_)), "{moved}");
     on_b = worker(&b).await;
     events(&log, 300, 300).await;
-    assert!(on_b.round().await.unwrap().committed);
+    let taken_over = on_b.round().await.unwrap();
+    assert!(taken_over.committed);
+    // Its first commit there says how long the view went without one.
+    assert!(taken_over.resumed_since_ms.is_some());
     events(&log, 600, 300).await;
     let refused = on_a.round().await.unwrap_err();
     assert!(matches!(refused, PipelineError::Reassigned(_)), "{refused}");
