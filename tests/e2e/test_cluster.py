@@ -20,6 +20,7 @@ import pytest
 from deltalake import DeltaTable
 
 import conftest
+import test_firehose
 from test_kafka import TICK_COLUMNS, Produced, kafka_stream, produce_ticks
 from test_views import SENTINELS, START, TICKS_1M, duckdb_ticks_1m, stamp, tick
 
@@ -442,8 +443,11 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     for worker in (w1, w3, w4):
         wait_for(lambda: "clicks_by_country" not in views_of(worker), "the view gone from every worker", timeout=10)
     assert not (workers.tmp_path / "lake" / "clicks_by_country").exists()
+    # The worker that dropped the stream dies at once: the others delete the topic.
     w3.sql("DROP STREAM clicks")
+    w3.kill9()
     wait_for(lambda: f"{workers.cluster}.clicks" not in tansu.topics(), "the dropped stream's own topic deleted")
+    w3.start()
     time.sleep(2)
     assert all(worker.running for worker in (w1, w2, w3, w4))
     # A stream not created (another worker claimed the name a moment before, for a topic of
@@ -457,3 +461,28 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     status, body = w1.sql_status("CREATE STREAM clicks (event_id TEXT)")
     assert status >= 400 and "exists" in json.dumps(body) and "connector = 'kafka'" in json.dumps(body), body
     assert "clicks" not in streams_of(w1)
+
+
+def test_the_kinesis_and_firehose_apis_create_a_cluster_s_streams_with_topics_of_their_own(topic_workers, tansu):
+    workers = topic_workers
+    w1, w2 = workers.start("w1"), workers.start("w2")
+    w1.kinesis_client().create_stream(StreamName="orders", ShardCount=2)
+    assert len(tansu.admin().list_topics(timeout=10).topics[f"{workers.cluster}.orders"].partitions) == 2
+    wait_for(lambda: "orders" in streams_of(w2), "the stream on the other worker", timeout=10)
+    # Either worker's Kinesis door produces into it.
+    for worker, at in ((w1, 0), (w2, 100)):
+        answer = worker.kinesis_client().put_records(StreamName="orders", Records=[
+            {"Data": json.dumps({"n": n}).encode(), "PartitionKey": str(n)} for n in range(at, at + 100)])
+        assert answer["FailedRecordCount"] == 0, answer
+    firehose = test_firehose.client(w2)
+    firehose.create_delivery_stream(DeliveryStreamName="events")
+    assert f"{workers.cluster}.events" in tansu.topics()
+    assert firehose.put_record_batch(DeliveryStreamName="events",
+                                     Records=[{"Data": json.dumps({"e": e}).encode()} for e in range(10)])["FailedPutCount"] == 0
+    for worker in (w1, w2):
+        wait_for(lambda: worker.sql("SELECT count(*) FROM orders")["rows"] == [[200]], "every record in orders")
+        wait_for(lambda: worker.sql("SELECT count(*) FROM events")["rows"] == [[10]], "every record in events")
+    # Deleted through the API: the topic goes with the stream.
+    w2.kinesis_client().delete_stream(StreamName="orders")
+    wait_for(lambda: f"{workers.cluster}.orders" not in tansu.topics(), "the stream's topic deleted", timeout=60)
+    assert w1.running and w2.running

@@ -309,8 +309,10 @@ pub struct Log {
 /// the log's DDL lock; blocking.
 pub trait Catalog: Send + Sync + 'static {
     /// Records `meta` as the stream of its name: refused if the catalog has a stream of that
-    /// name (`StreamExists`) or does not take such streams (`NotShared`).
-    fn claim(&self, meta: &StreamMeta) -> Result<()>;
+    /// name (`StreamExists`) or does not take such streams (`NotShared`). The catalog may first
+    /// give the stream a place for its records (a cluster's topic of its own), in `meta`'s
+    /// definition and `elsewhere`: the stream is created as `meta` is then.
+    fn claim(&self, meta: &mut StreamMeta) -> Result<()>;
     /// Removes stream `name` incarnation `id` (nothing if it is not there).
     fn release(&self, name: &str, id: u64) -> Result<()>;
     /// Every stream the catalog has.
@@ -472,7 +474,7 @@ impl Log {
             return Err(Error::StreamExists(name.to_string()));
         }
         let now = (self.config.clock)();
-        let meta = StreamMeta {
+        let mut meta = StreamMeta {
             name: name.to_string(),
             id: new_id()?,
             created_ms: now,
@@ -484,7 +486,7 @@ impl Log {
         let Some(catalog) = self.catalog() else {
             return self.make_stream(meta);
         };
-        catalog.claim(&meta)?;
+        catalog.claim(&mut meta)?;
         let id = meta.id;
         self.make_stream(meta).inspect_err(|_| {
             if let Err(e) = catalog.release(name, id) {

@@ -23,10 +23,14 @@
 //!   the same tables as one writer's partitions (`exactly_once`, rule 7).
 //! - A cluster's streams read Kafka topics: the catalog takes nothing else, and a worker's data
 //!   directory holds no records of its own (a server whose log holds some does not start as a
-//!   worker). A stream declared without a connector gets a topic of its own on the cluster's
-//!   brokers (`--kafka`), and every worker's doors produce into its stream's topic
+//!   worker). A stream declared without a connector, through any door (SQL, the Kinesis API's
+//!   CreateStream, Firehose's CreateDeliveryStream, a config file), gets a topic of its own on
+//!   the cluster's brokers (`--kafka`) as the catalog claims its name (deleted again if the
+//!   claim fails), and every worker's doors produce into its stream's topic
 //!   (`sluice_pipeline::source::forward_appends`): a record is acknowledged once the brokers
-//!   have it. PostgreSQL sources are refused in a cluster, for now.
+//!   have it. Every worker that sees a stream leave the catalog deletes the topic made for it,
+//!   [`RETIRE_TOPIC_AFTER`] later, so that it goes even if the worker that dropped it died.
+//!   PostgreSQL sources are refused in a cluster, for now.
 //! - A view is the cluster's: created or dropped on any worker, known to every worker within
 //!   a second, run by one worker at a time (the holder of its stream's partition 0, which
 //!   reads every partition), its rows in the lake for every worker's queries.
@@ -40,6 +44,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use sluice_error::Classify;
 use sluice_lake::Documents;
 use sluice_log::{Log, StreamMeta};
 use sluice_pipeline::Pipelines;
@@ -114,7 +119,7 @@ impl Cluster {
             documents: self.streams.clone(),
             runtime: tokio::runtime::Handle::current(),
             read: std::sync::Mutex::default(),
-            brokers: self.home.is_some(),
+            home: self.home.clone(),
         }));
         log.forward_appends(sluice_pipeline::source::forward_appends()?);
         Ok(())
@@ -129,8 +134,9 @@ struct Catalog {
     /// The streams as last read, by name, with their documents' tags: the log follows the
     /// catalog every second, and only a document written anew is read again.
     read: std::sync::Mutex<std::collections::HashMap<String, (String, StreamMeta)>>,
-    /// Whether the cluster has brokers of its own (`--kafka`), to say so when refusing.
-    brokers: bool,
+    /// Where a stream declared without a connector gets a topic of its own: the cluster's
+    /// brokers (`--kafka`), if any.
+    home: Option<TopicHome>,
 }
 
 impl Catalog {
@@ -140,31 +146,53 @@ impl Catalog {
 }
 
 impl sluice_log::Catalog for Catalog {
-    fn claim(&self, meta: &StreamMeta) -> sluice_log::Result<()> {
-        let definition = StreamDefinition::from_log(&meta.definition);
-        if !matches!(definition.connector, Some(Connector::Kafka(_))) {
-            let declare = match self.brokers {
-                true => "create it with SQL (CREATE STREAM), which gives it a topic of its own",
-                false => {
-                    "declare it with connector = 'kafka', or start the workers with --kafka \
-                     BROKERS to give streams topics of their own"
-                }
-            };
-            return Err(sluice_log::Error::NotShared(format!(
-                "stream '{}' does not read a Kafka topic: the streams of a cluster do, so that \
-                 its workers can share their partitions; {declare}",
-                meta.name
-            )));
+    fn claim(&self, meta: &mut StreamMeta) -> sluice_log::Result<()> {
+        let mut definition = StreamDefinition::from_log(&meta.definition);
+        // Whichever door creates it (SQL, the Kinesis API, Firehose, a config file), a stream
+        // declared without a place for its records gets a topic of its own.
+        let made = match (&definition.connector, &self.home) {
+            (Some(Connector::Kafka(_)), _) => false,
+            (None, Some(home)) => {
+                let topic = sluice_pipeline::source::new_topic(home, &meta.name, meta.shards)
+                    .map_err(|e| match e.class() {
+                        sluice_error::Class::Unavailable => Self::unavailable(e),
+                        _ => sluice_log::Error::NotShared(e.to_string()),
+                    })?;
+                meta.elsewhere = Some(topic.produce_to());
+                definition.connector = Some(topic);
+                meta.definition = definition.to_log();
+                true
+            }
+            _ => {
+                return Err(sluice_log::Error::NotShared(format!(
+                    "stream '{}' does not read a Kafka topic: the streams of a cluster do, so \
+                     that its workers can share their partitions; declare it with connector = \
+                     'kafka', or start the workers with --kafka BROKERS to give streams topics \
+                     of their own",
+                    meta.name
+                )));
+            }
+        };
+        let claimed = serde_json::to_vec(meta)
+            .map_err(Self::unavailable)
+            .and_then(|content| {
+                self.runtime
+                    .block_on(self.documents.put(&meta.name, content, true))
+                    .map_err(Self::unavailable)
+            })
+            .and_then(|created| match created {
+                true => Ok(()),
+                false => Err(sluice_log::Error::StreamExists(meta.name.clone())),
+            });
+        if made
+            && claimed.is_err()
+            && let Err(e) = sluice_pipeline::source::retire_stream(&meta.name, &definition)
+        {
+            // Nothing of a stream not created stays behind: not the topic made for it (another
+            // worker may have claimed the name a moment before, for a topic of its own).
+            tracing::warn!(stream = meta.name, error = %e, "cannot delete the topic made for a stream not created");
         }
-        let content = serde_json::to_vec(meta).map_err(Self::unavailable)?;
-        let created = self
-            .runtime
-            .block_on(self.documents.put(&meta.name, content, true))
-            .map_err(Self::unavailable)?;
-        match created {
-            true => Ok(()),
-            false => Err(sluice_log::Error::StreamExists(meta.name.clone())),
-        }
+        claimed
     }
 
     fn release(&self, name: &str, id: u64) -> sluice_log::Result<()> {
@@ -207,7 +235,54 @@ impl sluice_log::Catalog for Catalog {
         })?;
         let streams = now.values().map(|(_, meta)| meta.clone()).collect();
         *self.read.lock().expect("catalog lock") = now;
+        // What is left was dropped since the last reading.
+        for (_, (_, dropped)) in read {
+            self.retire_later(dropped);
+        }
         Ok(streams)
+    }
+}
+
+impl Catalog {
+    /// Deletes, [`RETIRE_TOPIC_AFTER`] from now, the topic Sluice created for dropped stream
+    /// `meta`, if it did, unless the catalog has a stream of that topic by then (created again).
+    /// Every worker does so as it sees the stream leave the catalog, the one that dropped it
+    /// too, so that the topic goes even when that one dies meanwhile; a topic already deleted
+    /// is no error.
+    fn retire_later(&self, meta: StreamMeta) {
+        let definition = StreamDefinition::from_log(&meta.definition);
+        let Some(Connector::Kafka(topic)) = &definition.connector else {
+            return;
+        };
+        if !topic.owned {
+            return;
+        }
+        let (documents, topic) = (self.documents.clone(), topic.topic.clone());
+        self.runtime.spawn(async move {
+            tokio::time::sleep(RETIRE_TOPIC_AFTER).await;
+            let reads_it = |content: &[u8]| {
+                serde_json::from_slice::<StreamMeta>(content).is_ok_and(|now| {
+                    matches!(StreamDefinition::from_log(&now.definition).connector,
+                        Some(Connector::Kafka(k)) if k.topic == topic)
+                })
+            };
+            match documents.get(&meta.name).await {
+                Ok(Some(content)) if reads_it(&content) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(stream = meta.name, error = %e, "cannot read the catalog: the dropped stream's topic stays");
+                    return;
+                }
+            }
+            let name = meta.name.clone();
+            let retired = tokio::task::spawn_blocking(move || {
+                sluice_pipeline::source::retire_stream(&name, &definition)
+            });
+            if let Ok(Err(e)) = retired.await {
+                // Its topic stays, and a stream created under its name is told.
+                tracing::warn!(stream = meta.name, error = %e, "cannot delete the dropped stream's topic");
+            }
+        });
     }
 }
 

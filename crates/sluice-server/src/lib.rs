@@ -151,9 +151,8 @@ impl Server {
             Arc::new(SystemClock),
         )?;
         let (applying, statements) = (log.clone(), config.statements.clone());
-        let home = cluster.as_ref().and_then(|c| c.home.clone());
         let config_views = tokio::task::spawn_blocking(move || match statements {
-            Some(sql) => sql::apply_config(&applying, &sql, home.as_ref()),
+            Some(sql) => sql::apply_config(&applying, &sql),
             None => Ok(Vec::new()),
         })
         .await

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sluice_log::{Log, Retention, Stream, StreamOptions};
 use sluice_pipeline::PipelineError;
-use sluice_pipeline::source::TopicHome;
 use sluice_pipeline::view::StoredView;
 use sluice_query::QueryEngine;
 use sluice_query::arrow::array::RecordBatch;
@@ -154,12 +153,10 @@ pub async fn answer(
         statement,
         Statement::CreateStream(_) | Statement::DropStream { .. }
     );
-    let (log, home) = (log.clone(), topic_home(state));
-    let result = tokio::task::spawn_blocking(move || {
-        execute(&log, statement, Existing::Refuse, home.as_ref())
-    })
-    .await
-    .map_err(|e| ServerError::Internal(e.to_string()))??;
+    let log = log.clone();
+    let result = tokio::task::spawn_blocking(move || execute(&log, statement, Existing::Refuse))
+        .await
+        .map_err(|e| ServerError::Internal(e.to_string()))??;
     if changes_streams {
         // A created stream's tables exist, and a dropped one's are gone, when the statement
         // returns (not at the next upkeep tick).
@@ -253,21 +250,14 @@ async fn run_query(
     Ok((output.schema, output.batches))
 }
 
-/// Where a stream declared without a connector gets a topic: the cluster's brokers, if any.
-pub fn topic_home(state: &AppState) -> Option<TopicHome> {
-    state.cluster.as_ref().and_then(|c| c.home.clone())
-}
-
-/// Runs one statement; a stream declared without a connector gets a topic in `home`, when
-/// given (a cluster's). Blocking: stream creation and deletion fsync.
+/// Runs one statement. Blocking: stream creation and deletion fsync.
 pub fn execute(
     log: &Log,
     statement: Statement,
     existing: Existing,
-    home: Option<&TopicHome>,
 ) -> Result<QueryResult, ServerError> {
     match statement {
-        Statement::CreateStream(create) => create_stream(log, create, existing, home),
+        Statement::CreateStream(create) => create_stream(log, create, existing),
         Statement::DropStream { name, if_exists } => drop_stream(log, &name, if_exists),
         Statement::ShowStreams => Ok(show_streams(&log.streams())),
         Statement::Describe { name } => Ok(describe(&*log.stream(&name)?)),
@@ -308,30 +298,16 @@ fn create_stream(
     log: &Log,
     mut create: CreateStream,
     existing: Existing,
-    home: Option<&TopicHome>,
 ) -> Result<QueryResult, ServerError> {
     // A stream that exists is compared as declared; a new one's connector is checked (the
-    // brokers asked) and where it starts fixed, or its topic created.
-    let (elsewhere, prepared) = match log.stream(&create.name) {
-        Ok(_) => (
-            create.definition.connector.as_ref().map(|c| c.produce_to()),
-            false,
-        ),
-        Err(_) => (
-            sluice_pipeline::source::prepare_stream(&mut create, home)?,
-            true,
-        ),
+    // brokers asked) and where it starts fixed. (In a cluster, one without a connector gets its
+    // topic from the catalog as the log creates it.)
+    let elsewhere = match log.stream(&create.name) {
+        Ok(_) => create.definition.connector.as_ref().map(|c| c.produce_to()),
+        Err(_) => sluice_pipeline::source::prepare_stream(&mut create)?,
     };
     let wanted = options(&create, elsewhere);
     let created = log.create_stream(&create.name, wanted.clone());
-    if prepared
-        && created.is_err()
-        && let Err(e) = sluice_pipeline::source::retire_stream(&create.name, &create.definition)
-    {
-        // Nothing of a stream not created stays behind: not the topic made for it (another
-        // worker may have claimed the name a moment before, for a topic of its own).
-        tracing::warn!(stream = create.name, error = %e, "cannot delete the topic made for a stream not created");
-    }
     match created {
         Ok(_) => Ok(QueryResult::default()),
         Err(sluice_log::Error::StreamExists(name)) => {
@@ -363,33 +339,13 @@ fn create_stream(
     }
 }
 
-/// Drops stream `name`, then, [`crate::cluster::RETIRE_TOPIC_AFTER`] later, the topic Sluice
-/// created for it, if it did: its records go with it, as a log's own stream's do. Called on the
-/// server's runtime (a blocking thread of it).
+/// Drops stream `name` (in a cluster, the catalog then deletes the topic Sluice created for it:
+/// its records go with it, as a log's own stream's do).
 fn drop_stream(log: &Log, name: &str, if_exists: bool) -> Result<QueryResult, ServerError> {
-    let definition = match log.stream(name) {
-        Ok(stream) => StreamDefinition::from_log(&stream.meta().definition),
-        Err(sluice_log::Error::StreamNotFound(_)) if if_exists => {
-            return Ok(QueryResult::default());
-        }
-        Err(e) => return Err(e.into()),
-    };
     match log.drop_stream(name) {
-        Err(sluice_log::Error::StreamNotFound(_)) if if_exists => return Ok(QueryResult::default()),
-        result => result?,
+        Err(sluice_log::Error::StreamNotFound(_)) if if_exists => Ok(QueryResult::default()),
+        result => Ok(result.map(|_| QueryResult::default())?),
     }
-    let name = name.to_string();
-    tokio::runtime::Handle::current().spawn(async move {
-        tokio::time::sleep(crate::cluster::RETIRE_TOPIC_AFTER).await;
-        let retired = tokio::task::spawn_blocking(move || {
-            sluice_pipeline::source::retire_stream(&name, &definition).map_err(|e| (name, e))
-        });
-        if let Ok(Err((stream, e))) = retired.await {
-            // The stream is gone; its topic stays, and a stream created under its name is told.
-            tracing::warn!(stream, error = %e, "cannot delete the dropped stream's topic");
-        }
-    });
-    Ok(QueryResult::default())
 }
 
 fn duration(ms: Option<u64>) -> Value {
@@ -472,11 +428,7 @@ fn describe(stream: &Stream) -> QueryResult {
 
 /// Applies a config file's stream statements at start-up, idempotently. Returns its
 /// `CREATE MATERIALIZED VIEW` statements, which the views apply once the lake is open.
-pub fn apply_config(
-    log: &Log,
-    sql: &str,
-    home: Option<&TopicHome>,
-) -> Result<Vec<sluice_sql::CreateView>, ServerError> {
+pub fn apply_config(log: &Log, sql: &str) -> Result<Vec<sluice_sql::CreateView>, ServerError> {
     let statements = sluice_sql::parse(sql)
         .map_err(|e| ServerError::Config(format!("in the config file: {e}")))?;
     let mut views = Vec::new();
@@ -484,7 +436,7 @@ pub fn apply_config(
         match statement {
             Statement::CreateView(create) => views.push(create),
             statement => {
-                execute(log, statement, Existing::SameDefinition, home)?;
+                execute(log, statement, Existing::SameDefinition)?;
             }
         }
     }

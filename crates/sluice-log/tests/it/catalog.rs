@@ -24,7 +24,7 @@ impl Memory {
 }
 
 impl Catalog for Memory {
-    fn claim(&self, meta: &StreamMeta) -> sluice_log::Result<()> {
+    fn claim(&self, meta: &mut StreamMeta) -> sluice_log::Result<()> {
         self.up()?;
         if meta.elsewhere.is_none() {
             return Err(Error::NotShared(format!(

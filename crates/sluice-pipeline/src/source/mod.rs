@@ -104,22 +104,12 @@ pub struct TopicHome {
     pub cluster: String,
 }
 
-/// Readies a new stream for the log: a stream declared without a connector gets a topic of its
-/// own in `home`, when given; a stream of a connector has its records checked to be readable,
-/// where reading starts fixed, and (a Kafka topic's) as many shards as the topic has
-/// partitions, which the doors of a cluster produce into. Returns where its records come
-/// from, when not from the log's doors (what those doors tell producers). Blocking: it asks
-/// the brokers.
-pub fn prepare_stream(
-    create: &mut CreateStream,
-    home: Option<&TopicHome>,
-) -> Result<Option<String>> {
+/// Readies a new stream of a connector for the log: its records checked to be readable, where
+/// reading starts fixed, and (a Kafka topic's) as many shards as the topic has partitions,
+/// which the doors of a cluster produce into. Returns where its records come from, when not
+/// from the log's doors (what those doors tell producers). Blocking: it asks the brokers.
+pub fn prepare_stream(create: &mut CreateStream) -> Result<Option<String>> {
     let name = create.name.as_str();
-    if create.definition.connector.is_none()
-        && let Some(home) = home
-    {
-        create.definition.connector = Some(new_topic(home, name, create.shards)?);
-    }
     let Some(connector) = &mut create.definition.connector else {
         return Ok(None);
     };
@@ -138,8 +128,9 @@ pub fn prepare_stream(
     Ok(Some(elsewhere))
 }
 
-/// A new topic for stream `stream` in `home`, with `partitions` partitions.
-fn new_topic(home: &TopicHome, stream: &str, partitions: u32) -> Result<Connector> {
+/// A new topic for stream `stream` in `home`, with `partitions` partitions, created: the
+/// connector of a cluster's stream declared without one. Blocking.
+pub fn new_topic(home: &TopicHome, stream: &str, partitions: u32) -> Result<Connector> {
     #[cfg(feature = "kafka")]
     return Ok(Connector::Kafka(Box::new(produce::create_topic(
         home, stream, partitions,
@@ -152,7 +143,7 @@ fn new_topic(home: &TopicHome, stream: &str, partitions: u32) -> Result<Connecto
     )))
 }
 
-/// What a stream dropped, or not created after [`prepare_stream`], leaves to clean: the topic
+/// What a stream dropped, or not created after [`new_topic`], leaves to clean: the topic
 /// Sluice created for it, deleted. Blocking.
 pub fn retire_stream(name: &str, definition: &StreamDefinition) -> Result<()> {
     match &definition.connector {

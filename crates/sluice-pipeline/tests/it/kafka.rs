@@ -82,7 +82,7 @@ fn kafka_stream(
     let sluice_sql::Statement::CreateStream(mut c) = sluice_sql::parse(&create)?.remove(0) else {
         panic!("not a CREATE STREAM")
     };
-    let elsewhere = prepare_stream(&mut c, None)?;
+    let elsewhere = prepare_stream(&mut c)?;
     Ok(log.create_stream(
         name,
         StreamOptions {

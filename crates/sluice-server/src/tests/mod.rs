@@ -244,23 +244,23 @@ fn the_config_file_applies_idempotently() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     let file = format!("{TICKS};\nCREATE STREAM clicks;");
-    assert!(sql::apply_config(&log, &file, None).unwrap().is_empty());
+    assert!(sql::apply_config(&log, &file).unwrap().is_empty());
     let created: Vec<_> = log.streams().iter().map(|s| s.meta().clone()).collect();
-    assert!(sql::apply_config(&log, &file, None).unwrap().is_empty());
+    assert!(sql::apply_config(&log, &file).unwrap().is_empty());
     let again: Vec<_> = log.streams().iter().map(|s| s.meta().clone()).collect();
     assert_eq!(
         created, again,
         "applying the same file again changes nothing"
     );
     let changed = file.replace("shards = 2", "shards = 3");
-    match sql::apply_config(&log, &changed, None) {
+    match sql::apply_config(&log, &changed) {
         Err(ServerError::Config(message)) => {
             assert!(message.contains("different definition"), "{message}")
         }
         other => panic!("expected a config error, got {other:?}"),
     }
     assert!(matches!(
-        sql::apply_config(&log, "CREATE STREAM", None),
+        sql::apply_config(&log, "CREATE STREAM"),
         Err(ServerError::Config(_))
     ));
 }
