@@ -1564,8 +1564,12 @@ def raw_pg_session(server: Server, messages: list[bytes], startup: bool = True) 
     try:
         if startup:
             pg.startup()
-        for m in messages:
-            pg.send(m)
+        try:
+            for m in messages:
+                pg.send(m)
+        except (ConnectionResetError, BrokenPipeError):
+            # Closed while a message too large was still being sent: refused by closing.
+            return None
         try:
             msgs = pg.until_ready()
         except EOFError:
