@@ -107,6 +107,17 @@ pub(crate) async fn append(
     Ok(table.append(batches, versions(to, None)).await?)
 }
 
+/// Records every partition of `partitions` as taken for good in `table` (one commit of no
+/// rows): a worker that has not heard that the table's pipeline is gone can commit to it no
+/// more (rule 7), before the table is dropped.
+pub(crate) async fn fence(
+    table: &mut LakeTable,
+    partitions: impl IntoIterator<Item = Partition>,
+) -> Result<()> {
+    let taken = partitions.into_iter().map(|p| (app_id(p), i64::MAX));
+    Ok(table.append(Vec::new(), taken.collect()).await?)
+}
+
 /// Refuses a commit recording `to` on `table` unless the table still holds, for every
 /// partition of `to`, the position `from` says the round read it from (none: from its oldest
 /// record): else another worker took the partition since (rule 7).

@@ -324,11 +324,14 @@ impl Pipelines {
         }
         let key = (name.to_string(), Writer::View(view.id));
         if self.config.cluster.is_some() {
-            // Forgotten first, so that the worker running it stops, then given time to.
+            // Forgotten first, so that the worker running it stops, then given time to; one
+            // that has not heard by then is fenced off its tables before they go.
             let snapshots = self.catalog.snapshots(&view);
             self.catalog.drop_view(name).await?;
             self.supervisor.stop(&key).await;
             tokio::time::sleep(LET_GO).await;
+            let shards = self.log.stream(&view.input).map_or(0, |s| s.shards().len());
+            crate::view::fence_tables(&self.lake, name, view.id, 0..shards as u32).await?;
             crate::view::drop_tables(&self.lake, name, view.id).await?;
             snapshots.retain(u64::MAX).await?;
         } else {

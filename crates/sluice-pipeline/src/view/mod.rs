@@ -134,6 +134,26 @@ pub async fn drop_tables(lake: &Lake, view: &str, view_id: u64) -> Result<()> {
     .await
 }
 
+/// Fences the tables of view `view_id` named `view`, which reads `partitions`, before they are
+/// dropped in a cluster: a worker still running it, not yet having heard it was dropped,
+/// commits to them no more (`exactly_once::fence`).
+pub async fn fence_tables(
+    lake: &Lake,
+    view: &str,
+    view_id: u64,
+    partitions: impl IntoIterator<Item = Partition> + Clone,
+) -> Result<()> {
+    for name in [view.to_string(), errors_table(view)] {
+        let mut table = match lake.open(&name).await {
+            Ok(table) if exactly_once::writer(&table) == Some(Writer::View(view_id)) => table,
+            Ok(_) | Err(sluice_lake::Error::TableNotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        exactly_once::fence(&mut table, partitions.clone()).await?;
+    }
+    Ok(())
+}
+
 /// The refusal of a view of view `input` in a cluster.
 pub fn views_of_views(input: &str) -> crate::PipelineError {
     crate::PipelineError::Unsupported(format!(

@@ -430,6 +430,14 @@ async fn a_view_moves_between_workers_with_its_state_and_the_one_that_has_not_he
     // Only the snapshot the last commit names is kept (and none of the single Sluice's).
     let kept = states.tags().await.unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
+
+    // Dropped on some worker: B, not having heard, is fenced off the tables before they go.
+    sluice_pipeline::view::fence_tables(&lake, "per_minute", 7, 0..3)
+        .await
+        .unwrap();
+    events(&log, 900, 30).await;
+    let fenced = on_b.round().await.unwrap_err();
+    assert!(matches!(fenced, PipelineError::Reassigned(_)), "{fenced}");
 }
 
 /// A cluster's views are in the lake: one created on a worker is on another once it follows
