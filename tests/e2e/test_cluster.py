@@ -189,38 +189,65 @@ def test_workers_share_a_topic_and_write_every_record_once_through_kill_9_and_a_
     wait_for(lambda: not (workers.tmp_path / "lake" / "ticks").exists(), "the stream's table deleted")
 
 
-def test_workers_on_an_s3_lake_write_every_record_once_through_kill_9(s3_workers, s3_lake, tansu, topic):
+def test_workers_on_an_s3_lake_write_every_record_once_through_kill_9(s3_workers, s3_lake, tansu, topic, tmp_path):
     w1, w2 = s3_workers.start("w1"), s3_workers.start("w2")
     tansu.create_topic(topic, 4)
     w2.sql(kafka_stream("ticks", tansu, topic, TICK_COLUMNS, ", event_time = 'ts'"))
     wait_for(lambda: "ticks" in streams_of(w1), "the stream on both workers", timeout=10)
+    w1.sql(TICKS_1M)
+    (runner,) = wait_for(lambda: runners(w2).get("ticks_1m"), "a worker running ticks_1m", timeout=15)
     producer = tansu.producer()
     produced = Produced()
     total = 10_000
     thread = threading.Thread(target=produce_ticks, args=(producer, topic, range(total), produced), daemon=True)
     thread.start()
     time.sleep(2)
-    w1.kill9()
+    # The worker running the view is killed: the other takes it over, its state from S3.
+    killed = w1 if runner == "w1" else w2
+    killed.kill9()
     thread.join(timeout=300)
     assert not thread.is_alive() and not produced.failures, produced.failures
-    w1.start()
+    for i, ticker in enumerate(SENTINELS):
+        value = json.dumps({"ticker": ticker, "price": 1.0, "volume": 1, "ts": stamp(START.replace(year=2027))})
+        producer.produce(topic, value=value.encode(), partition=i % 4, on_delivery=produced.delivered)
+    producer.flush(30)
+    killed.start()
     options = s3_lake.s3.storage_options()
 
     def raw_complete():
         uri = s3_lake.table_url("ticks")
         table = DeltaTable(uri, storage_options=options).to_pyarrow_table(columns=["_shard", "_seq"])
         rows = table.to_pylist()
-        return rows if len(rows) >= total else None
+        return rows if len(rows) >= len(produced.records) else None
 
     raw = wait_for(raw_complete, "the raw table on S3 to hold the whole topic")
     positions = [(r["_shard"], r["_seq"]) for r in raw]
     assert len(positions) == len(set(positions)), "a (partition, offset) appears twice"
     assert set(positions) == set(produced.records)
     for worker in (w1, w2):
-        wait_for(lambda: worker.sql("SELECT count(*) AS n FROM ticks")["rows"] == [[total]], "the count on a worker")
-    # The catalog and the workers' documents are in the lake beside the tables.
+        wait_for(lambda: worker.sql("SELECT count(*) AS n FROM ticks")["rows"] == [[len(produced.records)]],
+                 "the count on a worker")
+
+    # The view equals DuckDB's windows over what was produced.
+    events = tmp_path / "produced.ndjson"
+    events.write_bytes(b"\n".join(produced.records.values()) + b"\n")
+    expected = duckdb_ticks_1m(events)
+
+    def windows():
+        uri = s3_lake.table_url("ticks_1m")
+        rows = DeltaTable(uri, storage_options=options).to_pyarrow_table().to_pylist()
+        return rows if len(rows) >= len(expected) else None
+
+    rows = wait_for(windows, "ticks_1m on S3 to hold every window")
+    got = {(r["ticker"], r["window_start"]): (r["trades"], r["volume"], r["min_price"], r["max_price"], r["close"])
+           for r in rows}
+    assert len(got) == len(rows), "a window appears twice"
+    assert got == expected
+    # The catalog, the views, their state and the workers' documents are in the lake.
     keys = s3_lake.keys(".sluice")
     assert ".sluice/cluster-c1-streams/ticks.json" in keys, keys
+    assert ".sluice/cluster-c1-views/ticks_1m.json" in keys, keys
+    assert any(k.startswith(".sluice/cluster-c1-states/ticks_1m-") and k.endswith(".arrow") for k in keys), keys
     assert {".sluice/cluster-c1-workers/w1.json", ".sluice/cluster-c1-workers/w2.json"} <= set(keys), keys
 
 
