@@ -338,6 +338,12 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
         wait_for(lambda: VIEWS <= views_of(worker), "the views on every worker", timeout=10)
     wait_for(lambda: VIEWS <= {v for v, ws in runners(w2).items() if len(ws) == 1}, "each view run by one worker",
              timeout=15)
+
+    def states():
+        got = sorted(v["state"] for w in (w1, w2, w3) for v in w.get("/v1/views")[2]["views"] if v["name"] == "ticks_1m")
+        return got if got == ["running", "standby", "standby"] else None
+
+    wait_for(states, "ticks_1m running on one worker, on standby on the others", timeout=15)
     # A view of a view is not run in a cluster: refused, clearly.
     status, body = w2.sql_status("CREATE MATERIALIZED VIEW m AS SELECT ticker FROM ticks_1m")
     assert status >= 400 and "cluster" in json.dumps(body), body

@@ -397,7 +397,7 @@ impl Pipelines {
     }
 
     /// The views that read their input here at their last round: on a worker of a cluster,
-    /// those it runs (the others read no partition).
+    /// those it runs (on standby elsewhere, they read no partition).
     pub fn views_run_here(&self) -> Vec<String> {
         self.view_statuses()
             .into_iter()

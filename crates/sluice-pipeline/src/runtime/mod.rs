@@ -57,6 +57,12 @@ pub trait Pipeline: Send + 'static {
         None
     }
 
+    /// Whether another worker of the cluster runs it, so that it reads nothing here until its
+    /// partitions change (a view on a worker that does not hold its input's partition 0).
+    fn standby(&self) -> bool {
+        false
+    }
+
     /// Where its next read starts, per partition (the lowest of its tables' positions).
     fn next_read(&self) -> Positions;
 
@@ -185,7 +191,10 @@ pub(crate) async fn run(
     let mut ahead: Option<ReadAhead> = None;
     let fail = |error, progressed| Failure { error, progressed };
     let name = monitor.status().name;
-    monitor.set_state(State::Running);
+    monitor.set_state(match pipeline.standby() {
+        true => State::Standby,
+        false => State::Running,
+    });
     while rounds.next(backlog, &mut stop).await {
         let started = Instant::now();
         // Tests make a pipeline's rounds fail ("return") or panic ("panic") here.

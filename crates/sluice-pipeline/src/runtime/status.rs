@@ -63,6 +63,9 @@ pub enum State {
     Starting,
     /// Taking rounds.
     Running,
+    /// Run by another worker of the cluster: it reads nothing here until this worker holds
+    /// its input's partition 0 (a view).
+    Standby,
     /// Its last round (or start) failed; it tries again after a backoff.
     Retrying,
     /// Stopped (the server is stopping).
@@ -261,7 +264,9 @@ impl Monitor {
             metrics::gauge!("sluice_pipeline_partition_lag_seconds", &labels).set(ms as f64 / 1e3);
         }
         let mut status = self.lock();
-        status.state = State::Running;
+        if status.state != State::Standby {
+            status.state = State::Running;
+        }
         status.last_error = None;
         status.input_lag = input_lag;
         status.partition_lag = partition_lag;

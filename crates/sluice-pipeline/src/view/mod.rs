@@ -428,6 +428,10 @@ impl Pipeline for ViewPipeline {
         self.opened.as_ref()
     }
 
+    fn standby(&self) -> bool {
+        self.opened.as_ref().is_some_and(BTreeSet::is_empty)
+    }
+
     fn next_read(&self) -> Positions {
         self.positions.clone()
     }
