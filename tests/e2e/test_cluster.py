@@ -451,6 +451,16 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
 
     wait_for(countries, "clicks_by_country to equal DuckDB's counts")
 
+    # Every record taken, the lag the workers' metrics say, summed, is none: a worker that a
+    # partition moved away from says it no longer lags there.
+    def lag():
+        prefix = 'sluice_pipeline_partition_lag_records{pipeline="ticks",'
+        lines = [line for w in (w1, w2, w3, w4) for line in w.get("/metrics")[2].splitlines()
+                 if line.startswith(prefix)]
+        return lines if sum(float(line.rsplit(" ", 1)[1]) for line in lines) == 0 else None
+
+    wait_for(lag, "no partition lag in the workers' metrics", timeout=30)
+
     # Any worker answers with the same count, and the same view rows.
     for worker in (w1, w2, w3, w4):
         wait_for(lambda: worker.sql("SELECT count(*) AS n FROM ticks")["rows"] == [[len(raw)]], "the count on a worker")

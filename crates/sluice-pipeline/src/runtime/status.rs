@@ -13,7 +13,7 @@
 //! | `sluice_pipeline_failures_total` | rounds (and starts) that failed; each is retried after a backoff |
 //! | `sluice_pipeline_panics_total` | rounds that panicked (a bug); the pipeline is started again |
 //! | `sluice_pipeline_input_lag_records` | records its input held past its positions at its last round |
-//! | `sluice_pipeline_partition_lag_records` | the same, per partition of its input (label `partition`) |
+//! | `sluice_pipeline_partition_lag_records` | the same, per partition of its input (label `partition`; 0 once a partition moved to another worker) |
 //! | `sluice_pipeline_partition_lag_seconds` | how far a partition's record at the position is behind its newest, by the records' times (Kafka) |
 //! | `sluice_pipeline_watermark_seconds` | its watermark (windowed views), seconds since the epoch |
 //! | `sluice_pipeline_last_commit_seconds` | when its last commit landed, seconds since the epoch |
@@ -248,20 +248,36 @@ impl Monitor {
             lag_ms: partition_lag_ms,
         } = progress;
         let input_lag = partition_lag.values().sum();
-        let name = self.lock().name.clone();
-        for (&partition, &lag) in &partition_lag {
+        let (name, before) = {
+            let status = self.lock();
+            (status.name.clone(), status.partition_lag.clone())
+        };
+        let gauge = |metric: &'static str, partition: Partition, value: f64| {
             let labels = [
                 ("pipeline", name.clone()),
                 ("partition", partition.to_string()),
             ];
-            metrics::gauge!("sluice_pipeline_partition_lag_records", &labels).set(lag as f64);
+            metrics::gauge!(metric, &labels).set(value);
+        };
+        // A partition read here no more (moved to another worker) lags here no more: summed
+        // over the workers, the lag stays the partitions' own.
+        for &partition in before.keys().filter(|p| !partition_lag.contains_key(p)) {
+            gauge("sluice_pipeline_partition_lag_records", partition, 0.0);
+            gauge("sluice_pipeline_partition_lag_seconds", partition, 0.0);
+        }
+        for (&partition, &lag) in &partition_lag {
+            gauge(
+                "sluice_pipeline_partition_lag_records",
+                partition,
+                lag as f64,
+            );
         }
         for (&partition, &ms) in &partition_lag_ms {
-            let labels = [
-                ("pipeline", name.clone()),
-                ("partition", partition.to_string()),
-            ];
-            metrics::gauge!("sluice_pipeline_partition_lag_seconds", &labels).set(ms as f64 / 1e3);
+            gauge(
+                "sluice_pipeline_partition_lag_seconds",
+                partition,
+                ms as f64 / 1e3,
+            );
         }
         let mut status = self.lock();
         if status.state != State::Standby {
