@@ -300,10 +300,11 @@ class Doors:
             time.sleep(self.pause)
 
 
-def view_rows(workers, name: str, least: int):
-    """The rows of the lake's table `name` once it holds at least `least`; none before."""
+def lake_rows(workers, name: str, least: int, columns: list[str] | None = None):
+    """The rows (of `columns`, or all) of the lake's table `name` once it holds at least `least`;
+    none before."""
     try:
-        rows = DeltaTable(f"{workers.lake}/{name}").to_pyarrow_table().to_pylist()
+        rows = DeltaTable(f"{workers.lake}/{name}").to_pyarrow_table(columns=columns).to_pylist()
     except Exception:  # not yet created
         return None
     return rows if len(rows) >= least else None
@@ -380,10 +381,6 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     acked_ticks, acked_clicks = doors.acked["ticks"], doors.acked["clicks"]
     assert len(acked_ticks) >= 20_000 and len(acked_clicks) >= 10_000, "most requests were acknowledged"
 
-    def rows_of(name: str, columns: list[str], least: int):
-        rows = DeltaTable(f"{workers.lake}/{name}").to_pyarrow_table(columns=columns).to_pylist()
-        return rows if len(rows) >= least else None
-
     # Every acknowledged tick once, and nothing but what was sent: the same rows as DuckDB reads
     # from the acknowledged records (and, of the unknown ones, those that landed).
     (tmp_path / "acked-ticks.ndjson").write_bytes(b"\n".join(acked_ticks) + b"\n")
@@ -392,7 +389,7 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
         "columns = {ticker: 'VARCHAR', price: 'DOUBLE', volume: 'BIGINT', ts: 'VARCHAR'})"
     ).fetchall()
     expected = multiset({"ticker": t, "price": p, "volume": v, "ts": ts} for t, p, v, ts in expected)
-    raw = wait_for(lambda: rows_of("ticks", ["ticker", "price", "volume", "ts", "_shard", "_seq"], len(acked_ticks)),
+    raw = wait_for(lambda: lake_rows(workers, "ticks", len(acked_ticks), ["ticker", "price", "volume", "ts", "_shard", "_seq"]),
                    "the raw table to hold every acknowledged tick")
     landed = multiset({"ticker": r["ticker"], "price": r["price"], "volume": r["volume"],
                        "ts": r["ts"].strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"} for r in raw)
@@ -406,7 +403,7 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     landed_ticks = tmp_path / "landed-ticks.ndjson"
     landed_ticks.write_text("".join(t + "\n" for t, n in landed.items() for _ in range(n)))
     expected = duckdb_ticks_1m(landed_ticks)
-    windows = wait_for(lambda: view_rows(workers, "ticks_1m", len(expected)), "every window of ticks_1m")
+    windows = wait_for(lambda: lake_rows(workers, "ticks_1m", len(expected)), "every window of ticks_1m")
     got = {(r["ticker"], r["window_start"]): (r["trades"], r["volume"], r["min_price"], r["max_price"], r["close"])
            for r in windows}
     assert len(got) == len(windows), "a window appears twice"
@@ -416,11 +413,11 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
         "columns = {ticker: 'VARCHAR', price: 'DOUBLE', volume: 'BIGINT', ts: 'TIMESTAMP'}) "
         "WHERE ticker NOT LIKE 'ZZ%' GROUP BY ALL"
     ).fetchall()
-    minutes = wait_for(lambda: view_rows(workers, "ticks_per_minute", len(per_minute)), "every minute")
+    minutes = wait_for(lambda: lake_rows(workers, "ticks_per_minute", len(per_minute)), "every minute")
     assert sorted((r["window_start"].replace(tzinfo=None), r["trades"], r["volume"], r["high"]) for r in minutes) \
         == sorted(per_minute)
     for name in ("ticks_1m", "ticks_per_minute"):
-        assert not view_rows(workers, f"{name}_errors", 0), f"{name} called an event late"
+        assert not lake_rows(workers, f"{name}_errors", 0), f"{name} called an event late"
 
     # Every acknowledged click once: good ones in the raw table, malformed ones in its errors.
     def good(line: bytes):
@@ -433,11 +430,11 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     acked_ids = [good(line) for line in acked_clicks]
     want = {i for i in acked_ids if i is not None}
     unknown_ids = {good(line) for line in doors.unknown.get("clicks", [])} - {None}
-    rows = wait_for(lambda: rows_of("clicks", ["event_id"], len(want)), "the raw table to hold every good click")
+    rows = wait_for(lambda: lake_rows(workers, "clicks", len(want), ["event_id"]), "the raw table to hold every good click")
     ids = [r["event_id"] for r in rows]
     assert len(ids) == len(set(ids)), "a click landed twice"
     assert want <= set(ids) <= want | unknown_ids
-    errors = wait_for(lambda: rows_of("clicks_errors", ["raw"], acked_ids.count(None)),
+    errors = wait_for(lambda: lake_rows(workers, "clicks_errors", acked_ids.count(None), ["raw"]),
                       "the errors table to hold every malformed click")
     assert len(errors) <= acked_ids.count(None) + len(doors.unknown.get("clicks", []))
     raw_clicks = DeltaTable(f"{workers.lake}/clicks").to_pyarrow_table(columns=["country", "user_id"])
@@ -445,7 +442,7 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
         "SELECT country, count(*), count(DISTINCT user_id) FROM raw_clicks GROUP BY ALL").fetchall()}
 
     def countries():
-        rows = view_rows(workers, "clicks_by_country", len(by_country))
+        rows = lake_rows(workers, "clicks_by_country", len(by_country))
         got = {r["country"]: (r["clicks"], r["users"]) for r in rows or []}
         return got if got == by_country else None
 

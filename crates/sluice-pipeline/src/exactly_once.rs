@@ -18,7 +18,8 @@
 //! 4. **State is named by the commit.** A pipeline with state (an aggregating view) writes its
 //!    state after a round to snapshot `n`, synced, *before* the commit that names it (`txn`
 //!    application id `snapshot`, version `n`). A restart loads the snapshot its last commit
-//!    names (`snapshot`); a snapshot no commit names is deleted.
+//!    names (`snapshot`); older snapshots are deleted once a commit names a newer one (as is,
+//!    then, one a crash left unnamed).
 //! 5. **Positions belong to one incarnation.** A table says whose pipeline writes it (table
 //!    properties [`STREAM_OWNER`], [`VIEW_OWNER`], and [`VIEW_INPUT`] for the input a view's
 //!    positions are of), by ids that are never reused: a stream dropped and created again (or
@@ -37,6 +38,8 @@
 //!    holder's round fails as [`PipelineError::Reassigned`] and it is opened again, from the
 //!    table's positions: nothing is written twice, whichever worker lags in learning the
 //!    group's news. A pipeline whose partitions change is opened again too (the runtime).
+//!    Tables about to be dropped while other workers may still write them are first fenced
+//!    ([`fence`]: every partition recorded as taken for good).
 
 use std::collections::BTreeMap;
 
@@ -294,17 +297,23 @@ pub(crate) async fn own_table(
     }
 }
 
+/// Those of tables `names` that `writer` made (a user's table of the same name is not).
+pub(crate) async fn owned(lake: &Lake, names: &[String], writer: Writer) -> Result<Vec<LakeTable>> {
+    let mut owned = Vec::new();
+    for name in names {
+        match lake.open(name).await {
+            Ok(table) if self::writer(&table) == Some(writer) => owned.push(table),
+            Ok(_) | Err(sluice_lake::Error::TableNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(owned)
+}
+
 /// Drops tables `names` of those `writer` made, so that a user's table of the same name stays.
 pub(crate) async fn drop_owned(lake: &Lake, names: &[String], writer: Writer) -> Result<()> {
-    for name in names {
-        let owned = match lake.open(name).await {
-            Ok(table) => self::writer(&table) == Some(writer),
-            Err(sluice_lake::Error::TableNotFound(_)) => false,
-            Err(e) => return Err(e.into()),
-        };
-        if owned {
-            lake.drop_table(name).await?;
-        }
+    for table in owned(lake, names, writer).await? {
+        lake.drop_table(table.name()).await?;
     }
     Ok(())
 }

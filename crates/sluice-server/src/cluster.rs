@@ -143,6 +143,47 @@ impl Catalog {
     fn unavailable(e: impl std::fmt::Display) -> sluice_log::Error {
         sluice_log::Error::Catalog(e.to_string())
     }
+
+    /// Deletes, [`RETIRE_TOPIC_AFTER`] from now, the topic Sluice created for dropped stream
+    /// `meta`, if it did, unless the catalog has a stream of that topic by then (created again).
+    /// Every worker does so as it sees the stream leave the catalog, the one that dropped it
+    /// too, so that the topic goes even when that one dies meanwhile; a topic already deleted
+    /// is no error.
+    fn retire_later(&self, meta: StreamMeta) {
+        let definition = StreamDefinition::from_log(&meta.definition);
+        let Some(Connector::Kafka(topic)) = &definition.connector else {
+            return;
+        };
+        if !topic.owned {
+            return;
+        }
+        let (documents, topic) = (self.documents.clone(), topic.topic.clone());
+        self.runtime.spawn(async move {
+            tokio::time::sleep(RETIRE_TOPIC_AFTER).await;
+            let reads_it = |content: &[u8]| {
+                serde_json::from_slice::<StreamMeta>(content).is_ok_and(|now| {
+                    matches!(StreamDefinition::from_log(&now.definition).connector,
+                        Some(Connector::Kafka(k)) if k.topic == topic)
+                })
+            };
+            match documents.get(&meta.name).await {
+                Ok(Some(content)) if reads_it(&content) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(stream = meta.name, error = %e, "cannot read the catalog: the dropped stream's topic stays");
+                    return;
+                }
+            }
+            let name = meta.name.clone();
+            let retired = tokio::task::spawn_blocking(move || {
+                sluice_pipeline::source::retire_stream(&name, &definition)
+            });
+            if let Ok(Err(e)) = retired.await {
+                // Its topic stays, and a stream created under its name is told.
+                tracing::warn!(stream = meta.name, error = %e, "cannot delete the dropped stream's topic");
+            }
+        });
+    }
 }
 
 impl sluice_log::Catalog for Catalog {
@@ -240,49 +281,6 @@ impl sluice_log::Catalog for Catalog {
             self.retire_later(dropped);
         }
         Ok(streams)
-    }
-}
-
-impl Catalog {
-    /// Deletes, [`RETIRE_TOPIC_AFTER`] from now, the topic Sluice created for dropped stream
-    /// `meta`, if it did, unless the catalog has a stream of that topic by then (created again).
-    /// Every worker does so as it sees the stream leave the catalog, the one that dropped it
-    /// too, so that the topic goes even when that one dies meanwhile; a topic already deleted
-    /// is no error.
-    fn retire_later(&self, meta: StreamMeta) {
-        let definition = StreamDefinition::from_log(&meta.definition);
-        let Some(Connector::Kafka(topic)) = &definition.connector else {
-            return;
-        };
-        if !topic.owned {
-            return;
-        }
-        let (documents, topic) = (self.documents.clone(), topic.topic.clone());
-        self.runtime.spawn(async move {
-            tokio::time::sleep(RETIRE_TOPIC_AFTER).await;
-            let reads_it = |content: &[u8]| {
-                serde_json::from_slice::<StreamMeta>(content).is_ok_and(|now| {
-                    matches!(StreamDefinition::from_log(&now.definition).connector,
-                        Some(Connector::Kafka(k)) if k.topic == topic)
-                })
-            };
-            match documents.get(&meta.name).await {
-                Ok(Some(content)) if reads_it(&content) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(stream = meta.name, error = %e, "cannot read the catalog: the dropped stream's topic stays");
-                    return;
-                }
-            }
-            let name = meta.name.clone();
-            let retired = tokio::task::spawn_blocking(move || {
-                sluice_pipeline::source::retire_stream(&name, &definition)
-            });
-            if let Ok(Err(e)) = retired.await {
-                // Its topic stays, and a stream created under its name is told.
-                tracing::warn!(stream = meta.name, error = %e, "cannot delete the dropped stream's topic");
-            }
-        });
     }
 }
 

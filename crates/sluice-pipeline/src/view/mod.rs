@@ -26,9 +26,9 @@
 //! partitions) and its late events are those of a single Sluice; its state snapshots are in the
 //! lake. On the other workers it reads nothing until partition 0 moves to them; then it is
 //! opened again, from what its table recorded, and its first commit there says how long the
-//! view went without one (`failover_ms`, as a raw pipeline's). A worker that has not yet heard that it lost
-//! partition 0 cannot commit: its commit would record positions the table has moved past
-//! (`exactly_once`, rule 7).
+//! view went without one (`failover_ms`, as a raw pipeline's). A worker that has not yet heard
+//! that it lost partition 0 cannot commit: its commit would record positions the table has
+//! moved past (`exactly_once`, rule 7).
 //!
 //! **Late events** (older than the watermark that the previous round left) go to
 //! `<view>_errors` with the reason, committed *before* the view's commit. Lateness is judged
@@ -143,12 +143,8 @@ pub async fn fence_tables(
     view_id: u64,
     partitions: impl IntoIterator<Item = Partition> + Clone,
 ) -> Result<()> {
-    for name in [view.to_string(), errors_table(view)] {
-        let mut table = match lake.open(&name).await {
-            Ok(table) if exactly_once::writer(&table) == Some(Writer::View(view_id)) => table,
-            Ok(_) | Err(sluice_lake::Error::TableNotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
-        };
+    let names = [view.to_string(), errors_table(view)];
+    for mut table in exactly_once::owned(lake, &names, Writer::View(view_id)).await? {
         exactly_once::fence(&mut table, partitions.clone()).await?;
     }
     Ok(())
