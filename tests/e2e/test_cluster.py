@@ -4,7 +4,8 @@ server, whose conditional puts `test_s3` shows refuse a second writer), one Kafk
 for cooperative-sticky rebalancing, not for static membership, which none of these tests uses).
 The workers share the catalog in the lake and split each stream's partitions through a consumer
 group; every record the broker acknowledged lands once while workers are killed with -9,
-restarted, and join."""
+restarted, and join. A PostgreSQL source's slot is read by one worker at a time, taken over by
+another when that one is killed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -22,6 +24,8 @@ from deltalake import DeltaTable
 import conftest
 import test_firehose
 from test_kafka import TICK_COLUMNS, Produced, kafka_stream, produce_ticks
+from test_postgres_source import SCHEMA, Workload, converge, create_source, mirror, same
+from test_postgres_source import postgres  # noqa: F401 (the fixture: a PostgreSQL server of the test's own)
 from test_views import SENTINELS, START, TICKS_1M, duckdb_ticks_1m, stamp, tick
 
 wait_for = functools.partial(conftest.wait_for, timeout=120.0)
@@ -526,3 +530,150 @@ def test_the_kinesis_and_firehose_apis_create_a_cluster_s_streams_with_topics_of
     w2.kinesis_client().delete_stream(StreamName="orders")
     wait_for(lambda: f"{workers.cluster}.orders" not in tansu.topics(), "the stream's topic deleted", timeout=60)
     assert w1.running and w2.running
+
+
+class PacedWorkload(Workload):
+    """The random DML of `Workload`, at a pace (some tens of transactions a second) that three
+    workers of a debug build on two cores keep up with."""
+
+    def step(self, c):
+        super().step(c)
+        time.sleep(0.01)
+
+
+def source_rows(server) -> dict[str, list]:
+    """The worker's SHOW SOURCES, a row (source, table, stream, slot, state, behind, last_error)
+    by stream; none while it does not answer."""
+    try:
+        status, answer = server.sql_status("SHOW SOURCES")
+    except OSError:
+        return {}
+    return {row[2]: row for row in answer["rows"]} if status == 200 else {}
+
+
+def one_reading(servers: list):
+    """The one worker of `servers` reading both tables of the source while each other stands
+    by; none otherwise."""
+    states = [(server, {stream: row[4] for stream, row in source_rows(server).items()}) for server in servers]
+    reading = [server for server, state in states if state == {"orders": "reading", "customers": "reading"}]
+    standing = [server for server, state in states if state == {"orders": "standby", "customers": "standby"}]
+    return reading[0] if len(reading) == 1 and len(standing) == len(servers) - 1 else None
+
+
+def worker_name(server) -> str:
+    return server.extra_args[server.extra_args.index("--worker") + 1]
+
+
+def slots(pg) -> int:
+    return pg.value("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice_shop'")
+
+
+def test_a_postgres_source_is_read_by_one_worker_at_a_time_and_moves_on_kill_9(postgres, topic_workers, tansu):
+    """A PostgreSQL source created on any worker is every worker's (kept in the lake), its
+    tables' change streams topics of their own that the doors refuse; the one worker holding
+    the slot reads while the others stand by, and when it is killed with -9 (twice, while DML
+    runs) another takes the slot over: the mirrors equal the tables, no change twice in the
+    history. A column added stops its table in a cluster, the other goes on; DROP SOURCE on
+    another worker than the creator's drops the slot, the streams on every worker, and what
+    the lake kept of the source."""
+    workers = topic_workers
+    with postgres.connect() as c:
+        c.execute(SCHEMA)
+    Workload(postgres, seed=7).run(steps=500)
+    w1, w2, w3 = workers.start("w1"), workers.start("w2"), workers.start("w3")
+    everyone = [w1, w2, w3]
+    load = PacedWorkload(postgres, seed=8)
+    load.start()
+
+    # Created on w2, known to every worker within seconds, kept in the lake.
+    create_source(w2, postgres)
+    shelf = Path(workers.lake) / ".sluice" / f"cluster-{workers.cluster}-sources"
+    assert (shelf / "shop.json").exists(), f"the source not kept in the lake: {sorted(shelf.parent.glob('*/*'))}"
+    for worker in everyone:
+        wait_for(lambda: set(source_rows(worker)) == {"orders", "customers"},
+                 f"the source's tables in SHOW SOURCES on {worker_name(worker)}", timeout=15)
+        assert {"orders", "customers"} <= streams_of(worker), f"the source's streams on {worker_name(worker)}"
+    topics = tansu.admin().list_topics(timeout=10).topics
+    for stream in ("orders", "customers"):
+        topic = topics.get(f"{workers.cluster}.{stream}")
+        assert topic is not None and len(topic.partitions) == 1, f"{stream}: no topic of its own, of one partition"
+
+    # One worker holds the slot and reads; the others stand by, saying why.
+    reader = wait_for(lambda: one_reading(everyone), "one worker reading the source, the others standing by",
+                      timeout=20)
+    for worker in everyone:
+        if worker is not reader:
+            for row in source_rows(worker).values():
+                assert row[4] == "standby" and "another worker" in (row[6] or ""), \
+                    f"{worker_name(worker)} does not say it stands by for the slot's reader: {row}"
+
+    # Only the source's reader appends to its streams: every worker's door refuses records.
+    forged = json.dumps({"op": "c", "after": {"id": 99999, "status": "forged"}}).encode() + b"\n"
+    for worker in everyone:
+        status, _, answer = worker.ingest("orders", forged)
+        assert status is not None and 400 <= status < 500 and "PostgreSQL source 'shop'" in str(answer), \
+            f"{worker_name(worker)}'s door took records of the source's stream: {status} {answer}"
+
+    # Once the snapshot is copied, the reading worker is killed with -9, twice, while DML runs:
+    # another takes the slot over, and the one restarted stands by.
+    wait_for(lambda: (shelf / "shop.done").exists(), "the snapshot copied (shop.done in the lake)", timeout=60)
+    for _ in range(2):
+        time.sleep(3)
+        killed = reader
+        killed.kill9()
+        others = [w for w in everyone if w is not killed]
+        wait_for(lambda: one_reading(others),
+                             f"a worker other than {worker_name(killed)} taking the slot over", timeout=30)
+        killed.start()
+        reader = wait_for(lambda: one_reading(everyone),
+                          f"{worker_name(killed)} restarted, one worker reading and the others standing by", timeout=30)
+    load.stop()
+    assert not load.thread.is_alive(), "the workload did not stop"
+    assert load.done >= 100, f"only {load.done} transactions ran during the failovers"
+
+    # Every change once: the mirrors equal the tables on any worker, the history holds no
+    # change twice, and nothing of the door's came in.
+    converge(w3, postgres, "the mirrors on w3 to equal the tables")
+    converge(w1, postgres, "the mirrors on w1 to equal the tables", timeout=30)
+    for table in ("orders", "customers"):
+        n, distinct = w1.sql(f"SELECT count(*), count(DISTINCT _event_id) FROM {table}_changes "
+                             "WHERE _op <> 'r'")["rows"][0]
+        assert n >= 1, f"no change in the history {table}_changes"
+        assert n == distinct, f"a change twice in the history {table}_changes: {n} changes, {distinct} distinct"
+    orders = mirror(w1, "orders", "id")
+    assert orders is not None and 99999 not in orders, "the refused record reached the mirror"
+
+    # A column added stops its table in a cluster (for now), saying why; the other goes on.
+    with postgres.connect() as c:
+        c.execute("ALTER TABLE customers ADD COLUMN x text")
+        c.execute("INSERT INTO customers VALUES (5000, 'late', true, 'x')")
+        c.execute("INSERT INTO orders (id, status) VALUES (5000, 'after')")
+
+    def customers_stopped():
+        """The SHOW SOURCES of a worker saying customers stopped while it reads orders."""
+        shown = [source_rows(worker) for worker in everyone]
+        return next((rows for rows in shown if rows.get("customers", [None] * 7)[4] == "stopped"
+                     and rows.get("orders", [None] * 7)[4] == "reading"), None)
+
+    rows = wait_for(customers_stopped, "a worker's SHOW SOURCES: customers stopped, orders reading", timeout=30)
+    assert "cluster" in (rows["customers"][6] or ""), f"the stop does not say why: {rows['customers']}"
+    wait_for(lambda: same(w1, postgres, "orders"), "orders going on after customers stopped", timeout=60)
+    customers = mirror(w1, "customers", "id")
+    assert customers is not None and 5000 not in customers, "a change of the stopped table reached its mirror"
+
+    # Dropped on w1 (created on w2): the slot, the streams on every worker, and what the lake
+    # kept of the source go.
+    dropped = w1.sql("DROP SOURCE shop")["rows"]
+    for what in ("replication slot sluice_shop", "stream orders", "stream customers"):
+        assert [what] in dropped, f"DROP SOURCE did not say it dropped {what}: {dropped}"
+    wait_for(lambda: slots(postgres) == 0, "the replication slot dropped in PostgreSQL", timeout=15)
+    for worker in everyone:
+        wait_for(lambda: not {"orders", "customers"} & streams_of(worker),
+                 f"the source's streams gone from {worker_name(worker)}", timeout=15)
+        wait_for(lambda: not source_rows(worker) and worker.sql_status("SELECT * FROM orders")[0] != 200,
+                 f"the source and its mirror gone from {worker_name(worker)}", timeout=15)
+    assert not list(shelf.glob("shop.*")), f"the lake keeps the dropped source: {sorted(shelf.glob('shop.*'))}"
+    assert slots(postgres) == 0, "a worker made the dropped source's slot anew"
+    wait_for(lambda: not {f"{workers.cluster}.orders", f"{workers.cluster}.customers"} & tansu.topics(),
+             "the dropped streams' topics deleted", timeout=45)
+    assert all(worker.running for worker in everyone), "a worker died"

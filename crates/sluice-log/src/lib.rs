@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 pub use batch::{BatchBuilder, MAX_KEY_BYTES, MAX_RECORD_BYTES, SealedBatch};
 pub use shard::{Appended, ReadResult, Record, Shard};
 pub use stream::{
-    Forward, MAX_SHARDS, Retention, ShardAppend, ShardBatches, Stream, StreamMeta, hash_key,
+    Forward, MAX_SHARDS, Retention, ShardAppend, ShardBatches, Stream, StreamMeta, Tail, hash_key,
     hash_key_range, validate_name,
 };
 
@@ -381,6 +381,11 @@ impl Log {
     /// ([`Error::Elsewhere`]). Given once; a second is ignored.
     pub fn forward_appends(&self, forward: Arc<dyn Forward>) {
         let _ = self.forwarding.set(forward);
+    }
+
+    /// Whether the log's streams are a shared catalog's ([`Log::share`]).
+    pub fn shared(&self) -> bool {
+        self.catalog().is_some()
     }
 
     fn catalog(&self) -> Option<Arc<dyn Catalog>> {

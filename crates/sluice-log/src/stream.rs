@@ -122,8 +122,24 @@ pub trait Forward: Send + Sync + 'static {
         batches: Vec<(u32, SealedBatch)>,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<ShardAppend>>> + Send>>;
 
+    /// Whether the doors' appends to `stream` go there: its records come from that place (not
+    /// from a database's changes, which only their source's reader appends).
+    fn takes_doors(&self, stream: &Stream) -> bool;
+
     /// Stream incarnation `stream_id` was dropped: what was kept to append to it goes.
     fn forget(&self, stream_id: u64);
+}
+
+/// Where a shard's (or a topic partition's) records are: its first position, the next, and
+/// its last record.
+#[derive(Debug, Default)]
+pub struct Tail {
+    /// The first position held.
+    pub first: u64,
+    /// The position the next record takes.
+    pub next: u64,
+    /// The record before `next`, if any.
+    pub last: Option<Vec<u8>>,
 }
 
 /// The log's [`Forward`], once given: shared by every stream of the log.
@@ -241,6 +257,20 @@ impl Stream {
         &self.shards
     }
 
+    /// Where shard `id`'s records are, with its last: what a writer resuming after its own
+    /// records reads.
+    pub fn tail(&self, id: u32) -> Result<Tail> {
+        let shard = self.shard(id)?;
+        let (first, next) = shard.bounds();
+        let last = match next > first {
+            true => (shard.read(next - 1, 1, usize::MAX)?.records.into_iter())
+                .next()
+                .map(|r| r.data.to_vec()),
+            false => None,
+        };
+        Ok(Tail { first, next, last })
+    }
+
     /// Shard `id`, or [`Error::NoSuchShard`].
     pub fn shard(&self, id: u32) -> Result<&Shard> {
         self.shards
@@ -284,8 +314,8 @@ impl Stream {
         let forward = match &self.meta.elsewhere {
             None => None,
             Some(elsewhere) => match self.forwarding.get() {
-                Some(forward) => Some(forward.clone()),
-                None => {
+                Some(forward) if forward.takes_doors(self) => Some(forward.clone()),
+                _ => {
                     return Err(Error::Elsewhere {
                         stream: self.meta.name.clone(),
                         source_of_records: elsewhere.clone(),
@@ -296,10 +326,11 @@ impl Stream {
         self.write(batches, forward).await
     }
 
-    /// [`Stream::append`] to the log's own shards for the reader of where a stream's records
-    /// come from (a database's changes: the log keeps them), which the doors refuse.
+    /// [`Stream::append`] for the reader of where a stream's records come from (a database's
+    /// changes), which the doors refuse: to the log's own shards, or where the log forwards
+    /// appends (a cluster's topic).
     pub async fn append_from_elsewhere(&self, batches: ShardBatches) -> Result<Vec<ShardAppend>> {
-        self.write(batches, None).await
+        self.write(batches, self.forwarding.get().cloned()).await
     }
 
     /// Appends to the log's shards, or through `forward`, within the in-flight budget.

@@ -362,10 +362,20 @@ impl Pipelines {
             .filter(|s| s.kind == Some(Kind::Raw))
     }
 
-    /// Where stream `stream`'s tables have all taken its shard 0 to, at its pipeline's last
-    /// round (a source with one shard a stream acknowledges its own source as far).
-    pub fn taken(&self, stream: &str) -> Option<u64> {
-        self.stream_status(stream)?.taken.get(&0).copied()
+    /// Where stream `stream`'s tables have all taken its shard 0 to (a source with one shard a
+    /// stream acknowledges its own source as far): at its pipeline's last round, or in a
+    /// cluster, where the partition's holder may be another worker, as the lake records it.
+    pub async fn taken(&self, stream: &sluice_log::Stream) -> Option<u64> {
+        if self.config.cluster.is_none() {
+            return self.stream_status(stream.name())?.taken.get(&0).copied();
+        }
+        match crate::raw::taken(&self.lake, stream.name(), stream.id(), 0).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(stream = stream.name(), error = %e, "cannot read how far the lake has taken a stream");
+                None
+            }
+        }
     }
 
     /// Stops stream `name`'s pipeline and starts it again: it reads the stream's definition

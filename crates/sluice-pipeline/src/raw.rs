@@ -298,17 +298,38 @@ impl Pipeline for RawPipeline {
     }
 }
 
+/// The tables a stream's pipeline may write: its rows (a change stream's mirror), its errors, a
+/// change stream's history.
+fn tables_of(stream: &str) -> [String; 3] {
+    [
+        stream.to_string(),
+        errors_table(stream),
+        changes_table(stream),
+    ]
+}
+
 /// Drops the tables of the stream `stream_id` named `stream` (a change stream's history too):
 /// only those it made, so that a user's table of the same name stays.
 pub async fn drop_tables(lake: &Lake, stream: &str, stream_id: u64) -> Result<()> {
-    exactly_once::drop_owned(
-        lake,
-        &[
-            stream.to_string(),
-            errors_table(stream),
-            changes_table(stream),
-        ],
-        Writer::Stream(stream_id),
-    )
-    .await
+    exactly_once::drop_owned(lake, &tables_of(stream), Writer::Stream(stream_id)).await
+}
+
+/// Where every table of the stream `stream_id` named `stream` has taken its partition
+/// `partition` to, as the lake records it (`None` before each has taken some): what whichever
+/// worker holds the partition has committed.
+pub async fn taken(
+    lake: &Lake,
+    stream: &str,
+    stream_id: u64,
+    partition: Partition,
+) -> Result<Option<u64>> {
+    let tables = exactly_once::owned(lake, &tables_of(stream), Writer::Stream(stream_id)).await?;
+    let mut least = None;
+    for table in &tables {
+        let Some(&taken) = committed(table, [partition]).await?.get(&partition) else {
+            return Ok(None);
+        };
+        least = Some(least.map_or(taken, |l: u64| l.min(taken)));
+    }
+    Ok(least)
 }

@@ -5,6 +5,7 @@
 //!  lake/.sluice/cluster-<name>-streams/<stream>.json   the catalog: one document a stream
 //!  lake/.sluice/cluster-<name>-views/<view>.json       … and a view (`sluice_pipeline::view`)
 //!  lake/.sluice/cluster-<name>-states/…                the views' state snapshots
+//!  lake/.sluice/cluster-<name>-sources/<source>.json    … and a PostgreSQL source
 //!  lake/.sluice/cluster-<name>-workers/<worker>.json   each worker's word on itself
 //!
 //!  CREATE STREAM (any worker) ─ claim: a conditional put ─► the catalog
@@ -30,7 +31,11 @@
 //!   (`sluice_pipeline::source::forward_appends`): a record is acknowledged once the brokers
 //!   have it. Every worker that sees a stream leave the catalog deletes the topic made for it,
 //!   [`RETIRE_TOPIC_AFTER`] later, so that it goes even if the worker that dropped it died.
-//!   PostgreSQL sources are refused in a cluster, for now.
+//! - A PostgreSQL source is the cluster's too: kept in the lake
+//!   (`.sluice/cluster-<name>-sources/`), followed by every worker within a second, its
+//!   tables' streams topics of their own (which only its reader produces into); every worker
+//!   runs a reader of it, and the one PostgreSQL lets hold the slot reads while the others
+//!   stand by (`sluice_ingest::postgres`).
 //! - A view is the cluster's: created or dropped on any worker, known to every worker within
 //!   a second, run by one worker at a time (the holder of its stream's partition 0, which
 //!   reads every partition), its rows in the lake for every worker's queries.
@@ -199,7 +204,9 @@ impl sluice_log::Catalog for Catalog {
                         sluice_error::Class::Unavailable => Self::unavailable(e),
                         _ => sluice_log::Error::NotShared(e.to_string()),
                     })?;
-                meta.elsewhere = Some(topic.produce_to());
+                // A source's stream keeps its word on where its records come from: the doors
+                // refuse it, its reader produces into the topic.
+                meta.elsewhere.get_or_insert_with(|| topic.produce_to());
                 definition.connector = Some(topic);
                 meta.definition = definition.to_log();
                 true
@@ -320,12 +327,8 @@ pub struct WorkerStream {
 }
 
 /// Follows the catalog and reports this worker, until aborted.
-pub async fn run(
-    cluster: Cluster,
-    log: Arc<Log>,
-    pipelines: Arc<Pipelines>,
-    lake: sluice_lake::Lake,
-) {
+pub async fn run(cluster: Cluster, state: AppState) {
+    let (log, pipelines, lake) = (&state.log, &state.pipelines, &state.lake);
     let mut follow = tokio::time::interval(FOLLOW_EVERY);
     let mut report = tokio::time::interval(REPORT_EVERY);
     for tick in [&mut follow, &mut report] {
@@ -348,13 +351,19 @@ pub async fn run(
                 if let Err(e) = pipelines.follow_views().await {
                     tracing::warn!(error = %e, "cannot follow the cluster's views");
                 }
+                // After the streams: a source another worker created starts here once its
+                // tables' streams are known.
+                #[cfg(feature = "postgres")]
+                if let Err(e) = state.sources.follow().await {
+                    tracing::warn!(error = %e, "cannot follow the cluster's sources");
+                }
                 // Tables other workers created or dropped.
                 if let Err(e) = lake.rescan().await {
                     tracing::warn!(error = %e, "cannot list the lake's tables");
                 }
             }
             _ = report.tick() => {
-                if let Err(e) = report_self(&cluster, &log, &pipelines).await {
+                if let Err(e) = report_self(&cluster, log, pipelines).await {
                     tracing::warn!(error = %e, "cannot write this worker's document");
                 }
             }

@@ -160,12 +160,14 @@ impl Server {
         // A source is acknowledged as far as its tables' pipelines have taken its streams.
         #[cfg(feature = "postgres")]
         let sources = {
-            sluice_ingest::postgres::Sources::open(
-                config.data_dir.join("sources"),
+            let sources = sluice_ingest::postgres::Sources::new(
+                sources::shelf(&config.data_dir, &lake, cluster.as_ref()),
                 log.clone(),
                 Arc::new(sources::Downstream(pipelines.clone())),
-            )
-            .map_err(|e| ServerError::Internal(format!("cannot open the sources: {e}")))?
+            );
+            (sources.follow().await)
+                .map_err(|e| ServerError::Internal(format!("cannot open the sources: {e}")))?;
+            sources
         };
         let (stop, stopped) = watch::channel(false);
         let state = AppState {
@@ -226,14 +228,7 @@ impl Server {
             metrics,
             config.retention_interval,
         ));
-        let following = cluster.map(|cluster| {
-            tokio::spawn(cluster::run(
-                cluster,
-                log.clone(),
-                pipelines.clone(),
-                state.lake.clone(),
-            ))
-        });
+        let following = cluster.map(|cluster| tokio::spawn(cluster::run(cluster, state.clone())));
         Ok(Server {
             http_addr,
             pg_addr,

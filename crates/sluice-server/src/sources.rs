@@ -1,5 +1,7 @@
 //! `CREATE SOURCE`, `DROP SOURCE` and `SHOW SOURCES` for every SQL door: PostgreSQL sources
-//! (`sluice_ingest::postgres`), in a build with the cargo feature `postgres`.
+//! (`sluice_ingest::postgres`), in a build with the cargo feature `postgres`; and what the
+//! sources need of the server: where they are kept (the data directory, or a cluster's lake:
+//! [`shelf`]) and what lies downstream of them ([`Downstream`]).
 
 use datafusion::arrow::datatypes::DataType;
 use serde_json::json;
@@ -16,14 +18,6 @@ pub async fn answer(state: &AppState, statement: Statement) -> Result<QueryResul
         let sources = &state.sources;
         let answer = match statement {
             Statement::CreateSource(create) => {
-                if let Some(cluster) = &state.cluster {
-                    return Err(ServerError::Unsupported(format!(
-                        "PostgreSQL sources do not run in a cluster yet (this worker is one of \
-                         cluster '{}'): a slot has one reader, and moving it between workers is \
-                         still to come",
-                        cluster.name
-                    )));
-                }
                 let tables = state.lake.table_names();
                 let taken = |name: &str| {
                     tables
@@ -41,7 +35,7 @@ pub async fn answer(state: &AppState, statement: Statement) -> Result<QueryResul
                     rows: dropped.into_iter().map(|d| vec![json!(d)]).collect(),
                 }
             }
-            _ => show(sources),
+            _ => show(sources).await,
         };
         // The tables' streams come and go: their pipelines with them, before the answer.
         state.pipelines.reconcile().await;
@@ -58,9 +52,10 @@ pub async fn answer(state: &AppState, statement: Statement) -> Result<QueryResul
 }
 
 #[cfg(feature = "postgres")]
-fn show(sources: &sluice_ingest::postgres::Sources) -> QueryResult {
+async fn show(sources: &sluice_ingest::postgres::Sources) -> QueryResult {
     let rows = sources
         .list()
+        .await
         .into_iter()
         .map(|t| {
             vec![
@@ -88,18 +83,140 @@ fn show(sources: &sluice_ingest::postgres::Sources) -> QueryResult {
     }
 }
 
-/// The pipelines, as a source sees them: how far they have taken its streams, and a stream's
-/// pipeline started again when a column is added to it.
+/// Where a server keeps its sources: its data directory's `sources/`, or, on a worker of a
+/// cluster, the lake (`.sluice/cluster-<name>-sources/<source>.json`, `.done`, `.stopped`),
+/// which every worker follows.
+#[cfg(feature = "postgres")]
+pub fn shelf(
+    data_dir: &std::path::Path,
+    lake: &sluice_lake::Lake,
+    cluster: Option<&crate::cluster::Cluster>,
+) -> std::sync::Arc<dyn sluice_ingest::postgres::Shelf> {
+    use sluice_ingest::postgres::Directory;
+    match cluster {
+        None => std::sync::Arc::new(Directory(data_dir.join("sources"))),
+        Some(cluster) => {
+            let kind = format!("cluster-{}-sources", cluster.name);
+            std::sync::Arc::new(LakeShelf {
+                definitions: lake.files(&kind, "json"),
+                done: lake.files(&kind, "done"),
+                stopped: lake.files(&kind, "stopped"),
+            })
+        }
+    }
+}
+
+/// A cluster's sources, in its lake.
+#[cfg(feature = "postgres")]
+struct LakeShelf {
+    definitions: sluice_lake::Documents,
+    done: sluice_lake::Documents,
+    stopped: sluice_lake::Documents,
+}
+
+#[cfg(feature = "postgres")]
+impl LakeShelf {
+    fn documents(&self, kept: sluice_ingest::postgres::Kept) -> &sluice_lake::Documents {
+        use sluice_ingest::postgres::Kept;
+        match kept {
+            Kept::Definition => &self.definitions,
+            Kept::SnapshotDone => &self.done,
+            Kept::Stopped => &self.stopped,
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl sluice_ingest::postgres::Shelf for LakeShelf {
+    fn names(&self) -> BoxFuture<'_, std::io::Result<Vec<String>>> {
+        Box::pin(async move {
+            let tags = self
+                .definitions
+                .tags()
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(tags.into_iter().map(|(name, _)| name).collect())
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        source: &'a str,
+        kept: sluice_ingest::postgres::Kept,
+    ) -> BoxFuture<'a, std::io::Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            let documents = self.documents(kept);
+            documents.get(source).await.map_err(std::io::Error::other)
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        source: &'a str,
+        kept: sluice_ingest::postgres::Kept,
+        content: Vec<u8>,
+        create: bool,
+    ) -> BoxFuture<'a, std::io::Result<bool>> {
+        Box::pin(async move {
+            let documents = self.documents(kept);
+            let put = documents.put(source, content, create).await;
+            put.map_err(std::io::Error::other)
+        })
+    }
+
+    fn forget<'a>(
+        &'a self,
+        source: &'a str,
+        kept: sluice_ingest::postgres::Kept,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async move {
+            let documents = self.documents(kept);
+            documents
+                .delete(source)
+                .await
+                .map(drop)
+                .map_err(std::io::Error::other)
+        })
+    }
+}
+
+/// The pipelines and the log, as a source sees them: how far the pipelines have taken its
+/// streams, where the streams' records are (the log's shards, or a cluster's topics), and a
+/// stream's pipeline started again when a column is added to it.
 #[cfg(feature = "postgres")]
 pub struct Downstream(pub std::sync::Arc<sluice_pipeline::Pipelines>);
 
 #[cfg(feature = "postgres")]
 impl sluice_ingest::postgres::Downstream for Downstream {
-    fn taken(&self, stream: &str) -> Option<u64> {
-        self.0.taken(stream)
+    fn taken<'a>(
+        &'a self,
+        stream: &'a std::sync::Arc<sluice_log::Stream>,
+    ) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(self.0.taken(stream))
+    }
+
+    fn tail<'a>(
+        &'a self,
+        stream: &'a std::sync::Arc<sluice_log::Stream>,
+    ) -> BoxFuture<'a, std::io::Result<sluice_log::Tail>> {
+        let stream = stream.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                match sluice_pipeline::source::topic_tail(&stream, 0) {
+                    Ok(Some(tail)) => Ok(tail),
+                    Ok(None) => stream.tail(0).map_err(std::io::Error::other),
+                    Err(e) => Err(std::io::Error::other(e)),
+                }
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+        })
     }
 
     fn reopen<'a>(&'a self, stream: &'a str) -> futures::future::BoxFuture<'a, ()> {
         Box::pin(self.0.reopen(stream))
     }
 }
+
+#[cfg(feature = "postgres")]
+use futures::future::BoxFuture;

@@ -171,9 +171,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// What `sluice serve` logs unless `SLUICE_LOG` says otherwise: the lake's libraries narrate
 /// every snapshot at info, so only their warnings are shown (and of MERGE, whose every run
-/// warns about a metric it lacks, only errors).
+/// warns about a metric it lacks, only errors); the replication library narrates every status
+/// update it sends (each second) and warns of the slot it finds at every start (a standby
+/// worker's every two seconds), so only its errors are (the reader reports its own failures).
 const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn,\
-     deltalake_core::operations::merge=error";
+     deltalake_core::operations::merge=error,pg_walstream=error";
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")

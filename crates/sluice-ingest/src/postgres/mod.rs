@@ -16,47 +16,62 @@
 //!   table copied in that snapshot as `r` changes at the slot's consistent point, after a `t`
 //!   at the same point (so a snapshot started again after a crash first erases the rows of the
 //!   one before: the mirror deletes every row older than a truncate); then streaming from the
-//!   consistent point. `snapshot.done` in the source's directory (synced) says the copy ended.
+//!   consistent point. The shelf's `SnapshotDone` ([`Shelf`]) says the copy ended.
 //! - **Acknowledged after the lake.** The slot's confirmed position moves to a transaction's
 //!   `end_lsn` only once each table's pipeline has committed past that transaction's records
 //!   (the pipelines' positions); a `pg_logical_emit_message` heartbeat every 10 s is a
 //!   transaction of no table, acknowledged at once, which moves an idle database's slot along.
 //! - **Nothing twice in the log.** A restart resumes at the slot's confirmed position and skips,
 //!   table by table, every transaction whose `end_lsn` that table's stream's last record
-//!   already carries (`source.end_lsn`); a change that does get in twice is a repeat the
+//!   already carries (`source.end_lsn`, read once the slot is the reader's, from the log's
+//!   shard or the cluster's topic: [`Downstream::tail`]); a change that does get in twice is a
+//!   repeat the
 //!   history and the mirror drop by its event id (`lsn/op/key`). Transactions sent again from
 //!   before a column was added are read with null in it.
 //! - **Columns added, or the table stops.** A nullable column added without a default (the
 //!   table's rows so far hold null in it) is added to the table's stream, and its pipeline
 //!   adds it to the lake's tables before the first change that has it is appended. Any other
-//!   change of a table's columns stops that table (kept in `stopped.json`, shown by
-//!   `SHOW SOURCES`), after every change before it; the other tables go on.
+//!   change of a table's columns stops that table (kept on the shelf, shown by
+//!   `SHOW SOURCES`), after every change before it; the other tables go on. (In a cluster an
+//!   added column stops its table too, for now.)
+//! - **One reader, the slot's.** In a cluster the sources are kept in the lake and every worker
+//!   runs a reader of each ([`Sources::follow`]); PostgreSQL lets one of them hold the slot at a
+//!   time, and the others stand by (`standby`, [`ReaderError::SlotBusy`]), trying again every
+//!   [`RETRY`]. When the reader's worker dies its connection closes, and the next to try takes
+//!   the slot over from where it was acknowledged.
 //! - **Stops, never skips.** An invalidated or missing slot stops the source with the reason
 //!   in its status; a table without a primary key (or outside the publication) is refused at
 //!   `CREATE SOURCE`. A source's streams are dropped with it, never alone.
 
 mod reader;
+mod shelf;
 mod tables;
 pub mod values;
 
 pub use reader::{HEARTBEAT, Reader, ReaderError, TableOut};
+pub use shelf::{Directory, Kept, Shelf};
 pub use tables::{Described, TableError, describe, literal, query};
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use pg_walstream::{CancellationToken, PgReplicationConnection};
 use serde::{Deserialize, Serialize};
-use sluice_log::{Log, Retention, StreamOptions};
+use sluice_log::{Log, Retention, Stream, StreamOptions, Tail};
 use sluice_sql::{CreateSource, PostgresSource, StreamDefinition};
 
-/// What a source needs of the pipelines that take its tables' streams to the lake.
+/// What a source needs of the server around it: where its tables' streams hold their records,
+/// and the pipelines that take them to the lake.
 pub trait Downstream: Send + Sync {
-    /// How far the lake has taken `stream`: the sequence number its pipeline has taken every
-    /// record before, in every table (`None` before it has taken any).
-    fn taken(&self, stream: &str) -> Option<u64>;
+    /// How far the lake has taken `stream`: the position its pipeline has taken every record
+    /// before, in every table (`None` before it has taken any).
+    fn taken<'a>(&'a self, stream: &'a Arc<Stream>) -> BoxFuture<'a, Option<u64>>;
+
+    /// Where `stream`'s records are, with its last: the log's own shard ([`Stream::tail`]), or
+    /// a cluster's topic.
+    fn tail<'a>(&'a self, stream: &'a Arc<Stream>) -> BoxFuture<'a, std::io::Result<Tail>>;
 
     /// Starts `stream`'s pipeline again, to read its definition anew (a column was added to
     /// it); returns once it runs.
@@ -99,8 +114,8 @@ pub enum SourceError {
     Io(#[from] std::io::Error),
 }
 
-/// A source as its directory keeps it (`source.json`): never its password.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A source as the shelf keeps it: never its password.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Stored {
     name: String,
     definition: PostgresSource,
@@ -117,7 +132,9 @@ pub struct TableStatus {
     pub stream: String,
     /// The source's replication slot.
     pub slot: String,
-    /// `reading`, or `retrying` after an error, or `stopped` on one that needs a person.
+    /// `starting`, then `reading` once the slot is this server's; `standby` while another
+    /// worker of the cluster (or another client) holds it, `retrying` after an error, or
+    /// `stopped` on one that needs a person.
     pub state: &'static str,
     /// Changes in its stream that the lake has not taken yet.
     pub behind: u64,
@@ -127,10 +144,12 @@ pub struct TableStatus {
 
 /// The sources of a server, each read by a task of its own.
 pub struct Sources {
-    dir: PathBuf,
+    shelf: Arc<dyn Shelf>,
     log: Arc<Log>,
     downstream: Arc<dyn Downstream>,
     running: Mutex<BTreeMap<String, Running>>,
+    /// Serializes `CREATE SOURCE`, `DROP SOURCE` and [`Sources::follow`].
+    ddl: tokio::sync::Mutex<()>,
 }
 
 struct Running {
@@ -141,23 +160,24 @@ struct Running {
     stopped: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
-/// How long a reader waits after a failure before it connects again.
-const RETRY: Duration = Duration::from_secs(2);
+/// How long a reader waits after a failure before it connects again (and a reader standing by
+/// before it tries the slot again).
+pub const RETRY: Duration = Duration::from_secs(2);
 
 impl Sources {
-    /// The sources kept in `dir`, each started reading into `log`'s streams. From now on the
-    /// log refuses to drop a source's stream (`DROP SOURCE` drops them).
-    pub fn open(
-        dir: PathBuf,
+    /// The sources `shelf` keeps, read into `log`'s streams once [`Sources::follow`] starts
+    /// them. From now on the log refuses to drop a source's stream (`DROP SOURCE` drops them).
+    pub fn new(
+        shelf: Arc<dyn Shelf>,
         log: Arc<Log>,
         downstream: Arc<dyn Downstream>,
-    ) -> Result<Arc<Sources>, SourceError> {
-        std::fs::create_dir_all(&dir)?;
+    ) -> Arc<Sources> {
         let sources = Arc::new(Sources {
-            dir,
+            shelf,
             log: log.clone(),
             downstream,
             running: Mutex::new(BTreeMap::new()),
+            ddl: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&sources);
         log.guard_drops(Arc::new(move |stream| {
@@ -172,38 +192,75 @@ impl Sources {
                 "it is table {table} of PostgreSQL source '{name}': DROP SOURCE {name} drops it"
             ))
         }));
-        for entry in std::fs::read_dir(&sources.dir)? {
-            let file = entry?.path().join("source.json");
-            if let Ok(bytes) = std::fs::read(&file) {
-                match serde_json::from_slice::<Stored>(&bytes) {
-                    Ok(stored) => sources.start(stored),
-                    Err(e) => {
-                        tracing::error!(file = %file.display(), error = %e, "cannot read a source")
-                    }
-                }
-            }
-        }
-        Ok(sources)
+        sources
     }
 
-    /// `CREATE SOURCE`: reads the tables' definitions from the database, creates a change
-    /// stream a table (refused if a name is taken: by a stream, or as `name_taken` says of the
-    /// lake's tables), keeps the source, and starts reading it (the slot and the snapshot).
+    /// Makes the sources read here the shelf's: starts those it keeps whose streams the log
+    /// has (in a cluster, a source another worker created, once the catalog's streams are
+    /// followed), and stops those it keeps no more (dropped on another worker). A server
+    /// calls it once at start; a cluster's worker every second.
+    pub async fn follow(&self) -> Result<(), SourceError> {
+        let _ddl = self.ddl.lock().await;
+        let mut kept = Vec::new();
+        for name in self.shelf.names().await? {
+            let Some(bytes) = self.shelf.get(&name, Kept::Definition).await? else {
+                continue; // dropped since it was listed
+            };
+            match serde_json::from_slice::<Stored>(&bytes) {
+                Ok(stored) => kept.push(stored),
+                Err(e) => tracing::error!(source = name, error = %e, "cannot read a source"),
+            }
+        }
+        let gone: Vec<Running> = {
+            let mut running = self.running.lock().expect("sources");
+            let names: Vec<String> = (running.iter())
+                .filter(|(name, r)| !kept.iter().any(|k| &&k.name == name && k == &r.stored))
+                .map(|(name, _)| name.clone())
+                .collect();
+            (names.iter()).filter_map(|n| running.remove(n)).collect()
+        };
+        for running in gone {
+            tracing::info!(
+                source = running.stored.name,
+                "a source was dropped elsewhere"
+            );
+            running.stop.cancel();
+        }
+        for stored in kept {
+            let streams = &stored.definition.tables;
+            let here = self
+                .running
+                .lock()
+                .expect("sources")
+                .contains_key(&stored.name);
+            if !here && streams.iter().all(|t| self.log.stream(&t.name).is_ok()) {
+                self.start(stored);
+            }
+        }
+        Ok(())
+    }
+
+    /// `CREATE SOURCE`: reads the tables' definitions from the database, keeps the source (of
+    /// two creating one name, one is told it exists), creates a change stream a table (refused
+    /// if a name is taken: by a stream, or as `name_taken` says of the lake's tables), and
+    /// starts reading it (the slot and the snapshot).
     pub async fn create_source(
         &self,
         create: CreateSource,
         name_taken: impl Fn(&str) -> Option<String>,
     ) -> Result<(), SourceError> {
+        let _ddl = self.ddl.lock().await;
+        let exists = match create.if_not_exists {
+            true => Ok(()),
+            false => Err(SourceError::Exists(create.name.clone())),
+        };
         if self
-            .running
-            .lock()
-            .expect("sources")
-            .contains_key(&create.name)
+            .shelf
+            .get(&create.name, Kept::Definition)
+            .await?
+            .is_some()
         {
-            return match create.if_not_exists {
-                true => Ok(()),
-                false => Err(SourceError::Exists(create.name)),
-            };
+            return exists;
         }
         let source = create.definition.clone();
         let plain = conninfo(&source)?;
@@ -233,29 +290,46 @@ impl Sources {
                 }
             }
         }
-        for d in &described {
-            self.log.create_stream(
-                &d.table.name,
-                StreamOptions {
-                    shards: 1,
-                    retention: Retention::default(),
-                    definition: d.definition.to_log(),
-                    elsewhere: Some(format!(
-                        "PostgreSQL source '{}' (table {}): change the table there",
-                        create.name,
-                        d.table.qualified()
-                    )),
-                },
-            )?;
-        }
         let stored = Stored {
             name: create.name,
             definition: create.definition,
         };
-        let dir = self.dir.join(&stored.name);
-        std::fs::create_dir_all(&dir)?;
         let json = serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?;
-        reader::write_synced(&dir.join("source.json"), &json)?;
+        if !(self.shelf.put(&stored.name, Kept::Definition, json, true)).await? {
+            return exists;
+        }
+        // What an earlier source of the name left (a drop that did not finish) is not this
+        // one's.
+        for kept in [Kept::SnapshotDone, Kept::Stopped] {
+            self.shelf.forget(&stored.name, kept).await?;
+        }
+        let mut created: Vec<String> = Vec::new();
+        for d in &described {
+            let options = StreamOptions {
+                shards: 1,
+                retention: Retention::default(),
+                definition: d.definition.to_log(),
+                elsewhere: Some(format!(
+                    "PostgreSQL source '{}' (table {}): change the table there",
+                    stored.name,
+                    d.table.qualified()
+                )),
+            };
+            let (log, name) = (self.log.clone(), d.table.name.clone());
+            let made = tokio::task::spawn_blocking(move || log.create_stream(&name, options))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Err(e) = made {
+                // Nothing of a source not created stays behind.
+                for name in created {
+                    let log = self.log.clone();
+                    let _ = tokio::task::spawn_blocking(move || log.drop_stream(&name)).await;
+                }
+                self.shelf.forget(&stored.name, Kept::Definition).await?;
+                return Err(e.into());
+            }
+            created.push(d.table.name.clone());
+        }
         self.start(stored);
         Ok(())
     }
@@ -264,7 +338,7 @@ impl Sources {
     /// dropped or the server stops.
     fn start(&self, stored: Stored) {
         let stop = CancellationToken::new();
-        let state = Arc::new(Mutex::new(("reading", None)));
+        let state = Arc::new(Mutex::new(("starting", None)));
         let stopped = Arc::new(Mutex::new(BTreeMap::new()));
         let reader = self.reader(&stored, stopped.clone());
         let (downstream, task_stop) = (self.downstream.clone(), stop.clone());
@@ -278,21 +352,22 @@ impl Sources {
                 }
             };
             while !task_stop.is_cancelled() {
-                *task_state.lock().expect("state") = ("reading", None);
-                let result = reader.run(downstream.clone(), &task_stop).await;
+                let reading = || *task_state.lock().expect("state") = ("reading", None);
+                let result = reader.run(downstream.clone(), &task_stop, reading).await;
                 let Err(e) = result else { continue };
-                tracing::warn!(source = name, error = %e, "a PostgreSQL source failed");
-                let stopped = matches!(
-                    e,
+                let state = match e {
                     ReaderError::SlotExists(_)
-                        | ReaderError::SlotGone(_)
-                        | ReaderError::SlotLost(_)
-                );
-                *task_state.lock().expect("state") = (
-                    if stopped { "stopped" } else { "retrying" },
-                    Some(e.to_string()),
-                );
-                if stopped {
+                    | ReaderError::SlotGone(_)
+                    | ReaderError::SlotLost(_) => "stopped",
+                    ReaderError::SlotBusy(_) => "standby",
+                    _ => "retrying",
+                };
+                match state {
+                    "standby" => tracing::debug!(source = name, "a PostgreSQL source stands by"),
+                    _ => tracing::warn!(source = name, error = %e, "a PostgreSQL source failed"),
+                }
+                *task_state.lock().expect("state") = (state, Some(e.to_string()));
+                if state == "stopped" {
                     return;
                 }
                 tokio::select! {
@@ -334,7 +409,8 @@ impl Sources {
             slot: source.slot.clone(),
             publication: source.publication.clone(),
             tables,
-            dir: self.dir.join(&stored.name),
+            source: stored.name.clone(),
+            shelf: self.shelf.clone(),
             snapshot: source.snapshot,
             heartbeat: HEARTBEAT,
             log: self.log.clone(),
@@ -342,28 +418,35 @@ impl Sources {
         })
     }
 
-    /// `DROP SOURCE`: stops reading it, drops its replication slot (a slot left behind holds
-    /// WAL for ever) and its tables' streams. What it dropped, for the answer. A slot that
-    /// cannot be dropped (the database unreachable, the slot still in use) drops nothing: the
-    /// source reads on, and the error says why.
+    /// `DROP SOURCE`: forgets it (in a cluster every worker stops reading it within a second),
+    /// stops reading it, drops its replication slot (a slot left behind holds WAL for ever)
+    /// and its tables' streams. What it dropped, for the answer. A slot that cannot be dropped
+    /// (the database unreachable, the slot still in use) drops nothing: the source is kept and
+    /// reads on, and the error says why.
     pub async fn drop_source(
         &self,
         name: &str,
         if_exists: bool,
     ) -> Result<Vec<String>, SourceError> {
-        let Some(running) = self.running.lock().expect("sources").remove(name) else {
+        let _ddl = self.ddl.lock().await;
+        let Some(kept) = self.shelf.get(name, Kept::Definition).await? else {
             return match if_exists {
                 true => Ok(Vec::new()),
                 false => Err(SourceError::NotFound(name.to_string())),
             };
         };
-        running.stop.cancel();
-        let source = running.stored.definition.clone();
+        let stored: Stored = serde_json::from_slice(&kept).map_err(std::io::Error::other)?;
+        self.shelf.forget(name, Kept::Definition).await?;
+        if let Some(running) = self.running.lock().expect("sources").remove(name) {
+            running.stop.cancel();
+        }
+        let source = stored.definition.clone();
         let dropped_slot = match drop_slot(&source).await {
             Ok(dropped) => dropped,
             Err(e) => {
                 // Nothing dropped: the source reads on.
-                self.start(running.stored);
+                (self.shelf.put(name, Kept::Definition, kept, true)).await?;
+                self.start(stored);
                 return Err(e);
             }
         };
@@ -372,44 +455,57 @@ impl Sources {
             dropped.push(format!("replication slot {}", source.slot));
         }
         for table in &source.tables {
-            match self.log.drop_stream(&table.name) {
+            let (log, stream) = (self.log.clone(), table.name.clone());
+            match tokio::task::spawn_blocking(move || log.drop_stream(&stream))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+            {
                 Ok(()) => dropped.push(format!("stream {}", table.name)),
                 Err(sluice_log::Error::StreamNotFound(_)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        std::fs::remove_dir_all(self.dir.join(name))?;
+        for kept in [Kept::SnapshotDone, Kept::Stopped] {
+            self.shelf.forget(name, kept).await?;
+        }
         Ok(dropped)
     }
 
     /// Every source's tables and how their reading goes.
-    pub fn list(&self) -> Vec<TableStatus> {
-        let running = self.running.lock().expect("sources");
+    pub async fn list(&self) -> Vec<TableStatus> {
         let mut tables = Vec::new();
-        for r in running.values() {
-            let (state, last_error) = r.state.lock().expect("state").clone();
-            let stopped = r.stopped.lock().expect("stopped");
-            for table in &r.stored.definition.tables {
-                let behind = self.log.stream(&table.name).map_or(0, |stream| {
-                    let (start, end) = stream.shards()[0].bounds();
-                    let taken = self.downstream.taken(&table.name).unwrap_or(start);
-                    end.saturating_sub(taken.max(start))
-                });
-                let table_stopped = stopped.get(&table.qualified());
-                tables.push(TableStatus {
-                    source: r.stored.name.clone(),
-                    table: table.qualified(),
-                    stream: table.name.clone(),
-                    slot: r.stored.definition.slot.clone(),
-                    state: if table_stopped.is_some() {
-                        "stopped"
-                    } else {
-                        state
-                    },
-                    behind,
-                    last_error: table_stopped.cloned().or_else(|| last_error.clone()),
-                });
+        let mut streams = Vec::new();
+        {
+            let running = self.running.lock().expect("sources");
+            for r in running.values() {
+                let (state, last_error) = r.state.lock().expect("state").clone();
+                let stopped = r.stopped.lock().expect("stopped");
+                for table in &r.stored.definition.tables {
+                    let table_stopped = stopped.get(&table.qualified());
+                    tables.push(TableStatus {
+                        source: r.stored.name.clone(),
+                        table: table.qualified(),
+                        stream: table.name.clone(),
+                        slot: r.stored.definition.slot.clone(),
+                        state: if table_stopped.is_some() {
+                            "stopped"
+                        } else {
+                            state
+                        },
+                        behind: 0,
+                        last_error: table_stopped.cloned().or_else(|| last_error.clone()),
+                    });
+                    streams.push(self.log.stream(&table.name).ok());
+                }
             }
+        }
+        for (table, stream) in tables.iter_mut().zip(streams) {
+            let Some(stream) = stream else { continue };
+            let Ok(tail) = self.downstream.tail(&stream).await else {
+                continue;
+            };
+            let taken = self.downstream.taken(&stream).await.unwrap_or(tail.first);
+            table.behind = tail.next.saturating_sub(taken.max(tail.first));
         }
         tables
     }
@@ -433,14 +529,13 @@ async fn drop_slot(source: &PostgresSource) -> Result<bool, SourceError> {
              WHERE slot_name = {}",
             literal(&slot)
         );
-        // The reader's connection may hold the slot a moment longer.
+        // The reader's connection may hold the slot a moment longer (in a cluster, until the
+        // worker holding it has followed the drop: about a second).
         let mut tries = 0;
         loop {
             match query(&mut connection, &sql) {
                 Ok(rows) => return Ok(!rows.is_empty()),
-                Err(TableError::Refused { message, .. })
-                    if message.contains("is active") && tries < 50 =>
-                {
+                Err(e) if e.to_string().contains("is active for PID") && tries < 100 => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(100))
                 }

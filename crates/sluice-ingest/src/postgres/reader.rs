@@ -8,7 +8,6 @@
 //! time (one durable append a table for all of them) and a quiet one's at once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use sluice_sql::{Column, ColumnType, StreamDefinition};
 use tokio::sync::mpsc;
 
 use super::Downstream;
+use super::shelf::{Kept, Shelf};
 use super::values::{column_type, envelope, row_object};
 
 /// What went wrong reading a source.
@@ -60,6 +60,13 @@ pub enum ReaderError {
          slot (drop the slot, or name another one with WITH (slot = '…'))"
     )]
     SlotExists(String),
+    /// Another reader holds the slot: another worker of the cluster (which this one stands
+    /// by for), or a client of the database's.
+    #[error(
+        "replication slot '{0}' is read by another worker of the cluster (or another client): \
+         this one stands by to take it over"
+    )]
+    SlotBusy(String),
 }
 
 /// A table the reader writes: its stream, and its columns as the stream declares them.
@@ -80,8 +87,10 @@ pub struct Reader {
     pub publication: String,
     /// The tables read, by `schema.table`.
     pub tables: HashMap<String, TableOut>,
-    /// The source's directory (`snapshot.done`).
-    pub dir: PathBuf,
+    /// The source's name, as `shelf` keeps it.
+    pub source: String,
+    /// Where the source is kept: whether its snapshot was copied, its tables stopped.
+    pub shelf: Arc<dyn Shelf>,
     /// Whether the tables are copied first.
     pub snapshot: bool,
     /// How often a heartbeat is written ([`HEARTBEAT`]).
@@ -89,9 +98,9 @@ pub struct Reader {
     /// The log holding the tables' streams (a column added to a table is added to its
     /// stream's definition there).
     pub log: Arc<Log>,
-    /// The tables stopped, and why ([`schema_changed`]), by `schema.table`: kept in
-    /// `stopped.json` in `dir` once every change before the stop is in the log, read by
-    /// whoever shows the source's status.
+    /// The tables stopped, and why ([`schema_changed`]), by `schema.table`: kept on the
+    /// shelf once every change before the stop is in the log, read by whoever shows the
+    /// source's status.
     pub stopped: Arc<Mutex<BTreeMap<String, String>>>,
 }
 
@@ -99,8 +108,12 @@ pub struct Reader {
 /// last ends, and the last record of each stream the batch wrote to).
 #[derive(Default)]
 struct Acks {
-    waiting: VecDeque<(u64, Vec<(String, u64)>)>,
+    waiting: VecDeque<Appended>,
 }
+
+/// A batch of transactions appended: where its last ends, and the position of the last record
+/// it appended to each stream.
+type Appended = (u64, Vec<(Arc<Stream>, u64)>);
 
 /// Every [`ACK_EVERY`] until `stop`, moves the slot's acknowledgement (the library sends it
 /// with its next status update, and answers PostgreSQL's keepalives with it, whatever the
@@ -123,11 +136,27 @@ async fn acknowledge(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(ACK_EVERY) => {}
         }
+        // How far the lake has taken each stream waited for, asked outside the lock.
+        let mut streams: Vec<Arc<Stream>> = Vec::new();
+        for (_, ends) in &acks.lock().expect("acks").waiting {
+            for (stream, _) in ends {
+                if !streams.iter().any(|s| s.id() == stream.id()) {
+                    streams.push(stream.clone());
+                }
+            }
+        }
+        let mut taken = HashMap::new();
+        for stream in streams {
+            taken.insert(stream.id(), downstream.taken(&stream).await);
+        }
         let mut acks = acks.lock().expect("acks");
         let mut ack = None;
         while let Some((end, ends)) = acks.waiting.front() {
-            let taken =
-                |stream: &str, last: u64| downstream.taken(stream).is_some_and(|t| t > last);
+            let taken = |stream: &Stream, last: u64| {
+                taken
+                    .get(&stream.id())
+                    .is_some_and(|t| t.is_some_and(|t| t > last))
+            };
             if !(ends.iter()).all(|(stream, last)| taken(stream, *last)) {
                 break;
             }
@@ -176,14 +205,24 @@ impl Reader {
             .with_feedback_interval(Duration::from_secs(10))
     }
 
-    fn snapshot_done(&self) -> PathBuf {
-        self.dir.join("snapshot.done")
+    async fn snapshot_done(&self) -> Result<bool, ReaderError> {
+        Ok((self.shelf.get(&self.source, Kept::SnapshotDone).await?).is_some())
+    }
+
+    /// `e`, or [`ReaderError::SlotBusy`] when it says another reader holds the slot.
+    fn busy_or(&self, e: pg_walstream::ReplicationError) -> ReaderError {
+        match e.to_string().contains("is active for PID") {
+            true => ReaderError::SlotBusy(self.slot.clone()),
+            false => e.into(),
+        }
     }
 
     /// Creates the slot and copies the tables in its snapshot, unless that was done: then the
-    /// stream of changes from where the slot was acknowledged.
-    async fn open(&self) -> Result<LogicalReplicationStream, ReaderError> {
-        if self.snapshot_done().exists() {
+    /// stream of changes from where the slot was acknowledged. A slot another reader holds
+    /// (another worker's, copying or reading) is [`ReaderError::SlotBusy`]. Calls `opened` once
+    /// the slot is this reader's.
+    async fn open(&self, opened: impl FnOnce()) -> Result<LogicalReplicationStream, ReaderError> {
+        if self.snapshot_done().await? {
             // The library would make a slot that is gone anew, silently: a gap.
             let (plain, slot) = (plain(&self.conninfo), self.slot.clone());
             let status = tokio::task::spawn_blocking(move || {
@@ -202,15 +241,23 @@ impl Reader {
                 Some(_) => {}
             }
             let mut stream = LogicalReplicationStream::new(&self.conninfo, self.config()).await?;
-            stream.start(None).await?;
+            stream.start(None).await.map_err(|e| self.busy_or(e))?;
+            opened();
             return Ok(stream);
         }
         let stream = LogicalReplicationStream::new(&self.conninfo, self.config()).await?;
-        let mut stream = match stream.snapshot().await? {
+        let mut stream = match stream.snapshot().await.map_err(|e| self.busy_or(e))? {
             SnapshotOutcome::Unavailable(_) => {
+                // In a cluster, another worker made the slot: it copies the tables now (the
+                // slot is not active while it does), or has, and this one reads on from the
+                // slot next time.
+                if self.log.shared() || self.snapshot_done().await? {
+                    return Err(ReaderError::SlotBusy(self.slot.clone()));
+                }
                 return Err(ReaderError::SlotExists(self.slot.clone()));
             }
             SnapshotOutcome::Available(mut snapshot) => {
+                opened();
                 snapshot.retain_tables(|t| self.tables.contains_key(&t.qualified_name()));
                 let at = snapshot.consistent_point().0;
                 let now = chrono::Utc::now().timestamp_micros();
@@ -245,7 +292,11 @@ impl Reader {
                     true => rows.finish().await?,
                     false => rows.abandon().await?,
                 };
-                write_synced(&self.snapshot_done(), at.to_string().as_bytes())?;
+                let done = at.to_string().into_bytes();
+                (self
+                    .shelf
+                    .put(&self.source, Kept::SnapshotDone, done, false))
+                .await?;
                 stream
             }
         };
@@ -271,20 +322,18 @@ impl Reader {
     }
 
     /// Where each table's stream ends: the `end_lsn` its last record carries (a transaction
-    /// ending at or before it is in that stream already), and its last sequence number.
-    fn appended(&self) -> Result<HashMap<String, (u64, u64)>, ReaderError> {
+    /// ending at or before it is in that stream already), and its last position.
+    async fn appended(
+        &self,
+        downstream: &dyn Downstream,
+    ) -> Result<HashMap<String, (u64, u64)>, ReaderError> {
         let mut appended = HashMap::new();
         for (table, out) in &self.tables {
-            let shard = &out.stream.shards()[0];
-            let (start, end) = shard.bounds();
-            if end == start {
-                continue;
-            }
-            for record in shard.read(end - 1, 1, usize::MAX)?.records {
-                let record: serde_json::Value =
-                    serde_json::from_slice(&record.data).unwrap_or_default();
+            let tail = downstream.tail(&out.stream).await?;
+            if let Some(last) = tail.last {
+                let record: serde_json::Value = serde_json::from_slice(&last).unwrap_or_default();
                 let end_lsn = record["source"]["end_lsn"].as_u64().unwrap_or(0);
-                appended.insert(table.clone(), (end_lsn, end - 1));
+                appended.insert(table.clone(), (end_lsn, tail.next - 1));
             }
         }
         Ok(appended)
@@ -293,24 +342,26 @@ impl Reader {
     /// Reads the slot until `stop`: every transaction's changes appended to their tables'
     /// streams whole (but those a stream holds already: a restart resumes where the slot was
     /// acknowledged), and the slot acknowledged as far as the lake has taken them
-    /// ([`acknowledge`]).
+    /// ([`acknowledge`]). Calls `opened` once the slot is this reader's.
     pub async fn run(
         &mut self,
         downstream: Arc<dyn Downstream>,
         stop: &CancellationToken,
+        opened: impl FnOnce(),
     ) -> Result<(), ReaderError> {
         // Stops not kept (their transaction was not appended) are found again.
-        *self.stopped.lock().expect("stopped") = self.read_stopped()?;
-        let stream = self.open().await?;
+        *self.stopped.lock().expect("stopped") = self.read_stopped().await?;
+        let stream = self.open(opened).await?;
         let done = stop.child_token();
         let feedback = stream.shared_lsn_feedback.clone();
-        let appended = self.appended()?;
+        // Read once the slot is this reader's: no other appends to the streams now.
+        let appended = self.appended(&*downstream).await?;
         let acks = Arc::new(Mutex::new(Acks::default()));
         // What the log holds may not be in the lake: nothing is acknowledged before it is, nor
         // past the table that got least far (a crash between two tables' appends).
         if let Some(least) = appended.values().map(|(end, _)| *end).min() {
             let ends = (appended.iter())
-                .map(|(table, (_, last))| (self.tables[table].stream.name().to_string(), *last))
+                .map(|(table, (_, last))| (self.tables[table].stream.clone(), *last))
                 .collect();
             acks.lock().expect("acks").waiting.push_back((least, ends));
         }
@@ -481,7 +532,7 @@ impl Reader {
         let mut ends = Vec::new();
         for (name, records) in std::mem::take(&mut batch.tables) {
             if let Some(last) = self.append(&name, records).await? {
-                ends.push((self.tables[&name].stream.name().to_string(), last));
+                ends.push((self.tables[&name].stream.clone(), last));
             }
         }
         batch.records = 0;
@@ -489,7 +540,7 @@ impl Reader {
         if !std::mem::take(&mut batch.stops).is_empty() {
             let stopped = self.stopped.lock().expect("stopped").clone();
             let json = serde_json::to_vec_pretty(&stopped).map_err(std::io::Error::other)?;
-            write_synced(&self.dir.join("stopped.json"), &json)?;
+            (self.shelf.put(&self.source, Kept::Stopped, json, false)).await?;
         }
         Ok(())
     }
@@ -513,6 +564,12 @@ impl Reader {
         let name = &format!("{schema}.{table}");
         let was = &self.tables[name].columns;
         let unfit = match now.len() > was.len() && now[..was.len()] == was[..] {
+            // Every worker's pipeline would have to take the new column before its first
+            // change is appended: not done yet.
+            true if self.log.shared() => Some(format!(
+                "{}, which a cluster's source does not follow yet",
+                describe_change(was, &now)
+            )),
             true => self.unfit_added((schema, table), &now[was.len()..]).await?,
             false => Some(describe_change(was, &now)),
         };
@@ -586,12 +643,11 @@ impl Reader {
         }))
     }
 
-    /// The tables stopped before, as `stopped.json` keeps them.
-    fn read_stopped(&self) -> Result<BTreeMap<String, String>, ReaderError> {
-        match std::fs::read(self.dir.join("stopped.json")) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).map_err(std::io::Error::other)?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(e) => Err(e.into()),
+    /// The tables stopped before, as the shelf keeps them.
+    async fn read_stopped(&self) -> Result<BTreeMap<String, String>, ReaderError> {
+        match self.shelf.get(&self.source, Kept::Stopped).await? {
+            Some(bytes) => Ok(serde_json::from_slice(&bytes).map_err(std::io::Error::other)?),
+            None => Ok(BTreeMap::new()),
         }
     }
 
@@ -758,18 +814,4 @@ fn schema_changed(name: &str, change: &str) -> String {
         "table {name} changed in the database ({change}): it stopped there, every change before \
          is in; drop the source and create it again (a new snapshot) to read it as it is"
     )
-}
-
-/// Writes `bytes` to `path` through a temporary file, synced, then renamed.
-pub(super) fn write_synced(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use pg_walstream::CancellationToken;
-use sluice_ingest::postgres::{Downstream, Reader, TableOut};
-use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions};
+use sluice_ingest::postgres::{Directory, Downstream, Reader, TableOut};
+use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions, Tail};
 use sluice_sql::ColumnType;
 
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -154,8 +154,14 @@ struct Lake {
 }
 
 impl Downstream for Lake {
-    fn taken(&self, _: &str) -> Option<u64> {
-        self.all.then_some(u64::MAX)
+    fn taken<'a>(&'a self, _: &'a Arc<Stream>) -> BoxFuture<'a, Option<u64>> {
+        Box::pin(std::future::ready(self.all.then_some(u64::MAX)))
+    }
+
+    fn tail<'a>(&'a self, stream: &'a Arc<Stream>) -> BoxFuture<'a, std::io::Result<Tail>> {
+        Box::pin(std::future::ready(
+            stream.tail(0).map_err(std::io::Error::other),
+        ))
     }
 
     fn reopen<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, ()> {
@@ -175,7 +181,7 @@ fn spawn(
     let stop = CancellationToken::new();
     let task = {
         let stop = stop.clone();
-        tokio::spawn(async move { reader.run(lake, &stop).await })
+        tokio::spawn(async move { reader.run(lake, &stop, || {}).await })
     };
     (stop, task)
 }
@@ -237,7 +243,8 @@ async fn a_snapshot_then_every_change_lands_in_the_tables_streams() {
                 columns: columns.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
             },
         )]),
-        dir: dir.path().to_path_buf(),
+        source: "test".into(),
+        shelf: Arc::new(Directory(dir.path().join("sources"))),
         snapshot: true,
         heartbeat: Duration::from_millis(300),
         log: log.clone(),
@@ -410,12 +417,11 @@ async fn a_source_is_created_read_and_dropped_with_its_slot() {
          CREATE PUBLICATION sluice FOR TABLE orders, customers;",
     );
     let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
-    let sources = Sources::open(
-        dir.path().join("sources"),
+    let sources = Sources::new(
+        Arc::new(Directory(dir.path().join("sources"))),
         log.clone(),
         Arc::new(Lake::default()),
-    )
-    .unwrap();
+    );
     let create = |sql: &str| match sluice_sql::parse(sql).unwrap().remove(0) {
         Statement::CreateSource(c) => c,
         other => panic!("{other:?}"),
@@ -453,7 +459,7 @@ async fn a_source_is_created_read_and_dropped_with_its_slot() {
     let mut batch = orders.batches();
     batch.push(0, b"", b"{}").unwrap();
     assert!(orders.append(batch).await.is_err());
-    let shown = sources.list();
+    let shown = sources.list().await;
     assert_eq!(
         (shown[0].table.as_str(), shown[0].state, shown[0].behind),
         ("public.orders", "reading", 3),
@@ -518,7 +524,8 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
             ("public.t".to_string(), out(&t, "v")),
             ("public.u".to_string(), out(&u, "w")),
         ]),
-        dir: dir.path().to_path_buf(),
+        source: "test".into(),
+        shelf: Arc::new(Directory(dir.path().join("sources"))),
         snapshot: true,
         heartbeat: Duration::from_secs(1),
         log: log.clone(),
@@ -605,7 +612,7 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
     run.await.unwrap().unwrap();
 
     pg.sql("SELECT pg_drop_replication_slot('s');");
-    match reader().run(lake, &CancellationToken::new()).await {
+    match reader().run(lake, &CancellationToken::new(), || {}).await {
         Err(ReaderError::SlotGone(slot)) => assert_eq!(slot, "s"),
         other => panic!("{other:?}"),
     }

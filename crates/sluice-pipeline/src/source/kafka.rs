@@ -147,21 +147,48 @@ fn first_since(
     let (mut low, mut high) = (low.max(0), high.max(0));
     while low < high {
         let middle = low + (high - low) / 2;
-        match first_record(consumer, topic, p, middle)? {
-            Some((offset, timestamp)) if timestamp.unwrap_or(i64::MIN) < ms => low = offset + 1,
+        let record = first_record(consumer, topic, p, middle, |m| (m.offset(), m.timestamp()))?;
+        match record {
+            Some((offset, timestamp)) if timestamp.to_millis().unwrap_or(i64::MIN) < ms => {
+                low = offset + 1
+            }
             _ => high = middle,
         }
     }
     Ok(low as u64)
 }
 
-/// The offset and timestamp of the first record of partition `p` at or after `offset`, if any.
-fn first_record(
+/// Where partition `p` of `stream`'s topic starts and ends, and its last record's payload:
+/// what the reader of a source writing it resumes after. Blocking (broker calls).
+pub fn tail(stream: &str, topic: &KafkaTopic, p: u32) -> Result<sluice_log::Tail> {
+    let consumer: BaseConsumer<Context> = config(stream, topic)?
+        .create_with_context(Context::default())
+        .map_err(|e| unreachable(topic, e))?;
+    let (low, high) = consumer
+        .fetch_watermarks(&topic.topic, p as i32, CHECK_TIMEOUT)
+        .map_err(|e| unreachable(topic, e))?;
+    let (low, high) = (low.max(0), high.max(0));
+    let last = match high > low {
+        true => first_record(&consumer, topic, p as i32, high - 1, |m| {
+            m.payload().unwrap_or_default().to_vec()
+        })?,
+        false => None,
+    };
+    Ok(sluice_log::Tail {
+        first: low as u64,
+        next: high as u64,
+        last,
+    })
+}
+
+/// What `take` makes of the first record of partition `p` at or after `offset`, if any.
+fn first_record<T>(
     consumer: &BaseConsumer<Context>,
     topic: &KafkaTopic,
     p: i32,
     offset: i64,
-) -> Result<Option<(i64, Option<i64>)>> {
+    take: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Result<Option<T>> {
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(&topic.topic, p, Offset::Offset(offset))
         .map_err(|e| unreachable(topic, e))?;
@@ -170,7 +197,7 @@ fn first_record(
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) if m.partition() == p && m.offset() >= offset => {
-                return Ok(Some((m.offset(), m.timestamp().to_millis())));
+                return Ok(Some(take(&m)));
             }
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
             Some(Err(e)) => return Err(unreachable(topic, e)),

@@ -153,6 +153,20 @@ pub fn retire_stream(name: &str, definition: &StreamDefinition) -> Result<()> {
     }
 }
 
+/// The tail of partition `partition` of the topic `stream` reads; `None` for a stream whose
+/// records the log keeps. Blocking.
+pub fn topic_tail(
+    stream: &sluice_log::Stream,
+    partition: Partition,
+) -> Result<Option<sluice_log::Tail>> {
+    match StreamDefinition::from_log(&stream.meta().definition).connector {
+        #[cfg(feature = "kafka")]
+        Some(Connector::Kafka(topic)) => Ok(Some(kafka::tail(stream.name(), &topic, partition)?)),
+        Some(other) => Err(not_built(stream.name(), &other)),
+        None => Ok(None),
+    }
+}
+
 /// Where the doors of a cluster's workers send appends to its streams: their Kafka topics.
 pub fn forward_appends() -> Result<Arc<dyn sluice_log::Forward>> {
     #[cfg(feature = "kafka")]

@@ -107,6 +107,16 @@ impl Forward for Producers {
         }
     }
 
+    fn takes_doors(&self, stream: &Stream) -> bool {
+        // A topic is where the records of the stream come from when the stream says so: a
+        // PostgreSQL source's stream in a cluster has a topic too, written by its reader only.
+        let meta = stream.meta();
+        match StreamDefinition::from_log(&meta.definition).connector {
+            Some(connector) => meta.elsewhere == Some(connector.produce_to()),
+            None => false,
+        }
+    }
+
     fn forget(&self, stream_id: u64) {
         self.by_stream
             .lock()

@@ -44,12 +44,11 @@ fn app_with(
     )
     .unwrap();
     #[cfg(feature = "postgres")]
-    let sources = sluice_ingest::postgres::Sources::open(
-        dir.join("sources"),
+    let sources = sluice_ingest::postgres::Sources::new(
+        Arc::new(sluice_ingest::postgres::Directory(dir.join("sources"))),
         log.clone(),
         Arc::new(crate::sources::Downstream(pipelines.clone())),
-    )
-    .unwrap();
+    );
     let state = AppState {
         #[cfg(feature = "postgres")]
         sources,
