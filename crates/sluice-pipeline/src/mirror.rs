@@ -54,6 +54,11 @@ pub const REPEATS_KEPT: Duration = Duration::from_secs(15 * 60);
 /// The flag column of the mirror's upsert rows.
 const DELETE: &str = "_delete";
 
+/// Most values of a key a scan of the mirror is filtered by (more are filtered after it):
+/// delta-rs lowers an `IN` list to a chain of `OR`s, which it converts recursively, and a
+/// round's tens of thousands of keys overflowed a stack.
+const PUSHED_VALUES: usize = 1_000;
+
 /// The name of a change stream's history table.
 pub fn changes_table(stream: &str) -> String {
     format!("{stream}_changes")
@@ -257,14 +262,18 @@ impl Mirror {
                     list.push(Expr::Literal(value, None));
                 }
             }
-            only.push(Expr::Column(Column::new_unqualified(key)).in_list(list, false));
+            if list.len() <= PUSHED_VALUES {
+                only.push(Expr::Column(Column::new_unqualified(key)).in_list(list, false));
+            }
         }
         let mut columns: Vec<&str> = self.keys.iter().map(String::as_str).collect();
         columns.push(VERSION);
-        let frame = SessionContext::new()
-            .read_table(self.table.delta().table_provider().await?)?
-            .filter(only.into_iter().reduce(Expr::and).expect("a key"))?
-            .select_columns(&columns)?;
+        let frame = SessionContext::new().read_table(self.table.delta().table_provider().await?)?;
+        let frame = match only.into_iter().reduce(Expr::and) {
+            Some(only) => frame.filter(only)?,
+            None => frame,
+        };
+        let frame = frame.select_columns(&columns)?;
         let held = frame.collect().await?;
         let mut versions = HashMap::new();
         for batch in &held {

@@ -183,3 +183,41 @@ async fn the_mirror_is_the_newest_change_of_each_key_and_the_history_every_chang
     assert!(lake.table_names().is_empty(), "{:?}", lake.table_names());
     scenario.teardown();
 }
+
+#[tokio::test]
+async fn a_round_of_many_keys_with_unchanged_values_takes_them_from_the_mirror() {
+    // A round's keys filter the scan of the mirror's versions; delta-rs turns the filter into
+    // a chain of ORs, one a key, which overflowed the stack at tens of thousands of keys.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let s = stream_as(&log, CUSTOMERS);
+    let keys = 20_000;
+    let shard = |k: &str| k.bytes().map(u32::from).sum::<u32>() % 2;
+    let created: Vec<(u32, String)> = (0..keys)
+        .map(|i| {
+            let k = format!("k{i}");
+            (
+                shard(&k),
+                event("c", &k, Some((0, Some(&format!("big{i}")))), 10 + i),
+            )
+        })
+        .collect();
+    let updated: Vec<(u32, String)> = (0..keys)
+        .map(|i| {
+            let k = format!("k{i}");
+            (shard(&k), event("u", &k, Some((1, None)), 100_000 + i))
+        })
+        .collect();
+    append_events(&s, &created).await;
+    append_events(&s, &updated).await;
+    let config = RawConfig {
+        max_records_per_round: 2 * keys as usize,
+        ..RawConfig::default()
+    };
+    catch_up(&log, &lake, raw(&log, &lake, config).await.unwrap()).await;
+    let expected: Table = (0..keys)
+        .map(|i| (format!("k{i}"), (1, format!("big{i}"))))
+        .collect();
+    assert_eq!(mirror(&lake).await, expected);
+}
