@@ -579,6 +579,9 @@ def test_a_postgres_source_is_read_by_one_worker_at_a_time_and_moves_on_kill_9(p
     workers = topic_workers
     with postgres.connect() as c:
         c.execute(SCHEMA)
+        # Enough rows that the copy takes some seconds: its worker is killed in the middle.
+        c.execute("INSERT INTO orders SELECT g, 'bulk', g, 1.00, repeat('x', 400), now() "
+                  "FROM generate_series(200000, 319999) g")
     Workload(postgres, seed=7).run(steps=500)
     w1, w2, w3 = workers.start("w1"), workers.start("w2"), workers.start("w3")
     everyone = [w1, w2, w3]
@@ -606,6 +609,15 @@ def test_a_postgres_source_is_read_by_one_worker_at_a_time_and_moves_on_kill_9(p
             for row in source_rows(worker).values():
                 assert row[4] == "standby" and "another worker" in (row[6] or ""), \
                     f"{worker_name(worker)} does not say it stands by for the slot's reader: {row}"
+
+    # The worker copying the tables is killed in the middle of the copy: the slot it made holds
+    # no finished copy and nobody copies into it, so another worker drops it and copies again.
+    assert not (shelf / "shop.done").exists(), "the copy ended before its worker could be killed: copy more rows"
+    reader.kill9()
+    others = [w for w in everyone if w is not reader]
+    wait_for(lambda: one_reading(others), "another worker copying the tables again", timeout=30)
+    reader.start()
+    reader = wait_for(lambda: one_reading(everyone), "one worker reading again, the others standing by", timeout=30)
 
     # Only the source's reader appends to its streams: every worker's door refuses records.
     forged = json.dumps({"op": "c", "after": {"id": 99999, "status": "forged"}}).encode() + b"\n"

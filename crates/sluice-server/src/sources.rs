@@ -84,7 +84,8 @@ async fn show(sources: &sluice_ingest::postgres::Sources) -> QueryResult {
 }
 
 /// Where a server keeps its sources: its data directory's `sources/`, or, on a worker of a
-/// cluster, the lake (`.sluice/cluster-<name>-sources/<source>.json`, `.done`, `.stopped`),
+/// cluster, the lake (`.sluice/cluster-<name>-sources/<source>.json`, `.made`, `.done`,
+/// `.stopped`),
 /// which every worker follows.
 #[cfg(feature = "postgres")]
 pub fn shelf(
@@ -99,6 +100,7 @@ pub fn shelf(
             let kind = format!("cluster-{}-sources", cluster.name);
             std::sync::Arc::new(LakeShelf {
                 definitions: lake.files(&kind, "json"),
+                made: lake.files(&kind, "made"),
                 done: lake.files(&kind, "done"),
                 stopped: lake.files(&kind, "stopped"),
             })
@@ -110,6 +112,7 @@ pub fn shelf(
 #[cfg(feature = "postgres")]
 struct LakeShelf {
     definitions: sluice_lake::Documents,
+    made: sluice_lake::Documents,
     done: sluice_lake::Documents,
     stopped: sluice_lake::Documents,
 }
@@ -120,6 +123,7 @@ impl LakeShelf {
         use sluice_ingest::postgres::Kept;
         match kept {
             Kept::Definition => &self.definitions,
+            Kept::SlotMade => &self.made,
             Kept::SnapshotDone => &self.done,
             Kept::Stopped => &self.stopped,
         }

@@ -16,7 +16,11 @@
 //!   table copied in that snapshot as `r` changes at the slot's consistent point, after a `t`
 //!   at the same point (so a snapshot started again after a crash first erases the rows of the
 //!   one before: the mirror deletes every row older than a truncate); then streaming from the
-//!   consistent point. The shelf's `SnapshotDone` ([`Shelf`]) says the copy ended.
+//!   consistent point. The shelf's `SnapshotDone` ([`Shelf`]) says the copy ended; its
+//!   `SlotMade`, written before the slot is made, says the slot is Sluice's. A slot found
+//!   without a finished copy is somebody else's (the source stops), or Sluice's, copied into
+//!   now by another worker (this one stands by), or a copy cut short by a crash: then the slot
+//!   is dropped, made anew and the tables copied again.
 //! - **Acknowledged after the lake.** The slot's confirmed position moves to a transaction's
 //!   `end_lsn` only once each table's pipeline has committed past that transaction's records
 //!   (the pipelines' positions); a `pg_logical_emit_message` heartbeat every 10 s is a
@@ -300,7 +304,7 @@ impl Sources {
         }
         // What an earlier source of the name left (a drop that did not finish) is not this
         // one's.
-        for kept in [Kept::SnapshotDone, Kept::Stopped] {
+        for kept in [Kept::SlotMade, Kept::SnapshotDone, Kept::Stopped] {
             self.shelf.forget(&stored.name, kept).await?;
         }
         let mut created: Vec<String> = Vec::new();
@@ -358,7 +362,8 @@ impl Sources {
                 let state = match e {
                     ReaderError::SlotExists(_)
                     | ReaderError::SlotGone(_)
-                    | ReaderError::SlotLost(_) => "stopped",
+                    | ReaderError::SlotLost(_)
+                    | ReaderError::Dropped(_) => "stopped",
                     ReaderError::SlotBusy(_) => "standby",
                     _ => "retrying",
                 };
@@ -441,7 +446,7 @@ impl Sources {
             running.stop.cancel();
         }
         let source = stored.definition.clone();
-        let dropped_slot = match drop_slot(&source).await {
+        let dropped_slot = match drop_slot(conninfo(&source)?, source.slot.clone()).await {
             Ok(dropped) => dropped,
             Err(e) => {
                 // Nothing dropped: the source reads on.
@@ -465,7 +470,7 @@ impl Sources {
                 Err(e) => return Err(e.into()),
             }
         }
-        for kept in [Kept::SnapshotDone, Kept::Stopped] {
+        for kept in [Kept::SlotMade, Kept::SnapshotDone, Kept::Stopped] {
             self.shelf.forget(name, kept).await?;
         }
         Ok(dropped)
@@ -518,10 +523,9 @@ impl Sources {
     }
 }
 
-/// Drops `source`'s replication slot; whether it was there.
-async fn drop_slot(source: &PostgresSource) -> Result<bool, SourceError> {
-    let plain = conninfo(source)?;
-    let slot = source.slot.clone();
+/// Drops replication slot `slot` of the database `plain` connects to (a connection string
+/// without `replication`); whether it was there.
+async fn drop_slot(plain: String, slot: String) -> Result<bool, SourceError> {
     tokio::task::spawn_blocking(move || {
         let mut connection = PgReplicationConnection::connect(&plain)?;
         let sql = format!(

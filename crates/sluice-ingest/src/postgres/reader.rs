@@ -67,6 +67,17 @@ pub enum ReaderError {
          this one stands by to take it over"
     )]
     SlotBusy(String),
+    /// The slot Sluice made holds no finished copy and nobody copies now: the copy was cut
+    /// short (its process died), so the slot was dropped, to be made anew and the tables
+    /// copied again.
+    #[error(
+        "the copy of the tables into replication slot '{0}' was cut short (the worker copying \
+         them died): the slot was dropped, and the tables are copied again"
+    )]
+    CopyCut(String),
+    /// The source is no longer kept: dropped, on another worker of the cluster.
+    #[error("source '{0}' was dropped")]
+    Dropped(String),
 }
 
 /// A table the reader writes: its stream, and its columns as the stream declares them.
@@ -209,6 +220,28 @@ impl Reader {
         Ok((self.shelf.get(&self.source, Kept::SnapshotDone).await?).is_some())
     }
 
+    /// Whether the slot exists, and whether a replication connection is copying the tables
+    /// into it (it made the slot, exporting its snapshot, and sent nothing since: the slot is
+    /// not active then).
+    async fn slot_found(&self) -> Result<(bool, bool), ReaderError> {
+        let (plain, slot) = (plain(&self.conninfo), self.slot.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut connection = pg_walstream::PgReplicationConnection::connect(&plain)?;
+            let sql = format!(
+                "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = {}), \
+                 (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' \
+                  AND query LIKE 'CREATE_REPLICATION_SLOT%' AND position({} in query) > 0)",
+                super::literal(&slot),
+                super::literal(&format!("\"{slot}\"")),
+            );
+            let row = super::query(&mut connection, &sql).map_err(std::io::Error::other)?;
+            let count = |i: usize| row.first().and_then(|r| r.get(i)).is_some_and(|c| c != "0");
+            Ok::<_, ReaderError>((count(0), count(1)))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+
     /// `e`, or [`ReaderError::SlotBusy`] when it says another reader holds the slot.
     fn busy_or(&self, e: pg_walstream::ReplicationError) -> ReaderError {
         match e.to_string().contains("is active for PID") {
@@ -245,16 +278,35 @@ impl Reader {
             opened();
             return Ok(stream);
         }
+        // A worker yet to hear that the source was dropped makes no slot for it.
+        if (self.shelf.get(&self.source, Kept::Definition).await?).is_none() {
+            return Err(ReaderError::Dropped(self.source.clone()));
+        }
+        // Asked before this reader opens a replication connection of its own.
+        let (exists, copying) = self.slot_found().await?;
+        if exists {
+            return Err(match self.shelf.get(&self.source, Kept::SlotMade).await? {
+                // Copied since this reader looked: it reads on from the slot next time.
+                _ if self.snapshot_done().await? => ReaderError::SlotBusy(self.slot.clone()),
+                None => ReaderError::SlotExists(self.slot.clone()),
+                // Another worker of the cluster copies the tables now (the slot is not active
+                // while it does).
+                Some(_) if copying => ReaderError::SlotBusy(self.slot.clone()),
+                Some(_) => {
+                    super::drop_slot(plain(&self.conninfo), self.slot.clone())
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    ReaderError::CopyCut(self.slot.clone())
+                }
+            });
+        }
+        let made = self.slot.clone().into_bytes();
+        (self.shelf.put(&self.source, Kept::SlotMade, made, false)).await?;
         let stream = LogicalReplicationStream::new(&self.conninfo, self.config()).await?;
         let mut stream = match stream.snapshot().await.map_err(|e| self.busy_or(e))? {
+            // Another worker made it a moment ago.
             SnapshotOutcome::Unavailable(_) => {
-                // In a cluster, another worker made the slot: it copies the tables now (the
-                // slot is not active while it does), or has, and this one reads on from the
-                // slot next time.
-                if self.log.shared() || self.snapshot_done().await? {
-                    return Err(ReaderError::SlotBusy(self.slot.clone()));
-                }
-                return Err(ReaderError::SlotExists(self.slot.clone()));
+                return Err(ReaderError::SlotBusy(self.slot.clone()));
             }
             SnapshotOutcome::Available(mut snapshot) => {
                 opened();

@@ -19,6 +19,9 @@ use futures::future::BoxFuture;
 pub enum Kept {
     /// Its definition (never its password).
     Definition,
+    /// That Sluice makes its slot: written before the slot is made, so that a slot found
+    /// without a finished copy is known to be a copy cut short, not somebody else's slot.
+    SlotMade,
     /// The LSN its snapshot was copied at: there once the copy ended.
     SnapshotDone,
     /// Its tables stopped, and why.
@@ -56,6 +59,7 @@ impl Directory {
     fn path(&self, source: &str, kept: Kept) -> PathBuf {
         self.0.join(source).join(match kept {
             Kept::Definition => "source.json",
+            Kept::SlotMade => "slot.made",
             Kept::SnapshotDone => "snapshot.done",
             Kept::Stopped => "stopped.json",
         })

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use pg_walstream::CancellationToken;
-use sluice_ingest::postgres::{Directory, Downstream, Reader, TableOut};
+use sluice_ingest::postgres::{Directory, Downstream, Kept, Reader, Shelf, TableOut};
 use sluice_log::{Log, LogConfig, Retention, Stream, StreamOptions, Tail};
 use sluice_sql::ColumnType;
 
@@ -170,6 +170,14 @@ impl Downstream for Lake {
     }
 }
 
+/// A shelf in `dir` keeping source `test` (a reader makes no slot for a source not kept).
+async fn kept_source(dir: &Path) -> Arc<dyn Shelf> {
+    let shelf = Arc::new(Directory(dir.join("sources")));
+    let definition = b"{}".to_vec();
+    (shelf.put("test", Kept::Definition, definition, true).await).unwrap();
+    shelf
+}
+
 /// `reader` reading in a task of its own, downstream of `lake`, until the token is cancelled.
 fn spawn(
     mut reader: Reader,
@@ -232,6 +240,7 @@ async fn a_snapshot_then_every_change_lands_in_the_tables_streams() {
         ("big", ColumnType::Text),
         ("at", ColumnType::TimestampTz),
     ];
+    let shelf = kept_source(dir.path()).await;
     let reader = || Reader {
         conninfo: format!("{}?replication=database", pg.url()),
         slot: "sluice_test".into(),
@@ -244,7 +253,7 @@ async fn a_snapshot_then_every_change_lands_in_the_tables_streams() {
             },
         )]),
         source: "test".into(),
-        shelf: Arc::new(Directory(dir.path().join("sources"))),
+        shelf: shelf.clone(),
         snapshot: true,
         heartbeat: Duration::from_millis(300),
         log: log.clone(),
@@ -516,6 +525,7 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
             columns,
         }
     };
+    let shelf = kept_source(dir.path()).await;
     let reader = || Reader {
         conninfo: format!("{}?replication=database", pg.url()),
         slot: "s".into(),
@@ -525,7 +535,7 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
             ("public.u".to_string(), out(&u, "w")),
         ]),
         source: "test".into(),
-        shelf: Arc::new(Directory(dir.path().join("sources"))),
+        shelf: shelf.clone(),
         snapshot: true,
         heartbeat: Duration::from_secs(1),
         log: log.clone(),
@@ -616,4 +626,76 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
         Err(ReaderError::SlotGone(slot)) => assert_eq!(slot, "s"),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_sluice_made_without_a_finished_copy_is_made_again_and_another_s_stops_the_source() {
+    use sluice_ingest::postgres::ReaderError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(dir.path());
+    pg.sql(
+        "CREATE TABLE orders (id int PRIMARY KEY, status text); \
+         INSERT INTO orders VALUES (1, 'a'), (2, 'b'), (3, 'c'); \
+         CREATE PUBLICATION sluice FOR TABLE orders;",
+    );
+    pg.sql("SELECT pg_create_logical_replication_slot('sluice_test', 'pgoutput');");
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let orders = stream(&log, "orders");
+    let shelf = kept_source(dir.path()).await;
+    let reader = || Reader {
+        conninfo: format!("{}?replication=database", pg.url()),
+        slot: "sluice_test".into(),
+        publication: "sluice".into(),
+        tables: HashMap::from([(
+            "public.orders".to_string(),
+            TableOut {
+                stream: orders.clone(),
+                columns: vec![
+                    ("id".to_string(), ColumnType::Int),
+                    ("status".to_string(), ColumnType::Text),
+                ],
+            },
+        )]),
+        source: "test".into(),
+        shelf: shelf.clone(),
+        snapshot: true,
+        heartbeat: Duration::from_secs(10),
+        log: log.clone(),
+        stopped: Arc::default(),
+    };
+    let lake = Arc::new(Lake::default());
+    let slots = || pg.value("SELECT count(*) FROM pg_replication_slots");
+    // A slot of the name that Sluice did not make is somebody else's: the source stops.
+    match reader()
+        .run(lake.clone(), &CancellationToken::new(), || {})
+        .await
+    {
+        Err(ReaderError::SlotExists(slot)) => assert_eq!(slot, "sluice_test"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(slots(), "1");
+    // One Sluice made, with no finished copy and nobody copying: a copy cut short. It is
+    // dropped, then made anew and the tables copied.
+    let made = b"sluice_test".to_vec();
+    (shelf.put("test", Kept::SlotMade, made, false).await).unwrap();
+    match reader()
+        .run(lake.clone(), &CancellationToken::new(), || {})
+        .await
+    {
+        Err(ReaderError::CopyCut(slot)) => assert_eq!(slot, "sluice_test"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(slots(), "0");
+    let (stop, run) = spawn(reader(), lake);
+    until("the copy", || records(&orders).len() == 4).await;
+    assert!(
+        shelf
+            .get("test", Kept::SnapshotDone)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    stop.cancel();
+    run.await.unwrap().unwrap();
 }
