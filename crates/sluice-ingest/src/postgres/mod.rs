@@ -237,7 +237,10 @@ impl Sources {
                 .lock()
                 .expect("sources")
                 .contains_key(&stored.name);
-            if !here && streams.iter().all(|t| self.log.stream(&t.name).is_ok()) {
+            // A cluster's streams come with the catalog, a moment after the source; on one
+            // server a stream missing is the source's fault, which its status then says.
+            let known = || streams.iter().all(|t| self.log.stream(&t.name).is_ok());
+            if !here && (!self.log.shared() || known()) {
                 self.start(stored);
             }
         }

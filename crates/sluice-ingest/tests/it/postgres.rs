@@ -178,6 +178,29 @@ async fn kept_source(dir: &Path) -> Arc<dyn Shelf> {
     shelf
 }
 
+/// A reader of `slot` of `publication` in `pg`, into `tables`, for source `test` on `shelf`.
+fn reader_of(
+    pg: &Postgres,
+    (slot, publication): (&str, &str),
+    tables: HashMap<String, TableOut>,
+    shelf: &Arc<dyn Shelf>,
+    log: &Arc<Log>,
+    heartbeat: Duration,
+) -> Reader {
+    Reader {
+        conninfo: format!("{}?replication=database", pg.url()),
+        slot: slot.into(),
+        publication: publication.into(),
+        tables,
+        source: "test".into(),
+        shelf: shelf.clone(),
+        snapshot: true,
+        heartbeat,
+        log: log.clone(),
+        stopped: Arc::default(),
+    }
+}
+
 /// `reader` reading in a task of its own, downstream of `lake`, until the token is cancelled.
 fn spawn(
     mut reader: Reader,
@@ -241,23 +264,22 @@ async fn a_snapshot_then_every_change_lands_in_the_tables_streams() {
         ("at", ColumnType::TimestampTz),
     ];
     let shelf = kept_source(dir.path()).await;
-    let reader = || Reader {
-        conninfo: format!("{}?replication=database", pg.url()),
-        slot: "sluice_test".into(),
-        publication: "sluice".into(),
-        tables: HashMap::from([(
+    let reader = || {
+        let tables = HashMap::from([(
             "public.orders".to_string(),
             TableOut {
                 stream: orders.clone(),
                 columns: columns.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
             },
-        )]),
-        source: "test".into(),
-        shelf: shelf.clone(),
-        snapshot: true,
-        heartbeat: Duration::from_millis(300),
-        log: log.clone(),
-        stopped: Arc::default(),
+        )]);
+        reader_of(
+            &pg,
+            ("sluice_test", "sluice"),
+            tables,
+            &shelf,
+            &log,
+            Duration::from_millis(300),
+        )
     };
     // The lake takes nothing (or, with `all`, everything): the slot is never acknowledged
     // past the snapshot (or is, as far as PostgreSQL has sent).
@@ -526,20 +548,19 @@ async fn a_column_added_is_taken_other_changes_stop_their_table_and_a_slot_gone_
         }
     };
     let shelf = kept_source(dir.path()).await;
-    let reader = || Reader {
-        conninfo: format!("{}?replication=database", pg.url()),
-        slot: "s".into(),
-        publication: "p".into(),
-        tables: HashMap::from([
+    let reader = || {
+        let tables = HashMap::from([
             ("public.t".to_string(), out(&t, "v")),
             ("public.u".to_string(), out(&u, "w")),
-        ]),
-        source: "test".into(),
-        shelf: shelf.clone(),
-        snapshot: true,
-        heartbeat: Duration::from_secs(1),
-        log: log.clone(),
-        stopped: Arc::default(),
+        ]);
+        reader_of(
+            &pg,
+            ("s", "p"),
+            tables,
+            &shelf,
+            &log,
+            Duration::from_secs(1),
+        )
     };
     let lake = Arc::new(Lake::default());
     let (stop, run) = spawn(reader(), lake.clone());
@@ -643,11 +664,8 @@ async fn a_slot_sluice_made_without_a_finished_copy_is_made_again_and_another_s_
     let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
     let orders = stream(&log, "orders");
     let shelf = kept_source(dir.path()).await;
-    let reader = || Reader {
-        conninfo: format!("{}?replication=database", pg.url()),
-        slot: "sluice_test".into(),
-        publication: "sluice".into(),
-        tables: HashMap::from([(
+    let reader = || {
+        let tables = HashMap::from([(
             "public.orders".to_string(),
             TableOut {
                 stream: orders.clone(),
@@ -656,13 +674,15 @@ async fn a_slot_sluice_made_without_a_finished_copy_is_made_again_and_another_s_
                     ("status".to_string(), ColumnType::Text),
                 ],
             },
-        )]),
-        source: "test".into(),
-        shelf: shelf.clone(),
-        snapshot: true,
-        heartbeat: Duration::from_secs(10),
-        log: log.clone(),
-        stopped: Arc::default(),
+        )]);
+        reader_of(
+            &pg,
+            ("sluice_test", "sluice"),
+            tables,
+            &shelf,
+            &log,
+            Duration::from_secs(10),
+        )
     };
     let lake = Arc::new(Lake::default());
     let slots = || pg.value("SELECT count(*) FROM pg_replication_slots");
