@@ -313,9 +313,9 @@ impl Stream {
     pub async fn append(&self, batches: ShardBatches) -> Result<Vec<ShardAppend>> {
         let forward = match &self.meta.elsewhere {
             None => None,
-            Some(elsewhere) => match self.forwarding.get() {
-                Some(forward) if forward.takes_doors(self) => Some(forward.clone()),
-                _ => {
+            Some(elsewhere) => match self.takes_doors() {
+                true => self.forwarding.get().cloned(),
+                false => {
                     return Err(Error::Elsewhere {
                         stream: self.meta.name.clone(),
                         source_of_records: elsewhere.clone(),
@@ -324,6 +324,16 @@ impl Stream {
             },
         };
         self.write(batches, forward).await
+    }
+
+    /// Whether the doors' appends are taken ([`Stream::append`]): the log's own stream's, and a
+    /// stream's whose records are where the log forwards appends (a cluster's topic), unless
+    /// they come from a source there (a database's changes, which only its reader appends).
+    pub fn takes_doors(&self) -> bool {
+        match &self.meta.elsewhere {
+            None => true,
+            Some(_) => (self.forwarding.get()).is_some_and(|forward| forward.takes_doors(self)),
+        }
     }
 
     /// [`Stream::append`] for the reader of where a stream's records come from (a database's

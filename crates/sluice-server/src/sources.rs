@@ -85,8 +85,7 @@ async fn show(sources: &sluice_ingest::postgres::Sources) -> QueryResult {
 
 /// Where a server keeps its sources: its data directory's `sources/`, or, on a worker of a
 /// cluster, the lake (`.sluice/cluster-<name>-sources/<source>.json`, `.made`, `.done`,
-/// `.stopped`),
-/// which every worker follows.
+/// `.stopped`), which every worker follows.
 #[cfg(feature = "postgres")]
 pub fn shelf(
     data_dir: &std::path::Path,

@@ -156,8 +156,8 @@ fn describe(context: &Context, input: NamedInput) -> Output {
     let name = name(input.delivery_stream_name)?;
     let stream = context.ingest.log.stream(&name).map_err(error)?;
     let meta = stream.meta();
-    // A stream whose records are elsewhere takes none: it is no delivery stream.
-    if meta.elsewhere.is_some() {
+    // A stream whose doors take no records is no delivery stream.
+    if !stream.takes_doors() {
         return Err(error(sluice_log::Error::StreamNotFound(name)));
     }
     Ok(Json(json!({"DeliveryStreamDescription": {
@@ -190,7 +190,7 @@ fn list(context: &Context, input: ListInput) -> Output {
             .log
             .streams()
             .into_iter()
-            .filter(|s| s.meta().elsewhere.is_none())
+            .filter(|s| s.takes_doors())
             .map(|s| s.name().to_string())
             .filter(|name| after.as_deref().is_none_or(|after| name.as_str() > after))
             .collect(),

@@ -28,10 +28,11 @@
 //! - **Nothing twice in the log.** A restart resumes at the slot's confirmed position and skips,
 //!   table by table, every transaction whose `end_lsn` that table's stream's last record
 //!   already carries (`source.end_lsn`, read once the slot is the reader's, from the log's
-//!   shard or the cluster's topic: [`Downstream::tail`]); a change that does get in twice is a
-//!   repeat the
-//!   history and the mirror drop by its event id (`lsn/op/key`). Transactions sent again from
-//!   before a column was added are read with null in it.
+//!   shard or the cluster's topic: [`Downstream::tail`]). A reader whose connection ended
+//!   appends nothing more (another may hold the slot a moment later). A change that does get
+//!   in twice (an append under way as its reader's connection went) is a repeat the history
+//!   and the mirror drop by its event id (`lsn/op/key`). Transactions sent again from before a
+//!   column was added are read with null in it.
 //! - **Columns added, or the table stops.** A nullable column added without a default (the
 //!   table's rows so far hold null in it) is added to the table's stream, and its pipeline
 //!   adds it to the lake's tables before the first change that has it is appended. Any other
@@ -204,7 +205,11 @@ impl Sources {
     /// followed), and stops those it keeps no more (dropped on another worker). A server
     /// calls it once at start; a cluster's worker every second.
     pub async fn follow(&self) -> Result<(), SourceError> {
-        let _ddl = self.ddl.lock().await;
+        // A CREATE or DROP in progress here (waiting for the database) holds the lock: the
+        // next call follows, and this one does not hold up the caller's other work.
+        let Ok(_ddl) = self.ddl.try_lock() else {
+            return Ok(());
+        };
         let mut kept = Vec::new();
         for name in self.shelf.names().await? {
             let Some(bytes) = self.shelf.get(&name, Kept::Definition).await? else {
@@ -365,8 +370,7 @@ impl Sources {
                 let state = match e {
                     ReaderError::SlotExists(_)
                     | ReaderError::SlotGone(_)
-                    | ReaderError::SlotLost(_)
-                    | ReaderError::Dropped(_) => "stopped",
+                    | ReaderError::SlotLost(_) => "stopped",
                     ReaderError::SlotBusy(_) => "standby",
                     _ => "retrying",
                 };
@@ -542,7 +546,7 @@ async fn drop_slot(plain: String, slot: String) -> Result<bool, SourceError> {
         loop {
             match query(&mut connection, &sql) {
                 Ok(rows) => return Ok(!rows.is_empty()),
-                Err(e) if e.to_string().contains("is active for PID") && tries < 100 => {
+                Err(e) if held_elsewhere(&e) && tries < 100 => {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(100))
                 }
@@ -552,6 +556,11 @@ async fn drop_slot(plain: String, slot: String) -> Result<bool, SourceError> {
     })
     .await
     .map_err(|e| std::io::Error::other(e.to_string()))?
+}
+
+/// Whether PostgreSQL's error `e` says another connection holds the slot.
+fn held_elsewhere(e: &impl std::fmt::Display) -> bool {
+    e.to_string().contains("is active for PID")
 }
 
 /// The source's connection string with its password, from its variable.

@@ -75,9 +75,13 @@ pub enum ReaderError {
          them died): the slot was dropped, and the tables are copied again"
     )]
     CopyCut(String),
-    /// The source is no longer kept: dropped, on another worker of the cluster.
+    /// The source is no longer kept: dropped, on another worker of the cluster (or being
+    /// dropped: a drop that fails keeps it again).
     #[error("source '{0}' was dropped")]
     Dropped(String),
+    /// The reader was stopped in the middle of the copy.
+    #[error("stopped while copying the tables")]
+    Stopped,
 }
 
 /// A table the reader writes: its stream, and its columns as the stream declares them.
@@ -229,14 +233,16 @@ impl Reader {
             let mut connection = pg_walstream::PgReplicationConnection::connect(&plain)?;
             let sql = format!(
                 "SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = {}), \
-                 (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender' \
-                  AND query LIKE 'CREATE_REPLICATION_SLOT%' AND position({} in query) > 0)",
+                 EXISTS ({})",
                 super::literal(&slot),
-                super::literal(&format!("\"{slot}\"")),
+                copying(&slot)
             );
             let row = super::query(&mut connection, &sql).map_err(std::io::Error::other)?;
-            let count = |i: usize| row.first().and_then(|r| r.get(i)).is_some_and(|c| c != "0");
-            Ok::<_, ReaderError>((count(0), count(1)))
+            let value = |i: usize| row.first().and_then(|r| r.get(i)).cloned();
+            Ok::<_, ReaderError>((
+                value(0).is_some_and(|c| c != "0"),
+                value(1).is_some_and(|c| c == "t"),
+            ))
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
@@ -244,17 +250,59 @@ impl Reader {
 
     /// `e`, or [`ReaderError::SlotBusy`] when it says another reader holds the slot.
     fn busy_or(&self, e: pg_walstream::ReplicationError) -> ReaderError {
-        match e.to_string().contains("is active for PID") {
+        match super::held_elsewhere(&e) {
             true => ReaderError::SlotBusy(self.slot.clone()),
             false => e.into(),
         }
     }
 
+    /// Whether the source is still kept (not dropped on another worker).
+    async fn kept(&self) -> Result<bool, ReaderError> {
+        Ok((self.shelf.get(&self.source, Kept::Definition).await?).is_some())
+    }
+
+    /// Drops the slot if it holds a copy cut short: not active, and no replication connection
+    /// copying into it — asked in the statement that drops it, so that a copy another worker
+    /// started meanwhile keeps its slot. Whether it was dropped.
+    async fn drop_cut_copy(&self) -> Result<bool, ReaderError> {
+        let (plain, slot) = (plain(&self.conninfo), self.slot.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut connection = pg_walstream::PgReplicationConnection::connect(&plain)?;
+            let sql = format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = {} AND NOT active AND NOT EXISTS ({})",
+                super::literal(&slot),
+                copying(&slot)
+            );
+            let dropped = super::query(&mut connection, &sql).map_err(std::io::Error::other)?;
+            Ok::<_, ReaderError>(!dropped.is_empty())
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+
+    /// Lets go of the slot this reader holds (`held`: its connection) and drops it: a worker
+    /// yet to hear that the source was dropped made it anew (the library makes a missing slot).
+    async fn let_go(&self, held: impl Send) -> ReaderError {
+        drop(held);
+        if let Err(e) = super::drop_slot(plain(&self.conninfo), self.slot.clone()).await {
+            tracing::warn!(slot = self.slot, error = %e, "cannot drop the slot of a source dropped");
+        }
+        ReaderError::Dropped(self.source.clone())
+    }
+
     /// Creates the slot and copies the tables in its snapshot, unless that was done: then the
     /// stream of changes from where the slot was acknowledged. A slot another reader holds
     /// (another worker's, copying or reading) is [`ReaderError::SlotBusy`]. Calls `opened` once
-    /// the slot is this reader's.
-    async fn open(&self, opened: impl FnOnce()) -> Result<LogicalReplicationStream, ReaderError> {
+    /// the slot is this reader's. A worker yet to hear that the source was dropped makes no slot
+    /// for it, and lets go of one it made: it checks once it holds the slot, and the worker
+    /// dropping the source waits for the slot to be let go before it drops it. The copy ends at
+    /// `stop`.
+    async fn open(
+        &self,
+        stop: &CancellationToken,
+        opened: impl FnOnce(),
+    ) -> Result<LogicalReplicationStream, ReaderError> {
         if self.snapshot_done().await? {
             // The library would make a slot that is gone anew, silently: a gap.
             let (plain, slot) = (plain(&self.conninfo), self.slot.clone());
@@ -275,11 +323,13 @@ impl Reader {
             }
             let mut stream = LogicalReplicationStream::new(&self.conninfo, self.config()).await?;
             stream.start(None).await.map_err(|e| self.busy_or(e))?;
+            if !self.kept().await? {
+                return Err(self.let_go(stream).await);
+            }
             opened();
             return Ok(stream);
         }
-        // A worker yet to hear that the source was dropped makes no slot for it.
-        if (self.shelf.get(&self.source, Kept::Definition).await?).is_none() {
+        if !self.kept().await? {
             return Err(ReaderError::Dropped(self.source.clone()));
         }
         // Asked before this reader opens a replication connection of its own.
@@ -292,21 +342,20 @@ impl Reader {
                 // Another worker of the cluster copies the tables now (the slot is not active
                 // while it does).
                 Some(_) if copying => ReaderError::SlotBusy(self.slot.clone()),
-                Some(_) => {
-                    super::drop_slot(plain(&self.conninfo), self.slot.clone())
-                        .await
-                        .map_err(std::io::Error::other)?;
-                    ReaderError::CopyCut(self.slot.clone())
-                }
+                Some(_) => match self.drop_cut_copy().await? {
+                    true => ReaderError::CopyCut(self.slot.clone()),
+                    false => ReaderError::SlotBusy(self.slot.clone()),
+                },
             });
         }
         let made = self.slot.clone().into_bytes();
         (self.shelf.put(&self.source, Kept::SlotMade, made, false)).await?;
         let stream = LogicalReplicationStream::new(&self.conninfo, self.config()).await?;
-        let mut stream = match stream.snapshot().await.map_err(|e| self.busy_or(e))? {
+        match stream.snapshot().await.map_err(|e| self.busy_or(e))? {
             // Another worker made it a moment ago.
-            SnapshotOutcome::Unavailable(_) => {
-                return Err(ReaderError::SlotBusy(self.slot.clone()));
+            SnapshotOutcome::Unavailable(_) => Err(ReaderError::SlotBusy(self.slot.clone())),
+            SnapshotOutcome::Available(snapshot) if !self.kept().await? => {
+                Err(self.let_go(snapshot).await)
             }
             SnapshotOutcome::Available(mut snapshot) => {
                 opened();
@@ -324,6 +373,9 @@ impl Reader {
                 let mut rows = snapshot.rows();
                 if self.snapshot {
                     while let Some(row) = rows.next_row().await? {
+                        if stop.is_cancelled() {
+                            return Err(ReaderError::Stopped);
+                        }
                         let name =
                             format!("{}.{}", row.relation.namespace, row.relation.relation_name);
                         let Some((key, out)) = self.tables.get_key_value(&name) else {
@@ -340,20 +392,22 @@ impl Reader {
                 for (name, batch) in pending {
                     self.append(name, batch).await?;
                 }
-                let stream = match self.snapshot {
+                let mut stream = match self.snapshot {
                     true => rows.finish().await?,
                     false => rows.abandon().await?,
                 };
+                stream.start(None).await?;
+                if !self.kept().await? {
+                    return Err(self.let_go(stream).await);
+                }
                 let done = at.to_string().into_bytes();
                 (self
                     .shelf
                     .put(&self.source, Kept::SnapshotDone, done, false))
                 .await?;
-                stream
+                Ok(stream)
             }
-        };
-        stream.start(None).await?;
-        Ok(stream)
+        }
     }
 
     /// Appends `records` to table `name`'s stream; the sequence number of the last.
@@ -403,10 +457,11 @@ impl Reader {
     ) -> Result<(), ReaderError> {
         // Stops not kept (their transaction was not appended) are found again.
         *self.stopped.lock().expect("stopped") = self.read_stopped().await?;
-        let stream = self.open(opened).await?;
+        let stream = self.open(stop, opened).await?;
         let done = stop.child_token();
         let feedback = stream.shared_lsn_feedback.clone();
-        // Read once the slot is this reader's: no other appends to the streams now.
+        // Read once the slot is this reader's: no other reader appends to the streams now (but
+        // for one whose append was under way as its connection went; the lake drops repeats).
         let appended = self.appended(&*downstream).await?;
         let acks = Arc::new(Mutex::new(Acks::default()));
         // What the log holds may not be in the lake: nothing is acknowledged before it is, nor
@@ -426,8 +481,9 @@ impl Reader {
             downstream.clone(),
             done.clone(),
         ));
-        let receiver = tokio::spawn(receive(stream, events_in, done.clone()));
-        let followed = self.follow(events, appended, &acks, &*downstream).await;
+        let ended = CancellationToken::new();
+        let receiver = tokio::spawn(receive(stream, events_in, done.clone(), ended.clone()));
+        let followed = (self.follow((events, &ended), appended, &acks, &*downstream)).await;
         done.cancel();
         acker.abort();
         let joined = |e: tokio::task::JoinError| std::io::Error::other(e.to_string());
@@ -447,7 +503,7 @@ impl Reader {
     /// are all taken in (or [`APPEND_AT_MOST`] wait), until the receiver stops.
     async fn follow(
         &mut self,
-        mut events: mpsc::Receiver<ChangeEvent>,
+        (mut events, ended): (mpsc::Receiver<ChangeEvent>, &CancellationToken),
         appended: HashMap<String, (u64, u64)>,
         acks: &Mutex<Acks>,
         downstream: &dyn Downstream,
@@ -466,13 +522,13 @@ impl Reader {
                 Some(_) if batch.records < APPEND_AT_MOST => match events.try_recv() {
                     Ok(event) => Some(event),
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        self.append_batch(&mut batch, acks).await?;
+                        self.append_batch(&mut batch, acks, ended).await?;
                         continue;
                     }
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                 },
                 Some(_) => {
-                    self.append_batch(&mut batch, acks).await?;
+                    self.append_batch(&mut batch, acks, ended).await?;
                     continue;
                 }
             };
@@ -481,7 +537,7 @@ impl Reader {
             }) = event
             else {
                 // The receiver stopped: what it gave is appended, the rest it sends again.
-                return self.append_batch(&mut batch, acks).await;
+                return self.append_batch(&mut batch, acks, ended).await;
             };
             let lsn = lsn.0;
             match event_type {
@@ -547,7 +603,7 @@ impl Reader {
                             older.insert(name, now.len());
                         } else if now != *columns {
                             // The transactions before are read as the table was.
-                            self.append_batch(&mut batch, acks).await?;
+                            self.append_batch(&mut batch, acks, ended).await?;
                             let table = (namespace.as_ref(), relation_name.as_ref());
                             if !self.changed(table, now, downstream).await? {
                                 stopping.push(name);
@@ -577,7 +633,18 @@ impl Reader {
     }
 
     /// Appends the batch's records, a table at a time, and hands its end to [`acknowledge`].
-    async fn append_batch(&self, batch: &mut Batch, acks: &Mutex<Acks>) -> Result<(), ReaderError> {
+    /// Once the receiver has ended (`ended`), appends nothing: the slot is free for another
+    /// reader, which reads those transactions again.
+    async fn append_batch(
+        &self,
+        batch: &mut Batch,
+        acks: &Mutex<Acks>,
+        ended: &CancellationToken,
+    ) -> Result<(), ReaderError> {
+        if ended.is_cancelled() {
+            *batch = Batch::default();
+            return Ok(());
+        }
         let Some(end) = batch.end.take() else {
             return Ok(());
         };
@@ -743,12 +810,17 @@ struct Batch {
 }
 
 /// Receives the slot's events into `events` until `stop` or an error, telling PostgreSQL every
-/// [`ACK_EVERY`] how far the slot may be acknowledged ([`acknowledge`] says).
+/// [`ACK_EVERY`] how far the slot may be acknowledged ([`acknowledge`] says). Cancels `ended`
+/// as it ends, before its connection lets the slot go: what it received and the reader has not
+/// appended by then is not appended (another reader may hold the slot a moment later).
 async fn receive(
     mut stream: LogicalReplicationStream,
     events: mpsc::Sender<ChangeEvent>,
     stop: CancellationToken,
+    ended: CancellationToken,
 ) -> Result<(), ReaderError> {
+    // Cancelled before the stream (a parameter, dropped after this) lets the slot go.
+    let _ended = ended.drop_guard();
     let mut last_feedback = std::time::Instant::now();
     loop {
         let event = match stream.next_event(&stop).await {
@@ -764,6 +836,16 @@ async fn receive(
             last_feedback = std::time::Instant::now();
         }
     }
+}
+
+/// A query whether a replication connection is copying the tables into `slot`: it made the
+/// slot, exporting its snapshot, and sent nothing since (the slot is not active while it copies).
+fn copying(slot: &str) -> String {
+    format!(
+        "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'walsender' \
+         AND query LIKE 'CREATE_REPLICATION_SLOT%' AND position({} in query) > 0",
+        super::literal(&format!("\"{slot}\""))
+    )
 }
 
 /// Writes a heartbeat every `every` until `stop`, on a connection of its own (the replication

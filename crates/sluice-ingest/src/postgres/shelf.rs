@@ -51,8 +51,8 @@ pub trait Shelf: Send + Sync {
     fn forget<'a>(&'a self, source: &'a str, kept: Kept) -> BoxFuture<'a, io::Result<()>>;
 }
 
-/// A server's directory: a folder a source, holding `source.json`, `snapshot.done` and
-/// `stopped.json`.
+/// A server's directory: a folder a source, holding `source.json`, `slot.made`,
+/// `snapshot.done` and `stopped.json`.
 pub struct Directory(pub PathBuf);
 
 impl Directory {

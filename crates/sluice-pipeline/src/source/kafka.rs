@@ -167,17 +167,21 @@ pub fn tail(stream: &str, topic: &KafkaTopic, p: u32) -> Result<sluice_log::Tail
     let (low, high) = consumer
         .fetch_watermarks(&topic.topic, p as i32, CHECK_TIMEOUT)
         .map_err(|e| unreachable(topic, e))?;
-    let (low, high) = (low.max(0), high.max(0));
+    let (low, mut high) = (low.max(0), high.max(0));
     let last = match high > low {
         true => first_record(&consumer, topic, p as i32, high - 1, |m| {
-            m.payload().unwrap_or_default().to_vec()
+            (m.offset(), m.payload().unwrap_or_default().to_vec())
         })?,
         false => None,
     };
+    // The record read (the first at or after `high - 1`) is the tail's last, whatever it is.
+    if let Some((offset, _)) = last {
+        high = high.max(offset + 1);
+    }
     Ok(sluice_log::Tail {
         first: low as u64,
         next: high as u64,
-        last,
+        last: last.map(|(_, payload)| payload),
     })
 }
 
