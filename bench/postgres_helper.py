@@ -1,8 +1,11 @@
-"""bench/postgres.sh's helper: a PostgreSQL server of its own (Debian's, as the postgres user),
-pgbench's tables, the mirror compared with the source, and pgbench at full speed with commit →
-visible probes and the slot's retained WAL sampled beside it."""
+"""bench/postgres.sh's and bench/postgres_cluster.sh's helper: a PostgreSQL server of its own
+(Debian's, as the postgres user), pgbench's tables, the mirror compared with the source, pgbench
+at full speed with commit → visible probes and the slot's retained WAL sampled beside it, and a
+cluster's reading worker killed in the middle."""
 import json
+import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -150,6 +153,67 @@ def idle_retained(url, seconds):
     time.sleep(float(seconds))
     held, unacknowledged = retained(url)
     print(json.dumps({"idle_wal_retained_kib": held / 1024, "idle_unacknowledged_kib": unacknowledged / 1024}))
+
+
+def reading(sluice):
+    """Whether the worker at SLUICE reads the source's slot (SHOW SOURCES: `reading`)."""
+    try:
+        rows = sql(sluice, "SHOW SOURCES")["rows"]
+    except Exception:  # a worker killed, or starting
+        return False
+    return bool(rows) and all(r[4] == "reading" for r in rows)
+
+
+def failover(urls, pids, url, seconds, timeout):
+    """Workers of a cluster at URLS (comma-separated, their pids PIDS): `pgbench -N` for SECONDS
+    with commit → visible probes (as in `live`) read through a worker standing by, and a third of
+    the way in, the worker reading the slot killed with -9. Prints JSON: the probes' p50 before
+    the kill; the seconds from the kill until another worker reads the slot, and until the first
+    probe committed after the kill is visible; then until the mirror holds the source's rows."""
+    urls, pids = urls.split(","), [int(p) for p in pids.split(",")]
+    until("a worker reading the slot", lambda: any(reading(u) for u in urls), timeout)
+    killed = next(i for i, u in enumerate(urls) if reading(u))
+    through = urls[(killed + 1) % len(urls)]
+    done, probes, kill = threading.Event(), [], {}
+
+    def probe():
+        with psycopg.connect(url, autocommit=True) as c:
+            n = 0
+            while not done.is_set():
+                n += 1
+                mark = f"probe-{n}"
+                c.execute("UPDATE pgbench_branches SET filler = %s WHERE bid = 1", (mark,))
+                committed = time.monotonic()
+                while sql(through, "SELECT trim(filler) FROM pgbench_branches WHERE bid = 1")["rows"] != [[mark]]:
+                    if time.monotonic() - committed > float(timeout):
+                        sys.exit(f"probe {mark} not visible after {timeout} s")
+                    time.sleep(0.02)
+                probes.append((committed, time.monotonic()))
+                time.sleep(0.2)
+
+    def killer():
+        time.sleep(float(seconds) / 3)
+        os.kill(pids[killed], signal.SIGKILL)
+        kill["at"] = time.monotonic()
+        others = [u for i, u in enumerate(urls) if i != killed]
+        kill["read_s"] = until("another worker reading the slot", lambda: any(reading(u) for u in others), timeout)
+
+    threads = [threading.Thread(target=probe), threading.Thread(target=killer)]
+    for t in threads:
+        t.start()
+    pgbench(url, seconds)
+    done.set()
+    for t in threads:
+        t.join()
+    caught_up = until("pgbench_accounts to hold the source's rows", lambda: mirrored(through, url), timeout, every=0.1)
+    before = [visible - committed for committed, visible in probes if visible < kill["at"]]
+    after = min(visible for committed, visible in probes if committed >= kill["at"])
+    print(json.dumps({
+        "visible_p50_s": statistics.median(before),
+        "failover_read_s": kill["read_s"],
+        "failover_visible_s": after - kill["at"],
+        "caught_up_after_s": caught_up,
+    }))
 
 
 if __name__ == "__main__":
