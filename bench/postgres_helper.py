@@ -96,6 +96,24 @@ def backlog(url, seconds):
     print(pgbench(url, seconds))
 
 
+def probe(url, sluice, timeout, done, probes):
+    """Until DONE is set, one probe after another: pgbench_branches row 1 updated, then read
+    through SLUICE until its mirror shows it; (commit, visible) instants appended to PROBES."""
+    with psycopg.connect(url, autocommit=True) as c:
+        n = 0
+        while not done.is_set():
+            n += 1
+            mark = f"probe-{n}"
+            c.execute("UPDATE pgbench_branches SET filler = %s WHERE bid = 1", (mark,))
+            committed = time.monotonic()
+            while sql(sluice, "SELECT trim(filler) FROM pgbench_branches WHERE bid = 1")["rows"] != [[mark]]:
+                if time.monotonic() - committed > float(timeout):
+                    sys.exit(f"probe {mark} not visible after {timeout} s")
+                time.sleep(0.02)
+            probes.append((committed, time.monotonic()))
+            time.sleep(0.2)
+
+
 def live(sluice, url, seconds, timeout):
     """pgbench for SECONDS while Sluice follows. Beside it, one probe after another: pgbench_branches
     row 1 updated, and the time from its commit until the mirror shows it; and the slot's retained
@@ -103,28 +121,14 @@ def live(sluice, url, seconds, timeout):
     transactions a second, the seconds the mirror was behind at its end, the probes' p50/p99, the
     retained WAL's median and peak and the unacknowledged WAL's median in MiB."""
     done = threading.Event()
-    latencies, wal = [], []
-
-    def probe():
-        with psycopg.connect(url, autocommit=True) as c:
-            n = 0
-            while not done.is_set():
-                n += 1
-                mark = f"probe-{n}"
-                c.execute("UPDATE pgbench_branches SET filler = %s WHERE bid = 1", (mark,))
-                committed = time.monotonic()
-                while sql(sluice, "SELECT trim(filler) FROM pgbench_branches WHERE bid = 1")["rows"] != [[mark]]:
-                    if time.monotonic() - committed > float(timeout):
-                        sys.exit(f"probe {mark} not visible after {timeout} s")
-                    time.sleep(0.02)
-                latencies.append(time.monotonic() - committed)
-                time.sleep(0.2)
+    probes, wal = [], []
 
     def sample():
         while not done.wait(1.0):
             wal.append([b / 2**20 for b in retained(url)])
 
-    threads = [threading.Thread(target=probe), threading.Thread(target=sample)]
+    threads = [threading.Thread(target=probe, args=(url, sluice, timeout, done, probes)),
+               threading.Thread(target=sample)]
     for t in threads:
         t.start()
     started = time.monotonic()
@@ -134,7 +138,7 @@ def live(sluice, url, seconds, timeout):
     for t in threads:
         t.join()
     behind = until("pgbench_accounts to hold the source's rows", lambda: mirrored(sluice, url), timeout, every=0.1)
-    latencies.sort()
+    latencies = sorted(visible - committed for committed, visible in probes)
     print(json.dumps({
         "live_tps": transactions / elapsed,
         "caught_up_after_s": behind,
@@ -176,21 +180,6 @@ def failover(urls, pids, url, seconds, timeout):
     through = urls[(killed + 1) % len(urls)]
     done, probes, kill = threading.Event(), [], {}
 
-    def probe():
-        with psycopg.connect(url, autocommit=True) as c:
-            n = 0
-            while not done.is_set():
-                n += 1
-                mark = f"probe-{n}"
-                c.execute("UPDATE pgbench_branches SET filler = %s WHERE bid = 1", (mark,))
-                committed = time.monotonic()
-                while sql(through, "SELECT trim(filler) FROM pgbench_branches WHERE bid = 1")["rows"] != [[mark]]:
-                    if time.monotonic() - committed > float(timeout):
-                        sys.exit(f"probe {mark} not visible after {timeout} s")
-                    time.sleep(0.02)
-                probes.append((committed, time.monotonic()))
-                time.sleep(0.2)
-
     def killer():
         time.sleep(float(seconds) / 3)
         os.kill(pids[killed], signal.SIGKILL)
@@ -198,10 +187,14 @@ def failover(urls, pids, url, seconds, timeout):
         others = [u for i, u in enumerate(urls) if i != killed]
         kill["read_s"] = until("another worker reading the slot", lambda: any(reading(u) for u in others), timeout)
 
-    threads = [threading.Thread(target=probe), threading.Thread(target=killer)]
+    threads = [threading.Thread(target=probe, args=(url, through, timeout, done, probes)),
+               threading.Thread(target=killer)]
     for t in threads:
         t.start()
     pgbench(url, seconds)
+    # The probes go on until one committed after the kill is visible.
+    until("a probe committed after the kill to be visible",
+          lambda: any(committed >= kill.get("at", float("inf")) for committed, _ in probes), timeout)
     done.set()
     for t in threads:
         t.join()
