@@ -136,10 +136,10 @@ pub fn rewrite_located(sql: &str) -> Result<Rewritten<'_>> {
         let start = offsets.at(tokens[i - 1].span.start);
         out.push_str(&sql[copied..start]);
         let rewritten_start = out.len();
-        out.push_str(&quoted(&as_of.name(&name)));
+        out.push_str(&crate::quoted(&as_of.name(&name)));
         if !has_alias {
             out.push_str(" AS ");
-            out.push_str(&quoted(&name));
+            out.push_str(&crate::quoted(&name));
         }
         copied = offsets.at(tokens[i + 3].span.end);
         splices.push((start..copied, rewritten_start..out.len()));
@@ -212,11 +212,6 @@ fn timestamp(text: &str) -> Option<DateTime<Utc>> {
     }
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
     Some(date.and_hms_opt(0, 0, 0)?.and_utc())
-}
-
-/// `name` as a double-quoted identifier.
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Byte offsets of the tokenizer's (line, column) locations; columns count characters.

@@ -439,5 +439,21 @@ fn parse_word(parser: &mut Parser, word: &str) -> bool {
     }
 }
 
+/// `name` as a double-quoted identifier.
+pub(crate) fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `name` as an identifier that reads back as `name`: as it is when it is a plain one (letters,
+/// digits and `_`, not starting with a digit), else double-quoted.
+pub(crate) fn identifier(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    match plain {
+        true => name.to_string(),
+        false => quoted(name),
+    }
+}
+
 #[cfg(test)]
 mod tests;

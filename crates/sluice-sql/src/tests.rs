@@ -441,6 +441,28 @@ fn a_view_whose_printed_query_reads_back_otherwise_is_refused() {
     }
 }
 
+/// A view's partition columns are printed so that they read back as written (found by
+/// fuzzing: `PARTITIONED BY ('24 hours')`, a name sqlparser takes from a string, was printed
+/// bare and did not parse again).
+#[test]
+fn a_view_s_partition_columns_read_back_as_written() {
+    let sql =
+        include_str!("../../../fuzz/corpus/sql_parse/found-by-fuzzing-partitioned-by-a-string.sql");
+    for sql in [
+        sql,
+        "CREATE MATERIALIZED VIEW v PARTITIONED BY (day, \"A \"\"b\"\"\") AS SELECT 1",
+    ] {
+        let Statement::CreateView(view) = parse(sql).unwrap().remove(0) else {
+            panic!("{sql}")
+        };
+        let again = parse(&view.definition.to_sql()).unwrap().remove(0);
+        let Statement::CreateView(again) = again else {
+            panic!("{sql}")
+        };
+        assert_eq!(again.definition, view.definition, "{sql}");
+    }
+}
+
 /// A stored query with anything after its end is an error, never a shorter query.
 #[test]
 fn a_stored_query_is_read_to_its_end() {

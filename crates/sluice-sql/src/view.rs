@@ -43,7 +43,10 @@ impl ViewDefinition {
     pub fn to_sql(&self) -> String {
         let partitioned = match self.partition_by.as_slice() {
             [] => String::new(),
-            columns => format!(" PARTITIONED BY ({})", columns.join(", ")),
+            columns => {
+                let columns: Vec<String> = columns.iter().map(|c| crate::identifier(c)).collect();
+                format!(" PARTITIONED BY ({})", columns.join(", "))
+            }
         };
         format!(
             "CREATE MATERIALIZED VIEW {}{partitioned} AS {}",
