@@ -117,6 +117,11 @@ CLICKS_BY_COUNTRY = (
     "CREATE MATERIALIZED VIEW clicks_by_country AS SELECT country, count(*) AS clicks, "
     "count(DISTINCT user_id) AS users FROM clicks GROUP BY country"
 )
+# Without state: each partition's holder runs it over its own partitions.
+BIG_TRADES = (
+    "CREATE MATERIALIZED VIEW big_trades AS SELECT ticker, price, volume, ts, _shard, _seq FROM ticks "
+    "WHERE volume >= 5000"
+)
 VIEWS = {"ticks_1m", "ticks_per_minute", "clicks_by_country"}
 
 
@@ -339,10 +344,13 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     w3.sql(TICKS_1M)
     w3.sql(TICKS_PER_MINUTE)
     w1.sql(CLICKS_BY_COUNTRY)
+    w2.sql(BIG_TRADES)
     for worker in (w1, w2, w3):
-        wait_for(lambda: VIEWS <= views_of(worker), "the views on every worker", timeout=10)
+        wait_for(lambda: VIEWS | {"big_trades"} <= views_of(worker), "the views on every worker", timeout=10)
     wait_for(lambda: VIEWS <= {v for v, ws in runners(w2).items() if len(ws) == 1}, "each view run by one worker",
              timeout=15)
+    # The view without state runs on every worker holding partitions of ticks (all three).
+    wait_for(lambda: len(runners(w2).get("big_trades", [])) == 3, "big_trades run by every worker", timeout=15)
 
     def states():
         got = sorted(v["state"] for w in (w1, w2, w3) for v in w.get("/v1/views")[2]["views"] if v["name"] == "ticks_1m")
@@ -422,6 +430,12 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
         == sorted(per_minute)
     for name in ("ticks_1m", "ticks_per_minute"):
         assert not lake_rows(workers, f"{name}_errors", 0), f"{name} called an event late"
+    # The view run by several workers at once holds each big trade that landed once: the same
+    # records as the raw table's, by partition and offset.
+    big = {(r["_shard"], r["_seq"]) for r in raw if r["volume"] >= 5000}
+    trades = wait_for(lambda: lake_rows(workers, "big_trades", len(big), ["_shard", "_seq", "volume"]),
+                      "every big trade in big_trades")
+    assert sorted((r["_shard"], r["_seq"]) for r in trades) == sorted(big)
 
     # Every acknowledged click once: good ones in the raw table, malformed ones in its errors.
     def good(line: bytes):

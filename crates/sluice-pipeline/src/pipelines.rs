@@ -14,7 +14,8 @@
 //!
 //! On a worker of a cluster the views are the cluster's (their catalog is in the lake, and
 //! [`Pipelines::follow_views`] makes this worker's the lake's): every worker opens every view,
-//! and a view runs where its input stream's partition 0 is held (`view`). A worker takes part
+//! and a view runs where its input stream's partitions are held (without state, each partition's
+//! holder over its own) or where partition 0 is (with state: `view`). A worker takes part
 //! in a stream's consumer group once (`Groups`), for the stream's raw pipeline and its views.
 
 use std::collections::HashMap;
@@ -495,7 +496,8 @@ impl Groups {
 struct OpenView {
     view: StoredView,
     snapshots: crate::view::state::Snapshots,
-    /// In a cluster, the worker's memberships: the view runs where its stream's partition 0 is.
+    /// In a cluster, the worker's memberships: where the view runs follows its stream's
+    /// partitions.
     groups: Option<Arc<Groups>>,
     log: Arc<Log>,
     lake: Lake,

@@ -20,7 +20,10 @@
 //! commit recorded — positions and state together — so no window is emitted twice or missed
 //! and no key counts an event twice.
 //!
-//! **In a cluster** a view runs on one worker at a time: the one that holds partition 0 of its
+//! **In a cluster** a view without state (a filter, a projection, a lookup) runs wherever its
+//! input's partitions are: each worker over the partitions it holds, writing the view's table as
+//! the raw pipelines write theirs (each commit recording the partitions it holds, rule 7). An
+//! aggregating view runs on one worker at a time: the one that holds partition 0 of its
 //! input stream (that stream's consumer group elects it, as it elects the worker that keeps the
 //! raw tables). It reads every partition, so its rows, its watermark (the lowest over all
 //! partitions) and its late events are those of a single Sluice; its state snapshots are in the
@@ -166,8 +169,9 @@ pub const KIND: &str = "sluice.view.kind";
 pub struct Placement {
     /// Where its state snapshots are kept.
     pub snapshots: Snapshots,
-    /// On a worker of a cluster, its input stream's assignment: the view runs while this
-    /// worker holds partition 0. None on a single Sluice.
+    /// On a worker of a cluster, its input stream's assignment: a view without state runs over
+    /// the partitions this worker holds, one with state while it holds partition 0. None on a
+    /// single Sluice.
     pub lead: Option<Arc<dyn Assignment>>,
 }
 
@@ -226,8 +230,13 @@ impl ViewPipeline {
             (Input::Stream(name), lead) => {
                 let mut source = StreamSource::open(&log, name)?;
                 let delay = source.definition().watermark_ms.unwrap_or(0);
+                // A view without state is a function of each record: each partition's holder
+                // runs it over its partitions. One with state runs on one worker at a time.
                 if let Some(lead) = lead {
-                    source = source.led_by(lead);
+                    source = match plan.shape {
+                        Shape::Stateless(_) => source.held(lead),
+                        _ => source.led_by(lead),
+                    };
                 }
                 (Arc::new(source), delay)
             }
