@@ -9,8 +9,9 @@
 #       CPU (cpu.cfs_quota_us), one lake folder; CREATE STREAM on the first ─► until the workers'
 #       raw-table pipelines have written every record between them     events/s, CPU-s per
 #       million events (all workers), the time until the group had given out every partition;
-#       then CREATE MATERIALIZED VIEW ticks_1m ─► until its table holds every window (the view
-#       runs on one worker, the holder of partition 0, reading every partition)
+#       then CREATE MATERIALIZED VIEW ticks_1m ─► until its table holds every window (spread:
+#       each worker aggregates the partitions it holds into pieces, the holder of partition 0
+#       finishes the windows from them)     events/s, CPU-s per million events (all workers)
 #
 # The broker (Tansu 0.6.0, memory storage), the pollers and the workers share the machine's 2
 # cores: the quota keeps the workers' sum under them (4 × 0.3 = 1.2 cores), so that the broker

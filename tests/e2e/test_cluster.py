@@ -340,23 +340,23 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
         wait_for(lambda: {"ticks", "clicks"} <= streams_of(worker), "the streams on every worker", timeout=10)
 
     # Views are the cluster's: created on one worker, on every worker within seconds, each run
-    # by one worker (the holder of its stream's partition 0, reading every partition).
+    # by every worker over the partitions it holds (an aggregating view's pieces finished by
+    # the holder of partition 0).
     w3.sql(TICKS_1M)
     w3.sql(TICKS_PER_MINUTE)
     w1.sql(CLICKS_BY_COUNTRY)
     w2.sql(BIG_TRADES)
     for worker in (w1, w2, w3):
         wait_for(lambda: VIEWS | {"big_trades"} <= views_of(worker), "the views on every worker", timeout=10)
-    wait_for(lambda: VIEWS <= {v for v, ws in runners(w2).items() if len(ws) == 1}, "each view run by one worker",
-             timeout=15)
-    # The view without state runs on every worker holding partitions of ticks (all three).
-    wait_for(lambda: len(runners(w2).get("big_trades", [])) == 3, "big_trades run by every worker", timeout=15)
+    # Every worker holds partitions of both streams: each runs every view.
+    wait_for(lambda: VIEWS | {"big_trades"} <= {v for v, ws in runners(w2).items() if len(ws) == 3},
+             "each view run by every worker", timeout=15)
 
     def states():
         got = sorted(v["state"] for w in (w1, w2, w3) for v in w.get("/v1/views")[2]["views"] if v["name"] == "ticks_1m")
-        return got if got == ["running", "standby", "standby"] else None
+        return got if got == ["running"] * 3 else None
 
-    wait_for(states, "ticks_1m running on one worker, on standby on the others", timeout=15)
+    wait_for(states, "ticks_1m running on every worker", timeout=15)
     # A view of a view is not run in a cluster: refused, clearly.
     status, body = w2.sql_status("CREATE MATERIALIZED VIEW m AS SELECT ticker FROM ticks_1m")
     assert status >= 400 and "cluster" in json.dumps(body), body
@@ -375,11 +375,13 @@ def test_every_worker_s_doors_produce_into_its_stream_s_own_topic_and_each_ackno
     sending.start()
     wait_for(lambda: (workers.tmp_path / "lake" / "ticks" / "_delta_log" / "00000000000000000002.json").exists(),
              "the workers committing")
-    # The worker killed is the one running the views: they move, and come back exact.
+    # The worker killed is the one finishing the views of ticks (the holder of its partition
+    # 0): the finishing moves with the partition, and the views come back exact.
     for _ in range(2):
         time.sleep(1.5)
-        (runner,) = wait_for(lambda: runners(w1).get("ticks_1m"), "a worker running ticks_1m")
-        killed = next(w for w in (w1, w2, w3) if w.extra_args[3] == runner)
+        (finisher,) = wait_for(lambda: [w for w, ps in held(w1).items() if 0 in ps] or None,
+                               "a worker holding partition 0 of ticks")
+        killed = next(w for w in (w1, w2, w3) if w.extra_args[3] == finisher)
         killed.kill9()
         time.sleep(1)
         killed.start()

@@ -40,6 +40,15 @@
 //!    group's news. A pipeline whose partitions change is opened again too (the runtime).
 //!    Tables about to be dropped while other workers may still write them are first fenced
 //!    ([`fence`]: every partition recorded as taken for good).
+//! 8. **A spread view takes its pieces in order.** In a cluster an aggregating view's partitions
+//!    are aggregated where they are held, into a chain of pieces a partition (`view::pieces`),
+//!    and one worker finishes the view from them. Its table records, beside each partition's
+//!    position, the number of the next piece to take (`txn` application id `piece-<n>`) and the
+//!    partition's mark after the last one taken (`mark-<n>`) ([`cursors`]). The finisher takes
+//!    the pieces on from there, each only if it follows on (it starts at the recorded position
+//!    and judged lateness against the recorded mark); a worker taking over a partition writes
+//!    on after the last piece written. A piece is taken once: by the commit that records the
+//!    number after it.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +59,7 @@ use sluice_lake::{Lake, LakeTable};
 
 use crate::decode;
 use crate::source::{Gap, SourceRead};
+use crate::view::pieces::Cursor;
 use crate::{PipelineError, Result};
 
 /// A partition of a source: a shard of a Sluice stream, a Kafka partition, a Kinesis shard (by
@@ -157,6 +167,46 @@ pub(crate) fn versions(positions: &Positions, snapshot: Option<u64>) -> Vec<(Str
         .map(|(&partition, &next)| (app_id(partition), next as i64))
         .chain(snapshot.map(|n| (SNAPSHOT.to_string(), n as i64)))
         .collect()
+}
+
+/// The `txn` application ids of a spread view's next piece and mark of a partition (rule 8).
+fn piece_id(partition: Partition) -> String {
+    format!("piece-{partition}")
+}
+
+fn mark_id(partition: Partition) -> String {
+    format!("mark-{partition}")
+}
+
+/// Per partition of `partitions`, where a spread view's `table` is in its chain of pieces (rule
+/// 8): at the start of it for a partition it has not recorded.
+pub(crate) async fn cursors(
+    table: &LakeTable,
+    partitions: impl IntoIterator<Item = Partition>,
+) -> Result<BTreeMap<Partition, Cursor>> {
+    let mut cursors = BTreeMap::new();
+    for partition in partitions {
+        let next = table.position(&piece_id(partition)).await?;
+        let position = table.position(&app_id(partition)).await?;
+        let mark = table.position(&mark_id(partition)).await?;
+        let cursor = Cursor {
+            next: next.map_or(0, |n| n.max(0) as u64),
+            position: position.map(|p| p.max(0) as u64),
+            mark,
+        };
+        cursors.insert(partition, cursor);
+    }
+    Ok(cursors)
+}
+
+/// The `txn` actions recording a spread view's `cursors`, beside their positions (rule 8).
+pub(crate) fn cursor_versions(cursors: &BTreeMap<Partition, Cursor>) -> Vec<(String, i64)> {
+    let mut versions = Vec::new();
+    for (&partition, cursor) in cursors {
+        versions.push((piece_id(partition), cursor.next as i64));
+        versions.extend(cursor.mark.map(|mark| (mark_id(partition), mark)));
+    }
+    versions
 }
 
 /// Per partition, the lower of two tables' positions: where a read serving both starts. A

@@ -33,7 +33,7 @@ use crate::runtime::{Kind, Monitor, Open, Pipeline, PipelineStatus, Supervisor};
 use crate::source::{Assignment, StreamSource};
 use crate::view::input::Input;
 use crate::view::plan::ViewPlan;
-use crate::view::{Catalog, Clock, Placement, StoredView, ViewConfig, ViewPipeline};
+use crate::view::{Catalog, Clock, Placement, Shared, StoredView, ViewConfig, ViewPipeline};
 use crate::{PipelineError, RawConfig, RawPipeline, Result, errors_table};
 
 /// How a server's pipelines run.
@@ -208,6 +208,7 @@ impl Pipelines {
     fn view_opener(&self, view: StoredView) -> OpenView {
         OpenView {
             snapshots: self.catalog.snapshots(&view),
+            pieces: self.catalog.pieces(&view),
             groups: self.groups.clone(),
             view,
             log: self.log.clone(),
@@ -328,6 +329,7 @@ impl Pipelines {
             // Forgotten first, so that the worker running it stops, then given time to; one
             // that has not heard by then is fenced off its tables before they go.
             let snapshots = self.catalog.snapshots(&view);
+            let pieces = self.catalog.pieces(&view);
             self.catalog.drop_view(name).await?;
             self.supervisor.stop(&key).await;
             tokio::time::sleep(LET_GO).await;
@@ -335,6 +337,9 @@ impl Pipelines {
             crate::view::fence_tables(&self.lake, name, view.id, 0..shards as u32).await?;
             crate::view::drop_tables(&self.lake, name, view.id).await?;
             snapshots.retain(u64::MAX).await?;
+            if let Some(pieces) = pieces {
+                pieces.delete(None).await?;
+            }
         } else {
             // Stopped and its tables dropped first: a crash before it is forgotten leaves a
             // view that starts again.
@@ -496,6 +501,8 @@ impl Groups {
 struct OpenView {
     view: StoredView,
     snapshots: crate::view::state::Snapshots,
+    /// In a cluster, where its pieces go.
+    pieces: Option<crate::view::pieces::Pieces>,
     /// In a cluster, the worker's memberships: where the view runs follows its stream's
     /// partitions.
     groups: Option<Arc<Groups>>,
@@ -508,15 +515,16 @@ struct OpenView {
 #[async_trait]
 impl Open for OpenView {
     async fn open(&self) -> Result<Box<dyn Pipeline>> {
-        let lead = match &self.groups {
-            Some(groups) => {
-                Some(groups.assignment(&StreamSource::open(&self.log, &self.view.input)?)?)
-            }
-            None => None,
+        let cluster = match (&self.groups, &self.pieces) {
+            (Some(groups), Some(pieces)) => Some(Shared {
+                assignment: groups.assignment(&StreamSource::open(&self.log, &self.view.input)?)?,
+                pieces: pieces.clone(),
+            }),
+            _ => None,
         };
         let placement = Placement {
             snapshots: self.snapshots.clone(),
-            lead,
+            cluster,
         };
         Ok(Box::new(
             ViewPipeline::open(

@@ -303,26 +303,31 @@ impl SourceRead {
         self.parts.iter().map(|p| p.records).sum()
     }
 
-    /// The gaps the read found, as rows of an errors table (at `now_ms`): raw empty, the
-    /// reason naming the range, `_shard` the partition, `_seq` its first lost position.
+    /// The gaps the read found, as rows of an errors table (at `now_ms`: see [`gap_rows`]).
     pub fn gap_rows(&self, now_ms: i64) -> Result<RecordBatch> {
-        let gaps: Vec<Gap> = self.parts.iter().filter_map(|p| p.gap).collect();
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![""; gaps.len()])),
-            Arc::new(StringArray::from_iter_values(gaps.iter().map(Gap::reason))),
-            Arc::new(Int32Array::from_iter_values(
-                gaps.iter().map(|g| g.partition as i32),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                gaps.iter().map(|g| g.first as i64),
-            )),
-            Arc::new(
-                TimestampMicrosecondArray::from(vec![now_ms.saturating_mul(1000); gaps.len()])
-                    .with_timezone("UTC"),
-            ),
-        ];
-        Ok(RecordBatch::try_new(error_schema(), columns)?)
+        gap_rows(self.parts.iter().filter_map(|p| p.gap), now_ms)
     }
+}
+
+/// `gaps` as rows of an errors table (at `now_ms`): raw empty, the reason naming the range,
+/// `_shard` the partition, `_seq` its first lost position.
+pub fn gap_rows(gaps: impl IntoIterator<Item = Gap>, now_ms: i64) -> Result<RecordBatch> {
+    let gaps: Vec<Gap> = gaps.into_iter().collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![""; gaps.len()])),
+        Arc::new(StringArray::from_iter_values(gaps.iter().map(Gap::reason))),
+        Arc::new(Int32Array::from_iter_values(
+            gaps.iter().map(|g| g.partition as i32),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            gaps.iter().map(|g| g.first as i64),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![now_ms.saturating_mul(1000); gaps.len()])
+                .with_timezone("UTC"),
+        ),
+    ];
+    Ok(RecordBatch::try_new(error_schema(), columns)?)
 }
 
 /// Splits `budget` records among partitions with `pending` records each: evenly, and what a

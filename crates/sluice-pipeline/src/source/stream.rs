@@ -30,35 +30,8 @@ pub struct StreamSource {
     definition: Arc<StreamDefinition>,
     decoder: Arc<Decoder>,
     records: Records,
-    /// This worker's portion of the partitions, when workers share them; all of them
-    /// otherwise.
-    portion: Option<Portion>,
-}
-
-/// A worker's portion of a stream whose partitions workers share.
-#[derive(Clone)]
-enum Portion {
-    /// The partitions the assignment holds (a raw pipeline: each partition is written by its
-    /// holder).
-    Held(Arc<dyn Assignment>),
-    /// Every partition while the assignment holds partition 0, none otherwise (a view: its
-    /// state is the whole stream's, so it runs on one worker at a time).
-    Whole(Arc<dyn Assignment>),
-}
-
-impl Portion {
-    fn assignment(&self) -> &Arc<dyn Assignment> {
-        match self {
-            Portion::Held(a) | Portion::Whole(a) => a,
-        }
-    }
-
-    /// Whether this worker holds partition 0: it keeps the tables, and runs the views.
-    fn leads(&self) -> bool {
-        self.assignment()
-            .held()
-            .is_some_and(|held| held.contains(&0))
-    }
+    /// The partitions this worker holds, when workers share them; all of them otherwise.
+    held: Option<Arc<dyn Assignment>>,
 }
 
 /// Where a stream's records are.
@@ -99,21 +72,14 @@ impl StreamSource {
             definition: Arc::new(definition),
             decoder: Arc::new(decoder),
             records,
-            portion: None,
+            held: None,
         })
     }
 
     /// The source restricted to the partitions `assignment` holds (none before its first
     /// assignment): what a worker sharing the stream's partitions with others reads.
     pub fn held(mut self, assignment: Arc<dyn Assignment>) -> StreamSource {
-        self.portion = Some(Portion::Held(assignment));
-        self
-    }
-
-    /// The source whole while `assignment` holds partition 0, with no partition otherwise:
-    /// what a view reads on the workers of a cluster, one at a time.
-    pub fn led_by(mut self, assignment: Arc<dyn Assignment>) -> StreamSource {
-        self.portion = Some(Portion::Whole(assignment));
+        self.held = Some(assignment);
         self
     }
 
@@ -204,13 +170,9 @@ impl StreamSource {
 
     fn bounds_blocking(&self) -> Result<BTreeMap<Partition, Bounds>> {
         let mut bounds = self.all_bounds()?;
-        match &self.portion {
-            Some(Portion::Held(assignment)) => {
-                let held = assignment.held().unwrap_or_default();
-                bounds.retain(|p, _| held.contains(p));
-            }
-            Some(whole @ Portion::Whole(_)) if !whole.leads() => bounds.clear(),
-            _ => {}
+        if let Some(assignment) = &self.held {
+            let held = assignment.held().unwrap_or_default();
+            bounds.retain(|p, _| held.contains(p));
         }
         Ok(bounds)
     }
@@ -305,8 +267,11 @@ impl Source for StreamSource {
         }
     }
 
+    /// Where workers share the partitions: the holder of partition 0.
     fn housekeeper(&self) -> bool {
-        self.portion.as_ref().is_none_or(Portion::leads)
+        self.held
+            .as_ref()
+            .is_none_or(|assignment| assignment.held().is_some_and(|held| held.contains(&0)))
     }
 
     async fn read(&self, from: &Positions, limits: &Limits) -> Result<SourceRead> {

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use sluice_lake::{Documents, Lake};
 use sluice_sql::ViewDefinition;
 
+use super::pieces::Pieces;
 use super::state::Snapshots;
 use crate::{PipelineError, Result, blocking};
 
@@ -60,6 +61,8 @@ pub struct Catalog {
 
 /// Where a catalog keeps its views.
 #[derive(Debug)]
+// One a process: the larger variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Store {
     /// A single Sluice's data directory.
     Dir(PathBuf),
@@ -67,6 +70,7 @@ enum Store {
     Lake {
         views: Documents,
         states: Documents,
+        pieces: Documents,
         /// The tag of each view's document as last read: only a document written anew is read
         /// again.
         tags: Mutex<HashMap<String, String>>,
@@ -109,6 +113,7 @@ impl Catalog {
             store: Store::Lake {
                 views: lake.documents(&format!("cluster-{cluster}-views")),
                 states: lake.files(&format!("cluster-{cluster}-states"), "arrow"),
+                pieces: lake.files(&format!("cluster-{cluster}-pieces"), "arrow"),
                 tags: Mutex::default(),
             },
             views: Mutex::default(),
@@ -177,6 +182,16 @@ impl Catalog {
         match &self.store {
             Store::Dir(dir) => Snapshots::Dir(dir.join(name).join("state")),
             Store::Lake { states, .. } => Snapshots::in_lake(states.clone(), name, view.id),
+        }
+    }
+
+    /// Where the view's pieces go, in a cluster (`super::spread`).
+    pub fn pieces(&self, view: &StoredView) -> Option<Pieces> {
+        match &self.store {
+            Store::Dir(_) => None,
+            Store::Lake { pieces, .. } => {
+                Some(Pieces::new(pieces.clone(), &view.definition.name, view.id))
+            }
         }
     }
 

@@ -20,30 +20,31 @@
 //! commit recorded — positions and state together — so no window is emitted twice or missed
 //! and no key counts an event twice.
 //!
-//! **In a cluster** a view without state (a filter, a projection, a lookup) runs wherever its
-//! input's partitions are: each worker over the partitions it holds, writing the view's table as
-//! the raw pipelines write theirs (each commit recording the partitions it holds, rule 7). An
-//! aggregating view runs on one worker at a time: the one that holds partition 0 of its
-//! input stream (that stream's consumer group elects it, as it elects the worker that keeps the
-//! raw tables). It reads every partition, so its rows, its watermark (the lowest over all
-//! partitions) and its late events are those of a single Sluice; its state snapshots are in the
-//! lake. On the other workers it reads nothing until partition 0 moves to them; then it is
-//! opened again, from what its table recorded, and its first commit there says how long the
-//! view went without one (`failover_ms`, as a raw pipeline's). A worker that has not yet heard
-//! that it lost partition 0 cannot commit: its commit would record positions the table has
-//! moved past (`exactly_once`, rule 7).
+//! **In a cluster** every worker runs every view over the partitions of its input it holds (the
+//! stream's consumer group splits them, as for the raw tables). A view without state (a
+//! filter, a projection, a lookup) writes the view's table as the raw pipelines write theirs:
+//! each commit records the partitions its worker holds (rule 7). An aggregating view is spread
+//! (`spread`): each worker makes pieces of its partitions (Partial states, late events, marks)
+//! into the lake, and the holder of partition 0 finishes the view from every partition's
+//! pieces, its state snapshots in the lake too. When partition 0 moves, the view is opened
+//! again on its new holder from what its table recorded, and its first commit there says how
+//! long the view went without one (`failover_ms`, as a raw pipeline's). A worker that has not
+//! yet heard that it lost a partition can neither write a piece where the new holder did nor
+//! commit the view: its commit would record positions the table has moved past (rule 7).
 //!
-//! **Late events** (older than the watermark that the previous round left) go to
-//! `<view>_errors` with the reason, committed *before* the view's commit. Lateness is judged
+//! **Late events** (older than the watermark that the previous round left; in a cluster, than
+//! their partition's mark, see `spread`) go to `<view>_errors` with the reason, committed *before* the view's commit. Lateness is judged
 //! against the committed watermark, so a round repeated after a crash between the two commits
 //! judges exactly as the first attempt did, and the errors table takes no row it has (its own
 //! positions, rule 3). Records retention deleted before the view took them are a row there too.
 
 pub mod catalog;
 pub mod input;
+pub mod pieces;
 pub mod plan;
 mod round;
 pub mod shape;
+mod spread;
 pub mod state;
 mod upsert;
 pub mod watermark;
@@ -61,7 +62,9 @@ use sluice_sql::ViewDefinition;
 
 pub use catalog::{Catalog, StoredView};
 use input::Input;
+use pieces::{Cursor, Pieces};
 use plan::{Shape, ViewPlan};
+use spread::Spread;
 use state::{Snapshots, State};
 use watermark::{Micros, Watermarks};
 
@@ -69,8 +72,8 @@ use crate::decode;
 use crate::exactly_once::{self, Partition, Positions, Writer, advanced, committed, new_gaps};
 use crate::runtime::{Cadence, Kind, Pipeline, Resumed, Round};
 use crate::source::{
-    Assignment, Bounds, Gap, Limits, SharedSource, SourceRead, StreamSource, UpstreamView, pending,
-    shares,
+    Assignment, Bounds, Gap, Limits, SharedSource, Source, SourceRead, StreamSource, UpstreamView,
+    pending, shares,
 };
 use crate::{Result, errors_table};
 
@@ -169,10 +172,19 @@ pub const KIND: &str = "sluice.view.kind";
 pub struct Placement {
     /// Where its state snapshots are kept.
     pub snapshots: Snapshots,
-    /// On a worker of a cluster, its input stream's assignment: a view without state runs over
-    /// the partitions this worker holds, one with state while it holds partition 0. None on a
-    /// single Sluice.
-    pub lead: Option<Arc<dyn Assignment>>,
+    /// On a worker of a cluster, how the view is shared with the others. None on a single
+    /// Sluice.
+    pub cluster: Option<Shared>,
+}
+
+/// How a view is shared by a cluster's workers: each runs it over the partitions of its input
+/// it holds; an aggregating view's are pieces (`spread`), finished by the holder of partition 0.
+#[derive(Clone)]
+pub struct Shared {
+    /// The input stream's assignment: the partitions this worker holds.
+    pub assignment: Arc<dyn Assignment>,
+    /// Where an aggregating view's pieces go.
+    pub pieces: Pieces,
 }
 
 impl Placement {
@@ -180,7 +192,7 @@ impl Placement {
     pub fn local(dir: std::path::PathBuf) -> Self {
         Placement {
             snapshots: Snapshots::Dir(dir),
-            lead: None,
+            cluster: None,
         }
     }
 }
@@ -204,9 +216,11 @@ pub struct ViewPipeline {
     snapshot: u64,
     state: Option<State>,
     snapshots: Snapshots,
-    /// In a cluster, the partitions it was opened with (all, or none on a worker that does
-    /// not run it): it is opened again when they change.
+    /// In a cluster, the partitions it was opened with (those this worker holds): it is
+    /// opened again when they change.
     opened: Option<BTreeSet<Partition>>,
+    /// In a cluster, an aggregating view's part on this worker.
+    spread: Option<Spread>,
     /// How long its partitions went without a commit when it was opened.
     resumed: Resumed,
 }
@@ -224,20 +238,20 @@ impl ViewPipeline {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let plan = ViewPlan::new(&definition, &log, &lake).await?;
-        let Placement { snapshots, lead } = placement;
-        let led = lead.is_some();
-        let (source, delay_ms): (SharedSource, u64) = match (&plan.input.source, lead) {
-            (Input::Stream(name), lead) => {
-                let mut source = StreamSource::open(&log, name)?;
+        let Placement { snapshots, cluster } = placement;
+        let mut whole = None;
+        let (source, delay_ms): (SharedSource, u64) = match (&plan.input.source, &cluster) {
+            (Input::Stream(name), cluster) => {
+                let source = StreamSource::open(&log, name)?;
                 let delay = source.definition().watermark_ms.unwrap_or(0);
-                // A view without state is a function of each record: each partition's holder
-                // runs it over its partitions. One with state runs on one worker at a time.
-                if let Some(lead) = lead {
-                    source = match plan.shape {
-                        Shape::Stateless(_) => source.held(lead),
-                        _ => source.led_by(lead),
-                    };
-                }
+                // In a cluster each worker runs the view over the partitions it holds.
+                let source = match cluster {
+                    Some(shared) => {
+                        whole = Some(source.clone());
+                        source.held(shared.assignment.clone())
+                    }
+                    None => source,
+                };
                 (Arc::new(source), delay)
             }
             (Input::View(name), None) => (Arc::new(UpstreamView::open(&lake, name).await?), 0),
@@ -280,24 +294,44 @@ impl ViewPipeline {
             &[],
         )
         .await?;
-        let partitions: Vec<Partition> = source.bounds().await?.into_keys().collect();
+        // The partitions it reads here; in a cluster, the positions its table records are of
+        // every partition (an aggregating view's finisher takes every partition's pieces).
+        let held: BTreeSet<Partition> = source.bounds().await?.into_keys().collect();
+        let mut partitions = held.clone();
+        if let Some(whole) = &whole {
+            partitions.extend(whole.bounds().await?.into_keys());
+        }
         let positions = committed(&table, partitions.iter().copied()).await?;
         let error_positions = committed(&errors, partitions.iter().copied()).await?;
         let resumed =
             Resumed::new(exactly_once::written(&table, partitions.iter().copied()).await?);
         let snapshot = exactly_once::snapshot(&table).await?;
-        // A worker of a cluster that does not run the view now keeps no state.
-        let standby = led && partitions.is_empty();
         let now = clock.now_ms();
-        let delay = delay_ms as Micros * 1000;
+        let opened = whole.is_some().then(|| held.clone());
+        let spread = match (cluster, whole, plan.aggregation()) {
+            (Some(shared), Some(whole), Some(aggregation)) => Some(
+                Spread::open(
+                    shared.pieces,
+                    aggregation.state_schema.clone(),
+                    whole,
+                    delay_ms as Micros * 1000,
+                    &held,
+                    exactly_once::cursors(&table, partitions.iter().copied()).await?,
+                    now,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        // Only the worker that finishes an aggregating view keeps its state.
+        let keeps_state = spread.as_ref().is_none_or(Spread::finisher);
         let state = match plan.aggregation() {
             None => None,
             Some(a) => {
-                let watermarks = matches!(plan.shape, Shape::Windowed(_))
-                    .then(|| Watermarks::new(partitions.len(), delay, now));
+                let watermarks = (matches!(plan.shape, Shape::Windowed(_)) && spread.is_none())
+                    .then(|| Watermarks::new(partitions.len(), delay_ms as Micros * 1000, now));
                 Some(match snapshot {
-                    0 => State::empty(a.state_schema.clone(), watermarks),
-                    _ if standby => State::empty(a.state_schema.clone(), watermarks),
+                    n if n == 0 || !keeps_state => State::empty(a.state_schema.clone(), watermarks),
                     n => {
                         let mut state = snapshots.read(n, &a.state_schema).await?;
                         state.watermarks =
@@ -307,7 +341,7 @@ impl ViewPipeline {
                 })
             }
         };
-        if !standby {
+        if keeps_state {
             snapshots.retain(snapshot).await?;
         }
         Ok(Self {
@@ -325,7 +359,8 @@ impl ViewPipeline {
             snapshot,
             state,
             snapshots,
-            opened: led.then(|| partitions.into_iter().collect()),
+            opened,
+            spread,
             resumed,
         })
     }
@@ -362,6 +397,93 @@ impl ViewPipeline {
         if next == self.positions && !changed && round.rows == 0 && round.errors == 0 {
             return Ok(round);
         }
+        round.resumed_since_ms = self.write(rows, late, next, None, state).await?;
+        round.committed = true;
+        Ok(round)
+    }
+
+    /// A round of a view spread over a cluster's workers (`spread`): a piece of each partition
+    /// this worker holds that took records; then, on the worker that finishes the view, the
+    /// pieces of every partition merged into its state and the rows done committed.
+    async fn spread_round(&mut self, read: SourceRead) -> Result<Round> {
+        let now_ms = self.clock.now_ms();
+        let idle_ms = self.config.idle_timeout.as_millis() as u64;
+        let gaps: Vec<Gap> = read.parts.iter().filter_map(|p| p.gap).collect();
+        let mut round = Round {
+            records: read.records(),
+            rows: 0,
+            errors: 0,
+            lost: gaps.iter().map(Gap::records).sum(),
+            gap: gaps.last().copied(),
+            backlog: read.backlog,
+            committed: false,
+            resumed_since_ms: None,
+        };
+        let Some(spread) = self.spread.as_mut() else {
+            return Err(crate::PipelineError::Internal("a view not spread".into()));
+        };
+        round.committed = spread
+            .make_pieces(&self.plan, &read, now_ms, idle_ms)
+            .await?
+            > 0;
+        if !spread.finisher() {
+            return Ok(round);
+        }
+        let mut taken = spread.take().await?;
+        spread.note_idle(&taken);
+        let groups = &self
+            .state
+            .as_ref()
+            .ok_or_else(|| missing_state(&self.definition))?
+            .groups;
+        let close_at = match (&self.plan.shape, self.plan.aggregation()) {
+            (Shape::Windowed(_), Some(aggregation)) => {
+                let end = aggregation.window.map_or(0, |(_, end)| end);
+                let mut looked: Vec<&RecordBatch> = vec![groups];
+                let states = taken.states.clone();
+                looked.extend(states.iter());
+                spread.close_at(&mut taken, &looked, end).await?
+            }
+            _ => None,
+        };
+        let finished = round::finish(&self.plan, groups, taken.states.clone(), close_at).await?;
+        if taken.pieces == 0 && finished.rows.is_empty() {
+            return Ok(round);
+        }
+        let late = exactly_once::past(&taken.errors, &self.error_positions)?;
+        let next: Positions = taken
+            .cursors
+            .iter()
+            .filter_map(|(&p, c)| Some((p, c.position?)))
+            .collect();
+        round.rows = finished.rows.iter().map(RecordBatch::num_rows).sum();
+        round.errors = late.num_rows();
+        let state = State {
+            groups: finished.groups,
+            watermarks: None,
+        };
+        round.resumed_since_ms = self
+            .write(finished.rows, late, next, Some(&taken.cursors), Some(state))
+            .await?;
+        round.committed = true;
+        if let Some(spread) = self.spread.as_mut() {
+            spread.committed(taken.cursors, now_ms).await;
+        }
+        Ok(round)
+    }
+
+    /// Writes a round: its `late` rows to the errors table, then its `rows` to the view's
+    /// table, recording the positions `next` (and a spread view's `cursors`) and naming the
+    /// snapshot of `state` (`exactly_once`, rules 3, 4, 7 and 8). Returns when the partitions
+    /// it moved first had last been committed, if this is their first commit here.
+    async fn write(
+        &mut self,
+        rows: Vec<RecordBatch>,
+        late: RecordBatch,
+        next: Positions,
+        cursors: Option<&BTreeMap<Partition, Cursor>>,
+        state: Option<State>,
+    ) -> Result<Option<i64>> {
         // Refused before any write if another worker ran the view since its last commit (rule
         // 7): in a cluster, as of the table's latest version, so that a worker that has not
         // yet heard the view moved does not write its late events either.
@@ -374,7 +496,7 @@ impl ViewPipeline {
             None => None,
         };
         if late.num_rows() > 0 {
-            let error_next = advanced(&self.error_positions, &read.next());
+            let error_next = advanced(&self.error_positions, &next);
             exactly_once::append(
                 &mut self.errors,
                 vec![late],
@@ -384,7 +506,12 @@ impl ViewPipeline {
             .await?;
             self.error_positions = error_next;
         }
-        let versions = exactly_once::versions(&next, snapshot);
+        let mut versions = exactly_once::versions(&next, snapshot);
+        versions.extend(
+            cursors
+                .map(exactly_once::cursor_versions)
+                .unwrap_or_default(),
+        );
         match &self.plan.shape {
             Shape::Updating { keys, .. } => {
                 self.table
@@ -397,8 +524,7 @@ impl ViewPipeline {
             }
             _ => self.table.append(rows, versions).await?,
         }
-        round.committed = true;
-        round.resumed_since_ms = self.resumed.committed(&self.positions, &next);
+        let resumed = self.resumed.committed(&self.positions, &next);
         self.positions = next;
         if let Some(number) = snapshot {
             self.snapshot = number;
@@ -408,8 +534,12 @@ impl ViewPipeline {
             }
         }
         self.state = state;
-        Ok(round)
+        Ok(resumed)
     }
+}
+
+fn missing_state(view: &ViewDefinition) -> crate::PipelineError {
+    crate::PipelineError::Internal(format!("view '{}' aggregates without a state", view.name))
 }
 
 #[async_trait]
@@ -438,7 +568,10 @@ impl Pipeline for ViewPipeline {
     }
 
     fn next_read(&self) -> Positions {
-        self.positions.clone()
+        match &self.spread {
+            Some(spread) => spread.next_read(),
+            None => self.positions.clone(),
+        }
     }
 
     fn limits(&self, from: &Positions, bounds: &BTreeMap<Partition, Bounds>) -> Limits {
@@ -449,6 +582,9 @@ impl Pipeline for ViewPipeline {
         if self.plan.reads_tables {
             // Enrichment sees the tables as they are now.
             self.plan = Arc::new(ViewPlan::new(&self.definition, &self.log, &self.lake).await?);
+        }
+        if self.spread.is_some() {
+            return self.spread_round(read).await;
         }
         let output = round::compute(
             &self.plan,
@@ -468,6 +604,9 @@ impl Pipeline for ViewPipeline {
     }
 
     fn watermark(&self) -> Option<Micros> {
-        self.state.as_ref()?.watermarks.as_ref()?.current()
+        match &self.spread {
+            Some(spread) => spread.watermark(),
+            None => self.state.as_ref()?.watermarks.as_ref()?.current(),
+        }
     }
 }

@@ -73,36 +73,24 @@ pub(super) async fn compute(
                 changed: false,
             })
         }
-        Shape::Updating { keys, .. } => {
+        Shape::Updating { .. } => {
             let state = state.ok_or_else(|| missing("state"))?;
-            let partial = per_partition(parts, |rows| {
-                let plan = plan.clone();
-                async move { plan.partial(&[rows]).await }
-            })
-            .await?;
-            let (groups, changed) = state::absorb(plan, &state.groups, flat(partial)).await?;
-            let upserts = plan.finish(vec![changed.clone()]).await?;
-            let aggregation = plan.aggregation().ok_or_else(|| missing("aggregate"))?;
-            let rows = super::upsert::with_deletes(
-                upserts,
-                &changed,
-                &aggregation.keys,
-                keys,
-                &plan.schema,
-            )?;
+            let partial = per_partition(parts, |rows| partial(plan.clone(), rows, None)).await?;
+            let (_, partial): (Vec<_>, Vec<_>) = partial.into_iter().unzip();
+            let finished = finish(plan, &state.groups, flat(partial), None).await?;
             Ok(Output {
-                rows,
+                rows: finished.rows,
                 late: Vec::new(),
-                changed: changed.num_rows() > 0,
+                changed: finished.changed,
                 state: Some(State {
-                    groups,
+                    groups: finished.groups,
                     watermarks: None,
                 }),
             })
         }
-        Shape::Windowed(aggregation) => {
+        Shape::Windowed(_) => {
             let state = state.ok_or_else(|| missing("state"))?;
-            let (window, time) = plan.input.window.ok_or_else(|| missing("window"))?;
+            let (_, time) = plan.input.window.ok_or_else(|| missing("window"))?;
             let mut watermarks = state
                 .watermarks
                 .clone()
@@ -114,32 +102,89 @@ pub(super) async fn compute(
                     watermarks.observe(part.partition as usize, latest(rows, time), now_ms);
                 }
             }
-            let schema = plan.input.schema.clone();
-            let done = per_partition(parts, |rows| {
-                let (plan, schema) = (plan.clone(), schema.clone());
-                async move {
-                    let (late, on_time) = split_late(&rows, time, before)?;
-                    let windowed = window.assign(&on_time, time, &schema)?;
-                    Ok((late, plan.partial(&[windowed]).await?))
-                }
-            })
-            .await?;
+            let done = per_partition(parts, |rows| partial(plan.clone(), rows, before)).await?;
             let (late, partial): (Vec<RecordBatch>, Vec<Vec<RecordBatch>>) =
                 done.into_iter().unzip();
-            let (groups, _) = state::absorb(plan, &state.groups, flat(partial)).await?;
             let watermark = watermarks.advance(now_ms, idle_ms);
-            let end = aggregation.window.ok_or_else(|| missing("window"))?.1;
-            let (closed, open) = state::close(&groups, end, watermark)?;
-            let rows = plan.finish(vec![closed]).await?;
-            let changed = read.records() > 0 || !rows.is_empty();
+            let finished = finish(plan, &state.groups, flat(partial), watermark).await?;
+            let changed = read.records() > 0 || !finished.rows.is_empty();
             Ok(Output {
-                rows,
+                rows: finished.rows,
                 late,
                 changed,
                 state: Some(State {
-                    groups: open,
+                    groups: finished.groups,
                     watermarks: Some(watermarks),
                 }),
+            })
+        }
+    }
+}
+
+/// One partition's rows taken into an aggregating view's state: for a windowed view, the
+/// rows older than `late_before` (or without an event time) split off as rows of the errors
+/// table and the others put in their windows; then the Partial states of those on time.
+pub(super) async fn partial(
+    plan: Arc<ViewPlan>,
+    rows: RecordBatch,
+    late_before: Option<Micros>,
+) -> Result<(RecordBatch, Vec<RecordBatch>)> {
+    match (&plan.shape, plan.input.window) {
+        (Shape::Windowed(_), Some((window, time))) => {
+            let (late, on_time) = split_late(&rows, time, late_before)?;
+            let windowed = window.assign(&on_time, time, &plan.input.schema)?;
+            Ok((late, plan.partial(&[windowed]).await?))
+        }
+        _ => Ok((
+            RecordBatch::new_empty(decode::error_schema()),
+            plan.partial(&[rows]).await?,
+        )),
+    }
+}
+
+/// An aggregating view's state with Partial states merged in, and the rows out.
+pub(super) struct Finished {
+    pub rows: Vec<RecordBatch>,
+    /// The groups still open.
+    pub groups: RecordBatch,
+    /// Whether a group changed (an updating view's: then there are rows).
+    pub changed: bool,
+}
+
+/// Merges `partial` into `groups` and finishes what is done: a windowed view's windows that
+/// end at or before `close_at`, an updating view's groups the merge changed (as upserts, with
+/// the deletes of groups gone).
+pub(super) async fn finish(
+    plan: &ViewPlan,
+    groups: &RecordBatch,
+    partial: Vec<RecordBatch>,
+    close_at: Option<Micros>,
+) -> Result<Finished> {
+    let (groups, changed) = state::absorb(plan, groups, partial).await?;
+    let aggregation = plan.aggregation().ok_or_else(|| missing("aggregate"))?;
+    match &plan.shape {
+        Shape::Updating { keys, .. } => {
+            let upserts = plan.finish(vec![changed.clone()]).await?;
+            let rows = super::upsert::with_deletes(
+                upserts,
+                &changed,
+                &aggregation.keys,
+                keys,
+                &plan.schema,
+            )?;
+            Ok(Finished {
+                rows,
+                groups,
+                changed: changed.num_rows() > 0,
+            })
+        }
+        _ => {
+            let end = aggregation.window.ok_or_else(|| missing("window"))?.1;
+            let (closed, open) = state::close(&groups, end, close_at)?;
+            Ok(Finished {
+                rows: plan.finish(vec![closed]).await?,
+                groups: open,
+                changed: changed.num_rows() > 0,
             })
         }
     }
@@ -177,7 +222,7 @@ where
 }
 
 /// The latest event time among `rows` (none when all lack one).
-fn latest(rows: &RecordBatch, time: usize) -> Option<Micros> {
+pub(super) fn latest(rows: &RecordBatch, time: usize) -> Option<Micros> {
     arrow::compute::max(rows.column(time).as_primitive::<TimestampMicrosecondType>())
 }
 

@@ -30,8 +30,9 @@ use datafusion::prelude::SessionContext;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig, Retention, StreamOptions};
 use sluice_pipeline::source::Assignment;
+use sluice_pipeline::view::pieces::Pieces;
 use sluice_pipeline::view::state::Snapshots;
-use sluice_pipeline::view::{Catalog, Clock, Placement, ViewConfig, ViewPipeline};
+use sluice_pipeline::view::{Catalog, Clock, Placement, Shared, ViewConfig, ViewPipeline};
 use sluice_pipeline::{Pipeline, PipelineError};
 use sluice_sql::Statement;
 
@@ -271,23 +272,20 @@ async fn query(lake: &Lake, sql: &str) -> String {
     out
 }
 
-/// Whether a worker holds partition 0 of the stream, as the test says: a worker that has not
-/// heard that it lost it still says it does.
+/// The partitions of the stream a worker holds, as the test says: a worker that has not heard
+/// that it lost some still says it holds them.
 #[derive(Default)]
-struct Lead(std::sync::atomic::AtomicBool);
+struct Holds(std::sync::Mutex<BTreeSet<u32>>);
 
-impl Lead {
-    fn set(&self, leads: bool) {
-        self.0.store(leads, Ordering::SeqCst);
+impl Holds {
+    fn set(&self, partitions: &[u32]) {
+        *self.0.lock().unwrap() = partitions.iter().copied().collect();
     }
 }
 
-impl Assignment for Lead {
+impl Assignment for Holds {
     fn held(&self) -> Option<BTreeSet<u32>> {
-        Some(match self.0.load(Ordering::SeqCst) {
-            true => BTreeSet::from([0]),
-            false => BTreeSet::new(),
-        })
+        Some(self.0.lock().unwrap().clone())
     }
 }
 
@@ -311,15 +309,9 @@ async fn events(log: &Log, from: u64, n: u64) {
     append(log, "events", &body).await;
 }
 
-/// A view in a cluster runs where its stream's partition 0 is held, reading every partition:
-/// as partition 0 moves between two workers, the view resumes on the new one from the
-/// snapshot in the lake, and the old one, before it hears, cannot commit. Its rows are those
-/// of a single Sluice's view over the same stream.
-#[tokio::test]
-async fn a_view_moves_between_workers_with_its_state_and_the_one_that_has_not_heard_cannot_commit()
-{
-    let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+/// A stream `events` of three shards with event time `ts`, in a log in `dir`.
+fn events_log(dir: &Path) -> Arc<Log> {
+    let log = Arc::new(Log::open(dir.join("log"), LogConfig::default()).unwrap());
     log.create_stream(
         "events",
         StreamOptions {
@@ -336,66 +328,140 @@ async fn a_view_moves_between_workers_with_its_state_and_the_one_that_has_not_he
         },
     )
     .unwrap();
-    let Statement::CreateView(view) = parse(WINDOWED) else {
-        unreachable!()
-    };
-    let definition = view.definition;
-    let (lake, alone) = (
-        Lake::local(dir.path().join("lake")).unwrap(),
-        Lake::local(dir.path().join("alone")).unwrap(),
-    );
-    let states = lake.files("cluster-c1-states", "arrow");
-    let clock = Arc::new(TestClock::default());
-    let worker = |lead: &Arc<Lead>| {
-        let placement = Placement {
-            snapshots: Snapshots::in_lake(states.clone(), "per_minute", 7),
-            lead: Some(lead.clone()),
+    log
+}
+
+/// Workers of a cluster sharing view `per_minute` (id 7) over `log`'s `events`, in `lake`.
+struct Workers {
+    log: Arc<Log>,
+    lake: Lake,
+    clock: Arc<TestClock>,
+    definition: sluice_sql::ViewDefinition,
+}
+
+impl Workers {
+    fn new(log: Arc<Log>, lake: Lake, view: &str) -> Workers {
+        let Statement::CreateView(view) = parse(view) else {
+            unreachable!()
         };
-        let (definition, log, lake, clock) =
-            (definition.clone(), log.clone(), lake.clone(), clock.clone());
-        async move {
-            ViewPipeline::open(
-                definition,
-                7,
-                log,
-                lake,
-                placement,
-                ViewConfig::default(),
-                clock,
-            )
-            .await
-            .unwrap()
+        Workers {
+            log,
+            lake,
+            clock: Arc::new(TestClock::default()),
+            definition: view.definition,
         }
-    };
-    let (a, b) = (Arc::new(Lead::default()), Arc::new(Lead::default()));
-    a.set(true);
-    let mut on_a = worker(&a).await;
-    let mut on_b = worker(&b).await;
+    }
+
+    fn states(&self) -> sluice_lake::Documents {
+        self.lake.files("cluster-c1-states", "arrow")
+    }
+
+    fn pieces(&self) -> sluice_lake::Documents {
+        self.lake.files("cluster-c1-pieces", "arrow")
+    }
+
+    /// The view on a worker holding what `holds` says.
+    async fn open(&self, holds: &Arc<Holds>) -> ViewPipeline {
+        let placement = Placement {
+            snapshots: Snapshots::in_lake(self.states(), &self.definition.name, 7),
+            cluster: Some(Shared {
+                assignment: holds.clone(),
+                pieces: Pieces::new(self.pieces(), &self.definition.name, 7),
+            }),
+        };
+        ViewPipeline::open(
+            self.definition.clone(),
+            7,
+            self.log.clone(),
+            self.lake.clone(),
+            placement,
+            ViewConfig::default(),
+            self.clock.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The rows of `sql` over the view as one Sluice computes it over the same stream, in
+    /// `alone`.
+    async fn alone(&self, alone: &Lake, state: PathBuf, sql: &str) -> String {
+        let mut single = ViewPipeline::open(
+            self.definition.clone(),
+            8,
+            self.log.clone(),
+            alone.clone(),
+            Placement::local(state),
+            ViewConfig::default(),
+            self.clock.clone(),
+        )
+        .await
+        .unwrap();
+        while single.round().await.unwrap().backlog {}
+        single.round().await.unwrap();
+        query(alone, sql).await
+    }
+}
+
+/// An aggregating view in a cluster is spread over the workers: each makes pieces of the
+/// partitions it holds, and the holder of partition 0 finishes the view from every partition's
+/// pieces. As partitions move, a worker that has not heard can neither write a piece where the
+/// new holder did nor commit the view; its rows are those of a single Sluice's view over the
+/// same stream.
+#[tokio::test]
+async fn a_view_spread_over_workers_gives_one_sluice_s_rows_as_partitions_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = events_log(dir.path());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let workers = Workers::new(log.clone(), lake.clone(), WINDOWED);
+    let (a, b) = (Arc::new(Holds::default()), Arc::new(Holds::default()));
+    a.set(&[0, 1]);
+    b.set(&[2]);
+    let mut on_a = workers.open(&a).await;
+    let mut on_b = workers.open(&b).await;
 
     events(&log, 0, 300).await;
-    assert!(on_a.round().await.unwrap().committed);
+    let made = on_b.round().await.unwrap();
     assert!(
-        !on_b.round().await.unwrap().committed,
-        "B does not run the view"
+        made.committed && made.records == 100,
+        "B makes partition 2's piece: {made:?}"
+    );
+    let finished = on_a.round().await.unwrap();
+    assert!(finished.committed && finished.records == 200);
+    assert!(
+        finished.rows > 0,
+        "A finishes the view from every partition's pieces"
     );
 
-    // Partition 0 moves to B; A has not heard yet.
-    b.set(true);
+    // Partitions 0 and 1 move to B; A has not heard yet.
+    b.set(&[0, 1, 2]);
     let moved = on_b.round().await.unwrap_err();
     assert!(matches!(moved, PipelineError::Reassigned(_)), "{moved}");
-    on_b = worker(&b).await;
+    on_b = workers.open(&b).await;
     events(&log, 300, 300).await;
     let taken_over = on_b.round().await.unwrap();
-    assert!(taken_over.committed);
-    // Its first commit there says how long the view went without one.
-    assert!(taken_over.resumed_since_ms.is_some());
-    events(&log, 600, 300).await;
+    assert!(taken_over.committed && taken_over.records == 300);
+    // A, not having heard, finds B's pieces where it would write its own.
     let refused = on_a.round().await.unwrap_err();
     assert!(matches!(refused, PipelineError::Reassigned(_)), "{refused}");
-    // A hears: it runs the view no more.
-    a.set(false);
+    // Opened again before it hears, A writes the next pieces of partitions 0 and 1 first, and
+    // finishes the view (its positions are the table's): B then finds A's pieces where it
+    // would write its own.
+    on_a = workers.open(&a).await;
+    events(&log, 600, 300).await;
+    assert!(on_a.round().await.unwrap().committed);
+    let refused = on_b.round().await.unwrap_err();
+    assert!(matches!(refused, PipelineError::Reassigned(_)), "{refused}");
+    on_b = workers.open(&b).await;
+    // B goes on after A's pieces and finishes; A, not having heard, cannot commit the view:
+    // the table moved past the positions it read from.
+    assert!(on_b.round().await.unwrap().committed);
+    let stale = on_a.round().await.unwrap_err();
+    assert!(matches!(stale, PipelineError::Reassigned(_)), "{stale}");
+    // A hears: it holds nothing and runs nothing.
+    a.set(&[]);
     assert!(on_a.round().await.is_err());
-    on_a = worker(&a).await;
+    on_a = workers.open(&a).await;
+    assert!(on_a.standby());
     assert!(!on_a.round().await.unwrap().committed);
     // Past every real window, on every shard.
     append(
@@ -409,26 +475,22 @@ async fn a_view_moves_between_workers_with_its_state_and_the_one_that_has_not_he
     while on_b.round().await.unwrap().backlog {}
     on_b.round().await.unwrap();
 
-    // The same rows as one Sluice's view over the same stream.
-    let mut single = ViewPipeline::open(
-        definition.clone(),
-        8,
-        log.clone(),
-        alone.clone(),
-        Placement::local(dir.path().join("alone-state")),
-        ViewConfig::default(),
-        clock.clone(),
-    )
-    .await
-    .unwrap();
-    while single.round().await.unwrap().backlog {}
-    single.round().await.unwrap();
     let rows = "SELECT k, window_start, n, total FROM per_minute ORDER BY k, window_start";
-    let (shared, expected) = (query(&lake, rows).await, query(&alone, rows).await);
+    let alone = Lake::local(dir.path().join("alone")).unwrap();
+    let expected = workers
+        .alone(&alone, dir.path().join("alone-state"), rows)
+        .await;
+    let shared = query(&lake, rows).await;
     assert_eq!(shared.lines().count(), 75, "{shared}");
     assert_eq!(shared, expected);
-    // Only the snapshot the last commit names is kept (and none of the single Sluice's).
-    let kept = states.tags().await.unwrap();
+    assert_eq!(
+        query(&lake, "SELECT count(*) FROM per_minute_errors")
+            .await
+            .trim(),
+        "0"
+    );
+    // Only the snapshot the last commit names is kept.
+    let kept = workers.states().tags().await.unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
 
     // Dropped on some worker: B, not having heard, is fenced off the tables before they go.
@@ -438,6 +500,74 @@ async fn a_view_moves_between_workers_with_its_state_and_the_one_that_has_not_he
     events(&log, 900, 30).await;
     let fenced = on_b.round().await.unwrap_err();
     assert!(matches!(fenced, PipelineError::Reassigned(_)), "{fenced}");
+}
+
+/// A partition that takes nothing for the idle timeout does not hold a spread view's windows
+/// open: its holder says it is idle, the finisher raises its mark to the others' with a marker
+/// in its chain, and an event it takes later that is older than that mark is late.
+#[tokio::test]
+async fn an_idle_partition_s_mark_is_raised_and_what_it_takes_later_is_judged_against_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = events_log(dir.path());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let workers = Workers::new(log.clone(), lake.clone(), WINDOWED);
+    let (a, b) = (Arc::new(Holds::default()), Arc::new(Holds::default()));
+    a.set(&[0, 1]);
+    b.set(&[2]);
+    let mut on_a = workers.open(&a).await;
+    let mut on_b = workers.open(&b).await;
+    // Three minutes of events on shards 0 and 1; shard 2 takes nothing.
+    let body: String = (0..180)
+        .map(|i| {
+            format!(
+                "{} {{\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:{:02}:{:02}Z\"}}\n",
+                i % 2,
+                i / 60,
+                i % 60
+            )
+        })
+        .collect();
+    append(&log, "events", &body).await;
+    on_b.round().await.unwrap();
+    on_a.round().await.unwrap();
+    let rows = "SELECT window_start, n FROM per_minute ORDER BY window_start";
+    assert_eq!(
+        query(&lake, rows).await,
+        "",
+        "partition 2 holds every window open"
+    );
+    // The idle timeout passes while shards 0 and 1 take more: B says partition 2 is idle, A
+    // raises its mark to the others' and closes the windows their marks passed.
+    workers.clock.0.store(11_000, Ordering::SeqCst);
+    let body: String = (180..190)
+        .map(|i| {
+            format!(
+                "{} {{\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:03:{:02}Z\"}}\n",
+                i % 2,
+                i % 60
+            )
+        })
+        .collect();
+    append(&log, "events", &body).await;
+    assert!(
+        on_b.round().await.unwrap().committed,
+        "B's piece saying partition 2 is idle"
+    );
+    assert!(on_a.round().await.unwrap().committed);
+    let closed = "2026-01-05T00:00:00,60\n2026-01-05T00:01:00,60\n2026-01-05T00:02:00,60\n";
+    assert_eq!(query(&lake, rows).await, closed);
+    // An event of the first minute on partition 2 now is late: it went to the errors table.
+    append(
+        &log,
+        "events",
+        "2 {\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:00:30Z\"}\n",
+    )
+    .await;
+    assert!(on_b.round().await.unwrap().committed);
+    on_a.round().await.unwrap();
+    let late = "SELECT count(*) FROM per_minute_errors WHERE reason LIKE 'late:%'";
+    assert_eq!(query(&lake, late).await.trim(), "1");
+    assert_eq!(query(&lake, rows).await, closed);
 }
 
 /// A cluster's views are in the lake: one created on a worker is on another once it follows
