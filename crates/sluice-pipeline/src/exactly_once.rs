@@ -37,7 +37,10 @@
 //!    partition makes delta-rs refuse this one (`ConcurrentTransaction`). Either way the old
 //!    holder's round fails as [`PipelineError::Reassigned`] and it is opened again, from the
 //!    table's positions: nothing is written twice, whichever worker lags in learning the
-//!    group's news. A pipeline whose partitions change is opened again too (the runtime).
+//!    group's news. A view with state also checks that the table still names the snapshot
+//!    its state came from ([`still_named`]): a commit of another's that moved no position
+//!    (windows closed as a partition idled) is not repeated. A pipeline whose partitions
+//!    change is opened again too (the runtime).
 //!    Tables about to be dropped while other workers may still write them are first fenced
 //!    ([`fence`]: every partition recorded as taken for good).
 //! 8. **A spread view takes its pieces in order.** In a cluster an aggregating view's partitions
@@ -148,6 +151,21 @@ pub(crate) async fn still_held(table: &LakeTable, from: &Positions, to: &Positio
                 table.name()
             )));
         }
+    }
+    Ok(())
+}
+
+/// Refuses a view's commit unless `table` still names snapshot `number`, the one its state
+/// came from: in a cluster, a commit of another worker's since, even one that recorded no new
+/// position (windows an idle partition held open, closed), would be repeated (rule 7).
+pub(crate) async fn still_named(table: &LakeTable, number: u64) -> Result<()> {
+    let named = snapshot(table).await?;
+    if named != number {
+        return Err(PipelineError::Reassigned(format!(
+            "table '{}' names state snapshot {named}, not {number} which this worker's state is: \
+             another worker ran the view since",
+            table.name()
+        )));
     }
     Ok(())
 }

@@ -33,10 +33,11 @@
 //! commit the view: its commit would record positions the table has moved past (rule 7).
 //!
 //! **Late events** (older than the watermark that the previous round left; in a cluster, than
-//! their partition's mark, see `spread`) go to `<view>_errors` with the reason, committed *before* the view's commit. Lateness is judged
-//! against the committed watermark, so a round repeated after a crash between the two commits
-//! judges exactly as the first attempt did, and the errors table takes no row it has (its own
-//! positions, rule 3). Records retention deleted before the view took them are a row there too.
+//! their partition's mark, see `spread`) go to `<view>_errors` with the reason, committed
+//! *before* the view's commit. Lateness is judged against the committed watermark, so a round
+//! repeated after a crash between the two commits judges exactly as the first attempt did, and
+//! the errors table takes no row it has (its own positions, rule 3). Records retention deleted
+//! before the view took them are a row there too.
 
 pub mod catalog;
 pub mod input;
@@ -308,27 +309,13 @@ impl ViewPipeline {
         let snapshot = exactly_once::snapshot(&table).await?;
         let now = clock.now_ms();
         let opened = whole.is_some().then(|| held.clone());
-        let spread = match (cluster, whole, plan.aggregation()) {
-            (Some(shared), Some(whole), Some(aggregation)) => Some(
-                Spread::open(
-                    shared.pieces,
-                    aggregation.state_schema.clone(),
-                    whole,
-                    delay_ms as Micros * 1000,
-                    &held,
-                    exactly_once::cursors(&table, partitions.iter().copied()).await?,
-                    now,
-                )
-                .await?,
-            ),
-            _ => None,
-        };
-        // Only the worker that finishes an aggregating view keeps its state.
-        let keeps_state = spread.as_ref().is_none_or(Spread::finisher);
-        let state = match plan.aggregation() {
+        // In a cluster only the worker that finishes an aggregating view (the holder of
+        // partition 0) keeps its state, which has no watermarks (its pieces carry marks).
+        let keeps_state = whole.is_none() || held.contains(&0);
+        let mut state = match plan.aggregation() {
             None => None,
             Some(a) => {
-                let watermarks = (matches!(plan.shape, Shape::Windowed(_)) && spread.is_none())
+                let watermarks = (matches!(plan.shape, Shape::Windowed(_)) && whole.is_none())
                     .then(|| Watermarks::new(partitions.len(), delay_ms as Micros * 1000, now));
                 Some(match snapshot {
                     n if n == 0 || !keeps_state => State::empty(a.state_schema.clone(), watermarks),
@@ -344,6 +331,30 @@ impl ViewPipeline {
         if keeps_state {
             snapshots.retain(snapshot).await?;
         }
+        let spread = match (cluster, whole, plan.aggregation()) {
+            (Some(shared), Some(whole), Some(aggregation)) => {
+                // Windows closed before the view was spread: its snapshot's watermark.
+                let closed = state
+                    .as_mut()
+                    .and_then(|s| s.watermarks.take())
+                    .and_then(|w| w.current());
+                let cursors = exactly_once::cursors(&table, partitions.iter().copied()).await?;
+                let delay = delay_ms as Micros * 1000;
+                let schema = aggregation.state_schema.clone();
+                let spread = Spread::open(
+                    shared.pieces,
+                    schema,
+                    whole,
+                    delay,
+                    &held,
+                    cursors,
+                    closed,
+                    now,
+                );
+                Some(spread.await?)
+            }
+            _ => None,
+        };
         Ok(Self {
             definition,
             log,
@@ -426,27 +437,29 @@ impl ViewPipeline {
             .make_pieces(&self.plan, &read, now_ms, idle_ms)
             .await?
             > 0;
-        if !spread.finisher() {
-            return Ok(round);
-        }
-        let mut taken = spread.take().await?;
-        spread.note_idle(&taken);
+        let interval_ms = self.config.interval.as_millis() as u64;
         let groups = &self
             .state
             .as_ref()
             .ok_or_else(|| missing_state(&self.definition))?
             .groups;
-        let close_at = match (&self.plan.shape, self.plan.aggregation()) {
-            (Shape::Windowed(_), Some(aggregation)) => {
-                let end = aggregation.window.map_or(0, |(_, end)| end);
-                let mut looked: Vec<&RecordBatch> = vec![groups];
-                let states = taken.states.clone();
-                looked.extend(states.iter());
-                spread.close_at(&mut taken, &looked, end).await?
-            }
+        let end = match (&self.plan.shape, self.plan.aggregation()) {
+            (Shape::Windowed(_), Some(aggregation)) => Some(
+                aggregation
+                    .window
+                    .ok_or_else(|| missing_state(&self.definition))?
+                    .1,
+            ),
             _ => None,
         };
-        let finished = round::finish(&self.plan, groups, taken.states.clone(), close_at).await?;
+        let Some(taken) = spread
+            .take(groups, end, read.backlog, now_ms, interval_ms)
+            .await?
+        else {
+            return Ok(round);
+        };
+        let finished =
+            round::finish(&self.plan, groups, taken.states.clone(), taken.close_at).await?;
         if taken.pieces == 0 && finished.rows.is_empty() {
             return Ok(round);
         }
@@ -467,7 +480,7 @@ impl ViewPipeline {
             .await?;
         round.committed = true;
         if let Some(spread) = self.spread.as_mut() {
-            spread.committed(taken.cursors, now_ms).await;
+            spread.committed(taken, now_ms);
         }
         Ok(round)
     }
@@ -489,6 +502,9 @@ impl ViewPipeline {
         // yet heard the view moved does not write its late events either.
         if self.opened.is_some() {
             self.table.refresh().await?;
+            if state.is_some() {
+                exactly_once::still_named(&self.table, self.snapshot).await?;
+            }
         }
         exactly_once::still_held(&self.table, &self.positions, &next).await?;
         let snapshot = match &state {
@@ -539,7 +555,10 @@ impl ViewPipeline {
 }
 
 fn missing_state(view: &ViewDefinition) -> crate::PipelineError {
-    crate::PipelineError::Internal(format!("view '{}' aggregates without a state", view.name))
+    crate::PipelineError::Internal(format!(
+        "view '{}' aggregates without a state (or windows)",
+        view.name
+    ))
 }
 
 #[async_trait]

@@ -95,9 +95,9 @@ pub struct Piece {
 }
 
 impl Piece {
-    /// The finisher's marker: a piece of no records after `at`, raising an idle partition's
-    /// mark to `mark`.
-    pub fn marker(at: &Cursor, mark: Option<Micros>, schema: &SchemaRef) -> Piece {
+    /// The finisher's piece of no records after `at`, with the partition's mark `mark`: a
+    /// chain's seed, or a marker raising an `idle` partition's mark.
+    pub fn marker(at: &Cursor, mark: Option<Micros>, idle: bool, schema: &SchemaRef) -> Piece {
         Piece {
             header: Header {
                 from: at.position.unwrap_or(0),
@@ -105,7 +105,7 @@ impl Piece {
                 judged: at.mark,
                 mark,
                 records: 0,
-                idle: true,
+                idle,
             },
             states: RecordBatch::new_empty(schema.clone()),
             errors: RecordBatch::new_empty(decode::error_schema()),
@@ -276,7 +276,7 @@ mod tests {
             errors: RecordBatch::new_empty(decode::error_schema()),
         };
         assert!(pieces.put(3, 0, &piece).await.unwrap());
-        let other = Piece::marker(&Cursor::default(), Some(9), &schema);
+        let other = Piece::marker(&Cursor::default(), Some(9), true, &schema);
         let idle = Cursor::default().after(&other.header);
         assert_eq!(idle.position, None, "a partition never read stays so");
         assert!(!pieces.put(3, 0, &other).await.unwrap(), "written once");

@@ -570,6 +570,46 @@ async fn an_idle_partition_s_mark_is_raised_and_what_it_takes_later_is_judged_ag
     assert_eq!(query(&lake, rows).await, closed);
 }
 
+/// A finisher that has not heard that partition 0 moved commits nothing, even a round that moves
+/// no position: the new finisher closed the windows an idle partition held open (its markers
+/// moved no position either), and the table names another snapshot than the stale one's state.
+#[tokio::test]
+async fn a_finisher_that_has_not_heard_commits_nothing_even_a_round_that_moves_no_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = events_log(dir.path());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let workers = Workers::new(log.clone(), lake.clone(), WINDOWED);
+    let (a, b) = (Arc::new(Holds::default()), Arc::new(Holds::default()));
+    a.set(&[0, 1, 2]);
+    let mut on_a = workers.open(&a).await;
+    // Three minutes of events on shards 0 and 1; shard 2 takes nothing: no window closes.
+    let body: String = (0..180)
+        .map(|i| {
+            let (minute, second) = (i / 60, i % 60);
+            format!(
+                "{} {{\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:{minute:02}:{second:02}Z\"}}\n",
+                i % 2
+            )
+        })
+        .collect();
+    append(&log, "events", &body).await;
+    assert!(on_a.round().await.unwrap().committed);
+    let rows = "SELECT window_start, n FROM per_minute ORDER BY window_start";
+    assert_eq!(query(&lake, rows).await, "");
+    // Every partition moves to B; A has not heard. The idle timeout passes: B closes the
+    // windows with markers, in a commit that moves no position.
+    b.set(&[0, 1, 2]);
+    let mut on_b = workers.open(&b).await;
+    workers.clock.0.store(11_000, Ordering::SeqCst);
+    assert!(on_b.round().await.unwrap().committed);
+    let closed = "2026-01-05T00:00:00,60\n2026-01-05T00:01:00,60\n";
+    assert_eq!(query(&lake, rows).await, closed);
+    // A passes B's pieces of no records and would close the same windows from its own state.
+    let stale = on_a.round().await.unwrap_err();
+    assert!(matches!(stale, PipelineError::Reassigned(_)), "{stale}");
+    assert_eq!(query(&lake, rows).await, closed, "no window twice");
+}
+
 /// A cluster's views are in the lake: one created on a worker is on another once it follows
 /// the catalog, the same name cannot be created twice, and a drop reaches every worker.
 #[tokio::test]
