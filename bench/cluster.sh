@@ -194,6 +194,9 @@ base = median.get("w1_per_s_settled")
 for n in (2, 4):
     if base and f"w{n}_per_s_settled" in median:
         print(f"scaling 1 → {n} workers (settled): {median[f'w{n}_per_s_settled'] / base:.2f}×")
+    view = median.get("view_w1_per_s")
+    if view and f"view_w{n}_per_s" in median:
+        print(f"scaling 1 → {n} workers (ticks_1m, spread): {median[f'view_w{n}_per_s'] / view:.2f}×")
     doors = median.get("doors_w1_acked_per_s")
     if doors and f"doors_w{n}_acked_per_s" in median:
         print(f"scaling 1 → {n} workers (doors, acknowledged): {median[f'doors_w{n}_acked_per_s'] / doors:.2f}×")

@@ -313,10 +313,31 @@ pub trait Catalog: Send + Sync + 'static {
     /// give the stream a place for its records (a cluster's topic of its own), in `meta`'s
     /// definition and `elsewhere`: the stream is created as `meta` is then.
     fn claim(&self, meta: &mut StreamMeta) -> Result<()>;
+    /// Records `meta` anew as its stream's (a column added to its definition): refused unless
+    /// the catalog has that incarnation of the stream.
+    fn redefine(&self, meta: &StreamMeta) -> Result<()>;
     /// Removes stream `name` incarnation `id` (nothing if it is not there).
     fn release(&self, name: &str, id: u64) -> Result<()>;
     /// Every stream the catalog has.
     fn streams(&self) -> Result<Vec<StreamMeta>>;
+}
+
+/// What [`Log::follow`] changed: the names of the streams created, dropped and redefined.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Followed {
+    /// Streams the catalog has that the log had not.
+    pub created: Vec<String>,
+    /// Streams the catalog has no more.
+    pub dropped: Vec<String>,
+    /// Streams whose definition the catalog has anew.
+    pub redefined: Vec<String>,
+}
+
+impl Followed {
+    /// Whether nothing changed.
+    pub fn nothing(&self) -> bool {
+        self.created.is_empty() && self.dropped.is_empty() && self.redefined.is_empty()
+    }
 }
 
 /// Says whether a stream may be dropped: `Some(reason)` when something depends on it (views
@@ -394,31 +415,37 @@ impl Log {
 
     /// Makes the log's streams the shared catalog's: creates those it lacks (with their ids),
     /// drops those it has no more (no drop guard is asked: the stream is gone from the
-    /// cluster). Returns the names of the streams created and dropped. Blocking.
-    pub fn follow(&self) -> Result<(Vec<String>, Vec<String>)> {
+    /// cluster), and takes the definitions redefined elsewhere (a column added). Blocking.
+    pub fn follow(&self) -> Result<Followed> {
+        let mut followed = Followed::default();
         let Some(catalog) = self.catalog() else {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(followed);
         };
         let _ddl = self.ddl.lock().expect("ddl lock");
         let wanted = catalog.streams()?;
-        let (mut created, mut dropped) = (Vec::new(), Vec::new());
         for stream in self.streams() {
             if !wanted
                 .iter()
                 .any(|m| m.name == stream.name() && m.id == stream.id())
             {
                 self.remove_stream(stream.name())?;
-                dropped.push(stream.name().to_string());
+                followed.dropped.push(stream.name().to_string());
             }
         }
         for meta in wanted {
-            if self.stream(&meta.name).is_err() {
-                let name = meta.name.clone();
-                self.make_stream(meta)?;
-                created.push(name);
+            match self.stream(&meta.name) {
+                Err(_) => {
+                    followed.created.push(meta.name.clone());
+                    self.make_stream(meta)?;
+                }
+                Ok(stream) if stream.meta().definition != meta.definition => {
+                    followed.redefined.push(meta.name.clone());
+                    self.write_definition(&stream, meta.definition)?;
+                }
+                Ok(_) => {}
             }
         }
-        Ok((created, dropped))
+        Ok(followed)
     }
 
     /// Stream `name` if it is still incarnation `id`, asked under the DDL lock: a drop in
@@ -535,7 +562,7 @@ impl Log {
     }
 
     /// Replaces stream `name`'s definition (its owner's: the SQL layer's columns), durably, if
-    /// it is still incarnation `id`.
+    /// it is still incarnation `id`; in a shared catalog first, which the other logs follow.
     pub fn redefine_stream(
         &self,
         name: &str,
@@ -548,11 +575,22 @@ impl Log {
             .ok()
             .filter(|s| s.id() == id)
             .ok_or_else(|| Error::StreamNotFound(name.to_string()))?;
+        if let Some(catalog) = self.catalog() {
+            catalog.redefine(&StreamMeta {
+                definition: definition.clone(),
+                ..stream.meta()
+            })?;
+        }
+        self.write_definition(&stream, definition)
+    }
+
+    /// Gives `stream` `definition`, durably, under the DDL lock.
+    fn write_definition(&self, stream: &Stream, definition: serde_json::Value) -> Result<()> {
         let meta = StreamMeta {
             definition: definition.clone(),
             ..stream.meta()
         };
-        let dir = self.root.join("streams").join(name);
+        let dir = self.root.join("streams").join(stream.name());
         let temporary = dir.join("stream.json.new");
         write_meta(&temporary, &meta)?;
         let path = dir.join("stream.json");

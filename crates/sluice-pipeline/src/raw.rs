@@ -127,6 +127,7 @@ impl RawPipeline {
             &[],
         )
         .await?;
+        behind(&rows, source.schema())?;
         let partitions: Vec<Partition> = source.bounds().await?.into_keys().collect();
         let row_positions = committed(&rows, partitions.iter().copied()).await?;
         let resumed = exactly_once::written(&rows, partitions.iter().copied()).await?;
@@ -187,6 +188,7 @@ impl Pipeline for RawPipeline {
     }
 
     async fn process(&mut self, read: SourceRead) -> Result<Round> {
+        behind(&self.rows, self.source.schema())?;
         let started = std::time::Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut rows = Vec::with_capacity(read.parts.len());
@@ -312,6 +314,26 @@ fn tables_of(stream: &str) -> [String; 3] {
 /// only those it made, so that a user's table of the same name stays.
 pub async fn drop_tables(lake: &Lake, stream: &str, stream_id: u64) -> Result<()> {
     exactly_once::drop_owned(lake, &tables_of(stream), Writer::Stream(stream_id)).await
+}
+
+/// Refuses to write `table` with rows of `schema` when the table has a column they lack: the
+/// stream's definition gained it on another worker of the cluster (a source's column added),
+/// and this one has not followed yet — its rows would drop the column's values. Once it has,
+/// the pipeline is opened again with it.
+fn behind(table: &LakeTable, schema: &arrow::datatypes::Schema) -> Result<()> {
+    let columns = table.arrow_schema()?;
+    match columns
+        .fields()
+        .iter()
+        .find(|f| schema.field_with_name(f.name()).is_err())
+    {
+        Some(column) => Err(crate::PipelineError::Unavailable(format!(
+            "table '{}' has column '{}', which the stream's definition on this worker lacks yet",
+            table.name(),
+            column.name()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Where every table of the stream `stream_id` named `stream` has taken its partition

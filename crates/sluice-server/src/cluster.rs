@@ -243,6 +243,26 @@ impl sluice_log::Catalog for Catalog {
         claimed
     }
 
+    fn redefine(&self, meta: &StreamMeta) -> sluice_log::Result<()> {
+        self.runtime.block_on(async {
+            let had = self
+                .documents
+                .get(&meta.name)
+                .await
+                .map_err(Self::unavailable)?;
+            let had: Option<StreamMeta> = match had {
+                Some(content) => Some(serde_json::from_slice(&content).map_err(Self::unavailable)?),
+                None => None,
+            };
+            if had.is_none_or(|had| had.id != meta.id) {
+                return Err(sluice_log::Error::StreamNotFound(meta.name.clone()));
+            }
+            let content = serde_json::to_vec(meta).map_err(Self::unavailable)?;
+            (self.documents.put(&meta.name, content, false).await).map_err(Self::unavailable)?;
+            Ok(())
+        })
+    }
+
     fn release(&self, name: &str, id: u64) -> sluice_log::Result<()> {
         self.runtime.block_on(async {
             let Some(content) = self.documents.get(name).await.map_err(Self::unavailable)? else {
@@ -339,9 +359,16 @@ pub async fn run(cluster: Cluster, state: AppState) {
             _ = follow.tick() => {
                 let following = log.clone();
                 match tokio::task::spawn_blocking(move || following.follow()).await {
-                    Ok(Ok((created, dropped))) => {
-                        if !created.is_empty() || !dropped.is_empty() {
-                            tracing::info!(?created, ?dropped, "streams of the cluster followed");
+                    Ok(Ok(followed)) => {
+                        if !followed.nothing() {
+                            tracing::info!(?followed, "streams of the cluster followed");
+                        }
+                        // A stream redefined (a column added) has its pipeline opened anew, to
+                        // read with its definition now.
+                        for stream in &followed.redefined {
+                            pipelines.reopen(stream).await;
+                        }
+                        if !followed.created.is_empty() || !followed.dropped.is_empty() {
                             pipelines.reconcile().await;
                         }
                     }

@@ -37,8 +37,10 @@
 //!   table's rows so far hold null in it) is added to the table's stream, and its pipeline
 //!   adds it to the lake's tables before the first change that has it is appended. Any other
 //!   change of a table's columns stops that table (kept on the shelf, shown by
-//!   `SHOW SOURCES`), after every change before it; the other tables go on. (In a cluster an
-//!   added column stops its table too, for now.)
+//!   `SHOW SOURCES`), after every change before it; the other tables go on. In a cluster the
+//!   column reaches the catalog first, and the lake's tables with this worker's pipeline; the
+//!   worker holding the stream's partition commits nothing more until it has followed it (its
+//!   raw pipeline refuses a table with a column its definition lacks).
 //! - **One reader, the slot's.** In a cluster the sources are kept in the lake and every worker
 //!   runs a reader of each ([`Sources::follow`]); PostgreSQL lets one of them hold the slot at a
 //!   time, and the others stand by (`standby`, [`ReaderError::SlotBusy`]), trying again every

@@ -683,12 +683,6 @@ impl Reader {
         let name = &format!("{schema}.{table}");
         let was = &self.tables[name].columns;
         let unfit = match now.len() > was.len() && now[..was.len()] == was[..] {
-            // Every worker's pipeline would have to take the new column before its first
-            // change is appended: not done yet.
-            true if self.log.shared() => Some(format!(
-                "{}, which a cluster's source does not follow yet",
-                describe_change(was, &now)
-            )),
             true => self.unfit_added((schema, table), &now[was.len()..]).await?,
             false => Some(describe_change(was, &now)),
         };
@@ -713,8 +707,13 @@ impl Reader {
             });
         definition.columns.extend(added);
         let stream = out.stream.name().to_string();
-        self.log
-            .redefine_stream(&stream, out.stream.id(), definition.to_log())?;
+        // Blocking: in a cluster the catalog in the lake takes it first.
+        let (log, redefined, id) = (self.log.clone(), stream.clone(), out.stream.id());
+        tokio::task::spawn_blocking(move || {
+            log.redefine_stream(&redefined, id, definition.to_log())
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
         tracing::info!(
             table = name,
             stream,

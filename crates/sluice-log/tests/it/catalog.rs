@@ -40,6 +40,16 @@ impl Catalog for Memory {
         Ok(())
     }
 
+    fn redefine(&self, meta: &StreamMeta) -> sluice_log::Result<()> {
+        self.up()?;
+        let mut streams = self.streams.lock().unwrap();
+        match streams.get_mut(&meta.name) {
+            Some(had) if had.id == meta.id => *had = meta.clone(),
+            _ => return Err(Error::StreamNotFound(meta.name.clone())),
+        }
+        Ok(())
+    }
+
     fn release(&self, name: &str, id: u64) -> sluice_log::Result<()> {
         self.up()?;
         let mut streams = self.streams.lock().unwrap();
@@ -76,16 +86,21 @@ fn logs_sharing_a_catalog_have_the_same_streams_with_the_same_ids() {
     let (first, second) = (open("first"), open("second"));
 
     let created = first.create_stream("clicks", kafka(4)).unwrap();
-    assert_eq!(
-        second.follow().unwrap(),
-        (vec!["clicks".to_string()], vec![])
-    );
+    assert_eq!(second.follow().unwrap().created, vec!["clicks".to_string()]);
     assert_eq!(second.stream("clicks").unwrap().meta(), created.meta());
+    assert!(second.follow().unwrap().nothing(), "nothing more to do");
+
+    // A definition changed anywhere (a column added) reaches every process.
+    let columns = serde_json::json!({"columns": [{"name": "a"}]});
+    first
+        .redefine_stream("clicks", created.id(), columns.clone())
+        .unwrap();
     assert_eq!(
-        second.follow().unwrap(),
-        (vec![], vec![]),
-        "nothing more to do"
+        second.follow().unwrap().redefined,
+        vec!["clicks".to_string()]
     );
+    assert_eq!(second.stream("clicks").unwrap().meta().definition, columns);
+    assert!(second.follow().unwrap().nothing());
 
     // A name another process has is refused, and nothing is created here.
     let refused = second.create_stream("clicks", kafka(2)).err().unwrap();
@@ -104,12 +119,9 @@ fn logs_sharing_a_catalog_have_the_same_streams_with_the_same_ids() {
     // A drop anywhere reaches every process; created again, it is another incarnation.
     second.drop_stream("clicks").unwrap();
     assert!(catalog.streams().unwrap().is_empty());
-    assert_eq!(
-        first.follow().unwrap(),
-        (vec![], vec!["clicks".to_string()])
-    );
+    assert_eq!(first.follow().unwrap().dropped, vec!["clicks".to_string()]);
     let again = second.create_stream("clicks", kafka(4)).unwrap();
-    assert_eq!(first.follow().unwrap().0, vec!["clicks".to_string()]);
+    assert_eq!(first.follow().unwrap().created, vec!["clicks".to_string()]);
     assert_eq!(first.stream("clicks").unwrap().id(), again.id());
     assert_ne!(again.id(), created.id());
 
@@ -124,6 +136,6 @@ fn logs_sharing_a_catalog_have_the_same_streams_with_the_same_ids() {
     // A process that starts learns every stream.
     *catalog.down.lock().unwrap() = false;
     let third = open("third");
-    assert_eq!(third.follow().unwrap().0, vec!["clicks".to_string()]);
+    assert_eq!(third.follow().unwrap().created, vec!["clicks".to_string()]);
     assert_eq!(third.stream("clicks").unwrap().id(), again.id());
 }

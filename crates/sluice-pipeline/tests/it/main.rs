@@ -291,6 +291,55 @@ async fn a_pipeline_opened_on_records_waiting_says_how_long_they_went_without_a_
     );
 }
 
+/// A column added to a stream on another worker of a cluster reaches the lake's tables before
+/// this worker has followed it: its raw pipeline, reading with the definition before, commits
+/// nothing (its rows would drop the column's values) and does not open until it has.
+#[tokio::test]
+async fn a_raw_pipeline_behind_its_table_s_columns_commits_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path().join("log"), LogConfig::default()).unwrap());
+    let lake = Lake::local(dir.path().join("lake")).unwrap();
+    let s = stream(&log);
+    append(&s, 0, 10, 1000).await;
+    let before = StreamSource::open(&log, "ticks").unwrap();
+    let mut behind = RawPipeline::open(before.clone(), &lake, config())
+        .await
+        .unwrap();
+    assert!(behind.round().await.unwrap().committed);
+
+    // Another worker's pipeline takes the column to the tables.
+    let with_note = TICKS.replace("ts TIMESTAMP", "note TEXT, ts TIMESTAMP") + ")";
+    let sluice_sql::Statement::CreateStream(c) = sluice_sql::parse(&with_note).unwrap().remove(0)
+    else {
+        panic!()
+    };
+    log.redefine_stream("ticks", s.id(), c.definition.to_log())
+        .unwrap();
+    raw(&log, &lake, config())
+        .await
+        .unwrap()
+        .round()
+        .await
+        .unwrap();
+
+    append(&s, 10, 10, 1000).await;
+    assert!(
+        behind.round().await.is_err(),
+        "a round of the definition before"
+    );
+    let refused = RawPipeline::open(before, &lake, config())
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.to_string().contains("'note'"), "{refused}");
+    // The one that follows takes them (opened again, as the runtime does after a round that
+    // met another's commit).
+    let mut followed = raw(&log, &lake, config()).await.unwrap();
+    assert_eq!(followed.round().await.unwrap().rows, 20);
+    let rows = lake.open("ticks").await.unwrap();
+    assert_eq!(count(&rows, "SELECT count(*) FROM t").await, 38);
+}
+
 #[tokio::test]
 async fn compaction_merges_the_small_files_and_changes_no_row_or_position() {
     let dir = tempfile::tempdir().unwrap();
