@@ -309,6 +309,18 @@ async fn events(log: &Log, from: u64, n: u64) {
     append(log, "events", &body).await;
 }
 
+/// Appends events `seconds` (key `k`, value 1, one a second of event time) to `events`, on
+/// shards 0 and 1 in turn: shard 2 takes nothing.
+async fn on_two_shards(log: &Log, seconds: std::ops::Range<u64>) {
+    let body: String = seconds
+        .map(|i| {
+            let (shard, minute, second) = (i % 2, i / 60, i % 60);
+            format!("{shard} {{\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:{minute:02}:{second:02}Z\"}}\n")
+        })
+        .collect();
+    append(log, "events", &body).await;
+}
+
 /// A stream `events` of three shards with event time `ts`, in a log in `dir`.
 fn events_log(dir: &Path) -> Arc<Log> {
     let log = Arc::new(Log::open(dir.join("log"), LogConfig::default()).unwrap());
@@ -517,17 +529,7 @@ async fn an_idle_partition_s_mark_is_raised_and_what_it_takes_later_is_judged_ag
     let mut on_a = workers.open(&a).await;
     let mut on_b = workers.open(&b).await;
     // Three minutes of events on shards 0 and 1; shard 2 takes nothing.
-    let body: String = (0..180)
-        .map(|i| {
-            format!(
-                "{} {{\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:{:02}:{:02}Z\"}}\n",
-                i % 2,
-                i / 60,
-                i % 60
-            )
-        })
-        .collect();
-    append(&log, "events", &body).await;
+    on_two_shards(&log, 0..180).await;
     on_b.round().await.unwrap();
     on_a.round().await.unwrap();
     let rows = "SELECT window_start, n FROM per_minute ORDER BY window_start";
@@ -539,16 +541,7 @@ async fn an_idle_partition_s_mark_is_raised_and_what_it_takes_later_is_judged_ag
     // The idle timeout passes while shards 0 and 1 take more: B says partition 2 is idle, A
     // raises its mark to the others' and closes the windows their marks passed.
     workers.clock.0.store(11_000, Ordering::SeqCst);
-    let body: String = (180..190)
-        .map(|i| {
-            format!(
-                "{} {{\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:03:{:02}Z\"}}\n",
-                i % 2,
-                i % 60
-            )
-        })
-        .collect();
-    append(&log, "events", &body).await;
+    on_two_shards(&log, 180..190).await;
     assert!(
         on_b.round().await.unwrap().committed,
         "B's piece saying partition 2 is idle"
@@ -583,16 +576,7 @@ async fn a_finisher_that_has_not_heard_commits_nothing_even_a_round_that_moves_n
     a.set(&[0, 1, 2]);
     let mut on_a = workers.open(&a).await;
     // Three minutes of events on shards 0 and 1; shard 2 takes nothing: no window closes.
-    let body: String = (0..180)
-        .map(|i| {
-            let (minute, second) = (i / 60, i % 60);
-            format!(
-                "{} {{\"k\":\"k\",\"v\":1,\"ts\":\"2026-01-05T00:{minute:02}:{second:02}Z\"}}\n",
-                i % 2
-            )
-        })
-        .collect();
-    append(&log, "events", &body).await;
+    on_two_shards(&log, 0..180).await;
     assert!(on_a.round().await.unwrap().committed);
     let rows = "SELECT window_start, n FROM per_minute ORDER BY window_start";
     assert_eq!(query(&lake, rows).await, "");
