@@ -16,7 +16,8 @@
 # The broker (Tansu 0.6.0, memory storage), the pollers and the workers share the machine's 2
 # cores: the quota keeps the workers' sum under them (4 × 0.3 = 1.2 cores), so that the broker
 # is not starved. The broker's own ceiling, one bare librdkafka consumer reading the whole topic,
-# is printed beside. "events/s after the group settled" is the records taken from the moment the
+# is printed beside, and so is moto's (the tests' S3 stand-in: conditional PUTs and GETs a
+# second), for an S3 lake. "events/s after the group settled" is the records taken from the moment the
 # workers' documents (GET /v1/cluster, written every 2 s) showed every partition held, over the
 # time since; the plain events/s counts from CREATE STREAM, the group's joining (a few seconds)
 # included. Prints the medians.
@@ -82,6 +83,9 @@ CREATE="CREATE STREAM ticks ($COLUMNS) WITH (connector = 'kafka', brokers = '$BR
 for run in $(seq "$RUNS"); do
   FETCH=$("$BENCH" kafka-fetch --brokers $BROKERS --topic ticks --records "$RECORDS")
   echo "== run $run of $RUNS; the broker's ceiling (one librdkafka consumer): $FETCH"
+  # The workers' lake is a local folder; an S3 lake's stand-in (moto) has its own ceiling.
+  $PY s3_ceiling >>"$RESULTS"
+  echo "the S3 stand-in's ceiling (moto, 2 KiB objects, 4 threads): $(tail -1 "$RESULTS")"
   for n in $WORKER_COUNTS; do
     rm -rf "$WORK"/lake "$WORK"/data-w*
     for i in $(seq "$n"); do start_worker "$i"; done

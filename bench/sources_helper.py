@@ -28,6 +28,57 @@ def tansu(port, log):
     print(proc.pid)
 
 
+def s3_ceiling(seconds="5", threads="4"):
+    """The S3 stand-in's own ceiling: moto's server (as the tests start it) taking small
+    conditional PUTs (If-None-Match: *, as the lake's documents and pieces are written) and GETs
+    from THREADS threads for SECONDS each. Prints requests/s of each as JSON."""
+    import concurrent.futures
+    import socket
+    import boto3
+    from botocore.config import Config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+                              aws_access_key_id="x", aws_secret_access_key="x",
+                              config=Config(max_pool_connections=int(threads) * 2))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.create_bucket(Bucket="ceiling")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    sys.exit("moto does not answer")
+                time.sleep(0.2)
+        body = b"x" * 2048
+
+        def hammer(op, worker):
+            n, end = 0, time.monotonic() + float(seconds)
+            while time.monotonic() < end:
+                key = f"k/{worker}/{n}"
+                if op == "put":
+                    client.put_object(Bucket="ceiling", Key=key, Body=body, IfNoneMatch="*")
+                else:
+                    client.get_object(Bucket="ceiling", Key=f"k/{worker}/{n % 100}")["Body"].read()
+                n += 1
+            return n
+
+        rates = {}
+        for op in ("put", "get"):
+            with concurrent.futures.ThreadPoolExecutor(int(threads)) as pool:
+                done = sum(pool.map(lambda w: hammer(op, w), range(int(threads))))
+            rates[f"s3_{op}s_per_s"] = round(done / float(seconds))
+        print(json.dumps(rates))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def summary(path, partitions):
     """What W1 in PATH, with one flush event a partition an hour past its last, makes: its
     events, records, the distinct (ticker, minute) pairs a complete ticks_1m holds, and the flush
