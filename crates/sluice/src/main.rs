@@ -174,8 +174,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// warns about a metric it lacks, only errors); the replication library narrates every status
 /// update it sends (each second) and warns of the slot it finds at every start (a standby
 /// worker's every two seconds), so only its errors are (the reader reports its own failures).
+/// A cluster's workers commit to the same tables, and delta-rs warns at nearly every commit
+/// that another's landed first (a conflict it then checks, as it should): only errors of its
+/// commits are shown (one refused fails the round, which says why).
 const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,datafusion=warn,\
-     deltalake_core::operations::merge=error,pg_walstream=error";
+     deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=error,\
+     pg_walstream=error";
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
