@@ -352,16 +352,25 @@ struct Workers {
 }
 
 impl Workers {
-    fn new(log: Arc<Log>, lake: Lake, view: &str) -> Workers {
-        let Statement::CreateView(view) = parse(view) else {
+    /// Workers sharing `per_minute` over a stream `events` of three shards, in `dir`.
+    fn in_dir(dir: &Path) -> Workers {
+        let Statement::CreateView(view) = parse(WINDOWED) else {
             unreachable!()
         };
         Workers {
-            log,
-            lake,
+            log: events_log(dir),
+            lake: Lake::local(dir.join("lake")).unwrap(),
             clock: Arc::new(TestClock::default()),
             definition: view.definition,
         }
+    }
+
+    /// The view on a worker holding `partitions`, and what it holds (the test changes it).
+    async fn holding(&self, partitions: &[u32]) -> (Arc<Holds>, ViewPipeline) {
+        let holds = Arc::new(Holds::default());
+        holds.set(partitions);
+        let view = self.open(&holds).await;
+        (holds, view)
     }
 
     fn states(&self) -> sluice_lake::Documents {
@@ -422,14 +431,10 @@ impl Workers {
 #[tokio::test]
 async fn a_view_spread_over_workers_gives_one_sluice_s_rows_as_partitions_move() {
     let dir = tempfile::tempdir().unwrap();
-    let log = events_log(dir.path());
-    let lake = Lake::local(dir.path().join("lake")).unwrap();
-    let workers = Workers::new(log.clone(), lake.clone(), WINDOWED);
-    let (a, b) = (Arc::new(Holds::default()), Arc::new(Holds::default()));
-    a.set(&[0, 1]);
-    b.set(&[2]);
-    let mut on_a = workers.open(&a).await;
-    let mut on_b = workers.open(&b).await;
+    let workers = Workers::in_dir(dir.path());
+    let (log, lake) = (workers.log.clone(), workers.lake.clone());
+    let (a, mut on_a) = workers.holding(&[0, 1]).await;
+    let (b, mut on_b) = workers.holding(&[2]).await;
 
     events(&log, 0, 300).await;
     let made = on_b.round().await.unwrap();
@@ -520,14 +525,10 @@ async fn a_view_spread_over_workers_gives_one_sluice_s_rows_as_partitions_move()
 #[tokio::test]
 async fn an_idle_partition_s_mark_is_raised_and_what_it_takes_later_is_judged_against_it() {
     let dir = tempfile::tempdir().unwrap();
-    let log = events_log(dir.path());
-    let lake = Lake::local(dir.path().join("lake")).unwrap();
-    let workers = Workers::new(log.clone(), lake.clone(), WINDOWED);
-    let (a, b) = (Arc::new(Holds::default()), Arc::new(Holds::default()));
-    a.set(&[0, 1]);
-    b.set(&[2]);
-    let mut on_a = workers.open(&a).await;
-    let mut on_b = workers.open(&b).await;
+    let workers = Workers::in_dir(dir.path());
+    let (log, lake) = (workers.log.clone(), workers.lake.clone());
+    let (_, mut on_a) = workers.holding(&[0, 1]).await;
+    let (_, mut on_b) = workers.holding(&[2]).await;
     // Three minutes of events on shards 0 and 1; shard 2 takes nothing.
     on_two_shards(&log, 0..180).await;
     on_b.round().await.unwrap();
@@ -569,12 +570,10 @@ async fn an_idle_partition_s_mark_is_raised_and_what_it_takes_later_is_judged_ag
 #[tokio::test]
 async fn a_finisher_that_has_not_heard_commits_nothing_even_a_round_that_moves_no_position() {
     let dir = tempfile::tempdir().unwrap();
-    let log = events_log(dir.path());
-    let lake = Lake::local(dir.path().join("lake")).unwrap();
-    let workers = Workers::new(log.clone(), lake.clone(), WINDOWED);
-    let (a, b) = (Arc::new(Holds::default()), Arc::new(Holds::default()));
-    a.set(&[0, 1, 2]);
-    let mut on_a = workers.open(&a).await;
+    let workers = Workers::in_dir(dir.path());
+    let (log, lake) = (workers.log.clone(), workers.lake.clone());
+    let (_, mut on_a) = workers.holding(&[0, 1, 2]).await;
+    let b = Arc::new(Holds::default());
     // Three minutes of events on shards 0 and 1; shard 2 takes nothing: no window closes.
     on_two_shards(&log, 0..180).await;
     assert!(on_a.round().await.unwrap().committed);
