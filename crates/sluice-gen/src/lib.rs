@@ -4,9 +4,9 @@
 //! same seed gives the same bytes here, on any machine (Xoshiro256++ seeded with
 //! `seed_from_u64`, no platform-dependent code path).
 //!
-//! - Event time (both): event `i` has base time `start + floor(i * 1000 / rate)` ms and is made
-//!   late by a lag of U{0..19} ms (p = 0.95) or U{0..2000} ms; `ts = max(start, base - lag)`,
-//!   written as RFC 3339 with milliseconds and 'Z'.
+//! - Event time (all but nexmark): event `i` has base time `start + floor(i * 1000 / rate)` ms
+//!   and is made late by a lag of U{0..19} ms (p = 0.95) or U{0..2000} ms;
+//!   `ts = max(start, base - lag)`, written as RFC 3339 with milliseconds and 'Z'.
 //! - W1 `ticks`: 500 tickers T0000..T0499, uniform; per-ticker multiplicative random walk
 //!   (start U[10, 500), factor 1 + U(-0.001, 0.001)), 4 decimals; volume = 100 * U{1..100}.
 //! - W2 `clicks`: users Zipf(s = 1.1) over 100,000 (u000000 the heaviest); a user's session
@@ -19,9 +19,15 @@
 //! - `payments`, `logs` and `sensors` (the other use cases of `sluice demo`, not benchmark
 //!   workloads): their shapes and distributions are documented in their modules,
 //!   `payments.rs`, `logs.rs` and `sensors.rs`.
+//! - `nexmark`: the Nexmark benchmark's people, auctions and bids, by the rules of the reference
+//!   generator (Beam's and Flink's `NexmarkGenerator`): event number `i` is a person, an auction
+//!   or a bid by `i % 50` (1:3:46), at `start + floor(i * 1000 / rate)` ms without lag; bids and
+//!   auctions refer only to people and auctions of earlier event numbers, so that the streams of
+//!   each kind alone ([`Generator::nexmark`]) agree. Shapes and distributions: `nexmark.rs`.
 
 mod clicks;
 mod logs;
+mod nexmark;
 mod payments;
 mod sensors;
 mod text;
@@ -53,16 +59,20 @@ pub enum Workload {
     Logs,
     /// IoT readings: `{"device_id","temperature","humidity","battery","ts"}`.
     Sensors,
+    /// The Nexmark benchmark's people, auctions and bids, one stream of three shapes (see
+    /// [`NexmarkKind`]), or of one ([`Generator::nexmark`]).
+    Nexmark,
 }
 
 impl Workload {
     /// Every workload, W1 first.
-    pub const ALL: [Workload; 5] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Ticks,
         Workload::Clicks,
         Workload::Payments,
         Workload::Logs,
         Workload::Sensors,
+        Workload::Nexmark,
     ];
 
     /// The workload's name, as the command line spells it (`sluice gen ticks`).
@@ -73,20 +83,23 @@ impl Workload {
             Workload::Payments => "payments",
             Workload::Logs => "logs",
             Workload::Sensors => "sensors",
+            Workload::Nexmark => "nexmark",
         }
     }
 
     /// Events per second of event time: 10,000 ticks (WORKLOADS.md); 200 clicks, so that 10 M
-    /// clicks span two dates and ~15 hours (as `gen.py`); 1,000 payments, log lines and readings.
+    /// clicks span two dates and ~15 hours (as `gen.py`); 1,000 payments, log lines and readings;
+    /// 10,000 Nexmark events (its firstEventRate), all kinds together.
     pub fn default_rate(self) -> u64 {
         match self {
-            Workload::Ticks => 10_000,
+            Workload::Ticks | Workload::Nexmark => 10_000,
             Workload::Clicks => 200,
             Workload::Payments | Workload::Logs | Workload::Sensors => 1_000,
         }
     }
 
-    /// The field producers should use as the partition key.
+    /// The field producers should use as the partition key. For nexmark, people's and auctions'
+    /// `id`: bids have none, [`NexmarkKind::key_field`] gives each kind's.
     pub fn key_field(self) -> &'static str {
         match self {
             Workload::Ticks => "ticker",
@@ -94,6 +107,7 @@ impl Workload {
             Workload::Payments => "card_id",
             Workload::Logs => "service",
             Workload::Sensors => "device_id",
+            Workload::Nexmark => "id",
         }
     }
 }
@@ -111,6 +125,56 @@ impl FromStr for Workload {
                     "unknown workload {s:?}, expected one of: {}",
                     names.join(", ")
                 )
+            })
+    }
+}
+
+/// The three kinds of Nexmark events, and their lines:
+/// `{"id","name","email_address","credit_card","city","state","date_time","extra"}`,
+/// `{"id","item_name","description","initial_bid","reserve","date_time","expires","seller",
+/// "category","extra"}` and `{"auction","bidder","price","channel","url","date_time","extra"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NexmarkKind {
+    /// A person, who sells and bids.
+    Person,
+    /// An auction: an item a person sells, open until it expires.
+    Auction,
+    /// A bid of a person on an auction.
+    Bid,
+}
+
+impl NexmarkKind {
+    /// Every kind, in the order of the event numbers of each 50.
+    pub const ALL: [NexmarkKind; 3] = [NexmarkKind::Person, NexmarkKind::Auction, NexmarkKind::Bid];
+
+    /// The kind's name, as the command line spells it (`sluice gen nexmark --only bids`).
+    pub fn name(self) -> &'static str {
+        match self {
+            NexmarkKind::Person => "persons",
+            NexmarkKind::Auction => "auctions",
+            NexmarkKind::Bid => "bids",
+        }
+    }
+
+    /// The field producers should use as the partition key: a person's or an auction's `id`, a
+    /// bid's `auction` (so that an auction and its bids can share a partition).
+    pub fn key_field(self) -> &'static str {
+        match self {
+            NexmarkKind::Person | NexmarkKind::Auction => "id",
+            NexmarkKind::Bid => "auction",
+        }
+    }
+}
+
+impl FromStr for NexmarkKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        NexmarkKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == s)
+            .ok_or_else(|| {
+                format!("unknown Nexmark kind {s:?}, expected persons, auctions or bids")
             })
     }
 }
@@ -156,13 +220,32 @@ enum WorkloadState {
     Payments(payments::Payments),
     Logs(logs::Logs),
     Sensors(sensors::Sensors),
+    Nexmark(nexmark::Nexmark),
 }
 
 impl Generator {
+    /// For [`Workload::Nexmark`], its events of all three kinds.
+    ///
     /// # Panics
     ///
     /// If `options.rate` is 0: event time could not advance.
     pub fn new(workload: Workload, options: GenOptions) -> Self {
+        Generator::build(workload, None, options)
+    }
+
+    /// Nexmark's events of one kind only: the lines of that kind of the stream
+    /// `Generator::new(Workload::Nexmark, options)` writes, the same bytes. Events are still
+    /// counted by event number, all kinds together: `write_events(50, ..)` writes one person,
+    /// three auctions or 46 bids.
+    ///
+    /// # Panics
+    ///
+    /// If `options.rate` is 0: event time could not advance.
+    pub fn nexmark(only: NexmarkKind, options: GenOptions) -> Self {
+        Generator::build(Workload::Nexmark, Some(only), options)
+    }
+
+    fn build(workload: Workload, only: Option<NexmarkKind>, options: GenOptions) -> Self {
         assert!(
             options.rate > 0,
             "GenOptions::rate must be at least 1 event per second"
@@ -174,6 +257,9 @@ impl Generator {
             Workload::Payments => WorkloadState::Payments(payments::Payments::new(&mut rng)),
             Workload::Logs => WorkloadState::Logs(logs::Logs::new(options.rate)),
             Workload::Sensors => WorkloadState::Sensors(sensors::Sensors::new(&mut rng)),
+            Workload::Nexmark => {
+                WorkloadState::Nexmark(nexmark::Nexmark::new(&mut rng, options.rate, only))
+            }
         };
         Generator {
             rng,
@@ -184,6 +270,8 @@ impl Generator {
     }
 
     /// Appends the next `n` events to `out`, one JSON object per line, each line ending in '\n'.
+    /// For [`Generator::nexmark`], the next `n` event numbers, whose events of the other kinds
+    /// are not written.
     pub fn write_events(&mut self, n: usize, out: &mut Vec<u8>) {
         let (rng, clock) = (&mut self.rng, &mut self.clock);
         for _ in 0..n {
@@ -193,12 +281,13 @@ impl Generator {
                 WorkloadState::Payments(payments) => payments.write_event(rng, clock, out),
                 WorkloadState::Logs(logs) => logs.write_event(rng, clock, out),
                 WorkloadState::Sensors(sensors) => sensors.write_event(rng, clock, out),
+                WorkloadState::Nexmark(nexmark) => nexmark.write_event(clock, out),
             }
         }
         self.generated += n as u64;
     }
 
-    /// Events generated so far.
+    /// Events generated so far: for nexmark, event numbers, whether written or not.
     pub fn generated(&self) -> u64 {
         self.generated
     }

@@ -551,3 +551,405 @@ fn sensors_read_near_their_base_and_sometimes_overheat() {
     // A fault starts with p = 0.001 per healthy reading and lasts 20 readings: ~2 % are hot.
     assert_share("overheating readings", hot, readings.len(), 0.0196, 0.006);
 }
+
+/// The kind of Nexmark event number `event`, by the reference's rule (1:3:46 in every 50).
+fn nexmark_kind(event: usize) -> NexmarkKind {
+    match event % 50 {
+        0 => NexmarkKind::Person,
+        1..=3 => NexmarkKind::Auction,
+        _ => NexmarkKind::Bid,
+    }
+}
+
+// Exactly the Nexmark tables' fields: unknown ones are refused, none is optional, and the ids,
+// prices and categories are JSON integers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Person<'a> {
+    id: u64,
+    name: &'a str,
+    email_address: &'a str,
+    credit_card: &'a str,
+    city: &'a str,
+    state: &'a str,
+    date_time: &'a str,
+    extra: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Auction<'a> {
+    id: u64,
+    item_name: &'a str,
+    description: &'a str,
+    initial_bid: u64,
+    reserve: u64,
+    date_time: &'a str,
+    expires: &'a str,
+    seller: u64,
+    category: u64,
+    extra: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bid<'a> {
+    auction: u64,
+    bidder: u64,
+    price: u64,
+    channel: &'a str,
+    url: &'a str,
+    date_time: &'a str,
+    extra: &'a str,
+}
+
+enum NexmarkEvent<'a> {
+    Person(Person<'a>),
+    Auction(Auction<'a>),
+    Bid(Bid<'a>),
+}
+
+impl NexmarkEvent<'_> {
+    fn kind(&self) -> NexmarkKind {
+        match self {
+            NexmarkEvent::Person(_) => NexmarkKind::Person,
+            NexmarkEvent::Auction(_) => NexmarkKind::Auction,
+            NexmarkEvent::Bid(_) => NexmarkKind::Bid,
+        }
+    }
+
+    fn date_time(&self) -> i64 {
+        parse_ts(match self {
+            NexmarkEvent::Person(person) => person.date_time,
+            NexmarkEvent::Auction(auction) => auction.date_time,
+            NexmarkEvent::Bid(bid) => bid.date_time,
+        })
+    }
+}
+
+const PERSON_FIELDS: [&str; 8] = [
+    "id",
+    "name",
+    "email_address",
+    "credit_card",
+    "city",
+    "state",
+    "date_time",
+    "extra",
+];
+const AUCTION_FIELDS: [&str; 10] = [
+    "id",
+    "item_name",
+    "description",
+    "initial_bid",
+    "reserve",
+    "date_time",
+    "expires",
+    "seller",
+    "category",
+    "extra",
+];
+const BID_FIELDS: [&str; 7] = [
+    "auction",
+    "bidder",
+    "price",
+    "channel",
+    "url",
+    "date_time",
+    "extra",
+];
+
+fn parse_line<'a, T: Deserialize<'a>>(line: &'a str) -> T {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"))
+}
+
+/// Each line of `out` as the Nexmark event its shape says, its fields in the documented order.
+fn nexmark_events(out: &[u8]) -> Vec<NexmarkEvent<'_>> {
+    lines(out)
+        .into_iter()
+        .map(|line| {
+            let (event, fields) = if line.starts_with("{\"auction\":") {
+                let bid = parse_line(line);
+                (NexmarkEvent::Bid(bid), &BID_FIELDS[..])
+            } else if line.contains(",\"item_name\":") {
+                let auction = parse_line(line);
+                (NexmarkEvent::Auction(auction), &AUCTION_FIELDS[..])
+            } else {
+                let person = parse_line(line);
+                (NexmarkEvent::Person(person), &PERSON_FIELDS[..])
+            };
+            let mut from = 0;
+            for field in fields {
+                let at = line[from..]
+                    .find(&format!("\"{field}\":"))
+                    .unwrap_or_else(|| panic!("{field} out of order: {line}"));
+                from += at + 1;
+            }
+            event
+        })
+        .collect()
+}
+
+#[test]
+fn nexmark_kinds_alone_are_the_whole_stream_split() {
+    let options = GenOptions::canonical(Workload::Nexmark);
+    let whole = generate(Workload::Nexmark, options.clone(), 5000);
+    let whole = lines(&whole);
+    for (kind, count) in NexmarkKind::ALL.into_iter().zip([100, 300, 4600]) {
+        let mut generator = Generator::nexmark(kind, options.clone());
+        let mut out = Vec::new();
+        for n in [1, 49, 2950, 2000] {
+            generator.write_events(n, &mut out);
+        }
+        assert_eq!(generator.generated(), 5000, "event numbers, all kinds");
+        let expected: Vec<&str> = (whole.iter().enumerate())
+            .filter(|&(event, _)| nexmark_kind(event) == kind)
+            .map(|(_, line)| *line)
+            .collect();
+        assert_eq!(expected.len(), count, "{kind:?}");
+        assert_eq!(lines(&out), expected, "{kind:?}");
+
+        let mut again = Vec::new();
+        Generator::nexmark(kind, options.clone()).write_events(5000, &mut again);
+        assert_eq!(again, out, "{kind:?}: same seed, same bytes");
+        let other = GenOptions {
+            seed: 43,
+            ..options.clone()
+        };
+        let mut other_out = Vec::new();
+        Generator::nexmark(kind, other).write_events(5000, &mut other_out);
+        assert_ne!(other_out, out, "{kind:?}: another seed");
+    }
+}
+
+#[test]
+fn nexmark_has_one_person_three_auctions_and_46_bids_in_every_50() {
+    let out = canonical(Workload::Nexmark, 50_000);
+    let events = nexmark_events(&out);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.kind(), nexmark_kind(i), "event {i}");
+        *counts.entry(event.kind().name()).or_default() += 1;
+    }
+    assert_eq!(counts["persons"], 1000);
+    assert_eq!(counts["auctions"], 3000);
+    assert_eq!(counts["bids"], 46_000);
+}
+
+#[test]
+fn nexmark_refers_only_to_people_and_auctions_generated_earlier() {
+    let out = canonical(Workload::Nexmark, 50_000);
+    // The last ids generated so far; the first of each kind is 1000.
+    let (mut last_person, mut last_auction) = (999, 999);
+    let (mut hot_sellers, mut hot_auctions, mut hot_bidders) = (0, 0, 0);
+    for event in nexmark_events(&out) {
+        match event {
+            NexmarkEvent::Person(person) => {
+                assert_eq!(person.id, last_person + 1, "ids count up");
+                last_person = person.id;
+            }
+            NexmarkEvent::Auction(auction) => {
+                assert_eq!(auction.id, last_auction + 1, "ids count up");
+                last_auction = auction.id;
+                assert!((1000..=last_person).contains(&auction.seller));
+                // The first of the last batch of 100 people.
+                hot_sellers +=
+                    usize::from(auction.seller == 1000 + (last_person - 1000) / 100 * 100);
+            }
+            NexmarkEvent::Bid(bid) => {
+                assert!((1000..=last_auction).contains(&bid.auction));
+                assert!(bid.auction + 101 > last_auction || bid.auction % 100 == 0);
+                assert!((1000..=last_person).contains(&bid.bidder));
+                assert!(bid.bidder + 1000 > last_person || bid.bidder % 100 == 1);
+                hot_auctions +=
+                    usize::from(bid.auction == 1000 + (last_auction - 1000) / 100 * 100);
+                hot_bidders += usize::from(bid.bidder == 1001 + (last_person - 1000) / 100 * 100);
+            }
+        }
+    }
+    assert_eq!((last_person, last_auction), (1999, 3999));
+    // Hot with p = 3/4, 1/2 and 3/4, plus the odd uniform draw that lands on the hot one.
+    assert_share("hot sellers", hot_sellers, 3000, 0.75, 0.03);
+    assert_share("hot auctions", hot_auctions, 46_000, 0.505, 0.01);
+    assert_share("hot bidders", hot_bidders, 46_000, 0.75, 0.01);
+}
+
+#[test]
+fn nexmark_events_are_in_order_and_auctions_expire_later() {
+    for rate in [10_000, 7] {
+        let options = GenOptions {
+            rate,
+            ..GenOptions::canonical(Workload::Nexmark)
+        };
+        let out = generate(Workload::Nexmark, options, 20_000);
+        // An auction lasts 1 + U{0..2h-1} ms, h the time of the next 1666 events.
+        let max_length = 2 * (1666 * 1000 / rate as i64 + 1);
+        let mut lengths = Vec::new();
+        for (i, event) in nexmark_events(&out).iter().enumerate() {
+            let base = CANONICAL_START_MS + (i as i64 * 1000) / rate as i64;
+            assert_eq!(event.date_time(), base, "event {i} at rate {rate}");
+            if let NexmarkEvent::Auction(auction) = event {
+                let length = parse_ts(auction.expires) - base;
+                assert!((1..=max_length).contains(&length), "event {i}: {length} ms");
+                lengths.push(length);
+            }
+        }
+        let mean = lengths.iter().sum::<i64>() as f64 / lengths.len() as f64;
+        let expected = 1666.0 * 1000.0 / rate as f64;
+        assert!(
+            (mean / expected - 1.0).abs() < 0.1,
+            "mean auction length {mean} ms at rate {rate}"
+        );
+    }
+}
+
+#[test]
+fn nexmark_values_follow_the_reference() {
+    let out = canonical(Workload::Nexmark, 50_000);
+    let letters = |text: &str, also: &str| {
+        text.chars()
+            .all(|c| c.is_ascii_lowercase() || also.contains(c))
+    };
+    let mut person_sizes = Vec::new();
+    let mut auction_sizes = Vec::new();
+    let mut hot_channels = 0;
+    let mut urls: HashMap<&str, &str> = HashMap::new();
+    for event in nexmark_events(&out) {
+        match event {
+            NexmarkEvent::Person(person) => {
+                let (first, last) = person.name.split_once(' ').expect("first and last name");
+                assert!(
+                    [
+                        "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah",
+                        "Deiter", "Walter"
+                    ]
+                    .contains(&first)
+                );
+                assert!(
+                    [
+                        "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith",
+                        "Jones", "Noris"
+                    ]
+                    .contains(&last)
+                );
+                let (user, domain) = person
+                    .email_address
+                    .split_once('@')
+                    .expect("an email address");
+                assert!(user.len() <= 6 && letters(user, " "), "{user}");
+                let domain = domain.strip_suffix(".com").expect(".com");
+                assert!(domain.len() <= 4 && letters(domain, " "), "{domain}");
+                let groups: Vec<&str> = person.credit_card.split(' ').collect();
+                assert!(
+                    groups.len() == 4
+                        && groups
+                            .iter()
+                            .all(|g| g.len() == 4 && g.parse::<u16>().is_ok())
+                );
+                assert!(
+                    [
+                        "Phoenix",
+                        "Los Angeles",
+                        "San Francisco",
+                        "Boise",
+                        "Portland",
+                        "Bend",
+                        "Redmond",
+                        "Seattle",
+                        "Kent",
+                        "Cheyenne"
+                    ]
+                    .contains(&person.city)
+                );
+                assert!(["AZ", "CA", "ID", "OR", "WA", "WY"].contains(&person.state));
+                assert!(!person.extra.is_empty() && letters(person.extra, ""));
+                // The reference's count: 8 for the id, the strings' lengths.
+                let strings = [
+                    person.name,
+                    person.email_address,
+                    person.credit_card,
+                    person.city,
+                    person.state,
+                    person.extra,
+                ];
+                person_sizes.push(8 + strings.iter().map(|s| s.len()).sum::<usize>());
+            }
+            NexmarkEvent::Auction(auction) => {
+                assert!(auction.item_name.len() <= 19 && letters(auction.item_name, " "));
+                assert!(auction.description.len() <= 99 && letters(auction.description, " "));
+                assert!((100..=100_000_000).contains(&auction.initial_bid));
+                assert!(auction.reserve > auction.initial_bid);
+                assert!(auction.reserve - auction.initial_bid <= 100_000_000);
+                assert!((10..=14).contains(&auction.category));
+                assert!(!auction.extra.is_empty() && letters(auction.extra, ""));
+                auction_sizes.push(
+                    8 + auction.item_name.len()
+                        + auction.description.len()
+                        + 40
+                        + auction.extra.len(),
+                );
+            }
+            NexmarkEvent::Bid(bid) => {
+                assert!((100..=100_000_000).contains(&bid.price));
+                if ["Google", "Facebook", "Baidu", "Apple"].contains(&bid.channel) {
+                    hot_channels += 1;
+                } else {
+                    let number = bid
+                        .channel
+                        .strip_prefix("channel-")
+                        .and_then(|n| n.parse::<u32>().ok());
+                    assert!(number.is_some_and(|n| n < 10_000), "{}", bid.channel);
+                }
+                let path = bid
+                    .url
+                    .strip_prefix("https://www.nexmark.com/")
+                    .expect("a Nexmark url");
+                let (path, query) = path.split_once("/item.htm?query=1").expect("an item");
+                assert!(
+                    path.split('/').count() == 3 && letters(path, "_/"),
+                    "{}",
+                    bid.url
+                );
+                assert!(
+                    query.is_empty()
+                        || query
+                            .strip_prefix("&channel_id=")
+                            .is_some_and(|id| id.parse::<u32>().is_ok()),
+                    "{}",
+                    bid.url
+                );
+                assert_eq!(
+                    *urls.entry(bid.channel).or_insert(bid.url),
+                    bid.url,
+                    "a channel has one url"
+                );
+                // 100 bytes on average, the reference counting the bid's numbers and time as 32.
+                assert!((54..=81).contains(&bid.extra.len()) && letters(bid.extra, ""));
+            }
+        }
+    }
+    assert_share("hot channels", hot_channels, 46_000, 0.5, 0.01);
+    let mean = |sizes: &[usize]| sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+    assert!(
+        (mean(&person_sizes) - 200.0).abs() < 5.0,
+        "{}",
+        mean(&person_sizes)
+    );
+    assert!(
+        (mean(&auction_sizes) - 500.0).abs() < 10.0,
+        "{}",
+        mean(&auction_sizes)
+    );
+}
+
+#[test]
+fn nexmark_kinds_parse_by_name() {
+    for kind in NexmarkKind::ALL {
+        assert_eq!(kind.name().parse(), Ok(kind));
+    }
+    assert_eq!("bids".parse(), Ok(NexmarkKind::Bid));
+    assert_eq!(NexmarkKind::Bid.key_field(), "auction");
+    assert_eq!(Workload::Nexmark.key_field(), "id");
+    let error = "bid".parse::<NexmarkKind>().expect_err("not a kind");
+    assert!(error.contains("persons, auctions or bids"), "{error}");
+}

@@ -81,6 +81,13 @@ impl EventClock {
         offset
     }
 
+    /// The next event's base time in ms since the epoch, without lag (Nexmark's events are in
+    /// order).
+    pub(crate) fn next_base_ms(&mut self) -> i64 {
+        let base = self.next_base_offset();
+        self.start_ms.saturating_add_unsigned(base)
+    }
+
     /// The next event's time in ms since the epoch: its base time made late by a random lag
     /// (p = 0.95: U{0..19} ms, otherwise U{0..2000} ms), never before the start.
     pub(crate) fn next_event_ms<R: Rng>(&mut self, rng: &mut R) -> i64 {
@@ -107,7 +114,8 @@ impl EventClock {
 
 /// "YYYY-MM-DDTHH:MM:SS" of the seconds in use. Events are at most 2 s late, so at any moment
 /// they fall in at most three consecutive seconds: four slots indexed by `second % 4` hold them
-/// all, and each second is formatted once rather than once per event.
+/// all, and each second is formatted once rather than once per event. (A Nexmark auction's
+/// `expires`, later, takes a slot for a moment: a formatting per auction.)
 struct SecondPrefixes {
     slots: [(i64, [u8; PREFIX_LEN]); 4],
 }

@@ -4,21 +4,29 @@
 //! rate (10,000/s for ticks) from its canonical start (2026-01-05T14:30:00Z): the benchmark data.
 //! With `--rate N`, N events a second of wall time, and event time advancing at the same pace:
 //! a live feed.
+//!
+//! `sluice gen nexmark --only persons|auctions|bids` writes the Nexmark events of one kind:
+//! `--events` counts event numbers, all kinds together (50 are one person, three auctions and 46
+//! bids), and `--rate` paces them, so that three runs with the same `--seed` and `--events` write
+//! three streams that agree (every auction's seller, every bid's auction and bidder, come earlier).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use sluice_gen::{GenOptions, Generator, Workload};
+use sluice_gen::{GenOptions, Generator, NexmarkKind, Workload};
 
 #[derive(Args)]
 pub struct GenArgs {
-    /// ticks, clicks, payments, logs or sensors
+    /// ticks, clicks, payments, logs, sensors or nexmark
     workload: Workload,
-    /// How many events [default: without end]
+    /// How many events [default: without end]; for nexmark, event numbers of all three kinds
     #[arg(long)]
     events: Option<u64>,
+    /// For nexmark, and required by it: persons, auctions or bids, the kind of events written
+    #[arg(long, value_name = "KIND")]
+    only: Option<NexmarkKind>,
     /// Events per second of wall time (and of event time) [default: as fast as possible]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
@@ -42,7 +50,18 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
     if let Some(start) = &args.start {
         options.start_ms = parse_start(start)?;
     }
-    let mut generator = Generator::new(args.workload, options);
+    let mut generator = match (args.workload, args.only) {
+        (Workload::Nexmark, Some(kind)) => Generator::nexmark(kind, options),
+        (Workload::Nexmark, None) => anyhow::bail!(
+            "sluice gen nexmark needs --only persons, auctions or bids: each kind is a stream of \
+             its own (runs with the same --seed and --events agree on ids)"
+        ),
+        (workload, Some(_)) => anyhow::bail!(
+            "--only is for nexmark: {} has one kind of event",
+            workload.name()
+        ),
+        (workload, None) => Generator::new(workload, options),
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut buf = Vec::with_capacity(4 << 20);
