@@ -244,25 +244,29 @@ impl Pipelines {
         if let (Some(_), Input::View(view)) = (&self.config.cluster, &input) {
             return Err(crate::view::views_of_views(view));
         }
-        let stored = self
-            .catalog
-            .create(definition, input.name().to_string())
-            .await?;
+        let stored = self.catalog.create(definition, &plan.inputs()).await?;
+        // The incarnations of the streams it reads, as the view opens them.
+        let streams: Vec<(String, Option<u64>)> = plan
+            .inputs()
+            .into_iter()
+            .filter_map(|i| match i {
+                Input::Stream(stream) => {
+                    Some((stream.clone(), self.log.stream(stream).ok().map(|s| s.id())))
+                }
+                Input::View(_) => None,
+            })
+            .collect();
         let opener = Arc::new(self.view_opener(stored.clone()));
         let opened = match opener.open().await {
             // The drop guard knows the view now: a stream it reads cannot be dropped any more,
             // but one dropped a moment ago may be going still. Wait for that, then look.
-            Ok(pipeline) => match &input {
-                Input::Stream(stream) => self
-                    .log
-                    .confirm_stream(stream, pipeline.source().id())
-                    .map(|_| pipeline)
-                    .map_err(|_| {
-                        PipelineError::InputGone(format!(
-                            "stream '{stream}' was dropped while the view was created"
-                        ))
-                    }),
-                Input::View(_) => Ok(pipeline),
+            Ok(pipeline) => match streams.iter().find(|(stream, id)| {
+                id.is_none_or(|id| self.log.confirm_stream(stream, id).is_err())
+            }) {
+                Some((stream, _)) => Err(PipelineError::InputGone(format!(
+                    "stream '{stream}' was dropped while the view was created"
+                ))),
+                None => Ok(pipeline),
             },
             Err(e) => Err(e),
         };

@@ -41,6 +41,8 @@ pub enum Kind {
     Windowed,
     /// A view aggregating by key without a window: a row per key, updated in place.
     Updating,
+    /// A view joining two streams within a time bound: matches appended as they are found.
+    Join,
 }
 
 impl Kind {
@@ -51,6 +53,7 @@ impl Kind {
             Kind::Stateless => "stateless",
             Kind::Windowed => "windowed",
             Kind::Updating => "updating",
+            Kind::Join => "join",
         }
     }
 }

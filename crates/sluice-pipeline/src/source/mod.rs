@@ -21,6 +21,7 @@
 
 #[cfg(any(feature = "kafka", feature = "kinesis"))]
 mod elsewhere;
+pub mod joined;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "kinesis")]
@@ -41,6 +42,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use sluice_sql::{Connector, CreateStream, StreamDefinition};
 
+pub use self::joined::Joined;
 pub use self::stream::StreamSource;
 pub use self::view::UpstreamView;
 pub(crate) use self::view::rows_schema;

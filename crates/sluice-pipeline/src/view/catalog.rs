@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use sluice_lake::{Documents, Lake};
 use sluice_sql::ViewDefinition;
 
+use super::input::Input;
 use super::pieces::Pieces;
 use super::state::Snapshots;
 use crate::{PipelineError, Result, blocking};
@@ -44,8 +45,11 @@ pub struct StoredView {
     pub id: u64,
     /// When the view was created (ms since the Unix epoch).
     pub created_ms: u64,
-    /// The stream or view it reads.
+    /// The stream or view it reads (a join: its first stream).
     pub input: String,
+    /// The second stream of a join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<String>,
     /// The view's name, partition columns and query, as `CREATE MATERIALIZED VIEW` gave them.
     #[serde(flatten)]
     pub definition: ViewDefinition,
@@ -171,7 +175,7 @@ impl Catalog {
     pub fn reading(&self, input: &str) -> Vec<String> {
         self.lock()
             .values()
-            .filter(|v| v.input == input)
+            .filter(|v| v.input == input || v.joined.as_deref() == Some(input))
             .map(|v| v.definition.name.clone())
             .collect()
     }
@@ -195,8 +199,13 @@ impl Catalog {
         }
     }
 
-    /// Records a new view of `input` (a stream or a view); fails if one of that name exists.
-    pub async fn create(&self, definition: ViewDefinition, input: String) -> Result<StoredView> {
+    /// Records a new view of `inputs` (a stream or a view, or the two streams it joins); fails
+    /// if one of that name exists.
+    pub async fn create(
+        &self,
+        definition: ViewDefinition,
+        inputs: &[&Input],
+    ) -> Result<StoredView> {
         let name = definition.name.clone();
         sluice_log::validate_name(&name)
             .map_err(|_| PipelineError::Invalid(format!("invalid view name {name:?}")))?;
@@ -209,7 +218,11 @@ impl Catalog {
         let view = StoredView {
             id: sluice_log::new_id()?,
             created_ms: now.as_millis() as u64,
-            input,
+            input: inputs
+                .first()
+                .map(|i| i.name().to_string())
+                .unwrap_or_default(),
+            joined: inputs.get(1).map(|i| i.name().to_string()),
             definition,
         };
         match &self.store {

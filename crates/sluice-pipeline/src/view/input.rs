@@ -75,6 +75,8 @@ pub struct InputTable {
     /// The input's columns (a stream's decoded columns, as its raw table has them), and the
     /// window's if windowed.
     pub schema: SchemaRef,
+    /// The columns of the rows read from the input (without the window's).
+    pub rows: SchemaRef,
     /// The window and the index of its time column in the stream's columns.
     pub window: Option<(Window, usize)>,
 }
@@ -106,8 +108,7 @@ impl TableProvider for InputTable {
 /// The leaf of a view's plan that the pipeline fills with a round's rows (see [`feed`]).
 #[derive(Debug, Clone)]
 pub struct InputExec {
-    /// The rows' schema, before the projection.
-    schema: SchemaRef,
+    /// The columns of the rows it holds that it gives (all of them if `None`).
     projection: Option<Vec<usize>>,
     batches: Vec<RecordBatch>,
     properties: Arc<PlanProperties>,
@@ -132,7 +133,6 @@ impl InputExec {
             Boundedness::Bounded,
         );
         Self {
-            schema,
             projection,
             batches: Vec::new(),
             properties: Arc::new(properties),
@@ -194,9 +194,11 @@ impl ExecutionPlan for InputExec {
         _partition: usize,
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        // The stream says the columns it gives: the projected ones (a hash join's build side
+        // takes its batches by them).
         Ok(Box::pin(MemoryStream::try_new(
             self.batches.clone(),
-            self.schema.clone(),
+            ExecutionPlan::schema(self),
             self.projection.clone(),
         )?))
     }
@@ -278,6 +280,7 @@ impl SchemaProvider for ViewSchema {
         if let Some((source, schema)) = input(&self.log, self.upstream.as_ref(), name)? {
             return Ok(Some(Arc::new(InputTable {
                 source,
+                rows: schema.clone(),
                 schema,
                 window: None,
             })));
@@ -345,6 +348,7 @@ impl TableFunctionImpl for WindowFunction {
         Ok(Arc::new(InputTable {
             source,
             schema: windowed_schema(&schema, index),
+            rows: schema,
             window: Some((window, index)),
         }))
     }

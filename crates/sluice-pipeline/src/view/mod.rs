@@ -41,6 +41,7 @@
 
 pub mod catalog;
 pub mod input;
+pub mod join;
 pub mod pieces;
 pub mod plan;
 mod round;
@@ -72,9 +73,10 @@ use watermark::{Micros, Watermarks};
 use crate::decode;
 use crate::exactly_once::{self, Partition, Positions, Writer, advanced, committed, new_gaps};
 use crate::runtime::{Cadence, Kind, Pipeline, Resumed, Round};
+use crate::source::joined::side_of;
 use crate::source::{
-    Assignment, Bounds, Gap, Limits, SharedSource, Source, SourceRead, StreamSource, UpstreamView,
-    pending, shares,
+    Assignment, Bounds, Gap, Joined, Limits, SharedSource, Source, SourceRead, StreamSource,
+    UpstreamView, pending, shares,
 };
 use crate::{Result, errors_table};
 
@@ -241,23 +243,40 @@ impl ViewPipeline {
         let plan = ViewPlan::new(&definition, &log, &lake).await?;
         let Placement { snapshots, cluster } = placement;
         let mut whole = None;
-        let (source, delay_ms): (SharedSource, u64) = match (&plan.input.source, &cluster) {
-            (Input::Stream(name), cluster) => {
-                let source = StreamSource::open(&log, name)?;
-                let delay = source.definition().watermark_ms.unwrap_or(0);
-                // In a cluster each worker runs the view over the partitions it holds.
-                let source = match cluster {
-                    Some(shared) => {
-                        whole = Some(source.clone());
-                        source.held(shared.assignment.clone())
-                    }
-                    None => source,
-                };
-                (Arc::new(source), delay)
-            }
-            (Input::View(name), None) => (Arc::new(UpstreamView::open(&lake, name).await?), 0),
-            (Input::View(name), Some(_)) => return Err(views_of_views(name)),
-        };
+        let (source, delay_ms): (SharedSource, u64) =
+            match (&plan.shape, &plan.input.source, &cluster) {
+                (Shape::Join(_), _, Some(_)) => {
+                    return Err(crate::PipelineError::Unsupported(
+                    "a view joining two streams runs on a single Sluice for now, not in a cluster"
+                        .into(),
+                ));
+                }
+                (Shape::Join(join), _, None) => {
+                    let [left, right] = [0, 1].map(|s| join.sides[s].input.source.name());
+                    let source = Joined::new(
+                        Arc::new(StreamSource::open(&log, left)?),
+                        Arc::new(StreamSource::open(&log, right)?),
+                    );
+                    (Arc::new(source), 0)
+                }
+                (_, Input::Stream(name), cluster) => {
+                    let source = StreamSource::open(&log, name)?;
+                    let delay = source.definition().watermark_ms.unwrap_or(0);
+                    // In a cluster each worker runs the view over the partitions it holds.
+                    let source = match cluster {
+                        Some(shared) => {
+                            whole = Some(source.clone());
+                            source.held(shared.assignment.clone())
+                        }
+                        None => source,
+                    };
+                    (Arc::new(source), delay)
+                }
+                (_, Input::View(name), None) => {
+                    (Arc::new(UpstreamView::open(&lake, name).await?), 0)
+                }
+                (_, Input::View(name), Some(_)) => return Err(views_of_views(name)),
+            };
         let name = definition.name.clone();
         let kind = plan.kind();
         let input_id = source.id().to_string();
@@ -312,9 +331,29 @@ impl ViewPipeline {
         // In a cluster only the worker that finishes an aggregating view (the holder of
         // partition 0) keeps its state, which has no watermarks (its pieces carry marks).
         let keeps_state = whole.is_none() || held.contains(&0);
-        let mut state = match plan.aggregation() {
-            None => None,
-            Some(a) => {
+        let mut state = match (&plan.shape, plan.aggregation()) {
+            (Shape::Join(join), _) => {
+                let mut sides = [0, 0];
+                for &p in &partitions {
+                    sides[side_of(p).0] += 1;
+                }
+                let empty = join.empty(sides, now);
+                Some(match snapshot {
+                    0 => empty,
+                    n => {
+                        let mut state = snapshots.read(n, &join.state_schema).await?;
+                        state.sides = (0..2)
+                            .map(|s| match state.sides.get(s) {
+                                Some(w) => w.clone().restarted(sides[s], now),
+                                None => empty.sides[s].clone(),
+                            })
+                            .collect();
+                        state
+                    }
+                })
+            }
+            (_, None) => None,
+            (_, Some(a)) => {
                 let watermarks = (matches!(plan.shape, Shape::Windowed(_)) && whole.is_none())
                     .then(|| Watermarks::new(partitions.len(), delay_ms as Micros * 1000, now));
                 Some(match snapshot {
@@ -474,6 +513,7 @@ impl ViewPipeline {
         let state = State {
             groups: finished.groups,
             watermarks: None,
+            sides: Vec::new(),
         };
         round.resumed_since_ms = self
             .write(finished.rows, late, next, Some(&taken.cursors), Some(state))
@@ -625,7 +665,14 @@ impl Pipeline for ViewPipeline {
     fn watermark(&self) -> Option<Micros> {
         match &self.spread {
             Some(spread) => spread.watermark(),
-            None => self.state.as_ref()?.watermarks.as_ref()?.current(),
+            None => {
+                let state = self.state.as_ref()?;
+                match &state.watermarks {
+                    Some(w) => w.current(),
+                    // A join's: the lower of its sides'.
+                    None => state.sides.iter().map(Watermarks::current).min()?,
+                }
+            }
         }
     }
 }

@@ -17,6 +17,9 @@
 //! partial states), which a snapshot writes as it is. A view without an aggregate is `pre`
 //! alone: each round's rows in, the view's rows out.
 //!
+//! A view joining two inputs (`FROM a JOIN b ON … within a time bound`) is a join
+//! ([`super::join`]): its state is the rows each side keeps waiting for the other.
+//!
 //! Shapes that a stream cannot answer correctly are refused here, when the view is created
 //! (see [`super::shape`]), and so is a window that is not grouped by.
 
@@ -38,8 +41,10 @@ use sluice_lake::Lake;
 use sluice_log::Log;
 use sluice_sql::ViewDefinition;
 
-use super::input::{InputExec, InputTable, Upstream, ViewSchema, WindowFunction, feed};
+use super::input::{Input, InputExec, InputTable, Upstream, ViewSchema, WindowFunction, feed};
+use super::join::Join;
 use super::shape::{inspect, lake_schema, updating_keys};
+use super::watermark::Micros;
 use super::window::{WINDOW_END, WINDOW_START, Window};
 use crate::error::refused;
 use crate::runtime::Kind;
@@ -47,7 +52,8 @@ use crate::{PipelineError, Result};
 
 /// A view's query, planned and cut into what a round runs.
 pub struct ViewPlan {
-    /// What the view reads (a stream or a view), and its window if it has one.
+    /// What the view reads (a stream or a view), and its window if it has one; a join's
+    /// first input.
     pub input: InputTable,
     /// What the view keeps between rounds, and the plans that run each round.
     pub shape: Shape,
@@ -56,7 +62,7 @@ pub struct ViewPlan {
     /// The query reads lake tables too: it is planned again for each round, so that a round
     /// sees their latest versions.
     pub reads_tables: bool,
-    task: Arc<TaskContext>,
+    pub(super) task: Arc<TaskContext>,
 }
 
 /// What a view keeps between rounds, by its query's shape.
@@ -74,6 +80,10 @@ pub enum Shape {
         /// The output columns that name a row: the group's values.
         keys: Vec<String>,
     },
+    /// Two inputs joined within a time bound: the rows each side holds for the other, matches
+    /// appended as they are found (and, outer, rows that never matched once the watermark
+    /// says none can).
+    Join(Join),
 }
 
 /// An aggregate taken apart into DataFusion's aggregation modes (see the module's diagram).
@@ -125,8 +135,22 @@ impl ViewPlan {
             .await
             .map_err(refused)?;
         let task = ctx.task_ctx();
-        let input = inspected.input;
+        let mut inputs = inspected.inputs;
+        let input = inputs[0].clone();
         let shape = match find_aggregate(&physical) {
+            _ if inputs.len() == 2 => {
+                if inspected.aggregates > 0 {
+                    return Err(PipelineError::Unsupported(
+                        "a view that joins two streams does not aggregate the join yet: make a \
+                         view of the join, and aggregate that view"
+                            .into(),
+                    ));
+                }
+                let right = inputs.pop().expect("two inputs");
+                let delays = [delay(log, &input), delay(log, &right)];
+                let sides = [input.clone(), right];
+                Shape::Join(Join::new(&state, &logical, &optimized, sides, delays).await?)
+            }
             None if input.window.is_some() => {
                 return Err(PipelineError::Unsupported(
                     "a windowed view aggregates over its windows: add GROUP BY …, window_start, \
@@ -155,6 +179,7 @@ impl ViewPlan {
         };
         let output = match &shape {
             Shape::Stateless(plan) => plan.schema(),
+            Shape::Join(join) => join.plans()[0].schema(),
             Shape::Windowed(a) | Shape::Updating { aggregation: a, .. } => a.post.schema(),
         };
         let schema = lake_schema(&output)?;
@@ -184,6 +209,12 @@ impl ViewPlan {
         };
         match &self.shape {
             Shape::Stateless(plan) => text(plan),
+            Shape::Join(join) => join
+                .plans()
+                .into_iter()
+                .map(text)
+                .collect::<Vec<_>>()
+                .join("\n"),
             Shape::Windowed(a) | Shape::Updating { aggregation: a, .. } => {
                 format!("{}\n{}", text(&a.partial), text(&a.post))
             }
@@ -196,13 +227,14 @@ impl ViewPlan {
             Shape::Stateless(_) => Kind::Stateless,
             Shape::Windowed(_) => Kind::Windowed,
             Shape::Updating { .. } => Kind::Updating,
+            Shape::Join(_) => Kind::Join,
         }
     }
 
     /// The aggregate, taken apart, of a view that aggregates.
     pub fn aggregation(&self) -> Option<&Aggregation> {
         match &self.shape {
-            Shape::Stateless(_) => None,
+            Shape::Stateless(_) | Shape::Join(_) => None,
             Shape::Windowed(a) | Shape::Updating { aggregation: a, .. } => Some(a),
         }
     }
@@ -248,8 +280,16 @@ impl ViewPlan {
         self.to_lake(run(&feed(&aggregation.post, &values)?, &self.task).await?)
     }
 
+    /// The inputs it reads: a join's two, or its one.
+    pub fn inputs(&self) -> Vec<&Input> {
+        match &self.shape {
+            Shape::Join(join) => join.sides.iter().map(|s| &s.input.source).collect(),
+            _ => vec![&self.input.source],
+        }
+    }
+
     /// Batches in the view table's schema (the lake's types; see [`super::shape`]).
-    fn to_lake(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    pub(super) fn to_lake(&self, batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         batches
             .into_iter()
             .filter(|b| b.num_rows() > 0)
@@ -424,9 +464,11 @@ async fn upstream(
 /// in an order that must not vary), and no rewrite of `count(DISTINCT …)` into two
 /// aggregations: the view needs one.
 fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<SessionContext> {
-    let config = SessionConfig::new()
+    // A join's inputs stay where the query puts them: its left input is the join's first.
+    let mut config = SessionConfig::new()
         .with_target_partitions(1)
         .with_default_catalog_and_schema("sluice", "public");
+    config.options_mut().optimizer.join_reordering = false;
     let rules = Optimizer::new()
         .rules
         .into_iter()
@@ -461,6 +503,20 @@ fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<Se
         );
     }
     Ok(ctx)
+}
+
+/// How far `input`'s events may lag behind the latest before they are late (µs): a stream's
+/// watermark delay; none for a view's rows, which come in order.
+fn delay(log: &Log, input: &InputTable) -> Micros {
+    match &input.source {
+        Input::Stream(name) => log.stream(name).map_or(0, |s| {
+            sluice_sql::StreamDefinition::from_log(&s.meta().definition)
+                .watermark_ms
+                .unwrap_or(0) as Micros
+                * 1000
+        }),
+        Input::View(_) => 0,
+    }
 }
 
 /// The topmost aggregate of a physical plan.

@@ -60,6 +60,13 @@ pub(super) async fn compute(
         .filter(|rows| rows.num_rows() > 0)
         .collect();
     match &plan.shape {
+        Shape::Join(join) => {
+            let state = state.ok_or_else(|| missing("state"))?;
+            let mut output =
+                super::join::round(join, state, &taken, now_ms, idle_ms, &plan.task).await?;
+            output.rows = plan.to_lake(output.rows)?;
+            Ok(output)
+        }
         Shape::Stateless(_) => {
             let outputs = per_partition(parts, |rows| {
                 let plan = plan.clone();
@@ -85,6 +92,7 @@ pub(super) async fn compute(
                 state: Some(State {
                     groups: finished.groups,
                     watermarks: None,
+                    sides: Vec::new(),
                 }),
             })
         }
@@ -115,6 +123,7 @@ pub(super) async fn compute(
                 state: Some(State {
                     groups: finished.groups,
                     watermarks: Some(watermarks),
+                    sides: Vec::new(),
                 }),
             })
         }

@@ -3,9 +3,9 @@
 //! A stream is unbounded and arrives in rounds: shapes whose answer depends on seeing it whole,
 //! or on the order rounds fall in, cannot be kept correctly and are refused when the view is
 //! created, with the reason — ORDER BY, LIMIT, window functions (`OVER`), set operations, more
-//! than one aggregation, more than one input (or one read twice), an updating view that does
-//! not select its group's columns (the upsert could not find its rows). The view's table holds
-//! the query's columns in the types Delta keeps.
+//! than one aggregation, more than two inputs (two are joined within a time bound:
+//! `super::join`), an updating view that does not select its group's columns (the upsert could
+//! not find its rows). The view's table holds the query's columns in the types Delta keeps.
 
 use std::any::Any;
 use std::sync::Arc;
@@ -22,8 +22,11 @@ use crate::{PipelineError, Result};
 
 /// What the optimized plan reads, once it is known to be a shape a view can keep.
 pub(super) struct Inspected {
-    pub input: InputTable,
+    /// The inputs it reads: one, or the two sides of a join.
+    pub inputs: Vec<InputTable>,
     pub reads_tables: bool,
+    /// How many aggregations it has (at most one).
+    pub aggregates: usize,
 }
 
 pub(super) fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
@@ -83,18 +86,20 @@ pub(super) fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
                 .into(),
         ));
     }
-    match inputs.as_slice() {
-        [input] => Ok(Inspected {
-            input: input.clone(),
+    match inputs.len() {
+        1 | 2 => Ok(Inspected {
+            inputs,
             reads_tables,
+            aggregates,
         }),
-        [] => Err(PipelineError::Unsupported(
+        0 => Err(PipelineError::Unsupported(
             "a materialized view reads a stream or a view: FROM stream, or TUMBLE / HOP / \
              SESSION(stream, …)"
                 .into(),
         )),
         _ => Err(PipelineError::Unsupported(
-            "a materialized view reads one stream or view, once (joins are with lake tables)"
+            "a materialized view reads one stream or view, or joins two: make a view of the \
+             first join and join that"
                 .into(),
         )),
     }

@@ -45,6 +45,8 @@ pub struct State {
     pub groups: RecordBatch,
     /// Event-time progress (windowed views).
     pub watermarks: Option<Watermarks>,
+    /// Event-time progress of each input of a join (`super::join`); empty for other views.
+    pub sides: Vec<Watermarks>,
 }
 
 impl State {
@@ -53,6 +55,7 @@ impl State {
         Self {
             groups: RecordBatch::new_empty(schema),
             watermarks,
+            sides: Vec::new(),
         }
     }
 }
@@ -130,6 +133,7 @@ pub fn close(
 }
 
 const WATERMARKS: &str = "sluice.watermarks";
+const SIDES: &str = "sluice.join.watermarks";
 
 /// How many low bits of a snapshot's number are random: the rest count the view's snapshots.
 const RANDOM_BITS: u32 = 20;
@@ -254,10 +258,10 @@ impl Snapshots {
 fn encode(state: &State) -> Result<Vec<u8>> {
     let mut metadata = state.groups.schema().metadata().clone();
     if let Some(w) = &state.watermarks {
-        metadata.insert(
-            WATERMARKS.to_string(),
-            serde_json::to_string(w).map_err(|e| PipelineError::Internal(e.to_string()))?,
-        );
+        metadata.insert(WATERMARKS.to_string(), to_json(w)?);
+    }
+    if !state.sides.is_empty() {
+        metadata.insert(SIDES.to_string(), to_json(&state.sides)?);
     }
     let schema = Schema::new_with_metadata(state.groups.schema().fields().clone(), metadata);
     let mut writer = FileWriter::try_new(Vec::new(), &schema)?;
@@ -268,13 +272,19 @@ fn encode(state: &State) -> Result<Vec<u8>> {
 /// The state snapshot `origin` holds, its groups in `schema`.
 fn decode(bytes: Vec<u8>, schema: &SchemaRef, origin: &str) -> Result<State> {
     let reader = FileReader::try_new(Cursor::new(bytes), None)?;
-    let watermarks = match reader.schema().metadata().get(WATERMARKS) {
-        Some(json) => Some(
-            serde_json::from_str(json)
-                .map_err(|e| PipelineError::Internal(format!("{origin}: {e}")))?,
-        ),
-        None => None,
-    };
+    let metadata = reader.schema().metadata().clone();
+    let from_json = |key: &str| metadata.get(key).cloned();
+    let watermarks = from_json(WATERMARKS)
+        .map(|json| serde_json::from_str(&json))
+        .transpose();
+    let sides = from_json(SIDES)
+        .map(|json| serde_json::from_str(&json))
+        .transpose();
+    let corrupt = |e: serde_json::Error| PipelineError::Internal(format!("{origin}: {e}"));
+    let (watermarks, sides) = (
+        watermarks.map_err(corrupt)?,
+        sides.map_err(corrupt)?.unwrap_or_default(),
+    );
     let batches = reader.collect::<Result<Vec<_>, _>>()?;
     let groups = concat_batches(schema, &batches).map_err(|e| {
         PipelineError::Internal(format!(
@@ -282,7 +292,15 @@ fn decode(bytes: Vec<u8>, schema: &SchemaRef, origin: &str) -> Result<State> {
              changed?"
         ))
     })?;
-    Ok(State { groups, watermarks })
+    Ok(State {
+        groups,
+        watermarks,
+        sides,
+    })
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| PipelineError::Internal(e.to_string()))
 }
 
 /// Writes `bytes` to `path` in `dir` durably: a temporary file synced, renamed, the folder synced.

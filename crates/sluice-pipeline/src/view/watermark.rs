@@ -98,6 +98,19 @@ impl Watermarks {
         self.watermark
     }
 
+    /// Whether every shard has carried nothing for `idle_ms` at `now_ms`.
+    pub fn idle(&self, now_ms: u64, idle_ms: u64) -> bool {
+        self.active_at
+            .iter()
+            .all(|&at| now_ms.saturating_sub(at) >= idle_ms)
+    }
+
+    /// Raises the watermark to `to`, if it is behind: an input idle as a whole follows the
+    /// other input of a join (as an idle shard does not hold back the others).
+    pub fn raise(&mut self, to: Micros) {
+        self.watermark = Some(self.watermark.map_or(to, |w| w.max(to)));
+    }
+
     /// Restores the idle clocks after a restart (they are not persisted).
     pub fn restarted(mut self, shards: usize, now_ms: u64) -> Self {
         self.latest.resize(shards, None);

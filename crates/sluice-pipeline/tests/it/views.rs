@@ -5,11 +5,12 @@
 //!
 //! ```text
 //! # a comment
-//! stream CREATE STREAM …          the stream, in the dialect
+//! stream CREATE STREAM …          a stream, in the dialect (more than one: a join's)
 //! view CREATE MATERIALIZED VIEW … a view (more than one: each may read the ones before)
-//! round                           these records (one per line, `<shard> <json>`) are appended
-//! 0 {"k":"a","ts":"…"}            to the stream, then each view in turn runs rounds until it
-//!                                 has taken all its input holds
+//! round [stream]                  these records (one per line, `<shard> <json>`) are appended
+//! 0 {"k":"a","ts":"…"}            to the stream named (else the last one created), then each
+//!                                 view in turn runs rounds until it has taken all its input
+//!                                 holds
 //! clock +15s                      the views' clock moves on (for idle shards)
 //! restart                         the views are dropped and opened again (from their commits)
 //! query SELECT … FROM v ORDER BY …  the view's table (or its errors table) must hold exactly
@@ -30,6 +31,7 @@ use datafusion::prelude::SessionContext;
 use sluice_lake::Lake;
 use sluice_log::{Log, LogConfig, Retention, StreamOptions};
 use sluice_pipeline::source::Assignment;
+use sluice_pipeline::view::input::Input;
 use sluice_pipeline::view::pieces::Pieces;
 use sluice_pipeline::view::state::Snapshots;
 use sluice_pipeline::view::{Catalog, Clock, Placement, Shared, ViewConfig, ViewPipeline};
@@ -142,7 +144,8 @@ async fn run_case(text: &str) -> (Result<(), String>, String) {
                 views.push(view);
             }
             "round" => {
-                append(&log, stream.as_deref().expect("a stream"), body).await;
+                let named = head.split_whitespace().nth(1);
+                append(&log, named.or(stream.as_deref()).expect("a stream"), body).await;
                 for view in &mut views {
                     loop {
                         let round = view.round().await.unwrap_or_else(|e| panic!("round: {e}"));
@@ -604,7 +607,7 @@ async fn a_cluster_s_views_are_created_once_and_followed_by_every_worker() {
         unreachable!()
     };
     let created = one
-        .create(view.definition.clone(), "events".into())
+        .create(view.definition.clone(), &[&Input::Stream("events".into())])
         .await
         .unwrap();
     assert!(two.get("per_minute").is_none());
@@ -612,7 +615,9 @@ async fn a_cluster_s_views_are_created_once_and_followed_by_every_worker() {
     assert_eq!(two.get("per_minute"), Some(created.clone()));
     assert!(!two.follow().await.unwrap(), "nothing changed since");
     assert_eq!(two.reading("events"), vec!["per_minute".to_string()]);
-    let again = two.create(view.definition.clone(), "events".into()).await;
+    let again = two
+        .create(view.definition.clone(), &[&Input::Stream("events".into())])
+        .await;
     assert!(
         matches!(again, Err(PipelineError::ViewExists(_))),
         "{again:?}"
