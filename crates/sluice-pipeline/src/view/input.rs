@@ -204,19 +204,27 @@ impl ExecutionPlan for InputExec {
     }
 }
 
-/// `plan` with every [`InputExec`] leaf holding `batches`.
+/// `plan` with every [`InputExec`] leaf holding `batches`, ready to run afresh.
 pub fn feed(
     plan: &Arc<dyn ExecutionPlan>,
     batches: &[RecordBatch],
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    plan.clone()
+    let fed = plan
+        .clone()
         .transform_up(|node| match node.downcast_ref::<InputExec>() {
             Some(input) => Ok(Transformed::yes(
                 Arc::new(input.with_batches(batches)) as Arc<dyn ExecutionPlan>
             )),
             None => Ok(Transformed::no(node)),
-        })
-        .map(|t| t.data)
+        })?
+        .data;
+    fresh(fed)
+}
+
+/// `plan` without what its nodes kept of an earlier run: a hash join given new inputs keeps the
+/// build side it collected first (so one partition's rows would be joined as another's).
+pub fn fresh(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
+    datafusion::physical_plan::execution_plan::reset_plan_states(plan)
 }
 
 /// The input `name` stands for — a stream, or the upstream view — and its columns.

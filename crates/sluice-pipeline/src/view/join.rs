@@ -49,10 +49,9 @@ use datafusion::logical_expr::{
     BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
 };
 use datafusion::logical_expr::{Join as JoinNode, LogicalPlan::Join as JoinPlan};
-use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::{ExecutionPlan, collect, replace_children_if_necessary};
 
-use super::input::{InputExec, InputTable, feed};
+use super::input::{InputExec, InputTable, feed, fresh};
 use super::round::{Output, latest, split_late};
 use super::state::State;
 use super::watermark::{Micros, Watermarks};
@@ -65,8 +64,6 @@ use crate::{PipelineError, Result};
 
 /// A view's join of two inputs, planned (see the module's documentation).
 pub struct Join {
-    /// `Inner`, `Left`, `Right` or `Full`, as the optimized query joins.
-    pub kind: JoinType,
     /// The join's left input, then its right.
     pub sides: [Side; 2],
     /// Every match has `t_right - t_left` at least this (µs)…
@@ -152,7 +149,6 @@ impl Join {
             Field::new("matched", DataType::Boolean, false),
         ]));
         Ok(Join {
-            kind,
             sides,
             lo,
             hi,
@@ -238,8 +234,7 @@ impl Join {
         task: &Arc<TaskContext>,
     ) -> Result<Vec<RecordBatch>> {
         let sides = [self.fed(0, left)?, self.fed(1, right)?];
-        // A hash join keeps the build side it read first: a plan runs afresh each time.
-        let plan = reset_plan_states(feed_sides(plan, &sides)?)?;
+        let plan = fresh(feed_sides(plan, &sides)?)?;
         Ok(collect(plan, task.clone()).await?)
     }
 
@@ -454,8 +449,8 @@ fn reads_input(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<InputExec>().is_some() || plan.children().into_iter().any(reads_input)
 }
 
-/// The inputs (`InputTable` scans) under `plan`.
-pub(super) fn inputs_under(plan: &LogicalPlan) -> usize {
+/// How many of the view's inputs (`InputTable` scans) `plan` reads.
+fn inputs_under(plan: &LogicalPlan) -> usize {
     let mut found = 0;
     let _ = plan.apply(|node| {
         if let LogicalPlan::TableScan(scan) = node
