@@ -3,7 +3,8 @@
 //! Without `--rate`, events come as fast as possible, with the workload's canonical event-time
 //! rate (10,000/s for ticks) from its canonical start (2026-01-05T14:30:00Z): the benchmark data.
 //! With `--rate N`, N events a second of wall time, and event time advancing at the same pace:
-//! a live feed.
+//! a live feed. `--event-rate N` sets how fast event time advances on its own (10,000 events
+//! over 10 s of event time at `--event-rate 1000`, written as fast as possible).
 //!
 //! `sluice gen nexmark --only persons|auctions|bids` writes the Nexmark events of one kind:
 //! `--events` counts event numbers, all kinds together (50 are one person, three auctions and 46
@@ -30,6 +31,10 @@ pub struct GenArgs {
     /// Events per second of wall time (and of event time) [default: as fast as possible]
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
+    /// Events per second of event time, however fast they are written [default: --rate, else
+    /// the workload's canonical rate]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    event_rate: Option<u64>,
     /// Seed of the generator: the same seed gives the same events
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -44,7 +49,7 @@ const BLOCK: u64 = 10_000;
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
     let mut options = GenOptions::canonical(args.workload);
     options.seed = args.seed;
-    if let Some(rate) = args.rate {
+    if let Some(rate) = args.event_rate.or(args.rate) {
         options.rate = rate;
     }
     if let Some(start) = &args.start {
