@@ -192,6 +192,18 @@ def test_joins_that_cannot_be_kept_are_refused_with_the_reason(server):
     cases = {
         "FROM auths a JOIN captures c ON a.card = c.card": "bounds their event times",
         "FROM auths a JOIN captures c ON a.card = c.card AND c.ts > a.ts": "bounds their event times",
+        # The same day is not a bound of microseconds.
+        "FROM auths a JOIN captures c ON a.card = c.card AND CAST(a.ts AS DATE) = CAST(c.ts AS DATE)":
+        "bounds their event times",
+        "FROM (SELECT auth_id, card, ts + INTERVAL '1 hour' AS ts FROM auths) a JOIN captures c "
+        "ON a.card = c.card AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '1 minute'": "is computed",
+        "FROM HOP(auths, ts, INTERVAL '1 minute', INTERVAL '2 minutes') a LEFT JOIN "
+        "HOP(captures, ts, INTERVAL '1 minute', INTERVAL '2 minutes') c "
+        "ON a.card = c.card AND a.window_start = c.window_start": "outer join of HOP windows",
+        "FROM SESSION(auths, ts, INTERVAL '1 minute') a JOIN captures c "
+        "ON a.card = c.card AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '1 minute'": "SESSION",
+        "FROM auths a JOIN captures c ON a.card = c.card AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '1 minute' "
+        "GROUP BY a.auth_id": "does not aggregate",
         "FROM auths a JOIN auths b ON a.card = b.card AND b.ts BETWEEN a.ts AND a.ts + INTERVAL '1 minute' "
         "JOIN captures c ON c.card = a.card AND c.ts BETWEEN a.ts AND a.ts + INTERVAL '1 minute'": "joins two",
     }

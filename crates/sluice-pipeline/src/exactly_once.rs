@@ -14,10 +14,12 @@
 //! 3. **Several tables, one read.** A pipeline writing several tables (a stream's rows and its
 //!    errors, a view's rows and its late events) reads each partition from the lowest of their
 //!    positions (`lowest`) and gives each table only the rows at or past its own ([`past`]):
-//!    a crash between two commits repeats nothing and loses nothing.
-//! 4. **State is named by the commit.** A pipeline with state (an aggregating view) writes its
-//!    state after a round to snapshot `n`, synced, *before* the commit that names it (`txn`
-//!    application id `snapshot`, version `n`). A restart loads the snapshot its last commit
+//!    a crash between two commits repeats nothing and loses nothing. A view's read reaches at
+//!    least as far as its errors table took ([`reaching`]), so that a round repeated after such
+//!    a crash judges every record the first attempt judged, as it did.
+//! 4. **State is named by the commit.** A pipeline with state (an aggregating view, a join)
+//!    writes its state after a round to snapshot `n`, synced, *before* the commit that names it
+//!    (`txn` application id `snapshot`, version `n`). A restart loads the snapshot its last commit
 //!    names (`snapshot`); older snapshots are deleted once a commit names a newer one (as is,
 //!    then, one a crash left unnamed).
 //! 5. **Positions belong to one incarnation.** A table says whose pipeline writes it (table
@@ -61,7 +63,7 @@ use arrow::datatypes::{Int32Type, Int64Type};
 use sluice_lake::{Lake, LakeTable};
 
 use crate::decode;
-use crate::source::{Gap, SourceRead};
+use crate::source::{Gap, Limits, SourceRead};
 use crate::view::pieces::Cursor;
 use crate::{PipelineError, Result};
 
@@ -270,6 +272,21 @@ pub fn past(batch: &RecordBatch, positions: &Positions) -> Result<RecordBatch> {
     Ok(filter_record_batch(batch, &keep)?)
 }
 
+/// `limits` of a read from `from` raised so that each partition's read reaches at least its
+/// position in `further` (another table's, ahead: rule 3). A view's round repeated after a crash
+/// between its errors table's commit and its own then reads every record the first attempt
+/// judged, and judges it again against the same watermark; read shorter, a record the first
+/// attempt took as on time could be judged late by a later round, and the errors table, past
+/// it, would not take it.
+pub(crate) fn reaching(mut limits: Limits, from: &Positions, further: &Positions) -> Limits {
+    for (partition, limit) in &mut limits {
+        if let (Some(&at), Some(&ahead)) = (from.get(partition), further.get(partition)) {
+            *limit = (*limit).max(ahead.saturating_sub(at) as usize);
+        }
+    }
+    limits
+}
+
 /// Per partition, the further of `positions` and `read`: a table's positions after a round
 /// (they never go back, even when a read for both tables ended before this one's).
 pub(crate) fn advanced(positions: &Positions, read: &Positions) -> Positions {
@@ -388,6 +405,16 @@ pub(crate) async fn drop_owned(lake: &Lake, names: &[String], writer: Writer) ->
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_read_reaches_what_the_table_ahead_took() {
+        let limits = super::Limits::from([(0, 10), (1, 10), (2, 10)]);
+        let from = super::Positions::from([(0, 100), (1, 100)]);
+        let ahead = super::Positions::from([(0, 150), (1, 105), (2, 40)]);
+        let reached = super::reaching(limits, &from, &ahead);
+        // Partition 2 was never taken by the view: it reads from its oldest record anyway.
+        assert_eq!(reached, super::Limits::from([(0, 50), (1, 10), (2, 10)]));
+    }
+
     use super::*;
 
     #[test]

@@ -178,7 +178,7 @@ impl Pipelines {
                     let Some(view) = self.catalog.get(name) else {
                         continue;
                     };
-                    let input = view.input.clone();
+                    let input = view.reads();
                     (Arc::new(self.view_opener(view)), input)
                 }
             };
@@ -244,6 +244,9 @@ impl Pipelines {
         if let (Some(_), Input::View(view)) = (&self.config.cluster, &input) {
             return Err(crate::view::views_of_views(view));
         }
+        if self.config.cluster.is_some() && plan.inputs().len() > 1 {
+            return Err(crate::view::joins_in_a_cluster());
+        }
         let stored = self.catalog.create(definition, &plan.inputs()).await?;
         // The incarnations of the streams it reads, as the view opens them.
         let streams: Vec<(String, Option<u64>)> = plan
@@ -273,7 +276,7 @@ impl Pipelines {
         match opened {
             Ok(pipeline) => {
                 let key = (name, Writer::View(stored.id));
-                let input = stored.input.clone();
+                let input = stored.reads();
                 self.supervise(key, opener, Ok(pipeline), &input);
                 Ok(())
             }
@@ -410,7 +413,7 @@ impl Pipelines {
             .map(
                 |view| match self.supervisor.monitor(&view.definition.name) {
                     Some(monitor) => monitor.status(),
-                    None => Monitor::new(&view.definition.name, None, &view.input).status(),
+                    None => Monitor::new(&view.definition.name, None, &view.reads()).status(),
                 },
             )
             .collect()

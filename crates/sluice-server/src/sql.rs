@@ -219,7 +219,7 @@ fn show_views(pipelines: &sluice_pipeline::Pipelines) -> QueryResult {
             let status = statuses.get(&view.definition.name);
             vec![
                 json!(view.definition.name),
-                json!(view.input),
+                json!(view.reads()),
                 json!(status.and_then(|s| s.kind).map(|k| k.as_str())),
                 json!(status.and_then(|s| s.watermark.clone())),
                 json!(status.map_or(0, |s| s.input_lag)),

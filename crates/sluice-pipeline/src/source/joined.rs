@@ -107,6 +107,16 @@ impl Source for Joined {
 
     async fn bounds(&self) -> Result<BTreeMap<Partition, Bounds>> {
         let (left, right) = tokio::try_join!(self.sides[0].bounds(), self.sides[1].bounds())?;
+        if let Some(&too_far) = [&left, &right]
+            .iter()
+            .find_map(|b| b.keys().find(|&&p| p >= SECOND_SIDE))
+        {
+            return Err(crate::PipelineError::Unsupported(format!(
+                "'{}' has a partition numbered {too_far}: a join's inputs have fewer than \
+                 {SECOND_SIDE}",
+                self.name
+            )));
+        }
         Ok([left, right]
             .into_iter()
             .enumerate()

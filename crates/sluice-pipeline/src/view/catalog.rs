@@ -55,6 +55,16 @@ pub struct StoredView {
     pub definition: ViewDefinition,
 }
 
+impl StoredView {
+    /// What it reads, as its status says it: a stream or a view, or the two streams it joins.
+    pub fn reads(&self) -> String {
+        match &self.joined {
+            Some(joined) => format!("{}, {joined}", self.input),
+            None => self.input.clone(),
+        }
+    }
+}
+
 /// The views of a data directory, or of a cluster.
 #[derive(Debug)]
 pub struct Catalog {

@@ -38,7 +38,8 @@ use arrow::array::{
 };
 use arrow::compute::{concat_batches, filter_record_batch, not};
 use arrow::datatypes::{
-    DataType, Field, Fields, Int32Type, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
+    DataType, Field, Fields, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
+    TimestampMicrosecondType,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, ScalarValue};
@@ -113,6 +114,24 @@ impl Join {
             )));
         }
         let [left, right] = inputs;
+        for input in [&left, &right] {
+            match input.window {
+                Some((Window::Session { .. }, _)) => {
+                    return Err(PipelineError::Unsupported(
+                        "a join of SESSION windows: a session's bounds move as it grows".into(),
+                    ));
+                }
+                // A row is in several windows, and may match in one but not another: an outer
+                // join would need to know in which it went unmatched.
+                Some((Window::Hop { .. }, _)) if kind != JoinType::Inner => {
+                    return Err(PipelineError::Unsupported(
+                        "an outer join of HOP windows: join them INNER, or join TUMBLE windows"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
         let (times, lo, hi) = bounds(join, [&left, &right])?;
         let sides = [(left, times[0], delays[0]), (right, times[1], delays[1])]
             .map(|(input, time, delay)| Side { input, time, delay });
@@ -278,11 +297,6 @@ pub(super) async fn round(
     task: &Arc<TaskContext>,
 ) -> Result<Output> {
     let mut marks = state.sides.clone();
-    if marks.len() != 2 {
-        return Err(PipelineError::Internal(
-            "a join's state without its sides' watermarks".into(),
-        ));
-    }
     // Lateness is judged against the watermarks the last commit left.
     let before = [marks[0].current(), marks[1].current()];
     let mut read: [Vec<RecordBatch>; 2] = Default::default();
@@ -592,16 +606,15 @@ fn bounds(join: &JoinNode, inputs: [&InputTable; 2]) -> Result<([usize; 2], Micr
                 })?;
                 size[s] = match window {
                     Window::Tumble { size } | Window::Hop { size, .. } => size,
-                    Window::Session { .. } => {
-                        return Err(PipelineError::Unsupported(
-                            "a join of SESSION windows: their bounds move as they grow".into(),
-                        ));
-                    }
+                    Window::Session { .. } => unreachable!("refused before"),
                 };
                 note(s, time)?;
             }
-            lo = Some(lo.map_or(-size[0], |l| l.max(-size[0])));
-            hi = Some(hi.map_or(size[1], |h| h.min(size[1])));
+            // Sharing a window's start (or end), the two times are less than the longer
+            // window apart.
+            let reach = size[0].max(size[1]);
+            lo = Some(lo.map_or(-reach, |l| l.max(-reach)));
+            hi = Some(hi.map_or(reach, |h| h.min(reach)));
             continue;
         }
         let (Some(l), Some(r)) = (linear(left), linear(right)) else {
@@ -620,13 +633,18 @@ fn bounds(join: &JoinNode, inputs: [&InputTable; 2]) -> Result<([usize; 2], Micr
         if sa == sb || !is_time(schemas[sa], a) || !is_time(schemas[sb], b) {
             continue;
         }
+        let sides = [&join.left, &join.right];
         let column = |s: usize, c: &Column| {
-            inputs[s].rows.index_of(&c.name).map_err(|_| {
+            let computed = || {
                 PipelineError::Unsupported(format!(
                     "a join bounds its inputs' own time columns: '{}' is computed",
                     c.name
                 ))
-            })
+            };
+            if !passes_through(sides[s], &c.name) {
+                return Err(computed());
+            }
+            inputs[s].rows.index_of(&c.name).map_err(|_| computed())
         };
         note(sa, column(sa, a)?)?;
         note(sb, column(sb, b)?)?;
@@ -658,6 +676,28 @@ fn bounds(join: &JoinNode, inputs: [&InputTable; 2]) -> Result<([usize; 2], Micr
              b.window_start)"
                 .into(),
         )),
+    }
+}
+
+/// Whether column `name` of `plan` (a join's input) is its input's column of that name, as
+/// read: not computed, nor renamed, on the way.
+fn passes_through(plan: &LogicalPlan, name: &str) -> bool {
+    match plan {
+        LogicalPlan::TableScan(_) => true,
+        LogicalPlan::Projection(projection) => {
+            projection.expr.iter().any(|e| match e {
+                Expr::Column(c) => c.name == name,
+                _ => false,
+            }) && plan
+                .inputs()
+                .first()
+                .is_some_and(|input| passes_through(input, name))
+        }
+        LogicalPlan::SubqueryAlias(_) | LogicalPlan::Filter(_) => plan
+            .inputs()
+            .first()
+            .is_some_and(|input| passes_through(input, name)),
+        _ => false,
     }
 }
 
@@ -702,11 +742,19 @@ fn window_column(expr: &Expr) -> Option<&Column> {
     }
 }
 
+/// `expr` without aliases, and without casts that keep every microsecond of a time (to a
+/// timestamp of µs or finer): a cast to a date or a second would make `=` mean "the same day".
 fn strip(expr: &Expr) -> &Expr {
+    let keeps_micros = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Timestamp(TimeUnit::Microsecond | TimeUnit::Nanosecond, _)
+        )
+    };
     match expr {
         Expr::Alias(a) => strip(&a.expr),
-        Expr::Cast(c) => strip(&c.expr),
-        Expr::TryCast(c) => strip(&c.expr),
+        Expr::Cast(c) if keeps_micros(c.field.data_type()) => strip(&c.expr),
+        Expr::TryCast(c) if keeps_micros(c.field.data_type()) => strip(&c.expr),
         e => e,
     }
 }

@@ -167,6 +167,13 @@ pub fn views_of_views(input: &str) -> crate::PipelineError {
     ))
 }
 
+/// The refusal of a view joining two streams in a cluster.
+pub fn joins_in_a_cluster() -> crate::PipelineError {
+    crate::PipelineError::Unsupported(
+        "a view joining two streams runs on a single Sluice for now, not in a cluster".into(),
+    )
+}
+
 /// The table property saying what kind of view writes it (`stateless`, `windowed`, `updating`).
 pub const KIND: &str = "sluice.view.kind";
 
@@ -245,12 +252,7 @@ impl ViewPipeline {
         let mut whole = None;
         let (source, delay_ms): (SharedSource, u64) =
             match (&plan.shape, &plan.input.source, &cluster) {
-                (Shape::Join(_), _, Some(_)) => {
-                    return Err(crate::PipelineError::Unsupported(
-                    "a view joining two streams runs on a single Sluice for now, not in a cluster"
-                        .into(),
-                ));
-                }
+                (Shape::Join(_), _, Some(_)) => return Err(joins_in_a_cluster()),
                 (Shape::Join(join), _, None) => {
                     let [left, right] = [0, 1].map(|s| join.sides[s].input.source.name());
                     let source = Joined::new(
@@ -337,16 +339,18 @@ impl ViewPipeline {
                 for &p in &partitions {
                     sides[side_of(p).0] += 1;
                 }
-                let empty = join.empty(sides, now);
                 Some(match snapshot {
-                    0 => empty,
+                    0 => join.empty(sides, now),
                     n => {
                         let mut state = snapshots.read(n, &join.state_schema).await?;
+                        if state.sides.len() != 2 {
+                            return Err(crate::PipelineError::Internal(format!(
+                                "view '{name}': its state snapshot {n} lacks its inputs' \
+                                 watermarks"
+                            )));
+                        }
                         state.sides = (0..2)
-                            .map(|s| match state.sides.get(s) {
-                                Some(w) => w.clone().restarted(sides[s], now),
-                                None => empty.sides[s].clone(),
-                            })
+                            .map(|s| state.sides[s].clone().restarted(sides[s], now))
                             .collect();
                         state
                     }
@@ -634,7 +638,8 @@ impl Pipeline for ViewPipeline {
     }
 
     fn limits(&self, from: &Positions, bounds: &BTreeMap<Partition, Bounds>) -> Limits {
-        shares(&pending(bounds, from), self.config.max_records_per_round)
+        let shares = shares(&pending(bounds, from), self.config.max_records_per_round);
+        exactly_once::reaching(shares, from, &self.error_positions)
     }
 
     async fn process(&mut self, read: SourceRead) -> Result<Round> {

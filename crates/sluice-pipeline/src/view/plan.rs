@@ -147,7 +147,7 @@ impl ViewPlan {
                     ));
                 }
                 let right = inputs.pop().expect("two inputs");
-                let delays = [delay(log, &input), delay(log, &right)];
+                let delays = [delay(log, &input)?, delay(log, &right)?];
                 let sides = [input.clone(), right];
                 Shape::Join(Join::new(&state, &logical, &optimized, sides, delays).await?)
             }
@@ -505,17 +505,20 @@ fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<Se
     Ok(ctx)
 }
 
-/// How far `input`'s events may lag behind the latest before they are late (µs): a stream's
-/// watermark delay; none for a view's rows, which come in order.
-fn delay(log: &Log, input: &InputTable) -> Micros {
+/// How far the events of a join's `input` may lag behind the latest before they are late
+/// (µs): its stream's watermark delay. A join's inputs are streams.
+fn delay(log: &Log, input: &InputTable) -> Result<Micros> {
     match &input.source {
-        Input::Stream(name) => log.stream(name).map_or(0, |s| {
+        Input::Stream(name) => Ok(log.stream(name).map_or(0, |s| {
             sluice_sql::StreamDefinition::from_log(&s.meta().definition)
                 .watermark_ms
                 .unwrap_or(0) as Micros
                 * 1000
-        }),
-        Input::View(_) => 0,
+        })),
+        Input::View(view) => Err(PipelineError::Unsupported(format!(
+            "'{view}' is a materialized view: a view joins two streams (a view is joined as a \
+             lake table, with a stream)"
+        ))),
     }
 }
 

@@ -270,7 +270,7 @@ pub(super) fn split_late(
                     stamp(t),
                     stamp(w)
                 ),
-                _ => format!("late: {name} is null, so the event is in no window"),
+                _ => format!("late: {name} is null, so the event has no place in event time"),
             })
         })
         .collect();

@@ -98,9 +98,7 @@ pub(super) fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
                 .into(),
         )),
         _ => Err(PipelineError::Unsupported(
-            "a materialized view reads one stream or view, or joins two: make a view of the \
-             first join and join that"
-                .into(),
+            "a materialized view reads one stream or view, or joins two streams".into(),
         )),
     }
 }
