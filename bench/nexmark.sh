@@ -8,7 +8,9 @@
 # query's views are created and timed until they have taken every event (bench/nexmark/bench.py:
 # events/s, cores busy, peak RSS), and dropped. With FLINK=1 (the default) Flink SQL runs each
 # query on the same files (bench/nexmark/flink_nexmark.py, PyFlink's local mini-cluster, from
-# ../shared/bench/peers). Prints the medians of RUNS runs, a query a line, with the ratio.
+# ../shared/bench/peers). Beside them, in-process (`sluice-bench view-files`, no server): the
+# query's first view over streams loaded from the same files (not q13: its side input is a lake
+# table). Prints the medians of RUNS runs, a query a line, with the ratio to Flink's.
 RUNS=${1:-3}
 source "$(dirname "$0")/common.sh"
 bench_venv
@@ -27,6 +29,18 @@ for kind in persons auctions bids; do
 done
 stream_sql() { (cd bench/nexmark && python3 -c "import queries, sys; print(getattr(queries, sys.argv[1])[sys.argv[2]] if len(sys.argv) > 2 else getattr(queries, sys.argv[1]))" "$@"); }
 if [ "$FLINK" = 1 ] && [ ! -x "$FLINK_PY" ]; then "$PEERS/setup_flink.sh"; fi
+# inprocess_args QUERY: the arguments of `sluice-bench view-files` for QUERY, NUL-separated.
+inprocess_args() {
+  (cd bench/nexmark && python3 -c '
+import queries, sys
+query, data = sys.argv[1], sys.argv[2]
+args = []
+for stream in queries.READS[query]:
+    args += ["--stream", queries.STREAMS[stream], f"{data}/{stream}.ndjson"]
+name, sql = queries.views(query)[0]
+args += ["--view", f"CREATE MATERIALIZED VIEW {name} AS {sql}"]
+sys.stdout.write("\0".join(args))' "$1" "$DATA")
+}
 
 for run in $(seq "$RUNS"); do
   echo "run $run of $RUNS" >&2
@@ -41,6 +55,16 @@ for run in $(seq "$RUNS"); do
   done
   (cd bench/nexmark && "$VENV/bin/python" bench.py --url $URL --pid $SERVER --data "$DATA" $QUERY_ARGS) >>"$RESULTS"
   stop_server
+  for q in $QUERIES; do
+    [ "$q" != q13 ] || continue
+    mapfile -d '' args < <(inprocess_args $q)
+    "$BENCH" view-files "${args[@]}" --dir "$WORK" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print(json.dumps({"engine": "in-process", "query": sys.argv[1], "events": r["events"],
+                  "events_per_s": round(r["events_per_s"]), "cores": r["cores_busy"],
+                  "peak_rss_mb": r["peak_rss_mib"]}))' $q >>"$RESULTS"
+  done
   if [ "$FLINK" = 1 ]; then
     PEERS_DIR=$PEERS "$FLINK_PY" bench/nexmark/flink_nexmark.py --input "$DATA" --work "$WORK/flink" \
       $FLINK_ARGS 2>>"$WORK/flink.log" | grep '^{' >>"$RESULTS"
@@ -55,12 +79,14 @@ for r in runs:
     by.setdefault((r["query"], r["engine"]), []).append(r)
 med = lambda rs, k: statistics.median(r[k] for r in rs if r.get(k) is not None) if any(r.get(k) is not None for r in rs) else None
 print(f"Nexmark, {int(sys.argv[2]):,} events, medians of {max(len(v) for v in by.values())} runs (2 cores)")
-print(f"{'query':6} {'sluice ev/s':>12} {'cores':>6} {'RSS MiB':>8} {'flink ev/s':>11} {'cores':>6} {'RSS MiB':>8} {'ratio':>6}")
+print(f"{'query':6} {'server ev/s':>12} {'cores':>6} {'RSS MiB':>8} {'in-proc ev/s':>13} "
+      f"{'flink ev/s':>11} {'cores':>6} {'RSS MiB':>8} {'ratio':>6}")
 for q in dict.fromkeys(k[0] for k in by):
-    s, f = by.get((q, "sluice"), []), by.get((q, "flink"), [])
+    s, i, f = (by.get((q, e), []) for e in ("sluice", "in-process", "flink"))
     se, fe = med(s, "events_per_s"), med(f, "events_per_s")
     cell = lambda v, w, fmt: f"{v:{w}{fmt}}" if v is not None else f"{'—':>{w}}"
     print(f"{q:6} {cell(se, 12, ',.0f')} {cell(med(s, 'cores'), 6, '.2f')} {cell(med(s, 'peak_rss_mb'), 8, ',.0f')} "
+          f"{cell(med(i, 'events_per_s'), 13, ',.0f')} "
           f"{cell(fe, 11, ',.0f')} {cell(med(f, 'cores'), 6, '.2f')} {cell(med(f, 'peak_rss_mb'), 8, ',.0f')} "
           f"{cell(se / fe if se and fe else None, 6, '.1f')}")
 PY

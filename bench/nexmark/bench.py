@@ -22,6 +22,8 @@ from pathlib import Path
 import queries
 
 TICK = 0.02
+# A view's round interval (ViewConfig's default).
+ROUND = 0.6
 
 
 def request(url: str, path: str, body: dict | None = None) -> dict:
@@ -70,11 +72,20 @@ def main():
         for name, definition in views:
             sql(args.url, f"CREATE MATERIALIZED VIEW {name} AS {definition}")
         names = [n for n, _ in views]
-        while not caught_up(args.url, names):
-            if time.monotonic() - t0 > args.timeout:
-                raise SystemExit(f"{query}: not caught up after {args.timeout} s")
-            time.sleep(TICK)
-        wall = time.monotonic() - t0
+        while True:
+            while not caught_up(args.url, names):
+                if time.monotonic() - t0 > args.timeout:
+                    raise SystemExit(f"{query}: not caught up after {args.timeout} s")
+                time.sleep(TICK)
+            wall = time.monotonic() - t0
+            # A view over a view may have run its round before its upstream's last commit: it
+            # is caught up when it still is a round later (which the time then includes).
+            if len(names) == 1:
+                break
+            time.sleep(ROUND)
+            if caught_up(args.url, names):
+                wall = time.monotonic() - t0
+                break
         cpu = cpu_seconds(args.pid) - cpu0
         rss = peak_rss_mib(args.pid)
         read = sum(events[s] for s in queries.READS[query])

@@ -13,6 +13,8 @@
 //!   raw-table pipeline takes to commit them all to `clicks` and `clicks_errors`; see its module.
 //! - `view` (W1 or W2, in-process): a log loaded with the workload, then the time a materialized
 //!   view takes to commit it all, and its restart after a crash; see its module.
+//! - `view-files` (in-process): streams loaded from NDJSON files, then the time views over them
+//!   take to commit it all (Nexmark's queries); see its module.
 //! - `window-freshness` (W4's windows): a closed 1-second window until it is visible in its
 //!   view; see its module.
 //! - `kafka-fetch`: a Kafka broker's fetch ceiling through a bare librdkafka consumer; see its
@@ -21,6 +23,7 @@
 //! Events are generated before the clock starts, so the figures are the server's, not the
 //! generator's.
 
+mod files;
 mod kafka;
 mod pipeline;
 mod preload;
@@ -101,6 +104,8 @@ enum Command {
     Pipeline(pipeline::Options),
     /// W1 through ticks_1m or W2 through the ETL view, in-process, then a restart
     View(views::Options),
+    /// Views over streams loaded from NDJSON files, in-process
+    ViewFiles(files::Options),
     /// A topic read from its start by a bare librdkafka consumer (--server and --stream do not
     /// apply)
     KafkaFetch {
@@ -187,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         } => freshness(&client, &server, &cli.stream, rate, seconds, batch, sample).await?,
         Command::Pipeline(options) => pipeline::run(options).await?,
         Command::View(options) => views::run(options).await?,
+        Command::ViewFiles(options) => files::run(options).await?,
         Command::KafkaFetch {
             brokers,
             topic,
