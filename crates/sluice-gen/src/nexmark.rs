@@ -89,8 +89,8 @@ const SPECIAL_CHAR_ODDS: u32 = 13;
 const EXTRA_LETTERS: usize = 1 << 16;
 
 // Few states, so that the queries find results even on small streams.
-const US_STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
-const US_CITIES: [&str; 10] = [
+pub(crate) const US_STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+pub(crate) const US_CITIES: [&str; 10] = [
     "Phoenix",
     "Los Angeles",
     "San Francisco",

@@ -846,22 +846,8 @@ fn nexmark_values_follow_the_reference() {
                             .iter()
                             .all(|g| g.len() == 4 && g.parse::<u16>().is_ok())
                 );
-                assert!(
-                    [
-                        "Phoenix",
-                        "Los Angeles",
-                        "San Francisco",
-                        "Boise",
-                        "Portland",
-                        "Bend",
-                        "Redmond",
-                        "Seattle",
-                        "Kent",
-                        "Cheyenne"
-                    ]
-                    .contains(&person.city)
-                );
-                assert!(["AZ", "CA", "ID", "OR", "WA", "WY"].contains(&person.state));
+                assert!(crate::nexmark::US_CITIES.contains(&person.city));
+                assert!(crate::nexmark::US_STATES.contains(&person.state));
                 assert!(!person.extra.is_empty() && letters(person.extra, ""));
                 // The reference's count: 8 for the id, the strings' lengths.
                 let strings = [
