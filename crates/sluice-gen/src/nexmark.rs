@@ -224,7 +224,7 @@ impl Nexmark {
         clock: &mut EventClock,
         out: &mut Vec<u8>,
     ) {
-        let seller = if rng.random_range(0..HOT_SELLERS_RATIO) > 0 {
+        let seller = if hot(rng, HOT_SELLERS_RATIO) {
             last_person(event) / HOT_BATCH * HOT_BATCH
         } else {
             next_person(event, rng)
@@ -266,12 +266,12 @@ impl Nexmark {
         clock: &mut EventClock,
         out: &mut Vec<u8>,
     ) {
-        let auction = if rng.random_range(0..HOT_AUCTION_RATIO) > 0 {
+        let auction = if hot(rng, HOT_AUCTION_RATIO) {
             last_auction(event) / HOT_BATCH * HOT_BATCH
         } else {
             next_auction(event, rng)
         };
-        let bidder = if rng.random_range(0..HOT_BIDDERS_RATIO) > 0 {
+        let bidder = if hot(rng, HOT_BIDDERS_RATIO) {
             // The second of the last 100 people, so that hot bidders are not hot sellers; the
             // first while it is the only one.
             let last = last_person(event);
@@ -376,6 +376,11 @@ fn next_auction<R: Rng>(event: u64, rng: &mut R) -> u64 {
     let last = last_auction(event);
     last.saturating_sub(NUM_IN_FLIGHT_AUCTIONS)
         + rng.random_range(0..=last.min(NUM_IN_FLIGHT_AUCTIONS))
+}
+
+/// Whether the hot one (seller, bidder, auction) is chosen: p = 1 - 1/`ratio`.
+fn hot<R: Rng>(rng: &mut R, ratio: u64) -> bool {
+    rng.random_range(0..ratio) > 0
 }
 
 /// A price in cents: `round(10^U[0, 6) * 100)`, 1 to 1,000,000 dollars, log-uniform.

@@ -209,16 +209,23 @@ pub fn feed(
     plan: &Arc<dyn ExecutionPlan>,
     batches: &[RecordBatch],
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let fed = plan
-        .clone()
+    fresh(fill(plan, batches)?)
+}
+
+/// `plan` with every [`InputExec`] leaf holding `batches` (what its nodes kept of an earlier
+/// run kept too: see [`fresh`]).
+pub fn fill(
+    plan: &Arc<dyn ExecutionPlan>,
+    batches: &[RecordBatch],
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    plan.clone()
         .transform_up(|node| match node.downcast_ref::<InputExec>() {
             Some(input) => Ok(Transformed::yes(
                 Arc::new(input.with_batches(batches)) as Arc<dyn ExecutionPlan>
             )),
             None => Ok(Transformed::no(node)),
-        })?
-        .data;
-    fresh(fed)
+        })
+        .map(|t| t.data)
 }
 
 /// `plan` without what its nodes kept of an earlier run: a hash join given new inputs keeps the

@@ -52,7 +52,7 @@ use datafusion::logical_expr::{
 use datafusion::logical_expr::{Join as JoinNode, LogicalPlan::Join as JoinPlan};
 use datafusion::physical_plan::{ExecutionPlan, collect, replace_children_if_necessary};
 
-use super::input::{InputExec, InputTable, feed, fresh};
+use super::input::{InputExec, InputTable, fill, fresh};
 use super::round::{Output, latest, split_late};
 use super::state::State;
 use super::watermark::{Micros, Watermarks};
@@ -438,7 +438,7 @@ fn row_struct(rows: &SchemaRef) -> DataType {
 }
 
 /// `plan` with the leaves under its join's left input holding `sides[0]` and those under its
-/// right input `sides[1]`.
+/// right input `sides[1]` (to be made [`fresh`] before it runs).
 fn feed_sides(
     plan: &Arc<dyn ExecutionPlan>,
     sides: &[RecordBatch; 2],
@@ -448,8 +448,8 @@ fn feed_sides(
             let children = node.children();
             if children.len() == 2 && children.iter().all(|c| reads_input(c)) {
                 let fed = vec![
-                    feed(children[0], std::slice::from_ref(&sides[0]))?,
-                    feed(children[1], std::slice::from_ref(&sides[1]))?,
+                    fill(children[0], std::slice::from_ref(&sides[0]))?,
+                    fill(children[1], std::slice::from_ref(&sides[1]))?,
                 ];
                 let node = replace_children_if_necessary(node.clone(), fed)?;
                 return Ok(Transformed::new(node, true, TreeNodeRecursion::Jump));
