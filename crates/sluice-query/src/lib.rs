@@ -364,6 +364,13 @@ impl SchemaProvider for LakeSchema {
             let version = match as_of {
                 AsOf::Version(n) => Version::Number(n),
                 AsOf::Timestamp(t) => Version::At(t),
+                AsOf::SystemTime(_) => {
+                    return Err(DataFusionError::Plan(format!(
+                        "FOR SYSTEM_TIME AS OF joins each event of a stream with the version of \
+                         '{name}' valid at its time: it is for a materialized view over the \
+                         stream; to read a table as it was, TIMESTAMP AS OF '…'"
+                    )));
+                }
             };
             return match self.engine.lake.open_version(name, version).await {
                 Ok(table) => Ok(Some(table.delta().table_provider().await?)),

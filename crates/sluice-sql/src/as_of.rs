@@ -1,12 +1,16 @@
-//! Time travel: `t VERSION AS OF 3` and `t TIMESTAMP AS OF '2026-01-05 14:30:00'` (Delta
-//! Lake's syntax) read an earlier version of a lake table.
+//! Versions of a table. Time travel: `t VERSION AS OF 3` and `t TIMESTAMP AS OF '2026-01-05
+//! 14:30:00'` (Delta Lake's syntax) read an earlier version of a lake table. A temporal join:
+//! `JOIN rates FOR SYSTEM_TIME AS OF o.ts` (Flink's syntax, in a materialized view) joins each
+//! row of `o` with the version of `rates` valid at the row's `ts`.
 //!
 //! sqlparser's generic dialect has no table versions, so [`rewrite`] turns the clause, before
-//! anything parses the text, into a table name the query engine resolves ([`AsOf::parse_name`]):
+//! anything parses the text, into a table name the query engine or the view resolves
+//! ([`AsOf::parse_name`]):
 //!
 //! ```text
 //! FROM ticks VERSION AS OF 3                          FROM "ticks@v3" AS ticks
 //! FROM ticks TIMESTAMP AS OF '2026-01-05 14:30' t     FROM "ticks@2026-01-05T14:30:00Z" t
+//! JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r          JOIN "rates@system_time o.ts" AS r
 //! ```
 //!
 //! Only the clause and its table name change (so an error elsewhere keeps its position before
@@ -23,27 +27,40 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use crate::{Result, SqlError};
 
 /// Which version of a table a query reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AsOf {
     /// The table as its commit number `n` left it.
     Version(u64),
     /// The table as its last commit at or before this instant left it.
     Timestamp(DateTime<Utc>),
+    /// Per row of the other side of a join, the version valid at that row's time: this
+    /// column of it (`o.ts`, as written, identifiers unquoted folded to lower case).
+    SystemTime(String),
 }
 
+/// What comes between a versioned name's table and its column: `rates@system_time o.ts`.
+const SYSTEM_TIME: &str = "system_time ";
+
 impl AsOf {
-    /// The name a versioned table goes by in a rewritten query: `t@v3`, `t@2026-…Z`.
+    /// The name a versioned table goes by in a rewritten query: `t@v3`, `t@2026-…Z`,
+    /// `t@system_time o.ts`.
     pub fn name(&self, table: &str) -> String {
         match self {
             AsOf::Version(n) => format!("{table}@v{n}"),
             AsOf::Timestamp(t) => {
                 format!("{table}@{}", t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
             }
+            AsOf::SystemTime(column) => format!("{table}@{SYSTEM_TIME}{column}"),
         }
     }
 
     /// The table and version a name made by [`AsOf::name`] stands for.
     pub fn parse_name(name: &str) -> Option<(&str, AsOf)> {
+        if let Some((table, column)) = name.split_once('@')
+            && let Some(column) = column.strip_prefix(SYSTEM_TIME)
+        {
+            return Some((table, AsOf::SystemTime(column.to_string())));
+        }
         let (table, version) = name.rsplit_once('@')?;
         let as_of = match version.strip_prefix('v') {
             Some(n) => AsOf::Version(n.parse().ok()?),
@@ -113,17 +130,17 @@ pub fn rewrite_located(sql: &str) -> Result<Rewritten<'_>> {
     let mut copied = 0;
     let mut i = 1;
     while i + 3 < tokens.len() {
-        let Some(as_of) = clause(&tokens[i..i + 4])? else {
+        let Some((as_of, length)) = clause(&tokens[i..])? else {
             i += 1;
             continue;
         };
         let Token::Word(table) = &tokens[i - 1].token else {
             return Err(SqlError::at(
-                "VERSION AS OF and TIMESTAMP AS OF follow a table name",
+                "VERSION AS OF, TIMESTAMP AS OF and FOR SYSTEM_TIME AS OF follow a table name",
                 tokens[i].span.start,
             ));
         };
-        let has_alias = match tokens.get(i + 4).map(|t| &t.token) {
+        let has_alias = match tokens.get(i + length).map(|t| &t.token) {
             Some(Token::Word(w)) => {
                 w.keyword == Keyword::AS || !RESERVED_FOR_TABLE_ALIAS.contains(&w.keyword)
             }
@@ -141,9 +158,9 @@ pub fn rewrite_located(sql: &str) -> Result<Rewritten<'_>> {
             out.push_str(" AS ");
             out.push_str(&crate::quoted(&name));
         }
-        copied = offsets.at(tokens[i + 3].span.end);
+        copied = offsets.at(tokens[i + length - 1].span.end);
         splices.push((start..copied, rewritten_start..out.len()));
-        i += 4;
+        i += length;
     }
     if copied == 0 {
         return Ok(unchanged());
@@ -156,12 +173,28 @@ pub fn rewrite_located(sql: &str) -> Result<Rewritten<'_>> {
     })
 }
 
-/// `VERSION AS OF <number>` or `TIMESTAMP AS OF '<timestamp>'` at the start of `tokens`.
-fn clause(tokens: &[&TokenWithSpan]) -> Result<Option<AsOf>> {
+/// `VERSION AS OF <number>`, `TIMESTAMP AS OF '<timestamp>'` or `FOR SYSTEM_TIME AS OF
+/// <column>` at the start of `tokens` (at least four), and how many tokens it takes.
+fn clause(tokens: &[&TokenWithSpan]) -> Result<Option<(AsOf, usize)>> {
     let keyword = |t: &TokenWithSpan| match &t.token {
         Token::Word(w) if w.quote_style.is_none() => w.keyword,
         _ => Keyword::NoKeyword,
     };
+    if keyword(tokens[0]) == Keyword::FOR
+        && keyword(tokens[1]) == Keyword::SYSTEM_TIME
+        && keyword(tokens[2]) == Keyword::AS
+        && keyword(tokens[3]) == Keyword::OF
+    {
+        return system_time(&tokens[4..])
+            .map(|(column, length)| Some((AsOf::SystemTime(column), 4 + length)))
+            .ok_or_else(|| {
+                SqlError::at(
+                    "FOR SYSTEM_TIME AS OF takes the time column of the stream joined, e.g. \
+                     JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r",
+                    tokens[3].span.end,
+                )
+            });
+    }
     let kind = keyword(tokens[0]);
     if !matches!(kind, Keyword::VERSION | Keyword::TIMESTAMP)
         || keyword(tokens[1]) != Keyword::AS
@@ -172,7 +205,7 @@ fn clause(tokens: &[&TokenWithSpan]) -> Result<Option<AsOf>> {
     let at = tokens[3].span.start;
     match (kind, &tokens[3].token) {
         (Keyword::VERSION, Token::Number(n, _)) => {
-            n.parse().map(|n| Some(AsOf::Version(n))).map_err(|_| {
+            n.parse().map(|n| Some((AsOf::Version(n), 4))).map_err(|_| {
                 SqlError::at(
                     format!("VERSION AS OF takes a version number, found {n}"),
                     at,
@@ -180,7 +213,7 @@ fn clause(tokens: &[&TokenWithSpan]) -> Result<Option<AsOf>> {
             })
         }
         (Keyword::TIMESTAMP, Token::SingleQuotedString(s)) => timestamp(s)
-            .map(|t| Some(AsOf::Timestamp(t)))
+            .map(|t| Some((AsOf::Timestamp(t), 4)))
             .ok_or_else(|| {
                 SqlError::at(
                     format!(
@@ -192,6 +225,32 @@ fn clause(tokens: &[&TokenWithSpan]) -> Result<Option<AsOf>> {
             }),
         // Not a clause (`SELECT version AS of FROM t`), or not one the parser will accept.
         _ => Ok(None),
+    }
+}
+
+/// A column, maybe qualified (`ts`, `o.ts`, `o."Ts"`), at the start of `tokens`: as written
+/// (unquoted identifiers folded to lower case), and how many tokens it takes.
+fn system_time(tokens: &[&TokenWithSpan]) -> Option<(String, usize)> {
+    let mut column = String::new();
+    let mut length = 0;
+    loop {
+        let Token::Word(word) = &tokens.get(length)?.token else {
+            return None;
+        };
+        match word.quote_style {
+            Some(_) => column.push_str(&crate::quoted(&word.value)),
+            None => column.push_str(&word.value.to_ascii_lowercase()),
+        }
+        length += 1;
+        match tokens.get(length).map(|t| &t.token) {
+            Some(Token::Period) => {
+                column.push('.');
+                length += 1;
+            }
+            // A function's name, not a column.
+            Some(Token::LParen) => return None,
+            _ => return Some((column, length)),
+        }
     }
 }
 

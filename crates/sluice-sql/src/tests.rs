@@ -417,6 +417,32 @@ fn time_travel_names_a_version_of_the_table() {
     assert!(e.message.contains("follow a table name"), "{e}");
 }
 
+#[test]
+fn a_temporal_join_names_the_versions_by_the_column_of_the_other_side() {
+    assert_eq!(
+        rewritten("SELECT * FROM o JOIN Rates FOR SYSTEM_TIME AS OF O.Ts AS r ON o.c = r.c"),
+        r#"SELECT * FROM o JOIN "rates@system_time o.ts" AS r ON o.c = r.c"#
+    );
+    assert_eq!(
+        rewritten(r#"SELECT 1 FROM o JOIN rates FOR SYSTEM_TIME AS OF "At" ON true"#),
+        r#"SELECT 1 FROM o JOIN "rates@system_time ""At""" AS "rates" ON true"#
+    );
+    assert_eq!(
+        AsOf::parse_name(r#"rates@system_time o."At""#),
+        Some(("rates", AsOf::SystemTime(r#"o."At""#.into())))
+    );
+    for sql in [
+        "SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF",
+        "SELECT * FROM o JOIN rates FOR SYSTEM_TIME AS OF now() ON true",
+    ] {
+        let e = error(sql);
+        assert!(
+            e.message.contains("the time column of the stream joined"),
+            "{e}"
+        );
+    }
+}
+
 /// What a view keeps of its statement, through the JSON it is stored in and back.
 fn stored(definition: &ViewDefinition) -> ViewDefinition {
     let json = serde_json::to_string(definition).unwrap();

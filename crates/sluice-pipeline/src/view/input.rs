@@ -292,6 +292,13 @@ impl SchemaProvider for ViewSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        // A stream read FOR SYSTEM_TIME AS OF (a temporal join) is read as the stream is.
+        let name = match sluice_sql::AsOf::parse_name(name) {
+            Some((stream, sluice_sql::AsOf::SystemTime(_))) if self.log.stream(stream).is_ok() => {
+                stream
+            }
+            _ => name,
+        };
         if let Some((source, schema)) = input(&self.log, self.upstream.as_ref(), name)? {
             return Ok(Some(Arc::new(InputTable {
                 source,

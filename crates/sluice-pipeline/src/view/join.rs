@@ -34,7 +34,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StructArray, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StructArray,
+    new_null_array,
 };
 use arrow::compute::{concat_batches, filter_record_batch, not};
 use arrow::datatypes::{
@@ -55,6 +56,7 @@ use datafusion::physical_plan::{ExecutionPlan, collect, replace_children_if_nece
 use super::input::{InputExec, InputTable, fill, fresh};
 use super::round::{Output, latest, split_late};
 use super::state::State;
+use super::temporal::{self, Temporal};
 use super::watermark::{Micros, Watermarks};
 use super::window::{WINDOW_END, WINDOW_START, Window};
 use crate::decode::{SEQ, SHARD};
@@ -62,18 +64,34 @@ use crate::error::refused;
 use crate::source::PartRead;
 use crate::source::joined::side_of;
 use crate::{PipelineError, Result};
+use sluice_sql::StreamDefinition;
 
 /// A view's join of two inputs, planned (see the module's documentation).
 pub struct Join {
     /// The join's left input, then its right.
     pub sides: [Side; 2],
-    /// Every match has `t_right - t_left` at least this (µs)…
-    pub lo: Micros,
-    /// … and at most this.
-    pub hi: Micros,
     /// The state's columns: each side's rows as a struct (null in the other side's rows),
     /// then whether the row has matched.
     pub state_schema: SchemaRef,
+    /// How a row meets the other side's.
+    meeting: Meeting,
+}
+
+/// How the rows of a join's sides meet.
+enum Meeting {
+    /// Within a time bound of each other (interval and window joins).
+    Within(Within),
+    /// A row of the left side with the right side's version valid at its time
+    /// ([`super::temporal`]).
+    AsOf(Temporal),
+}
+
+/// An interval or window join, planned.
+struct Within {
+    /// Every match has `t_right - t_left` at least this (µs)…
+    lo: Micros,
+    /// … and at most this.
+    hi: Micros,
     /// The query with the join made inner: matches, through the query above the join.
     inner: Arc<dyn ExecutionPlan>,
     /// The query as written: rows left unmatched, padded with NULLs.
@@ -95,73 +113,46 @@ pub struct Side {
 
 impl Join {
     /// Plans the join of `logical` (the query as SQL gave it) and `optimized` (as DataFusion
-    /// optimized it), whose inputs are `inputs`, their watermark delays `delays`.
+    /// optimized it), whose inputs are `inputs`, the streams `streams` defines.
     pub(super) async fn new(
         state: &SessionState,
         logical: &LogicalPlan,
         optimized: &LogicalPlan,
         inputs: [InputTable; 2],
-        delays: [Micros; 2],
+        streams: [&StreamDefinition; 2],
     ) -> Result<Self> {
         let join = joining(optimized)?;
         let kind = join.join_type;
-        if !matches!(
-            kind,
-            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
-        ) {
-            return Err(PipelineError::Unsupported(format!(
-                "a {kind} join of two streams: a view joins them INNER, LEFT, RIGHT or FULL"
-            )));
-        }
-        let [left, right] = inputs;
-        for input in [&left, &right] {
-            match input.window {
-                Some((Window::Session { .. }, _)) => {
-                    return Err(PipelineError::Unsupported(
-                        "a join of SESSION windows: a session's bounds move as it grows".into(),
-                    ));
-                }
-                // A row is in several windows, and may match in one but not another: an outer
-                // join would need to know in which it went unmatched.
-                Some((Window::Hop { .. }, _)) if kind != JoinType::Inner => {
-                    return Err(PipelineError::Unsupported(
-                        "an outer join of HOP windows: join them INNER, or join TUMBLE windows"
-                            .into(),
-                    ));
-                }
-                _ => {}
+        let delays = streams.map(|s| s.watermark_ms.unwrap_or(0) as Micros * 1000);
+        let as_of = [&join.left, &join.right].map(|side| temporal::versioned(side));
+        let (meeting, times) = match as_of {
+            [Some(_), _] => {
+                return Err(PipelineError::Unsupported(
+                    "the stream read FOR SYSTEM_TIME AS OF is the join's right side: FROM o \
+                     JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON …"
+                        .into(),
+                ));
             }
-        }
-        let (times, lo, hi) = bounds(join, [&left, &right])?;
+            [None, Some(column)] => {
+                let (temporal, times) = Temporal::new(
+                    state,
+                    logical,
+                    kind,
+                    [&inputs[0], &inputs[1]],
+                    &column,
+                    streams[1].event_time.as_deref(),
+                )
+                .await?;
+                (Meeting::AsOf(temporal), times)
+            }
+            [None, None] => {
+                let (within, times) = Within::new(state, logical, join, &inputs).await?;
+                (Meeting::Within(within), times)
+            }
+        };
+        let [left, right] = inputs;
         let sides = [(left, times[0], delays[0]), (right, times[1], delays[1])]
             .map(|(input, time, delay)| Side { input, time, delay });
-        let physical = |plan: LogicalPlan| async move {
-            state.create_physical_plan(&plan).await.map_err(refused)
-        };
-        let inner = physical(with_join(logical, |j| {
-            JoinNode::try_new(
-                j.left.clone(),
-                j.right.clone(),
-                j.on.clone(),
-                j.filter.clone(),
-                JoinType::Inner,
-                j.join_constraint,
-                j.null_equality,
-                false,
-            )
-        })?)
-        .await?;
-        let outer = physical(logical.clone()).await?;
-        let kept = [
-            matches!(kind, JoinType::Left | JoinType::Full),
-            matches!(kind, JoinType::Right | JoinType::Full),
-        ];
-        let mut matched = [None, None];
-        for (side, semi) in [(0, JoinType::LeftSemi), (1, JoinType::RightSemi)] {
-            if kept[side] {
-                matched[side] = Some(physical(semi_join(logical, semi)?).await?);
-            }
-        }
         let state_schema = Arc::new(Schema::new(vec![
             Field::new("left", row_struct(&sides[0].input.rows), true),
             Field::new("right", row_struct(&sides[1].input.rows), true),
@@ -169,20 +160,21 @@ impl Join {
         ]));
         Ok(Join {
             sides,
-            lo,
-            hi,
             state_schema,
-            inner,
-            outer,
-            matched,
+            meeting,
         })
     }
 
     /// The plans a round runs.
     pub fn plans(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        let mut plans = vec![&self.inner, &self.outer];
-        plans.extend(self.matched.iter().flatten());
-        plans
+        match &self.meeting {
+            Meeting::Within(within) => {
+                let mut plans = vec![&within.inner, &within.outer];
+                plans.extend(within.matched.iter().flatten());
+                plans
+            }
+            Meeting::AsOf(temporal) => vec![temporal.plan()],
+        }
     }
 
     /// The state before the first round: nothing held, no event seen on the `partitions`
@@ -198,7 +190,11 @@ impl Join {
     }
 
     /// The held rows of `groups` (the state) of side `side`, and whether each has matched.
-    fn held(&self, groups: &RecordBatch, side: usize) -> Result<(RecordBatch, BooleanArray)> {
+    pub(super) fn held(
+        &self,
+        groups: &RecordBatch,
+        side: usize,
+    ) -> Result<(RecordBatch, BooleanArray)> {
         let mine: BooleanArray = groups.column(side).logical_nulls().map_or_else(
             || BooleanArray::from(vec![true; groups.num_rows()]),
             |n| BooleanArray::new(n.inner().clone(), None),
@@ -211,7 +207,7 @@ impl Join {
     }
 
     /// `rows` of side `side`, with whether each has matched, as rows of the state.
-    fn holding(
+    pub(super) fn holding(
         &self,
         side: usize,
         rows: &RecordBatch,
@@ -256,34 +252,89 @@ impl Join {
         let plan = fresh(feed_sides(plan, &sides)?)?;
         Ok(collect(plan, task.clone()).await?)
     }
+}
 
-    /// The rows of side `side` among `rows` that matched a row of the other side in the
-    /// pairs `pairs` (left rows, right rows) run through its semi join.
-    async fn matching(
-        &self,
-        side: usize,
-        pairs: &[(&RecordBatch, &RecordBatch)],
-        task: &Arc<TaskContext>,
-    ) -> Result<HashSet<(i32, i64)>> {
-        let mut ids = HashSet::new();
-        let Some(plan) = &self.matched[side] else {
-            return Ok(ids);
-        };
-        for (left, right) in pairs {
-            for batch in self.run(plan, left, right, task).await? {
-                let shards = batch.column(0).as_primitive::<Int32Type>();
-                let seqs = batch.column(1).as_primitive::<Int64Type>();
-                ids.extend(
-                    shards
-                        .values()
-                        .iter()
-                        .copied()
-                        .zip(seqs.values().iter().copied()),
-                );
+impl Within {
+    /// Plans the interval or window join `join` (of the optimized query) of `logical`, whose
+    /// inputs are `inputs`. Returns it with each side's time column.
+    async fn new(
+        state: &SessionState,
+        logical: &LogicalPlan,
+        join: &JoinNode,
+        inputs: &[InputTable; 2],
+    ) -> Result<(Self, [usize; 2])> {
+        let kind = join.join_type;
+        if !matches!(
+            kind,
+            JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full
+        ) {
+            return Err(PipelineError::Unsupported(format!(
+                "a {kind} join of two streams: a view joins them INNER, LEFT, RIGHT or FULL"
+            )));
+        }
+        for input in inputs {
+            match input.window {
+                Some((Window::Session { .. }, _)) => {
+                    return Err(PipelineError::Unsupported(
+                        "a join of SESSION windows: a session's bounds move as it grows".into(),
+                    ));
+                }
+                // A row is in several windows, and may match in one but not another: an outer
+                // join would need to know in which it went unmatched.
+                Some((Window::Hop { .. }, _)) if kind != JoinType::Inner => {
+                    return Err(PipelineError::Unsupported(
+                        "an outer join of HOP windows: join them INNER, or join TUMBLE windows"
+                            .into(),
+                    ));
+                }
+                _ => {}
             }
         }
-        Ok(ids)
+        let (times, lo, hi) = bounds(join, [&inputs[0], &inputs[1]])?;
+        let physical = |plan: LogicalPlan| async move {
+            state.create_physical_plan(&plan).await.map_err(refused)
+        };
+        let inner = physical(replace_join(logical, |j| {
+            Ok(JoinPlan(JoinNode::try_new(
+                j.left.clone(),
+                j.right.clone(),
+                j.on.clone(),
+                j.filter.clone(),
+                JoinType::Inner,
+                j.join_constraint,
+                j.null_equality,
+                false,
+            )?))
+        })?)
+        .await?;
+        let outer = physical(logical.clone()).await?;
+        let kept = [
+            matches!(kind, JoinType::Left | JoinType::Full),
+            matches!(kind, JoinType::Right | JoinType::Full),
+        ];
+        let mut matched = [None, None];
+        for (side, semi) in [(0, JoinType::LeftSemi), (1, JoinType::RightSemi)] {
+            if kept[side] {
+                matched[side] = Some(physical(semi_join(logical, semi)?).await?);
+            }
+        }
+        let within = Within {
+            lo,
+            hi,
+            inner,
+            outer,
+            matched,
+        };
+        Ok((within, times))
     }
+}
+
+/// What a round read of a join's sides: the watermarks after it, each side's late rows (as
+/// rows of the errors table) and its rows on time.
+pub(super) struct SidesRead {
+    pub marks: Vec<Watermarks>,
+    pub late: Vec<RecordBatch>,
+    pub new: Vec<RecordBatch>,
 }
 
 /// A round of a join view (see the module's documentation): `taken` is each partition read,
@@ -296,106 +347,166 @@ pub(super) async fn round(
     idle_ms: u64,
     task: &Arc<TaskContext>,
 ) -> Result<Output> {
-    let mut marks = state.sides.clone();
-    // Lateness is judged against the watermarks the last commit left.
-    let before = [marks[0].current(), marks[1].current()];
-    let mut read: [Vec<RecordBatch>; 2] = Default::default();
-    for (part, rows) in taken {
-        let (side, own) = side_of(part.partition);
-        if part.records > 0 || part.gap.is_some() {
-            marks[side].observe(own as usize, latest(rows, join.sides[side].time), now_ms);
-        }
-        read[side].push(rows.clone());
-    }
-    let mut late = Vec::with_capacity(2);
-    let mut new = Vec::with_capacity(2);
-    for (side, rows) in read.iter().enumerate() {
-        let rows = concat_batches(&join.sides[side].input.rows, rows)?;
-        let (l, on_time) = split_late(&rows, join.sides[side].time, before[side])?;
-        late.push(l);
-        new.push(on_time);
-    }
-    let (held_left, matched_left) = join.held(&state.groups, 0)?;
-    let (held_right, matched_right) = join.held(&state.groups, 1)?;
-    // New rows meet everything of the other side; held rows only the other side's new ones.
-    let right = concat_batches(&held_right.schema(), [&held_right, &new[1]])?;
-    let pairs = [(&new[0], &right), (&held_left, &new[1])];
-    let mut rows = Vec::new();
-    for (l, r) in pairs {
-        if l.num_rows() > 0 && r.num_rows() > 0 {
-            rows.extend(join.run(&join.inner, l, r, task).await?);
-        }
-    }
-    let left = concat_batches(&held_left.schema(), [&held_left, &new[0]])?;
-    let matched = [
-        flags(
-            &left,
-            &matched_left,
-            &new[0],
-            &join.matching(0, &pairs, task).await?,
-        )?,
-        flags(
-            &right,
-            &matched_right,
-            &new[1],
-            &join.matching(1, &pairs, task).await?,
-        )?,
-    ];
-    for mark in &mut marks {
-        mark.advance(now_ms, idle_ms);
-    }
-    for side in 0..2 {
-        if marks[side].idle(now_ms, idle_ms)
-            && let Some(other) = marks[1 - side].current()
-        {
-            marks[side].raise(other);
-        }
-    }
-    // A left row waits for the right side's watermark to pass `t + hi`; a right row for the
-    // left side's to pass `t - lo`.
-    let wait = [
-        (marks[1].current(), join.hi),
-        (marks[0].current(), -join.lo),
-    ];
-    let mut groups = Vec::with_capacity(2);
-    for (side, all) in [left, right].iter().enumerate() {
-        let (watermark, reach) = wait[side];
-        let times = all
-            .column(join.sides[side].time)
-            .as_primitive::<TimestampMicrosecondType>();
-        let gone: BooleanArray = times
-            .iter()
-            .map(|t| {
-                Some(watermark.is_some_and(|w| t.is_some_and(|t| t.saturating_add(reach) < w)))
-            })
-            .collect();
-        let unmatched = arrow::compute::and(&gone, &not(&matched[side])?)?;
-        if join.matched[side].is_some() && unmatched.true_count() > 0 {
-            let alone = filter_record_batch(all, &unmatched)?;
-            let none = RecordBatch::new_empty(join.sides[1 - side].input.rows.clone());
-            let (l, r) = match side {
-                0 => (&alone, &none),
-                _ => (&none, &alone),
-            };
-            rows.extend(join.run(&join.outer, l, r, task).await?);
-        }
-        let stays = not(&gone)?;
-        let kept = filter_record_batch(all, &stays)?;
-        let kept_matched = arrow::compute::filter(&matched[side], &stays)?;
-        groups.push(join.holding(side, &kept, kept_matched.as_boolean().clone())?);
-    }
+    let read = join.read(state, taken, now_ms, idle_ms)?;
     let records = taken.iter().map(|(p, _)| p.records).sum::<usize>();
-    let changed = records > 0 || !rows.is_empty();
+    let (rows, groups) = match &join.meeting {
+        Meeting::Within(within) => within.round(join, state, &read, task).await?,
+        Meeting::AsOf(temporal) => temporal.round(join, state, &read, task).await?,
+    };
     Ok(Output {
+        changed: records > 0 || !rows.is_empty(),
         rows,
-        late,
-        changed,
+        late: read.late,
         state: Some(State {
             groups: concat_batches(&join.state_schema, &groups)?,
             watermarks: None,
-            sides: marks,
+            sides: read.marks,
         }),
     })
+}
+
+impl Join {
+    /// The rows of `taken` by side, late or on time (judged against the watermarks the last
+    /// commit left), and the watermarks they move on.
+    fn read(
+        &self,
+        state: &State,
+        taken: &[(&PartRead, RecordBatch)],
+        now_ms: u64,
+        idle_ms: u64,
+    ) -> Result<SidesRead> {
+        let mut marks = state.sides.clone();
+        let before = [marks[0].current(), marks[1].current()];
+        let mut read: [Vec<RecordBatch>; 2] = Default::default();
+        for (part, rows) in taken {
+            let (side, own) = side_of(part.partition);
+            if part.records > 0 || part.gap.is_some() {
+                marks[side].observe(own as usize, latest(rows, self.sides[side].time), now_ms);
+            }
+            read[side].push(rows.clone());
+        }
+        let mut late = Vec::with_capacity(2);
+        let mut new = Vec::with_capacity(2);
+        for (side, rows) in read.iter().enumerate() {
+            let rows = concat_batches(&self.sides[side].input.rows, rows)?;
+            let (l, on_time) = split_late(&rows, self.sides[side].time, before[side])?;
+            late.push(l);
+            new.push(on_time);
+        }
+        for mark in &mut marks {
+            mark.advance(now_ms, idle_ms);
+        }
+        for side in 0..2 {
+            if marks[side].idle(now_ms, idle_ms)
+                && let Some(other) = marks[1 - side].current()
+            {
+                marks[side].raise(other);
+            }
+        }
+        Ok(SidesRead { marks, late, new })
+    }
+}
+
+impl Within {
+    /// A round's matches and unmatched rows let go, and the rows each side holds after it
+    /// (as rows of the state).
+    async fn round(
+        &self,
+        join: &Join,
+        state: &State,
+        read: &SidesRead,
+        task: &Arc<TaskContext>,
+    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let new = &read.new;
+        let (held_left, matched_left) = join.held(&state.groups, 0)?;
+        let (held_right, matched_right) = join.held(&state.groups, 1)?;
+        // New rows meet everything of the other side; held rows only the other side's new ones.
+        let right = concat_batches(&held_right.schema(), [&held_right, &new[1]])?;
+        let pairs = [(&new[0], &right), (&held_left, &new[1])];
+        let mut rows = Vec::new();
+        for (l, r) in pairs {
+            if l.num_rows() > 0 && r.num_rows() > 0 {
+                rows.extend(join.run(&self.inner, l, r, task).await?);
+            }
+        }
+        let left = concat_batches(&held_left.schema(), [&held_left, &new[0]])?;
+        let matched = [
+            flags(
+                &left,
+                &matched_left,
+                &new[0],
+                &self.matching(join, 0, &pairs, task).await?,
+            )?,
+            flags(
+                &right,
+                &matched_right,
+                &new[1],
+                &self.matching(join, 1, &pairs, task).await?,
+            )?,
+        ];
+        // A left row waits for the right side's watermark to pass `t + hi`; a right row for
+        // the left side's to pass `t - lo`.
+        let wait = [
+            (read.marks[1].current(), self.hi),
+            (read.marks[0].current(), -self.lo),
+        ];
+        let mut groups = Vec::with_capacity(2);
+        for (side, all) in [left, right].iter().enumerate() {
+            let (watermark, reach) = wait[side];
+            let times = all
+                .column(join.sides[side].time)
+                .as_primitive::<TimestampMicrosecondType>();
+            let gone: BooleanArray = times
+                .iter()
+                .map(|t| {
+                    Some(watermark.is_some_and(|w| t.is_some_and(|t| t.saturating_add(reach) < w)))
+                })
+                .collect();
+            let unmatched = arrow::compute::and(&gone, &not(&matched[side])?)?;
+            if self.matched[side].is_some() && unmatched.true_count() > 0 {
+                let alone = filter_record_batch(all, &unmatched)?;
+                let none = RecordBatch::new_empty(join.sides[1 - side].input.rows.clone());
+                let (l, r) = match side {
+                    0 => (&alone, &none),
+                    _ => (&none, &alone),
+                };
+                rows.extend(join.run(&self.outer, l, r, task).await?);
+            }
+            let stays = not(&gone)?;
+            let kept = filter_record_batch(all, &stays)?;
+            let kept_matched = arrow::compute::filter(&matched[side], &stays)?;
+            groups.push(join.holding(side, &kept, kept_matched.as_boolean().clone())?);
+        }
+        Ok((rows, groups))
+    }
+
+    /// The rows of side `side` that matched a row of the other side in the pairs `pairs`
+    /// (left rows, right rows) run through its semi join.
+    async fn matching(
+        &self,
+        join: &Join,
+        side: usize,
+        pairs: &[(&RecordBatch, &RecordBatch)],
+        task: &Arc<TaskContext>,
+    ) -> Result<HashSet<(i32, i64)>> {
+        let mut matched = HashSet::new();
+        let Some(plan) = &self.matched[side] else {
+            return Ok(matched);
+        };
+        for (left, right) in pairs {
+            for batch in join.run(plan, left, right, task).await? {
+                let (shards, seqs) = ids(&batch)?;
+                matched.extend(
+                    shards
+                        .values()
+                        .iter()
+                        .copied()
+                        .zip(seqs.values().iter().copied()),
+                );
+            }
+        }
+        Ok(matched)
+    }
 }
 
 /// Whether each row of `all` (the held rows, then `new`) has matched: a held one if it had
@@ -404,26 +515,30 @@ fn flags(
     all: &RecordBatch,
     held: &BooleanArray,
     new: &RecordBatch,
-    ids: &HashSet<(i32, i64)>,
+    matched: &HashSet<(i32, i64)>,
 ) -> Result<BooleanArray> {
-    let shards = all
-        .column_by_name(SHARD)
-        .map(|c| c.as_primitive::<Int32Type>().clone());
-    let seqs = all
-        .column_by_name(SEQ)
-        .map(|c| c.as_primitive::<Int64Type>().clone());
-    let (Some(shards), Some(seqs)) = (shards, seqs) else {
-        return Err(PipelineError::Internal(
-            "a join's rows lack _shard or _seq".into(),
-        ));
-    };
+    let (shards, seqs) = ids(all)?;
     let held_rows = all.num_rows() - new.num_rows();
     Ok((0..all.num_rows())
         .map(|i| {
             let before = i < held_rows && held.value(i);
-            Some(before || ids.contains(&(shards.value(i), seqs.value(i))))
+            Some(before || matched.contains(&(shards.value(i), seqs.value(i))))
         })
         .collect())
+}
+
+/// `rows`' `_shard` and `_seq`.
+pub(super) fn ids(rows: &RecordBatch) -> Result<(Int32Array, Int64Array)> {
+    let column = |name: &str| rows.column_by_name(name);
+    match (column(SHARD), column(SEQ)) {
+        (Some(shards), Some(seqs)) => Ok((
+            shards.as_primitive::<Int32Type>().clone(),
+            seqs.as_primitive::<Int64Type>().clone(),
+        )),
+        _ => Err(PipelineError::Internal(
+            "a join's rows lack _shard or _seq".into(),
+        )),
+    }
 }
 
 /// A side's rows as a struct column of the state: every field nullable (the other side's
@@ -479,7 +594,7 @@ fn inputs_under(plan: &LogicalPlan) -> usize {
 }
 
 /// The join of `plan` whose inputs each read an input of the view.
-fn joining(plan: &LogicalPlan) -> Result<&JoinNode> {
+pub(super) fn joining(plan: &LogicalPlan) -> Result<&JoinNode> {
     let mut found = None;
     let _ = plan.apply(|node| {
         if let JoinPlan(join) = node
@@ -500,15 +615,15 @@ fn joining(plan: &LogicalPlan) -> Result<&JoinNode> {
 }
 
 /// `plan` with its join of the inputs replaced by `change(join)`.
-fn with_join(
+pub(super) fn replace_join(
     plan: &LogicalPlan,
-    change: impl Fn(&JoinNode) -> datafusion::error::Result<JoinNode>,
+    change: impl Fn(&JoinNode) -> datafusion::error::Result<LogicalPlan>,
 ) -> Result<LogicalPlan> {
     Ok(plan
         .clone()
         .transform_up(|node| match &node {
             JoinPlan(join) if inputs_under(&join.left) == 1 && inputs_under(&join.right) == 1 => {
-                Ok(Transformed::yes(JoinPlan(change(join)?)))
+                Ok(Transformed::yes(change(join)?))
             }
             _ => Ok(Transformed::yes(node.recompute_schema()?)),
         })?

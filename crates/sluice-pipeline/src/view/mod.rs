@@ -48,6 +48,7 @@ mod round;
 pub mod shape;
 mod spread;
 pub mod state;
+pub mod temporal;
 mod upsert;
 pub mod watermark;
 pub mod window;

@@ -17,8 +17,9 @@
 //! partial states), which a snapshot writes as it is. A view without an aggregate is `pre`
 //! alone: each round's rows in, the view's rows out.
 //!
-//! A view joining two inputs (`FROM a JOIN b ON … within a time bound`) is a join
-//! ([`super::join`]): its state is the rows each side keeps waiting for the other.
+//! A view joining two inputs (`FROM a JOIN b ON … within a time bound`, or `FROM a JOIN b FOR
+//! SYSTEM_TIME AS OF a.ts ON …`) is a join ([`super::join`], [`super::temporal`]): its state is
+//! the rows each side keeps waiting for the other.
 //!
 //! Shapes that a stream cannot answer correctly are refused here, when the view is created
 //! (see [`super::shape`]), and so is a window that is not grouped by.
@@ -44,7 +45,6 @@ use sluice_sql::ViewDefinition;
 use super::input::{Input, InputExec, InputTable, Upstream, ViewSchema, WindowFunction, feed};
 use super::join::Join;
 use super::shape::{inspect, lake_schema, updating_keys};
-use super::watermark::Micros;
 use super::window::{WINDOW_END, WINDOW_START, Window};
 use crate::error::refused;
 use crate::runtime::Kind;
@@ -147,9 +147,10 @@ impl ViewPlan {
                     ));
                 }
                 let right = inputs.pop().expect("two inputs");
-                let delays = [delay(log, &input)?, delay(log, &right)?];
+                let streams = [stream(log, &input)?, stream(log, &right)?];
                 let sides = [input.clone(), right];
-                Shape::Join(Join::new(&state, &logical, &optimized, sides, delays).await?)
+                let streams = [&streams[0], &streams[1]];
+                Shape::Join(Join::new(&state, &logical, &optimized, sides, streams).await?)
             }
             None if input.window.is_some() => {
                 return Err(PipelineError::Unsupported(
@@ -505,16 +506,13 @@ fn session(log: &Arc<Log>, lake: &Lake, upstream: Option<Upstream>) -> Result<Se
     Ok(ctx)
 }
 
-/// How far the events of a join's `input` may lag behind the latest before they are late
-/// (µs): its stream's watermark delay. A join's inputs are streams.
-fn delay(log: &Log, input: &InputTable) -> Result<Micros> {
+/// The definition of the stream a join's `input` is. A join's inputs are streams.
+fn stream(log: &Log, input: &InputTable) -> Result<sluice_sql::StreamDefinition> {
     match &input.source {
-        Input::Stream(name) => Ok(log.stream(name).map_or(0, |s| {
-            sluice_sql::StreamDefinition::from_log(&s.meta().definition)
-                .watermark_ms
-                .unwrap_or(0) as Micros
-                * 1000
-        })),
+        Input::Stream(name) => Ok(log.stream(name).map_or_else(
+            |_| sluice_sql::StreamDefinition::default(),
+            |s| sluice_sql::StreamDefinition::from_log(&s.meta().definition),
+        )),
         Input::View(view) => Err(PipelineError::Unsupported(format!(
             "'{view}' is a materialized view: a view joins two streams (a view is joined as a \
              lake table, with a stream)"

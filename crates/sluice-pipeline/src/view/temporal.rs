@@ -1,0 +1,468 @@
+//! Temporal joins: each row of a stream with the version of another stream's row, by key,
+//! that was valid at the row's time — an order with the exchange rate of its currency at the
+//! time of the order, a payment with its merchant's risk tier then.
+//!
+//! ```text
+//!  FROM orders o [LEFT] JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.currency = r.currency
+//!
+//!  round:  new rows of o ─► late? ─► held until rates' watermark passes their ts ─┐
+//!          new rows of r ─► late? ─► versions, by key ───────────────────────────┴─► each row
+//!              of o with its key's latest version at or before its ts (LEFT: or none)
+//!              ─► ON ─► the query above the join ─► <view>
+//!          versions no row can still need (a newer one of the key at or before o's
+//!              watermark, and the oldest row of o held) ─► dropped
+//! ```
+//!
+//! **A version is valid from its own event time** (the versioned stream's `event_time`) until
+//! the key's next version, never from when Sluice received it: a stream replayed or backfilled
+//! joins the versions it joined the first time. The key is the versioned stream's columns the
+//! ON condition equates with the other side's (`o.currency = r.currency`); the rest of ON is
+//! checked on the row and the version found, as Flink does.
+//!
+//! **When a row is joined.** A row at `t` is joined once the versions' watermark passes `t`:
+//! every version at or before `t` has come by then, or is late (to the errors table, as a late
+//! row of either side). An idle versioned stream follows the other's watermark, so a rarely
+//! updated table does not hold rows back beyond the idle timeout. Ties at one instant go to the
+//! version later in the log.
+//!
+//! **State**: the rows waiting for the versions' watermark, and per key the versions that a
+//! row may still need: the latest at or before the oldest time a row can still have (the other
+//! side's watermark, or an older row held), and every later one. A key's latest version stays
+//! for good, as a table's row does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, filter_record_batch, not, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use arrow::row::{RowConverter, SortField};
+use datafusion::catalog::default_table_source::provider_as_source;
+use datafusion::common::Column;
+use datafusion::execution::{SessionState, TaskContext};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{
+    BinaryExpr, Cast, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use sluice_sql::AsOf;
+
+use super::input::{InputTable, feed};
+use super::join::{Join, SidesRead};
+use super::state::State;
+use super::watermark::Micros;
+use crate::error::refused;
+use crate::{PipelineError, Result};
+
+/// The versions side of a temporal join, planned: how a row finds its version, and the query
+/// the pairs go through.
+pub struct Temporal {
+    /// LEFT: a row without a valid version is written, padded with NULLs.
+    keeps_unmatched: bool,
+    /// Per key column of the versions, the other side's expression it is equated with (cast to
+    /// the column's type), over that side's rows.
+    probe_key: Vec<Arc<dyn PhysicalExpr>>,
+    /// The versions' key columns, among their rows.
+    version_key: Vec<usize>,
+    /// The join's whole ON condition, over a row and its version side by side.
+    on: Arc<dyn PhysicalExpr>,
+    /// A row and its version side by side, as the plan's leaf takes them.
+    pairs: SchemaRef,
+    /// The query with the join replaced by the pairs: what pairs are written as.
+    plan: Arc<dyn ExecutionPlan>,
+}
+
+/// The stream `plan` (a join's side) reads versioned (`FOR SYSTEM_TIME AS OF`), and the other
+/// side's column the versions are taken at.
+pub fn versioned(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => versioned(&alias.input),
+        LogicalPlan::TableScan(scan) => match AsOf::parse_name(scan.table_name.table()) {
+            Some((_, AsOf::SystemTime(column))) => Some(column),
+            _ => None,
+        },
+        _ => plan.inputs().into_iter().find_map(versioned),
+    }
+}
+
+impl Temporal {
+    /// Plans the temporal join `join` of `logical` (the query as SQL gave it): `inputs` are
+    /// its sides, the right one read as of the left's column `as_of`, whose own time column is
+    /// `version_time`. Returns it with each side's time column.
+    pub(super) async fn new(
+        state: &SessionState,
+        logical: &LogicalPlan,
+        kind: JoinType,
+        inputs: [&InputTable; 2],
+        as_of: &str,
+        version_time: Option<&str>,
+    ) -> Result<(Self, [usize; 2])> {
+        if !matches!(kind, JoinType::Inner | JoinType::Left) {
+            return Err(PipelineError::Unsupported(format!(
+                "a {kind} temporal join: each row of a stream meets the version valid at its \
+                 time, INNER or LEFT"
+            )));
+        }
+        let join = super::join::joining(logical)?;
+        for side in [&join.left, &join.right] {
+            if !as_read(side) {
+                return Err(PipelineError::Unsupported(
+                    "a temporal join reads each stream as it is (FROM o JOIN rates FOR \
+                     SYSTEM_TIME AS OF o.ts AS r ON …), not windowed or through a subquery"
+                        .into(),
+                ));
+            }
+        }
+        let [left, right] = [join.left.schema(), join.right.schema()];
+        let time = Column::from_qualified_name(as_of);
+        let probe_time = match left.index_of_column(&time) {
+            Ok(i) if matches!(left.field(i).data_type(), DataType::Timestamp(_, _)) => i,
+            Ok(_) => {
+                return Err(PipelineError::Unsupported(format!(
+                    "FOR SYSTEM_TIME AS OF takes a TIMESTAMP column: '{as_of}' is {}",
+                    left.field(left.index_of_column(&time)?).data_type()
+                )));
+            }
+            Err(_) => {
+                return Err(PipelineError::Unsupported(format!(
+                    "FOR SYSTEM_TIME AS OF names a time column of the stream joined with the \
+                     versions (the join's left side): '{as_of}' is not one"
+                )));
+            }
+        };
+        let versions = inputs[1].source.name();
+        let version_time = version_time
+            .and_then(|name| inputs[1].rows.index_of(name).ok())
+            .ok_or_else(|| {
+                PipelineError::Unsupported(format!(
+                    "stream '{versions}' has no event_time: each of its rows is a version valid \
+                     from its event time"
+                ))
+            })?;
+        // The whole ON condition (USING's columns, then ON's).
+        let mut conditions: Vec<Expr> = (join.on.iter())
+            .map(|(l, r)| l.clone().eq(r.clone()))
+            .collect();
+        if let Some(filter) = &join.filter {
+            conditions.extend(split_conjunction(filter).into_iter().cloned());
+        }
+        let mut probe_key = Vec::new();
+        let mut version_key = Vec::new();
+        for condition in &conditions {
+            let Expr::BinaryExpr(BinaryExpr {
+                left: a,
+                op: Operator::Eq,
+                right: b,
+            }) = condition
+            else {
+                continue;
+            };
+            for (probe, version) in [(a, b), (b, a)] {
+                let Expr::Column(column) = strip(version) else {
+                    continue;
+                };
+                let Ok(index) = right.index_of_column(column) else {
+                    continue;
+                };
+                let refs = probe.column_refs();
+                if refs.is_empty() || !refs.iter().all(|c| left.has_column(c)) {
+                    continue;
+                }
+                let typed = Expr::Cast(Cast::new(
+                    probe.clone(),
+                    right.field(index).data_type().clone(),
+                ));
+                probe_key.push(state.create_physical_expr(typed, left).map_err(refused)?);
+                version_key.push(index);
+                break;
+            }
+        }
+        if version_key.is_empty() {
+            return Err(PipelineError::Unsupported(format!(
+                "a temporal join finds a row's version by key: ON equates columns of \
+                 '{versions}' with the other side's (ON o.currency = r.currency)"
+            )));
+        }
+        let both = left.join(right).map_err(refused)?;
+        let on = conditions
+            .into_iter()
+            .reduce(Expr::and)
+            .expect("a key equality at least");
+        let on = state.create_physical_expr(on, &both).map_err(refused)?;
+        // The pairs' columns are the join's, renamed apart (both sides may have a `ts`), then
+        // named as the join names them for the query above.
+        let pairs = Arc::new(Schema::new(
+            (both.iter().zip(join.schema.fields()))
+                .map(|((qualifier, field), out)| {
+                    let name = match qualifier {
+                        Some(q) => format!("{q}.{}", field.name()),
+                        None => field.name().clone(),
+                    };
+                    Field::new(name, field.data_type().clone(), out.is_nullable())
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let leaf = InputTable {
+            source: inputs[0].source.clone(),
+            schema: pairs.clone(),
+            rows: pairs.clone(),
+            window: None,
+        };
+        let scan =
+            LogicalPlanBuilder::scan("temporal_join", provider_as_source(Arc::new(leaf)), None)?
+                .project(
+                    (pairs.fields().iter().zip(join.schema.iter()))
+                        .map(|(field, (qualifier, out))| {
+                            Expr::Column(Column::new_unqualified(field.name()))
+                                .alias_qualified(qualifier.cloned(), out.name())
+                        })
+                        .collect::<Vec<_>>(),
+                )?
+                .build()?;
+        let query = super::join::replace_join(logical, |_| Ok(scan.clone()))?;
+        let plan = state.create_physical_plan(&query).await.map_err(refused)?;
+        Ok((
+            Temporal {
+                keeps_unmatched: kind == JoinType::Left,
+                probe_key,
+                version_key,
+                on,
+                pairs,
+                plan,
+            },
+            [probe_time, version_time],
+        ))
+    }
+
+    /// The plan a round runs.
+    pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
+
+    /// `versions`' keys: per key, its versions' rows by time (ties: in log order).
+    fn index(&self, versions: &RecordBatch, time: usize) -> Result<(RowConverter, Versions)> {
+        let columns: Vec<ArrayRef> = (self.version_key.iter())
+            .map(|&i| versions.column(i).clone())
+            .collect();
+        let converter = RowConverter::new(
+            columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect(),
+        )?;
+        let keys = converter.convert_columns(&columns)?;
+        let times = versions
+            .column(time)
+            .as_primitive::<TimestampMicrosecondType>();
+        let (shards, seqs) = super::join::ids(versions)?;
+        let mut index: Versions = HashMap::new();
+        for row in 0..versions.num_rows() {
+            if times.is_valid(row) {
+                index
+                    .entry(keys.row(row).as_ref().to_vec())
+                    .or_default()
+                    .push(row);
+            }
+        }
+        let order = |&r: &usize| (times.value(r), shards.value(r), seqs.value(r));
+        for rows in index.values_mut() {
+            rows.sort_by_key(order);
+        }
+        Ok((converter, index))
+    }
+}
+
+/// Per key (its row's bytes), the versions' rows by time.
+type Versions = HashMap<Vec<u8>, Vec<usize>>;
+
+impl Temporal {
+    /// A round's pairs written, and the rows each side holds after it (as rows of the state).
+    pub(super) async fn round(
+        &self,
+        join: &Join,
+        state: &State,
+        read: &SidesRead,
+        task: &Arc<TaskContext>,
+    ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+        let [probe_time, version_time] = [0, 1].map(|s| join.sides[s].time);
+        let (held, _) = join.held(&state.groups, 0)?;
+        let probes = concat_batches(&held.schema(), [&held, &read.new[0]])?;
+        let (held, _) = join.held(&state.groups, 1)?;
+        let versions = concat_batches(&held.schema(), [&held, &read.new[1]])?;
+        let (converter, index) = self.index(&versions, version_time)?;
+
+        // Rows the versions' watermark has passed are joined now; the others wait.
+        let times = probes
+            .column(probe_time)
+            .as_primitive::<TimestampMicrosecondType>();
+        let passed = read.marks[1].current();
+        let ready: BooleanArray = times
+            .iter()
+            .map(|t| Some(passed.is_some_and(|w| t.is_some_and(|t| t < w))))
+            .collect();
+        let joined = filter_record_batch(&probes, &ready)?;
+        let waiting = filter_record_batch(&probes, &not(&ready)?)?;
+        let mut rows = Vec::new();
+        if joined.num_rows() > 0 {
+            let found = Found {
+                converter: &converter,
+                index: &index,
+                versions: &versions,
+                times: [probe_time, version_time],
+            };
+            let pairs = self.pair(&joined, &found)?;
+            if pairs.num_rows() > 0 {
+                rows = collect(feed(&self.plan, &[pairs])?, task.clone()).await?;
+            }
+        }
+
+        // A version stays while a row may need it: a row can still be as old as the other
+        // side's watermark, or as an older row waiting.
+        let oldest = match (read.marks[0].current(), oldest(&waiting, probe_time)) {
+            (Some(w), Some(t)) => Some(w.min(t)),
+            (w, t) => w.or(t),
+        };
+        let version_times = versions
+            .column(version_time)
+            .as_primitive::<TimestampMicrosecondType>();
+        let mut keep = vec![false; versions.num_rows()];
+        for rows in index.values() {
+            // The latest version at or before it is the oldest still needed.
+            let needed = oldest.map_or(0, |t| {
+                (rows.iter())
+                    .rposition(|&r| version_times.value(r) <= t)
+                    .unwrap_or(0)
+            });
+            for &r in &rows[needed..] {
+                keep[r] = true;
+            }
+        }
+        let kept = filter_record_batch(&versions, &BooleanArray::from(keep))?;
+        let unmatched = |rows: &RecordBatch| BooleanArray::from(vec![false; rows.num_rows()]);
+        let groups = vec![
+            join.holding(0, &waiting, unmatched(&waiting))?,
+            join.holding(1, &kept, unmatched(&kept))?,
+        ];
+        Ok((rows, groups))
+    }
+}
+
+/// Where a round's rows find their versions.
+struct Found<'a> {
+    converter: &'a RowConverter,
+    index: &'a Versions,
+    versions: &'a RecordBatch,
+    /// The time columns of the rows and of the versions.
+    times: [usize; 2],
+}
+
+impl Temporal {
+    /// Each of `rows` beside its key's latest version at or before its time, when ON holds
+    /// of the two; beside NULLs when not (LEFT), or left out (INNER). In the pairs' schema.
+    fn pair(&self, rows: &RecordBatch, found: &Found) -> Result<RecordBatch> {
+        let Found {
+            converter,
+            index,
+            versions,
+            times: [probe_time, version_time],
+        } = *found;
+        let n = rows.num_rows();
+        let keys: Vec<ArrayRef> = (self.probe_key.iter())
+            .map(|e| e.evaluate(rows).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<_>>()?;
+        let null_key = keys.iter().fold(vec![false; n], |mut null, k| {
+            for (i, is) in null.iter_mut().enumerate() {
+                *is |= k.is_null(i);
+            }
+            null
+        });
+        let keys = converter.convert_columns(&keys)?;
+        let times = rows
+            .column(probe_time)
+            .as_primitive::<TimestampMicrosecondType>();
+        let version_times = versions
+            .column(version_time)
+            .as_primitive::<TimestampMicrosecondType>();
+        let found: UInt32Array = (0..n)
+            .map(|i| {
+                let candidates = index.get(keys.row(i).as_ref()).filter(|_| !null_key[i])?;
+                let valid =
+                    candidates.partition_point(|&r| version_times.value(r) <= times.value(i));
+                valid.checked_sub(1).map(|v| candidates[v] as u32)
+            })
+            .collect();
+        let side_by_side = |rows: &RecordBatch, found: &UInt32Array| -> Result<Vec<ArrayRef>> {
+            let mut columns = rows.columns().to_vec();
+            for column in versions.columns() {
+                columns.push(take(column, found, None)?);
+            }
+            Ok(columns)
+        };
+        let both = Arc::new(Schema::new(
+            (rows
+                .schema()
+                .fields()
+                .iter()
+                .chain(versions.schema().fields().iter()))
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+        ));
+        let candidate = RecordBatch::try_new(both, side_by_side(rows, &found)?)?;
+        let holds = self.on.evaluate(&candidate).and_then(|v| v.into_array(n))?;
+        let holds = holds.as_boolean();
+        let matched: UInt32Array = (0..n)
+            .map(|i| {
+                let holds = holds.is_valid(i) && holds.value(i);
+                found.is_valid(i).then(|| found.value(i)).filter(|_| holds)
+            })
+            .collect();
+        if self.keeps_unmatched {
+            return Ok(RecordBatch::try_new(
+                self.pairs.clone(),
+                side_by_side(rows, &matched)?,
+            )?);
+        }
+        let some = arrow::compute::is_not_null(&matched)?;
+        let rows = filter_record_batch(rows, &some)?;
+        let matched = arrow::compute::filter(&matched, &some)?;
+        Ok(RecordBatch::try_new(
+            self.pairs.clone(),
+            side_by_side(&rows, matched.as_primitive())?,
+        )?)
+    }
+}
+
+/// The oldest event time among `rows`.
+fn oldest(rows: &RecordBatch, time: usize) -> Option<Micros> {
+    arrow::compute::min(rows.column(time).as_primitive::<TimestampMicrosecondType>())
+}
+
+/// Whether `plan` (a join's side) reads its input as it is: no window, subquery or filter.
+fn as_read(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => as_read(&alias.input),
+        LogicalPlan::TableScan(scan) => {
+            scan.filters.is_empty()
+                && datafusion::catalog::default_table_source::source_as_provider(&scan.source)
+                    .ok()
+                    .and_then(|p| {
+                        (p.as_ref() as &dyn std::any::Any)
+                            .downcast_ref::<InputTable>()
+                            .map(|t| t.window.is_none())
+                    })
+                    .unwrap_or(false)
+        }
+        _ => false,
+    }
+}
+
+/// `expr` without aliases and casts.
+fn strip(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Alias(a) => strip(&a.expr),
+        Expr::Cast(c) => strip(&c.expr),
+        Expr::TryCast(c) => strip(&c.expr),
+        e => e,
+    }
+}
