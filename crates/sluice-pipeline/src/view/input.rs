@@ -234,6 +234,12 @@ pub fn fresh(plan: Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>> {
     datafusion::physical_plan::execution_plan::reset_plan_states(plan)
 }
 
+/// The columns a stream's rows are decoded into.
+fn columns(definition: &StreamDefinition) -> DfResult<SchemaRef> {
+    let decoder = Decoder::new(definition).map_err(|e| DataFusionError::Plan(e.to_string()))?;
+    Ok(decoder.schema().clone())
+}
+
 /// The input `name` stands for — a stream, or the upstream view — and its columns.
 fn input(
     log: &Log,
@@ -244,17 +250,16 @@ fn input(
         let definition = StreamDefinition::from_log(&stream.meta().definition);
         if definition.format.is_change() {
             return Err(DataFusionError::Plan(format!(
-                "stream '{name}' is a change stream (format '{}'): a view cannot read it yet; \
+                "stream '{name}' is a change stream (format '{}'): a view reads it only as the \
+                 versions of a temporal join (JOIN {name} FOR SYSTEM_TIME AS OF o.ts AS t ON …); \
                  query its mirror ({name}) or its history ({}) directly",
                 definition.format,
                 crate::changes_table(name)
             )));
         }
-        let decoder =
-            Decoder::new(&definition).map_err(|e| DataFusionError::Plan(e.to_string()))?;
         return Ok(Some((
             Input::Stream(name.to_string()),
-            decoder.schema().clone(),
+            columns(&definition)?,
         )));
     }
     Ok(upstream
@@ -292,13 +297,19 @@ impl SchemaProvider for ViewSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        // A stream read FOR SYSTEM_TIME AS OF (a temporal join) is read as the stream is.
-        let name = match sluice_sql::AsOf::parse_name(name) {
-            Some((stream, sluice_sql::AsOf::SystemTime(_))) if self.log.stream(stream).is_ok() => {
-                stream
-            }
-            _ => name,
-        };
+        // A stream read FOR SYSTEM_TIME AS OF (a temporal join): its rows are versions, a
+        // change stream's changes too.
+        if let Some((name, sluice_sql::AsOf::SystemTime(_))) = sluice_sql::AsOf::parse_name(name)
+            && let Ok(stream) = self.log.stream(name)
+        {
+            let schema = columns(&StreamDefinition::from_log(&stream.meta().definition))?;
+            return Ok(Some(Arc::new(InputTable {
+                source: Input::Stream(name.to_string()),
+                rows: schema.clone(),
+                schema,
+                window: None,
+            })));
+        }
         if let Some((source, schema)) = input(&self.log, self.upstream.as_ref(), name)? {
             return Ok(Some(Arc::new(InputTable {
                 source,

@@ -140,7 +140,7 @@ impl Join {
                     kind,
                     [&inputs[0], &inputs[1]],
                     &column,
-                    streams[1].event_time.as_deref(),
+                    streams[1],
                 )
                 .await?;
                 (Meeting::AsOf(temporal), times)

@@ -35,7 +35,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, filter_record_batch, not, take};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Decimal128Type, Field, Schema, SchemaRef, TimestampMicrosecondType,
+};
 use arrow::row::{RowConverter, SortField};
 use datafusion::catalog::default_table_source::provider_as_source;
 use datafusion::common::Column;
@@ -46,12 +48,13 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use sluice_sql::AsOf;
+use sluice_sql::{AsOf, StreamDefinition};
 
 use super::input::{InputTable, feed};
 use super::join::{Join, SidesRead};
 use super::state::State;
 use super::watermark::Micros;
+use crate::decode::{OP, SOURCE_TS, UNCHANGED, VERSION};
 use crate::error::refused;
 use crate::{PipelineError, Result};
 
@@ -60,6 +63,8 @@ use crate::{PipelineError, Result};
 pub struct Temporal {
     /// LEFT: a row without a valid version is written, padded with NULLs.
     keeps_unmatched: bool,
+    /// The versions are a change stream's changes: deletes and truncates end a version.
+    change: Option<Change>,
     /// Per key column of the versions, the other side's expression it is equated with (cast to
     /// the column's type), over that side's rows.
     probe_key: Vec<Arc<dyn PhysicalExpr>>,
@@ -87,16 +92,16 @@ pub fn versioned(plan: &LogicalPlan) -> Option<String> {
 }
 
 impl Temporal {
-    /// Plans the temporal join `join` of `logical` (the query as SQL gave it): `inputs` are
-    /// its sides, the right one read as of the left's column `as_of`, whose own time column is
-    /// `version_time`. Returns it with each side's time column.
+    /// Plans the temporal join of `logical` (the query as SQL gave it): `inputs` are its
+    /// sides, the right one (the stream `definition` defines) read as of the left's column
+    /// `as_of`. Returns it with each side's time column.
     pub(super) async fn new(
         state: &SessionState,
         logical: &LogicalPlan,
         kind: JoinType,
         inputs: [&InputTable; 2],
         as_of: &str,
-        version_time: Option<&str>,
+        definition: &StreamDefinition,
     ) -> Result<(Self, [usize; 2])> {
         if !matches!(kind, JoinType::Inner | JoinType::Left) {
             return Err(PipelineError::Unsupported(format!(
@@ -132,7 +137,14 @@ impl Temporal {
             }
         };
         let versions = inputs[1].source.name();
-        let version_time = version_time
+        let changes = definition.format.is_change();
+        // A change's time is its event time if declared, else when the source made it.
+        let time_column = match (&definition.event_time, changes) {
+            (Some(column), _) => Some(column.as_str()),
+            (None, true) => Some(SOURCE_TS),
+            (None, false) => None,
+        };
+        let version_time = time_column
             .and_then(|name| inputs[1].rows.index_of(name).ok())
             .ok_or_else(|| {
                 PipelineError::Unsupported(format!(
@@ -147,8 +159,8 @@ impl Temporal {
         if let Some(filter) = &join.filter {
             conditions.extend(split_conjunction(filter).into_iter().cloned());
         }
-        let mut probe_key = Vec::new();
-        let mut version_key = Vec::new();
+        // Each column of the versions that ON equates with the other side's.
+        let mut equated = Vec::new();
         for condition in &conditions {
             let Expr::BinaryExpr(BinaryExpr {
                 left: a,
@@ -166,24 +178,52 @@ impl Temporal {
                     continue;
                 };
                 let refs = probe.column_refs();
-                if refs.is_empty() || !refs.iter().all(|c| left.has_column(c)) {
-                    continue;
+                if !refs.is_empty() && refs.iter().all(|c| left.has_column(c)) {
+                    equated.push((index, probe.as_ref().clone()));
+                    break;
                 }
-                let typed = Expr::Cast(Cast::new(
-                    probe.clone(),
-                    right.field(index).data_type().clone(),
-                ));
-                probe_key.push(state.create_physical_expr(typed, left).map_err(refused)?);
-                version_key.push(index);
-                break;
             }
         }
-        if version_key.is_empty() {
+        // A change stream's versions are its rows' (its primary key's); any other stream's, of
+        // the columns ON equates.
+        let key: Vec<(usize, Expr)> = match changes {
+            true => (definition.primary_key.iter())
+                .map(|column| {
+                    let index = inputs[1].rows.index_of(column).ok();
+                    (equated.iter())
+                        .find(|(i, _)| Some(*i) == index)
+                        .cloned()
+                        .ok_or_else(|| {
+                            PipelineError::Unsupported(format!(
+                                "a temporal join finds a row's version by the primary key of \
+                                 change stream '{versions}': ON equates each of its columns \
+                                 ({}) with the other side's",
+                                definition.primary_key.join(", ")
+                            ))
+                        })
+                })
+                .collect::<Result<_>>()?,
+            false => equated,
+        };
+        if key.is_empty() {
             return Err(PipelineError::Unsupported(format!(
                 "a temporal join finds a row's version by key: ON equates columns of \
                  '{versions}' with the other side's (ON o.currency = r.currency)"
             )));
         }
+        let mut probe_key = Vec::with_capacity(key.len());
+        for (index, probe) in &key {
+            let typed = Expr::Cast(Cast::new(
+                Box::new(probe.clone()),
+                right.field(*index).data_type().clone(),
+            ));
+            probe_key.push(state.create_physical_expr(typed, left).map_err(refused)?);
+        }
+        let version_key = key.iter().map(|(index, _)| *index).collect();
+        let change = match changes {
+            true => Some(Change::new(&inputs[1].rows)?),
+            false => None,
+        };
         let both = left.join(right).map_err(refused)?;
         let on = conditions
             .into_iter()
@@ -225,6 +265,7 @@ impl Temporal {
         Ok((
             Temporal {
                 keeps_unmatched: kind == JoinType::Left,
+                change,
                 probe_key,
                 version_key,
                 on,
@@ -240,8 +281,8 @@ impl Temporal {
         &self.plan
     }
 
-    /// `versions`' keys: per key, its versions' rows by time (ties: in log order).
-    fn index(&self, versions: &RecordBatch, time: usize) -> Result<(RowConverter, Versions)> {
+    /// `versions` (in the versions' rows) by key, and in order.
+    fn index(&self, versions: &RecordBatch, time: usize) -> Result<Index> {
         let columns: Vec<ArrayRef> = (self.version_key.iter())
             .map(|&i| versions.column(i).clone())
             .collect();
@@ -256,25 +297,168 @@ impl Temporal {
             .column(time)
             .as_primitive::<TimestampMicrosecondType>();
         let (shards, seqs) = super::join::ids(versions)?;
-        let mut index: Versions = HashMap::new();
+        // A change's `_version` orders the changes of one instant.
+        let change_versions = (self.change.as_ref())
+            .and_then(|_| versions.column_by_name(VERSION))
+            .map(|v| v.as_primitive::<Decimal128Type>().clone());
+        let mut index = Index {
+            converter,
+            keys: HashMap::new(),
+            truncates: Vec::new(),
+            order: Vec::with_capacity(versions.num_rows()),
+            ended: vec![false; versions.num_rows()],
+        };
         for row in 0..versions.num_rows() {
-            if times.is_valid(row) {
-                index
-                    .entry(keys.row(row).as_ref().to_vec())
-                    .or_default()
-                    .push(row);
+            let version = change_versions.as_ref().map_or(0, |v| v.value(row));
+            let op = self.change.as_ref().map(|c| c.op(versions, row));
+            index.order.push((
+                times.value(row),
+                version,
+                shards.value(row),
+                seqs.value(row),
+            ));
+            // Late rows (and those without a time) went to the errors table: none is here.
+            if times.is_null(row) {
+                continue;
+            }
+            match op {
+                Some(Op::Truncate) => index.truncates.push(row),
+                op => {
+                    index.ended[row] = op == Some(Op::Delete);
+                    index
+                        .keys
+                        .entry(keys.row(row).as_ref().to_vec())
+                        .or_default()
+                        .push(row)
+                }
             }
         }
-        let order = |&r: &usize| (times.value(r), shards.value(r), seqs.value(r));
-        for rows in index.values_mut() {
-            rows.sort_by_key(order);
+        let order = &index.order;
+        for rows in index.keys.values_mut() {
+            rows.sort_by_key(|&r| order[r]);
         }
-        Ok((converter, index))
+        index.truncates.sort_by_key(|&r| order[r]);
+        Ok(index)
     }
 }
 
-/// Per key (its row's bytes), the versions' rows by time.
-type Versions = HashMap<Vec<u8>, Vec<usize>>;
+/// A round's versions by key, and in order.
+struct Index {
+    converter: RowConverter,
+    /// Per key (its row's bytes), the rows of its versions, in order.
+    keys: HashMap<Vec<u8>, Vec<usize>>,
+    /// A change stream's truncates (every key's row ends), in order.
+    truncates: Vec<usize>,
+    /// Per row, where it stands: its time, then (a change) its `_version`, then the log's order.
+    order: Vec<(Micros, i128, i32, i64)>,
+    /// Per row, whether it ends its key's row (a change stream's delete).
+    ended: Vec<bool>,
+}
+
+impl Index {
+    /// The version valid at `t` of the key whose versions are `rows`: the latest at or before
+    /// it, unless it ended (deleted, or truncated since).
+    fn valid(&self, rows: &[usize], t: Micros) -> Option<usize> {
+        let latest = rows[..rows.partition_point(|&r| self.order[r].0 <= t)].last()?;
+        let truncated = (self.truncates.iter())
+            .take_while(|&&r| self.order[r].0 <= t)
+            .any(|&r| self.order[r] > self.order[*latest]);
+        (!self.ended[*latest] && !truncated).then_some(*latest)
+    }
+
+    /// Which rows a round keeps: those a row at `oldest` or later may still need.
+    fn needed(&self, rows: usize, oldest: Option<Micros>) -> BooleanArray {
+        let mut keep = vec![false; rows];
+        let from = |rows: &[usize]| {
+            oldest.map_or(0, |t| {
+                rows.iter()
+                    .rposition(|&r| self.order[r].0 <= t)
+                    .unwrap_or(0)
+            })
+        };
+        for rows in self.keys.values() {
+            let mut from = from(rows);
+            // A delete that no row can see past: as if the key had no version.
+            if from < rows.len() && self.ended[rows[from]] && oldest.is_some() {
+                from += 1;
+            }
+            rows[from..].iter().for_each(|&r| keep[r] = true);
+        }
+        let from = from(&self.truncates);
+        self.truncates[from..].iter().for_each(|&r| keep[r] = true);
+        BooleanArray::from(keep)
+    }
+}
+
+/// A change stream's columns that say what a change does.
+struct Change {
+    /// `_op`.
+    op: usize,
+    /// `_unchanged`: the columns a change did not send.
+    unchanged: usize,
+}
+
+/// What a change does to the version of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// Makes a new version (an insert, an update, a snapshot's read).
+    Version,
+    /// Ends the key's row.
+    Delete,
+    /// Ends every key's row.
+    Truncate,
+}
+
+impl Change {
+    fn new(rows: &Schema) -> Result<Self> {
+        Ok(Change {
+            op: rows.index_of(OP)?,
+            unchanged: rows.index_of(UNCHANGED)?,
+        })
+    }
+
+    fn op(&self, rows: &RecordBatch, row: usize) -> Op {
+        match rows.column(self.op).as_string::<i32>().value(row) {
+            "d" => Op::Delete,
+            "t" => Op::Truncate,
+            _ => Op::Version,
+        }
+    }
+
+    /// `versions` with the values each change did not send taken from its key's previous
+    /// version (as the mirror keeps its own).
+    fn filled(&self, versions: &RecordBatch, index: &Index) -> Result<RecordBatch> {
+        let unchanged = versions.column(self.unchanged).as_string::<i32>();
+        if unchanged.null_count() == unchanged.len() {
+            return Ok(versions.clone());
+        }
+        // Per column filled, where each row takes its value from.
+        let mut from: HashMap<usize, Vec<u32>> = HashMap::new();
+        for rows in index.keys.values() {
+            for (previous, &row) in rows.iter().zip(&rows[1..]) {
+                if unchanged.is_null(row) {
+                    continue;
+                }
+                let names: Vec<String> =
+                    serde_json::from_str(unchanged.value(row)).unwrap_or_default();
+                for column in names
+                    .iter()
+                    .filter_map(|n| versions.schema().index_of(n).ok())
+                {
+                    let sources = from
+                        .entry(column)
+                        .or_insert_with(|| (0..versions.num_rows() as u32).collect());
+                    sources[row] = sources[*previous];
+                }
+            }
+        }
+        let mut columns = versions.columns().to_vec();
+        for (column, sources) in from {
+            columns[column] = take(&columns[column], &UInt32Array::from(sources), None)?;
+        }
+        Ok(RecordBatch::try_new(versions.schema(), columns)?)
+    }
+}
 
 impl Temporal {
     /// A round's pairs written, and the rows each side holds after it (as rows of the state).
@@ -290,7 +474,11 @@ impl Temporal {
         let probes = concat_batches(&held.schema(), [&held, &read.new[0]])?;
         let (held, _) = join.held(&state.groups, 1)?;
         let versions = concat_batches(&held.schema(), [&held, &read.new[1]])?;
-        let (converter, index) = self.index(&versions, version_time)?;
+        let index = self.index(&versions, version_time)?;
+        let versions = match &self.change {
+            Some(change) => change.filled(&versions, &index)?,
+            None => versions,
+        };
 
         // Rows the versions' watermark has passed are joined now; the others wait.
         let times = probes
@@ -305,13 +493,7 @@ impl Temporal {
         let waiting = filter_record_batch(&probes, &not(&ready)?)?;
         let mut rows = Vec::new();
         if joined.num_rows() > 0 {
-            let found = Found {
-                converter: &converter,
-                index: &index,
-                versions: &versions,
-                times: [probe_time, version_time],
-            };
-            let pairs = self.pair(&joined, &found)?;
+            let pairs = self.pair(&joined, probe_time, &versions, &index)?;
             if pairs.num_rows() > 0 {
                 rows = collect(feed(&self.plan, &[pairs])?, task.clone()).await?;
             }
@@ -323,22 +505,7 @@ impl Temporal {
             (Some(w), Some(t)) => Some(w.min(t)),
             (w, t) => w.or(t),
         };
-        let version_times = versions
-            .column(version_time)
-            .as_primitive::<TimestampMicrosecondType>();
-        let mut keep = vec![false; versions.num_rows()];
-        for rows in index.values() {
-            // The latest version at or before it is the oldest still needed.
-            let needed = oldest.map_or(0, |t| {
-                (rows.iter())
-                    .rposition(|&r| version_times.value(r) <= t)
-                    .unwrap_or(0)
-            });
-            for &r in &rows[needed..] {
-                keep[r] = true;
-            }
-        }
-        let kept = filter_record_batch(&versions, &BooleanArray::from(keep))?;
+        let kept = filter_record_batch(&versions, &index.needed(versions.num_rows(), oldest))?;
         let unmatched = |rows: &RecordBatch| BooleanArray::from(vec![false; rows.num_rows()]);
         let groups = vec![
             join.holding(0, &waiting, unmatched(&waiting))?,
@@ -346,50 +513,29 @@ impl Temporal {
         ];
         Ok((rows, groups))
     }
-}
 
-/// Where a round's rows find their versions.
-struct Found<'a> {
-    converter: &'a RowConverter,
-    index: &'a Versions,
-    versions: &'a RecordBatch,
-    /// The time columns of the rows and of the versions.
-    times: [usize; 2],
-}
-
-impl Temporal {
-    /// Each of `rows` beside its key's latest version at or before its time, when ON holds
-    /// of the two; beside NULLs when not (LEFT), or left out (INNER). In the pairs' schema.
-    fn pair(&self, rows: &RecordBatch, found: &Found) -> Result<RecordBatch> {
-        let Found {
-            converter,
-            index,
-            versions,
-            times: [probe_time, version_time],
-        } = *found;
+    /// Each of `rows` (their time column `time`) beside its key's version valid at its time,
+    /// when ON holds of the two; beside NULLs when not (LEFT), or left out (INNER). In the
+    /// pairs' schema.
+    fn pair(
+        &self,
+        rows: &RecordBatch,
+        time: usize,
+        versions: &RecordBatch,
+        index: &Index,
+    ) -> Result<RecordBatch> {
         let n = rows.num_rows();
         let keys: Vec<ArrayRef> = (self.probe_key.iter())
             .map(|e| e.evaluate(rows).and_then(|v| v.into_array(n)))
             .collect::<datafusion::error::Result<_>>()?;
-        let null_key = keys.iter().fold(vec![false; n], |mut null, k| {
-            for (i, is) in null.iter_mut().enumerate() {
-                *is |= k.is_null(i);
-            }
-            null
-        });
-        let keys = converter.convert_columns(&keys)?;
-        let times = rows
-            .column(probe_time)
-            .as_primitive::<TimestampMicrosecondType>();
-        let version_times = versions
-            .column(version_time)
-            .as_primitive::<TimestampMicrosecondType>();
+        let no_key = |i: usize| keys.iter().any(|k| k.is_null(i));
+        let converted = index.converter.convert_columns(&keys)?;
+        let times = rows.column(time).as_primitive::<TimestampMicrosecondType>();
         let found: UInt32Array = (0..n)
             .map(|i| {
-                let candidates = index.get(keys.row(i).as_ref()).filter(|_| !null_key[i])?;
-                let valid =
-                    candidates.partition_point(|&r| version_times.value(r) <= times.value(i));
-                valid.checked_sub(1).map(|v| candidates[v] as u32)
+                let versions = index.keys.get(converted.row(i).as_ref())?;
+                let version = index.valid(versions, times.value(i))?;
+                (!no_key(i)).then_some(version as u32)
             })
             .collect();
         let side_by_side = |rows: &RecordBatch, found: &UInt32Array| -> Result<Vec<ArrayRef>> {
@@ -400,13 +546,10 @@ impl Temporal {
             Ok(columns)
         };
         let both = Arc::new(Schema::new(
-            (rows
-                .schema()
-                .fields()
-                .iter()
-                .chain(versions.schema().fields().iter()))
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
+            (rows.schema().fields().iter())
+                .chain(versions.schema().fields().iter())
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
         ));
         let candidate = RecordBatch::try_new(both, side_by_side(rows, &found)?)?;
         let holds = self.on.evaluate(&candidate).and_then(|v| v.into_array(n))?;
