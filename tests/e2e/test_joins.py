@@ -224,6 +224,7 @@ def test_joins_that_cannot_be_kept_are_refused_with_the_reason(server):
         "FROM auths a JOIN captures FOR SYSTEM_TIME AS OF a.ts AS c ON c.ts < a.ts": "by key",
         "FROM auths a JOIN captures FOR SYSTEM_TIME AS OF c.ts AS c ON a.card = c.card": "names a time column",
         "FROM auths a JOIN captures FOR SYSTEM_TIME AS OF a.card AS c ON a.card = c.card": "TIMESTAMP column",
+        "FROM auths FOR SYSTEM_TIME AS OF ts AS a": "in a temporal join",
         "FROM auths a JOIN captures FOR SYSTEM_TIME AS OF a.ts AS c ON a.card = c.card "
         "GROUP BY a.auth_id": "does not aggregate",
     }

@@ -122,7 +122,6 @@ impl Join {
         streams: [&StreamDefinition; 2],
     ) -> Result<Self> {
         let join = joining(optimized)?;
-        let kind = join.join_type;
         let delays = streams.map(|s| s.watermark_ms.unwrap_or(0) as Micros * 1000);
         let as_of = [&join.left, &join.right].map(|side| temporal::versioned(side));
         let (meeting, times) = match as_of {
@@ -137,7 +136,6 @@ impl Join {
                 let (temporal, times) = Temporal::new(
                     state,
                     logical,
-                    kind,
                     [&inputs[0], &inputs[1]],
                     &column,
                     streams[1],
@@ -335,6 +333,8 @@ pub(super) struct SidesRead {
     pub marks: Vec<Watermarks>,
     pub late: Vec<RecordBatch>,
     pub new: Vec<RecordBatch>,
+    /// Each side's rows, late or not.
+    pub all: Vec<RecordBatch>,
 }
 
 /// A round of a join view (see the module's documentation): `taken` is each partition read,
@@ -387,11 +387,13 @@ impl Join {
         }
         let mut late = Vec::with_capacity(2);
         let mut new = Vec::with_capacity(2);
+        let mut all = Vec::with_capacity(2);
         for (side, rows) in read.iter().enumerate() {
             let rows = concat_batches(&self.sides[side].input.rows, rows)?;
             let (l, on_time) = split_late(&rows, self.sides[side].time, before[side])?;
             late.push(l);
             new.push(on_time);
+            all.push(rows);
         }
         for mark in &mut marks {
             mark.advance(now_ms, idle_ms);
@@ -403,7 +405,12 @@ impl Join {
                 marks[side].raise(other);
             }
         }
-        Ok(SidesRead { marks, late, new })
+        Ok(SidesRead {
+            marks,
+            late,
+            new,
+            all,
+        })
     }
 }
 

@@ -137,6 +137,13 @@ impl ViewPlan {
         let task = ctx.task_ctx();
         let mut inputs = inspected.inputs;
         let input = inputs[0].clone();
+        if inputs.len() == 1 && super::temporal::versioned(&logical).is_some() {
+            return Err(PipelineError::Unsupported(
+                "FOR SYSTEM_TIME AS OF reads a stream's versions in a temporal join: FROM o \
+                 JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON …"
+                    .into(),
+            ));
+        }
         let shape = match find_aggregate(&physical) {
             _ if inputs.len() == 2 => {
                 if inspected.aggregates > 0 {

@@ -22,8 +22,9 @@
 //! **When a row is joined.** A row at `t` is joined once the versions' watermark passes `t`:
 //! every version at or before `t` has come by then, or is late (to the errors table, as a late
 //! row of either side). An idle versioned stream follows the other's watermark, so a rarely
-//! updated table does not hold rows back beyond the idle timeout. Ties at one instant go to the
-//! version later in the log.
+//! updated table does not hold rows back beyond the idle timeout. Ties at one instant go by the
+//! log's order (a change stream's: by `_version` first). A late version goes to the errors
+//! table: the rows already joined keep the version they found, and the rows to come see it.
 //!
 //! **State**: the rows waiting for the versions' watermark, and per key the versions that a
 //! row may still need: the latest at or before the oldest time a row can still have (the other
@@ -40,11 +41,12 @@ use arrow::datatypes::{
 };
 use arrow::row::{RowConverter, SortField};
 use datafusion::catalog::default_table_source::provider_as_source;
-use datafusion::common::Column;
+use datafusion::common::{Column, DFSchema};
 use datafusion::execution::{SessionState, TaskContext};
+use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Cast, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+    BinaryExpr, Cast, Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -65,11 +67,11 @@ pub struct Temporal {
     keeps_unmatched: bool,
     /// The versions are a change stream's changes: deletes and truncates end a version.
     change: Option<Change>,
-    /// Per key column of the versions, the other side's expression it is equated with (cast to
-    /// the column's type), over that side's rows.
+    /// Per key column of the versions, the other side's expression it is equated with, over
+    /// that side's rows, in the type ON compares them in…
     probe_key: Vec<Arc<dyn PhysicalExpr>>,
-    /// The versions' key columns, among their rows.
-    version_key: Vec<usize>,
+    /// … and the key column, in that type, over the versions' rows.
+    version_key: Vec<Arc<dyn PhysicalExpr>>,
     /// The join's whole ON condition, over a row and its version side by side.
     on: Arc<dyn PhysicalExpr>,
     /// A row and its version side by side, as the plan's leaf takes them.
@@ -98,18 +100,18 @@ impl Temporal {
     pub(super) async fn new(
         state: &SessionState,
         logical: &LogicalPlan,
-        kind: JoinType,
         inputs: [&InputTable; 2],
         as_of: &str,
         definition: &StreamDefinition,
     ) -> Result<(Self, [usize; 2])> {
+        let join = super::join::joining(logical)?;
+        let kind = join.join_type;
         if !matches!(kind, JoinType::Inner | JoinType::Left) {
             return Err(PipelineError::Unsupported(format!(
                 "a {kind} temporal join: each row of a stream meets the version valid at its \
                  time, INNER or LEFT"
             )));
         }
-        let join = super::join::joining(logical)?;
         for side in [&join.left, &join.right] {
             if !as_read(side) {
                 return Err(PipelineError::Unsupported(
@@ -171,10 +173,10 @@ impl Temporal {
                 continue;
             };
             for (probe, version) in [(a, b), (b, a)] {
-                let Expr::Column(column) = strip(version) else {
+                let Expr::Column(column) = version.as_ref().clone().unalias_nested().data else {
                     continue;
                 };
-                let Ok(index) = right.index_of_column(column) else {
+                let Ok(index) = right.index_of_column(&column) else {
                     continue;
                 };
                 let refs = probe.column_refs();
@@ -211,15 +213,21 @@ impl Temporal {
                  '{versions}' with the other side's (ON o.currency = r.currency)"
             )));
         }
+        // Both sides of each equality as ON compares them: in the type it coerces both to.
         let mut probe_key = Vec::with_capacity(key.len());
+        let mut version_key = Vec::with_capacity(key.len());
         for (index, probe) in &key {
-            let typed = Expr::Cast(Cast::new(
-                Box::new(probe.clone()),
-                right.field(*index).data_type().clone(),
-            ));
-            probe_key.push(state.create_physical_expr(typed, left).map_err(refused)?);
+            let column = Expr::Column(Column::from(right.qualified_field(*index)));
+            let (a, b) = (probe.get_type(left)?, right.field(*index).data_type());
+            let common = comparison_coercion(&a, b).ok_or_else(|| {
+                PipelineError::Unsupported(format!(
+                    "a temporal join's key compares {a} with {b}, which do not compare"
+                ))
+            })?;
+            let cast = |e: Expr| Expr::Cast(Cast::new(Box::new(e), common.clone()));
+            probe_key.push(create(state, cast(probe.clone()), left)?);
+            version_key.push(create(state, cast(column), right)?);
         }
-        let version_key = key.iter().map(|(index, _)| *index).collect();
         let change = match changes {
             true => Some(Change::new(&inputs[1].rows)?),
             false => None,
@@ -283,9 +291,10 @@ impl Temporal {
 
     /// `versions` (in the versions' rows) by key, and in order.
     fn index(&self, versions: &RecordBatch, time: usize) -> Result<Index> {
+        let n = versions.num_rows();
         let columns: Vec<ArrayRef> = (self.version_key.iter())
-            .map(|&i| versions.column(i).clone())
-            .collect();
+            .map(|e| e.evaluate(versions).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<_>>()?;
         let converter = RowConverter::new(
             columns
                 .iter()
@@ -366,8 +375,9 @@ impl Index {
         (!self.ended[*latest] && !truncated).then_some(*latest)
     }
 
-    /// Which rows a round keeps: those a row at `oldest` or later may still need.
-    fn needed(&self, rows: usize, oldest: Option<Micros>) -> BooleanArray {
+    /// Which rows a round keeps: those a row at `oldest` or later may still need, no version
+    /// older than `settled` (the versions' watermark) coming but late.
+    fn needed(&self, rows: usize, oldest: Option<Micros>, settled: Option<Micros>) -> BooleanArray {
         let mut keep = vec![false; rows];
         let from = |rows: &[usize]| {
             oldest.map_or(0, |t| {
@@ -378,8 +388,10 @@ impl Index {
         };
         for rows in self.keys.values() {
             let mut from = from(rows);
-            // A delete that no row can see past: as if the key had no version.
-            if from < rows.len() && self.ended[rows[from]] && oldest.is_some() {
+            // A delete that no row can see past, and that no change before it can still come
+            // to: as if the key had no version.
+            let past = |t: Micros| oldest.is_some_and(|o| t <= o) && settled.is_some_and(|s| t < s);
+            if from < rows.len() && self.ended[rows[from]] && past(self.order[rows[from]].0) {
                 from += 1;
             }
             rows[from..].iter().for_each(|&r| keep[r] = true);
@@ -436,7 +448,8 @@ impl Change {
         let mut from: HashMap<usize, Vec<u32>> = HashMap::new();
         for rows in index.keys.values() {
             for (previous, &row) in rows.iter().zip(&rows[1..]) {
-                if unchanged.is_null(row) {
+                // (A change after a delete is an insert: it sends every value.)
+                if unchanged.is_null(row) || index.ended[*previous] {
                     continue;
                 }
                 let names: Vec<String> =
@@ -472,8 +485,10 @@ impl Temporal {
         let [probe_time, version_time] = [0, 1].map(|s| join.sides[s].time);
         let (held, _) = join.held(&state.groups, 0)?;
         let probes = concat_batches(&held.schema(), [&held, &read.new[0]])?;
+        // A late version is in the errors table, and no row already joined sees it; a row to
+        // come does.
         let (held, _) = join.held(&state.groups, 1)?;
-        let versions = concat_batches(&held.schema(), [&held, &read.new[1]])?;
+        let versions = concat_batches(&held.schema(), [&held, &read.all[1]])?;
         let index = self.index(&versions, version_time)?;
         let versions = match &self.change {
             Some(change) => change.filled(&versions, &index)?,
@@ -501,11 +516,11 @@ impl Temporal {
 
         // A version stays while a row may need it: a row can still be as old as the other
         // side's watermark, or as an older row waiting.
-        let oldest = match (read.marks[0].current(), oldest(&waiting, probe_time)) {
-            (Some(w), Some(t)) => Some(w.min(t)),
-            (w, t) => w.or(t),
-        };
-        let kept = filter_record_batch(&versions, &index.needed(versions.num_rows(), oldest))?;
+        // Before the other side has a watermark, a row of any time may come.
+        let oldest =
+            (read.marks[0].current()).map(|w| oldest(&waiting, probe_time).map_or(w, |t| w.min(t)));
+        let needed = index.needed(versions.num_rows(), oldest, read.marks[1].current());
+        let kept = filter_record_batch(&versions, &needed)?;
         let unmatched = |rows: &RecordBatch| BooleanArray::from(vec![false; rows.num_rows()]);
         let groups = vec![
             join.holding(0, &waiting, unmatched(&waiting))?,
@@ -581,6 +596,11 @@ fn oldest(rows: &RecordBatch, time: usize) -> Option<Micros> {
     arrow::compute::min(rows.column(time).as_primitive::<TimestampMicrosecondType>())
 }
 
+/// `expr` over `schema`, as it runs.
+fn create(state: &SessionState, expr: Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    state.create_physical_expr(expr, schema).map_err(refused)
+}
+
 /// Whether `plan` (a join's side) reads its input as it is: no window, subquery or filter.
 fn as_read(plan: &LogicalPlan) -> bool {
     match plan {
@@ -597,15 +617,5 @@ fn as_read(plan: &LogicalPlan) -> bool {
                     .unwrap_or(false)
         }
         _ => false,
-    }
-}
-
-/// `expr` without aliases and casts.
-fn strip(expr: &Expr) -> &Expr {
-    match expr {
-        Expr::Alias(a) => strip(&a.expr),
-        Expr::Cast(c) => strip(&c.expr),
-        Expr::TryCast(c) => strip(&c.expr),
-        e => e,
     }
 }
