@@ -109,6 +109,15 @@ pub struct Side {
     /// How far its events may lag behind the latest before they are late (µs): its stream's
     /// watermark delay.
     pub delay: Micros,
+    /// The columns of its rows the state holds (a temporal join's: those the query reads).
+    pub kept: Vec<usize>,
+}
+
+impl Side {
+    /// The columns of its rows the state holds.
+    pub fn held(&self) -> Result<SchemaRef> {
+        Ok(Arc::new(self.input.rows.project(&self.kept)?))
+    }
 }
 
 impl Join {
@@ -124,7 +133,7 @@ impl Join {
         let join = joining(optimized)?;
         let delays = streams.map(|s| s.watermark_ms.unwrap_or(0) as Micros * 1000);
         let as_of = [&join.left, &join.right].map(|side| temporal::versioned(side));
-        let (meeting, times) = match as_of {
+        let (meeting, times, kept) = match as_of {
             [Some(_), _] => {
                 return Err(PipelineError::Unsupported(
                     "the stream read FOR SYSTEM_TIME AS OF is the join's right side: FROM o \
@@ -136,24 +145,36 @@ impl Join {
                 let (temporal, times) = Temporal::new(
                     state,
                     logical,
+                    join,
                     [&inputs[0], &inputs[1]],
                     &column,
                     streams[1],
                 )
                 .await?;
-                (Meeting::AsOf(temporal), times)
+                let kept = temporal.kept.clone();
+                (Meeting::AsOf(temporal), times, kept)
             }
             [None, None] => {
                 let (within, times) = Within::new(state, logical, join, &inputs).await?;
-                (Meeting::Within(within), times)
+                let kept = [0, 1].map(|s| (0..inputs[s].rows.fields().len()).collect());
+                (Meeting::Within(within), times, kept)
             }
         };
         let [left, right] = inputs;
-        let sides = [(left, times[0], delays[0]), (right, times[1], delays[1])]
-            .map(|(input, time, delay)| Side { input, time, delay });
+        let [kept_left, kept_right] = kept;
+        let sides = [
+            (left, times[0], delays[0], kept_left),
+            (right, times[1], delays[1], kept_right),
+        ]
+        .map(|(input, time, delay, kept)| Side {
+            input,
+            time,
+            delay,
+            kept,
+        });
         let state_schema = Arc::new(Schema::new(vec![
-            Field::new("left", row_struct(&sides[0].input.rows), true),
-            Field::new("right", row_struct(&sides[1].input.rows), true),
+            Field::new("left", row_struct(&sides[0].held()?), true),
+            Field::new("right", row_struct(&sides[1].held()?), true),
             Field::new("matched", DataType::Boolean, false),
         ]));
         Ok(Join {
@@ -199,8 +220,7 @@ impl Join {
         );
         let groups = filter_record_batch(groups, &mine)?;
         let rows = groups.column(side).as_struct();
-        let rows =
-            RecordBatch::try_new(self.sides[side].input.rows.clone(), rows.columns().to_vec())?;
+        let rows = RecordBatch::try_new(self.sides[side].held()?, rows.columns().to_vec())?;
         Ok((rows, groups.column(2).as_boolean().clone()))
     }
 

@@ -41,12 +41,13 @@ use arrow::datatypes::{
 };
 use arrow::row::{RowConverter, SortField};
 use datafusion::catalog::default_table_source::provider_as_source;
-use datafusion::common::{Column, DFSchema};
+use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    BinaryExpr, Cast, Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+    BinaryExpr, Cast, Expr, ExprSchemable, Join as JoinNode, JoinType, LogicalPlan,
+    LogicalPlanBuilder, Operator,
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
@@ -56,7 +57,7 @@ use super::input::{InputTable, feed};
 use super::join::{Join, SidesRead};
 use super::state::State;
 use super::watermark::Micros;
-use crate::decode::{OP, SOURCE_TS, UNCHANGED, VERSION};
+use crate::decode::{OP, SEQ, SHARD, SOURCE_TS, UNCHANGED, VERSION};
 use crate::error::refused;
 use crate::{PipelineError, Result};
 
@@ -78,6 +79,10 @@ pub struct Temporal {
     pairs: SchemaRef,
     /// The query with the join replaced by the pairs: what pairs are written as.
     plan: Arc<dyn ExecutionPlan>,
+    /// Each side's time column among the columns kept.
+    times: [usize; 2],
+    /// The columns of each side's rows kept (see [`super::join::Side::kept`]).
+    pub kept: [Vec<usize>; 2],
 }
 
 /// The stream `plan` (a join's side) reads versioned (`FOR SYSTEM_TIME AS OF`), and the other
@@ -96,10 +101,12 @@ pub fn versioned(plan: &LogicalPlan) -> Option<String> {
 impl Temporal {
     /// Plans the temporal join of `logical` (the query as SQL gave it): `inputs` are its
     /// sides, the right one (the stream `definition` defines) read as of the left's column
-    /// `as_of`. Returns it with each side's time column.
+    /// `as_of`; `optimized` is the join as DataFusion optimized it (which says the columns
+    /// the query reads). Returns it with each side's time column.
     pub(super) async fn new(
         state: &SessionState,
         logical: &LogicalPlan,
+        optimized: &JoinNode,
         inputs: [&InputTable; 2],
         as_of: &str,
         definition: &StreamDefinition,
@@ -213,44 +220,99 @@ impl Temporal {
                  '{versions}' with the other side's (ON o.currency = r.currency)"
             )));
         }
+        // The columns held and paired: those the query reads (as DataFusion pushed them down
+        // to the scans), ON's, the times, and what orders and tells the versions.
+        let on = conditions
+            .into_iter()
+            .reduce(Expr::and)
+            .expect("a key equality at least");
+        let mut kept = [
+            read_columns(&optimized.left),
+            read_columns(&optimized.right),
+        ];
+        for column in on.column_refs() {
+            for (side, schema) in [left, right].into_iter().enumerate() {
+                if let Ok(i) = schema.index_of_column(column) {
+                    kept[side].push(i);
+                }
+            }
+        }
+        let mut named = [vec![SHARD, SEQ], vec![SHARD, SEQ]];
+        if changes {
+            named[1].extend([OP, VERSION, UNCHANGED]);
+        }
+        for (side, time) in [(0, probe_time), (1, version_time)] {
+            kept[side].push(time);
+            for name in &named[side] {
+                kept[side].push(inputs[side].rows.index_of(name)?);
+            }
+            kept[side].sort_unstable();
+            kept[side].dedup();
+        }
+        let kept_schema = |side: usize, schema: &DFSchema| {
+            let fields = (kept[side].iter())
+                .map(|&i| {
+                    let (qualifier, field) = schema.qualified_field(i);
+                    (qualifier.cloned(), field.clone())
+                })
+                .collect();
+            DFSchema::new_with_metadata(fields, Default::default())
+        };
+        let [left, right] = [kept_schema(0, left)?, kept_schema(1, right)?];
+        let position = |side: usize, i: usize| kept[side].iter().position(|&k| k == i);
         // Both sides of each equality as ON compares them: in the type it coerces both to.
         let mut probe_key = Vec::with_capacity(key.len());
         let mut version_key = Vec::with_capacity(key.len());
         for (index, probe) in &key {
-            let column = Expr::Column(Column::from(right.qualified_field(*index)));
-            let (a, b) = (probe.get_type(left)?, right.field(*index).data_type());
+            let field = inputs[1].rows.field(*index);
+            let column = Expr::Column(Column::from(
+                right.qualified_field(position(1, *index).expect("ON's columns are kept")),
+            ));
+            let (a, b) = (probe.get_type(&left)?, field.data_type());
             let common = comparison_coercion(&a, b).ok_or_else(|| {
                 PipelineError::Unsupported(format!(
                     "a temporal join's key compares {a} with {b}, which do not compare"
                 ))
             })?;
             let cast = |e: Expr| Expr::Cast(Cast::new(Box::new(e), common.clone()));
-            probe_key.push(create(state, cast(probe.clone()), left)?);
-            version_key.push(create(state, cast(column), right)?);
+            probe_key.push(create(state, cast(probe.clone()), &left)?);
+            version_key.push(create(state, cast(column), &right)?);
         }
         let change = match changes {
-            true => Some(Change::new(&inputs[1].rows)?),
+            true => Some(Change::new(right.as_arrow())?),
             false => None,
         };
-        let both = left.join(right).map_err(refused)?;
-        let on = conditions
-            .into_iter()
-            .reduce(Expr::and)
-            .expect("a key equality at least");
-        let on = state.create_physical_expr(on, &both).map_err(refused)?;
-        // The pairs' columns are the join's, renamed apart (both sides may have a `ts`), then
-        // named as the join names them for the query above.
+        let both = left.join(&right).map_err(refused)?;
+        let on = create(state, on, &both)?;
+        // The pairs' columns are those kept of the join's, renamed apart (both sides may have
+        // a `ts`), then named as the join names them for the query above; the others are NULL.
+        let width = inputs[0].rows.fields().len();
+        let out = |side: usize, i: usize| join.schema.field(side * width + i);
         let pairs = Arc::new(Schema::new(
-            (both.iter().zip(join.schema.fields()))
-                .map(|((qualifier, field), out)| {
+            (0..2)
+                .flat_map(|side| kept[side].iter().map(move |&i| (side, i)))
+                .zip(both.iter())
+                .map(|((side, i), (qualifier, field))| {
                     let name = match qualifier {
                         Some(q) => format!("{q}.{}", field.name()),
                         None => field.name().clone(),
                     };
-                    Field::new(name, field.data_type().clone(), out.is_nullable())
+                    Field::new(name, field.data_type().clone(), out(side, i).is_nullable())
                 })
                 .collect::<Vec<_>>(),
         ));
+        let mut paired = Vec::with_capacity(join.schema.fields().len());
+        for (p, (qualifier, field)) in join.schema.iter().enumerate() {
+            let (side, i) = if p < width { (0, p) } else { (1, p - width) };
+            let value = match position(side, i) {
+                Some(k) => {
+                    let k = if side == 0 { k } else { kept[0].len() + k };
+                    Expr::Column(Column::new_unqualified(pairs.field(k).name()))
+                }
+                None => Expr::Literal(ScalarValue::try_from(field.data_type())?, None),
+            };
+            paired.push(value.alias_qualified(qualifier.cloned(), field.name()));
+        }
         let leaf = InputTable {
             source: inputs[0].source.clone(),
             schema: pairs.clone(),
@@ -259,17 +321,14 @@ impl Temporal {
         };
         let scan =
             LogicalPlanBuilder::scan("temporal_join", provider_as_source(Arc::new(leaf)), None)?
-                .project(
-                    (pairs.fields().iter().zip(join.schema.iter()))
-                        .map(|(field, (qualifier, out))| {
-                            Expr::Column(Column::new_unqualified(field.name()))
-                                .alias_qualified(qualifier.cloned(), out.name())
-                        })
-                        .collect::<Vec<_>>(),
-                )?
+                .project(paired)?
                 .build()?;
         let query = super::join::replace_join(logical, |_| Ok(scan.clone()))?;
         let plan = state.create_physical_plan(&query).await.map_err(refused)?;
+        let times = [
+            position(0, probe_time).expect("the time is kept"),
+            position(1, version_time).expect("the time is kept"),
+        ];
         Ok((
             Temporal {
                 keeps_unmatched: kind == JoinType::Left,
@@ -279,6 +338,8 @@ impl Temporal {
                 on,
                 pairs,
                 plan,
+                times,
+                kept,
             },
             [probe_time, version_time],
         ))
@@ -482,13 +543,15 @@ impl Temporal {
         read: &SidesRead,
         task: &Arc<TaskContext>,
     ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-        let [probe_time, version_time] = [0, 1].map(|s| join.sides[s].time);
+        let [probe_time, version_time] = self.times;
         let (held, _) = join.held(&state.groups, 0)?;
-        let probes = concat_batches(&held.schema(), [&held, &read.new[0]])?;
+        let new = read.new[0].project(&self.kept[0])?;
+        let probes = concat_batches(&held.schema(), [&held, &new])?;
         // A late version is in the errors table, and no row already joined sees it; a row to
         // come does.
         let (held, _) = join.held(&state.groups, 1)?;
-        let versions = concat_batches(&held.schema(), [&held, &read.all[1]])?;
+        let new = read.all[1].project(&self.kept[1])?;
+        let versions = concat_batches(&held.schema(), [&held, &new])?;
         let index = self.index(&versions, version_time)?;
         let versions = match &self.change {
             Some(change) => change.filled(&versions, &index)?,
@@ -594,6 +657,21 @@ impl Temporal {
 /// The oldest event time among `rows`.
 fn oldest(rows: &RecordBatch, time: usize) -> Option<Micros> {
     arrow::compute::min(rows.column(time).as_primitive::<TimestampMicrosecondType>())
+}
+
+/// The columns of its input `plan` (a join's side, optimized) reads: all, unless a projection
+/// was pushed into its scan.
+fn read_columns(plan: &LogicalPlan) -> Vec<usize> {
+    match plan {
+        LogicalPlan::TableScan(scan) => scan
+            .projection
+            .clone()
+            .unwrap_or_else(|| (0..scan.source.schema().fields().len()).collect()),
+        _ => plan
+            .inputs()
+            .first()
+            .map_or_else(Vec::new, |p| read_columns(p)),
+    }
 }
 
 /// `expr` over `schema`, as it runs.
