@@ -83,7 +83,7 @@ pub enum Shape {
     /// Two inputs joined within a time bound: the rows each side holds for the other, matches
     /// appended as they are found (and, outer, rows that never matched once the watermark
     /// says none can).
-    Join(Join),
+    Join(Box<Join>),
 }
 
 /// An aggregate taken apart into DataFusion's aggregation modes (see the module's diagram).
@@ -157,7 +157,9 @@ impl ViewPlan {
                 let streams = [stream(log, &input)?, stream(log, &right)?];
                 let sides = [input.clone(), right];
                 let streams = [&streams[0], &streams[1]];
-                Shape::Join(Join::new(&state, &logical, &optimized, sides, streams).await?)
+                Shape::Join(Box::new(
+                    Join::new(&state, &logical, &optimized, sides, streams).await?,
+                ))
             }
             None if input.window.is_some() => {
                 return Err(PipelineError::Unsupported(
