@@ -29,7 +29,9 @@
 //! **State**: the rows waiting for the versions' watermark, and per key the versions that a
 //! row may still need: the latest at or before the oldest time a row can still have (the other
 //! side's watermark, or an older row held), and every later one. A key's latest version stays
-//! for good, as a table's row does.
+//! for good, as a table's row does. Of each side's rows only the columns the query reads (as
+//! DataFusion pushed them down to the scans) are held and paired: the others are NULL to the
+//! query above the join, which reads none of them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
