@@ -171,6 +171,13 @@ impl ViewPlan {
             None => Shape::Stateless(physical),
             Some(top) => {
                 let aggregation = Aggregation::new(&physical, &top, input.window.map(|w| w.0))?;
+                if inspected.ranked && (input.window.is_none() || aggregation.window.is_none()) {
+                    return Err(PipelineError::Unsupported(
+                        "window functions (OVER …) rank the groups of a windowed view, \
+                         partitioned by its window: an updating view's groups change row by row"
+                            .into(),
+                    ));
+                }
                 match (input.window, aggregation.window) {
                     (Some(_), Some(_)) => Shape::Windowed(aggregation),
                     (Some(_), None) => {

@@ -2,8 +2,9 @@
 //!
 //! A stream is unbounded and arrives in rounds: shapes whose answer depends on seeing it whole,
 //! or on the order rounds fall in, cannot be kept correctly and are refused when the view is
-//! created, with the reason — ORDER BY, LIMIT, window functions (`OVER`), set operations, more
-//! than one aggregation, more than two inputs (two are joined within a time bound:
+//! created, with the reason — ORDER BY, LIMIT, window functions (`OVER`) but those ranking a
+//! windowed aggregate's groups per window (Top-N per window), set operations, more than one
+//! aggregation, more than two inputs (two are joined within a time bound:
 //! `super::join`), an updating view that does not select its group's columns (the upsert could
 //! not find its rows). The view's table holds the query's columns in the types Delta keeps.
 
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::source_as_provider;
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 
@@ -27,12 +28,16 @@ pub(super) struct Inspected {
     pub reads_tables: bool,
     /// How many aggregations it has (at most one).
     pub aggregates: usize,
+    /// Whether window functions rank its aggregate's groups per window (Top-N per window):
+    /// only a windowed view may, whose windows' groups are all written in one round.
+    pub ranked: bool,
 }
 
 pub(super) fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
     let mut inputs = Vec::new();
     let mut reads_tables = false;
     let mut aggregates = 0;
+    let mut ranked = false;
     let mut refusal = None;
     plan.apply_with_subqueries(|node| {
         let refuse = match node {
@@ -52,9 +57,15 @@ pub(super) fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
                 Some("ORDER BY: a view's rows have no order; order them when you query it")
             }
             LogicalPlan::Limit(_) => Some("LIMIT: a view keeps every row its query gives"),
-            LogicalPlan::Window(_) => {
-                Some("window functions (OVER …): use TUMBLE, HOP or SESSION in FROM")
+            LogicalPlan::Window(window) if per_window(window) => {
+                ranked = true;
+                None
             }
+            LogicalPlan::Window(_) => Some(
+                "window functions (OVER …) but over a windowed aggregate's groups, partitioned \
+                 by its window (RANK() OVER (PARTITION BY window_start ORDER BY count(*) DESC)); \
+                 for windows of events use TUMBLE, HOP or SESSION in FROM",
+            ),
             LogicalPlan::Union(_) => Some("UNION: create a view for each part"),
             LogicalPlan::RecursiveQuery(_) => Some("recursive queries"),
             LogicalPlan::Distinct(_) => Some("DISTINCT ON"),
@@ -91,6 +102,7 @@ pub(super) fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
             inputs,
             reads_tables,
             aggregates,
+            ranked,
         }),
         0 => Err(PipelineError::Unsupported(
             "a materialized view reads a stream or a view: FROM stream, or TUMBLE / HOP / \
@@ -101,6 +113,27 @@ pub(super) fn inspect(plan: &LogicalPlan) -> Result<Inspected> {
             "a materialized view reads one stream or view, or joins two streams".into(),
         )),
     }
+}
+
+/// Whether every function of `window` is over an aggregate's groups and partitioned by their
+/// window (`window_start` or `window_end`): all of a window's groups close in one round, so a
+/// round's groups hold each window they rank whole.
+fn per_window(window: &datafusion::logical_expr::Window) -> bool {
+    let over_groups = window
+        .input
+        .exists(|n| Ok(matches!(n, LogicalPlan::Aggregate(_))))
+        .unwrap_or(false);
+    over_groups
+        && window
+            .window_expr
+            .iter()
+            .all(|e| match e.clone().unalias_nested().data {
+                Expr::WindowFunction(f) => f.params.partition_by.iter().any(|p| {
+                    matches!(p, Expr::Column(c) if c.name == super::window::WINDOW_START
+                    || c.name == super::window::WINDOW_END)
+                }),
+                _ => false,
+            })
 }
 
 /// An updating view's output columns that hold its group's values, in the group's order.
