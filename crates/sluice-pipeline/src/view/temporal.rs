@@ -580,8 +580,7 @@ impl Temporal {
         }
 
         // A version stays while a row may need it: a row can still be as old as the other
-        // side's watermark, or as an older row waiting.
-        // Before the other side has a watermark, a row of any time may come.
+        // side's watermark (before it has one: of any time), or as an older row waiting.
         let oldest =
             (read.marks[0].current()).map(|w| oldest(&waiting, probe_time).map_or(w, |t| w.min(t)));
         let needed = index.needed(versions.num_rows(), oldest, read.marks[1].current());
@@ -613,9 +612,11 @@ impl Temporal {
         let times = rows.column(time).as_primitive::<TimestampMicrosecondType>();
         let found: UInt32Array = (0..n)
             .map(|i| {
-                let versions = index.keys.get(converted.row(i).as_ref())?;
-                let version = index.valid(versions, times.value(i))?;
-                (!no_key(i)).then_some(version as u32)
+                let versions = index
+                    .keys
+                    .get(converted.row(i).as_ref())
+                    .filter(|_| !no_key(i))?;
+                index.valid(versions, times.value(i)).map(|v| v as u32)
             })
             .collect();
         let side_by_side = |rows: &RecordBatch, found: &UInt32Array| -> Result<Vec<ArrayRef>> {
@@ -640,18 +641,18 @@ impl Temporal {
                 found.is_valid(i).then(|| found.value(i)).filter(|_| holds)
             })
             .collect();
-        if self.keeps_unmatched {
-            return Ok(RecordBatch::try_new(
-                self.pairs.clone(),
-                side_by_side(rows, &matched)?,
-            )?);
-        }
-        let some = arrow::compute::is_not_null(&matched)?;
-        let rows = filter_record_batch(rows, &some)?;
-        let matched = arrow::compute::filter(&matched, &some)?;
+        // The versions are taken again only for rows whose version fails ON (LEFT: NULLs).
+        let pairs = match matched.null_count() == found.null_count() {
+            true => candidate,
+            false => RecordBatch::try_new(candidate.schema(), side_by_side(rows, &matched)?)?,
+        };
+        let pairs = match self.keeps_unmatched {
+            true => pairs,
+            false => filter_record_batch(&pairs, &arrow::compute::is_not_null(&matched)?)?,
+        };
         Ok(RecordBatch::try_new(
             self.pairs.clone(),
-            side_by_side(&rows, matched.as_primitive())?,
+            pairs.columns().to_vec(),
         )?)
     }
 }
